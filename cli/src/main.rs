@@ -1,0 +1,399 @@
+//! `crdtdir`: the command-line face of the crdtdir library. Parses, calls the library,
+//! prints JSON, maps errors to exit codes (0 ok, 1 error, 2 usage, 3 refused).
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use crdtdir::{Options, PatchOp, Store};
+use serde_json::{json, Value as Json};
+
+#[derive(Parser)]
+#[command(
+    name = "crdtdir",
+    version,
+    about = "Sync an Automerge document through any file-sync tool"
+)]
+struct Cli {
+    /// The store folder.
+    #[arg(long, global = true, env = "CRDTDIR_STORE", default_value = ".")]
+    store: PathBuf,
+    /// This device's display name.
+    #[arg(long, global = true, env = "CRDTDIR_DEVICE")]
+    device: Option<String>,
+    /// Local state directory (never inside the synced folder).
+    #[arg(long, global = true, env = "CRDTDIR_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make the folder a new store.
+    Init {
+        /// Write this JSON object as the document's first change.
+        #[arg(long, value_name = "FILE.json")]
+        from: Option<PathBuf>,
+    },
+    /// Change the document: one append is one change is one op file.
+    Append {
+        /// Apply a JSON Patch (RFC 6902 plus splice and increment) from FILE, or - for stdin.
+        #[arg(long, value_name = "FILE|-")]
+        patch: Option<String>,
+        #[command(subcommand)]
+        op: Option<AppendOp>,
+    },
+    /// Print the merged document as JSON.
+    Merge {
+        /// Write it to FILE instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Indent the JSON.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Print the JSON value at a JSON Pointer (default: the whole document).
+    Get {
+        #[arg(default_value = "")]
+        path: String,
+    },
+    /// Devices, problem files, forks, quarantined and waiting changes.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The history: one line per change.
+    Log {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AppendOp {
+    /// Map key: add or replace. List index: replace that element.
+    Set {
+        path: String,
+        json: String,
+        /// Store strings as atomic last-writer-wins values, not collaborative text.
+        #[arg(long)]
+        scalar: bool,
+    },
+    /// Insert into a list at an index, or at the end with `-`.
+    Insert {
+        path: String,
+        json: String,
+        /// Store strings as atomic last-writer-wins values, not collaborative text.
+        #[arg(long)]
+        scalar: bool,
+    },
+    /// Delete a map key or list element.
+    Delete { path: String },
+    /// Edit a text: delete DEL characters at POS, then insert TEXT.
+    Splice {
+        path: String,
+        pos: usize,
+        del: usize,
+        #[arg(default_value = "")]
+        text: String,
+    },
+    /// Add N to a counter (a missing key becomes a counter).
+    Increment {
+        path: String,
+        #[arg(allow_hyphen_values = true)]
+        n: i64,
+    },
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<crdtdir::Error> for Failure {
+    fn from(e: crdtdir::Error) -> Self {
+        Failure {
+            code: if e.is_refusal() { 3 } else { 1 },
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<crdtdir::PatchError> for Failure {
+    fn from(e: crdtdir::PatchError) -> Self {
+        Failure {
+            code: 1,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn fail(message: impl Into<String>) -> Failure {
+    Failure {
+        code: 1,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Automerge can panic on a forged change; the library catches that and reports it, so
+    // the default panic message would be noise. A panic that escapes is reported below.
+    std::panic::set_hook(Box::new(|_| {}));
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(f)) => {
+            eprintln!("crdtdir: {}", f.message);
+            ExitCode::from(f.code)
+        }
+        Err(_) => {
+            eprintln!("crdtdir: internal error (a bug): nothing was written after it");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn options(cli: &Cli) -> Options {
+    let mut o = Options::new();
+    if let Some(d) = &cli.state_dir {
+        o = o.state_dir(d);
+    }
+    if let Some(d) = &cli.device {
+        o = o.device(d);
+    }
+    o
+}
+
+fn print_json(value: &Json, pretty: bool) -> Result<(), Failure> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}").map_err(|e| fail(format!("stdout: {e}")))
+}
+
+fn read_input(source: &str) -> Result<String, Failure> {
+    if source == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| fail(format!("stdin: {e}")))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(source).map_err(|e| fail(format!("{source}: {e}")))
+    }
+}
+
+fn parse_value(text: &str) -> Result<Json, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        fail(format!(
+            "malformed JSON value {text:?}: {e} (strings need quotes: '\"milk\"')"
+        ))
+    })
+}
+
+/// One line on stderr when the merge skipped or held back anything.
+fn warn_report(report: &crdtdir::MergeReport) {
+    let (p, q, w) = (
+        report.problems.len(),
+        report.quarantined.len(),
+        report.waiting.len(),
+    );
+    if p + q + w + report.forks.len() > 0 {
+        eprintln!(
+            "crdtdir: warning: {p} file(s) skipped, {} fork(s), {q} change(s) quarantined, {w} waiting for dependencies (see `crdtdir status`)",
+            report.forks.len()
+        );
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let opts = options(&cli);
+    match &cli.command {
+        Command::Init { from } => {
+            let initial = match from {
+                Some(f) => Some(parse_value(&read_input(&f.to_string_lossy())?)?),
+                None => None,
+            };
+            let store = Store::init(&cli.store, opts, initial.as_ref())?;
+            print_json(&json!({"store": store.path(), "id": store.id()}), false)
+        }
+        Command::Append { patch, op } => {
+            let ops = match (patch, op) {
+                (Some(source), None) => crdtdir::parse_patch(&read_input(source)?)?,
+                (None, Some(op)) => vec![append_op(op)?],
+                _ => {
+                    return Err(Failure {
+                        code: 2,
+                        message: "append needs an operation or --patch FILE".into(),
+                    })
+                }
+            };
+            let store = Store::open(&cli.store, opts)?;
+            let outcome = store.apply_patch(&ops)?;
+            for notice in &outcome.notices {
+                eprintln!("crdtdir: {notice}");
+            }
+            if outcome.written.is_empty() {
+                eprintln!("crdtdir: no change");
+            }
+            print_json(
+                &json!({"change": outcome.change(), "written": outcome.written}),
+                false,
+            )
+        }
+        Command::Merge { out, pretty } => {
+            let view = Store::open(&cli.store, opts)?.read()?;
+            warn_report(view.report());
+            let doc = view.to_json();
+            match out {
+                Some(path) => {
+                    let mut text = if *pretty {
+                        serde_json::to_string_pretty(&doc)
+                    } else {
+                        serde_json::to_string(&doc)
+                    }
+                    .map_err(|e| fail(e.to_string()))?;
+                    text.push('\n');
+                    std::fs::write(path, text).map_err(|e| fail(format!("{}: {e}", path.display())))
+                }
+                None => print_json(&doc, *pretty),
+            }
+        }
+        Command::Get { path } => {
+            let view = Store::open(&cli.store, opts)?.read()?;
+            warn_report(view.report());
+            print_json(&view.get(path)?, false)
+        }
+        Command::Status { json } => {
+            let status = Store::open(&cli.store, opts)?.status()?;
+            if *json {
+                print_json(
+                    &serde_json::to_value(&status).map_err(|e| fail(e.to_string()))?,
+                    true,
+                )
+            } else {
+                print_status(&status);
+                Ok(())
+            }
+        }
+        Command::Log { json } => {
+            let view = Store::open(&cli.store, opts)?.read()?;
+            let mut log = view.report().applied.clone();
+            log.sort_by(|a, b| (a.time, &a.actor, a.seq).cmp(&(b.time, &b.actor, b.seq)));
+            if *json {
+                return print_json(
+                    &serde_json::to_value(&log).map_err(|e| fail(e.to_string()))?,
+                    false,
+                );
+            }
+            for c in log {
+                let when =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.time.max(0) as u64);
+                println!(
+                    "{}  {:<20} {}…  seq {:<6} {} op(s)",
+                    humantime::format_rfc3339_seconds(when),
+                    c.device,
+                    &c.actor[..c.actor.len().min(8)],
+                    c.seq,
+                    c.ops
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn append_op(op: &AppendOp) -> Result<PatchOp, Failure> {
+    Ok(match op {
+        AppendOp::Set { path, json, scalar } => PatchOp::Set {
+            path: path.clone(),
+            value: parse_value(json)?,
+            scalar: *scalar,
+        },
+        AppendOp::Insert { path, json, scalar } => PatchOp::Insert {
+            path: path.clone(),
+            value: parse_value(json)?,
+            scalar: *scalar,
+        },
+        AppendOp::Delete { path } => PatchOp::Remove { path: path.clone() },
+        AppendOp::Splice {
+            path,
+            pos,
+            del,
+            text,
+        } => PatchOp::Splice {
+            path: path.clone(),
+            pos: *pos,
+            del: *del,
+            text: text.clone(),
+        },
+        AppendOp::Increment { path, n } => PatchOp::Increment {
+            path: path.clone(),
+            value: *n,
+        },
+    })
+}
+
+fn print_status(s: &crdtdir::Status) {
+    println!(
+        "store {} (format {}), {} change(s)",
+        s.store_id, s.format, s.changes
+    );
+    if let Some(why) = &s.read_only {
+        println!("read-only here: {why}");
+    }
+    println!("devices ({}):", s.devices.len());
+    for d in &s.devices {
+        let seqs: Vec<String> = d
+            .max_seq
+            .iter()
+            .map(|(a, q)| format!("{}…@{q}", &a[..a.len().min(8)]))
+            .collect();
+        println!(
+            "  {:<24} {} change(s), actors {}",
+            d.name,
+            d.ops,
+            seqs.join(", ")
+        );
+    }
+    let r = &s.report;
+    if !r.unknown_features.is_empty() {
+        println!("unknown features: {}", r.unknown_features.join(", "));
+    }
+    if !r.problems.is_empty() {
+        println!("skipped files ({}):", r.problems.len());
+        for p in &r.problems {
+            println!("  {}: {}", p.path, p.reason);
+        }
+    }
+    for f in &r.forks {
+        println!(
+            "fork: actor {} seq {}: kept {}, quarantined {}",
+            f.actor,
+            f.seq,
+            f.kept,
+            f.quarantined.join(", ")
+        );
+    }
+    if !r.quarantined.is_empty() {
+        println!("quarantined changes ({}):", r.quarantined.len());
+        for p in &r.quarantined {
+            println!("  {}: {}", p.path, p.reason);
+        }
+    }
+    if !r.waiting.is_empty() {
+        println!("waiting for dependencies ({}):", r.waiting.len());
+        for w in &r.waiting {
+            println!("  {}: missing {}", w.path, w.missing.join(", "));
+        }
+    }
+}

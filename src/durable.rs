@@ -1,0 +1,111 @@
+//! The one seam through which crdtdir changes the file system.
+//!
+//! Every file crdtdir publishes in the synced folder appears under its final name only when
+//! complete: write a temp file in the same folder, fsync it, make it read-only, rename it into
+//! place, fsync the folder. Temp names start with [`TEMP_PREFIX`], carry the writer's actor and
+//! end in `.tmp`, so readers skip them and only their owner ever removes them.
+//!
+//! Crash testing: when the environment variable `CRDTDIR_CRASH_AT` names a step (see
+//! [`crash_point`]), the process aborts right there, leaving the disk exactly as a power cut
+//! after that step would (everything before it was fsynced). Tests drive the real binary with it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Every temp file crdtdir creates in the synced folder starts with this.
+pub(crate) const TEMP_PREFIX: &str = ".crdtdir-";
+/// ...and ends with this.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// Aborts the process if `CRDTDIR_CRASH_AT` names `step`. A no-op otherwise.
+pub(crate) fn crash_point(step: &str) {
+    if let Some(want) = std::env::var_os("CRDTDIR_CRASH_AT") {
+        if want == step {
+            // A real crash: no destructors, no buffered output, no cleanup.
+            std::process::abort();
+        }
+    }
+}
+
+/// A file written and fsynced under a temp name, not yet visible under its final name.
+pub(crate) struct Staged {
+    temp: PathBuf,
+}
+
+/// Writes `bytes` to a fresh temp file in `dir` tagged with `owner` (an actor in hex), fsyncs
+/// it and makes it read-only. The caller then [`publish`]es it.
+pub(crate) fn stage(dir: &Path, owner: &str, bytes: &[u8]) -> io::Result<Staged> {
+    fs::create_dir_all(dir)?;
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(io::Error::other)?;
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{owner}-{}{TEMP_SUFFIX}",
+        hex::encode(nonce)
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        let mut perms = f.metadata()?.permissions();
+        perms.set_readonly(true);
+        f.set_permissions(perms)?;
+        f.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(Staged { temp })
+}
+
+/// Renames a staged file to `target` and fsyncs the folder. If `target` already exists it
+/// holds the same bytes (its name carries their hash), so it is left untouched and the temp
+/// is removed: a published file is never modified.
+pub(crate) fn publish(staged: Staged, target: &Path) -> io::Result<()> {
+    if target.exists() {
+        fs::remove_file(&staged.temp)?;
+        return Ok(());
+    }
+    fs::rename(&staged.temp, target)?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+impl Staged {
+    /// Removes the temp file (the write was abandoned before publishing).
+    pub(crate) fn discard(self) {
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+/// Atomically replaces a local (never synced) file: temp, fsync, rename, fsync the folder.
+pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let temp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&temp, path)?;
+    sync_dir(dir)
+}
+
+/// Fsyncs a folder so a rename inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        // Windows cannot open a directory as a file; renames are durable once the file
+        // itself was flushed (MoveFileEx with write-through is what std uses).
+        let _ = dir;
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Typed errors for every operation that can fail as a whole.
+//!
+//! A damaged or foreign file inside the store is *not* an error: the reader skips it and
+//! reports it as a [`crate::Problem`]. Errors are for what stops an operation outright.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What went wrong with a store operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The folder has no `crdtdir.store` marker.
+    #[error("no crdtdir store at {}", path.display())]
+    NoStore {
+        /// The folder that was opened.
+        path: PathBuf,
+    },
+    /// `init` on a folder that already is (or is becoming) a store.
+    #[error("{}: {reason}", path.display())]
+    AlreadyStore {
+        /// The folder.
+        path: PathBuf,
+        /// Why it counts as a store already.
+        reason: String,
+    },
+    /// The store uses a newer format version or a feature this build does not know.
+    /// Reading still works; every write is refused.
+    #[error("this store needs a newer crdtdir: {reason}")]
+    NeedsNewer {
+        /// The version or feature that is not understood.
+        reason: String,
+    },
+    /// A file crdtdir itself owns (the store marker, local state) is unreadable.
+    #[error("{}: {reason}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O error on a path.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path the operation touched.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A patch or path that cannot be applied to the document; nothing was written.
+    #[error(transparent)]
+    Patch(#[from] crate::patch::PatchError),
+    /// The caller's change closure returned an error; nothing was written.
+    #[error("change aborted: {0}")]
+    Aborted(Box<dyn std::error::Error + Send + Sync>),
+    /// Automerge refused an operation on the local document.
+    #[error("automerge: {0}")]
+    Automerge(#[from] automerge::AutomergeError),
+    /// A device name that cannot be used.
+    #[error("invalid device name {name:?}: {reason}")]
+    DeviceName {
+        /// The rejected name.
+        name: String,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl Error {
+    /// The path this error is about, where there is one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Error::NoStore { path }
+            | Error::AlreadyStore { path, .. }
+            | Error::Corrupt { path, .. }
+            | Error::Io { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// True when the operation was refused to protect the store (not a failure of the input
+    /// or of the machine): the CLI maps it to its own exit code.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Error::NeedsNewer { .. })
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

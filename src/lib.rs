@@ -1,0 +1,50 @@
+//! crdtdir: sync an Automerge document through any file-sync tool, with no server.
+//!
+//! Every change is a new immutable file that only its author ever writes
+//! (`STORE/ops/<actor>/<seq>-<hash>.op`), so a sync tool (Syncthing, Dropbox, iCloud,
+//! rclone, Unison…) never sees two versions of one file; every reader merges all files into
+//! one Automerge document, so concurrent edits combine instead of colliding.
+//!
+//! ```
+//! use crdtdir::{Options, PatchOp, Store};
+//! use serde_json::json;
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let (store_dir, laptop_state, phone_state) =
+//! #     (dir.path().join("todo"), dir.path().join("laptop"), dir.path().join("phone"));
+//! // Two devices share one folder (here on one disk; normally through a sync tool).
+//! let laptop = Store::init(&store_dir, Options::new().state_dir(&laptop_state).device("laptop"),
+//!                          Some(&json!({"items": []})))?;
+//! let phone = Store::open(&store_dir, Options::new().state_dir(&phone_state).device("phone"))?;
+//! laptop.apply_patch(&[PatchOp::Insert { path: "/items/-".into(), value: json!("milk"), scalar: false }])?;
+//! phone.apply_patch(&crdtdir::parse_patch(r#"[{"op":"add","path":"/items/-","value":"eggs"}]"#)?)?;
+//! let items = phone.read()?.get("/items")?;
+//! assert_eq!(items.as_array().unwrap().len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Threat model: crdtdir protects a user's data against accidents — sync tools, crashes,
+//! full disks, cloned disks, bit rot — not against a hostile device with write access to the
+//! folder. Damaged and foreign files are skipped and reported ([`MergeReport`]), never
+//! deleted, and never make a merge fail.
+#![deny(missing_docs)]
+
+mod durable;
+mod error;
+mod marker;
+mod merge;
+mod naming;
+mod opfile;
+mod patch;
+mod render;
+mod report;
+mod scan;
+mod state;
+mod store;
+
+pub use automerge;
+pub use error::{Error, Result};
+pub use marker::FORMAT_VERSION;
+pub use patch::{parse_patch, PatchError, PatchOp};
+pub use report::{ChangeInfo, Fork, MergeReport, Problem, Waiting};
+pub use state::{DEVICE_ENV, STATE_DIR_ENV};
+pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written};

@@ -1,0 +1,189 @@
+//! The op file: one Automerge change in a CBOR envelope.
+//!
+//! ```text
+//! op file = CBOR map (definite length), exactly these keys in this order:
+//!   "v"      unsigned integer   envelope format version, ENVELOPE_VERSION (= 1)
+//!   "device" text string        display name of the device that wrote the change
+//!   "change" byte string        the Automerge change chunk (automerge `Change::raw_bytes`)
+//! ```
+//! The envelope is a pure function of the change and the device name (no clock of its own:
+//! the change carries its timestamp), so writing one change twice yields the same bytes and
+//! the same file name. Readers ignore keys they do not know (room for additions within v1),
+//! refuse a version above [`ENVELOPE_VERSION`], and refuse a `change` that is not a byte
+//! string (an array of integers is what plain serde makes of a `Vec<u8>`: not v1).
+
+use ciborium::Value;
+
+/// The envelope version this build writes and the highest it reads.
+pub(crate) const ENVELOPE_VERSION: u64 = 1;
+
+/// A decoded envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Envelope {
+    pub(crate) device: String,
+    pub(crate) change: Vec<u8>,
+}
+
+/// Why an op file's bytes are not a v1 envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DecodeError {
+    #[error("not CBOR or truncated: {0}")]
+    Cbor(String),
+    #[error("trailing bytes after the envelope")]
+    Trailing,
+    #[error("envelope {0}")]
+    Shape(&'static str),
+    #[error("envelope version {0} is newer than this crdtdir reads ({ENVELOPE_VERSION})")]
+    Newer(u64),
+}
+
+/// Encodes an envelope.
+pub(crate) fn encode(device: &str, change: &[u8]) -> Vec<u8> {
+    let value = Value::Map(vec![
+        (
+            Value::Text("v".into()),
+            Value::Integer(ENVELOPE_VERSION.into()),
+        ),
+        (Value::Text("device".into()), Value::Text(device.into())),
+        (Value::Text("change".into()), Value::Bytes(change.to_vec())),
+    ]);
+    let mut out = Vec::with_capacity(change.len() + device.len() + 24);
+    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+/// Decodes an envelope, strictly.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+    let mut cursor = std::io::Cursor::new(bytes);
+    let value: Value =
+        ciborium::from_reader(&mut cursor).map_err(|e| DecodeError::Cbor(e.to_string()))?;
+    if cursor.position() as usize != bytes.len() {
+        return Err(DecodeError::Trailing);
+    }
+    let Value::Map(entries) = value else {
+        return Err(DecodeError::Shape("is not a map"));
+    };
+    let field = |name: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(name))
+            .map(|(_, v)| v)
+    };
+    let version = match field("v") {
+        Some(Value::Integer(i)) => {
+            u64::try_from(*i).map_err(|_| DecodeError::Shape("version is negative"))?
+        }
+        Some(_) => return Err(DecodeError::Shape("version is not an integer")),
+        None => return Err(DecodeError::Shape("has no version")),
+    };
+    if version > ENVELOPE_VERSION {
+        return Err(DecodeError::Newer(version));
+    }
+    if version == 0 {
+        return Err(DecodeError::Shape("version 0 does not exist"));
+    }
+    let device = match field("device") {
+        Some(Value::Text(t)) => t.clone(),
+        Some(_) => return Err(DecodeError::Shape("device is not a text string")),
+        None => return Err(DecodeError::Shape("has no device")),
+    };
+    let change = match field("change") {
+        Some(Value::Bytes(b)) => b.clone(),
+        Some(_) => return Err(DecodeError::Shape("change is not a byte string")),
+        None => return Err(DecodeError::Shape("has no change")),
+    };
+    Ok(Envelope { device, change })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_change() -> Vec<u8> {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::Automerge::new();
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "k", "v").unwrap();
+        tx.commit();
+        doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+    }
+
+    #[test]
+    fn round_trip() {
+        let change = sample_change();
+        let bytes = encode("laptop", &change);
+        let env = decode(&bytes).unwrap();
+        assert_eq!(env.device, "laptop");
+        assert_eq!(env.change, change);
+        // A pure function: same input, same bytes.
+        assert_eq!(encode("laptop", &change), bytes);
+    }
+
+    #[test]
+    fn every_truncation_is_refused() {
+        let bytes = encode("laptop", &sample_change());
+        for len in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..len]).is_err(),
+                "truncated to {len} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut bytes = encode("laptop", &sample_change());
+        bytes.push(0);
+        assert_eq!(decode(&bytes), Err(DecodeError::Trailing));
+    }
+
+    #[test]
+    fn future_version_is_refused() {
+        let value = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(2.into())),
+            (Value::Text("device".into()), Value::Text("x".into())),
+            (Value::Text("change".into()), Value::Bytes(sample_change())),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&value, &mut bytes).unwrap();
+        assert_eq!(decode(&bytes), Err(DecodeError::Newer(2)));
+    }
+
+    #[test]
+    fn integer_array_instead_of_byte_string_is_refused() {
+        #[derive(serde::Serialize)]
+        struct Naive<'a> {
+            v: u64,
+            device: &'a str,
+            change: Vec<u8>,
+        }
+        let mut bytes = Vec::new();
+        ciborium::into_writer(
+            &Naive {
+                v: 1,
+                device: "x",
+                change: sample_change(),
+            },
+            &mut bytes,
+        )
+        .unwrap();
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Shape("change is not a byte string"))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored() {
+        let change = sample_change();
+        let value = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(1.into())),
+            (Value::Text("device".into()), Value::Text("x".into())),
+            (Value::Text("change".into()), Value::Bytes(change.clone())),
+            (Value::Text("later".into()), Value::Bool(true)),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&value, &mut bytes).unwrap();
+        assert_eq!(decode(&bytes).unwrap().change, change);
+    }
+}

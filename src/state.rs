@@ -1,0 +1,220 @@
+//! Local, per-device state. Never inside the synced folder.
+//!
+//! ```text
+//! STATE/device                       UTF-8 text: this device's default display name
+//! STATE/stores/<store id>/lock       empty file, locked exclusively by the one writer
+//! STATE/stores/<store id>/writer     CBOR map, replaced atomically (temp, fsync, rename):
+//!   "v"       unsigned integer   record version (= 1)
+//!   "actor"   text string        the actor this device writes with, lowercase hex
+//!   "seq"     unsigned integer   the last seq written with that actor (recorded BEFORE the
+//!                                op file appears, so no seq is ever handed out twice)
+//!   "hash"    text string        the Automerge hash of that change ("" before the first)
+//!   "retired" array of text      actors this device wrote with before (it owns their temps)
+//! ```
+//! STATE is `--state-dir` / `CRDTDIR_STATE_DIR`, else the OS data directory.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use ciborium::Value;
+
+use crate::durable;
+use crate::error::{Error, Result};
+
+/// Environment variable naming the state directory.
+pub const STATE_DIR_ENV: &str = "CRDTDIR_STATE_DIR";
+/// Environment variable naming this device.
+pub const DEVICE_ENV: &str = "CRDTDIR_DEVICE";
+
+/// The writer's durable record for one store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct WriterRecord {
+    pub(crate) actor: String,
+    pub(crate) seq: u64,
+    pub(crate) hash: String,
+    pub(crate) retired: Vec<String>,
+}
+
+/// The local state directory of one device.
+#[derive(Debug, Clone)]
+pub(crate) struct StateDir {
+    root: PathBuf,
+}
+
+/// The exclusive writer lock of one store on this device; released on drop.
+pub(crate) struct WriterLock {
+    _file: File,
+}
+
+impl StateDir {
+    /// `explicit`, else `CRDTDIR_STATE_DIR`, else the OS data directory.
+    pub(crate) fn resolve(explicit: Option<&Path>) -> Result<StateDir> {
+        let root = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os(STATE_DIR_ENV) {
+                Some(p) if !p.is_empty() => PathBuf::from(p),
+                _ => directories::ProjectDirs::from("", "", "crdtdir")
+                    .map(|d| d.data_local_dir().to_path_buf())
+                    .ok_or_else(|| Error::Corrupt {
+                        path: PathBuf::from("~"),
+                        reason: format!("no home directory; set {STATE_DIR_ENV}"),
+                    })?,
+            },
+        };
+        Ok(StateDir { root })
+    }
+
+    fn store_dir(&self, store_id: &str) -> PathBuf {
+        self.root.join("stores").join(store_id)
+    }
+
+    /// This device's display name: `explicit`, else `CRDTDIR_DEVICE`, else the name kept in
+    /// the state (made once from the host name and a few random characters).
+    pub(crate) fn device_name(&self, explicit: Option<&str>) -> Result<String> {
+        if let Some(name) = explicit {
+            return check_device_name(name);
+        }
+        if let Ok(name) = std::env::var(DEVICE_ENV) {
+            if !name.is_empty() {
+                return check_device_name(&name);
+            }
+        }
+        let path = self.root.join("device");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            if let Ok(name) = check_device_name(text.trim()) {
+                return Ok(name);
+            }
+        }
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        let host: String = host
+            .chars()
+            .filter(|c| c.is_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        let mut nonce = [0u8; 2];
+        getrandom::fill(&mut nonce).map_err(|e| Error::io(&path)(std::io::Error::other(e)))?;
+        let name = format!(
+            "{}-{}",
+            if host.is_empty() { "device" } else { &host },
+            hex::encode(nonce)
+        );
+        durable::replace_local(&path, format!("{name}\n").as_bytes()).map_err(Error::io(&path))?;
+        Ok(name)
+    }
+
+    /// Takes the writer lock of `store_id`, waiting for another writer of this state to finish.
+    pub(crate) fn lock(&self, store_id: &str) -> Result<WriterLock> {
+        let dir = self.store_dir(store_id);
+        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        file.lock().map_err(Error::io(&path))?;
+        Ok(WriterLock { _file: file })
+    }
+
+    /// The writer record, or `None` when there is none or it cannot be trusted (torn, foreign,
+    /// unknown version): the caller then proves nothing and must use a fresh actor.
+    pub(crate) fn read_record(&self, store_id: &str) -> Option<WriterRecord> {
+        let bytes = std::fs::read(self.store_dir(store_id).join("writer")).ok()?;
+        decode_record(&bytes)
+    }
+
+    /// Durably replaces the writer record.
+    pub(crate) fn write_record(&self, store_id: &str, record: &WriterRecord) -> Result<()> {
+        let path = self.store_dir(store_id).join("writer");
+        durable::replace_local(&path, &encode_record(record)).map_err(Error::io(&path))
+    }
+}
+
+fn check_device_name(name: &str) -> Result<String> {
+    let bad = |reason| Error::DeviceName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.trim().is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.chars().count() > 64 {
+        return Err(bad("it is longer than 64 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(bad("it contains control characters"));
+    }
+    Ok(name.to_string())
+}
+
+fn encode_record(r: &WriterRecord) -> Vec<u8> {
+    let value = Value::Map(vec![
+        (Value::Text("v".into()), Value::Integer(1.into())),
+        (Value::Text("actor".into()), Value::Text(r.actor.clone())),
+        (Value::Text("seq".into()), Value::Integer(r.seq.into())),
+        (Value::Text("hash".into()), Value::Text(r.hash.clone())),
+        (
+            Value::Text("retired".into()),
+            Value::Array(r.retired.iter().map(|a| Value::Text(a.clone())).collect()),
+        ),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+fn decode_record(bytes: &[u8]) -> Option<WriterRecord> {
+    let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
+        return None;
+    };
+    let field = |name: &str| {
+        entries
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(name))
+            .map(|(_, v)| v)
+    };
+    if field("v")?.as_integer()? != 1.into() {
+        return None;
+    }
+    let text = |name: &str| field(name)?.as_text().map(str::to_string);
+    let retired = field("retired")?
+        .as_array()?
+        .iter()
+        .map(|v| v.as_text().map(str::to_string))
+        .collect::<Option<Vec<_>>>()?;
+    Some(WriterRecord {
+        actor: text("actor")?,
+        seq: u64::try_from(field("seq")?.as_integer()?).ok()?,
+        hash: text("hash")?,
+        retired,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_torn_record() {
+        let r = WriterRecord {
+            actor: "00ff".into(),
+            seq: 42,
+            hash: "ab".into(),
+            retired: vec!["11".into()],
+        };
+        let bytes = encode_record(&r);
+        assert_eq!(decode_record(&bytes), Some(r));
+        for len in 0..bytes.len() {
+            assert_eq!(decode_record(&bytes[..len]), None);
+        }
+    }
+
+    #[test]
+    fn device_names_are_checked() {
+        assert!(check_device_name("laptop").is_ok());
+        assert!(check_device_name("").is_err());
+        assert!(check_device_name("a\nb").is_err());
+        assert!(check_device_name(&"x".repeat(65)).is_err());
+    }
+}

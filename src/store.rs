@@ -1,0 +1,647 @@
+//! The store: a folder the sync tool carries, opened by one device.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::durable::{self, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::error::{Error, Result};
+use crate::marker::{self, Marker, FORMAT_VERSION, MARKER};
+use crate::merge::{self, Merged};
+use crate::naming;
+use crate::opfile;
+use crate::patch::{self, PatchError, PatchOp};
+use crate::render;
+use crate::report::MergeReport;
+use crate::scan::{self, OPS_DIR};
+use crate::state::{StateDir, WriterRecord};
+
+/// How a device opens a store.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Options {
+    /// Local state directory; default: `CRDTDIR_STATE_DIR`, else the OS data directory.
+    pub state_dir: Option<PathBuf>,
+    /// Device display name; default: `CRDTDIR_DEVICE`, else the name kept in the state.
+    pub device: Option<String>,
+}
+
+impl Options {
+    /// Options with every default.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Sets the local state directory.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Options {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the device display name.
+    pub fn device(mut self, name: impl Into<String>) -> Options {
+        self.device = Some(name.into());
+        self
+    }
+}
+
+/// An open store.
+///
+/// Reading never writes. Every change goes through [`Store::change`] (or
+/// [`Store::apply_patch`]) and is an op file in the folder before the call returns.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    marker: Marker,
+    state: StateDir,
+    device: Option<String>,
+}
+
+/// The merged document as this device sees it now, with what the merge found.
+#[derive(Debug)]
+pub struct View {
+    doc: Automerge,
+    report: MergeReport,
+}
+
+impl View {
+    /// The merged Automerge document.
+    pub fn doc(&self) -> &Automerge {
+        &self.doc
+    }
+
+    /// The document as JSON (keys sorted; identical on every device for the same changes).
+    pub fn to_json(&self) -> Json {
+        render::document(&self.doc)
+    }
+
+    /// The JSON value at a JSON Pointer.
+    pub fn get(&self, path: &str) -> Result<Json, PatchError> {
+        patch::lookup(&self.doc, path)
+    }
+
+    /// What the merge found: skipped files, forks, quarantined and waiting changes.
+    pub fn report(&self) -> &MergeReport {
+        &self.report
+    }
+
+    /// The heads of the merged document.
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+}
+
+/// A change that was written as an op file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Written {
+    /// Automerge hash of the change.
+    pub hash: String,
+    /// Actor it was written with, lowercase hex.
+    pub actor: String,
+    /// Its seq.
+    pub seq: u64,
+    /// Path of the op file relative to the store.
+    pub path: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WriteOutcome {
+    /// The op files written, in seq order: empty when the change was a no-op. More than one
+    /// when edits lost in a fork were written again first.
+    pub written: Vec<Written>,
+    /// Things the user should know, one line each (e.g. a fresh actor and why).
+    pub notices: Vec<String>,
+}
+
+impl WriteOutcome {
+    /// The hash of the caller's own change, if it changed anything.
+    pub fn change(&self) -> Option<&str> {
+        self.written.last().map(|w| w.hash.as_str())
+    }
+}
+
+/// One device as seen in the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeviceInfo {
+    /// Display name.
+    pub name: String,
+    /// Actors written under this name.
+    pub actors: Vec<String>,
+    /// Changes in the merged document.
+    pub ops: usize,
+    /// Highest seq per actor.
+    pub max_seq: BTreeMap<String, u64>,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The store id.
+    pub store_id: String,
+    /// The store's format version.
+    pub format: u64,
+    /// Why this build refuses to write, if it does.
+    pub read_only: Option<String>,
+    /// Changes in the merged document.
+    pub changes: usize,
+    /// Heads of the merged document.
+    pub heads: Vec<String>,
+    /// Devices, by name.
+    pub devices: Vec<DeviceInfo>,
+    /// What the merge found.
+    #[serde(flatten)]
+    pub report: MergeReport,
+}
+
+impl Store {
+    /// Makes `path` a new store (creating the folder if needed). Nothing is written when it
+    /// fails: an existing store, or a folder that holds op files whose marker has not arrived.
+    ///
+    /// With `initial`, the document's first change writes that JSON object, so every device
+    /// starts from the same containers.
+    pub fn init(path: impl AsRef<Path>, options: Options, initial: Option<&Json>) -> Result<Store> {
+        let root = path.as_ref().to_path_buf();
+        if let Some(v) = initial {
+            if !v.is_object() {
+                return Err(PatchError::Path {
+                    path: String::new(),
+                    reason: "the initial document must be a JSON object".into(),
+                }
+                .into());
+            }
+        }
+        let marker_path = root.join(MARKER);
+        if marker_path.exists() {
+            return Err(Error::AlreadyStore {
+                path: root,
+                reason: "already a crdtdir store".into(),
+            });
+        }
+        let ops = root.join(OPS_DIR);
+        if std::fs::read_dir(&ops).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::AlreadyStore {
+                path: root,
+                reason:
+                    "holds op files but no crdtdir.store yet: wait for the sync tool to deliver it"
+                        .into(),
+            });
+        }
+        let state = StateDir::resolve(options.state_dir.as_deref())?;
+        // Resolve the device name first: a bad name must not leave a half-made store.
+        state.device_name(options.device.as_deref())?;
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).map_err(|e| Error::io(&root)(std::io::Error::other(e)))?;
+        let marker = Marker {
+            format: FORMAT_VERSION,
+            store_id: hex::encode(id),
+        };
+        let staged = durable::stage(&root, &marker.store_id, &marker::encode(&marker))
+            .map_err(Error::io(&root))?;
+        durable::publish(staged, &marker_path).map_err(Error::io(&marker_path))?;
+        for dir in [OPS_DIR, marker::FEATURES_DIR] {
+            std::fs::create_dir_all(root.join(dir)).map_err(Error::io(root.join(dir)))?;
+        }
+        let store = Store {
+            root,
+            marker,
+            state,
+            device: options.device,
+        };
+        if let Some(v) = initial {
+            store.apply_patch(&[PatchOp::Set {
+                path: String::new(),
+                value: v.clone(),
+                scalar: false,
+            }])?;
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing store. Reads only.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let root = path.as_ref().to_path_buf();
+        let marker_path = root.join(MARKER);
+        let bytes = match std::fs::read(&marker_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoStore { path: root })
+            }
+            Err(e) => return Err(Error::io(&marker_path)(e)),
+        };
+        let marker = marker::decode(&bytes, &marker_path)?;
+        let state = StateDir::resolve(options.state_dir.as_deref())?;
+        Ok(Store {
+            root,
+            marker,
+            state,
+            device: options.device,
+        })
+    }
+
+    /// The store folder.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The store's random id.
+    pub fn id(&self) -> &str {
+        &self.marker.store_id
+    }
+
+    /// Reads every op file and merges them.
+    pub fn read(&self) -> Result<View> {
+        let merged = merge::merge(scan::scan(&self.root));
+        Ok(View {
+            doc: merged.doc,
+            report: merged.report,
+        })
+    }
+
+    /// `Err(NeedsNewer)` when this build must not write to the store.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.marker.format > FORMAT_VERSION {
+            return Err(Error::NeedsNewer {
+                reason: format!(
+                    "format version {} (this build knows {FORMAT_VERSION})",
+                    self.marker.format
+                ),
+            });
+        }
+        let (unknown, _) = marker::read_features(&self.root)?;
+        if let Some(feature) = unknown.first() {
+            return Err(Error::NeedsNewer {
+                reason: format!("it uses the feature {feature:?}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Changes the document: `f` edits a transaction on the merged document; its change is
+    /// an op file in the folder before this returns. A change with no operations writes
+    /// nothing. If `f` fails, nothing is written.
+    ///
+    /// ```
+    /// use automerge::{transaction::Transactable, ROOT};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// let mut store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// let outcome = store.change(|tx| tx.put(ROOT, "title", "Groceries"))?;
+    /// assert_eq!(outcome.written.len(), 1);
+    /// assert_eq!(store.read()?.to_json(), serde_json::json!({"title": "Groceries"}));
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn change<F, E>(&mut self, f: F) -> Result<WriteOutcome>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> std::result::Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.write(|tx| f(tx).map_err(|e| Error::Aborted(e.into())))
+    }
+
+    /// Applies a patch (see [`crate::PatchOp`]) as one change: all of it or, on any failing
+    /// op (a failed `test` included), nothing.
+    pub fn apply_patch(&self, ops: &[PatchOp]) -> Result<WriteOutcome> {
+        self.write(|tx| patch::apply(tx, ops).map_err(Error::from))
+    }
+
+    /// Status: devices, problems, forks, quarantined and waiting changes.
+    pub fn status(&self) -> Result<Status> {
+        let view = self.read()?;
+        let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
+        for c in &view.report.applied {
+            let e = by_actor
+                .entry(c.actor.clone())
+                .or_insert((c.device.clone(), 0, 0));
+            if c.seq >= e.1 {
+                e.0 = c.device.clone();
+                e.1 = c.seq;
+            }
+            e.2 += 1;
+        }
+        let mut devices: BTreeMap<String, DeviceInfo> = BTreeMap::new();
+        for (actor, (name, max_seq, ops)) in by_actor {
+            let d = devices.entry(name.clone()).or_insert_with(|| DeviceInfo {
+                name,
+                actors: Vec::new(),
+                ops: 0,
+                max_seq: BTreeMap::new(),
+            });
+            d.actors.push(actor.clone());
+            d.ops += ops;
+            d.max_seq.insert(actor, max_seq);
+        }
+        Ok(Status {
+            store_id: self.marker.store_id.clone(),
+            format: self.marker.format,
+            read_only: self.check_writable().err().map(|e| e.to_string()),
+            changes: view.report.applied.len(),
+            heads: view.heads().iter().map(ChangeHash::to_string).collect(),
+            devices: devices.into_values().collect(),
+            report: view.report,
+        })
+    }
+
+    /// The one write path: lock, merge, pick a provable actor, run `f`, persist.
+    fn write(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<()>) -> Result<WriteOutcome> {
+        self.check_writable()?;
+        let device = self.state.device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        let scanned = scan::scan(&self.root);
+        let folder_max_seq = |actor: &str| {
+            scanned
+                .ops
+                .iter()
+                .filter(|o| o.actor == actor)
+                .map(|o| o.name.seq)
+                .max()
+                .unwrap_or(0)
+        };
+        let record = self.state.read_record(&self.marker.store_id);
+        let mut outcome = WriteOutcome::default();
+        let record_max = record.as_ref().map(|r| folder_max_seq(&r.actor));
+        let Merged { mut doc, all, .. } = merge::merge(scanned);
+        if let Some(r) = &record {
+            self.remove_stale_temps(r);
+        }
+
+        // Can the record prove its last seq? Otherwise a fresh actor: never reuse a seq.
+        let mut replay = None;
+        let mut record = match record {
+            None => fresh_record(None),
+            Some(r) => {
+                let last: Option<ChangeHash> = r.hash.parse().ok();
+                let in_doc = last
+                    .is_some_and(|h| doc.get_change_by_hash(&h).is_some_and(|c| c.seq() == r.seq));
+                let in_folder = last.is_some_and(|h| all.contains_key(&h));
+                if record_max.unwrap_or(0) > r.seq {
+                    outcome.notices.push(format!(
+                        "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
+                        r.actor
+                    ));
+                    fresh_record(Some(r))
+                } else if in_doc {
+                    r
+                } else if in_folder {
+                    // Our last change lost a fork: write our branch's edits again, fresh actor.
+                    replay = last;
+                    outcome.notices.push(format!(
+                        "this device's changes under actor {} lost a fork (a cloned device?): writing its edits again with a fresh actor",
+                        r.actor
+                    ));
+                    fresh_record(Some(r))
+                } else {
+                    outcome.notices.push(format!(
+                        "cannot prove the last change of actor {} (its file is missing or waiting): writing with a fresh actor",
+                        r.actor
+                    ));
+                    fresh_record(Some(r))
+                }
+            }
+        };
+        let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
+            path: self.root.clone(),
+            reason: "bad actor id".into(),
+        })?;
+        doc.set_actor(actor);
+
+        if let Some(lost) = replay {
+            let edits = lost_edits(&all, lost);
+            if let Some((before, after)) = edits {
+                let mut tx = doc.transaction();
+                replay_diff(&mut tx, &mut Vec::new(), &before, &after);
+                let hash = tx
+                    .commit_with(
+                        CommitOptions::default()
+                            .with_time(now())
+                            .with_message("crdtdir: edits lost in a fork, written again"),
+                    )
+                    .0;
+                if let Some(hash) = hash {
+                    outcome
+                        .written
+                        .push(self.persist(&doc, hash, &device, &mut record)?);
+                }
+            } else {
+                outcome.notices.push(
+                    "the lost edits could not be rebuilt; their files stay in the folder".into(),
+                );
+            }
+        }
+
+        let mut tx = doc.transaction();
+        f(&mut tx)?; // on error the transaction is dropped: rolled back, nothing written
+        if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
+            outcome
+                .written
+                .push(self.persist(&doc, hash, &device, &mut record)?);
+        }
+        Ok(outcome)
+    }
+
+    /// Writes one own change: temp file (fsynced), then the record (fsynced), then the rename.
+    fn persist(
+        &self,
+        doc: &Automerge,
+        hash: ChangeHash,
+        device: &str,
+        record: &mut WriterRecord,
+    ) -> Result<Written> {
+        let change = doc
+            .get_change_by_hash(&hash)
+            .ok_or_else(|| Error::Corrupt {
+                path: self.root.clone(),
+                reason: "a committed change vanished".into(),
+            })?;
+        let seq = change.seq();
+        assert_eq!(seq, record.seq + 1, "crdtdir: seq must follow the record");
+        let bytes = opfile::encode(device, change.raw_bytes());
+        let dir = self.root.join(OPS_DIR).join(&record.actor);
+        let name = naming::op_file_name(seq, &blake3::hash(&bytes));
+        let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        durable::crash_point("op-staged");
+        record.seq = seq;
+        record.hash = hash.to_string();
+        if let Err(e) = self.state.write_record(&self.marker.store_id, record) {
+            staged.discard();
+            return Err(e);
+        }
+        durable::crash_point("record-written");
+        let target = dir.join(&name);
+        durable::publish(staged, &target).map_err(Error::io(&target))?;
+        durable::crash_point("op-published");
+        Ok(Written {
+            hash: hash.to_string(),
+            actor: record.actor.clone(),
+            seq,
+            path: format!("{OPS_DIR}/{}/{name}", record.actor),
+        })
+    }
+
+    /// Removes temp files this device left behind in a crash (only its own actors' temps).
+    fn remove_stale_temps(&self, record: &WriterRecord) {
+        for actor in std::iter::once(&record.actor).chain(&record.retired) {
+            let dir = self.root.join(OPS_DIR).join(actor);
+            let prefix = format!("{TEMP_PREFIX}{actor}-");
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
+    let mut retired = Vec::new();
+    if let Some(old) = old {
+        retired = old.retired;
+        retired.push(old.actor);
+    }
+    WriterRecord {
+        actor: ActorId::random().to_hex_string(),
+        seq: 0,
+        hash: String::new(),
+        retired,
+    }
+}
+
+/// The document as the losing branch saw it (`after`) and without that branch (`before`).
+fn lost_edits(all: &HashMap<ChangeHash, merge::Loaded>, lost: ChangeHash) -> Option<(Json, Json)> {
+    // Everything the lost change saw, itself included.
+    let mut seen = HashSet::new();
+    let mut stack = vec![lost];
+    while let Some(h) = stack.pop() {
+        if seen.insert(h) {
+            stack.extend(all.get(&h)?.change.deps().iter().copied());
+        }
+    }
+    // The branch starts at the lowest seq of our actor that another change also claims.
+    let actor = all[&lost].change.actor_id().clone();
+    let mut claims: HashMap<u64, usize> = HashMap::new();
+    for l in all.values().filter(|l| l.change.actor_id() == &actor) {
+        *claims.entry(l.change.seq()).or_default() += 1;
+    }
+    let fork_seq = seen
+        .iter()
+        .map(|h| &all[h].change)
+        .filter(|c| c.actor_id() == &actor && claims[&c.seq()] > 1)
+        .map(|c| c.seq())
+        .min()?;
+    // Leave out the branch and whatever depends on it.
+    let mut tainted: HashSet<ChangeHash> = seen
+        .iter()
+        .copied()
+        .filter(|h| all[h].change.actor_id() == &actor && all[h].change.seq() >= fork_seq)
+        .collect();
+    loop {
+        let more: Vec<ChangeHash> = seen
+            .iter()
+            .copied()
+            .filter(|h| {
+                !tainted.contains(h) && all[h].change.deps().iter().any(|d| tainted.contains(d))
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        tainted.extend(more);
+    }
+    let build = |hashes: Vec<ChangeHash>| -> Option<Json> {
+        let changes: Vec<_> = hashes.iter().map(|h| all[h].change.clone()).collect();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut d = merge::new_doc();
+            d.apply_changes(changes).ok().map(|()| render::document(&d))
+        }))
+        .ok()
+        .flatten()
+    };
+    let after = build(seen.iter().copied().collect())?;
+    let before = build(
+        seen.iter()
+            .copied()
+            .filter(|h| !tainted.contains(h))
+            .collect(),
+    )?;
+    Some((before, after))
+}
+
+/// Writes onto the current document what changed from `before` to `after`, path by path.
+/// Parts of the document that no longer exist are skipped.
+fn replay_diff(tx: &mut Transaction<'_>, path: &mut Vec<String>, before: &Json, after: &Json) {
+    if before == after {
+        return;
+    }
+    let pointer = |path: &[String]| -> String {
+        path.iter()
+            .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
+            .collect()
+    };
+    match (before, after) {
+        (Json::Object(b), Json::Object(a)) => {
+            for key in b.keys().filter(|k| !a.contains_key(*k)) {
+                path.push(key.clone());
+                let _ = patch::apply(
+                    tx,
+                    &[PatchOp::Remove {
+                        path: pointer(path),
+                    }],
+                );
+                path.pop();
+            }
+            for (key, value) in a {
+                path.push(key.clone());
+                match b.get(key) {
+                    Some(old) => replay_diff(tx, path, old, value),
+                    None => {
+                        let _ = patch::apply(
+                            tx,
+                            &[PatchOp::Set {
+                                path: pointer(path),
+                                value: value.clone(),
+                                scalar: false,
+                            }],
+                        );
+                    }
+                }
+                path.pop();
+            }
+        }
+        (Json::Array(b), Json::Array(a)) if a.len() == b.len() => {
+            for (i, (old, new)) in b.iter().zip(a).enumerate() {
+                path.push(i.to_string());
+                replay_diff(tx, path, old, new);
+                path.pop();
+            }
+        }
+        _ => {
+            let _ = patch::apply(
+                tx,
+                &[PatchOp::Set {
+                    path: pointer(path),
+                    value: after.clone(),
+                    scalar: false,
+                }],
+            );
+        }
+    }
+}
