@@ -73,6 +73,8 @@ pub(crate) struct Merged {
     pub(crate) report: MergeReport,
     /// Every verified change, applied or not, by Automerge hash (forks and recovery use it).
     pub(crate) all: HashMap<ChangeHash, Loaded>,
+    /// The verified changes left out: losing fork branches, refused changes, dependents.
+    pub(crate) quarantined: BTreeMap<ChangeHash, String>,
 }
 
 /// Merges everything a scan found.
@@ -229,7 +231,12 @@ pub(crate) fn merge_loaded(
             });
         }
     }
-    Merged { doc, report, all }
+    Merged {
+        doc,
+        report,
+        all,
+        quarantined,
+    }
 }
 
 fn quarantine_with_descendants(

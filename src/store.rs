@@ -369,7 +369,12 @@ impl Store {
         let record = self.state.read_record(&self.marker.store_id);
         let mut outcome = WriteOutcome::default();
         let record_max = record.as_ref().map(|r| folder_max_seq(&r.actor));
-        let Merged { mut doc, all, .. } = merge::merge(scanned);
+        let Merged {
+            mut doc,
+            all,
+            quarantined,
+            ..
+        } = merge::merge(scanned);
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }
@@ -382,8 +387,16 @@ impl Store {
                 let last: Option<ChangeHash> = r.hash.parse().ok();
                 let in_doc = last
                     .is_some_and(|h| doc.get_change_by_hash(&h).is_some_and(|c| c.seq() == r.seq));
-                let in_folder = last.is_some_and(|h| all.contains_key(&h));
-                if record_max.unwrap_or(0) > r.seq {
+                let lost = last.filter(|h| quarantined.contains_key(h));
+                if lost.is_some() {
+                    // Our last change lost a fork: write our branch's edits again, fresh actor.
+                    replay = lost;
+                    outcome.notices.push(format!(
+                        "this device's changes under actor {} lost a fork (a cloned device?): writing its edits again with a fresh actor",
+                        r.actor
+                    ));
+                    fresh_record(Some(r))
+                } else if record_max.unwrap_or(0) > r.seq {
                     outcome.notices.push(format!(
                         "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
                         r.actor
@@ -391,14 +404,6 @@ impl Store {
                     fresh_record(Some(r))
                 } else if in_doc {
                     r
-                } else if in_folder {
-                    // Our last change lost a fork: write our branch's edits again, fresh actor.
-                    replay = last;
-                    outcome.notices.push(format!(
-                        "this device's changes under actor {} lost a fork (a cloned device?): writing its edits again with a fresh actor",
-                        r.actor
-                    ));
-                    fresh_record(Some(r))
                 } else {
                     outcome.notices.push(format!(
                         "cannot prove the last change of actor {} (its file is missing or waiting): writing with a fresh actor",

@@ -1,0 +1,238 @@
+//! Writes the fixture stores in `fixtures/` (see fixtures/README.md).
+//!
+//! `cargo run --example make_fixtures -- fixtures` (refuses to overwrite existing fixtures:
+//! they are frozen once committed; later versions must keep reading them).
+//!
+//! Every edit is scripted so that its merged result does not depend on the random actor
+//! ids a run gets: concurrent list inserts go to different places, concurrent text edits to
+//! different positions, concurrent map writes to different keys.
+
+use std::path::{Path, PathBuf};
+
+use crdtdir::automerge::transaction::Transactable;
+use crdtdir::automerge::{ActorId, Automerge, ReadDoc, ROOT};
+use crdtdir::{parse_patch, Options, Store};
+use serde_json::json;
+
+fn main() {
+    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fixtures".into()));
+    let work = tempfile::tempdir().unwrap();
+    for name in ["v1-clean", "v1-messy"] {
+        if out.join(name).exists() {
+            eprintln!(
+                "{} exists: fixtures are frozen, not regenerated",
+                out.join(name).display()
+            );
+            std::process::exit(1);
+        }
+    }
+    let clean = out.join("v1-clean/store");
+    groceries(work.path(), &clean);
+    std::fs::write(
+        out.join("v1-clean/expected.json"),
+        serde_json::to_string_pretty(&expected_groceries()).unwrap() + "\n",
+    )
+    .unwrap();
+
+    let messy = out.join("v1-messy/store");
+    groceries(&work.path().join("messy"), &messy);
+    let (fork_winner, problems) = make_messy(&messy);
+    let mut expected = expected_groceries();
+    expected["fork"] = json!(fork_winner);
+    std::fs::write(
+        out.join("v1-messy/expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("v1-messy/expected-problems.txt"),
+        problems.join("\n") + "\n",
+    )
+    .unwrap();
+}
+
+fn expected_groceries() -> serde_json::Value {
+    json!({
+        "title": "Groceries",
+        "items": ["eggs", "milk", "bread"],
+        "note": "Please buy soon!",
+        "done": 3,
+        "meta": {"owner": "ann", "shop": "market"}
+    })
+}
+
+struct Dev {
+    folder: PathBuf,
+    options: Options,
+}
+
+impl Dev {
+    fn edit(&self, patch: &str) {
+        Store::open(&self.folder, self.options.clone())
+            .unwrap()
+            .apply_patch(&parse_patch(patch).unwrap())
+            .unwrap();
+    }
+}
+
+fn sync_all(devs: &[&Dev]) {
+    for from in devs {
+        for to in devs {
+            copy_ops(&from.folder, &to.folder);
+        }
+    }
+}
+
+fn copy_ops(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from.join("ops"))
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if entry.file_type().is_file() {
+            let rel = entry.path().strip_prefix(from).unwrap();
+            let target = to.join(rel);
+            if !target.exists() {
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                std::fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+}
+
+/// Three devices, each with its own folder, edit concurrently between syncs; `store` ends
+/// up holding every file.
+fn groceries(work: &Path, store: &Path) {
+    let dev = |name: &str, folder: PathBuf| Dev {
+        folder,
+        options: Options::new()
+            .state_dir(work.join(format!("state-{name}")))
+            .device(name),
+    };
+    let laptop = dev("laptop", store.to_path_buf());
+    let phone = dev("phone", work.join("phone"));
+    let tablet = dev("tablet", work.join("tablet"));
+    Store::init(
+        store,
+        laptop.options.clone(),
+        Some(&json!({"title": "", "items": [], "note": "", "done": 0, "meta": {}})),
+    )
+    .unwrap();
+    for d in [&phone, &tablet] {
+        std::fs::create_dir_all(d.folder.join("ops")).unwrap();
+        std::fs::copy(store.join("crdtdir.store"), d.folder.join("crdtdir.store")).unwrap();
+    }
+    // `done` was created as a plain number by init; make it a counter once.
+    laptop.edit(r#"{"op":"remove","path":"/done"}"#);
+    laptop.edit(r#"{"op":"increment","path":"/done","value":0}"#);
+    laptop.edit(r#"{"op":"set","path":"/title","value":"Groceries"}"#);
+    laptop.edit(r#"{"op":"add","path":"/items/-","value":"milk"}"#);
+    tablet.edit(r#"[]"#);
+    sync_all(&[&laptop, &phone, &tablet]);
+    tablet.edit(r#"{"op":"splice","path":"/note","pos":0,"del":0,"text":"buy soon"}"#);
+    sync_all(&[&laptop, &phone, &tablet]);
+    // Concurrent, in different places.
+    phone.edit(r#"{"op":"add","path":"/items/0","value":"eggs"}"#);
+    laptop.edit(r#"{"op":"add","path":"/items/-","value":"bread"}"#);
+    phone.edit(r#"{"op":"splice","path":"/note","pos":0,"del":0,"text":"Please "}"#);
+    laptop.edit(r#"{"op":"splice","path":"/note","pos":8,"del":0,"text":"!"}"#);
+    laptop.edit(r#"{"op":"increment","path":"/done","value":2}"#);
+    phone.edit(r#"{"op":"increment","path":"/done","value":1}"#);
+    laptop.edit(r#"{"op":"add","path":"/meta/owner","value":"ann","scalar":true}"#);
+    tablet.edit(r#"{"op":"add","path":"/meta/shop","value":"market","scalar":true}"#);
+    sync_all(&[&laptop, &phone, &tablet]);
+}
+
+/// Adds sync-tool clutter, damaged files and a fork. Returns the fork's winning value (the
+/// branch whose change has the lower Automerge hash, per docs/FORMAT.md) and the sorted list
+/// of paths the reader must report.
+fn make_messy(store: &Path) -> (String, Vec<String>) {
+    let mut problems = Vec::new();
+    let any_op = walkdir::WalkDir::new(store.join("ops"))
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_file())
+        .unwrap();
+    let bytes = std::fs::read(any_op.path()).unwrap();
+    let actor_dir = any_op.path().parent().unwrap().to_path_buf();
+    let actor_rel = format!("ops/{}", actor_dir.file_name().unwrap().to_string_lossy());
+    let name = any_op.file_name().to_string_lossy().into_owned();
+    let stem = name.strip_suffix(".op").unwrap().to_string();
+    for junk in [
+        format!(".syncthing.{name}.tmp"),
+        format!("{stem}.sync-conflict-20240101-120000-ABCDEFG.op"),
+        format!("{stem} (conflicted copy 2024-01-01).op"),
+        format!(".{name}.icloud"),
+        ".DS_Store".to_string(),
+    ] {
+        std::fs::write(actor_dir.join(&junk), &bytes).unwrap();
+        problems.push(format!("{actor_rel}/{junk}"));
+    }
+    // A truncated file whose name still claims the original hash (torn copy).
+    let torn = format!("{actor_rel}/{}", name.replace(&stem[..10], "9999999999"));
+    std::fs::write(store.join(&torn), &bytes[..bytes.len() / 2]).unwrap();
+    problems.push(torn);
+
+    // A fork: two different changes with one actor and seq, both on top of the store.
+    let mut doc = Automerge::new();
+    let view = Store::open(
+        store,
+        Options::new()
+            .state_dir(store.join("../state-reader"))
+            .device("reader"),
+    )
+    .unwrap()
+    .read()
+    .unwrap();
+    doc.apply_changes(view.doc().get_changes(&[])).unwrap();
+    let cloned = ActorId::random();
+    let branch = |value: &str| {
+        let mut d = doc.clone();
+        d.set_actor(cloned.clone());
+        let mut tx = d.transaction();
+        tx.put(ROOT, "fork", value).unwrap();
+        let h = tx.commit().0.unwrap();
+        d.get_change_by_hash(&h).unwrap()
+    };
+    let (a, b) = (branch("a"), branch("b"));
+    let mut written = Vec::new();
+    for (c, device) in [(&a, "clone-1"), (&b, "clone-2")] {
+        let mut env = Vec::new();
+        ciborium::into_writer(
+            &ciborium::Value::Map(vec![
+                (
+                    ciborium::Value::Text("v".into()),
+                    ciborium::Value::Integer(1.into()),
+                ),
+                (
+                    ciborium::Value::Text("device".into()),
+                    ciborium::Value::Text(device.into()),
+                ),
+                (
+                    ciborium::Value::Text("change".into()),
+                    ciborium::Value::Bytes(c.raw_bytes().to_vec()),
+                ),
+            ]),
+            &mut env,
+        )
+        .unwrap();
+        let rel = format!(
+            "ops/{}/{:010}-{}.op",
+            cloned.to_hex_string(),
+            c.seq(),
+            &blake3::hash(&env).to_hex()[..32]
+        );
+        std::fs::create_dir_all(store.join(&rel).parent().unwrap()).unwrap();
+        std::fs::write(store.join(&rel), env).unwrap();
+        written.push(rel);
+    }
+    let (winner, loser_path) = if a.hash().as_ref() < b.hash().as_ref() {
+        ("a", &written[1])
+    } else {
+        ("b", &written[0])
+    };
+    problems.push(loser_path.clone());
+    std::fs::remove_dir_all(store.join("../state-reader")).ok();
+    problems.sort();
+    (winner.to_string(), problems)
+}

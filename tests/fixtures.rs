@@ -1,0 +1,54 @@
+//! Stores written by earlier versions are read forever: fixtures/ holds real stores with
+//! their expected merge output (see fixtures/README.md for how each was made).
+
+use std::path::{Path, PathBuf};
+
+use crate::common::Device;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn check(name: &str) -> crdtdir::View {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = Device::new(dir.path(), "reader");
+    let store = fixture(name).join("store");
+    let view = reader.open(&store).read().unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture(name).join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(view.to_json(), expected, "fixture {name}");
+    view
+}
+
+#[test]
+fn v1_clean_store_reads_as_expected() {
+    let view = check("v1-clean");
+    assert!(view.report().problems.is_empty(), "{:?}", view.report());
+    assert!(view.report().forks.is_empty());
+    assert!(view.report().applied.len() >= 10);
+}
+
+#[test]
+fn v1_messy_store_reads_as_expected_and_reports_every_problem() {
+    let view = check("v1-messy");
+    let expected: Vec<String> =
+        std::fs::read_to_string(fixture("v1-messy").join("expected-problems.txt"))
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+    let mut found: Vec<String> = view
+        .report()
+        .problems
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    found.extend(view.report().quarantined.iter().map(|p| p.path.clone()));
+    found.sort();
+    assert_eq!(found, expected);
+    assert_eq!(view.report().forks.len(), 1);
+}

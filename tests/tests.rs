@@ -1,0 +1,9 @@
+//! Integration tests of the library, built as one binary.
+
+mod common;
+
+mod convergence;
+mod fixtures;
+mod reader;
+mod semantics;
+mod writer;

@@ -1,0 +1,231 @@
+//! The writer: every change becomes a file before the call returns, no seq is reused.
+
+use crdtdir::automerge::transaction::Transactable;
+use crdtdir::automerge::{ReadDoc, ROOT};
+use crdtdir::{PatchOp, Store};
+use serde_json::json;
+
+use crate::common::{merged, op_files, replica, sync_ops, tree, Device};
+
+/// Regression: with AutoCommit, reading heads between two puts committed implicitly and
+/// "write the last local change" lost the first one. Both changes must be files.
+#[test]
+fn change_read_heads_change_writes_both_and_another_device_sees_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let b = Device::new(dir.path(), "b");
+    let mut store = Store::init(&store_dir, a.options(), None).unwrap();
+    store.change(|tx| tx.put(ROOT, "a", 1)).unwrap();
+    let heads = store.read().unwrap().heads();
+    assert_eq!(heads.len(), 1);
+    store.change(|tx| tx.put(ROOT, "b", 2)).unwrap();
+    assert_eq!(op_files(&store_dir).len(), 2);
+    assert_eq!(merged(&b, &store_dir), r#"{"a":1,"b":2}"#);
+}
+
+#[test]
+fn a_no_op_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let mut store = Store::init(&store_dir, a.options(), Some(&json!({"t": "x"}))).unwrap();
+    let before = tree(&store_dir);
+    let outcome = store
+        .change(|_tx| Ok::<(), crdtdir::automerge::AutomergeError>(()))
+        .unwrap();
+    assert!(outcome.written.is_empty());
+    let outcome = store
+        .apply_patch(&[PatchOp::Set {
+            path: "/t".into(),
+            value: json!("x"),
+            scalar: false,
+        }])
+        .unwrap();
+    assert!(outcome.written.is_empty());
+    assert_eq!(tree(&store_dir), before);
+}
+
+#[test]
+fn a_failed_closure_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let mut store = Store::init(&store_dir, a.options(), None).unwrap();
+    let before = tree(&store_dir);
+    let err = store
+        .change(|tx| {
+            tx.put(ROOT, "k", 1).unwrap();
+            Err::<(), _>(std::io::Error::other("app said no"))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("app said no"));
+    assert_eq!(tree(&store_dir), before);
+}
+
+#[test]
+fn seqs_continue_across_opens_with_one_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    Store::init(&store_dir, a.options(), None).unwrap();
+    for i in 0..5 {
+        let out = a
+            .open(&store_dir)
+            .apply_patch(&[PatchOp::Increment {
+                path: "/n".into(),
+                value: 1,
+            }])
+            .unwrap();
+        assert_eq!(out.written[0].seq, i + 1);
+        assert!(out.notices.is_empty(), "{:?}", out.notices);
+    }
+    let actors: std::collections::BTreeSet<String> = op_files(&store_dir)
+        .iter()
+        .map(|p| p.split('/').nth(1).unwrap().to_string())
+        .collect();
+    assert_eq!(actors.len(), 1);
+    assert_eq!(merged(&a, &store_dir), r#"{"n":5}"#);
+}
+
+/// A state restored from a backup (its record is behind the folder) must not reuse a seq.
+#[test]
+fn a_state_behind_the_folder_moves_to_a_fresh_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    Store::init(&store_dir, a.options(), None).unwrap();
+    let inc = [PatchOp::Increment {
+        path: "/n".into(),
+        value: 1,
+    }];
+    a.open(&store_dir).apply_patch(&inc).unwrap();
+    let backup = dir.path().join("backup");
+    copy_dir(&a.state, &backup);
+    a.open(&store_dir).apply_patch(&inc).unwrap();
+    // Restore the old state.
+    std::fs::remove_dir_all(&a.state).unwrap();
+    copy_dir(&backup, &a.state);
+    let out = a.open(&store_dir).apply_patch(&inc).unwrap();
+    assert_eq!(out.notices.len(), 1, "{:?}", out.notices);
+    assert_eq!(out.written[0].seq, 1, "a fresh actor starts at seq 1");
+    let status = a.open(&store_dir).status().unwrap();
+    assert!(status.report.forks.is_empty());
+    assert_eq!(merged(&a, &store_dir), r#"{"n":3}"#);
+}
+
+/// A cloned disk: two devices with one state write before syncing. The fork is resolved
+/// the same way everywhere and the losing device's edits come back under a fresh actor.
+#[test]
+fn a_cloned_state_forks_and_the_loser_writes_its_edits_again() {
+    // Which clone loses depends on random actor ids and hashes: run until both have lost.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..64 {
+        seen.insert(cloned_state_scenario());
+        if seen.len() == 2 {
+            return;
+        }
+    }
+    panic!("only one side ever lost the fork: {seen:?}");
+}
+
+/// Returns whether the original (true) or the clone (false) lost.
+fn cloned_state_scenario() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let a = Device::new(dir.path(), "a");
+    Store::init(&one, a.options(), Some(&json!({"notes": {}, "n": 0}))).unwrap();
+    replica(&one, &two);
+    sync_ops(&one, &two, |_| true);
+    let clone = Device::new(dir.path(), "clone");
+    copy_dir(&a.state, &clone.state);
+
+    let set = |d: &Device, store: &std::path::Path, key: &str| {
+        d.open(store)
+            .apply_patch(&[PatchOp::Set {
+                path: format!("/notes/{key}"),
+                value: json!(key),
+                scalar: false,
+            }])
+            .unwrap()
+    };
+    set(&a, &one, "from-a");
+    set(&a, &one, "from-a-2");
+    set(&clone, &two, "from-clone");
+    sync_ops(&one, &two, |_| true);
+    sync_ops(&two, &one, |_| true);
+
+    let status = a.open(&one).status().unwrap();
+    assert_eq!(status.report.forks.len(), 1, "{:?}", status.report);
+    let fork = &status.report.forks[0];
+    assert_eq!(fork.seq, 2);
+    assert_eq!(
+        merged(&a, &one),
+        merged(&clone, &two),
+        "both replicas agree"
+    );
+
+    // Whichever side lost, its next write brings its edits back.
+    let before = merged(&a, &one);
+    let a_lost = !before.contains("from-a-2");
+    let (loser, folder) = if a_lost { (&a, &one) } else { (&clone, &two) };
+    let out = loser
+        .open(folder)
+        .apply_patch(&[PatchOp::Set {
+            path: "/n".into(),
+            value: json!(1),
+            scalar: false,
+        }])
+        .unwrap();
+    assert!(
+        out.notices.iter().any(|n| n.contains("lost a fork")),
+        "{:?}",
+        out.notices
+    );
+    assert_eq!(
+        out.written.len(),
+        2,
+        "the replayed edits, then the caller's change"
+    );
+    sync_ops(&one, &two, |_| true);
+    sync_ops(&two, &one, |_| true);
+    let after = merged(&a, &one);
+    assert_eq!(after, merged(&clone, &two));
+    let doc: serde_json::Value = serde_json::from_str(&after).unwrap();
+    for key in ["from-a", "from-a-2", "from-clone"] {
+        assert_eq!(doc["notes"][key], json!(key), "{after}");
+    }
+    assert_eq!(doc["n"], json!(1));
+    a_lost
+}
+
+/// The in-memory transaction API sees the merged document of every device.
+#[test]
+fn change_reads_the_merged_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&store_dir, a.options(), Some(&json!({"n": 1}))).unwrap();
+    let mut store = b.open(&store_dir);
+    store
+        .change(|tx| {
+            let n = tx.get(ROOT, "n")?.unwrap().0.as_i64().unwrap();
+            tx.put(ROOT, "m", n + 1)
+        })
+        .unwrap();
+    assert_eq!(merged(&a, &store_dir), r#"{"m":2,"n":1}"#);
+}
+
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in walkdir::WalkDir::new(from)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let target = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
