@@ -1,0 +1,408 @@
+//! The `crdtdir` binary, driven as users and scripts drive it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crdtdir");
+
+/// A device on this machine: its own state dir and name.
+struct Dev {
+    state: PathBuf,
+    name: &'static str,
+}
+
+impl Dev {
+    fn new(root: &Path, name: &'static str) -> Dev {
+        Dev {
+            state: root.join(format!("state-{name}")),
+            name,
+        }
+    }
+
+    fn cmd(&self, store: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--store").arg(store).args(args);
+        c.env("CRDTDIR_STATE_DIR", &self.state)
+            .env("CRDTDIR_DEVICE", self.name);
+        c.env_remove("CRDTDIR_STORE").env_remove("CRDTDIR_CRASH_AT");
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, store: &Path, args: &[&str]) -> Output {
+        self.cmd(store, args).output().unwrap()
+    }
+
+    fn ok(&self, store: &Path, args: &[&str]) -> String {
+        let out = self.run(store, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    if !dir.exists() {
+        return out;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(
+                    format!("{}/", e.path().strip_prefix(dir).unwrap().display()),
+                    vec![],
+                );
+                stack.push(e.path());
+            } else {
+                out.insert(
+                    e.path().strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(e.path()).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn op_files(store: &Path) -> Vec<String> {
+    tree(store)
+        .into_keys()
+        .filter(|k| k.ends_with(".op"))
+        .collect()
+}
+
+/// The quick start of README.md, word for word.
+#[test]
+fn readme_quick_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("Sync/todo");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/title", r#""Groceries""#]);
+    me.ok(&store, &["append", "set", "/items", "[]"]);
+    me.ok(&store, &["append", "insert", "/items/-", r#""milk""#]);
+    assert_eq!(
+        me.ok(&store, &["merge"]),
+        "{\"items\":[\"milk\"],\"title\":\"Groceries\"}\n"
+    );
+    assert_eq!(me.ok(&store, &["get", "/items/0"]), "\"milk\"\n");
+    let status: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["status", "--json"])).unwrap();
+    assert_eq!(status["changes"], 3);
+    assert_eq!(status["devices"][0]["name"], "laptop");
+    let log: serde_json::Value = serde_json::from_str(&me.ok(&store, &["log", "--json"])).unwrap();
+    assert_eq!(log.as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn every_append_form_and_a_patch_from_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    let from = dir.path().join("init.json");
+    std::fs::write(
+        &from,
+        r#"{"note": "hello", "list": [1, 2, 3], "gone": true}"#,
+    )
+    .unwrap();
+    me.ok(&store, &["init", "--from", from.to_str().unwrap()]);
+    me.ok(&store, &["append", "splice", "/note", "5", "0", " world"]);
+    me.ok(&store, &["append", "increment", "/n", "-3"]);
+    me.ok(&store, &["append", "delete", "/gone"]);
+    me.ok(&store, &["append", "set", "/list/0", "10"]);
+    me.ok(&store, &["append", "insert", "/list/1", "15"]);
+    me.ok(&store, &["append", "set", "--scalar", "/id", r#""a-b""#]);
+    let mut child = me
+        .cmd(&store, &["append", "--patch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"[{"op":"test","path":"/n","value":-3},{"op":"increment","path":"/n","value":4},{"op":"move","from":"/id","path":"/ident"}]"#)
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(
+        me.ok(&store, &["merge"]),
+        "{\"ident\":\"a-b\",\"list\":[10,15,2,3],\"n\":1,\"note\":\"hello world\"}\n"
+    );
+    let out = me.run(&store, &["append", "set", "/n", "1"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "crdtdir: no change\n");
+}
+
+/// Bad input: one line on stderr, a non-zero exit, and not one byte changed on disk —
+/// not in the store, not in the device's state.
+#[test]
+fn bad_input_is_one_line_a_nonzero_exit_and_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/t", r#""text""#]);
+    me.ok(&store, &["append", "set", "/l", "[1]"]);
+    let bad_patch = dir.path().join("bad.json");
+    std::fs::write(&bad_patch, r#"[{"op":"add","path":"/x"}]"#).unwrap();
+    let cases: Vec<(Vec<&str>, i32)> = vec![
+        (vec!["append", "set", "/x", "not json"], 1),
+        (vec!["append", "set", "nope", "1"], 1),
+        (vec!["append", "set", "/missing/deeper", "1"], 1),
+        (vec!["append", "set", "/l/5", "1"], 1),
+        (vec!["append", "set", "/l/01", "1"], 1),
+        (vec!["append", "insert", "/t/0", "1"], 1),
+        (vec!["append", "insert", "/k", "1"], 1),
+        (vec!["append", "delete", "/nope"], 1),
+        (vec!["append", "splice", "/l", "0", "0", "x"], 1),
+        (vec!["append", "splice", "/t", "3", "9", "x"], 1),
+        (vec!["append", "increment", "/t", "1"], 1),
+        (vec!["append", "--patch", bad_patch.to_str().unwrap()], 1),
+        (vec!["append", "--patch", "/no/such/file.json"], 1),
+        (vec!["init"], 1),
+        (vec!["get", "/nope"], 1),
+        (vec!["append"], 2),
+        (vec!["append", "frobnicate"], 2),
+        (vec!["append", "increment", "/n", "many"], 2),
+    ];
+    let before = (tree(&store), tree(&me.state));
+    for (args, code) in cases {
+        let out = me.run(&store, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {stderr}");
+        if code == 1 {
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(stderr.starts_with("crdtdir: "), "{args:?}: {stderr}");
+        }
+        assert_eq!(
+            (tree(&store), tree(&me.state)),
+            before,
+            "{args:?} changed the disk"
+        );
+    }
+    // A failed `test` refuses the whole append.
+    let out = me
+        .cmd(&store, &["append", "--patch", "-"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(br#"[{"op":"add","path":"/y","value":1},{"op":"test","path":"/t","value":"other"}]"#)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("test failed"));
+    assert_eq!((tree(&store), tree(&me.state)), before);
+}
+
+#[test]
+fn a_missing_store_or_a_bad_device_name_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    let me = Dev::new(dir.path(), "laptop");
+    for args in [
+        vec!["merge"],
+        vec!["append", "set", "/a", "1"],
+        vec!["status"],
+        vec!["log"],
+    ] {
+        let out = me.run(&missing, &args);
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+        assert!(!missing.exists(), "{args:?} created the store folder");
+    }
+    let store = dir.path().join("s");
+    me.ok(&store, &["init"]);
+    let before = tree(&store);
+    let out = me.run(&store, &["--device", "", "append", "set", "/a", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tree(&store), before);
+    // A marker that is not CBOR: one line, exit 1, nothing written.
+    std::fs::write(store.join("crdtdir.store"), b"garbage").unwrap();
+    let before = tree(&store);
+    let out = me.run(&store, &["append", "set", "/a", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert_eq!(tree(&store), before);
+}
+
+/// A store that needs a newer crdtdir: reads work, writes are refused with exit 3.
+#[test]
+fn unknown_features_and_newer_formats_are_refused_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    std::fs::write(store.join("features/multi-doc"), b"").unwrap();
+    let before = (tree(&store), tree(&me.state));
+    let out = me.run(&store, &["append", "set", "/a", "2"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a newer crdtdir"));
+    assert_eq!((tree(&store), tree(&me.state)), before);
+    assert_eq!(me.ok(&store, &["merge"]), "{\"a\":1}\n");
+    std::fs::remove_file(store.join("features/multi-doc")).unwrap();
+
+    // Format version 2 marker, written as a newer build would.
+    let mut marker = Vec::new();
+    let old: ciborium::Value =
+        ciborium::from_reader(&std::fs::read(store.join("crdtdir.store")).unwrap()[..]).unwrap();
+    let id = old
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("store"))
+        .unwrap()
+        .1
+        .clone();
+    ciborium::into_writer(
+        &ciborium::Value::Map(vec![
+            (
+                ciborium::Value::Text("format".into()),
+                ciborium::Value::Integer(2.into()),
+            ),
+            (ciborium::Value::Text("store".into()), id),
+        ]),
+        &mut marker,
+    )
+    .unwrap();
+    std::fs::write(store.join("crdtdir.store"), marker).unwrap();
+    let before = (tree(&store), tree(&me.state));
+    let out = me.run(&store, &["append", "set", "/a", "2"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!((tree(&store), tree(&me.state)), before);
+    assert_eq!(me.ok(&store, &["merge"]), "{\"a\":1}\n");
+}
+
+/// Several processes of one device append at once: the state lock serialises them, so no
+/// (actor, seq) is handed out twice and every append lands.
+#[test]
+fn concurrent_processes_of_one_device_never_share_a_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            me.cmd(&store, &["append", "increment", "/n", "1"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let files = op_files(&store);
+    assert_eq!(files.len(), 8);
+    let mut slots: Vec<String> = files
+        .iter()
+        .map(|f| f.rsplit_once('-').unwrap().0.to_string())
+        .collect();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), 8, "an (actor, seq) was used twice: {files:?}");
+    assert_eq!(me.ok(&store, &["merge"]), "{\"n\":8}\n");
+}
+
+/// A crash (abort) after each step of a write: the store stays readable, nothing
+/// acknowledged is lost, no seq is reused, and the owner cleans up its temp file.
+#[test]
+fn a_crash_at_every_step_of_a_write_loses_nothing_acknowledged_and_reuses_no_seq() {
+    for step in ["op-staged", "record-written", "op-published"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let me = Dev::new(dir.path(), "laptop");
+        let other = Dev::new(dir.path(), "phone");
+        me.ok(&store, &["init"]);
+        me.ok(&store, &["append", "set", "/acked", "1"]);
+        let out = me
+            .cmd(&store, &["append", "set", "/crashed", "1"])
+            .env("CRDTDIR_CRASH_AT", step)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{step}: the crash point was not reached"
+        );
+        // Readers are never disturbed by what the crash left.
+        let view: serde_json::Value = serde_json::from_str(&other.ok(&store, &["merge"])).unwrap();
+        assert_eq!(view["acked"], 1, "{step}");
+        assert_eq!(
+            view.get("crashed").is_some(),
+            step == "op-published",
+            "{step}: {view}"
+        );
+        me.ok(&store, &["append", "set", "/after", "1"]);
+        let status: serde_json::Value =
+            serde_json::from_str(&other.ok(&store, &["status", "--json"])).unwrap();
+        assert_eq!(status["forks"], serde_json::json!([]), "{step}");
+        assert_eq!(status["quarantined"], serde_json::json!([]), "{step}");
+        assert_eq!(
+            status["problems"],
+            serde_json::json!([]),
+            "{step}: the owner removes its stale temp"
+        );
+        let view: serde_json::Value = serde_json::from_str(&other.ok(&store, &["merge"])).unwrap();
+        assert_eq!(
+            (view["acked"].clone(), view["after"].clone()),
+            (1.into(), 1.into()),
+            "{step}"
+        );
+    }
+}
+
+#[test]
+fn status_lists_problem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let op = op_files(&store).remove(0);
+    let conflict = op.replace(".op", ".sync-conflict-20240101-000000-ABC.op");
+    std::fs::copy(store.join(&op), store.join(&conflict)).unwrap();
+    let out = me.run(&store, &["merge"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 file(s) skipped"));
+    let status = me.ok(&store, &["status"]);
+    assert!(
+        status.contains(&conflict) && status.contains("conflict copy"),
+        "{status}"
+    );
+}
+
+#[test]
+fn the_demo_shows_two_devices_agreeing() {
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env_remove("CRDTDIR_STORE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("both devices print the same document"),
+        "{text}"
+    );
+}
