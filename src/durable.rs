@@ -36,7 +36,7 @@ pub(crate) struct Staged {
 /// Writes `bytes` to a fresh temp file in `dir` tagged with `owner` (an actor in hex), fsyncs
 /// it and makes it read-only. The caller then [`publish`]es it.
 pub(crate) fn stage(dir: &Path, owner: &str, bytes: &[u8]) -> io::Result<Staged> {
-    fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(io::Error::other)?;
     let temp = dir.join(format!(
@@ -72,6 +72,50 @@ pub(crate) fn publish(staged: Staged, target: &Path) -> io::Result<()> {
     }
     fs::rename(&staged.temp, target)?;
     sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+/// Publishes a staged file only if `target` does not exist yet (no-clobber). Returns
+/// `Ok(false)` when something else is already there; the temp is then removed.
+pub(crate) fn publish_new(staged: Staged, target: &Path) -> io::Result<bool> {
+    // A hard link fails if the target exists, which rename does not; where the file
+    // system has no hard links, fall back to a checked rename.
+    let published = match fs::hard_link(&staged.temp, target) {
+        Ok(()) => {
+            fs::remove_file(&staged.temp)?;
+            true
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(&staged.temp)?;
+            false
+        }
+        Err(_) if !target.exists() => {
+            fs::rename(&staged.temp, target)?;
+            true
+        }
+        Err(_) => {
+            fs::remove_file(&staged.temp)?;
+            false
+        }
+    };
+    sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    Ok(published)
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent that gained an entry, so
+/// a new folder survives a power cut together with the file about to be put in it.
+pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durably(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(dir.parent().unwrap_or(Path::new(".")))
 }
 
 impl Staged {

@@ -68,7 +68,9 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Marker> {
         _ => return Err(corrupt("no format version")),
     };
     let store_id = match field("store") {
-        Some(Value::Text(t)) if t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()) => {
+        Some(Value::Text(t))
+            if t.len() == 32 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
             t.clone()
         }
         _ => return Err(corrupt("no store id")),

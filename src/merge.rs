@@ -77,22 +77,48 @@ pub(crate) struct Merged {
     pub(crate) quarantined: BTreeMap<ChangeHash, String>,
 }
 
-/// Merges everything a scan found.
+/// Reads and verifies op files on every core; results come back in the order of `entries`.
+pub(crate) fn load_all(entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = entries.len().div_ceil(workers).max(256);
+    let results: Vec<Vec<Result<Loaded, Problem>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|e| load(e).map_err(|reason| Problem::new(e.rel.clone(), reason)))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("loading op files panicked"))
+            .collect()
+    });
+    let mut loaded = Vec::with_capacity(entries.len());
+    let mut problems = Vec::new();
+    for r in results.into_iter().flatten() {
+        match r {
+            Ok(l) => loaded.push(l),
+            Err(p) => problems.push(p),
+        }
+    }
+    (loaded, problems)
+}
+
+/// Merges everything a scan found, from nothing.
 pub(crate) fn merge(scan: Scan) -> Merged {
+    let (loaded, problems) = load_all(&scan.ops);
     let mut report = MergeReport {
         problems: scan.problems,
         unknown_features: scan.unknown_features,
         ..MergeReport::default()
     };
-    let mut loaded = Vec::with_capacity(scan.ops.len());
-    for entry in &scan.ops {
-        match load(entry) {
-            Ok(l) => loaded.push(l),
-            Err(reason) => report
-                .problems
-                .push(Problem::new(entry.rel.clone(), reason)),
-        }
-    }
+    report.problems.extend(problems);
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
     merge_loaded(new_doc(), loaded, report)
 }

@@ -207,9 +207,14 @@ impl Store {
         };
         let staged = durable::stage(&root, &marker.store_id, &marker::encode(&marker))
             .map_err(Error::io(&root))?;
-        durable::publish(staged, &marker_path).map_err(Error::io(&marker_path))?;
+        if !durable::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
+            return Err(Error::AlreadyStore {
+                path: root,
+                reason: "another crdtdir init made it a store at the same moment".into(),
+            });
+        }
         for dir in [OPS_DIR, marker::FEATURES_DIR] {
-            std::fs::create_dir_all(root.join(dir)).map_err(Error::io(root.join(dir)))?;
+            durable::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
         }
         let store = Store {
             root,
@@ -392,7 +397,7 @@ impl Store {
                     // Our last change lost a fork: write our branch's edits again, fresh actor.
                     replay = lost;
                     outcome.notices.push(format!(
-                        "this device's changes under actor {} lost a fork (a cloned device?): writing its edits again with a fresh actor",
+                        "this device's last change under actor {} was left out of the merge (it lost a fork: a cloned device?): writing its edits again with a fresh actor",
                         r.actor
                     ));
                     fresh_record(Some(r))

@@ -229,3 +229,30 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Regression: two `init`s racing on one folder both reported success, and the loser went
+/// on under a store id that was not the one on disk.
+#[test]
+fn racing_inits_make_exactly_one_store() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let store_dir = dir.path().join("store");
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = ["a", "b", "c"]
+                .map(|name| {
+                    let d = Device::new(dir.path(), name);
+                    let store_dir = &store_dir;
+                    s.spawn(move || {
+                        Store::init(store_dir, d.options(), None).map(|s| s.id().to_string())
+                    })
+                })
+                .into_iter()
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<&String> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        let on_disk = Store::open(&store_dir, Device::new(dir.path(), "z").options()).unwrap();
+        assert_eq!(on_disk.id(), winners[0]);
+    }
+}

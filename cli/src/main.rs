@@ -104,10 +104,10 @@ enum AppendOp {
         #[arg(default_value = "")]
         text: String,
     },
-    /// Add N to a counter (a missing key becomes a counter).
+    /// Add N (default 1) to a counter (a missing key becomes a counter).
     Increment {
         path: String,
-        #[arg(allow_hyphen_values = true)]
+        #[arg(allow_hyphen_values = true, default_value_t = 1)]
         n: i64,
     },
 }
