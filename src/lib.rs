@@ -28,6 +28,7 @@
 //! deleted, and never make a merge fail.
 #![deny(missing_docs)]
 
+mod cache;
 mod durable;
 mod error;
 mod marker;

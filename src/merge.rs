@@ -13,15 +13,18 @@
 //!
 //! The outcome depends only on the set of files, never on the order they arrived in.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::{Automerge, Change, ChangeHash, ReadDoc, TextEncoding};
 
+use crate::cache::{Cached, Pending, Quarantined};
 use crate::naming;
 use crate::opfile;
-use crate::report::{ChangeInfo, Fork, MergeReport, Problem, Waiting};
+use crate::report::{Fork, MergeReport, Problem, Waiting};
 use crate::scan::{OpEntry, Scan};
+use serde_bytes::ByteBuf;
 
 /// The text encoding of every document crdtdir builds: positions are Unicode code points,
 /// set explicitly so no Cargo feature elsewhere in an app can change it.
@@ -67,16 +70,6 @@ pub(crate) fn load(entry: &OpEntry) -> Result<Loaded, String> {
     })
 }
 
-/// The merged document and what the merge found.
-pub(crate) struct Merged {
-    pub(crate) doc: Automerge,
-    pub(crate) report: MergeReport,
-    /// Every verified change, applied or not, by Automerge hash (forks and recovery use it).
-    pub(crate) all: HashMap<ChangeHash, Loaded>,
-    /// The verified changes left out: losing fork branches, refused changes, dependents.
-    pub(crate) quarantined: BTreeMap<ChangeHash, String>,
-}
-
 /// Reads and verifies op files on every core; results come back in the order of `entries`.
 pub(crate) fn load_all(entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
     let workers = std::thread::available_parallelism()
@@ -110,33 +103,230 @@ pub(crate) fn load_all(entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
     (loaded, problems)
 }
 
-/// Merges everything a scan found, from nothing.
-pub(crate) fn merge(scan: Scan) -> Merged {
-    let (loaded, problems) = load_all(&scan.ops);
-    let mut report = MergeReport {
-        problems: scan.problems,
-        unknown_features: scan.unknown_features,
-        ..MergeReport::default()
-    };
-    report.problems.extend(problems);
-    report.problems.sort_by(|a, b| a.path.cmp(&b.path));
-    merge_loaded(new_doc(), loaded, report)
+/// The outcome of merging a set of verified changes.
+pub(crate) struct Merged {
+    pub(crate) doc: Automerge,
+    pub(crate) report: MergeReport,
+    /// Every verified change of this merge, applied or not, by Automerge hash.
+    pub(crate) all: HashMap<ChangeHash, Loaded>,
+    /// Hashes of the changes this merge applied, in path order.
+    pub(crate) applied: Vec<ChangeHash>,
+    /// The verified changes left out: losing fork branches, refused changes, dependents.
+    pub(crate) quarantined: BTreeMap<ChangeHash, String>,
+    /// The verified changes waiting for dependencies.
+    pub(crate) waiting: Vec<ChangeHash>,
 }
 
-/// Merges verified changes into `base` (which may already hold some of them).
+/// The document to merge into.
+pub(crate) enum Base {
+    /// An empty document: a refused change is found by bisection and left out.
+    Fresh,
+    /// The cached document, taken by value (no copy): if Automerge refuses anything, the
+    /// merge gives up (`None`) and the caller merges from nothing instead.
+    Cached(Box<Automerge>),
+}
+
+/// Merges everything in the folder from nothing. `carry` is a cached state whose changes
+/// stay in the result even when their files are gone (the view never goes back).
+pub(crate) fn merge_cold(scan: &Scan, carry: Option<Cached>) -> (Cached, MergeReport) {
+    let (mut loaded, problems) = load_all(&scan.ops);
+    let mut devices = BTreeMap::new();
+    if let Some(c) = carry {
+        let have: HashSet<ChangeHash> = loaded.iter().map(|l| l.change.hash()).collect();
+        for change in c.doc.get_changes(&[]) {
+            if !have.contains(&change.hash()) {
+                let actor = change.actor_id().to_hex_string();
+                let device = c.devices.get(&actor).cloned().unwrap_or_default();
+                loaded.push(Loaded {
+                    rel: String::new(),
+                    device,
+                    change,
+                });
+            }
+        }
+        loaded.extend(pending(&c.waiting));
+        devices = c.devices;
+    }
+    let merged = merge_loaded(Base::Fresh, loaded, scan_report(scan, problems))
+        .expect("a merge from nothing always completes");
+    let quarantined = merged
+        .quarantined
+        .iter()
+        .map(|(h, reason)| Quarantined {
+            path: merged.all[h].rel.clone(),
+            hash: h.to_string(),
+            reason: reason.clone(),
+        })
+        .collect();
+    let (mut state, report) = into_state(merged, Vec::new(), devices);
+    state.quarantined = quarantined;
+    (state, report)
+}
+
+/// The cached state after a merge: `files` and `devices` of what came before, plus what
+/// this merge applied.
+fn into_state(
+    mut merged: Merged,
+    mut files: Vec<String>,
+    mut devices: BTreeMap<String, String>,
+) -> (Cached, MergeReport) {
+    for h in &merged.applied {
+        let l = &merged.all[h];
+        if !l.rel.is_empty() {
+            files.push(l.rel.clone());
+        }
+        devices.insert(l.change.actor_id().to_hex_string(), l.device.clone());
+    }
+    files.sort_unstable();
+    let waiting = merged
+        .waiting
+        .iter()
+        .map(|h| {
+            let l = &merged.all[h];
+            Pending {
+                path: l.rel.clone(),
+                device: l.device.clone(),
+                change: ByteBuf::from(l.change.raw_bytes().to_vec()),
+            }
+        })
+        .collect();
+    let report = std::mem::take(&mut merged.report);
+    let state = Cached {
+        doc: merged.doc,
+        files,
+        devices,
+        quarantined: Vec::new(),
+        forks: report.forks.clone(),
+        waiting,
+    };
+    (state, report)
+}
+
+/// Merges only what is new since `cached`. `None` when that might not give the answer a
+/// merge from nothing would give — a fork may be forming, or Automerge refused a change —
+/// and the caller must merge from nothing. The flag says whether anything changed.
+pub(crate) fn merge_incremental(
+    scan: &Scan,
+    cached: Cached,
+) -> Option<(Cached, MergeReport, bool)> {
+    let known: HashSet<&str> = cached
+        .files
+        .iter()
+        .map(String::as_str)
+        .chain(cached.quarantined.iter().map(|q| q.path.as_str()))
+        .chain(cached.waiting.iter().map(|p| p.path.as_str()))
+        .collect();
+    // Two names for one (actor, seq), one of them new: a fork may be forming.
+    let forming = scan.ops.windows(2).any(|w| {
+        w[0].actor == w[1].actor
+            && w[0].name.seq == w[1].name.seq
+            && !(known.contains(w[0].rel.as_str()) && known.contains(w[1].rel.as_str()))
+    });
+    if forming {
+        return None;
+    }
+    let new: Vec<OpEntry> = scan
+        .ops
+        .iter()
+        .filter(|o| !known.contains(o.rel.as_str()))
+        .cloned()
+        .collect();
+    let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+    let carried_quarantine: Vec<Problem> = cached
+        .quarantined
+        .iter()
+        .filter(|q| present.contains(q.path.as_str()))
+        .map(|q| Problem::new(q.path.clone(), q.reason.clone()))
+        .collect();
+    drop(known);
+    drop(present);
+    let (loaded, problems) = load_all(&new);
+    let mut report = scan_report(scan, problems);
+    report.forks = cached.forks.clone();
+    report.quarantined = carried_quarantine;
+    if loaded.is_empty() {
+        // Nothing new to apply: what waits keeps waiting, as the cache already says.
+        report.waiting = cached
+            .waiting
+            .iter()
+            .map(|p| Waiting {
+                path: p.path.clone(),
+                missing: Vec::new(),
+            })
+            .collect();
+        let changed = !new.is_empty();
+        return Some((cached, report, changed));
+    }
+    let Cached {
+        doc,
+        files,
+        devices,
+        quarantined,
+        forks,
+        waiting,
+    } = cached;
+    let mut loaded = loaded;
+    loaded.extend(pending(&waiting));
+    let merged = merge_loaded(Base::Cached(Box::new(doc)), loaded, report)?;
+    if !merged.quarantined.is_empty() || merged.report.forks.len() != forks.len() {
+        return None;
+    }
+    let (mut state, report) = into_state(merged, files, devices);
+    state.quarantined = quarantined;
+    state.forks = forks;
+    Some((state, report, true))
+}
+
+/// Cached waiting changes as loaded changes (they were verified when first read).
+fn pending(waiting: &[Pending]) -> Vec<Loaded> {
+    waiting
+        .iter()
+        .filter_map(|p| {
+            let change = Change::from_bytes(p.change.to_vec()).ok()?;
+            Some(Loaded {
+                rel: p.path.clone(),
+                device: p.device.clone(),
+                change,
+            })
+        })
+        .collect()
+}
+
+/// The report of what the scan and the loading found.
+fn scan_report(scan: &Scan, load_problems: Vec<Problem>) -> MergeReport {
+    let mut report = MergeReport {
+        problems: scan.problems.clone(),
+        unknown_features: scan.unknown_features.clone(),
+        ..MergeReport::default()
+    };
+    report.problems.extend(load_problems);
+    report.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    report
+}
+
+/// Merges verified changes into `base`. `None` only for a cached base that Automerge
+/// refused to extend.
 pub(crate) fn merge_loaded(
-    base: Automerge,
+    base: Base,
     loaded: Vec<Loaded>,
     mut report: MergeReport,
-) -> Merged {
+) -> Option<Merged> {
     // Deduplicate by change hash; `loaded` is in path order, so the kept path is stable.
     let mut all: HashMap<ChangeHash, Loaded> = HashMap::with_capacity(loaded.len());
     let mut order: Vec<ChangeHash> = Vec::with_capacity(loaded.len());
     for l in loaded {
         let hash = l.change.hash();
-        if let std::collections::hash_map::Entry::Vacant(slot) = all.entry(hash) {
-            order.push(hash);
-            slot.insert(l);
+        match all.entry(hash) {
+            Entry::Vacant(slot) => {
+                order.push(hash);
+                slot.insert(l);
+            }
+            // The same change in two places: a real file wins over a cached-only copy.
+            Entry::Occupied(mut slot) => {
+                if slot.get().rel.is_empty() && !l.rel.is_empty() {
+                    slot.insert(l);
+                }
+            }
         }
     }
     order.sort_by(|a, b| all[a].rel.cmp(&all[b].rel));
@@ -180,13 +370,20 @@ pub(crate) fn merge_loaded(
     }
 
     // Already in the base document: nothing to do for those.
-    let in_base = |h: &ChangeHash| base.get_change_by_hash(h).is_some();
+    let base_doc = match &base {
+        Base::Fresh => None,
+        Base::Cached(doc) => Some(doc),
+    };
+    let in_base = |h: &ChangeHash| base_doc.is_some_and(|d| d.get_change_by_hash(h).is_some());
 
     // Topological order (Kahn) of what is left; what never becomes ready waits.
     let mut indegree: HashMap<ChangeHash, usize> = HashMap::new();
-    let mut blocked: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
+    let mut blocked: HashSet<ChangeHash> = HashSet::new();
     let mut queue = VecDeque::new();
-    for h in order.iter().filter(|h| !quarantined.contains_key(h)) {
+    for h in order
+        .iter()
+        .filter(|h| !quarantined.contains_key(h) && !in_base(h))
+    {
         let mut pending = 0;
         for dep in all[h].change.deps() {
             if in_base(dep) {
@@ -195,11 +392,11 @@ pub(crate) fn merge_loaded(
             if all.contains_key(dep) && !quarantined.contains_key(dep) {
                 pending += 1;
             } else {
-                blocked.entry(*h).or_default().push(*dep);
+                blocked.insert(*h);
             }
         }
         indegree.insert(*h, pending);
-        if pending == 0 && !blocked.contains_key(h) {
+        if pending == 0 && !blocked.contains(h) {
             queue.push_back(*h);
         }
     }
@@ -209,16 +406,17 @@ pub(crate) fn merge_loaded(
         for child in children.get(&h).into_iter().flatten() {
             if let Some(d) = indegree.get_mut(child) {
                 *d -= 1;
-                if *d == 0 && !blocked.contains_key(child) {
+                if *d == 0 && !blocked.contains(child) {
                     queue.push_back(*child);
                 }
             }
         }
     }
-    let ready_set: std::collections::HashSet<ChangeHash> = ready.iter().copied().collect();
+    let ready_set: HashSet<ChangeHash> = ready.iter().copied().collect();
+    let mut waiting = Vec::new();
     for h in order
         .iter()
-        .filter(|h| !quarantined.contains_key(h) && !ready_set.contains(h))
+        .filter(|h| indegree.contains_key(h) && !ready_set.contains(h))
     {
         let missing = all[h]
             .change
@@ -227,14 +425,17 @@ pub(crate) fn merge_loaded(
             .filter(|d| !in_base(d) && !ready_set.contains(d))
             .map(ChangeHash::to_string)
             .collect();
+        waiting.push(*h);
         report.waiting.push(Waiting {
             path: all[h].rel.clone(),
             missing,
         });
     }
 
-    let to_apply: Vec<ChangeHash> = ready.into_iter().filter(|h| !in_base(h)).collect();
-    let doc = apply_robust(&base, &to_apply, &all, &mut quarantined);
+    let doc = match base {
+        Base::Fresh => apply_robust(&new_doc(), &ready, &all, &mut quarantined),
+        Base::Cached(doc) => apply_once(*doc, &ready, &all)?,
+    };
 
     for (h, reason) in &quarantined {
         report
@@ -243,26 +444,36 @@ pub(crate) fn merge_loaded(
     }
     report.quarantined.sort_by(|a, b| a.path.cmp(&b.path));
     report.waiting.sort_by(|a, b| a.path.cmp(&b.path));
-    for h in &order {
-        if doc.get_change_by_hash(h).is_some() {
-            let l = &all[h];
-            report.applied.push(ChangeInfo {
-                path: l.rel.clone(),
-                hash: h.to_string(),
-                actor: l.change.actor_id().to_hex_string(),
-                seq: l.change.seq(),
-                device: l.device.clone(),
-                time: l.change.timestamp(),
-                ops: l.change.len(),
-            });
-        }
-    }
-    Merged {
+    let applied = ready
+        .into_iter()
+        .filter(|h| !quarantined.contains_key(h))
+        .collect();
+    Some(Merged {
         doc,
         report,
         all,
+        applied,
         quarantined,
+        waiting,
+    })
+}
+
+/// Applies `list` to `doc` in one call; `None` if Automerge refuses or panics.
+fn apply_once(
+    doc: Automerge,
+    list: &[ChangeHash],
+    all: &HashMap<ChangeHash, Loaded>,
+) -> Option<Automerge> {
+    if list.is_empty() {
+        return Some(doc);
     }
+    catch_unwind(AssertUnwindSafe(move || {
+        let mut doc = doc;
+        doc.apply_changes(list.iter().map(|h| all[h].change.clone()))
+            .map(|()| doc)
+    }))
+    .ok()?
+    .ok()
 }
 
 fn quarantine_with_descendants(

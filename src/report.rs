@@ -1,10 +1,10 @@
 //! What a merge found besides the document: skipped files, forks, quarantined and waiting
 //! changes. Nothing here is an error; everything here is something `status` shows.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A file the reader skipped, and why. The file itself is left where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Problem {
     /// Path relative to the store, `/`-separated.
@@ -25,7 +25,7 @@ impl Problem {
 /// Two or more different changes with one (actor, seq): a cloned device or a bug.
 /// The branch whose first divergent change has the lowest Automerge change hash is kept on
 /// every device; the others, and everything that depends on them, are quarantined.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Fork {
     /// The actor, lowercase hex.
@@ -39,7 +39,7 @@ pub struct Fork {
 }
 
 /// A valid change that is not applied yet because a change it depends on has not arrived.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Waiting {
     /// Path of its op file.
@@ -48,11 +48,12 @@ pub struct Waiting {
     pub missing: Vec<String>,
 }
 
-/// One change that is part of the merged document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One change that is part of the merged document (see `Store::history`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ChangeInfo {
-    /// Path of its op file.
+    /// Path of its op file; empty when the file is gone from the folder and the change is
+    /// known from this device's cache.
     pub path: String,
     /// Automerge change hash.
     pub hash: String,
@@ -69,11 +70,9 @@ pub struct ChangeInfo {
 }
 
 /// Everything a merge reports besides the document.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct MergeReport {
-    /// Changes in the merged document, sorted by path.
-    pub applied: Vec<ChangeInfo>,
     /// Files skipped before they could count as changes (foreign, damaged, newer versions).
     pub problems: Vec<Problem>,
     /// Forks found and how they were resolved.

@@ -64,7 +64,7 @@ impl StateDir {
         Ok(StateDir { root })
     }
 
-    fn store_dir(&self, store_id: &str) -> PathBuf {
+    pub(crate) fn store_dir(&self, store_id: &str) -> PathBuf {
         self.root.join("stores").join(store_id)
     }
 

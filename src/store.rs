@@ -9,15 +9,16 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use crate::cache::{Cache, Cached};
 use crate::durable::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{Error, Result};
 use crate::marker::{self, Marker, FORMAT_VERSION, MARKER};
-use crate::merge::{self, Merged};
+use crate::merge;
 use crate::naming;
 use crate::opfile;
 use crate::patch::{self, PatchError, PatchOp};
 use crate::render;
-use crate::report::MergeReport;
+use crate::report::{ChangeInfo, MergeReport};
 use crate::scan::{self, OPS_DIR};
 use crate::state::{StateDir, WriterRecord};
 
@@ -59,6 +60,7 @@ pub struct Store {
     root: PathBuf,
     marker: Marker,
     state: StateDir,
+    cache: Cache,
     device: Option<String>,
 }
 
@@ -216,12 +218,7 @@ impl Store {
         for dir in [OPS_DIR, marker::FEATURES_DIR] {
             durable::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
         }
-        let store = Store {
-            root,
-            marker,
-            state,
-            device: options.device,
-        };
+        let store = Store::assemble(root, marker, state, options.device);
         if let Some(v) = initial {
             store.apply_patch(&[PatchOp::Set {
                 path: String::new(),
@@ -245,12 +242,18 @@ impl Store {
         };
         let marker = marker::decode(&bytes, &marker_path)?;
         let state = StateDir::resolve(options.state_dir.as_deref())?;
-        Ok(Store {
+        Ok(Store::assemble(root, marker, state, options.device))
+    }
+
+    fn assemble(root: PathBuf, marker: Marker, state: StateDir, device: Option<String>) -> Store {
+        let cache = Cache::new(state.store_dir(&marker.store_id), &marker.store_id);
+        Store {
             root,
             marker,
             state,
-            device: options.device,
-        })
+            cache,
+            device,
+        }
     }
 
     /// The store folder.
@@ -263,13 +266,85 @@ impl Store {
         &self.marker.store_id
     }
 
-    /// Reads every op file and merges them.
+    /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
-        let merged = merge::merge(scan::scan(&self.root));
+        let (state, report, _) = self.merged(&scan::scan(&self.root), true);
         Ok(View {
-            doc: merged.doc,
-            report: merged.report,
+            doc: state.doc,
+            report,
         })
+    }
+
+    /// The merged document as compact JSON text, and what the merge found. When nothing
+    /// changed in the folder since the last merge, this only lists the folder.
+    pub fn read_json(&self) -> Result<(String, MergeReport)> {
+        let scan = scan::scan(&self.root);
+        if let Some(hit) = self.cache.view(&scan) {
+            return Ok(hit);
+        }
+        let (state, report, json) = self.merged(&scan, true);
+        let json = json.unwrap_or_else(|| render::document(&state.doc).to_string());
+        Ok((json, report))
+    }
+
+    /// Every change in the merged document, in causal order.
+    pub fn history(&self) -> Result<Vec<ChangeInfo>> {
+        let (state, _, _) = self.merged(&scan::scan(&self.root), true);
+        let mut paths: HashMap<(&str, u64), &str> = HashMap::with_capacity(state.files.len());
+        for rel in &state.files {
+            let mut parts = rel.split('/').skip(1);
+            if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
+                if let Some(op) = naming::parse_op_name(name) {
+                    paths.insert((actor, op.seq), rel);
+                }
+            }
+        }
+        Ok(state
+            .doc
+            .get_changes_meta(&[])
+            .into_iter()
+            .map(|m| {
+                let actor = m.actor.to_hex_string();
+                ChangeInfo {
+                    path: paths
+                        .get(&(actor.as_str(), m.seq))
+                        .map_or(String::new(), |p| p.to_string()),
+                    hash: m.hash.to_string(),
+                    device: state.devices.get(&actor).cloned().unwrap_or_default(),
+                    actor,
+                    seq: m.seq,
+                    time: m.timestamp,
+                    ops: (m.max_op + 1).saturating_sub(m.start_op) as usize,
+                }
+            })
+            .collect())
+    }
+
+    /// Merges through the cache and (with `save`) refreshes it; the JSON when it had to be
+    /// rendered.
+    fn merged(&self, scan: &scan::Scan, save: bool) -> (Cached, MergeReport, Option<String>) {
+        let (state, report, changed) = match self.cache.load() {
+            Some(cached) => match merge::merge_incremental(scan, cached) {
+                Some(done) => done,
+                // A fork or a refused change: decide from everything, keeping what the
+                // cache knows even if its files are gone.
+                None => {
+                    let (s, r) = merge::merge_cold(scan, self.cache.load());
+                    (s, r, true)
+                }
+            },
+            None => {
+                let (s, r) = merge::merge_cold(scan, None);
+                (s, r, true)
+            }
+        };
+        if !changed || !save {
+            return (state, report, None);
+        }
+        let json = render::document(&state.doc).to_string();
+        // The cache only saves time: a cache that cannot be written is rebuilt next time.
+        let _ = self.cache.save(&state, scan, &json, &report);
+        (state, report, Some(json))
     }
 
     /// `Err(NeedsNewer)` when this build must not write to the store.
@@ -322,8 +397,9 @@ impl Store {
     /// Status: devices, problems, forks, quarantined and waiting changes.
     pub fn status(&self) -> Result<Status> {
         let view = self.read()?;
+        let history = self.history()?;
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
-        for c in &view.report.applied {
+        for c in &history {
             let e = by_actor
                 .entry(c.actor.clone())
                 .or_insert((c.device.clone(), 0, 0));
@@ -349,7 +425,7 @@ impl Store {
             store_id: self.marker.store_id.clone(),
             format: self.marker.format,
             read_only: self.check_writable().err().map(|e| e.to_string()),
-            changes: view.report.applied.len(),
+            changes: history.len(),
             heads: view.heads().iter().map(ChangeHash::to_string).collect(),
             devices: devices.into_values().collect(),
             report: view.report,
@@ -374,12 +450,16 @@ impl Store {
         let record = self.state.read_record(&self.marker.store_id);
         let mut outcome = WriteOutcome::default();
         let record_max = record.as_ref().map(|r| folder_max_seq(&r.actor));
-        let Merged {
-            mut doc,
-            all,
-            quarantined,
-            ..
-        } = merge::merge(scanned);
+        // A write leaves the cache alone: a refused write changes nothing on disk at all.
+        let (
+            Cached {
+                mut doc,
+                quarantined,
+                ..
+            },
+            _,
+            _,
+        ) = self.merged(&scanned, false);
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }
@@ -392,7 +472,7 @@ impl Store {
                 let last: Option<ChangeHash> = r.hash.parse().ok();
                 let in_doc = last
                     .is_some_and(|h| doc.get_change_by_hash(&h).is_some_and(|c| c.seq() == r.seq));
-                let lost = last.filter(|h| quarantined.contains_key(h));
+                let lost = last.filter(|h| quarantined.iter().any(|q| q.hash == h.to_string()));
                 if lost.is_some() {
                     // Our last change lost a fork: write our branch's edits again, fresh actor.
                     replay = lost;
@@ -425,6 +505,12 @@ impl Store {
         doc.set_actor(actor);
 
         if let Some(lost) = replay {
+            // Rare: read every verified change, the quarantined ones included.
+            let all: HashMap<ChangeHash, merge::Loaded> = merge::load_all(&scanned.ops)
+                .0
+                .into_iter()
+                .map(|l| (l.change.hash(), l))
+                .collect();
             let edits = lost_edits(&all, lost);
             if let Some((before, after)) = edits {
                 let mut tx = doc.transaction();

@@ -11,30 +11,36 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn check(name: &str) -> crdtdir::View {
+fn check(name: &str) -> (crdtdir::View, Vec<crdtdir::ChangeInfo>) {
     let dir = tempfile::tempdir().unwrap();
     let reader = Device::new(dir.path(), "reader");
     let store = fixture(name).join("store");
     let view = reader.open(&store).read().unwrap();
+    let history = reader.open(&store).history().unwrap();
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture(name).join("expected.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(view.to_json(), expected, "fixture {name}");
-    view
+    (view, history)
 }
 
 #[test]
 fn v1_clean_store_reads_as_expected() {
-    let view = check("v1-clean");
+    let (view, history) = check("v1-clean");
     assert!(view.report().problems.is_empty(), "{:?}", view.report());
     assert!(view.report().forks.is_empty());
-    assert!(view.report().applied.len() >= 10);
+    let files = crate::common::op_files(&fixture("v1-clean").join("store"));
+    assert_eq!(history.len(), files.len(), "every op file is one change");
+    let devices: std::collections::BTreeSet<&str> =
+        history.iter().map(|c| c.device.as_str()).collect();
+    assert_eq!(devices, ["laptop", "phone", "tablet"].into_iter().collect());
+    assert!(history.iter().all(|c| c.path.starts_with("ops/")));
 }
 
 #[test]
 fn v1_messy_store_reads_as_expected_and_reports_every_problem() {
-    let view = check("v1-messy");
+    let (view, _) = check("v1-messy");
     let expected: Vec<String> =
         std::fs::read_to_string(fixture("v1-messy").join("expected-problems.txt"))
             .unwrap()

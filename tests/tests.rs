@@ -2,6 +2,7 @@
 
 mod common;
 
+mod cache;
 mod convergence;
 mod fixtures;
 mod reader;

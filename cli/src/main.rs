@@ -254,27 +254,37 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Command::Merge { out, pretty } => {
-            let view = Store::open(&cli.store, opts)?.read()?;
-            warn_report(view.report());
-            let doc = view.to_json();
+            let (json, report) = Store::open(&cli.store, opts)?.read_json()?;
+            warn_report(&report);
+            let mut text = if *pretty {
+                let value: Json = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
+                serde_json::to_string_pretty(&value).map_err(|e| fail(e.to_string()))?
+            } else {
+                json
+            };
+            text.push('\n');
             match out {
                 Some(path) => {
-                    let mut text = if *pretty {
-                        serde_json::to_string_pretty(&doc)
-                    } else {
-                        serde_json::to_string(&doc)
-                    }
-                    .map_err(|e| fail(e.to_string()))?;
-                    text.push('\n');
                     std::fs::write(path, text).map_err(|e| fail(format!("{}: {e}", path.display())))
                 }
-                None => print_json(&doc, *pretty),
+                None => std::io::stdout()
+                    .lock()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| fail(format!("stdout: {e}"))),
             }
         }
         Command::Get { path } => {
-            let view = Store::open(&cli.store, opts)?.read()?;
-            warn_report(view.report());
-            print_json(&view.get(path)?, false)
+            let (json, report) = Store::open(&cli.store, opts)?.read_json()?;
+            warn_report(&report);
+            let doc: Json = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
+            let value = if path.is_empty() {
+                doc
+            } else {
+                doc.pointer(path)
+                    .cloned()
+                    .ok_or_else(|| fail(format!("{path:?}: nothing there")))?
+            };
+            print_json(&value, false)
         }
         Command::Status { json } => {
             let status = Store::open(&cli.store, opts)?.status()?;
@@ -290,8 +300,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Demo => demo(),
         Command::Log { json } => {
-            let view = Store::open(&cli.store, opts)?.read()?;
-            let mut log = view.report().applied.clone();
+            let mut log = Store::open(&cli.store, opts)?.history()?;
             log.sort_by(|a, b| (a.time, &a.actor, a.seq).cmp(&(b.time, &b.actor, b.seq)));
             if *json {
                 return print_json(

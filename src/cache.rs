@@ -1,0 +1,209 @@
+//! The local cache: this device's merged document of one store, so that a merge costs what
+//! is new, never the whole history. Local state, never in the synced folder; deleting it
+//! changes nothing but speed.
+//!
+//! ```text
+//! STATE/stores/<store id>/view    CBOR map, small: all the nothing-new path reads
+//!   "v"        unsigned   CACHE_VERSION
+//!   "store"    text       store id (a cache of another store is ignored)
+//!   "listing"  bytes(32)  BLAKE3 of the folder listing the view was made from (see `listing`)
+//!   "json"     text       the rendered document
+//!   "report"   map        what the merge found (serde form of MergeReport)
+//! STATE/stores/<store id>/cache   CBOR map
+//!   "v", "store"          as above
+//!   "doc"      bytes      Automerge `save()` of the merged document: a SUPERSET of the
+//!                         folder (changes whose files disappeared stay: the view never
+//!                         goes back)
+//!   "files"    text       '\n'-joined op file paths whose changes are in "doc"
+//!   "devices"  map        actor hex -> device display name
+//!   "quarantined" array   {path, hash, reason} of verified changes left out
+//!   "forks"    array      the forks found (serde form of Fork)
+//!   "waiting"  array      {path, device, change: bytes} of verified changes waiting for
+//!                         dependencies: kept so that they are not lost if their files go
+//! ```
+//! Both files are replaced atomically (temp, fsync, rename). Anything torn, foreign, of
+//! another version or undecodable is ignored and rebuilt from the folder, never trusted.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use automerge::{Automerge, LoadOptions, OnPartialLoad};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::durable;
+use crate::merge::TEXT_ENCODING;
+use crate::report::{Fork, MergeReport};
+use crate::scan::Scan;
+
+/// Version of both cache files.
+const CACHE_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct ViewFile {
+    v: u32,
+    store: String,
+    listing: ByteBuf,
+    json: String,
+    report: MergeReport,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    v: u32,
+    store: String,
+    doc: ByteBuf,
+    files: String,
+    devices: BTreeMap<String, String>,
+    quarantined: Vec<Quarantined>,
+    forks: Vec<Fork>,
+    waiting: Vec<Pending>,
+}
+
+/// A verified change waiting for dependencies, kept whole.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Pending {
+    pub(crate) path: String,
+    pub(crate) device: String,
+    pub(crate) change: ByteBuf,
+}
+
+/// A verified change left out of the document, remembered so it is not re-read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Quarantined {
+    pub(crate) path: String,
+    pub(crate) hash: String,
+    pub(crate) reason: String,
+}
+
+/// The cached state, loaded.
+pub(crate) struct Cached {
+    pub(crate) doc: Automerge,
+    pub(crate) files: Vec<String>,
+    pub(crate) devices: BTreeMap<String, String>,
+    pub(crate) quarantined: Vec<Quarantined>,
+    pub(crate) forks: Vec<Fork>,
+    pub(crate) waiting: Vec<Pending>,
+}
+
+/// The cache files of one store on this device.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    dir: PathBuf,
+    store_id: String,
+}
+
+impl Cache {
+    pub(crate) fn new(dir: PathBuf, store_id: &str) -> Cache {
+        Cache {
+            dir,
+            store_id: store_id.to_string(),
+        }
+    }
+
+    /// The rendered document and report, if the folder listing is exactly the one the view
+    /// was made from.
+    pub(crate) fn view(&self, scan: &Scan) -> Option<(String, MergeReport)> {
+        let bytes = std::fs::read(self.dir.join("view")).ok()?;
+        let view: ViewFile = ciborium::from_reader(&bytes[..]).ok()?;
+        if view.v != CACHE_VERSION || view.store != self.store_id {
+            return None;
+        }
+        (view.listing.as_ref() == listing(scan, &view.report).as_bytes())
+            .then_some((view.json, view.report))
+    }
+
+    /// The cached document and what it covers, or `None` if there is none to trust.
+    pub(crate) fn load(&self) -> Option<Cached> {
+        let bytes = std::fs::read(self.dir.join("cache")).ok()?;
+        let file: CacheFile = ciborium::from_reader(&bytes[..]).ok()?;
+        if file.v != CACHE_VERSION || file.store != self.store_id {
+            return None;
+        }
+        let doc = Automerge::load_with_options(
+            &file.doc,
+            LoadOptions::new()
+                .on_partial_load(OnPartialLoad::Error)
+                .text_encoding(TEXT_ENCODING),
+        )
+        .ok()?;
+        Some(Cached {
+            doc,
+            files: file.files.lines().map(str::to_string).collect(),
+            devices: file.devices,
+            quarantined: file.quarantined,
+            forks: file.forks,
+            waiting: file.waiting,
+        })
+    }
+
+    /// Replaces both files: the cache first, then the view that points at the same state.
+    pub(crate) fn save(
+        &self,
+        cached: &Cached,
+        scan: &Scan,
+        json: &str,
+        report: &MergeReport,
+    ) -> std::io::Result<()> {
+        let file = CacheFile {
+            v: CACHE_VERSION,
+            store: self.store_id.clone(),
+            doc: ByteBuf::from(cached.doc.save()),
+            files: cached.files.join("\n"),
+            devices: cached.devices.clone(),
+            quarantined: cached.quarantined.clone(),
+            forks: cached.forks.clone(),
+            waiting: cached.waiting.clone(),
+        };
+        let mut out = Vec::new();
+        ciborium::into_writer(&file, &mut out).map_err(std::io::Error::other)?;
+        durable::replace_local(&self.dir.join("cache"), &out)?;
+        let view = ViewFile {
+            v: CACHE_VERSION,
+            store: self.store_id.clone(),
+            listing: ByteBuf::from(listing(scan, report).as_bytes().to_vec()),
+            json: json.to_string(),
+            report: report.clone(),
+        };
+        let mut out = Vec::new();
+        ciborium::into_writer(&view, &mut out).map_err(std::io::Error::other)?;
+        durable::replace_local(&self.dir.join("view"), &out)
+    }
+}
+
+/// A digest of what a merge depends on in the folder: every op file name, every other
+/// entry with its classification, the features; and, for op files the last merge could not
+/// read, their size and modification time (a sync tool may still complete one in place).
+fn listing(scan: &Scan, report: &MergeReport) -> blake3::Hash {
+    let damaged: std::collections::HashSet<&str> =
+        report.problems.iter().map(|p| p.path.as_str()).collect();
+    let mut h = blake3::Hasher::new();
+    for op in &scan.ops {
+        h.update(op.rel.as_bytes());
+        h.update(b"\n");
+        if damaged.contains(op.rel.as_str()) {
+            if let Ok(meta) = std::fs::metadata(&op.path) {
+                h.update(&meta.len().to_le_bytes());
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                h.update(&mtime.to_le_bytes());
+            }
+        }
+    }
+    h.update(b"\0");
+    for p in &scan.problems {
+        h.update(p.path.as_bytes());
+        h.update(b"\t");
+        h.update(p.reason.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(b"\0");
+    for f in &scan.unknown_features {
+        h.update(f.as_bytes());
+        h.update(b"\n");
+    }
+    h.finalize()
+}
