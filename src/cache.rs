@@ -77,6 +77,7 @@ pub(crate) struct Quarantined {
 }
 
 /// The cached state, loaded.
+#[derive(Clone, Debug)]
 pub(crate) struct Cached {
     pub(crate) doc: Automerge,
     pub(crate) files: Vec<String>,

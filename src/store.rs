@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::transaction::{CommitOptions, Transaction};
@@ -62,29 +64,42 @@ pub struct Store {
     state: StateDir,
     cache: Cache,
     device: Option<String>,
+    /// The last merged state, kept between calls so that a long-lived `Store` neither
+    /// reloads its document nor rescans the folder to write.
+    mem: Mutex<Option<Arc<Cached>>>,
+    /// The in-memory state holds own changes the cache files do not have yet.
+    mem_dirty: AtomicBool,
 }
 
 /// The merged document as this device sees it now, with what the merge found.
-#[derive(Debug)]
 pub struct View {
-    doc: Automerge,
+    state: Arc<Cached>,
     report: MergeReport,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("heads", &self.state.doc.get_heads())
+            .field("report", &self.report)
+            .finish()
+    }
 }
 
 impl View {
     /// The merged Automerge document.
     pub fn doc(&self) -> &Automerge {
-        &self.doc
+        &self.state.doc
     }
 
     /// The document as JSON (keys sorted; identical on every device for the same changes).
     pub fn to_json(&self) -> Json {
-        render::document(&self.doc)
+        render::document(&self.state.doc)
     }
 
     /// The JSON value at a JSON Pointer.
     pub fn get(&self, path: &str) -> Result<Json, PatchError> {
-        patch::lookup(&self.doc, path)
+        patch::lookup(&self.state.doc, path)
     }
 
     /// What the merge found: skipped files, forks, quarantined and waiting changes.
@@ -94,7 +109,7 @@ impl View {
 
     /// The heads of the merged document.
     pub fn heads(&self) -> Vec<ChangeHash> {
-        self.doc.get_heads()
+        self.state.doc.get_heads()
     }
 }
 
@@ -253,6 +268,8 @@ impl Store {
             state,
             cache,
             device,
+            mem: Mutex::new(None),
+            mem_dirty: AtomicBool::new(false),
         }
     }
 
@@ -269,10 +286,7 @@ impl Store {
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
         let (state, report, _) = self.merged(&scan::scan(&self.root), true);
-        Ok(View {
-            doc: state.doc,
-            report,
-        })
+        Ok(View { state, report })
     }
 
     /// The merged document as compact JSON text, and what the merge found. When nothing
@@ -322,8 +336,9 @@ impl Store {
 
     /// Merges through the cache and (with `save`) refreshes it; the JSON when it had to be
     /// rendered.
-    fn merged(&self, scan: &scan::Scan, save: bool) -> (Cached, MergeReport, Option<String>) {
-        let (state, report, changed) = match self.cache.load() {
+    fn merged(&self, scan: &scan::Scan, save: bool) -> (Arc<Cached>, MergeReport, Option<String>) {
+        let base = self.take_mem().or_else(|| self.cache.load());
+        let (state, report, changed) = match base {
             Some(cached) => match merge::merge_incremental(scan, cached) {
                 Some(done) => done,
                 // A fork or a refused change: decide from everything, keeping what the
@@ -338,13 +353,27 @@ impl Store {
                 (s, r, true)
             }
         };
+        let changed = changed || self.mem_dirty.load(Ordering::Relaxed);
+        let state = Arc::new(state);
+        self.put_mem(Arc::clone(&state));
         if !changed || !save {
             return (state, report, None);
         }
+        self.mem_dirty.store(false, Ordering::Relaxed);
         let json = render::document(&state.doc).to_string();
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
         let _ = self.cache.save(&state, scan, &json, &report);
         (state, report, Some(json))
+    }
+
+    /// The in-memory state, owned (copied only if a `View` still shares it).
+    fn take_mem(&self) -> Option<Cached> {
+        let arc = self.mem.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()))
+    }
+
+    fn put_mem(&self, state: Arc<Cached>) {
+        *self.mem.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
     /// `Err(NeedsNewer)` when this build must not write to the store.
@@ -437,32 +466,22 @@ impl Store {
         self.check_writable()?;
         let device = self.state.device_name(self.device.as_deref())?;
         let _lock = self.state.lock(&self.marker.store_id)?;
-        let scanned = scan::scan(&self.root);
-        let folder_max_seq = |actor: &str| {
-            scanned
-                .ops
-                .iter()
-                .filter(|o| o.actor == actor)
-                .map(|o| o.name.seq)
-                .max()
-                .unwrap_or(0)
-        };
         let record = self.state.read_record(&self.marker.store_id);
-        let mut outcome = WriteOutcome::default();
-        let record_max = record.as_ref().map(|r| folder_max_seq(&r.actor));
-        // A write leaves the cache alone: a refused write changes nothing on disk at all.
-        let (
-            Cached {
-                mut doc,
-                quarantined,
-                ..
-            },
-            _,
-            _,
-        ) = self.merged(&scanned, false);
+        let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
+        // Write on top of the state this `Store` merged last; without one, merge first. What
+        // other devices wrote since is merged by the next read. A write leaves the cache
+        // files alone: a refused write changes nothing on disk at all.
+        let mut state = match self.take_mem() {
+            Some(state) => state,
+            None => {
+                drop(self.merged(&scan::scan(&self.root), false));
+                self.take_mem().expect("a merge leaves its state in memory")
+            }
+        };
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }
+        let mut outcome = WriteOutcome::default();
 
         // Can the record prove its last seq? Otherwise a fresh actor: never reuse a seq.
         let mut replay = None;
@@ -470,9 +489,14 @@ impl Store {
             None => fresh_record(None),
             Some(r) => {
                 let last: Option<ChangeHash> = r.hash.parse().ok();
-                let in_doc = last
-                    .is_some_and(|h| doc.get_change_by_hash(&h).is_some_and(|c| c.seq() == r.seq));
-                let lost = last.filter(|h| quarantined.iter().any(|q| q.hash == h.to_string()));
+                let in_doc = last.is_some_and(|h| {
+                    state
+                        .doc
+                        .get_change_by_hash(&h)
+                        .is_some_and(|c| c.seq() == r.seq)
+                });
+                let lost =
+                    last.filter(|h| state.quarantined.iter().any(|q| q.hash == h.to_string()));
                 if lost.is_some() {
                     // Our last change lost a fork: write our branch's edits again, fresh actor.
                     replay = lost;
@@ -502,30 +526,26 @@ impl Store {
             path: self.root.clone(),
             reason: "bad actor id".into(),
         })?;
-        doc.set_actor(actor);
+        state.doc.set_actor(actor);
 
         if let Some(lost) = replay {
             // Rare: read every verified change, the quarantined ones included.
-            let all: HashMap<ChangeHash, merge::Loaded> = merge::load_all(&scanned.ops)
-                .0
-                .into_iter()
-                .map(|l| (l.change.hash(), l))
-                .collect();
-            let edits = lost_edits(&all, lost);
-            if let Some((before, after)) = edits {
-                let mut tx = doc.transaction();
+            let all: HashMap<ChangeHash, merge::Loaded> =
+                merge::load_all(&scan::scan(&self.root).ops)
+                    .0
+                    .into_iter()
+                    .map(|l| (l.change.hash(), l))
+                    .collect();
+            if let Some((before, after)) = lost_edits(&all, lost) {
+                let mut tx = state.doc.transaction();
                 replay_diff(&mut tx, &mut Vec::new(), &before, &after);
-                let hash = tx
-                    .commit_with(
-                        CommitOptions::default()
-                            .with_time(now())
-                            .with_message("crdtdir: edits lost in a fork, written again"),
-                    )
-                    .0;
-                if let Some(hash) = hash {
-                    outcome
-                        .written
-                        .push(self.persist(&doc, hash, &device, &mut record)?);
+                let options = CommitOptions::default()
+                    .with_time(now())
+                    .with_message("crdtdir: edits lost in a fork, written again");
+                if let Some(hash) = tx.commit_with(options).0 {
+                    let written = self.persist(&state.doc, hash, &device, &mut record)?;
+                    state.files.push(written.path.clone());
+                    outcome.written.push(written);
                 }
             } else {
                 outcome.notices.push(
@@ -534,14 +554,41 @@ impl Store {
             }
         }
 
-        let mut tx = doc.transaction();
-        f(&mut tx)?; // on error the transaction is dropped: rolled back, nothing written
-        if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
-            outcome
-                .written
-                .push(self.persist(&doc, hash, &device, &mut record)?);
+        let mut tx = state.doc.transaction();
+        if let Err(e) = f(&mut tx) {
+            // Dropping the transaction rolls it back: the state is as it was (plus any
+            // replayed change, which is on disk).
+            drop(tx);
+            if !outcome.written.is_empty() {
+                self.mem_dirty.store(true, Ordering::Relaxed);
+            }
+            self.put_mem(Arc::new(state));
+            return Err(e);
         }
+        if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
+            // On error the state (holding a change that is not on disk) is dropped here, so
+            // nothing is ever built on top of it.
+            let written = self.persist(&state.doc, hash, &device, &mut record)?;
+            state.files.push(written.path.clone());
+            outcome.written.push(written);
+        }
+        state.devices.insert(record.actor.clone(), device);
+        self.mem_dirty.store(true, Ordering::Relaxed);
+        self.put_mem(Arc::new(state));
         Ok(outcome)
+    }
+
+    /// The highest seq of any op file name under `actor`, listing only its folder.
+    fn actor_max_seq(&self, actor: &str) -> u64 {
+        let Ok(entries) = std::fs::read_dir(self.root.join(OPS_DIR).join(actor)) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| naming::parse_op_name(&e.file_name().to_string_lossy()))
+            .map(|n| n.seq)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Writes one own change: temp file (fsynced), then the record (fsynced), then the rename.

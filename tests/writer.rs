@@ -256,3 +256,50 @@ fn racing_inits_make_exactly_one_store() {
         assert_eq!(on_disk.id(), winners[0]);
     }
 }
+
+/// A long-lived `Store` writes on top of the state it merged last (no rescan); what other
+/// devices wrote meanwhile shows at its next read, and nothing is lost either way.
+#[test]
+fn a_long_lived_store_writes_on_its_memory_and_reads_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    let app = Store::init(&store_dir, a.options(), Some(&json!({"items": []}))).unwrap();
+    let insert = |v: &str| {
+        [PatchOp::Insert {
+            path: "/items/-".into(),
+            value: json!(v),
+            scalar: false,
+        }]
+    };
+    app.apply_patch(&insert("a1")).unwrap();
+    b.open(&store_dir).apply_patch(&insert("b1")).unwrap();
+    let out = app.apply_patch(&insert("a2")).unwrap();
+    assert!(out.notices.is_empty(), "{:?}", out.notices);
+    assert_eq!(out.written[0].seq, 3, "the same actor continues");
+    let items = app.read().unwrap().get("/items").unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 3, "{items}");
+    assert_eq!(merged(&b, &store_dir), merged(&a, &store_dir));
+    // A refused patch leaves the memory as it was.
+    assert!(app
+        .apply_patch(&[PatchOp::Remove {
+            path: "/nope".into()
+        }])
+        .is_err());
+    app.apply_patch(&insert("a3")).unwrap();
+    assert_eq!(
+        app.read()
+            .unwrap()
+            .get("/items")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // A new process (cold memory) sees the same thing through the cache files.
+    assert_eq!(
+        a.open(&store_dir).read_json().unwrap().0,
+        merged(&b, &store_dir)
+    );
+}

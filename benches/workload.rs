@@ -1,0 +1,441 @@
+//! The crdtdir workload benchmark: prints figures, asserts nothing about time.
+//!
+//! ```text
+//! cargo build --release -p crdtdir-cli     # for the CLI rows
+//! cargo bench --bench workload             # 5 devices x 20,000 commits
+//! cargo bench --bench workload -- --devices 5 --commits 2000
+//! ```
+//! The store is generated once per size under target/crdtdir-bench/ (deterministic
+//! actors and seed) and reused. Every figure is wall time on a warm page cache.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crdtdir::automerge::transaction::Transactable;
+use crdtdir::automerge::{ActorId, Automerge, Change, ObjType, ReadDoc, ROOT};
+use crdtdir::{Options, PatchOp, Store};
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child-cold-merge") {
+        return child_cold_merge(Path::new(&args[2]), Path::new(&args[3]));
+    }
+    let flag = |name: &str, default: usize| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let devices = flag("--devices", 5);
+    let commits = flag("--commits", 20_000);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/crdtdir-bench");
+    let store = root.join(format!("store-{devices}x{commits}"));
+    if !store.join("complete").exists() {
+        let t = Instant::now();
+        let _ = std::fs::remove_dir_all(&store);
+        generate(&store, devices, commits);
+        std::fs::write(store.join("complete"), b"").unwrap();
+        eprintln!("generated {} in {:.1?}", store.display(), t.elapsed());
+    }
+    let scratch = tempfile::tempdir_in(&root).unwrap();
+    let n_files = count_ops(&store);
+    println!("crdtdir workload: {devices} devices x {commits} commits = {n_files} op files");
+    println!("{:<52} {:>12}", "measure", "figure");
+    let row = |what: &str, figure: String| println!("{what:<52} {figure:>12}");
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+
+    let list = best_of(5, || {
+        walkdir::WalkDir::new(store.join("ops"))
+            .into_iter()
+            .filter_map(Result::ok)
+            .count();
+    });
+    row("list the folder (walkdir)", ms(list));
+    let reference = best_of(3, || reference_pipeline(&store));
+    row(
+        "reference pipeline: walk+read+hash+decode+apply",
+        ms(reference),
+    );
+
+    let state = |name: &str| scratch.path().join(name);
+    let open =
+        |st: &Path| Store::open(&store, Options::new().state_dir(st).device("bench")).unwrap();
+    let mut cold = Duration::MAX;
+    for i in 0..3 {
+        let st = state(&format!("cold{i}"));
+        let t = Instant::now();
+        let (json, _) = open(&st).read_json().unwrap();
+        cold = cold.min(t.elapsed());
+        assert!(json.len() > 2);
+    }
+    row("cold merge (no cache; JSON out, cache written)", ms(cold));
+    row(
+        "  ratio to the reference pipeline",
+        format!("{:.2}x", ratio(cold, reference)),
+    );
+    let warm = state("cold0");
+    let nothing = best_of(5, || {
+        open(&warm).read_json().unwrap();
+    });
+    row("merge, nothing new", ms(nothing));
+    row(
+        "  ratio to listing the folder",
+        format!("{:.2}x", ratio(nothing, list)),
+    );
+
+    // New files from one more device, on top of everything.
+    let mut doc = Automerge::new();
+    let t = Instant::now();
+    doc.apply_changes(open(&state("cold1")).read().unwrap().doc().get_changes(&[]))
+        .unwrap();
+    eprintln!(
+        "(building the extra device's document took {:.1?})",
+        t.elapsed()
+    );
+    doc.set_actor(ActorId::from(vec![0xee; 16]));
+    let mut rng = SmallRng::seed_from_u64(99);
+    let extra = root.join(format!("extra-{devices}x{commits}"));
+    for (n, label) in [
+        (10usize, "merge, 10 new files"),
+        (1000, "merge, 1,000 new files"),
+    ] {
+        let _ = std::fs::remove_dir_all(&extra);
+        copy_tree(&store, &extra);
+        // The cache is a copy too, so each measurement starts from the same warm state.
+        let st = state(&format!("warm-{n}"));
+        copy_tree(&warm, &st);
+        let changes: Vec<Change> = (0..n).map(|_| commit(&mut doc, &mut rng)).collect();
+        for c in &changes {
+            write_op(&extra, "extra", c);
+        }
+        let t = Instant::now();
+        Store::open(&extra, Options::new().state_dir(&st).device("bench"))
+            .unwrap()
+            .read_json()
+            .unwrap();
+        let took = t.elapsed();
+        row(label, ms(took));
+        if n == 1000 {
+            row(
+                "  ratio to a cold merge",
+                format!("{:.2}x", ratio(took, cold)),
+            );
+        }
+    }
+
+    // Appends.
+    let small = scratch.path().join("small");
+    let small_state = state("small-state");
+    Store::init(
+        &small,
+        Options::new().state_dir(&small_state).device("bench"),
+        Some(&serde_json::json!({"meta": {}})),
+    )
+    .unwrap();
+    let lib_small = {
+        let s = Store::open(
+            &small,
+            Options::new().state_dir(&small_state).device("bench"),
+        )
+        .unwrap();
+        median(20, |i| {
+            s.apply_patch(&[set(i)]).unwrap();
+        })
+    };
+    row("append, library, small store", ms(lib_small));
+    let big_state = state("cold2");
+    let lib_big = {
+        let s = Store::open(&extra, Options::new().state_dir(&big_state).device("bench")).unwrap();
+        s.read_json().unwrap();
+        median(5, |i| {
+            s.apply_patch(&[set(i)]).unwrap();
+        })
+    };
+    row(
+        &format!("append, library, {}-change store", n_files + 1010),
+        ms(lib_big),
+    );
+    match cli_binary() {
+        Some(bin) => {
+            let cli = |store: &Path, st: &Path, i: usize| {
+                let out = Command::new(&bin)
+                    .args(["--store"])
+                    .arg(store)
+                    .args(["--state-dir"])
+                    .arg(st)
+                    .args([
+                        "--device",
+                        "bench",
+                        "append",
+                        "set",
+                        &format!("/meta/k{}", i % 7),
+                        &i.to_string(),
+                    ])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            };
+            row(
+                "append, CLI process, small store",
+                ms(median(10, |i| cli(&small, &small_state, i))),
+            );
+            row(
+                &format!("append, CLI process, {}-change store", n_files + 1010),
+                ms(median(3, |i| cli(&extra, &big_state, i + 100))),
+            );
+        }
+        None => row(
+            "append, CLI (build it: cargo build --release -p crdtdir-cli)",
+            "skipped".into(),
+        ),
+    }
+
+    // Peak memory of a cold merge, in a child process of its own.
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--child-cold-merge")
+        .arg(&store)
+        .arg(state("rss"))
+        .output()
+        .unwrap();
+    let rss = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    row("peak RSS of a cold merge (VmHWM)", rss);
+    let (apparent, allocated) = disk_usage(&store.join("ops"));
+    row(
+        "store on disk, apparent",
+        format!("{:.1} MB", apparent as f64 / 1e6),
+    );
+    row(
+        "store on disk, allocated",
+        format!("{:.1} MB", allocated as f64 / 1e6),
+    );
+    let _ = std::fs::remove_dir_all(&extra);
+}
+
+fn set(i: usize) -> PatchOp {
+    PatchOp::Set {
+        path: format!("/meta/k{}", i % 7),
+        value: serde_json::json!(i),
+        scalar: false,
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn best_of(n: usize, mut f: impl FnMut()) -> Duration {
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .unwrap()
+}
+
+fn median(n: usize, mut f: impl FnMut(usize)) -> Duration {
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            f(i);
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
+fn child_cold_merge(store: &Path, state: &Path) {
+    let s = Store::open(store, Options::new().state_dir(state).device("bench")).unwrap();
+    s.read_json().unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ? kB");
+    let kb: f64 = hwm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    println!("{:.0} MB", kb / 1024.0);
+}
+
+/// The plain pipeline crdtdir's own overhead is measured against: single-threaded walk,
+/// read, BLAKE3, CBOR decode, `Change::from_bytes`, one `apply_changes`.
+fn reference_pipeline(store: &Path) {
+    let mut changes = Vec::new();
+    for e in walkdir::WalkDir::new(store.join("ops"))
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(e.path()).unwrap();
+        std::hint::black_box(blake3::hash(&bytes));
+        let v: ciborium::Value = ciborium::from_reader(&bytes[..]).unwrap();
+        let change = v
+            .as_map()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.as_text() == Some("change"))
+            .and_then(|(_, v)| v.as_bytes())
+            .unwrap()
+            .clone();
+        changes.push(Change::from_bytes(change).unwrap());
+    }
+    let mut doc = Automerge::new();
+    doc.apply_changes(changes).unwrap();
+    std::hint::black_box(doc.get_heads());
+}
+
+/// `devices` documents edit a notes/todo app: map puts, list inserts, text splices; every
+/// 50 rounds each device merges what its neighbour has.
+fn generate(store: &Path, devices: usize, commits: usize) {
+    Store::init(
+        store,
+        Options::new()
+            .state_dir(store.join("../gen-state"))
+            .device("gen"),
+        None,
+    )
+    .unwrap();
+    let _ = std::fs::remove_dir_all(store.join("../gen-state"));
+    let mut docs: Vec<Automerge> = (0..devices)
+        .map(|d| Automerge::new().with_actor(ActorId::from(vec![d as u8 + 1; 16])))
+        .collect();
+    // Shared containers, created once.
+    let mut tx = docs[0].transaction();
+    tx.put_object(ROOT, "notes", ObjType::Text).unwrap();
+    tx.put_object(ROOT, "todo", ObjType::List).unwrap();
+    tx.put_object(ROOT, "meta", ObjType::Map).unwrap();
+    tx.commit();
+    let first = docs[0].get_last_local_change().unwrap();
+    write_op(store, "device-0", &first);
+    for d in docs.iter_mut().skip(1) {
+        d.apply_changes([first.clone()]).unwrap();
+    }
+    let mut rng = SmallRng::seed_from_u64(7);
+    for round in 0..commits {
+        for (d, doc) in docs.iter_mut().enumerate() {
+            let c = commit(doc, &mut rng);
+            write_op(store, &format!("device-{d}"), &c);
+        }
+        if round % 50 == 49 {
+            for d in 0..devices {
+                let next = (d + 1) % devices;
+                let theirs = docs[next].get_changes(&docs[d].get_heads());
+                docs[d].apply_changes(theirs).unwrap();
+            }
+        }
+    }
+}
+
+/// One realistic commit: a map put, a list insert, or a text splice.
+fn commit(doc: &mut Automerge, rng: &mut SmallRng) -> Change {
+    let notes = doc.get(ROOT, "notes").unwrap().unwrap().1;
+    let todo = doc.get(ROOT, "todo").unwrap().unwrap().1;
+    let meta = doc.get(ROOT, "meta").unwrap().unwrap().1;
+    let kind = rng.random_range(0..10);
+    let mut tx = doc.transaction();
+    match kind {
+        0..=3 => {
+            let k = format!("k{}", rng.random_range(0..50));
+            tx.put(&meta, k, rng.random_range(0..1_000_000i64)).unwrap();
+        }
+        4..=6 => {
+            let len = tx.length(&todo);
+            let at = rng.random_range(0..=len);
+            tx.insert(&todo, at, format!("item {}", rng.random_range(0..1000)))
+                .unwrap();
+        }
+        _ => {
+            let len = tx.length(&notes);
+            let at = rng.random_range(0..=len);
+            let text: String = (0..rng.random_range(1..6))
+                .map(|_| rng.random_range(b'a'..=b'z') as char)
+                .collect();
+            tx.splice_text(&notes, at, 0, &text).unwrap();
+        }
+    }
+    let h = tx.commit().0.unwrap();
+    doc.get_change_by_hash(&h).unwrap()
+}
+
+/// Writes a change as a v1 op file (docs/FORMAT.md), without fsync: this is set-up.
+fn write_op(store: &Path, device: &str, change: &Change) {
+    use ciborium::Value;
+    let v = Value::Map(vec![
+        (Value::Text("v".into()), Value::Integer(1.into())),
+        (Value::Text("device".into()), Value::Text(device.into())),
+        (
+            Value::Text("change".into()),
+            Value::Bytes(change.raw_bytes().to_vec()),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&v, &mut bytes).unwrap();
+    let dir = store.join("ops").join(change.actor_id().to_hex_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = format!(
+        "{:010}-{}.op",
+        change.seq(),
+        &blake3::hash(&bytes).to_hex()[..32]
+    );
+    std::fs::write(dir.join(name), bytes).unwrap();
+}
+
+fn count_ops(store: &Path) -> usize {
+    walkdir::WalkDir::new(store.join("ops"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let target = to.join(e.path().strip_prefix(from).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    for e in walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        if let Ok(m) = e.metadata() {
+            apparent += m.len();
+            allocated += m.blocks() * 512;
+        }
+    }
+    (apparent, allocated)
+}
+
+/// The release CLI next to this bench binary (target/release/crdtdir).
+fn cli_binary() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?.parent()?.join("crdtdir");
+    bin.exists().then_some(bin)
+}
