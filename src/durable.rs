@@ -139,6 +139,16 @@ pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Replaces a local file that is only a cache: temp, rename, no fsync (a reader must
+/// treat it as possibly torn).
+pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, bytes)?;
+    fs::rename(&temp, path)
+}
+
 /// Fsyncs a folder so a rename inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]

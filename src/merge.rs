@@ -16,8 +16,9 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
 
-use automerge::{Automerge, Change, ChangeHash, ReadDoc, TextEncoding};
+use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, TextEncoding};
 
 use crate::cache::{Cached, Pending, Quarantined};
 use crate::naming;
@@ -43,21 +44,21 @@ pub(crate) struct Loaded {
 }
 
 /// Reads and verifies one op file. `Err` carries the reason it is skipped.
-pub(crate) fn load(entry: &OpEntry) -> Result<Loaded, String> {
-    let bytes = std::fs::read(&entry.path).map_err(|e| format!("unreadable: {e}"))?;
-    if naming::file_hash_hex(&bytes) != entry.name.hash {
+pub(crate) fn load(store: &Path, entry: &OpEntry) -> Result<Loaded, String> {
+    let bytes = std::fs::read(store.join(&entry.rel)).map_err(|e| format!("unreadable: {e}"))?;
+    if naming::file_hash_hex(&bytes) != entry.hash() {
         return Err("content does not match the hash in its name (damaged or truncated)".into());
     }
     let envelope = opfile::decode(&bytes).map_err(|e| e.to_string())?;
     let change =
         Change::from_bytes(envelope.change).map_err(|e| format!("not an Automerge change: {e}"))?;
     let actor = change.actor_id().to_hex_string();
-    if actor != entry.actor {
+    if actor != entry.actor() {
         return Err(format!(
             "change belongs to actor {actor}, not to its folder"
         ));
     }
-    if change.seq() != entry.name.seq {
+    if change.seq() != entry.seq {
         return Err(format!(
             "change has seq {}, not the seq in its name",
             change.seq()
@@ -71,7 +72,7 @@ pub(crate) fn load(entry: &OpEntry) -> Result<Loaded, String> {
 }
 
 /// Reads and verifies op files on every core; results come back in the order of `entries`.
-pub(crate) fn load_all(entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
+pub(crate) fn load_all(store: &Path, entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -82,7 +83,9 @@ pub(crate) fn load_all(entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|e| load(e).map_err(|reason| Problem::new(e.rel.clone(), reason)))
+                        .map(|e| {
+                            load(store, e).map_err(|reason| Problem::new(e.rel.clone(), reason))
+                        })
                         .collect()
                 })
             })
@@ -107,14 +110,15 @@ pub(crate) fn load_all(entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
 pub(crate) struct Merged {
     pub(crate) doc: Automerge,
     pub(crate) report: MergeReport,
-    /// Every verified change of this merge, applied or not, by Automerge hash.
-    pub(crate) all: HashMap<ChangeHash, Loaded>,
-    /// Hashes of the changes this merge applied, in path order.
-    pub(crate) applied: Vec<ChangeHash>,
-    /// The verified changes left out: losing fork branches, refused changes, dependents.
-    pub(crate) quarantined: BTreeMap<ChangeHash, String>,
-    /// The verified changes waiting for dependencies.
-    pub(crate) waiting: Vec<ChangeHash>,
+    /// Every verified change of this merge, applied or not, deduplicated, in path order.
+    pub(crate) items: Vec<Loaded>,
+    /// Indices into `items` of the changes this merge applied, in path order.
+    pub(crate) applied: Vec<usize>,
+    /// The verified changes left out — losing fork branches, refused changes, their
+    /// dependents — by index, with the reason.
+    pub(crate) quarantined: BTreeMap<usize, String>,
+    /// Indices of the verified changes waiting for dependencies.
+    pub(crate) waiting: Vec<usize>,
 }
 
 /// The document to merge into.
@@ -128,8 +132,12 @@ pub(crate) enum Base {
 
 /// Merges everything in the folder from nothing. `carry` is a cached state whose changes
 /// stay in the result even when their files are gone (the view never goes back).
-pub(crate) fn merge_cold(scan: &Scan, carry: Option<Cached>) -> (Cached, MergeReport) {
-    let (mut loaded, problems) = load_all(&scan.ops);
+pub(crate) fn merge_cold(
+    store: &Path,
+    scan: &Scan,
+    carry: Option<Cached>,
+) -> (Cached, MergeReport) {
+    let (mut loaded, problems) = load_all(store, &scan.ops);
     let mut devices = BTreeMap::new();
     if let Some(c) = carry {
         let have: HashSet<ChangeHash> = loaded.iter().map(|l| l.change.hash()).collect();
@@ -152,9 +160,9 @@ pub(crate) fn merge_cold(scan: &Scan, carry: Option<Cached>) -> (Cached, MergeRe
     let quarantined = merged
         .quarantined
         .iter()
-        .map(|(h, reason)| Quarantined {
-            path: merged.all[h].rel.clone(),
-            hash: h.to_string(),
+        .map(|(&i, reason)| Quarantined {
+            path: merged.items[i].rel.clone(),
+            hash: merged.items[i].change.hash().to_string(),
             reason: reason.clone(),
         })
         .collect();
@@ -170,19 +178,11 @@ fn into_state(
     mut files: Vec<String>,
     mut devices: BTreeMap<String, String>,
 ) -> (Cached, MergeReport) {
-    for h in &merged.applied {
-        let l = &merged.all[h];
-        if !l.rel.is_empty() {
-            files.push(l.rel.clone());
-        }
-        devices.insert(l.change.actor_id().to_hex_string(), l.device.clone());
-    }
-    files.sort_unstable();
     let waiting = merged
         .waiting
         .iter()
-        .map(|h| {
-            let l = &merged.all[h];
+        .map(|&i| {
+            let l = &merged.items[i];
             Pending {
                 path: l.rel.clone(),
                 device: l.device.clone(),
@@ -190,6 +190,28 @@ fn into_state(
             }
         })
         .collect();
+    let was_sorted = files.is_sorted();
+    files.reserve(merged.applied.len());
+    let mut last_actor: Option<(&ActorId, &str)> = None;
+    for &i in &merged.applied {
+        let l = &merged.items[i];
+        // Consecutive changes mostly share an actor: one map insert per run.
+        let (actor, device) = (l.change.actor_id(), l.device.as_str());
+        if last_actor != Some((actor, device)) {
+            devices.insert(actor.to_hex_string(), device.to_string());
+            last_actor = Some((actor, device));
+        }
+    }
+    for &i in &merged.applied {
+        let rel = std::mem::take(&mut merged.items[i].rel);
+        if !rel.is_empty() {
+            files.push(rel);
+        }
+    }
+    // Applied changes come in path order: a merge of two sorted runs.
+    if !(was_sorted && files.is_sorted()) {
+        files.sort_unstable();
+    }
     let report = std::mem::take(&mut merged.report);
     let state = Cached {
         doc: merged.doc,
@@ -206,6 +228,7 @@ fn into_state(
 /// merge from nothing would give — a fork may be forming, or Automerge refused a change —
 /// and the caller must merge from nothing. The flag says whether anything changed.
 pub(crate) fn merge_incremental(
+    store: &Path,
     scan: &Scan,
     cached: Cached,
 ) -> Option<(Cached, MergeReport, bool)> {
@@ -218,8 +241,8 @@ pub(crate) fn merge_incremental(
         .collect();
     // Two names for one (actor, seq), one of them new: a fork may be forming.
     let forming = scan.ops.windows(2).any(|w| {
-        w[0].actor == w[1].actor
-            && w[0].name.seq == w[1].name.seq
+        w[0].actor() == w[1].actor()
+            && w[0].seq == w[1].seq
             && !(known.contains(w[0].rel.as_str()) && known.contains(w[1].rel.as_str()))
     });
     if forming {
@@ -240,7 +263,7 @@ pub(crate) fn merge_incremental(
         .collect();
     drop(known);
     drop(present);
-    let (loaded, problems) = load_all(&new);
+    let (loaded, problems) = load_all(store, &new);
     let mut report = scan_report(scan, problems);
     report.forks = cached.forks.clone();
     report.quarantined = carried_quarantine;
@@ -311,147 +334,164 @@ pub(crate) fn merge_loaded(
     loaded: Vec<Loaded>,
     mut report: MergeReport,
 ) -> Option<Merged> {
-    // Deduplicate by change hash; `loaded` is in path order, so the kept path is stable.
-    let mut all: HashMap<ChangeHash, Loaded> = HashMap::with_capacity(loaded.len());
-    let mut order: Vec<ChangeHash> = Vec::with_capacity(loaded.len());
-    for l in loaded {
-        let hash = l.change.hash();
-        match all.entry(hash) {
-            Entry::Vacant(slot) => {
-                order.push(hash);
-                slot.insert(l);
-            }
-            // The same change in two places: a real file wins over a cached-only copy.
-            Entry::Occupied(mut slot) => {
-                if slot.get().rel.is_empty() && !l.rel.is_empty() {
-                    slot.insert(l);
+    // Deduplicate by change hash, keeping path order; a real file wins over a cached-only
+    // copy of the same change.
+    let mut items: Vec<Loaded> = Vec::with_capacity(loaded.len());
+    {
+        let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(loaded.len());
+        for l in loaded {
+            match seen.entry(l.change.hash()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(items.len());
+                    items.push(l);
+                }
+                Entry::Occupied(slot) => {
+                    let kept = &mut items[*slot.get()];
+                    if kept.rel.is_empty() && !l.rel.is_empty() {
+                        *kept = l;
+                    }
                 }
             }
         }
     }
-    order.sort_by(|a, b| all[a].rel.cmp(&all[b].rel));
+    if !items.is_sorted_by(|a, b| a.rel <= b.rel) {
+        items.sort_by(|a, b| a.rel.cmp(&b.rel));
+    }
+    let n = items.len();
+    let index: HashMap<ChangeHash, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.change.hash(), i))
+        .collect();
+    let base_doc = match &base {
+        Base::Fresh => None,
+        Base::Cached(doc) => Some(&**doc),
+    };
+    let in_base = |h: &ChangeHash| base_doc.is_some_and(|d| d.get_change_by_hash(h).is_some());
 
-    let mut children: HashMap<ChangeHash, Vec<ChangeHash>> = HashMap::new();
-    for h in &order {
-        for dep in all[h].change.deps() {
-            if all.contains_key(dep) {
-                children.entry(*dep).or_default().push(*h);
+    // Dependencies as indices; `missing` counts those neither here nor in the base.
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut pending = vec![0usize; n];
+    let mut missing = vec![false; n];
+    let mut already = vec![false; n];
+    for (i, l) in items.iter().enumerate() {
+        already[i] = base_doc.is_some() && in_base(&l.change.hash());
+        for dep in l.change.deps() {
+            match index.get(dep) {
+                Some(&d) => {
+                    children[d].push(i);
+                    pending[i] += 1;
+                }
+                None if in_base(dep) => {}
+                None => missing[i] = true,
             }
         }
     }
 
-    // Forks. BTreeMap: the order in which forks are resolved is fixed by (actor, seq).
-    let mut by_slot: BTreeMap<(String, u64), Vec<ChangeHash>> = BTreeMap::new();
-    for h in &order {
-        let c = &all[h].change;
-        by_slot
-            .entry((c.actor_id().to_hex_string(), c.seq()))
-            .or_default()
-            .push(*h);
+    // Forks: two changes with one (actor, seq). Resolved in (actor, seq) order, the same
+    // on every device: the lowest change hash is kept, the rest quarantined with their
+    // dependents.
+    let mut first_in_slot: HashMap<(&ActorId, u64), usize> = HashMap::with_capacity(n);
+    let mut forked: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
+    for (i, l) in items.iter().enumerate() {
+        let key = (l.change.actor_id(), l.change.seq());
+        if let Some(&other) = first_in_slot.get(&key) {
+            let slot = forked
+                .entry((key.0.to_hex_string(), key.1))
+                .or_insert_with(|| vec![other]);
+            slot.push(i);
+        } else {
+            first_in_slot.insert(key, i);
+        }
     }
-    let mut quarantined: BTreeMap<ChangeHash, String> = BTreeMap::new();
-    for ((actor, seq), mut candidates) in by_slot.into_iter().filter(|(_, v)| v.len() > 1) {
-        candidates.retain(|h| !quarantined.contains_key(h));
+    drop(first_in_slot);
+    let mut quarantined: BTreeMap<usize, String> = BTreeMap::new();
+    for ((actor, seq), mut candidates) in forked {
+        candidates.retain(|i| !quarantined.contains_key(i));
         if candidates.len() < 2 {
             continue;
         }
-        candidates.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
-        let kept = candidates[0];
-        for loser in &candidates[1..] {
+        candidates.sort_by(|a, b| {
+            items[*a]
+                .change
+                .hash()
+                .as_ref()
+                .cmp(items[*b].change.hash().as_ref())
+        });
+        let kept = items[candidates[0]].change.hash();
+        for &loser in &candidates[1..] {
             let reason = format!("fork at actor {actor} seq {seq}: lost to change {kept}");
-            quarantine_with_descendants(*loser, reason, &children, &mut quarantined);
+            quarantine_with_descendants(loser, reason, &items, &children, &mut quarantined);
         }
         report.forks.push(Fork {
             actor,
             seq,
             kept: kept.to_string(),
-            quarantined: candidates[1..].iter().map(ChangeHash::to_string).collect(),
+            quarantined: candidates[1..]
+                .iter()
+                .map(|&i| items[i].change.hash().to_string())
+                .collect(),
         });
     }
 
-    // Already in the base document: nothing to do for those.
-    let base_doc = match &base {
-        Base::Fresh => None,
-        Base::Cached(doc) => Some(doc),
-    };
-    let in_base = |h: &ChangeHash| base_doc.is_some_and(|d| d.get_change_by_hash(h).is_some());
-
-    // Topological order (Kahn) of what is left; what never becomes ready waits.
-    let mut indegree: HashMap<ChangeHash, usize> = HashMap::new();
-    let mut blocked: HashSet<ChangeHash> = HashSet::new();
-    let mut queue = VecDeque::new();
-    for h in order
-        .iter()
-        .filter(|h| !quarantined.contains_key(h) && !in_base(h))
-    {
-        let mut pending = 0;
-        for dep in all[h].change.deps() {
-            if in_base(dep) {
-                continue;
-            }
-            if all.contains_key(dep) && !quarantined.contains_key(dep) {
-                pending += 1;
-            } else {
-                blocked.insert(*h);
-            }
-        }
-        indegree.insert(*h, pending);
-        if pending == 0 && !blocked.contains(h) {
-            queue.push_back(*h);
-        }
-    }
-    let mut ready = Vec::with_capacity(order.len());
-    while let Some(h) = queue.pop_front() {
-        ready.push(h);
-        for child in children.get(&h).into_iter().flatten() {
-            if let Some(d) = indegree.get_mut(child) {
-                *d -= 1;
-                if *d == 0 && !blocked.contains(child) {
-                    queue.push_back(*child);
-                }
+    // Topological order (Kahn); what never becomes ready waits. Quarantined changes and
+    // their dependents never become ready (their dependents are quarantined too).
+    let mut queue: VecDeque<usize> = (0..n)
+        .filter(|&i| pending[i] == 0 && !missing[i] && !quarantined.contains_key(&i))
+        .collect();
+    let mut ready = Vec::with_capacity(n);
+    let mut is_ready = vec![false; n];
+    while let Some(i) = queue.pop_front() {
+        ready.push(i);
+        is_ready[i] = true;
+        for &c in &children[i] {
+            pending[c] -= 1;
+            if pending[c] == 0 && !missing[c] && !quarantined.contains_key(&c) {
+                queue.push_back(c);
             }
         }
     }
-    let ready_set: HashSet<ChangeHash> = ready.iter().copied().collect();
     let mut waiting = Vec::new();
-    for h in order
-        .iter()
-        .filter(|h| indegree.contains_key(h) && !ready_set.contains(h))
-    {
-        let missing = all[h]
+    for i in 0..n {
+        if is_ready[i] || already[i] || quarantined.contains_key(&i) {
+            continue;
+        }
+        waiting.push(i);
+        let missing = items[i]
             .change
             .deps()
             .iter()
-            .filter(|d| !in_base(d) && !ready_set.contains(d))
+            .filter(|d| !in_base(d) && !index.get(*d).is_some_and(|&j| is_ready[j]))
             .map(ChangeHash::to_string)
             .collect();
-        waiting.push(*h);
         report.waiting.push(Waiting {
-            path: all[h].rel.clone(),
+            path: items[i].rel.clone(),
             missing,
         });
     }
 
+    let to_apply: Vec<usize> = ready.into_iter().filter(|&i| !already[i]).collect();
     let doc = match base {
-        Base::Fresh => apply_robust(&new_doc(), &ready, &all, &mut quarantined),
-        Base::Cached(doc) => apply_once(*doc, &ready, &all)?,
+        Base::Fresh => apply_robust(&new_doc(), &to_apply, &items, &index, &mut quarantined),
+        Base::Cached(doc) => apply_once(*doc, &to_apply, &items)?,
     };
 
-    for (h, reason) in &quarantined {
+    for (&i, reason) in &quarantined {
         report
             .quarantined
-            .push(Problem::new(all[h].rel.clone(), reason.clone()));
+            .push(Problem::new(items[i].rel.clone(), reason.clone()));
     }
     report.quarantined.sort_by(|a, b| a.path.cmp(&b.path));
     report.waiting.sort_by(|a, b| a.path.cmp(&b.path));
-    let applied = ready
+    let mut applied: Vec<usize> = to_apply
         .into_iter()
-        .filter(|h| !quarantined.contains_key(h))
+        .filter(|i| !quarantined.contains_key(i))
         .collect();
+    applied.sort_unstable();
     Some(Merged {
         doc,
         report,
-        all,
+        items,
         applied,
         quarantined,
         waiting,
@@ -459,17 +499,13 @@ pub(crate) fn merge_loaded(
 }
 
 /// Applies `list` to `doc` in one call; `None` if Automerge refuses or panics.
-fn apply_once(
-    doc: Automerge,
-    list: &[ChangeHash],
-    all: &HashMap<ChangeHash, Loaded>,
-) -> Option<Automerge> {
+fn apply_once(doc: Automerge, list: &[usize], items: &[Loaded]) -> Option<Automerge> {
     if list.is_empty() {
         return Some(doc);
     }
     catch_unwind(AssertUnwindSafe(move || {
         let mut doc = doc;
-        doc.apply_changes(list.iter().map(|h| all[h].change.clone()))
+        doc.apply_changes(list.iter().map(|&i| items[i].change.clone()))
             .map(|()| doc)
     }))
     .ok()?
@@ -477,18 +513,20 @@ fn apply_once(
 }
 
 fn quarantine_with_descendants(
-    root: ChangeHash,
+    root: usize,
     reason: String,
-    children: &HashMap<ChangeHash, Vec<ChangeHash>>,
-    quarantined: &mut BTreeMap<ChangeHash, String>,
+    items: &[Loaded],
+    children: &[Vec<usize>],
+    quarantined: &mut BTreeMap<usize, String>,
 ) {
     let mut stack = vec![root];
     quarantined.insert(root, reason);
-    while let Some(h) = stack.pop() {
-        for child in children.get(&h).into_iter().flatten() {
-            if !quarantined.contains_key(child) {
-                quarantined.insert(*child, format!("depends on quarantined change {h}"));
-                stack.push(*child);
+    while let Some(i) = stack.pop() {
+        for &c in &children[i] {
+            if let std::collections::btree_map::Entry::Vacant(slot) = quarantined.entry(c) {
+                let because = items[i].change.hash();
+                slot.insert(format!("depends on quarantined change {because}"));
+                stack.push(c);
             }
         }
     }
@@ -498,23 +536,24 @@ fn quarantine_with_descendants(
 /// panic, bisects so that exactly the refused changes (and their dependents) are left out.
 fn apply_robust(
     base: &Automerge,
-    list: &[ChangeHash],
-    all: &HashMap<ChangeHash, Loaded>,
-    bad: &mut BTreeMap<ChangeHash, String>,
+    list: &[usize],
+    items: &[Loaded],
+    index: &HashMap<ChangeHash, usize>,
+    bad: &mut BTreeMap<usize, String>,
 ) -> Automerge {
-    let list: Vec<ChangeHash> = list
+    let list: Vec<usize> = list
         .iter()
         .copied()
-        .filter(|h| {
-            let refused_dep = all[h]
+        .filter(|&i| {
+            let refused_dep = items[i]
                 .change
                 .deps()
                 .iter()
-                .find(|d| bad.contains_key(d))
+                .find(|d| index.get(*d).is_some_and(|j| bad.contains_key(j)))
                 .copied();
             match refused_dep {
                 Some(d) => {
-                    bad.insert(*h, format!("depends on quarantined change {d}"));
+                    bad.insert(i, format!("depends on quarantined change {d}"));
                     false
                 }
                 None => true,
@@ -526,12 +565,8 @@ fn apply_robust(
     }
     let attempt = catch_unwind(AssertUnwindSafe(|| {
         let mut doc = base.clone();
-        doc.apply_changes(
-            list.iter()
-                .map(|h| all[h].change.clone())
-                .collect::<Vec<_>>(),
-        )
-        .map(|()| doc)
+        doc.apply_changes(list.iter().map(|&i| items[i].change.clone()))
+            .map(|()| doc)
     }));
     match attempt {
         Ok(Ok(doc)) => doc,
@@ -546,8 +581,8 @@ fn apply_robust(
         }
         _ => {
             let (left, right) = list.split_at(list.len() / 2);
-            let doc = apply_robust(base, left, all, bad);
-            apply_robust(&doc, right, all, bad)
+            let doc = apply_robust(base, left, items, index, bad);
+            apply_robust(&doc, right, items, index, bad)
         }
     }
 }

@@ -51,14 +51,15 @@ pub(crate) fn parse_op_name(name: &str) -> Option<OpName> {
     if hash.len() != HASH_HEX_LEN {
         return None;
     }
-    let seq: u64 = seq.parse().ok()?;
-    let parsed = OpName {
-        seq,
-        hash: hash.to_string(),
-    };
     // Only the canonical spelling counts: `7-…` and `00000000007-…` are not op files.
-    (format!("{seq:0width$}", width = SEQ_WIDTH) == stem[..stem.len() - HASH_HEX_LEN - 1])
-        .then_some(parsed)
+    let canonical = seq.len() == SEQ_WIDTH || (seq.len() > SEQ_WIDTH && !seq.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    Some(OpName {
+        seq: seq.parse().ok()?,
+        hash: hash.to_string(),
+    })
 }
 
 /// True for a canonical actor directory name.

@@ -293,7 +293,7 @@ impl Store {
     /// changed in the folder since the last merge, this only lists the folder.
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
         let scan = scan::scan(&self.root);
-        if let Some(hit) = self.cache.view(&scan) {
+        if let Some(hit) = self.cache.view(&self.root, &scan) {
             return Ok(hit);
         }
         let (state, report, json) = self.merged(&scan, true);
@@ -339,17 +339,17 @@ impl Store {
     fn merged(&self, scan: &scan::Scan, save: bool) -> (Arc<Cached>, MergeReport, Option<String>) {
         let base = self.take_mem().or_else(|| self.cache.load());
         let (state, report, changed) = match base {
-            Some(cached) => match merge::merge_incremental(scan, cached) {
+            Some(cached) => match merge::merge_incremental(&self.root, scan, cached) {
                 Some(done) => done,
                 // A fork or a refused change: decide from everything, keeping what the
                 // cache knows even if its files are gone.
                 None => {
-                    let (s, r) = merge::merge_cold(scan, self.cache.load());
+                    let (s, r) = merge::merge_cold(&self.root, scan, self.cache.load());
                     (s, r, true)
                 }
             },
             None => {
-                let (s, r) = merge::merge_cold(scan, None);
+                let (s, r) = merge::merge_cold(&self.root, scan, None);
                 (s, r, true)
             }
         };
@@ -362,7 +362,7 @@ impl Store {
         self.mem_dirty.store(false, Ordering::Relaxed);
         let json = render::document(&state.doc).to_string();
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
-        let _ = self.cache.save(&state, scan, &json, &report);
+        let _ = self.cache.save(&self.root, &state, scan, &json, &report);
         (state, report, Some(json))
     }
 
@@ -531,7 +531,7 @@ impl Store {
         if let Some(lost) = replay {
             // Rare: read every verified change, the quarantined ones included.
             let all: HashMap<ChangeHash, merge::Loaded> =
-                merge::load_all(&scan::scan(&self.root).ops)
+                merge::load_all(&self.root, &scan::scan(&self.root).ops)
                     .0
                     .into_iter()
                     .map(|l| (l.change.hash(), l))
