@@ -40,7 +40,29 @@ pub(crate) fn new_doc() -> Automerge {
 pub(crate) struct Loaded {
     pub(crate) rel: String,
     pub(crate) device: String,
-    pub(crate) change: Change,
+    /// The change itself, until the merge hands it to Automerge (see [`Loaded::change`]).
+    pub(crate) held: Option<Change>,
+    pub(crate) hash: ChangeHash,
+    pub(crate) actor: ActorId,
+}
+
+impl Loaded {
+    pub(crate) fn new(rel: String, device: String, change: Change) -> Loaded {
+        Loaded {
+            rel,
+            device,
+            hash: change.hash(),
+            actor: change.actor_id().clone(),
+            held: Some(change),
+        }
+    }
+
+    /// The change. Only a merge's apply step takes it out, after every other use.
+    pub(crate) fn change(&self) -> &Change {
+        self.held
+            .as_ref()
+            .expect("a change is read after it was applied")
+    }
 }
 
 /// Reads and verifies one op file. `Err` carries the reason it is skipped.
@@ -64,11 +86,7 @@ pub(crate) fn load(store: &Path, entry: &OpEntry) -> Result<Loaded, String> {
             change.seq()
         ));
     }
-    Ok(Loaded {
-        rel: entry.rel.clone(),
-        device: envelope.device,
-        change,
-    })
+    Ok(Loaded::new(entry.rel.clone(), envelope.device, change))
 }
 
 /// Reads and verifies op files on every core; results come back in the order of `entries`.
@@ -123,8 +141,8 @@ pub(crate) struct Merged {
 
 /// The document to merge into.
 pub(crate) enum Base {
-    /// An empty document: a refused change is found by bisection and left out.
-    Fresh,
+    /// An empty document; a refused change is found by bisection and left out.
+    Careful,
     /// The cached document, taken by value (no copy): if Automerge refuses anything, the
     /// merge gives up (`None`) and the caller merges from nothing instead.
     Cached(Box<Automerge>),
@@ -137,35 +155,45 @@ pub(crate) fn merge_cold(
     scan: &Scan,
     carry: Option<Cached>,
 ) -> (Cached, MergeReport) {
-    let (mut loaded, problems) = load_all(store, &scan.ops);
-    let mut devices = BTreeMap::new();
-    if let Some(c) = carry {
-        let have: HashSet<ChangeHash> = loaded.iter().map(|l| l.change.hash()).collect();
-        for change in c.doc.get_changes(&[]) {
-            if !have.contains(&change.hash()) {
-                let actor = change.actor_id().to_hex_string();
-                let device = c.devices.get(&actor).cloned().unwrap_or_default();
-                loaded.push(Loaded {
-                    rel: String::new(),
-                    device,
-                    change,
-                });
+    let load = || {
+        let (mut loaded, problems) = load_all(store, &scan.ops);
+        if let Some(c) = &carry {
+            let have: HashSet<ChangeHash> = loaded.iter().map(|l| l.hash).collect();
+            for change in c.doc.get_changes(&[]) {
+                if !have.contains(&change.hash()) {
+                    let actor = change.actor_id().to_hex_string();
+                    let device = c.devices.get(&actor).cloned().unwrap_or_default();
+                    loaded.push(Loaded::new(String::new(), device, change));
+                }
             }
+            loaded.extend(pending(&c.waiting));
         }
-        loaded.extend(pending(&c.waiting));
-        devices = c.devices;
-    }
-    let merged = merge_loaded(Base::Fresh, loaded, scan_report(scan, problems))
-        .expect("a merge from nothing always completes");
+        (loaded, scan_report(scan, problems))
+    };
+    // The usual case streams; a fork in the names, changes known only from the cache, or a
+    // change Automerge refuses take the careful way: everything in memory, forks resolved,
+    // culprits found by bisection.
+    let streamed = match (&carry, has_fork_names(scan)) {
+        (None, false) => merge_streaming(store, scan, STREAM_CHUNK),
+        _ => None,
+    };
+    let merged = match streamed {
+        Some(merged) => merged,
+        None => {
+            let (loaded, report) = load();
+            merge_loaded(Base::Careful, loaded, report).expect("a careful merge always completes")
+        }
+    };
     let quarantined = merged
         .quarantined
         .iter()
         .map(|(&i, reason)| Quarantined {
             path: merged.items[i].rel.clone(),
-            hash: merged.items[i].change.hash().to_string(),
+            hash: merged.items[i].hash.to_string(),
             reason: reason.clone(),
         })
         .collect();
+    let devices = carry.map(|c| c.devices).unwrap_or_default();
     let (mut state, report) = into_state(merged, Vec::new(), devices);
     state.quarantined = quarantined;
     (state, report)
@@ -186,7 +214,7 @@ fn into_state(
             Pending {
                 path: l.rel.clone(),
                 device: l.device.clone(),
-                change: ByteBuf::from(l.change.raw_bytes().to_vec()),
+                change: ByteBuf::from(l.change().raw_bytes().to_vec()),
             }
         })
         .collect();
@@ -196,7 +224,7 @@ fn into_state(
     for &i in &merged.applied {
         let l = &merged.items[i];
         // Consecutive changes mostly share an actor: one map insert per run.
-        let (actor, device) = (l.change.actor_id(), l.device.as_str());
+        let (actor, device) = (&l.actor, l.device.as_str());
         if last_actor != Some((actor, device)) {
             devices.insert(actor.to_hex_string(), device.to_string());
             last_actor = Some((actor, device));
@@ -222,6 +250,167 @@ fn into_state(
         waiting,
     };
     (state, report)
+}
+
+/// True if two op file names claim one (actor, seq): a fork, or the start of one.
+fn has_fork_names(scan: &Scan) -> bool {
+    scan.ops
+        .windows(2)
+        .any(|w| w[0].actor() == w[1].actor() && w[0].seq == w[1].seq)
+}
+
+/// Op files loaded per step of a streaming merge: a worker reads, verifies and decodes
+/// the next step's files while Automerge applies this one.
+const STREAM_CHUNK: usize = 16384;
+
+/// A merge from nothing that overlaps reading with applying and holds only a step's worth
+/// of changes besides the document. Files are taken in (seq, actor) order, which is close to
+/// causal order; Automerge holds a change whose dependencies come in a later step until
+/// they do. Only for folders without forks in their names. `None` if Automerge refuses a
+/// change: the caller then merges carefully.
+fn merge_streaming(store: &Path, scan: &Scan, step: usize) -> Option<Merged> {
+    let mut order: Vec<&OpEntry> = scan.ops.iter().collect();
+    order.sort_by(|a, b| (a.seq, a.actor()).cmp(&(b.seq, b.actor())));
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<(Vec<Loaded>, Vec<Problem>)>(1);
+    std::thread::scope(|s| {
+        let order = &order;
+        s.spawn(move || {
+            for step in order.chunks(step) {
+                let step: Vec<OpEntry> = step.iter().map(|e| (*e).clone()).collect();
+                if sender.send(load_all(store, &step)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut doc = new_doc();
+        let mut items: Vec<Loaded> = Vec::with_capacity(order.len());
+        let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(order.len());
+        let mut problems = Vec::new();
+        // A change goes to Automerge only once all its dependencies have: until then it is
+        // held here (never in Automerge's own queue, which would leak into every later
+        // question asked of the document), and what is still held at the end waits.
+        let mut applied_set: HashSet<ChangeHash> = HashSet::with_capacity(order.len());
+        let mut blocked_on: HashMap<ChangeHash, Vec<usize>> = HashMap::new();
+        let mut unmet: HashMap<usize, usize> = HashMap::new();
+        for (loaded, load_problems) in receiver {
+            problems.extend(load_problems);
+            let mut changes: Vec<Change> = Vec::with_capacity(loaded.len());
+            for mut l in loaded {
+                match seen.entry(l.hash) {
+                    Entry::Occupied(slot) => {
+                        // The same change twice: keep the lower path, deterministically.
+                        let kept = &mut items[*slot.get()];
+                        if l.rel < kept.rel {
+                            kept.rel = std::mem::take(&mut l.rel);
+                            kept.device = std::mem::take(&mut l.device);
+                        }
+                    }
+                    Entry::Vacant(slot) => {
+                        let i = items.len();
+                        slot.insert(i);
+                        let change = l.held.take().expect("a loaded change");
+                        let missing: Vec<ChangeHash> = change
+                            .deps()
+                            .iter()
+                            .filter(|d| !applied_set.contains(*d))
+                            .copied()
+                            .collect();
+                        let hash = l.hash;
+                        if missing.is_empty() {
+                            changes.push(change);
+                            items.push(l);
+                            let released = release(
+                                hash,
+                                &items,
+                                &mut applied_set,
+                                &mut blocked_on,
+                                &mut unmet,
+                            );
+                            for j in released {
+                                changes.push(items[j].held.take().expect("a held change"));
+                            }
+                        } else {
+                            unmet.insert(i, missing.len());
+                            for d in missing {
+                                blocked_on.entry(d).or_default().push(i);
+                            }
+                            l.held = Some(change);
+                            items.push(l);
+                        }
+                    }
+                }
+            }
+            doc = catch_unwind(AssertUnwindSafe(move || {
+                let mut doc = doc;
+                doc.apply_changes(changes).map(|()| doc)
+            }))
+            .ok()?
+            .ok()?;
+        }
+        let mut report = scan_report(scan, problems);
+        let mut waiting: Vec<usize> = unmet.keys().copied().collect();
+        waiting.sort_unstable();
+        let waiting_hashes: HashSet<ChangeHash> = waiting.iter().map(|&i| items[i].hash).collect();
+        for &i in &waiting {
+            let missing = items[i]
+                .change()
+                .deps()
+                .iter()
+                .filter(|d| !applied_set.contains(*d))
+                .map(ChangeHash::to_string)
+                .collect();
+            report.waiting.push(Waiting {
+                path: items[i].rel.clone(),
+                missing,
+            });
+        }
+        report.waiting.sort_by(|a, b| a.path.cmp(&b.path));
+        // Path order, as every other merge reports it.
+        items.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let mut applied = Vec::with_capacity(items.len());
+        let mut waiting = Vec::new();
+        for (i, l) in items.iter().enumerate() {
+            if waiting_hashes.contains(&l.hash) {
+                waiting.push(i);
+            } else {
+                applied.push(i);
+            }
+        }
+        Some(Merged {
+            doc,
+            report,
+            items,
+            applied,
+            quarantined: BTreeMap::new(),
+            waiting,
+        })
+    })
+}
+
+/// Marks a change applied; returns the held changes (indices into `items`) that this
+/// makes ready, directly or in turn.
+fn release(
+    hash: ChangeHash,
+    items: &[Loaded],
+    applied: &mut HashSet<ChangeHash>,
+    blocked_on: &mut HashMap<ChangeHash, Vec<usize>>,
+    unmet: &mut HashMap<usize, usize>,
+) -> Vec<usize> {
+    let mut released = Vec::new();
+    let mut stack = vec![hash];
+    while let Some(hash) = stack.pop() {
+        applied.insert(hash);
+        for j in blocked_on.remove(&hash).unwrap_or_default() {
+            let left = unmet.get_mut(&j).expect("a held change");
+            *left -= 1;
+            if *left == 0 {
+                unmet.remove(&j);
+                released.push(j);
+                stack.push(items[j].hash);
+            }
+        }
+    }
+    released
 }
 
 /// Merges only what is new since `cached`. `None` when that might not give the answer a
@@ -269,12 +458,22 @@ pub(crate) fn merge_incremental(
     report.quarantined = carried_quarantine;
     if loaded.is_empty() {
         // Nothing new to apply: what waits keeps waiting, as the cache already says.
-        report.waiting = cached
-            .waiting
+        report.waiting = pending(&cached.waiting)
             .iter()
-            .map(|p| Waiting {
-                path: p.path.clone(),
-                missing: Vec::new(),
+            .map(|l| Waiting {
+                path: l.rel.clone(),
+                missing: l
+                    .change()
+                    .deps()
+                    .iter()
+                    .filter(|d| {
+                        !cached
+                            .doc
+                            .get_missing_deps(std::slice::from_ref(*d))
+                            .is_empty()
+                    })
+                    .map(ChangeHash::to_string)
+                    .collect(),
             })
             .collect();
         let changed = !new.is_empty();
@@ -306,11 +505,7 @@ fn pending(waiting: &[Pending]) -> Vec<Loaded> {
         .iter()
         .filter_map(|p| {
             let change = Change::from_bytes(p.change.to_vec()).ok()?;
-            Some(Loaded {
-                rel: p.path.clone(),
-                device: p.device.clone(),
-                change,
-            })
+            Some(Loaded::new(p.path.clone(), p.device.clone(), change))
         })
         .collect()
 }
@@ -340,7 +535,7 @@ pub(crate) fn merge_loaded(
     {
         let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(loaded.len());
         for l in loaded {
-            match seen.entry(l.change.hash()) {
+            match seen.entry(l.hash) {
                 Entry::Vacant(slot) => {
                     slot.insert(items.len());
                     items.push(l);
@@ -358,16 +553,16 @@ pub(crate) fn merge_loaded(
         items.sort_by(|a, b| a.rel.cmp(&b.rel));
     }
     let n = items.len();
-    let index: HashMap<ChangeHash, usize> = items
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (l.change.hash(), i))
-        .collect();
+    let index: HashMap<ChangeHash, usize> =
+        items.iter().enumerate().map(|(i, l)| (l.hash, i)).collect();
     let base_doc = match &base {
-        Base::Fresh => None,
+        Base::Careful => None,
         Base::Cached(doc) => Some(&**doc),
     };
-    let in_base = |h: &ChangeHash| base_doc.is_some_and(|d| d.get_change_by_hash(h).is_some());
+    // `get_missing_deps` asks the change graph; `get_change_by_hash` would rebuild the change.
+    let in_base = |h: &ChangeHash| {
+        base_doc.is_some_and(|d| d.get_missing_deps(std::slice::from_ref(h)).is_empty())
+    };
 
     // Dependencies as indices; `missing` counts those neither here nor in the base.
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -375,8 +570,8 @@ pub(crate) fn merge_loaded(
     let mut missing = vec![false; n];
     let mut already = vec![false; n];
     for (i, l) in items.iter().enumerate() {
-        already[i] = base_doc.is_some() && in_base(&l.change.hash());
-        for dep in l.change.deps() {
+        already[i] = base_doc.is_some() && in_base(&l.hash);
+        for dep in l.change().deps() {
             match index.get(dep) {
                 Some(&d) => {
                     children[d].push(i);
@@ -394,7 +589,7 @@ pub(crate) fn merge_loaded(
     let mut first_in_slot: HashMap<(&ActorId, u64), usize> = HashMap::with_capacity(n);
     let mut forked: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
     for (i, l) in items.iter().enumerate() {
-        let key = (l.change.actor_id(), l.change.seq());
+        let key = (&l.actor, l.change().seq());
         if let Some(&other) = first_in_slot.get(&key) {
             let slot = forked
                 .entry((key.0.to_hex_string(), key.1))
@@ -411,14 +606,8 @@ pub(crate) fn merge_loaded(
         if candidates.len() < 2 {
             continue;
         }
-        candidates.sort_by(|a, b| {
-            items[*a]
-                .change
-                .hash()
-                .as_ref()
-                .cmp(items[*b].change.hash().as_ref())
-        });
-        let kept = items[candidates[0]].change.hash();
+        candidates.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
+        let kept = items[candidates[0]].hash;
         for &loser in &candidates[1..] {
             let reason = format!("fork at actor {actor} seq {seq}: lost to change {kept}");
             quarantine_with_descendants(loser, reason, &items, &children, &mut quarantined);
@@ -429,7 +618,7 @@ pub(crate) fn merge_loaded(
             kept: kept.to_string(),
             quarantined: candidates[1..]
                 .iter()
-                .map(|&i| items[i].change.hash().to_string())
+                .map(|&i| items[i].hash.to_string())
                 .collect(),
         });
     }
@@ -458,7 +647,7 @@ pub(crate) fn merge_loaded(
         }
         waiting.push(i);
         let missing = items[i]
-            .change
+            .change()
             .deps()
             .iter()
             .filter(|d| !in_base(d) && !index.get(*d).is_some_and(|&j| is_ready[j]))
@@ -472,8 +661,8 @@ pub(crate) fn merge_loaded(
 
     let to_apply: Vec<usize> = ready.into_iter().filter(|&i| !already[i]).collect();
     let doc = match base {
-        Base::Fresh => apply_robust(&new_doc(), &to_apply, &items, &index, &mut quarantined),
-        Base::Cached(doc) => apply_once(*doc, &to_apply, &items)?,
+        Base::Careful => apply_chunk(new_doc(), &to_apply, &mut items, &index, &mut quarantined),
+        Base::Cached(doc) => apply_once(*doc, &to_apply, &mut items)?,
     };
 
     for (&i, reason) in &quarantined {
@@ -498,15 +687,16 @@ pub(crate) fn merge_loaded(
     })
 }
 
-/// Applies `list` to `doc` in one call; `None` if Automerge refuses or panics.
-fn apply_once(doc: Automerge, list: &[usize], items: &[Loaded]) -> Option<Automerge> {
+/// Applies `list` to `doc` in one call, handing the changes over (no copies); `None` if
+/// Automerge refuses or panics.
+fn apply_once(doc: Automerge, list: &[usize], items: &mut [Loaded]) -> Option<Automerge> {
     if list.is_empty() {
         return Some(doc);
     }
+    let changes: Vec<Change> = list.iter().filter_map(|&i| items[i].held.take()).collect();
     catch_unwind(AssertUnwindSafe(move || {
         let mut doc = doc;
-        doc.apply_changes(list.iter().map(|&i| items[i].change.clone()))
-            .map(|()| doc)
+        doc.apply_changes(changes).map(|()| doc)
     }))
     .ok()?
     .ok()
@@ -524,7 +714,7 @@ fn quarantine_with_descendants(
     while let Some(i) = stack.pop() {
         for &c in &children[i] {
             if let std::collections::btree_map::Entry::Vacant(slot) = quarantined.entry(c) {
-                let because = items[i].change.hash();
+                let because = items[i].hash;
                 slot.insert(format!("depends on quarantined change {because}"));
                 stack.push(c);
             }
@@ -532,12 +722,12 @@ fn quarantine_with_descendants(
     }
 }
 
-/// Applies `list` (in topological order) to a copy of `base` in one call; on refusal or
-/// panic, bisects so that exactly the refused changes (and their dependents) are left out.
-fn apply_robust(
-    base: &Automerge,
+/// Applies `list` (in topological order) to `doc` in one call; on refusal or panic,
+/// bisects so that exactly the refused changes (and their dependents) are left out.
+fn apply_chunk(
+    doc: Automerge,
     list: &[usize],
-    items: &[Loaded],
+    items: &mut [Loaded],
     index: &HashMap<ChangeHash, usize>,
     bad: &mut BTreeMap<usize, String>,
 ) -> Automerge {
@@ -546,7 +736,7 @@ fn apply_robust(
         .copied()
         .filter(|&i| {
             let refused_dep = items[i]
-                .change
+                .change()
                 .deps()
                 .iter()
                 .find(|d| index.get(*d).is_some_and(|j| bad.contains_key(j)))
@@ -561,15 +751,21 @@ fn apply_robust(
         })
         .collect();
     if list.is_empty() {
-        return base.clone();
+        return doc;
     }
-    let attempt = catch_unwind(AssertUnwindSafe(|| {
-        let mut doc = base.clone();
-        doc.apply_changes(list.iter().map(|&i| items[i].change.clone()))
-            .map(|()| doc)
+    let before = doc.clone();
+    let changes: Vec<Change> = list.iter().map(|&i| items[i].change().clone()).collect();
+    let attempt = catch_unwind(AssertUnwindSafe(move || {
+        let mut doc = doc;
+        doc.apply_changes(changes).map(|()| doc)
     }));
     match attempt {
-        Ok(Ok(doc)) => doc,
+        Ok(Ok(doc)) => {
+            for &i in &list {
+                items[i].held = None;
+            }
+            doc
+        }
         _ if list.len() == 1 => {
             let reason = match attempt {
                 Ok(Err(e)) => format!("Automerge refused the change: {e}"),
@@ -577,12 +773,12 @@ fn apply_robust(
                 Ok(Ok(_)) => unreachable!(),
             };
             bad.insert(list[0], reason);
-            base.clone()
+            before
         }
         _ => {
             let (left, right) = list.split_at(list.len() / 2);
-            let doc = apply_robust(base, left, items, index, bad);
-            apply_robust(&doc, right, items, index, bad)
+            let doc = apply_chunk(before, left, items, index, bad);
+            apply_chunk(doc, right, items, index, bad)
         }
     }
 }
@@ -594,5 +790,50 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "panic".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{render, Options, PatchOp, Store};
+
+    /// Streaming in steps of any size gives what the careful merge gives, including a
+    /// change that waits for a dependency in a later step or one that never arrives.
+    #[test]
+    fn streaming_in_small_steps_equals_the_careful_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let device = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+        Store::init(&store, device("a"), Some(&serde_json::json!({"l": []}))).unwrap();
+        for round in 0..6 {
+            for d in ["a", "b", "c"] {
+                let s = Store::open(&store, device(d)).unwrap();
+                let op = PatchOp::Insert {
+                    path: "/l/0".into(),
+                    value: serde_json::json!(format!("{d}{round}")),
+                    scalar: false,
+                };
+                s.apply_patch(&[op]).unwrap();
+            }
+        }
+        // Make one change wait forever: remove the file of a change others depend on.
+        let victim = crate::scan::scan(&store).ops[4].rel.clone();
+        std::fs::remove_file(store.join(&victim)).unwrap();
+        let scan = crate::scan::scan(&store);
+        let (loaded, problems) = load_all(&store, &scan.ops);
+        let careful = merge_loaded(Base::Careful, loaded, scan_report(&scan, problems)).unwrap();
+        assert!(!careful.waiting.is_empty());
+        for step in [1, 2, 3, 7, 1000] {
+            let streamed = merge_streaming(&store, &scan, step).unwrap();
+            assert_eq!(
+                render::document(&streamed.doc),
+                render::document(&careful.doc),
+                "step {step}"
+            );
+            assert_eq!(streamed.report, careful.report, "step {step}");
+            assert_eq!(streamed.applied, careful.applied, "step {step}");
+            assert_eq!(streamed.waiting, careful.waiting, "step {step}");
+        }
     }
 }

@@ -534,7 +534,7 @@ impl Store {
                 merge::load_all(&self.root, &scan::scan(&self.root).ops)
                     .0
                     .into_iter()
-                    .map(|l| (l.change.hash(), l))
+                    .map(|l| (l.hash, l))
                     .collect();
             if let Some((before, after)) = lost_edits(&all, lost) {
                 let mut tx = state.doc.transaction();
@@ -675,18 +675,18 @@ fn lost_edits(all: &HashMap<ChangeHash, merge::Loaded>, lost: ChangeHash) -> Opt
     let mut stack = vec![lost];
     while let Some(h) = stack.pop() {
         if seen.insert(h) {
-            stack.extend(all.get(&h)?.change.deps().iter().copied());
+            stack.extend(all.get(&h)?.change().deps().iter().copied());
         }
     }
     // The branch starts at the lowest seq of our actor that another change also claims.
-    let actor = all[&lost].change.actor_id().clone();
+    let actor = all[&lost].actor.clone();
     let mut claims: HashMap<u64, usize> = HashMap::new();
-    for l in all.values().filter(|l| l.change.actor_id() == &actor) {
-        *claims.entry(l.change.seq()).or_default() += 1;
+    for l in all.values().filter(|l| l.actor == actor) {
+        *claims.entry(l.change().seq()).or_default() += 1;
     }
     let fork_seq = seen
         .iter()
-        .map(|h| &all[h].change)
+        .map(|h| all[h].change())
         .filter(|c| c.actor_id() == &actor && claims[&c.seq()] > 1)
         .map(|c| c.seq())
         .min()?;
@@ -694,14 +694,14 @@ fn lost_edits(all: &HashMap<ChangeHash, merge::Loaded>, lost: ChangeHash) -> Opt
     let mut tainted: HashSet<ChangeHash> = seen
         .iter()
         .copied()
-        .filter(|h| all[h].change.actor_id() == &actor && all[h].change.seq() >= fork_seq)
+        .filter(|h| all[h].actor == actor && all[h].change().seq() >= fork_seq)
         .collect();
     loop {
         let more: Vec<ChangeHash> = seen
             .iter()
             .copied()
             .filter(|h| {
-                !tainted.contains(h) && all[h].change.deps().iter().any(|d| tainted.contains(d))
+                !tainted.contains(h) && all[h].change().deps().iter().any(|d| tainted.contains(d))
             })
             .collect();
         if more.is_empty() {
@@ -710,7 +710,7 @@ fn lost_edits(all: &HashMap<ChangeHash, merge::Loaded>, lost: ChangeHash) -> Opt
         tainted.extend(more);
     }
     let build = |hashes: Vec<ChangeHash>| -> Option<Json> {
-        let changes: Vec<_> = hashes.iter().map(|h| all[h].change.clone()).collect();
+        let changes: Vec<_> = hashes.iter().map(|h| all[h].change().clone()).collect();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut d = merge::new_doc();
             d.apply_changes(changes).ok().map(|()| render::document(&d))
