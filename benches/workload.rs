@@ -23,6 +23,10 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--child-cold-merge") {
         return child_cold_merge(Path::new(&args[2]), Path::new(&args[3]));
     }
+    if args.get(1).map(String::as_str) == Some("--child-reference") {
+        reference_pipeline(Path::new(&args[2]));
+        return println!("{}", peak_rss());
+    }
     let flag = |name: &str, default: usize| {
         args.iter()
             .position(|a| a == name)
@@ -112,6 +116,8 @@ fn main() {
         for c in &changes {
             write_op(&extra, "extra", c);
         }
+        // Flush the copies' dirty pages so the write-back does not land in the measurement.
+        let _ = Command::new("sync").status();
         let t = Instant::now();
         Store::open(&extra, Options::new().state_dir(&st).device("bench"))
             .unwrap()
@@ -207,6 +213,12 @@ fn main() {
         .unwrap();
     let rss = String::from_utf8_lossy(&out.stdout).trim().to_string();
     row("peak RSS of a cold merge (VmHWM)", rss);
+    let out = Command::new(std::env::current_exe().unwrap())
+        .arg("--child-reference")
+        .arg(&store)
+        .output()
+        .unwrap();
+    row("peak RSS of the reference pipeline", String::from_utf8_lossy(&out.stdout).trim().to_string());
     let (apparent, allocated) = disk_usage(&store.join("ops"));
     row(
         "store on disk, apparent",
@@ -257,17 +269,15 @@ fn median(n: usize, mut f: impl FnMut(usize)) -> Duration {
 fn child_cold_merge(store: &Path, state: &Path) {
     let s = Store::open(store, Options::new().state_dir(state).device("bench")).unwrap();
     s.read_json().unwrap();
+    println!("{}", peak_rss());
+}
+
+/// This process's peak resident memory, from /proc (Linux).
+fn peak_rss() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ? kB");
-    let kb: f64 = hwm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    println!("{:.0} MB", kb / 1024.0);
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ? kB");
+    let kb: f64 = hwm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    format!("{:.0} MB", kb * 1024.0 / 1e6)
 }
 
 /// The plain pipeline crdtdir's own overhead is measured against: single-threaded walk,
