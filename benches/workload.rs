@@ -218,7 +218,10 @@ fn main() {
         .arg(&store)
         .output()
         .unwrap();
-    row("peak RSS of the reference pipeline", String::from_utf8_lossy(&out.stdout).trim().to_string());
+    row(
+        "peak RSS of the reference pipeline",
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    );
     let (apparent, allocated) = disk_usage(&store.join("ops"));
     row(
         "store on disk, apparent",
@@ -275,8 +278,15 @@ fn child_cold_merge(store: &Path, state: &Path) {
 /// This process's peak resident memory, from /proc (Linux).
 fn peak_rss() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap_or("VmHWM: ? kB");
-    let kb: f64 = hwm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ? kB");
+    let kb: f64 = hwm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     format!("{:.0} MB", kb * 1024.0 / 1e6)
 }
 
