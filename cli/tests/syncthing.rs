@@ -1,0 +1,258 @@
+//! End to end through a real file-sync tool: two Syncthing instances on loopback, each its
+//! own device, carry one store between two folders while both devices append.
+//!
+//! Runs when `CRDTDIR_E2E=1` (CI sets it after installing Debian's syncthing); without it the
+//! test says it was skipped. With it and no `syncthing` on the PATH, it fails.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crdtdir");
+/// Every wait below is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+struct Syncthing {
+    child: Child,
+}
+
+impl Drop for Syncthing {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn device_id(home: &Path) -> String {
+    let out = Command::new("syncthing")
+        .args(["generate", "--no-default-folder", "--skip-port-probing"])
+        .arg(format!("--home={}", home.display()))
+        .output()
+        .expect("run syncthing generate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("syncthing")
+        .args(["serve", "--device-id"])
+        .arg(format!("--home={}", home.display()))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A config that talks to nothing but the other instance on 127.0.0.1.
+fn write_config(home: &Path, me: (&str, u16, u16), other: (&str, u16), folder: &Path) {
+    let (my_id, my_port, gui_port) = me;
+    let (other_id, other_port) = other;
+    let config = format!(
+        r#"<configuration version="36">
+    <folder id="crdtdir" label="crdtdir" path="{folder}" type="sendreceive" rescanIntervalS="2" fsWatcherEnabled="true" fsWatcherDelayS="1">
+        <device id="{my_id}"></device>
+        <device id="{other_id}"></device>
+        <minDiskFree unit="%">0</minDiskFree>
+    </folder>
+    <device id="{my_id}" name="self"><address>tcp://127.0.0.1:{my_port}</address></device>
+    <device id="{other_id}" name="other"><address>tcp://127.0.0.1:{other_port}</address></device>
+    <gui enabled="true" tls="false"><address>127.0.0.1:{gui_port}</address><apikey>crdtdir-e2e</apikey></gui>
+    <options>
+        <listenAddress>tcp://127.0.0.1:{my_port}</listenAddress>
+        <globalAnnounceEnabled>false</globalAnnounceEnabled>
+        <localAnnounceEnabled>false</localAnnounceEnabled>
+        <relaysEnabled>false</relaysEnabled>
+        <natEnabled>false</natEnabled>
+        <startBrowser>false</startBrowser>
+        <urAccepted>-1</urAccepted>
+        <autoUpgradeIntervalH>0</autoUpgradeIntervalH>
+        <crashReportingEnabled>false</crashReportingEnabled>
+        <minHomeDiskFree unit="%">0</minHomeDiskFree>
+        <reconnectionIntervalS>1</reconnectionIntervalS>
+    </options>
+</configuration>
+"#,
+        folder = folder.display()
+    );
+    std::fs::write(home.join("config.xml"), config).unwrap();
+}
+
+fn start(home: &Path) -> Syncthing {
+    let log = std::fs::File::create(home.join("log.txt")).unwrap();
+    let child = Command::new("syncthing")
+        .args(["serve", "--no-browser", "--no-restart"])
+        .arg(format!("--home={}", home.display()))
+        .env("STNODEFAULTFOLDER", "1")
+        .env("STNOUPGRADE", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start syncthing");
+    Syncthing { child }
+}
+
+fn crdtdir(store: &Path, state: &Path, device: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .arg("--state-dir")
+        .arg(state)
+        .args(["--device", device])
+        .args(args)
+        .env_remove("CRDTDIR_STORE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// Polls `done` until it holds or PATIENCE runs out.
+fn wait_for(what: &str, homes: &[PathBuf], mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() > PATIENCE {
+            for h in homes {
+                let log = std::fs::read_to_string(h.join("log.txt")).unwrap_or_default();
+                eprintln!(
+                    "--- {}:\n{}",
+                    h.display(),
+                    log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
+                );
+            }
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn two_devices_through_syncthing_converge() {
+    if std::env::var("CRDTDIR_E2E").as_deref() != Ok("1") {
+        eprintln!("skipped: set CRDTDIR_E2E=1 (with syncthing installed) to run it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (home_a, home_b) = (dir.path().join("st-a"), dir.path().join("st-b"));
+    let (store_a, store_b) = (
+        dir.path().join("laptop/todo"),
+        dir.path().join("phone/todo"),
+    );
+    let (state_a, state_b) = (
+        dir.path().join("state-laptop"),
+        dir.path().join("state-phone"),
+    );
+    std::fs::create_dir_all(&store_a).unwrap();
+    std::fs::create_dir_all(&store_b).unwrap();
+    let (id_a, id_b) = (device_id(&home_a), device_id(&home_b));
+    let (port_a, port_b) = (free_port(), free_port());
+    write_config(
+        &home_a,
+        (&id_a, port_a, free_port()),
+        (&id_b, port_b),
+        &store_a,
+    );
+    write_config(
+        &home_b,
+        (&id_b, port_b, free_port()),
+        (&id_a, port_a),
+        &store_b,
+    );
+    let homes = vec![home_a.clone(), home_b.clone()];
+    let _a = start(&home_a);
+    let _b = start(&home_b);
+
+    // The laptop makes the store; the phone receives it through Syncthing.
+    let init = dir.path().join("init.json");
+    std::fs::write(&init, r#"{"items": [], "note": "shopping"}"#).unwrap();
+    let (ok, _, err) = crdtdir(
+        &store_a,
+        &state_a,
+        "laptop",
+        &["init", "--from", init.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    wait_for("the store to reach the phone", &homes, || {
+        crdtdir(&store_b, &state_b, "phone", &["merge"]).1 == r#"{"items":[],"note":"shopping"}"#
+    });
+
+    // Both append while the other's files may still be in flight.
+    for (store, state, device, item) in [
+        (&store_a, &state_a, "laptop", r#""milk""#),
+        (&store_b, &state_b, "phone", r#""eggs""#),
+        (&store_a, &state_a, "laptop", r#""bread""#),
+        (&store_b, &state_b, "phone", r#""tea""#),
+    ] {
+        let (ok, _, err) = crdtdir(
+            store,
+            state,
+            device,
+            &["append", "insert", "/items/-", item],
+        );
+        assert!(ok, "{err}");
+    }
+    let (ok, _, err) = crdtdir(
+        &store_a,
+        &state_a,
+        "laptop",
+        &["append", "splice", "/note", "0", "0", "weekly "],
+    );
+    assert!(ok, "{err}");
+    let (ok, _, err) = crdtdir(
+        &store_b,
+        &state_b,
+        "phone",
+        &["append", "splice", "/note", "8", "0", "!"],
+    );
+    assert!(ok, "{err}");
+
+    // Once the files have crossed, both print the same bytes, with every edit in them.
+    wait_for("both devices to agree", &homes, || {
+        let a = crdtdir(&store_a, &state_a, "laptop", &["merge"]).1;
+        let b = crdtdir(&store_b, &state_b, "phone", &["merge"]).1;
+        a == b
+            && ["milk", "eggs", "bread", "tea", "weekly shopping!"]
+                .iter()
+                .all(|w| a.contains(w))
+    });
+    // Nothing was a conflict for Syncthing: every file has one author.
+    for store in [&store_a, &store_b] {
+        let conflicts: Vec<_> = walk(store)
+            .into_iter()
+            .filter(|p| p.contains(".sync-conflict-"))
+            .collect();
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        let (ok, status, _) = crdtdir(store, &state_a, "laptop", &["status", "--json"]);
+        assert!(ok);
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(status["forks"], serde_json::json!([]));
+        assert_eq!(status["changes"], 7);
+    }
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else {
+                out.push(e.path().display().to_string());
+            }
+        }
+    }
+    out
+}
