@@ -303,3 +303,59 @@ fn a_long_lived_store_writes_on_its_memory_and_reads_the_folder() {
         merged(&b, &store_dir)
     );
 }
+
+/// Invariants 1 and 2: a device creates files only under its own actor, each appears
+/// complete and read-only, and nothing already published changes.
+#[test]
+fn a_write_adds_one_read_only_file_under_its_own_actor_and_touches_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&store_dir, a.options(), Some(&json!({"n": {}}))).unwrap();
+    a.open(&store_dir)
+        .apply_patch(&[PatchOp::Set {
+            path: "/n/a".into(),
+            value: json!(1),
+            scalar: false,
+        }])
+        .unwrap();
+    let before = tree(&store_dir);
+    let out = b
+        .open(&store_dir)
+        .apply_patch(&[PatchOp::Set {
+            path: "/n/b".into(),
+            value: json!(2),
+            scalar: false,
+        }])
+        .unwrap();
+    let after = tree(&store_dir);
+    for (path, bytes) in &before {
+        assert_eq!(after.get(path), Some(bytes), "{path} changed");
+    }
+    let added: Vec<&String> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    assert_eq!(added, vec![&out.written[0].path]);
+    assert!(added[0].starts_with(&format!("ops/{}/", out.written[0].actor)));
+    let meta = std::fs::metadata(store_dir.join(added[0])).unwrap();
+    assert!(
+        meta.permissions().readonly(),
+        "published op files are read-only"
+    );
+}
+
+/// Text positions are Unicode code points, whatever Cargo features elsewhere say.
+#[test]
+fn splice_positions_are_code_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let store = Store::init(&store_dir, a.options(), Some(&json!({"t": "a😀b"}))).unwrap();
+    store
+        .apply_patch(&[PatchOp::Splice {
+            path: "/t".into(),
+            pos: 2,
+            del: 1,
+            text: "é!".into(),
+        }])
+        .unwrap();
+    assert_eq!(merged(&a, &store_dir), r#"{"t":"a😀é!"}"#);
+}
