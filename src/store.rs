@@ -403,13 +403,13 @@ impl Store {
     /// use automerge::{transaction::Transactable, ROOT};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
-    /// let mut store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
     /// let outcome = store.change(|tx| tx.put(ROOT, "title", "Groceries"))?;
     /// assert_eq!(outcome.written.len(), 1);
     /// assert_eq!(store.read()?.to_json(), serde_json::json!({"title": "Groceries"}));
     /// # Ok::<(), crdtdir::Error>(())
     /// ```
-    pub fn change<F, E>(&mut self, f: F) -> Result<WriteOutcome>
+    pub fn change<F, E>(&self, f: F) -> Result<WriteOutcome>
     where
         F: FnOnce(&mut Transaction<'_>) -> std::result::Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,

@@ -15,7 +15,7 @@ fn change_read_heads_change_writes_both_and_another_device_sees_both() {
     let store_dir = dir.path().join("store");
     let a = Device::new(dir.path(), "a");
     let b = Device::new(dir.path(), "b");
-    let mut store = Store::init(&store_dir, a.options(), None).unwrap();
+    let store = Store::init(&store_dir, a.options(), None).unwrap();
     store.change(|tx| tx.put(ROOT, "a", 1)).unwrap();
     let heads = store.read().unwrap().heads();
     assert_eq!(heads.len(), 1);
@@ -29,7 +29,7 @@ fn a_no_op_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let a = Device::new(dir.path(), "a");
-    let mut store = Store::init(&store_dir, a.options(), Some(&json!({"t": "x"}))).unwrap();
+    let store = Store::init(&store_dir, a.options(), Some(&json!({"t": "x"}))).unwrap();
     let before = tree(&store_dir);
     let outcome = store
         .change(|_tx| Ok::<(), crdtdir::automerge::AutomergeError>(()))
@@ -51,7 +51,7 @@ fn a_failed_closure_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let a = Device::new(dir.path(), "a");
-    let mut store = Store::init(&store_dir, a.options(), None).unwrap();
+    let store = Store::init(&store_dir, a.options(), None).unwrap();
     let before = tree(&store_dir);
     let err = store
         .change(|tx| {
@@ -206,7 +206,7 @@ fn change_reads_the_merged_document() {
     let store_dir = dir.path().join("store");
     let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
     Store::init(&store_dir, a.options(), Some(&json!({"n": 1}))).unwrap();
-    let mut store = b.open(&store_dir);
+    let store = b.open(&store_dir);
     store
         .change(|tx| {
             let n = tx.get(ROOT, "n")?.unwrap().0.as_i64().unwrap();
