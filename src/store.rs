@@ -471,9 +471,21 @@ impl Store {
         // Write on top of the state this `Store` merged last; without one, merge first. What
         // other devices wrote since is merged by the next read. A write leaves the cache
         // files alone: a refused write changes nothing on disk at all.
+        // Another process of this device may have written since: then the memory lacks the
+        // recorded last change, and the folder is merged again rather than doubting the record.
+        let knows_last = |state: &Cached| {
+            record.as_ref().is_none_or(|r| {
+                r.hash.parse::<ChangeHash>().is_ok_and(|h| {
+                    state
+                        .doc
+                        .get_missing_deps(std::slice::from_ref(&h))
+                        .is_empty()
+                })
+            })
+        };
         let mut state = match self.take_mem() {
-            Some(state) => state,
-            None => {
+            Some(state) if knows_last(&state) => state,
+            _ => {
                 drop(self.merged(&scan::scan(&self.root), false));
                 self.take_mem().expect("a merge leaves its state in memory")
             }
@@ -492,8 +504,8 @@ impl Store {
                 let in_doc = last.is_some_and(|h| {
                     state
                         .doc
-                        .get_change_by_hash(&h)
-                        .is_some_and(|c| c.seq() == r.seq)
+                        .get_change_meta_by_hash(&h)
+                        .is_some_and(|c| c.seq == r.seq)
                 });
                 let lost =
                     last.filter(|h| state.quarantined.iter().any(|q| q.hash == h.to_string()));

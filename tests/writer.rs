@@ -359,3 +359,26 @@ fn splice_positions_are_code_points() {
         .unwrap();
     assert_eq!(merged(&a, &store_dir), r#"{"t":"a😀é!"}"#);
 }
+
+/// Two handles of one device (an app and the CLI, say): a long-lived `Store` whose memory
+/// is behind the device's record merges again instead of giving up its actor.
+#[test]
+fn a_stale_memory_does_not_cost_the_device_its_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let app = Store::init(&store_dir, a.options(), Some(&json!({"n": {}}))).unwrap();
+    let set = |k: &str| {
+        [PatchOp::Set {
+            path: format!("/n/{k}"),
+            value: json!(1),
+            scalar: false,
+        }]
+    };
+    app.apply_patch(&set("x")).unwrap();
+    a.open(&store_dir).apply_patch(&set("y")).unwrap();
+    let out = app.apply_patch(&set("z")).unwrap();
+    assert!(out.notices.is_empty(), "{:?}", out.notices);
+    assert_eq!(out.written[0].seq, 4);
+    assert_eq!(merged(&a, &store_dir), r#"{"n":{"x":1,"y":1,"z":1}}"#);
+}
