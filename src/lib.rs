@@ -28,6 +28,7 @@
 //! deleted, and never make a merge fail.
 #![deny(missing_docs)]
 
+mod beat;
 mod cache;
 mod durable;
 mod error;
@@ -36,6 +37,7 @@ mod merge;
 mod naming;
 mod opfile;
 mod patch;
+mod presence;
 mod render;
 mod report;
 mod scan;
@@ -48,4 +50,7 @@ pub use marker::FORMAT_VERSION;
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, Waiting};
 pub use state::{DEVICE_ENV, STATE_DIR_ENV};
-pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written};
+pub use store::{
+    DeviceInfo, Options, Presence, Status, Store, View, WriteOutcome, Written,
+    DEFAULT_THRESHOLD_SECS,
+};

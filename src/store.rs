@@ -11,6 +11,7 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use crate::beat;
 use crate::cache::{Cache, Cached};
 use crate::durable::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{Error, Result};
@@ -19,6 +20,7 @@ use crate::merge;
 use crate::naming;
 use crate::opfile;
 use crate::patch::{self, PatchError, PatchOp};
+use crate::presence;
 use crate::render;
 use crate::report::{ChangeInfo, MergeReport};
 use crate::scan::{self, OPS_DIR};
@@ -159,6 +161,32 @@ pub struct DeviceInfo {
     pub max_seq: BTreeMap<String, u64>,
 }
 
+/// Another device, as its heartbeats show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Presence {
+    /// Its display name.
+    pub name: String,
+    /// Every actor it has written with (current first).
+    pub actors: Vec<String>,
+    /// Its latest beat file.
+    pub beat: String,
+    /// Seconds since its beat counter last changed, by this device's clock.
+    pub seen_secs_ago: i64,
+    /// Our clock minus its clock at its latest beat, in seconds (large when it is old, or
+    /// when its clock is behind; negative when its clock is ahead).
+    pub beat_secs_ago: i64,
+    /// Whether it may be online (see the threshold given to [`Store::presence`]).
+    pub online: bool,
+    /// How many of this device's changes its latest beat does not include.
+    pub unmerged: usize,
+}
+
+/// The default presence threshold, in seconds.
+pub const DEFAULT_THRESHOLD_SECS: i64 = 300;
+/// A command publishes a new heartbeat when its view changed or the last is this old.
+const BEAT_EVERY_SECS: i64 = 60;
+
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -175,6 +203,8 @@ pub struct Status {
     pub heads: Vec<String>,
     /// Devices, by name.
     pub devices: Vec<DeviceInfo>,
+    /// Other devices' heartbeats, judged with the default threshold.
+    pub presence: Vec<Presence>,
     /// What the merge found.
     #[serde(flatten)]
     pub report: MergeReport,
@@ -457,7 +487,179 @@ impl Store {
             changes: history.len(),
             heads: view.heads().iter().map(ChangeHash::to_string).collect(),
             devices: devices.into_values().collect(),
+            presence: self.presence(DEFAULT_THRESHOLD_SECS)?,
             report: view.report,
+        })
+    }
+
+    /// Publishes this device's heartbeat (its name, actors, a counter that only increases,
+    /// its clock and the heads of its merged view) as a new immutable file, then deletes its
+    /// older beats. Skipped (returns `false`) when the view did not change and the last beat
+    /// is recent, and when this build must not write to the store.
+    pub fn beat(&self) -> Result<bool> {
+        if self.check_writable().is_err() {
+            return Ok(false);
+        }
+        let device = self.state.device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        let record = match self.state.read_record(&self.marker.store_id) {
+            Some(r) => r,
+            None => {
+                let r = fresh_record(None);
+                self.state.write_record(&self.marker.store_id, &r)?;
+                r
+            }
+        };
+        let state = match self.take_mem() {
+            Some(state) => state,
+            None => {
+                drop(self.merged(&scan::scan(&self.root), false));
+                self.take_mem().expect("a merge leaves its state in memory")
+            }
+        };
+        let heads: Vec<String> = state
+            .doc
+            .get_heads()
+            .iter()
+            .map(ChangeHash::to_string)
+            .collect();
+        self.put_mem(Arc::new(state));
+        let local = self.state.store_dir(&self.marker.store_id);
+        let mut own = presence::read_own(&local);
+        let now = now();
+        let dir = self.root.join(beat::DEVICES_DIR).join(&record.actor);
+        let previous = own.counter > 0 && self.own_beat_exists(&dir, own.counter);
+        if previous && own.heads == heads && (0..BEAT_EVERY_SECS).contains(&(now - own.at)) {
+            return Ok(false);
+        }
+        own = presence::OwnBeats {
+            v: 1,
+            counter: own.counter + 1,
+            at: now,
+            heads: heads.clone(),
+        };
+        // The counter is recorded before the beat that uses it appears: it never repeats.
+        presence::write_own(&local, &own).map_err(Error::io(&local))?;
+        let mut actors = vec![record.actor.clone()];
+        actors.extend(record.retired.iter().rev().cloned());
+        let bytes = beat::encode(&beat::Beat {
+            device,
+            actors,
+            counter: own.counter,
+            time: now,
+            heads,
+            verified: Vec::new(),
+        });
+        let name = beat::file_name(own.counter, &bytes);
+        let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        durable::publish(staged, &dir.join(&name)).map_err(Error::io(&dir))?;
+        // Then the older beats go: only this device's own, under any actor it had.
+        for actor in std::iter::once(&record.actor).chain(&record.retired) {
+            let d = self.root.join(beat::DEVICES_DIR).join(actor);
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                let stale_temp =
+                    n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
+                if (beat::parse_name(&n).is_some() && n != name) || stale_temp {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn own_beat_exists(&self, dir: &Path, counter: u64) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                beat::parse_name(&e.file_name().to_string_lossy())
+                    .is_some_and(|(c, _)| c == counter)
+            })
+    }
+
+    /// The other devices' latest heartbeats, judged by this device's clock: a device may be
+    /// online if its beat counter changed within `threshold_secs` as this device observed it
+    /// (a device seen for the first time counts as just seen), or if its own clock at its
+    /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
+    pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
+        let (state, _, _) = self.merged(&scan::scan(&self.root), true);
+        let record = self.state.read_record(&self.marker.store_id);
+        let own: HashSet<String> = record
+            .iter()
+            .flat_map(|r| std::iter::once(r.actor.clone()).chain(r.retired.iter().cloned()))
+            .collect();
+        let local = self.state.store_dir(&self.marker.store_id);
+        let mut seen = presence::read_seen(&local);
+        let now = now();
+        let mut out = Vec::new();
+        let devices = self.root.join(beat::DEVICES_DIR);
+        let mut dirs: Vec<String> = std::fs::read_dir(&devices)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| naming::is_actor_dir(n) && !own.contains(n))
+            .collect();
+        dirs.sort();
+        for actor in dirs {
+            let Some((rel, beat)) = self.latest_beat(&actor) else {
+                continue;
+            };
+            let changed_at = presence::observe(&mut seen, &actor, beat.counter, now);
+            let known: Vec<ChangeHash> = beat
+                .heads
+                .iter()
+                .filter_map(|h| h.parse().ok())
+                .filter(|h| {
+                    state
+                        .doc
+                        .get_missing_deps(std::slice::from_ref(h))
+                        .is_empty()
+                })
+                .collect();
+            let unmerged = state
+                .doc
+                .get_changes_meta(&known)
+                .iter()
+                .filter(|m| own.contains(&m.actor.to_hex_string()))
+                .count();
+            out.push(Presence {
+                name: beat.device,
+                actors: beat.actors,
+                beat: rel,
+                seen_secs_ago: now - changed_at,
+                beat_secs_ago: now - beat.time,
+                online: presence::looks_online(changed_at, beat.time, now, threshold_secs),
+                unmerged,
+            });
+        }
+        // What was seen is remembered; failing to remember only makes devices look fresher.
+        let _ = presence::write_seen(&local, &seen);
+        Ok(out)
+    }
+
+    /// The valid beat with the highest counter in `devices/<actor>/`, with its path.
+    fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
+        let dir = self.root.join(beat::DEVICES_DIR).join(actor);
+        let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                let counter = beat::parse_name(&n)?.0;
+                Some((counter, n))
+            })
+            .collect();
+        names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        names.into_iter().find_map(|(_, n)| {
+            let bytes = std::fs::read(dir.join(&n)).ok()?;
+            let (_, hash) = beat::parse_name(&n)?;
+            (naming::file_hash_hex(&bytes) == hash).then_some(())?;
+            let beat = beat::decode(&bytes).ok()?;
+            Some((format!("{}/{actor}/{n}", beat::DEVICES_DIR), beat))
         })
     }
 
@@ -524,6 +726,9 @@ impl Store {
                     ));
                     fresh_record(Some(r))
                 } else if in_doc {
+                    r
+                } else if r.seq == 0 && r.hash.is_empty() {
+                    // An actor made for heartbeats, never written with: nothing to prove.
                     r
                 } else {
                     outcome.notices.push(format!(

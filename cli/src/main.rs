@@ -59,11 +59,14 @@ enum Command {
         #[arg(default_value = "")]
         path: String,
     },
-    /// Devices, problem files, forks, quarantined and waiting changes.
+    /// Devices (and which look online), problem files, forks, quarantined and waiting changes.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// A device counts as possibly online if seen within SECS (default 300).
+        #[arg(long, value_name = "SECS")]
+        threshold: Option<i64>,
     },
     /// Show a real merge: two devices edit one store concurrently in a temporary folder,
     /// their files cross as a sync tool would carry them, and both print the same JSON.
@@ -220,15 +223,34 @@ fn warn_report(report: &crdtdir::MergeReport) {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let opts = options(&cli);
-    match &cli.command {
+    let store = match &cli.command {
+        Command::Demo => return demo(),
         Command::Init { from } => {
             let initial = match from {
                 Some(f) => Some(parse_value(&read_input(&f.to_string_lossy())?)?),
                 None => None,
             };
             let store = Store::init(&cli.store, opts, initial.as_ref())?;
-            print_json(&json!({"store": store.path(), "id": store.id()}), false)
+            print_json(&json!({"store": store.path(), "id": store.id()}), false)?;
+            store
         }
+        command => {
+            let store = Store::open(&cli.store, opts)?;
+            on_store(&store, command)?;
+            store
+        }
+    };
+    // A command that succeeded on the store says so in a heartbeat (rate-limited; a store
+    // this build must not write to gets none).
+    if let Err(e) = store.beat() {
+        eprintln!("crdtdir: warning: no heartbeat published: {e}");
+    }
+    Ok(())
+}
+
+fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
+    match command {
+        Command::Init { .. } | Command::Demo => unreachable!("handled by run"),
         Command::Append { patch, op } => {
             let ops = match (patch, op) {
                 (Some(source), None) => crdtdir::parse_patch(&read_input(source)?)?,
@@ -240,7 +262,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     })
                 }
             };
-            let store = Store::open(&cli.store, opts)?;
             let outcome = store.apply_patch(&ops)?;
             for notice in &outcome.notices {
                 eprintln!("crdtdir: {notice}");
@@ -254,7 +275,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Command::Merge { out, pretty } => {
-            let (json, report) = Store::open(&cli.store, opts)?.read_json()?;
+            let (json, report) = store.read_json()?;
             warn_report(&report);
             let mut text = if *pretty {
                 let value: Json = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
@@ -274,7 +295,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
         }
         Command::Get { path } => {
-            let (json, report) = Store::open(&cli.store, opts)?.read_json()?;
+            let (json, report) = store.read_json()?;
             warn_report(&report);
             let doc: Json = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
             let value = if path.is_empty() {
@@ -286,8 +307,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             };
             print_json(&value, false)
         }
-        Command::Status { json } => {
-            let status = Store::open(&cli.store, opts)?.status()?;
+        Command::Status { json, threshold } => {
+            let mut status = store.status()?;
+            if let Some(secs) = threshold {
+                status.presence = store.presence(*secs)?;
+            }
             if *json {
                 print_json(
                     &serde_json::to_value(&status).map_err(|e| fail(e.to_string()))?,
@@ -298,9 +322,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             }
         }
-        Command::Demo => demo(),
         Command::Log { json } => {
-            let mut log = Store::open(&cli.store, opts)?.history()?;
+            let mut log = store.history()?;
             log.sort_by(|a, b| (a.time, &a.actor, a.seq).cmp(&(b.time, &b.actor, b.seq)));
             if *json {
                 return print_json(
@@ -356,6 +379,12 @@ fn append_op(op: &AppendOp) -> Result<PatchOp, Failure> {
     })
 }
 
+fn ago(secs: i64) -> String {
+    let sign = if secs < 0 { "-" } else { "" };
+    let d = std::time::Duration::from_secs(secs.unsigned_abs());
+    format!("{sign}{}", humantime::format_duration(d))
+}
+
 fn print_status(s: &crdtdir::Status) {
     println!(
         "store {} (format {}), {} change(s)",
@@ -376,6 +405,19 @@ fn print_status(s: &crdtdir::Status) {
             d.name,
             d.ops,
             seqs.join(", ")
+        );
+    }
+    if !s.presence.is_empty() {
+        println!("other devices' heartbeats:");
+    }
+    for p in &s.presence {
+        let state = if p.online { "may be online" } else { "offline" };
+        println!(
+            "  {:<24} {state}: beat changed {} ago here, its clock said {} ago; has not merged {} of your changes",
+            p.name,
+            ago(p.seen_secs_ago),
+            ago(p.beat_secs_ago),
+            p.unmerged
         );
     }
     let r = &s.report;

@@ -422,3 +422,74 @@ fn the_demo_shows_two_devices_agreeing() {
         "{text}"
     );
 }
+
+fn beats(store: &Path) -> Vec<String> {
+    tree(store)
+        .into_keys()
+        .filter(|k| k.ends_with(".beat"))
+        .collect()
+}
+
+/// Heartbeats: each device's own, immutable, replaced (never rewritten) when its view
+/// changes, rate-limited otherwise; status tells who has not merged what.
+#[test]
+fn heartbeats_are_own_immutable_files_and_status_reads_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (laptop, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    laptop.ok(&store, &["init"]);
+    laptop.ok(&store, &["append", "set", "/a", "1"]);
+    let first = beats(&store);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let actor_dir = first[0].split('/').nth(1).unwrap().to_string();
+    assert!(
+        op_files(&store).iter().all(|p| p.contains(&actor_dir)),
+        "beats live under the writer's actor"
+    );
+    let meta = std::fs::metadata(store.join(&first[0])).unwrap();
+    assert!(meta.permissions().readonly());
+    // Nothing new: the beat stays as it is (rate-limited), byte for byte.
+    let bytes = std::fs::read(store.join(&first[0])).unwrap();
+    laptop.ok(&store, &["merge"]);
+    assert_eq!(beats(&store), first);
+    assert_eq!(std::fs::read(store.join(&first[0])).unwrap(), bytes);
+    // A new view: a new beat with a higher counter, and the old one is gone.
+    laptop.ok(&store, &["append", "set", "/b", "2"]);
+    let second = beats(&store);
+    assert_eq!(second.len(), 1);
+    assert_ne!(second, first);
+    assert!(
+        second[0] > first[0],
+        "counters only increase: {second:?} after {first:?}"
+    );
+
+    // The phone reads, so it beats too, under an actor it then writes with.
+    phone.ok(&store, &["merge"]);
+    assert_eq!(beats(&store).len(), 2);
+    laptop.ok(&store, &["append", "set", "/c", "3"]);
+    laptop.ok(&store, &["append", "set", "/d", "4"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&laptop.ok(&store, &["status", "--json"])).unwrap();
+    let presence = status["presence"].as_array().unwrap();
+    assert_eq!(presence.len(), 1, "{status}");
+    assert_eq!(presence[0]["name"], "phone");
+    assert_eq!(presence[0]["online"], true);
+    assert_eq!(presence[0]["unmerged"], 2);
+    let out = phone.run(&store, &["append", "set", "/e", "5"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "no new actor needed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let phone_actor = presence[0]["actors"][0].as_str().unwrap();
+    assert!(op_files(&store).iter().any(|p| p.contains(phone_actor)));
+    let text = laptop.ok(&store, &["status"]);
+    assert!(
+        text.contains("phone") && text.contains("has not merged 0 of your changes"),
+        "{text}"
+    );
+}
