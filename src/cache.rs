@@ -20,6 +20,7 @@
 //!   "forks"    array      the forks found (serde form of Fork)
 //!   "waiting"  array      {path, device, change: bytes} of verified changes waiting for
 //!                         dependencies: kept so that they are not lost if their files go
+//!   "snapshots" array     paths of the snapshots and compaction records it was made with
 //! ```
 //! Both files are replaced by rename, without fsync: after a power cut either may be old,
 //! new, empty or torn, and anything torn, foreign, of another version or undecodable is
@@ -59,6 +60,8 @@ struct CacheFile {
     quarantined: Vec<Quarantined>,
     forks: Vec<Fork>,
     waiting: Vec<Pending>,
+    #[serde(default)]
+    snapshots: Vec<String>,
 }
 
 /// A verified change waiting for dependencies, kept whole.
@@ -86,6 +89,8 @@ pub(crate) struct Cached {
     pub(crate) quarantined: Vec<Quarantined>,
     pub(crate) forks: Vec<Fork>,
     pub(crate) waiting: Vec<Pending>,
+    /// The snapshots and compaction records in the folder when this state was made.
+    pub(crate) snapshots: Vec<String>,
 }
 
 /// The cache files of one store on this device.
@@ -136,6 +141,7 @@ impl Cache {
             quarantined: file.quarantined,
             forks: file.forks,
             waiting: file.waiting,
+            snapshots: file.snapshots,
         })
     }
 
@@ -158,6 +164,7 @@ impl Cache {
             quarantined: cached.quarantined.clone(),
             forks: cached.forks.clone(),
             waiting: cached.waiting.clone(),
+            snapshots: cached.snapshots.clone(),
         };
         let mut out = Vec::new();
         ciborium::into_writer(&file, &mut out).map_err(std::io::Error::other)?;
@@ -208,6 +215,11 @@ fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
         h.update(p.path.as_bytes());
         h.update(b"\t");
         h.update(p.reason.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(b"\0");
+    for rel in scan.snapshots.iter().chain(&scan.records) {
+        h.update(rel.as_bytes());
         h.update(b"\n");
     }
     h.update(b"\0");

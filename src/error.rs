@@ -57,6 +57,13 @@ pub enum Error {
     /// Automerge refused an operation on the local document.
     #[error("automerge: {0}")]
     Automerge(#[from] automerge::AutomergeError),
+    /// The operation was refused to keep the user's data safe (another device looks online,
+    /// no confirmation, an incomplete view); nothing was changed.
+    #[error("refused: {reason}")]
+    Refused {
+        /// Why.
+        reason: String,
+    },
     /// A device name that cannot be used.
     #[error("invalid device name {name:?}: {reason}")]
     DeviceName {
@@ -82,7 +89,7 @@ impl Error {
     /// True when the operation was refused to protect the store (not a failure of the input
     /// or of the machine): the CLI maps it to its own exit code.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::NeedsNewer { .. })
+        matches!(self, Error::NeedsNewer { .. } | Error::Refused { .. })
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {

@@ -30,6 +30,7 @@
 
 mod beat;
 mod cache;
+mod compact;
 mod durable;
 mod error;
 mod marker;
@@ -41,10 +42,12 @@ mod presence;
 mod render;
 mod report;
 mod scan;
+mod snapshot;
 mod state;
 mod store;
 
 pub use automerge;
+pub use compact::{CompactOutcome, CompactPlan};
 pub use error::{Error, Result};
 pub use marker::FORMAT_VERSION;
 pub use patch::{parse_patch, PatchError, PatchOp};

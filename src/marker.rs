@@ -5,7 +5,7 @@
 //!   "format"  unsigned integer   store format version, FORMAT_VERSION (= 1)
 //!   "store"   text string        random store id, 32 lowercase hex digits (128 bits)
 //! features/NAME = one immutable file per format feature the store uses; NAME is
-//!   [a-z0-9-]+, the content is a free-form note for people. v1 defines no features.
+//!   [a-z0-9-]+, the content is a free-form note for people. Known: `snapshots`.
 //! ```
 //! A v1 store holds one document. A later format that holds several will announce itself
 //! with a feature marker, so that this build keeps reading what it can and refuses to write.
@@ -23,7 +23,7 @@ pub(crate) const MARKER: &str = "crdtdir.store";
 /// Folder of feature markers.
 pub(crate) const FEATURES_DIR: &str = "features";
 /// Features this build understands.
-pub(crate) const KNOWN_FEATURES: &[&str] = &[];
+pub(crate) const KNOWN_FEATURES: &[&str] = &[crate::snapshot::FEATURE];
 
 /// The decoded store marker.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -155,35 +155,100 @@ pub(crate) fn merge_cold(
     scan: &Scan,
     carry: Option<Cached>,
 ) -> (Cached, MergeReport) {
-    let load = || {
-        let (mut loaded, problems) = load_all(store, &scan.ops);
-        if let Some(c) = &carry {
-            let have: HashSet<ChangeHash> = loaded.iter().map(|l| l.hash).collect();
-            for change in c.doc.get_changes(&[]) {
-                if !have.contains(&change.hash()) {
+    let snaps = load_snapshots(store, scan);
+    // Op files a valid snapshot folds in are its to give: not read again.
+    let covered: HashSet<&str> = snaps
+        .valid
+        .iter()
+        .flat_map(|s| s.snapshot.folded_ops.iter().map(|(p, _)| p.as_str()))
+        .collect();
+    let ops: Vec<OpEntry> = scan
+        .ops
+        .iter()
+        .filter(|o| !covered.contains(o.rel.as_str()))
+        .cloned()
+        .collect();
+    let uncovered = Scan {
+        ops,
+        ..Scan::default()
+    };
+    let report = || {
+        let mut r = scan_report(scan, Vec::new());
+        r.problems.extend(snaps.problems.iter().cloned());
+        r.problems.sort_by(|a, b| a.path.cmp(&b.path));
+        r.incomplete = snaps.incomplete.clone();
+        r
+    };
+    // Everything in memory, forks resolved, refused changes found by bisection: for forks,
+    // changes known only from the cache or a snapshot, and anything the quick ways refuse.
+    let careful = || {
+        let (mut loaded, problems) = load_all(store, &uncovered.ops);
+        let mut have: HashSet<ChangeHash> = loaded.iter().map(|l| l.hash).collect();
+        let devices = carry
+            .as_ref()
+            .map(|c| c.devices.clone())
+            .unwrap_or_default();
+        let mut extra = |doc: &Automerge, rel: &str| {
+            for change in doc.get_changes(&[]) {
+                if have.insert(change.hash()) {
                     let actor = change.actor_id().to_hex_string();
-                    let device = c.devices.get(&actor).cloned().unwrap_or_default();
-                    loaded.push(Loaded::new(String::new(), device, change));
+                    let device = devices.get(&actor).cloned().unwrap_or_default();
+                    loaded.push(Loaded::new(rel.to_string(), device, change));
                 }
             }
+        };
+        for s in &snaps.valid {
+            extra(&s.doc, &s.rel);
+        }
+        if let Some(c) = &carry {
+            extra(&c.doc, "");
+        }
+        if let Some(c) = &carry {
             loaded.extend(pending(&c.waiting));
         }
-        (loaded, scan_report(scan, problems))
+        let mut r = report();
+        r.problems.extend(problems);
+        r.problems.sort_by(|a, b| a.path.cmp(&b.path));
+        merge_loaded(Base::Careful, loaded, r).expect("a careful merge always completes")
     };
-    // The usual case streams; a fork in the names, changes known only from the cache, or a
-    // change Automerge refuses take the careful way: everything in memory, forks resolved,
-    // culprits found by bisection.
-    let streamed = match (&carry, has_fork_names(scan)) {
-        (None, false) => merge_streaming(store, scan, STREAM_CHUNK),
-        _ => None,
-    };
-    let merged = match streamed {
-        Some(merged) => merged,
-        None => {
-            let (loaded, report) = load();
-            merge_loaded(Base::Careful, loaded, report).expect("a careful merge always completes")
+    let merged = if snaps.valid.is_empty() && carry.is_none() {
+        // The usual case streams.
+        let streamed = if has_fork_names(scan) {
+            None
+        } else {
+            merge_streaming(store, scan, STREAM_CHUNK)
+        };
+        streamed.map(|mut m| {
+            m.report.incomplete = snaps.incomplete.clone();
+            m
+        })
+    } else {
+        // Snapshots (and what the cache knows) as the base, the op files they do not cover
+        // on top, in one batch.
+        let mut base = carry
+            .as_ref()
+            .map(|c| c.doc.clone())
+            .unwrap_or_else(new_doc);
+        let merged_bases = snaps.valid.iter().all(|s| {
+            let mut other = s.doc.clone();
+            catch_unwind(AssertUnwindSafe(|| base.merge(&mut other).is_ok())).unwrap_or(false)
+        });
+        if merged_bases && !has_fork_names(scan) {
+            let (loaded, problems) = load_all(store, &uncovered.ops);
+            let mut r = report();
+            r.problems.extend(problems);
+            r.problems.sort_by(|a, b| a.path.cmp(&b.path));
+            let mut loaded = loaded;
+            if let Some(c) = &carry {
+                loaded.extend(pending(&c.waiting));
+            }
+            merge_loaded(Base::Cached(Box::new(base)), loaded, r)
+                .filter(|m| m.report.forks.is_empty() && m.quarantined.is_empty())
+        } else {
+            None
         }
     };
+    let merged = merged.unwrap_or_else(careful);
     let quarantined = merged
         .quarantined
         .iter()
@@ -194,9 +259,121 @@ pub(crate) fn merge_cold(
         })
         .collect();
     let devices = carry.map(|c| c.devices).unwrap_or_default();
-    let (mut state, report) = into_state(merged, Vec::new(), devices);
+    // What the snapshots fold in counts as merged: their op files are never read again.
+    let mut files: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
+    files.extend(snaps.valid.iter().map(|s| s.rel.clone()));
+    let (mut state, report) = into_state(merged, files, devices);
     state.quarantined = quarantined;
+    state.snapshots = scan
+        .snapshots
+        .iter()
+        .chain(&scan.records)
+        .cloned()
+        .collect();
     (state, report)
+}
+
+/// A snapshot read back from the folder and verified.
+pub(crate) struct ValidSnapshot {
+    pub(crate) rel: String,
+    pub(crate) snapshot: crate::snapshot::Snapshot,
+    pub(crate) doc: Automerge,
+}
+
+/// The folder's snapshots: the valid ones, the problems, and the records whose snapshot
+/// is missing or invalid (an incomplete view).
+pub(crate) struct Snapshots {
+    pub(crate) valid: Vec<ValidSnapshot>,
+    pub(crate) problems: Vec<Problem>,
+    pub(crate) incomplete: Vec<Problem>,
+}
+
+/// Reads and verifies every snapshot: its hash against its name, SQLite's integrity
+/// check, its schema version, its store id, and that Automerge loads its document.
+pub(crate) fn load_snapshots(store: &Path, scan: &Scan) -> Snapshots {
+    let mut out = Snapshots {
+        valid: Vec::new(),
+        problems: Vec::new(),
+        incomplete: Vec::new(),
+    };
+    let store_id = crate::marker::decode(
+        &std::fs::read(store.join(crate::marker::MARKER)).unwrap_or_default(),
+        store,
+    )
+    .map(|m| m.store_id)
+    .unwrap_or_default();
+    for rel in &scan.snapshots {
+        let verdict = (|| -> Result<ValidSnapshot, String> {
+            let bytes = std::fs::read(store.join(rel)).map_err(|e| format!("unreadable: {e}"))?;
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            if crate::snapshot::file_name(&bytes) != name {
+                return Err("content does not match the hash in its name (damaged)".into());
+            }
+            let snapshot = crate::snapshot::read(&bytes)?;
+            if snapshot.store != store_id {
+                return Err("snapshot of another store".into());
+            }
+            let doc = catch_unwind(|| {
+                Automerge::load_with_options(
+                    &snapshot.automerge,
+                    automerge::LoadOptions::new()
+                        .on_partial_load(automerge::OnPartialLoad::Error)
+                        .text_encoding(TEXT_ENCODING),
+                )
+            })
+            .map_err(|_| "Automerge failed on the snapshot's document".to_string())?
+            .map_err(|e| format!("the snapshot's document does not load: {e}"))?;
+            let mut heads: Vec<String> =
+                doc.get_heads().iter().map(ChangeHash::to_string).collect();
+            let mut claimed = snapshot.heads.clone();
+            heads.sort();
+            claimed.sort();
+            if heads != claimed {
+                return Err("the snapshot's document does not have the heads it claims".into());
+            }
+            Ok(ValidSnapshot {
+                rel: rel.clone(),
+                snapshot,
+                doc,
+            })
+        })();
+        match verdict {
+            Ok(v) => out.valid.push(v),
+            Err(reason) => out.problems.push(Problem::new(rel.clone(), reason)),
+        }
+    }
+    // A record of a snapshot that a valid one folds in is no gap: its changes are there.
+    let folded: HashSet<String> = out
+        .valid
+        .iter()
+        .flat_map(|v| {
+            v.snapshot
+                .folded_snapshots
+                .iter()
+                .map(|n| format!("snapshots/{n}"))
+        })
+        .collect();
+
+    for rel in &scan.records {
+        let named = std::fs::read(store.join(rel))
+            .ok()
+            .and_then(|b| crate::snapshot::decode_record(&b));
+        let Some(record) = named else {
+            out.problems.push(Problem::new(
+                rel.clone(),
+                "not a readable compaction record",
+            ));
+            continue;
+        };
+        let snapshot_rel = format!("snapshots/{}", record.snapshot);
+        if !out.valid.iter().any(|v| v.rel == snapshot_rel) && !folded.contains(&snapshot_rel) {
+            out.incomplete.push(Problem::new(
+                rel.clone(),
+                format!("{snapshot_rel} is missing or invalid: this view may lack history that was compacted"),
+            ));
+        }
+    }
+    out
 }
 
 /// The cached state after a merge: `files` and `devices` of what came before, plus what
@@ -248,6 +425,7 @@ fn into_state(
         quarantined: Vec::new(),
         forks: report.forks.clone(),
         waiting,
+        snapshots: Vec::new(),
     };
     (state, report)
 }
@@ -428,6 +606,13 @@ pub(crate) fn merge_incremental(
         .chain(cached.quarantined.iter().map(|q| q.path.as_str()))
         .chain(cached.waiting.iter().map(|p| p.path.as_str()))
         .collect();
+    // Snapshots or compaction records came or went: decide from everything.
+    let listing: Vec<&String> = scan.snapshots.iter().chain(&scan.records).collect();
+    if listing.len() != cached.snapshots.len()
+        || listing.iter().zip(&cached.snapshots).any(|(a, b)| *a != b)
+    {
+        return None;
+    }
     // Two names for one (actor, seq), one of them new: a fork may be forming.
     let forming = scan.ops.windows(2).any(|w| {
         w[0].actor() == w[1].actor()
@@ -456,6 +641,23 @@ pub(crate) fn merge_incremental(
     let mut report = scan_report(scan, problems);
     report.forks = cached.forks.clone();
     report.quarantined = carried_quarantine;
+    // Valid snapshots count among the merged files; a record without one is a gap.
+    report.incomplete = scan
+        .records
+        .iter()
+        .filter(|r| {
+            !cached
+                .files
+                .iter()
+                .any(|f| *f == r.replace(".record", ".sqlite"))
+        })
+        .map(|r| {
+            Problem::new(
+                r.clone(),
+                "its snapshot is missing or invalid: this view may lack history that was compacted",
+            )
+        })
+        .collect();
     if loaded.is_empty() {
         // Nothing new to apply: what waits keeps waiting, as the cache already says.
         report.waiting = pending(&cached.waiting)
@@ -486,6 +688,7 @@ pub(crate) fn merge_incremental(
         quarantined,
         forks,
         waiting,
+        snapshots,
     } = cached;
     let mut loaded = loaded;
     loaded.extend(pending(&waiting));
@@ -496,6 +699,7 @@ pub(crate) fn merge_incremental(
     let (mut state, report) = into_state(merged, files, devices);
     state.quarantined = quarantined;
     state.forks = forks;
+    state.snapshots = snapshots;
     Some((state, report, true))
 }
 

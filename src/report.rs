@@ -84,4 +84,9 @@ pub struct MergeReport {
     pub waiting: Vec<Waiting>,
     /// Feature markers this build does not understand (the store is then read-only here).
     pub unknown_features: Vec<String>,
+    /// Compaction records whose snapshot is missing or invalid: history this folder once
+    /// had may be missing from this view (`crdtdir repair` on a device that still has it
+    /// writes it back).
+    #[serde(default)]
+    pub incomplete: Vec<Problem>,
 }

@@ -11,11 +11,12 @@ use std::path::Path;
 use crate::marker::{self, FEATURES_DIR, MARKER};
 use crate::naming::{self, Foreign};
 use crate::report::Problem;
+use crate::snapshot::{self, SNAPSHOTS_DIR};
 
 /// Folder of op files.
 pub(crate) const OPS_DIR: &str = "ops";
 /// Names in the store root that belong to the format (now or in later versions).
-const RESERVED_ROOT: &[&str] = &[MARKER, FEATURES_DIR, OPS_DIR, "snapshots", "devices"];
+const RESERVED_ROOT: &[&str] = &[MARKER, FEATURES_DIR, OPS_DIR, SNAPSHOTS_DIR, "devices"];
 
 /// An op file found by the scan, not yet read: `ops/<actor>/<seq>-<hash>.op`.
 #[derive(Debug, Clone)]
@@ -48,6 +49,10 @@ pub(crate) struct Scan {
     pub(crate) problems: Vec<Problem>,
     /// Feature markers this build does not know.
     pub(crate) unknown_features: Vec<String>,
+    /// Snapshot files (`snapshots/<hash>.sqlite`) and compaction records
+    /// (`snapshots/<hash>.record`), by path, sorted.
+    pub(crate) snapshots: Vec<String>,
+    pub(crate) records: Vec<String>,
 }
 
 pub(crate) fn scan(store: &Path) -> Scan {
@@ -67,6 +72,7 @@ pub(crate) fn scan(store: &Path) -> Scan {
         Err(e) => out.problems.push(Problem::new(FEATURES_DIR, e.to_string())),
     }
     scan_ops(store, &mut out);
+    scan_snapshots(store, &mut out);
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
@@ -184,4 +190,31 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
                 .push(Problem::new(rel, naming::classify(&name).reason())),
         }
     }
+}
+
+fn scan_snapshots(store: &Path, out: &mut Scan) {
+    let dir = store.join(SNAPSHOTS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            return out
+                .problems
+                .push(Problem::new(SNAPSHOTS_DIR, format!("unreadable: {e}")))
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = format!("{SNAPSHOTS_DIR}/{name}");
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        match snapshot::parse_name(&name) {
+            Some((_, false)) if is_file => out.snapshots.push(rel),
+            Some((_, true)) if is_file => out.records.push(rel),
+            _ => out
+                .problems
+                .push(Problem::new(rel, naming::classify(&name).reason())),
+        }
+    }
+    out.snapshots.sort();
+    out.records.sort();
 }

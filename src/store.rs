@@ -61,11 +61,11 @@ impl Options {
 /// [`Store::apply_patch`]) and is an op file in the folder before the call returns.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
-    marker: Marker,
-    state: StateDir,
+    pub(crate) root: PathBuf,
+    pub(crate) marker: Marker,
+    pub(crate) state: StateDir,
     cache: Cache,
-    device: Option<String>,
+    pub(crate) device: Option<String>,
     /// The last merged state, kept between calls so that a long-lived `Store` neither
     /// reloads its document nor rescans the folder to write.
     mem: Mutex<Option<Arc<Cached>>>,
@@ -366,7 +366,11 @@ impl Store {
 
     /// Merges through the cache and (with `save`) refreshes it; the JSON when it had to be
     /// rendered.
-    fn merged(&self, scan: &scan::Scan, save: bool) -> (Arc<Cached>, MergeReport, Option<String>) {
+    pub(crate) fn merged(
+        &self,
+        scan: &scan::Scan,
+        save: bool,
+    ) -> (Arc<Cached>, MergeReport, Option<String>) {
         let base = self.take_mem().or_else(|| self.cache.load());
         let (state, report, changed) = match base {
             Some(cached) => match merge::merge_incremental(&self.root, scan, cached) {
@@ -523,6 +527,13 @@ impl Store {
             .iter()
             .map(ChangeHash::to_string)
             .collect();
+        // Snapshots this device read and verified are among its merged files.
+        let verified: Vec<String> = state
+            .files
+            .iter()
+            .filter(|f| f.starts_with("snapshots/"))
+            .map(|f| f.trim_start_matches("snapshots/").to_string())
+            .collect();
         self.put_mem(Arc::new(state));
         let local = self.state.store_dir(&self.marker.store_id);
         let mut own = presence::read_own(&local);
@@ -548,7 +559,7 @@ impl Store {
             counter: own.counter,
             time: now,
             heads,
-            verified: Vec::new(),
+            verified,
         });
         let name = beat::file_name(own.counter, &bytes);
         let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
@@ -865,13 +876,13 @@ impl Store {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
+pub(crate) fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
     let mut retired = Vec::new();
     if let Some(old) = old {
         retired = old.retired;

@@ -3,6 +3,7 @@
 mod common;
 
 mod cache;
+mod compact;
 mod convergence;
 mod fixtures;
 mod reader;

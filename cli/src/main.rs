@@ -68,6 +68,17 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         threshold: Option<i64>,
     },
+    /// Fold the history into one SQLite snapshot, when this device is alone (asks first).
+    Compact {
+        /// Confirm without asking (for scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Another device counts as possibly online if seen within SECS (default 300).
+        #[arg(long, value_name = "SECS")]
+        threshold: Option<i64>,
+    },
+    /// Write back, as a new snapshot, changes this device has that the folder lost.
+    Repair,
     /// Show a real merge: two devices edit one store concurrently in a temporary folder,
     /// their files cross as a sync tool would carry them, and both print the same JSON.
     Demo,
@@ -208,6 +219,12 @@ fn parse_value(text: &str) -> Result<Json, Failure> {
 
 /// One line on stderr when the merge skipped or held back anything.
 fn warn_report(report: &crdtdir::MergeReport) {
+    for gap in &report.incomplete {
+        eprintln!(
+            "crdtdir: warning: incomplete view: {}: {}",
+            gap.path, gap.reason
+        );
+    }
     let (p, q, w) = (
         report.problems.len(),
         report.quarantined.len(),
@@ -322,6 +339,20 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
                 Ok(())
             }
         }
+        Command::Compact { yes, threshold } => compact(
+            store,
+            *yes,
+            threshold.unwrap_or(crdtdir::DEFAULT_THRESHOLD_SECS),
+        ),
+        Command::Repair => {
+            let written = store.repair()?;
+            if written.is_none() {
+                eprintln!(
+                    "crdtdir: nothing to repair: the folder provides every change this device has"
+                );
+            }
+            print_json(&json!({"snapshot": written}), false)
+        }
         Command::Log { json } => {
             let mut log = store.history()?;
             log.sort_by(|a, b| (a.time, &a.actor, a.seq).cmp(&(b.time, &b.actor, b.seq)));
@@ -379,6 +410,66 @@ fn append_op(op: &AppendOp) -> Result<PatchOp, Failure> {
     })
 }
 
+/// Compaction needs the user's word that this device is alone (seed 000): refused while
+/// another device looks online, asked on a terminal, `--yes` for scripts.
+fn compact(store: &Store, yes: bool, threshold: i64) -> Result<(), Failure> {
+    let plan = store.compact_plan(threshold)?;
+    let refuse = |message: String| Failure { code: 3, message };
+    let online: Vec<String> = plan
+        .others
+        .iter()
+        .filter(|p| p.online)
+        .map(|p| format!("{} (beat changed {} ago)", p.name, ago(p.seen_secs_ago)))
+        .collect();
+    if !online.is_empty() {
+        return Err(refuse(format!(
+            "refused: another device looks online: {}; compact when it is not",
+            online.join(", ")
+        )));
+    }
+    let others: Vec<String> = plan
+        .others
+        .iter()
+        .map(|p| {
+            format!(
+                "{} last seen {} ago, has not merged {} changes",
+                p.name,
+                ago(p.seen_secs_ago),
+                p.unmerged
+            )
+        })
+        .collect();
+    let question = format!(
+        "It looks like you are the only device online{}. Fold {} op files ({:.1} MB){} into a snapshot? [y/N] ",
+        if others.is_empty() { String::new() } else { format!(" ({})", others.join("; ")) },
+        plan.op_files,
+        plan.op_bytes as f64 / 1e6,
+        if plan.snapshots > 0 { format!(" and {} snapshot(s)", plan.snapshots) } else { String::new() },
+    );
+    if !yes {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return Err(refuse(
+                "refused: compaction needs confirmation: run it on a terminal, or pass --yes"
+                    .into(),
+            ));
+        }
+        eprint!("{question}");
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| fail(format!("stdin: {e}")))?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(refuse("refused: not confirmed; nothing changed".into()));
+        }
+    }
+    let outcome = store.compact()?;
+    print_json(
+        &serde_json::to_value(&outcome).map_err(|e| fail(e.to_string()))?,
+        false,
+    )
+}
+
 fn ago(secs: i64) -> String {
     let sign = if secs < 0 { "-" } else { "" };
     let d = std::time::Duration::from_secs(secs.unsigned_abs());
@@ -421,6 +512,9 @@ fn print_status(s: &crdtdir::Status) {
         );
     }
     let r = &s.report;
+    for gap in &r.incomplete {
+        println!("INCOMPLETE: {}: {}", gap.path, gap.reason);
+    }
     if !r.unknown_features.is_empty() {
         println!("unknown features: {}", r.unknown_features.join(", "));
     }

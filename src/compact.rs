@@ -1,0 +1,339 @@
+//! Compaction: fold the merged document and the files it covers into one SQLite snapshot,
+//! then delete what it covers — in an order that never leaves a snapshot as the only copy
+//! of history:
+//!
+//! 1. build the snapshot in memory, publish it (temp, fsync, read-only, rename);
+//! 2. read it back from the folder and verify it (hash, integrity check, the document loads
+//!    with the same heads and number of changes);
+//! 3. keep a retention copy of the document in this device's local state;
+//! 4. publish the compaction record;
+//! 5. only then delete the op files and older snapshots it folds in — nothing else.
+//!
+//! A crash at any step leaves a folder that merges to the same document. `repair` writes
+//! back, as a new snapshot that deletes nothing, any change this device holds that neither
+//! a valid snapshot nor an op file in the folder provides.
+
+use std::time::Instant;
+
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use serde::Serialize;
+
+use crate::durable;
+use crate::error::{Error, Result};
+use crate::marker::FEATURES_DIR;
+use crate::merge::{self, TEXT_ENCODING};
+use crate::render;
+use crate::scan::{self, Scan};
+use crate::snapshot::{self, NewSnapshot, Record, SNAPSHOTS_DIR};
+use crate::store::{fresh_record, now, Presence, Store};
+
+/// What a compaction would fold, and who else might be around.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct CompactPlan {
+    /// Op files it would fold in and delete.
+    pub op_files: usize,
+    /// Their size in bytes.
+    pub op_bytes: u64,
+    /// Older snapshots it would fold in and delete.
+    pub snapshots: usize,
+    /// The other devices, as their heartbeats show them.
+    pub others: Vec<Presence>,
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct CompactOutcome {
+    /// The new snapshot (path in the store), if anything was folded.
+    pub snapshot: Option<String>,
+    /// Files under `ops/` and `snapshots/` before and after.
+    pub files_before: usize,
+    /// As above, after.
+    pub files_after: usize,
+    /// Their bytes before.
+    pub bytes_before: u64,
+    /// Their bytes after.
+    pub bytes_after: u64,
+    /// Wall time taken, in milliseconds.
+    pub millis: u128,
+}
+
+impl Store {
+    /// What `compact` would fold; refuses when this device's view is incomplete (a record
+    /// without its snapshot): compacting then could drop history that only another device
+    /// still has.
+    pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
+        let scan = scan::scan(&self.root);
+        let (state, report, _) = self.merged(&scan, true);
+        if let Some(gap) = report.incomplete.first() {
+            return Err(Error::Refused {
+                reason: format!("this view is incomplete ({}: {}); run `crdtdir repair` on a device that has the history", gap.path, gap.reason),
+            });
+        }
+        let (ops, snaps) = folded(&scan, &state.files);
+        let op_bytes = ops
+            .iter()
+            .filter_map(|(p, _)| std::fs::metadata(self.root.join(p)).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(CompactPlan {
+            op_files: ops.len(),
+            op_bytes,
+            snapshots: snaps.len(),
+            others: self.presence(threshold_secs)?,
+        })
+    }
+
+    /// Compacts: see the module documentation. The caller has made sure this device is
+    /// alone (the CLI asks the user); nothing is lost even when that belief is wrong, since
+    /// only files whose changes the new snapshot holds are deleted.
+    pub fn compact(&self) -> Result<CompactOutcome> {
+        let started = Instant::now();
+        self.check_writable()?;
+        let device = self.state.device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        let (files_before, bytes_before) = usage(&self.root);
+        let scan = scan::scan(&self.root);
+        let (state, report, _) = self.merged(&scan, false);
+        if let Some(gap) = report.incomplete.first() {
+            return Err(Error::Refused {
+                reason: format!(
+                    "this view is incomplete ({}); run `crdtdir repair` first",
+                    gap.path
+                ),
+            });
+        }
+        let (ops, snaps) = folded(&scan, &state.files);
+        if ops.is_empty() && snaps.len() <= 1 {
+            return Ok(CompactOutcome {
+                snapshot: None,
+                files_before,
+                files_after: files_before,
+                bytes_before,
+                bytes_after: bytes_before,
+                millis: started.elapsed().as_millis(),
+            });
+        }
+        let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps)?;
+        // 5. Only now delete what the verified, recorded snapshot folds in.
+        let mut first = true;
+        for (path, _) in &ops {
+            let _ = std::fs::remove_file(self.root.join(path));
+            if std::mem::take(&mut first) {
+                durable::crash_point("deleting");
+            }
+        }
+        for old in &snaps {
+            let _ = std::fs::remove_file(self.root.join(old));
+            let _ = std::fs::remove_file(self.root.join(old.replace(".sqlite", ".record")));
+        }
+        let _ = durable::sync_dir(&self.root.join(SNAPSHOTS_DIR));
+        let (files_after, bytes_after) = usage(&self.root);
+        Ok(CompactOutcome {
+            snapshot: Some(format!("{SNAPSHOTS_DIR}/{name}")),
+            files_before,
+            files_after,
+            bytes_before,
+            bytes_after,
+            millis: started.elapsed().as_millis(),
+        })
+    }
+
+    /// Writes back, as a new snapshot that deletes nothing, every change this device holds
+    /// (in its cache or its retention copies) that no valid snapshot or op file in the folder
+    /// provides. Returns the snapshot written, if one was needed.
+    pub fn repair(&self) -> Result<Option<String>> {
+        self.check_writable()?;
+        let device = self.state.device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        let scan = scan::scan(&self.root);
+        let (state, _, _) = self.merged(&scan, false);
+        let mut doc = state.doc.clone();
+        for retained in self.retention_copies() {
+            let mut other = retained;
+            let _ = doc.merge(&mut other);
+        }
+        // What the folder alone provides.
+        let (folder, _) = merge::merge_cold(&self.root, &scan, None);
+        let lacking = folder.doc.get_missing_deps(&doc.get_heads());
+        if lacking.is_empty() {
+            return Ok(None);
+        }
+        let name = self.publish_snapshot(&doc, &device, &[], &[])?;
+        Ok(Some(format!("{SNAPSHOTS_DIR}/{name}")))
+    }
+
+    /// Steps 1–4: build, publish, verify, retain, record. Returns the snapshot's name.
+    fn publish_snapshot(
+        &self,
+        doc: &Automerge,
+        device: &str,
+        ops: &[(String, String)],
+        snaps: &[String],
+    ) -> Result<String> {
+        self.ensure_feature()?;
+        let owner = match self.state.read_record(&self.marker.store_id) {
+            Some(r) => r.actor,
+            None => {
+                let r = fresh_record(None);
+                self.state.write_record(&self.marker.store_id, &r)?;
+                r.actor
+            }
+        };
+        let heads: Vec<ChangeHash> = doc.get_heads();
+        let changes = doc.get_changes_meta(&[]).len() as u64;
+        let automerge = doc.save();
+        let json = render::document(doc).to_string();
+        let folded_snapshots: Vec<String> = snaps
+            .iter()
+            .map(|s| s.trim_start_matches("snapshots/").to_string())
+            .collect();
+        let bytes = snapshot::build(&NewSnapshot {
+            store: &self.marker.store_id,
+            device,
+            created: now(),
+            heads: heads.iter().map(ChangeHash::to_string).collect(),
+            changes,
+            automerge: &automerge,
+            json: &json,
+            folded_ops: ops,
+            folded_snapshots: &folded_snapshots,
+        })
+        .map_err(|e| Error::Corrupt {
+            path: self.root.join(SNAPSHOTS_DIR),
+            reason: e.to_string(),
+        })?;
+        let dir = self.root.join(SNAPSHOTS_DIR);
+        let name = snapshot::file_name(&bytes);
+        let target = dir.join(&name);
+        // 1. Publish.
+        let staged = durable::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
+        durable::crash_point("snapshot-staged");
+        durable::publish(staged, &target).map_err(Error::io(&target))?;
+        durable::crash_point("snapshot-published");
+        // 2. Read it back from the folder and verify it.
+        if let Err(reason) = verify(&target, &name, &heads, changes) {
+            let _ = std::fs::remove_file(&target);
+            return Err(Error::Corrupt {
+                path: target,
+                reason,
+            });
+        }
+        // 3. A retention copy, in local state.
+        let retention = self
+            .state
+            .store_dir(&self.marker.store_id)
+            .join("retention");
+        let copy = retention.join(name.replace(".sqlite", ".automerge"));
+        durable::replace_local(&copy, &automerge).map_err(Error::io(&copy))?;
+        durable::crash_point("retained");
+        // 4. The compaction record, before any deletion.
+        let record = snapshot::encode_record(&Record {
+            snapshot: name.clone(),
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+            size: bytes.len() as u64,
+            heads: heads.iter().map(ChangeHash::to_string).collect(),
+            device: device.to_string(),
+            time: now(),
+        });
+        let record_path = dir.join(name.replace(".sqlite", ".record"));
+        let staged = durable::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
+        durable::publish(staged, &record_path).map_err(Error::io(&record_path))?;
+        durable::crash_point("recorded");
+        Ok(name)
+    }
+
+    fn ensure_feature(&self) -> Result<()> {
+        let path = self.root.join(FEATURES_DIR).join(snapshot::FEATURE);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = self.root.join(FEATURES_DIR);
+        let note =
+            b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
+        let staged = durable::stage(&dir, &self.marker.store_id, note).map_err(Error::io(&dir))?;
+        durable::publish_new(staged, &path).map_err(Error::io(&path))?;
+        Ok(())
+    }
+
+    fn retention_copies(&self) -> Vec<Automerge> {
+        let dir = self
+            .state
+            .store_dir(&self.marker.store_id)
+            .join("retention");
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| {
+                Automerge::load_with_options(
+                    &b,
+                    automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
+                )
+                .ok()
+            })
+            .collect()
+    }
+}
+
+/// The op files and snapshots a compaction of `files` (the merged state's) folds in.
+fn folded(scan: &Scan, files: &[String]) -> (Vec<(String, String)>, Vec<String>) {
+    let merged: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+    let ops = scan
+        .ops
+        .iter()
+        .filter(|o| merged.contains(o.rel.as_str()))
+        .map(|o| (o.rel.clone(), o.hash().to_string()))
+        .collect();
+    let snaps = scan
+        .snapshots
+        .iter()
+        .filter(|s| merged.contains(s.as_str()))
+        .cloned()
+        .collect();
+    (ops, snaps)
+}
+
+/// Reads a published snapshot back and checks it holds exactly the folded document.
+fn verify(
+    path: &std::path::Path,
+    name: &str,
+    heads: &[ChangeHash],
+    changes: u64,
+) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))?;
+    if snapshot::file_name(&bytes) != name {
+        return Err("read back with other bytes".into());
+    }
+    let snap = snapshot::read(&bytes)?;
+    let doc =
+        Automerge::load(&snap.automerge).map_err(|e| format!("its document does not load: {e}"))?;
+    let mut got = doc.get_heads();
+    let mut want = heads.to_vec();
+    got.sort();
+    want.sort();
+    if got != want || doc.get_changes_meta(&[]).len() as u64 != changes || snap.changes != changes {
+        return Err("read back with other heads or another number of changes".into());
+    }
+    Ok(())
+}
+
+/// Files and bytes under `ops/` and `snapshots/`.
+fn usage(root: &std::path::Path) -> (usize, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    for dir in [crate::scan::OPS_DIR, SNAPSHOTS_DIR] {
+        for e in walkdir::WalkDir::new(root.join(dir))
+            .into_iter()
+            .filter_map(|e| e.ok())
+        {
+            if e.file_type().is_file() {
+                files += 1;
+                bytes += e.metadata().map_or(0, |m| m.len());
+            }
+        }
+    }
+    (files, bytes)
+}

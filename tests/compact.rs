@@ -1,0 +1,264 @@
+//! Compaction: snapshots that can never be the last copy of history.
+
+use std::path::{Path, PathBuf};
+
+use crdtdir::{PatchOp, Store};
+use serde_json::json;
+
+use crate::common::{merged, op_files, replica, sync_ops, tree, Device};
+
+fn set(k: &str, v: i64) -> [PatchOp; 1] {
+    [PatchOp::Set {
+        path: format!("/m/{k}"),
+        value: json!(v),
+        scalar: false,
+    }]
+}
+
+/// A store with history from three devices, all in one folder.
+fn history(dir: &Path) -> (PathBuf, Vec<Device>) {
+    let store = dir.join("store");
+    let devices: Vec<Device> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Device::new(dir, n))
+        .collect();
+    Store::init(
+        &store,
+        devices[0].options(),
+        Some(&json!({"m": {}, "l": []})),
+    )
+    .unwrap();
+    for round in 0..4 {
+        for (i, d) in devices.iter().enumerate() {
+            d.open(&store)
+                .apply_patch(&set(&format!("k{i}{round}"), round))
+                .unwrap();
+        }
+    }
+    (store, devices)
+}
+
+fn snapshots(store: &Path) -> Vec<String> {
+    tree(store)
+        .into_keys()
+        .filter(|p| p.ends_with(".sqlite"))
+        .collect()
+}
+
+fn cold(store: &Path) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    merged(&Device::new(dir.path(), "cold"), store)
+}
+
+#[test]
+fn compaction_folds_every_op_file_into_a_verified_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let before = merged(&devices[0], &store);
+    let out = devices[0].open(&store).compact().unwrap();
+    assert!(out.snapshot.is_some());
+    assert!(op_files(&store).is_empty(), "{:?}", op_files(&store));
+    assert_eq!(snapshots(&store).len(), 1);
+    assert!(store.join("features/snapshots").exists());
+    for d in &devices {
+        assert_eq!(
+            merged(d, &store),
+            before,
+            "device {} after compaction",
+            d.name
+        );
+    }
+    assert_eq!(cold(&store), before, "a device that never saw the op files");
+    // Writing goes on after compaction, and a second compaction leaves one snapshot.
+    devices[1]
+        .open(&store)
+        .apply_patch(&set("after", 1))
+        .unwrap();
+    let with_more = merged(&devices[2], &store);
+    assert!(with_more.contains("after"));
+    devices[2].open(&store).compact().unwrap();
+    assert_eq!(snapshots(&store).len(), 1);
+    assert!(op_files(&store).is_empty());
+    assert_eq!(cold(&store), with_more);
+}
+
+/// The snapshot is a real SQLite database: read-only, intact, not WAL, queryable.
+#[test]
+fn the_snapshot_opens_read_only_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let json = merged(&devices[0], &store);
+    devices[0].open(&store).compact().unwrap();
+    let path = store.join(&snapshots(&store)[0]);
+    assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
+    let uri = format!("file:{}?mode=ro&immutable=1", path.display());
+    let db = rusqlite::Connection::open_with_flags(
+        uri,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+    )
+    .unwrap();
+    let check: String = db
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_ne!(mode.to_lowercase(), "wal");
+    let stored: String = db
+        .query_row("SELECT json FROM document", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, json);
+    let folded: i64 = db
+        .query_row("SELECT count(*) FROM folded_ops", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(folded, 13);
+    drop(db);
+    let siblings: Vec<String> = tree(&store)
+        .into_keys()
+        .filter(|p| p.contains("-wal") || p.contains("-shm") || p.contains("-journal"))
+        .collect();
+    assert!(siblings.is_empty(), "{siblings:?}");
+}
+
+/// The sync tool delivers the deletions but not the snapshot (or a damaged one): a device
+/// that had merged keeps its view, a cold one says its view is incomplete, and `repair` on
+/// a device that has the history makes everyone complete again.
+#[test]
+fn deletions_without_the_snapshot_lose_nothing_and_repair_restores_it() {
+    for damage in ["lost", "corrupted"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, devices) = history(dir.path());
+        let full = merged(&devices[1], &store); // b has merged everything
+                                                // Elsewhere, a's folder compacts; b's folder receives the deletions and the record.
+        let elsewhere = dir.path().join("elsewhere");
+        replica(&store, &elsewhere);
+        sync_ops(&store, &elsewhere, |_| true);
+        devices[0].open(&elsewhere).compact().unwrap();
+        let snap = snapshots(&elsewhere).remove(0);
+        for rel in op_files(&store) {
+            std::fs::remove_file(store.join(rel)).unwrap();
+        }
+        std::fs::create_dir_all(store.join("snapshots")).unwrap();
+        let record = snap.replace(".sqlite", ".record");
+        std::fs::copy(elsewhere.join(&record), store.join(&record)).unwrap();
+        if damage == "corrupted" {
+            let mut bytes = std::fs::read(elsewhere.join(&snap)).unwrap();
+            let n = bytes.len();
+            bytes.truncate(n / 2);
+            std::fs::write(store.join(&snap), bytes).unwrap();
+        }
+        assert_eq!(
+            merged(&devices[1], &store),
+            full,
+            "{damage}: the warm device keeps its view"
+        );
+        let cold_dir = tempfile::tempdir().unwrap();
+        let cold_dev = Device::new(cold_dir.path(), "cold");
+        let view = cold_dev.open(&store).read().unwrap();
+        assert_eq!(
+            view.report().incomplete.len(),
+            1,
+            "{damage}: {:?}",
+            view.report()
+        );
+        assert!(
+            devices[1].open(&store).compact_plan(300).is_err(),
+            "compact refuses an incomplete view"
+        );
+        // b still has everything: repair writes it back.
+        let repaired = devices[1].open(&store).repair().unwrap();
+        assert!(repaired.is_some(), "{damage}");
+        assert_eq!(
+            cold(&store),
+            full,
+            "{damage}: complete again for a new device"
+        );
+        assert_eq!(
+            devices[1].open(&store).repair().unwrap(),
+            None,
+            "nothing left to repair"
+        );
+    }
+}
+
+/// A device wrongly believed offline keeps writing during compaction: after the folders
+/// exchange everything (the compactor's deletions included), nothing it wrote is lost.
+#[test]
+fn a_device_writing_during_compaction_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let other = dir.path().join("other");
+    replica(&store, &other);
+    sync_ops(&store, &other, |_| true);
+    devices[2]
+        .open(&other)
+        .apply_patch(&set("meanwhile", 7))
+        .unwrap();
+    let before = op_files(&store);
+    devices[0].open(&store).compact().unwrap();
+    let deleted: Vec<String> = before
+        .into_iter()
+        .filter(|f| !store.join(f).exists())
+        .collect();
+    assert!(!deleted.is_empty());
+    // The sync tool: deletions and the snapshot go one way, the new op file the other.
+    for f in &deleted {
+        let _ = std::fs::remove_file(other.join(f));
+    }
+    std::fs::create_dir_all(other.join("snapshots")).unwrap();
+    for f in tree(&store)
+        .into_keys()
+        .filter(|k| k.starts_with("snapshots/"))
+    {
+        std::fs::copy(store.join(&f), other.join(&f)).unwrap();
+    }
+    sync_ops(&other, &store, |_| true);
+    let a = merged(&devices[0], &store);
+    assert!(a.contains("meanwhile"), "{a}");
+    assert_eq!(a, merged(&devices[2], &other));
+    assert_eq!(a, cold(&store));
+    assert_eq!(a, cold(&other));
+}
+
+/// Two devices compact at once from different states: both snapshots are honoured, the
+/// devices agree, nothing is lost, and the next compaction leaves one snapshot.
+#[test]
+fn two_devices_compacting_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let other = dir.path().join("other");
+    replica(&store, &other);
+    sync_ops(&store, &other, |_| true);
+    devices[0]
+        .open(&store)
+        .apply_patch(&set("only-here", 1))
+        .unwrap();
+    devices[1]
+        .open(&other)
+        .apply_patch(&set("only-there", 2))
+        .unwrap();
+    devices[0].open(&store).compact().unwrap();
+    devices[1].open(&other).compact().unwrap();
+    // Full exchange: snapshots, records, remaining op files; each side's deletions stand.
+    for (from, to) in [(&store, &other), (&other, &store)] {
+        std::fs::create_dir_all(to.join("snapshots")).unwrap();
+        for f in tree(from)
+            .into_keys()
+            .filter(|k| k.starts_with("snapshots/"))
+        {
+            if !to.join(&f).exists() {
+                std::fs::copy(from.join(&f), to.join(&f)).unwrap();
+            }
+        }
+        sync_ops(from, to, |_| true);
+    }
+    assert_eq!(snapshots(&store).len(), 2);
+    let a = merged(&devices[0], &store);
+    assert!(a.contains("only-here") && a.contains("only-there"), "{a}");
+    assert_eq!(a, merged(&devices[1], &other));
+    assert_eq!(a, cold(&store));
+    devices[2].open(&store).compact().unwrap();
+    assert_eq!(snapshots(&store).len(), 1);
+    assert_eq!(cold(&store), a);
+}
