@@ -55,5 +55,5 @@ pub use report::{ChangeInfo, Fork, MergeReport, Problem, Waiting};
 pub use state::{DEVICE_ENV, STATE_DIR_ENV};
 pub use store::{
     DeviceInfo, Options, Presence, Status, Store, View, WriteOutcome, Written,
-    DEFAULT_THRESHOLD_SECS,
+    DEFAULT_THRESHOLD_SECS, RETENTION_SECS,
 };

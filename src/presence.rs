@@ -5,7 +5,7 @@
 //! ```text
 //! STATE/stores/<store id>/beats   CBOR map, local: this device's own beat counter
 //!   "v" 1, "counter" unsigned (the last counter used), "at" signed (our clock when written),
-//!   "heads" array of text (the heads that beat carried)
+//!   "heads" array of text, "verified" array of text (what that beat carried)
 //! STATE/stores/<store id>/seen    CBOR map, local: per beat folder (actor) of other devices,
 //!   [counter, at]: the last counter seen and our clock when it was first seen
 //! ```
@@ -27,6 +27,8 @@ pub(crate) struct OwnBeats {
     pub(crate) counter: u64,
     pub(crate) at: i64,
     pub(crate) heads: Vec<String>,
+    #[serde(default)]
+    pub(crate) verified: Vec<String>,
 }
 
 /// Our memory of other devices' beats: actor -> (counter, our clock when first seen).

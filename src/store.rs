@@ -109,6 +109,12 @@ impl View {
         &self.report
     }
 
+    /// False when a compaction record names a snapshot this folder does not have (or has
+    /// damaged): history may be missing from this view until a device runs `repair`.
+    pub fn is_complete(&self) -> bool {
+        self.report.incomplete.is_empty()
+    }
+
     /// The heads of the merged document.
     pub fn heads(&self) -> Vec<ChangeHash> {
         self.state.doc.get_heads()
@@ -184,6 +190,35 @@ pub struct Presence {
 
 /// The default presence threshold, in seconds.
 pub const DEFAULT_THRESHOLD_SECS: i64 = 300;
+/// A retention copy of a compacted document is kept until every other device has verified
+/// the snapshot, or this long (30 days) at most.
+pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+/// The snapshots every other device (by its latest readable beat) has verified; `None`
+/// when there is no other device to ask.
+fn out_verified(
+    devices: &Path,
+    own: &HashSet<String>,
+    latest: impl Fn(&str) -> Option<(String, beat::Beat)>,
+) -> Option<HashSet<String>> {
+    let mut all: Option<HashSet<String>> = None;
+    for entry in std::fs::read_dir(devices).into_iter().flatten().flatten() {
+        let actor = entry.file_name().to_string_lossy().into_owned();
+        if own.contains(&actor) || !naming::is_actor_dir(&actor) {
+            continue;
+        }
+        let Some((_, beat)) = latest(&actor) else {
+            continue;
+        };
+        let verified: HashSet<String> = beat.verified.into_iter().collect();
+        all = Some(match all {
+            None => verified,
+            Some(so_far) => so_far.intersection(&verified).cloned().collect(),
+        });
+    }
+    all
+}
+
 /// A command publishes a new heartbeat when its view changed or the last is this old.
 const BEAT_EVERY_SECS: i64 = 60;
 
@@ -540,7 +575,8 @@ impl Store {
         let now = now();
         let dir = self.root.join(beat::DEVICES_DIR).join(&record.actor);
         let previous = own.counter > 0 && self.own_beat_exists(&dir, own.counter);
-        if previous && own.heads == heads && (0..BEAT_EVERY_SECS).contains(&(now - own.at)) {
+        let same = own.heads == heads && own.verified == verified;
+        if previous && same && (0..BEAT_EVERY_SECS).contains(&(now - own.at)) {
             return Ok(false);
         }
         own = presence::OwnBeats {
@@ -548,6 +584,7 @@ impl Store {
             counter: own.counter + 1,
             at: now,
             heads: heads.clone(),
+            verified: verified.clone(),
         };
         // The counter is recorded before the beat that uses it appears: it never repeats.
         presence::write_own(&local, &own).map_err(Error::io(&local))?;
@@ -649,7 +686,34 @@ impl Store {
         }
         // What was seen is remembered; failing to remember only makes devices look fresher.
         let _ = presence::write_seen(&local, &seen);
+        self.release_retention(&out_verified(&devices, &own, |a| self.latest_beat(a)));
         Ok(out)
+    }
+
+    /// Deletes retention copies that are no longer needed: every other device whose beat
+    /// this device can read has verified the snapshot, or the copy is older than
+    /// [`RETENTION_SECS`].
+    fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
+        let dir = self
+            .state
+            .store_dir(&self.marker.store_id)
+            .join("retention");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .replace(".automerge", ".sqlite");
+            let acknowledged = verified_by_all.as_ref().is_some_and(|v| v.contains(&name));
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            if acknowledged || age > RETENTION_SECS {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// The valid beat with the highest counter in `devices/<actor>/`, with its path.

@@ -262,3 +262,41 @@ fn two_devices_compacting_at_once_lose_nothing() {
     assert_eq!(snapshots(&store).len(), 1);
     assert_eq!(cold(&store), a);
 }
+
+/// The compactor keeps a retention copy until every other device's beat says it verified
+/// the snapshot.
+#[test]
+fn the_retention_copy_goes_once_every_other_device_verified_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    for d in &devices {
+        d.open(&store).beat().unwrap();
+    }
+    devices[0].open(&store).compact().unwrap();
+    let retention = |d: &Device| -> usize {
+        std::fs::read_dir(walk_to(&d.state, "retention")).map_or(0, |r| r.count())
+    };
+    devices[0].open(&store).status().unwrap();
+    assert_eq!(retention(&devices[0]), 1, "kept: nobody verified it yet");
+    devices[1].open(&store).read().unwrap();
+    devices[1].open(&store).beat().unwrap();
+    devices[0].open(&store).status().unwrap();
+    assert_eq!(retention(&devices[0]), 1, "kept: c has not verified it");
+    devices[2].open(&store).read().unwrap();
+    devices[2].open(&store).beat().unwrap();
+    devices[0].open(&store).status().unwrap();
+    assert_eq!(
+        retention(&devices[0]),
+        0,
+        "every other device verified the snapshot"
+    );
+}
+
+fn walk_to(root: &Path, name: &str) -> PathBuf {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name() == name)
+        .map(|e| e.into_path())
+        .unwrap_or_else(|| root.join("missing"))
+}
