@@ -15,8 +15,12 @@
 //!       changes = <number of changes in the document>
 //!     document(id INTEGER PRIMARY KEY CHECK (id = 1), automerge BLOB NOT NULL, json TEXT NOT NULL)
 //!       the Automerge save() of the folded document, and its JSON (docs/FORMAT.md §12)
-//!     folded_ops(path TEXT PRIMARY KEY, file_hash TEXT NOT NULL)
-//!       exactly the op files whose changes the document holds and that compaction deletes
+//!     actors(actor_id INTEGER PRIMARY KEY, hex TEXT NOT NULL UNIQUE)
+//!     folded_ops(actor_id INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+//!                PRIMARY KEY (actor_id, seq, hash)) WITHOUT ROWID
+//!       exactly the op files whose changes the document holds and that compaction deletes:
+//!       ops/<actors.hex>/<seq, 10 digits>-<hash>.op (compact: a path is ~75 bytes)
+//!     folded_op_files(path, hash)   a view giving those paths, for people and sqlite3
 //!     folded_snapshots(name TEXT PRIMARY KEY)
 //!       older snapshots it folds in (deleted with their records)
 //! snapshots/<hash>.record   CBOR map, published after the snapshot was read back and
@@ -72,7 +76,14 @@ pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
          CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
          CREATE TABLE document (id INTEGER PRIMARY KEY CHECK (id = 1),
                                 automerge BLOB NOT NULL, json TEXT NOT NULL);
-         CREATE TABLE folded_ops (path TEXT PRIMARY KEY, file_hash TEXT NOT NULL);
+         CREATE TABLE actors (actor_id INTEGER PRIMARY KEY, hex TEXT NOT NULL UNIQUE);
+         CREATE TABLE folded_ops (actor_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+                                  hash TEXT NOT NULL, PRIMARY KEY (actor_id, seq, hash))
+                                  WITHOUT ROWID;
+         CREATE VIEW folded_op_files AS
+           SELECT 'ops/' || a.hex || '/' || printf('%010d', o.seq) || '-' || o.hash || '.op'
+                  AS path, o.hash AS hash
+           FROM folded_ops o JOIN actors a USING (actor_id);
          CREATE TABLE folded_snapshots (name TEXT PRIMARY KEY);",
     )?;
     let tx = db.transaction()?;
@@ -93,9 +104,18 @@ pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
             "INSERT INTO document (id, automerge, json) VALUES (1, ?1, ?2)",
             (s.automerge, s.json),
         )?;
-        let mut ops = tx.prepare("INSERT INTO folded_ops (path, file_hash) VALUES (?1, ?2)")?;
+        let mut actors = tx.prepare("INSERT INTO actors (actor_id, hex) VALUES (?1, ?2)")?;
+        let mut ops =
+            tx.prepare("INSERT INTO folded_ops (actor_id, seq, hash) VALUES (?1, ?2, ?3)")?;
+        let mut ids: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
         for (path, hash) in s.folded_ops {
-            ops.execute((path, hash))?;
+            let (actor, seq) = split_op_path(path).ok_or(rusqlite::Error::InvalidQuery)?;
+            let next = ids.len() as i64;
+            let id = *ids.entry(actor).or_insert_with(|| next);
+            if id == next {
+                actors.execute((id, actor))?;
+            }
+            ops.execute((id, seq as i64, hash))?;
         }
         let mut snaps = tx.prepare("INSERT INTO folded_snapshots (name) VALUES (?1)")?;
         for name in s.folded_snapshots {
@@ -146,7 +166,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, String> {
         .map_err(fail)?;
     let folded_ops = {
         let mut q = db
-            .prepare("SELECT path, file_hash FROM folded_ops ORDER BY path")
+            .prepare("SELECT path, hash FROM folded_op_files ORDER BY path")
             .map_err(fail)?;
         let rows = q
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -170,6 +190,14 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, String> {
         folded_ops,
         folded_snapshots,
     })
+}
+
+/// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
+fn split_op_path(path: &str) -> Option<(&str, u64)> {
+    let mut parts = path.split('/');
+    let (_, actor, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let seq = crate::naming::parse_op_name(name)?.seq;
+    Some((actor, seq))
 }
 
 /// The canonical file name of a snapshot with these bytes.
@@ -251,7 +279,8 @@ mod tests {
 
     #[test]
     fn build_read_round_trip_and_damage() {
-        let ops = vec![("ops/aa/0000000001-x.op".to_string(), "x".to_string())];
+        let hash = "0123456789abcdef0123456789abcdef".to_string();
+        let ops = vec![(format!("ops/aa/0000000001-{hash}.op"), hash)];
         let bytes = build(&NewSnapshot {
             store: "s",
             device: "laptop",

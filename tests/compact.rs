@@ -88,6 +88,7 @@ fn the_snapshot_opens_read_only_in_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (store, devices) = history(dir.path());
     let json = merged(&devices[0], &store);
+    let ops_before = op_files(&store);
     devices[0].open(&store).compact().unwrap();
     let path = store.join(&snapshots(&store)[0]);
     assert!(std::fs::metadata(&path).unwrap().permissions().readonly());
@@ -109,10 +110,14 @@ fn the_snapshot_opens_read_only_in_sqlite() {
         .query_row("SELECT json FROM document", [], |r| r.get(0))
         .unwrap();
     assert_eq!(stored, json);
-    let folded: i64 = db
-        .query_row("SELECT count(*) FROM folded_ops", [], |r| r.get(0))
+    let folded: Vec<String> = db
+        .prepare("SELECT path FROM folded_op_files ORDER BY path")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(folded, 13);
+    assert_eq!(folded, ops_before, "exactly the op files that were there");
     drop(db);
     let siblings: Vec<String> = tree(&store)
         .into_keys()

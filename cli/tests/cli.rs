@@ -593,7 +593,7 @@ fn the_snapshot_opens_in_the_sqlite3_shell() {
     let out = Command::new("sqlite3")
         .arg("-readonly")
         .arg(store.join(&snap))
-        .arg("PRAGMA integrity_check; PRAGMA journal_mode; SELECT json FROM document; SELECT count(*) FROM folded_ops;")
+        .arg("PRAGMA integrity_check; PRAGMA journal_mode; SELECT json FROM document; SELECT count(*) FROM folded_op_files;")
         .output()
         .expect("sqlite3 is installed");
     assert!(
