@@ -128,6 +128,17 @@ impl Store {
             let _ = std::fs::remove_file(self.root.join(old));
             let _ = std::fs::remove_file(self.root.join(old.replace(".sqlite", ".record")));
         }
+        // Folders left empty go too (removing a folder that is not empty fails: one whose
+        // device just wrote into it stays). Directories keep their size when emptied.
+        let mut dirs: Vec<&str> = ops
+            .iter()
+            .filter_map(|(p, _)| p.rsplit_once('/').map(|(d, _)| d))
+            .collect();
+        dirs.dedup();
+        for d in dirs {
+            let _ = std::fs::remove_dir(self.root.join(d));
+        }
+        let _ = durable::sync_dir(&self.root.join(crate::scan::OPS_DIR));
         let _ = durable::sync_dir(&self.root.join(SNAPSHOTS_DIR));
         let (files_after, bytes_after) = usage(&self.root);
         Ok(CompactOutcome {

@@ -225,11 +225,13 @@ pub(crate) fn merge_cold(
     } else {
         // Snapshots (and what the cache knows) as the base, the op files they do not cover
         // on top, in one batch.
-        let mut base = carry
-            .as_ref()
-            .map(|c| c.doc.clone())
-            .unwrap_or_else(new_doc);
-        let merged_bases = snaps.valid.iter().all(|s| {
+        // One snapshot is the base as it is; others (and the cache) merge into it.
+        let (mut base, rest) = match (&carry, snaps.valid.split_first()) {
+            (None, Some((first, rest))) => (first.doc.clone(), rest),
+            (Some(c), _) => (c.doc.clone(), &snaps.valid[..]),
+            (None, None) => (new_doc(), &snaps.valid[..]),
+        };
+        let merged_bases = rest.iter().all(|s| {
             let mut other = s.doc.clone();
             catch_unwind(AssertUnwindSafe(|| base.merge(&mut other).is_ok())).unwrap_or(false)
         });

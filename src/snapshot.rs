@@ -16,8 +16,8 @@
 //!     document(id INTEGER PRIMARY KEY CHECK (id = 1), automerge BLOB NOT NULL, json TEXT NOT NULL)
 //!       the Automerge save() of the folded document, and its JSON (docs/FORMAT.md §12)
 //!     actors(actor_id INTEGER PRIMARY KEY, hex TEXT NOT NULL UNIQUE)
-//!     folded_ops(actor_id INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
-//!                PRIMARY KEY (actor_id, seq, hash)) WITHOUT ROWID
+//!     folded_ops(actor_id INTEGER NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL,
+//!                PRIMARY KEY (actor_id, seq, hash)) WITHOUT ROWID   (hash: the 16 bytes)
 //!       exactly the op files whose changes the document holds and that compaction deletes:
 //!       ops/<actors.hex>/<seq, 10 digits>-<hash>.op (compact: a path is ~75 bytes)
 //!     folded_op_files(path, hash)   a view giving those paths, for people and sqlite3
@@ -78,11 +78,11 @@ pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
                                 automerge BLOB NOT NULL, json TEXT NOT NULL);
          CREATE TABLE actors (actor_id INTEGER PRIMARY KEY, hex TEXT NOT NULL UNIQUE);
          CREATE TABLE folded_ops (actor_id INTEGER NOT NULL, seq INTEGER NOT NULL,
-                                  hash TEXT NOT NULL, PRIMARY KEY (actor_id, seq, hash))
+                                  hash BLOB NOT NULL, PRIMARY KEY (actor_id, seq, hash))
                                   WITHOUT ROWID;
          CREATE VIEW folded_op_files AS
-           SELECT 'ops/' || a.hex || '/' || printf('%010d', o.seq) || '-' || o.hash || '.op'
-                  AS path, o.hash AS hash
+           SELECT 'ops/' || a.hex || '/' || printf('%010d', o.seq) || '-' || lower(hex(o.hash))
+                  || '.op' AS path, lower(hex(o.hash)) AS hash
            FROM folded_ops o JOIN actors a USING (actor_id);
          CREATE TABLE folded_snapshots (name TEXT PRIMARY KEY);",
     )?;
@@ -115,6 +115,7 @@ pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
             if id == next {
                 actors.execute((id, actor))?;
             }
+            let hash = hex::decode(hash).map_err(|_| rusqlite::Error::InvalidQuery)?;
             ops.execute((id, seq as i64, hash))?;
         }
         let mut snaps = tx.prepare("INSERT INTO folded_snapshots (name) VALUES (?1)")?;
