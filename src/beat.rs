@@ -75,12 +75,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, String> {
     let Value::Map(entries) = value else {
         return Err("beat is not a map".into());
     };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(name))
-            .map(|(_, v)| v)
-    };
+    let field = |name: &str| crate::cbor::field(&entries, name);
     let uint = |name: &str| -> Result<u64, String> {
         field(name)
             .and_then(Value::as_integer)

@@ -30,6 +30,7 @@
 
 mod beat;
 mod cache;
+mod cbor;
 mod compact;
 mod durable;
 mod error;

@@ -57,12 +57,7 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Marker> {
     let Value::Map(entries) = value else {
         return Err(corrupt("not a map"));
     };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(name))
-            .map(|(_, v)| v)
-    };
+    let field = |name: &str| crate::cbor::field(&entries, name);
     let format = match field("format") {
         Some(Value::Integer(i)) => u64::try_from(*i).map_err(|_| corrupt("bad format"))?,
         _ => return Err(corrupt("no format version")),

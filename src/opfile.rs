@@ -63,12 +63,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let Value::Map(entries) = value else {
         return Err(DecodeError::Shape("is not a map"));
     };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(name))
-            .map(|(_, v)| v)
-    };
+    let field = |name: &str| crate::cbor::field(&entries, name);
     let version = match field("v") {
         Some(Value::Integer(i)) => {
             u64::try_from(*i).map_err(|_| DecodeError::Shape("version is negative"))?

@@ -253,12 +253,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<Record> {
     let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
         return None;
     };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(name))
-            .map(|(_, v)| v)
-    };
+    let field = |name: &str| crate::cbor::field(&entries, name);
     let text = |name: &str| field(name)?.as_text().map(str::to_string);
     Some(Record {
         snapshot: text("snapshot")?,

@@ -168,12 +168,7 @@ fn decode_record(bytes: &[u8]) -> Option<WriterRecord> {
     let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
         return None;
     };
-    let field = |name: &str| {
-        entries
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(name))
-            .map(|(_, v)| v)
-    };
+    let field = |name: &str| crate::cbor::field(&entries, name);
     if field("v")?.as_integer()? != 1.into() {
         return None;
     }
