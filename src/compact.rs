@@ -41,6 +41,21 @@ pub struct CompactPlan {
     pub others: Vec<Presence>,
 }
 
+/// Where a compaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// Building, publishing, verifying and recording the snapshot.
+    Snapshot,
+    /// Deleting the op files the recorded snapshot folds in.
+    Deleting {
+        /// Deleted so far.
+        done: usize,
+        /// To delete.
+        total: usize,
+    },
+}
+
 /// What a compaction did.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -89,6 +104,14 @@ impl Store {
     /// alone (the CLI asks the user); nothing is lost even when that belief is wrong, since
     /// only files whose changes the new snapshot holds are deleted.
     pub fn compact(&self) -> Result<CompactOutcome> {
+        self.compact_with_progress(|_| {})
+    }
+
+    /// [`Store::compact`], telling `progress` where it is (for a progress bar).
+    pub fn compact_with_progress(
+        &self,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<CompactOutcome> {
         let started = Instant::now();
         self.check_writable()?;
         let device = self.state.device_name(self.device.as_deref())?;
@@ -115,15 +138,26 @@ impl Store {
                 millis: started.elapsed().as_millis(),
             });
         }
+        progress(Progress::Snapshot);
         let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps)?;
         // 5. Only now delete what the verified, recorded snapshot folds in.
         let mut first = true;
-        for (path, _) in &ops {
+        for (done, (path, _)) in ops.iter().enumerate() {
             let _ = std::fs::remove_file(self.root.join(path));
             if std::mem::take(&mut first) {
                 durable::crash_point("deleting");
             }
+            if done % 1024 == 0 {
+                progress(Progress::Deleting {
+                    done,
+                    total: ops.len(),
+                });
+            }
         }
+        progress(Progress::Deleting {
+            done: ops.len(),
+            total: ops.len(),
+        });
         for old in &snaps {
             let _ = std::fs::remove_file(self.root.join(old));
             let _ = std::fs::remove_file(self.root.join(old.replace(".sqlite", ".record")));

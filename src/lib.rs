@@ -48,7 +48,7 @@ mod state;
 mod store;
 
 pub use automerge;
-pub use compact::{CompactOutcome, CompactPlan};
+pub use compact::{CompactOutcome, CompactPlan, Progress};
 pub use error::{Error, Result};
 pub use marker::FORMAT_VERSION;
 pub use patch::{parse_patch, PatchError, PatchOp};

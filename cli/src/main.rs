@@ -463,7 +463,23 @@ fn compact(store: &Store, yes: bool, threshold: i64) -> Result<(), Failure> {
             return Err(refuse("refused: not confirmed; nothing changed".into()));
         }
     }
-    let outcome = store.compact()?;
+    // A progress bar on a terminal: deleting 100,000 files takes a while.
+    use std::io::IsTerminal;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message("building and verifying the snapshot");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let outcome = store.compact_with_progress(|p| {
+        if let (Some(bar), crdtdir::Progress::Deleting { done, total }) = (&bar, p) {
+            bar.set_message(format!("deleting folded op files: {done} of {total}"));
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let outcome = outcome?;
     print_json(
         &serde_json::to_value(&outcome).map_err(|e| fail(e.to_string()))?,
         false,
