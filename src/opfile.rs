@@ -182,3 +182,25 @@ mod tests {
         assert_eq!(decode(&bytes).unwrap().change, change);
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes, and any single-byte corruption of a valid file: an error, never a panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512),
+                                at in any::<usize>(), flip in 1u8..=255) {
+            let _ = super::decode(&bytes);
+            let _ = crate::marker::decode(&bytes, std::path::Path::new("x"));
+            let _ = crate::beat::decode(&bytes);
+            let _ = crate::snapshot::decode_record(&bytes);
+            let _ = crate::snapshot::read(&bytes);
+            let mut valid = super::encode("dev", &bytes);
+            let i = at % valid.len();
+            valid[i] ^= flip;
+            let _ = super::decode(&valid);
+        }
+    }
+}
