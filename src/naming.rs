@@ -21,9 +21,9 @@ pub(crate) const OP_EXT: &str = ".op";
 
 /// The parts of a canonical op file name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OpName {
+pub(crate) struct OpName<'a> {
     pub(crate) seq: u64,
-    pub(crate) hash: String,
+    pub(crate) hash: &'a str,
 }
 
 /// The canonical file name for a change with `seq` whose file bytes hash to `file_hash`.
@@ -42,7 +42,7 @@ pub(crate) fn file_hash_hex(bytes: &[u8]) -> String {
 }
 
 /// Parses a canonical op file name; `None` for anything else.
-pub(crate) fn parse_op_name(name: &str) -> Option<OpName> {
+pub(crate) fn parse_op_name(name: &str) -> Option<OpName<'_>> {
     let stem = name.strip_suffix(OP_EXT)?;
     let (seq, hash) = stem.split_once('-')?;
     if !seq.bytes().all(|b| b.is_ascii_digit()) || !is_lower_hex(hash) {
@@ -58,7 +58,7 @@ pub(crate) fn parse_op_name(name: &str) -> Option<OpName> {
     }
     Some(OpName {
         seq: seq.parse().ok()?,
-        hash: hash.to_string(),
+        hash,
     })
 }
 

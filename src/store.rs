@@ -877,8 +877,7 @@ impl Store {
         };
         entries
             .flatten()
-            .filter_map(|e| naming::parse_op_name(&e.file_name().to_string_lossy()))
-            .map(|n| n.seq)
+            .filter_map(|e| naming::parse_op_name(&e.file_name().to_string_lossy()).map(|n| n.seq))
             .max()
             .unwrap_or(0)
     }
