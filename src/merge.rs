@@ -220,6 +220,8 @@ pub(crate) fn merge_cold(
         };
         streamed.map(|mut m| {
             m.report.incomplete = snaps.incomplete.clone();
+            m.report.problems.extend(snaps.problems.iter().cloned());
+            m.report.problems.sort_by(|a, b| a.path.cmp(&b.path));
             m
         })
     } else {

@@ -305,3 +305,84 @@ fn walk_to(root: &Path, name: &str) -> PathBuf {
         .map(|e| e.into_path())
         .unwrap_or_else(|| root.join("missing"))
 }
+
+/// A change waiting for a dependency is not folded: its file stays, it is still reported
+/// waiting, and it applies once the dependency arrives.
+#[test]
+fn waiting_changes_are_not_folded_and_apply_later() {
+    use crdtdir::automerge::transaction::Transactable;
+    use crdtdir::automerge::{ActorId, Automerge, ReadDoc, ROOT};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let actor = ActorId::random();
+    let mut doc = Automerge::new();
+    doc.set_actor(actor);
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "first", 1).unwrap();
+    let h1 = tx.commit().0.unwrap();
+    let mut tx = doc.transaction();
+    tx.put(ROOT, "second", 2).unwrap();
+    let h2 = tx.commit().0.unwrap();
+    let waiting = crate::common::put_change(&store, "x", &doc.get_change_by_hash(&h2).unwrap());
+    devices[0].open(&store).compact().unwrap();
+    assert!(
+        store.join(&waiting).exists(),
+        "a waiting change's file stays"
+    );
+    assert_eq!(op_files(&store), vec![waiting.clone()]);
+    let view = devices[1].open(&store).read().unwrap();
+    assert_eq!(view.report().waiting.len(), 1);
+    crate::common::put_change(&store, "x", &doc.get_change_by_hash(&h1).unwrap());
+    let after = cold(&store);
+    assert!(
+        after.contains(r#""first":1"#) && after.contains(r#""second":2"#),
+        "{after}"
+    );
+    assert_eq!(merged(&devices[1], &store), after);
+}
+
+/// A snapshot of a newer schema version is skipped and reported, not trusted.
+#[test]
+fn a_newer_snapshot_version_is_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let before = merged(&devices[0], &store);
+    let elsewhere = dir.path().join("elsewhere");
+    replica(&store, &elsewhere);
+    sync_ops(&store, &elsewhere, |_| true);
+    devices[0].open(&elsewhere).compact().unwrap();
+    // Rewrite the snapshot as a newer build would (schema version 2), under its new name.
+    let snap = snapshots(&elsewhere).remove(0);
+    let copy = dir.path().join("copy.sqlite");
+    std::fs::copy(elsewhere.join(&snap), &copy).unwrap();
+    let mut perms = std::fs::metadata(&copy).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(&copy, perms).unwrap();
+    {
+        let db = rusqlite::Connection::open(&copy).unwrap();
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'format'", [])
+            .unwrap();
+    }
+    let bytes = std::fs::read(&copy).unwrap();
+    let name = format!("snapshots/{}.sqlite", &blake3::hash(&bytes).to_hex()[..32]);
+    std::fs::create_dir_all(store.join("snapshots")).unwrap();
+    std::fs::write(store.join(&name), &bytes).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let view = Device::new(fresh.path(), "fresh")
+        .open(&store)
+        .read()
+        .unwrap();
+    let problem = view
+        .report()
+        .problems
+        .iter()
+        .find(|p| p.path == name)
+        .unwrap_or_else(|| panic!("{name} not reported: {:?}", view.report()));
+    assert!(problem.reason.contains("newer"), "{}", problem.reason);
+    assert_eq!(
+        serde_json::to_string(&view.to_json()).unwrap(),
+        before,
+        "the op files still count"
+    );
+}
