@@ -240,6 +240,33 @@ fn two_devices_through_syncthing_converge() {
         assert_eq!(status["forks"], serde_json::json!([]));
         assert_eq!(status["changes"], 7);
     }
+
+    // Compaction on the laptop, once the phone has gone quiet: Syncthing carries the
+    // snapshot and the deletions, and the phone still sees every change.
+    let agreed = crdtdir(&store_a, &state_a, "laptop", &["merge"]).1;
+    crdtdir(&store_a, &state_a, "laptop", &["status"]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let (ok, out, err) = crdtdir(
+        &store_a,
+        &state_a,
+        "laptop",
+        &["compact", "--yes", "--threshold", "1"],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("snapshots/"), "{out}");
+    wait_for("the compaction to reach the phone", &homes, || {
+        let files = walk(&store_b);
+        files.iter().all(|f| !f.ends_with(".op")) && files.iter().any(|f| f.ends_with(".sqlite"))
+    });
+    let (ok, phone_view, err) = crdtdir(&store_b, &state_b, "phone", &["merge"]);
+    assert!(ok && err.is_empty(), "{err}");
+    assert_eq!(phone_view, agreed);
+    let fresh = dir.path().join("state-fresh");
+    assert_eq!(
+        crdtdir(&store_b, &fresh, "tablet", &["merge"]).1,
+        agreed,
+        "a new device"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<String> {
