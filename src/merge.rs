@@ -172,10 +172,14 @@ pub(crate) fn merge_cold(
         ops,
         ..Scan::default()
     };
-    let report = || {
-        let mut r = scan_report(scan, Vec::new());
-        r.problems.extend(snaps.problems.iter().cloned());
-        r.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    // What the scan, the snapshots and the loading (`load`) found.
+    let report = |load: Vec<Problem>| {
+        let mut r = scan_report(
+            scan,
+            load.into_iter()
+                .chain(snaps.problems.iter().cloned())
+                .collect(),
+        );
         r.incomplete = snaps.incomplete.clone();
         r
     };
@@ -202,14 +206,10 @@ pub(crate) fn merge_cold(
         }
         if let Some(c) = &carry {
             extra(&c.doc, "");
-        }
-        if let Some(c) = &carry {
             loaded.extend(pending(&c.waiting));
         }
-        let mut r = report();
-        r.problems.extend(problems);
-        r.problems.sort_by(|a, b| a.path.cmp(&b.path));
-        merge_loaded(Base::Careful, loaded, r).expect("a careful merge always completes")
+        merge_loaded(Base::Careful, loaded, report(problems))
+            .expect("a careful merge always completes")
     };
     let merged = if snaps.valid.is_empty() && carry.is_none() {
         // The usual case streams.
@@ -219,6 +219,7 @@ pub(crate) fn merge_cold(
             merge_streaming(store, scan, STREAM_CHUNK)
         };
         streamed.map(|mut m| {
+            // The stream reported what the scan and the loading found; the snapshots add theirs.
             m.report.incomplete = snaps.incomplete.clone();
             m.report.problems.extend(snaps.problems.iter().cloned());
             m.report.problems.sort_by(|a, b| a.path.cmp(&b.path));
@@ -238,15 +239,11 @@ pub(crate) fn merge_cold(
             catch_unwind(AssertUnwindSafe(|| base.merge(&mut other).is_ok())).unwrap_or(false)
         });
         if merged_bases && !has_fork_names(scan) {
-            let (loaded, problems) = load_all(store, &uncovered.ops);
-            let mut r = report();
-            r.problems.extend(problems);
-            r.problems.sort_by(|a, b| a.path.cmp(&b.path));
-            let mut loaded = loaded;
+            let (mut loaded, problems) = load_all(store, &uncovered.ops);
             if let Some(c) = &carry {
                 loaded.extend(pending(&c.waiting));
             }
-            merge_loaded(Base::Cached(Box::new(base)), loaded, r)
+            merge_loaded(Base::Cached(Box::new(base)), loaded, report(problems))
                 .filter(|m| m.report.forks.is_empty() && m.quarantined.is_empty())
         } else {
             None
@@ -399,7 +396,7 @@ fn into_state(
             }
         })
         .collect();
-    let was_sorted = files.is_sorted();
+
     files.reserve(merged.applied.len());
     let mut last_actor: Option<(&ActorId, &str)> = None;
     for &i in &merged.applied {
@@ -417,8 +414,8 @@ fn into_state(
             files.push(rel);
         }
     }
-    // Applied changes come in path order: a merge of two sorted runs.
-    if !(was_sorted && files.is_sorted()) {
+    // Applied changes come in path order, often after what came before: sort only if not.
+    if !files.is_sorted() {
         files.sort_unstable();
     }
     let report = std::mem::take(&mut merged.report);
