@@ -96,7 +96,7 @@ impl Store {
             op_files: ops.len(),
             op_bytes,
             snapshots: snaps.len(),
-            others: self.presence(threshold_secs)?,
+            others: self.presence_of(&state, threshold_secs),
         })
     }
 

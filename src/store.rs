@@ -369,34 +369,7 @@ impl Store {
     /// Every change in the merged document, in causal order.
     pub fn history(&self) -> Result<Vec<ChangeInfo>> {
         let (state, _, _) = self.merged(&scan::scan(&self.root), true);
-        let mut paths: HashMap<(&str, u64), &str> = HashMap::with_capacity(state.files.len());
-        for rel in &state.files {
-            let mut parts = rel.split('/').skip(1);
-            if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
-                if let Some(op) = naming::parse_op_name(name) {
-                    paths.insert((actor, op.seq), rel);
-                }
-            }
-        }
-        Ok(state
-            .doc
-            .get_changes_meta(&[])
-            .into_iter()
-            .map(|m| {
-                let actor = m.actor.to_hex_string();
-                ChangeInfo {
-                    path: paths
-                        .get(&(actor.as_str(), m.seq))
-                        .map_or(String::new(), |p| p.to_string()),
-                    hash: m.hash.to_string(),
-                    device: state.devices.get(&actor).cloned().unwrap_or_default(),
-                    actor,
-                    seq: m.seq,
-                    time: m.timestamp,
-                    ops: (m.max_op + 1).saturating_sub(m.start_op) as usize,
-                }
-            })
-            .collect())
+        Ok(history_of(&state))
     }
 
     /// Merges through the cache and (with `save`) refreshes it; the JSON when it had to be
@@ -494,8 +467,9 @@ impl Store {
 
     /// Status: devices, problems, forks, quarantined and waiting changes.
     pub fn status(&self) -> Result<Status> {
-        let view = self.read()?;
-        let history = self.history()?;
+        // One scan and one merge serve the history, the presence and the report.
+        let (state, report, _) = self.merged(&scan::scan(&self.root), true);
+        let history = history_of(&state);
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
         for c in &history {
             let e = by_actor
@@ -524,10 +498,15 @@ impl Store {
             format: self.marker.format,
             read_only: self.check_writable().err().map(|e| e.to_string()),
             changes: history.len(),
-            heads: view.heads().iter().map(ChangeHash::to_string).collect(),
+            heads: state
+                .doc
+                .get_heads()
+                .iter()
+                .map(ChangeHash::to_string)
+                .collect(),
             devices: devices.into_values().collect(),
-            presence: self.presence(DEFAULT_THRESHOLD_SECS)?,
-            report: view.report,
+            presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
+            report,
         })
     }
 
@@ -633,6 +612,10 @@ impl Store {
     /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
     pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
         let (state, _, _) = self.merged(&scan::scan(&self.root), true);
+        Ok(self.presence_of(&state, threshold_secs))
+    }
+
+    pub(crate) fn presence_of(&self, state: &Cached, threshold_secs: i64) -> Vec<Presence> {
         let record = self.state.read_record(&self.marker.store_id);
         let own: HashSet<String> = record
             .iter()
@@ -687,7 +670,7 @@ impl Store {
         // What was seen is remembered; failing to remember only makes devices look fresher.
         let _ = presence::write_seen(&local, &seen);
         self.release_retention(&out_verified(&devices, &own, |a| self.latest_beat(a)));
-        Ok(out)
+        out
     }
 
     /// Deletes retention copies that are no longer needed: every other device whose beat
@@ -937,6 +920,38 @@ impl Store {
             }
         }
     }
+}
+
+/// Every change in `state`'s document, in causal order, with its file and device.
+fn history_of(state: &Cached) -> Vec<ChangeInfo> {
+    let mut paths: HashMap<(&str, u64), &str> = HashMap::with_capacity(state.files.len());
+    for rel in &state.files {
+        let mut parts = rel.split('/').skip(1);
+        if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
+            if let Some(op) = naming::parse_op_name(name) {
+                paths.insert((actor, op.seq), rel);
+            }
+        }
+    }
+    state
+        .doc
+        .get_changes_meta(&[])
+        .into_iter()
+        .map(|m| {
+            let actor = m.actor.to_hex_string();
+            ChangeInfo {
+                path: paths
+                    .get(&(actor.as_str(), m.seq))
+                    .map_or(String::new(), |p| p.to_string()),
+                hash: m.hash.to_string(),
+                device: state.devices.get(&actor).cloned().unwrap_or_default(),
+                actor,
+                seq: m.seq,
+                time: m.timestamp,
+                ops: (m.max_op + 1).saturating_sub(m.start_op) as usize,
+            }
+        })
+        .collect()
 }
 
 pub(crate) fn now() -> i64 {
