@@ -81,11 +81,15 @@ fn assert_same(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<
     assert!(changed.is_empty(), "{what} changed the disk: {changed:?}");
 }
 
-fn op_files(store: &Path) -> Vec<String> {
+fn files_ending(store: &Path, ext: &str) -> Vec<String> {
     tree(store)
         .into_keys()
-        .filter(|k| k.ends_with(".op"))
+        .filter(|k| k.ends_with(ext))
         .collect()
+}
+
+fn op_files(store: &Path) -> Vec<String> {
+    files_ending(store, ".op")
 }
 
 /// The quick start of README.md, word for word.
@@ -424,10 +428,7 @@ fn the_demo_shows_two_devices_agreeing() {
 }
 
 fn beats(store: &Path) -> Vec<String> {
-    tree(store)
-        .into_keys()
-        .filter(|k| k.ends_with(".beat"))
-        .collect()
+    files_ending(store, ".beat")
 }
 
 /// Heartbeats: each device's own, immutable, replaced (never rewritten) when its view
