@@ -112,6 +112,7 @@ fn main() {
         // The cache is a copy too, so each measurement starts from the same warm state.
         let st = state(&format!("warm-{n}"));
         copy_tree(&warm, &st);
+        forget_folder(&st);
         let changes: Vec<Change> = (0..n).map(|_| commit(&mut doc, &mut rng)).collect();
         for c in &changes {
             write_op(&extra, "extra", c);
@@ -154,6 +155,7 @@ fn main() {
     };
     row("append, library, small store", ms(lib_small));
     let big_state = state("cold2");
+    forget_folder(&big_state);
     let lib_big = {
         let s = Store::open(&extra, Options::new().state_dir(&big_state).device("bench")).unwrap();
         s.read_json().unwrap();
@@ -499,4 +501,17 @@ fn cli_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?.parent()?.join("crdtdir");
     bin.exists().then_some(bin)
+}
+
+/// A state dir copied or reused for a copy of the store folder: it forgets which folder it
+/// belonged to (crdtdir refuses a second folder of one store on one device otherwise), as if
+/// the copy were the same folder on another machine.
+fn forget_folder(state: &Path) {
+    for store in std::fs::read_dir(state.join("stores"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let _ = std::fs::remove_file(store.path().join("folder"));
+    }
 }

@@ -68,7 +68,7 @@ pub(crate) fn encode(beat: &Beat) -> Vec<u8> {
 /// Decodes a beat; `Err` says why it is skipped.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, String> {
     let mut cursor = std::io::Cursor::new(bytes);
-    let value: Value = ciborium::from_reader(&mut cursor).map_err(|e| format!("not CBOR: {e}"))?;
+    let value: Value = ciborium::from_reader(&mut cursor).map_err(|e| crate::cbor::describe(&e))?;
     if cursor.position() as usize != bytes.len() {
         return Err("trailing bytes after the beat".into());
     }
@@ -131,6 +131,44 @@ pub(crate) fn parse_name(name: &str) -> Option<(u64, &str)> {
     canonical
         .then(|| Some((counter.parse().ok()?, hash)))
         .flatten()
+}
+
+/// The beat folders (`devices/<actor>/`) in the store, sorted.
+pub(crate) fn actors(store: &std::path::Path) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(store.join(DEVICES_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::naming::is_actor_dir(n))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The valid beat with the highest counter in `devices/<actor>/`, with its path. Only
+/// regular files are read (a FIFO named like a beat must not hang a reader).
+pub(crate) fn latest(store: &std::path::Path, actor: &str) -> Option<(String, Beat)> {
+    let dir = store.join(DEVICES_DIR).join(actor);
+    let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let counter = parse_name(&n)?.0;
+            Some((counter, n))
+        })
+        .collect();
+    names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    names.into_iter().find_map(|(_, n)| {
+        let bytes = std::fs::read(dir.join(&n)).ok()?;
+        let (_, hash) = parse_name(&n)?;
+        (crate::naming::file_hash_hex(&bytes) == hash).then_some(())?;
+        let beat = decode(&bytes).ok()?;
+        Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
+    })
 }
 
 #[cfg(test)]

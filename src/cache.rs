@@ -14,17 +14,25 @@
 //!   "doc"      bytes      Automerge `save()` of the merged document: a SUPERSET of the
 //!                         folder (changes whose files disappeared stay: the view never
 //!                         goes back)
-//!   "files"    text       '\n'-joined op file paths whose changes are in "doc"
+//!   "files"    text       '\n'-joined op file and snapshot paths whose changes are in "doc"
+//!   "covered"  text       '\n'-joined op file paths that valid snapshots fold in
+//!   "unprovided" unsigned changes in "doc" the folder no longer provides (it lost them)
 //!   "devices"  map        actor hex -> device display name
 //!   "quarantined" array   {path, hash, reason} of verified changes left out
 //!   "forks"    array      the forks found (serde form of Fork)
+//!   "rebased"  array      changes rewritten because they lost a fork (serde form of Rebased)
 //!   "waiting"  array      {path, device, change: bytes} of verified changes waiting for
 //!                         dependencies: kept so that they are not lost if their files go
-//!   "snapshots" array     paths of the snapshots and compaction records it was made with
+//!   "snapshots" array     the snapshots and compaction records it was made with, each as
+//!                         "<path> <size> <mtime ns> <ctime ns> <inode>" (a file completed
+//!                         or restored in place under its name is merged again)
+//! STATE/stores/<store id>/held    Automerge save() of the merged document, kept only while
+//!                                 the folder lacks changes it holds (`unprovided` > 0)
 //! ```
-//! Both files are replaced by rename, without fsync: after a power cut either may be old,
-//! new, empty or torn, and anything torn, foreign, of another version or undecodable is
-//! ignored and rebuilt from the folder, never trusted.
+//! All three are replaced durably (temp, fsync, rename, fsync the folder); still, anything
+//! torn, foreign, of another version or undecodable is ignored and rebuilt from the folder,
+//! never trusted. Deleting `view` and `cache` costs only speed, since what the folder lost is
+//! also in `held`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,11 +43,13 @@ use serde_bytes::ByteBuf;
 
 use crate::durable;
 use crate::merge::TEXT_ENCODING;
-use crate::report::{Fork, MergeReport};
+use crate::report::{Fork, MergeReport, Rebased};
 use crate::scan::Scan;
 
 /// Version of both cache files.
-const CACHE_VERSION: u32 = 1;
+const CACHE_VERSION: u32 = 2;
+/// The held document's file name.
+const HELD: &str = "held";
 
 #[derive(Serialize, Deserialize)]
 struct ViewFile {
@@ -59,9 +69,11 @@ struct CacheFile {
     devices: BTreeMap<String, String>,
     quarantined: Vec<Quarantined>,
     forks: Vec<Fork>,
+    rebased: Vec<Rebased>,
     waiting: Vec<Pending>,
-    #[serde(default)]
     snapshots: Vec<String>,
+    covered: String,
+    unprovided: usize,
 }
 
 /// A verified change waiting for dependencies, kept whole.
@@ -88,9 +100,34 @@ pub(crate) struct Cached {
     pub(crate) devices: BTreeMap<String, String>,
     pub(crate) quarantined: Vec<Quarantined>,
     pub(crate) forks: Vec<Fork>,
+    /// Changes this state holds rewritten because they lost a fork, by original hash.
+    pub(crate) rebased: Vec<Rebased>,
     pub(crate) waiting: Vec<Pending>,
+    /// Op files that valid snapshots in the folder fold in (sorted): merged, never read.
+    pub(crate) covered: Vec<String>,
+    /// How many changes of the document neither an op file nor a valid snapshot in the
+    /// folder provides any more (the folder lost them).
+    pub(crate) unprovided: usize,
     /// The snapshots and compaction records in the folder when this state was made.
     pub(crate) snapshots: Vec<String>,
+}
+
+impl Cached {
+    /// A state that knows only `doc`: every change in it is carried, no file is known.
+    pub(crate) fn of(doc: Automerge) -> Cached {
+        Cached {
+            doc,
+            files: Vec::new(),
+            devices: BTreeMap::new(),
+            quarantined: Vec::new(),
+            forks: Vec::new(),
+            rebased: Vec::new(),
+            waiting: Vec::new(),
+            covered: Vec::new(),
+            unprovided: 0,
+            snapshots: Vec::new(),
+        }
+    }
 }
 
 /// The cache files of one store on this device.
@@ -140,9 +177,55 @@ impl Cache {
             devices: file.devices,
             quarantined: file.quarantined,
             forks: file.forks,
+            rebased: file.rebased,
             waiting: file.waiting,
             snapshots: file.snapshots,
+            covered: file.covered.lines().map(str::to_string).collect(),
+            unprovided: file.unprovided,
         })
+    }
+
+    /// The document of the last merge that found the folder had lost changes it holds, or
+    /// `None`. Kept apart from the cache, so that losing the cache files while the folder
+    /// lacks history loses nothing but speed.
+    pub(crate) fn load_held(&self) -> Option<Cached> {
+        let bytes = std::fs::read(self.dir.join(HELD)).ok()?;
+        let doc = Automerge::load_with_options(
+            &bytes,
+            LoadOptions::new()
+                .on_partial_load(OnPartialLoad::Error)
+                .text_encoding(TEXT_ENCODING),
+        )
+        .ok()?;
+        Some(Cached::of(doc))
+    }
+
+    /// The cache, with the held document merged into it: everything this device still has.
+    pub(crate) fn load_all(&self) -> Option<Cached> {
+        match (self.load(), self.load_held()) {
+            (Some(mut cached), Some(mut held)) => {
+                // A held document Automerge cannot merge is worth less than the cache.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    cached.doc.merge(&mut held.doc)
+                }));
+                Some(cached)
+            }
+            (cached, held) => cached.or(held),
+        }
+    }
+
+    /// Keeps `doc` durably as the held document (the folder lacks changes it holds), or
+    /// forgets it (`None`: the folder provides everything again).
+    pub(crate) fn hold(&self, doc: Option<&Automerge>) -> std::io::Result<()> {
+        let path = self.dir.join(HELD);
+        match doc {
+            Some(doc) => durable::replace_local(&path, &doc.save())
+                .and_then(|()| crate::fault::at("held-saved")),
+            None => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
     }
 
     /// Replaces both files: the cache first, then the view that points at the same state.
@@ -163,12 +246,16 @@ impl Cache {
             devices: cached.devices.clone(),
             quarantined: cached.quarantined.clone(),
             forks: cached.forks.clone(),
+            rebased: cached.rebased.clone(),
             waiting: cached.waiting.clone(),
             snapshots: cached.snapshots.clone(),
+            covered: cached.covered.join("\n"),
+            unprovided: cached.unprovided,
         };
         let mut out = Vec::new();
         ciborium::into_writer(&file, &mut out).map_err(std::io::Error::other)?;
-        durable::replace_unsynced(&self.dir.join("cache"), &out)?;
+        durable::replace_local(&self.dir.join("cache"), &out)?;
+        crate::fault::at("cache-saved")?;
         let view = ViewFile {
             v: CACHE_VERSION,
             store: self.store_id.clone(),
@@ -178,13 +265,14 @@ impl Cache {
         };
         let mut out = Vec::new();
         ciborium::into_writer(&view, &mut out).map_err(std::io::Error::other)?;
-        durable::replace_unsynced(&self.dir.join("view"), &out)
+        durable::replace_local(&self.dir.join("view"), &out)
     }
 }
 
 /// A digest of what a merge depends on in the folder: every op file name, every other
-/// entry with its classification, the features; and, for op files the last merge could not
-/// read, their size and modification time (a sync tool may still complete one in place).
+/// entry with its classification, the features, the snapshots and records with their
+/// fingerprints; and, for op files the last merge could not read, their fingerprints (a sync
+/// tool may still complete or restore one in place: size, times or inode change).
 fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
     let damaged: std::collections::HashSet<&str> =
         report.problems.iter().map(|p| p.path.as_str()).collect();
@@ -198,16 +286,8 @@ fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
     h.update(&buf);
     for op in scan.ops.iter().filter(|_| !damaged.is_empty()) {
         if damaged.contains(op.rel.as_str()) {
-            h.update(op.rel.as_bytes());
-            if let Ok(meta) = std::fs::metadata(store.join(&op.rel)) {
-                h.update(&meta.len().to_le_bytes());
-                let mtime = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                h.update(&mtime.to_le_bytes());
-            }
+            h.update(crate::scan::fingerprint(store, &op.rel).as_bytes());
+            h.update(b"\n");
         }
     }
     h.update(b"\0");
@@ -218,8 +298,8 @@ fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
         h.update(b"\n");
     }
     h.update(b"\0");
-    for rel in scan.snapshots.iter().chain(&scan.records) {
-        h.update(rel.as_bytes());
+    for f in scan.snapshot_fingerprints(store) {
+        h.update(f.as_bytes());
         h.update(b"\n");
     }
     h.update(b"\0");

@@ -9,3 +9,15 @@ pub(crate) fn field<'a>(entries: &'a [(Value, Value)], name: &str) -> Option<&'a
         .find(|(k, _)| k.as_text() == Some(name))
         .map(|(_, v)| v)
 }
+
+/// A CBOR decoding error in words, for one line of a report (ciborium's own Display shows
+/// Rust debug output for I/O errors).
+pub(crate) fn describe(e: &ciborium::de::Error<std::io::Error>) -> String {
+    use ciborium::de::Error as E;
+    match e {
+        E::Io(_) => "truncated".into(),
+        E::Syntax(offset) => format!("not CBOR (at byte {offset})"),
+        E::Semantic(_, reason) => reason.clone(),
+        E::RecursionLimitExceeded => "nested too deeply".into(),
+    }
+}

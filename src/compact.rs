@@ -18,9 +18,11 @@ use std::time::Instant;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 
+use crate::cache::Cached;
 use crate::durable;
 use crate::error::{Error, Result};
-use crate::marker::FEATURES_DIR;
+use crate::fault;
+use crate::marker::{FEATURES_DIR, MARKER};
 use crate::merge::{self, TEXT_ENCODING};
 use crate::render;
 use crate::scan::{self, Scan};
@@ -39,6 +41,25 @@ pub struct CompactPlan {
     pub snapshots: usize,
     /// The other devices, as their heartbeats show them.
     pub others: Vec<Presence>,
+}
+
+/// What `repair` wrote back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Repaired {
+    /// The store marker was missing and was written again, as it was (same store id).
+    pub marker_restored: bool,
+    /// This device's own op files published again (paths in the store).
+    pub republished: Vec<String>,
+    /// The snapshot written with the changes no file in the folder provides, if any.
+    pub snapshot: Option<String>,
+}
+
+impl Repaired {
+    /// True when the folder already provided everything this device has.
+    pub fn is_empty(&self) -> bool {
+        !self.marker_restored && self.republished.is_empty() && self.snapshot.is_none()
+    }
 }
 
 /// Where a compaction is.
@@ -86,7 +107,7 @@ impl Store {
                 reason: format!("this view is incomplete ({}: {}); run `crdtdir repair` on a device that has the history", gap.path, gap.reason),
             });
         }
-        let (ops, snaps) = folded(&scan, &state.files);
+        let (ops, snaps) = folded(&scan, &state);
         let op_bytes = ops
             .iter()
             .filter_map(|(p, _)| std::fs::metadata(self.root.join(p)).ok())
@@ -127,7 +148,7 @@ impl Store {
                 ),
             });
         }
-        let (ops, snaps) = folded(&scan, &state.files);
+        let (ops, snaps) = folded(&scan, &state);
         if ops.is_empty() && snaps.len() <= 1 {
             return Ok(CompactOutcome {
                 snapshot: None,
@@ -145,7 +166,7 @@ impl Store {
         for (done, (path, _)) in ops.iter().enumerate() {
             let _ = std::fs::remove_file(self.root.join(path));
             if std::mem::take(&mut first) {
-                durable::crash_point("deleting");
+                fault::at("deleting").map_err(Error::io(self.root.join(path)))?;
             }
             if done % 1024 == 0 {
                 progress(Progress::Deleting {
@@ -158,21 +179,29 @@ impl Store {
             done: ops.len(),
             total: ops.len(),
         });
+        // The verified snapshot and the retention copy now hold this device's folded changes.
+        let folded_paths: std::collections::HashSet<&str> =
+            ops.iter().map(|(p, _)| p.as_str()).collect();
+        for kept in self.outbox().entries() {
+            if folded_paths.contains(kept.rel().as_str()) {
+                kept.release();
+            }
+        }
         for old in &snaps {
             let _ = std::fs::remove_file(self.root.join(old));
             let _ = std::fs::remove_file(self.root.join(old.replace(".sqlite", ".record")));
         }
-        // Folders left empty go too (removing a folder that is not empty fails: one whose
-        // device just wrote into it stays). Directories keep their size when emptied.
+        // Folders stay, even emptied: a sync tool that saw a folder deleted may refuse a
+        // returning device's new files in it (Unison: "deleted vs changed"). The deletions
+        // are made durable folder by folder.
         let mut dirs: Vec<&str> = ops
             .iter()
             .filter_map(|(p, _)| p.rsplit_once('/').map(|(d, _)| d))
             .collect();
         dirs.dedup();
         for d in dirs {
-            let _ = std::fs::remove_dir(self.root.join(d));
+            let _ = durable::sync_dir(&self.root.join(d));
         }
-        let _ = durable::sync_dir(&self.root.join(crate::scan::OPS_DIR));
         let _ = durable::sync_dir(&self.root.join(SNAPSHOTS_DIR));
         let (files_after, bytes_after) = usage(&self.root);
         Ok(CompactOutcome {
@@ -185,13 +214,18 @@ impl Store {
         })
     }
 
-    /// Writes back, as a new snapshot that deletes nothing, every change this device holds
-    /// (in its cache or its retention copies) that no valid snapshot or op file in the folder
-    /// provides. Returns the snapshot written, if one was needed.
-    pub fn repair(&self) -> Result<Option<String>> {
+    /// Publishes again this device's own op files that the folder lost (from its outbox, with
+    /// the same bytes and names), then writes back, as a new snapshot that deletes nothing,
+    /// every other change this device holds (in its cache or its retention copies) that no
+    /// valid snapshot or op file in the folder provides.
+    pub fn repair(&self) -> Result<Repaired> {
+        let marker_restored = self.restore_marker()?;
         self.check_writable()?;
         let device = self.state.device_name(self.device.as_deref())?;
         let _lock = self.state.lock(&self.marker.store_id)?;
+        // Own op files the folder lost come back as they were.
+        let record = self.state.read_record(&self.marker.store_id);
+        let republished = self.republish(record.as_ref())?;
         let scan = scan::scan(&self.root);
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();
@@ -200,13 +234,21 @@ impl Store {
             let _ = doc.merge(&mut other);
         }
         // What the folder alone provides.
-        let (folder, _) = merge::merge_cold(&self.root, &scan, None);
+        let (folder, _) = merge::merge_cold(&self.root, &self.marker.store_id, &scan, None);
         let lacking = folder.doc.get_missing_deps(&doc.get_heads());
         if lacking.is_empty() {
-            return Ok(None);
+            return Ok(Repaired {
+                marker_restored,
+                republished,
+                snapshot: None,
+            });
         }
         let name = self.publish_snapshot(&doc, &device, &[], &[])?;
-        Ok(Some(format!("{SNAPSHOTS_DIR}/{name}")))
+        Ok(Repaired {
+            marker_restored,
+            republished,
+            snapshot: Some(format!("{SNAPSHOTS_DIR}/{name}")),
+        })
     }
 
     /// Steps 1–4: build, publish, verify, retain, record. Returns the snapshot's name.
@@ -217,15 +259,18 @@ impl Store {
         ops: &[(String, String)],
         snaps: &[String],
     ) -> Result<String> {
-        self.ensure_feature()?;
         let owner = match self.state.read_record(&self.marker.store_id) {
-            Some(r) => r.actor,
+            Some(r) => {
+                self.remove_stale_temps(&r);
+                r.actor
+            }
             None => {
                 let r = fresh_record(None);
                 self.state.write_record(&self.marker.store_id, &r)?;
                 r.actor
             }
         };
+        self.ensure_feature(&owner)?;
         let heads: Vec<ChangeHash> = doc.get_heads();
         let changes = doc.stats().num_changes;
         let automerge = doc.save();
@@ -254,9 +299,10 @@ impl Store {
         let target = dir.join(&name);
         // 1. Publish.
         let staged = durable::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
-        durable::crash_point("snapshot-staged");
-        durable::publish(staged, &target).map_err(Error::io(&target))?;
-        durable::crash_point("snapshot-published");
+        fault::at("snapshot-staged")
+            .and_then(|()| durable::publish(staged, &target))
+            .and_then(|()| fault::at("snapshot-published"))
+            .map_err(Error::io(&target))?;
         // 2. Read it back from the folder and verify it.
         if let Err(reason) = verify(&target, &name, &heads, changes) {
             let _ = std::fs::remove_file(&target);
@@ -271,8 +317,9 @@ impl Store {
             .store_dir(&self.marker.store_id)
             .join("retention");
         let copy = retention.join(name.replace(".sqlite", ".automerge"));
-        durable::replace_local(&copy, &automerge).map_err(Error::io(&copy))?;
-        durable::crash_point("retained");
+        durable::replace_local(&copy, &automerge)
+            .and_then(|()| fault::at("retained"))
+            .map_err(Error::io(&copy))?;
         // 4. The compaction record, before any deletion.
         let record = snapshot::encode_record(&Record {
             snapshot: name.clone(),
@@ -284,12 +331,29 @@ impl Store {
         });
         let record_path = dir.join(name.replace(".sqlite", ".record"));
         let staged = durable::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
-        durable::publish(staged, &record_path).map_err(Error::io(&record_path))?;
-        durable::crash_point("recorded");
+        durable::publish(staged, &record_path)
+            .and_then(|()| fault::at("recorded"))
+            .map_err(Error::io(&record_path))?;
         Ok(name)
     }
 
-    fn ensure_feature(&self) -> Result<()> {
+    /// Writes the store marker again, byte for byte from this device's copy, if it is missing
+    /// and this store was opened from what this device knows. A damaged marker is left as
+    /// it is.
+    fn restore_marker(&self) -> Result<bool> {
+        if self.marker_problem.is_none() || self.root.join(MARKER).exists() {
+            return Ok(false);
+        }
+        let path = self.root.join(MARKER);
+        let Some(bytes) = self.state.kept_marker(&self.marker.store_id) else {
+            return Ok(false);
+        };
+        let staged = durable::stage(&self.root, &self.marker.store_id, &bytes)
+            .map_err(Error::io(&self.root))?;
+        durable::publish_new(staged, &path).map_err(Error::io(&path))
+    }
+
+    fn ensure_feature(&self, owner: &str) -> Result<()> {
         let path = self.root.join(FEATURES_DIR).join(snapshot::FEATURE);
         if path.exists() {
             return Ok(());
@@ -297,7 +361,8 @@ impl Store {
         let dir = self.root.join(FEATURES_DIR);
         let note =
             b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
-        let staged = durable::stage(&dir, &self.marker.store_id, note).map_err(Error::io(&dir))?;
+        // The temp is this device's (its actor), so only this device ever removes it.
+        let staged = durable::stage(&dir, owner, note).map_err(Error::io(&dir))?;
         durable::publish_new(staged, &path).map_err(Error::io(&path))?;
         Ok(())
     }
@@ -323,13 +388,21 @@ impl Store {
     }
 }
 
-/// The op files and snapshots a compaction of `files` (the merged state's) folds in.
-fn folded(scan: &Scan, files: &[String]) -> (Vec<(String, String)>, Vec<String>) {
-    let merged: std::collections::HashSet<&str> = files.iter().map(String::as_str).collect();
+/// The op files and snapshots a compaction of `state` folds in. Op files of changes that
+/// lost a fork stay: a change built on one that arrives later can only be rebased with it.
+fn folded(scan: &Scan, state: &Cached) -> (Vec<(String, String)>, Vec<String>) {
+    let merged: std::collections::HashSet<&str> = state
+        .files
+        .iter()
+        .chain(&state.covered)
+        .map(String::as_str)
+        .collect();
+    let rebased: std::collections::HashSet<&str> =
+        state.rebased.iter().map(|r| r.path.as_str()).collect();
     let ops = scan
         .ops
         .iter()
-        .filter(|o| merged.contains(o.rel.as_str()))
+        .filter(|o| merged.contains(o.rel.as_str()) && !rebased.contains(o.rel.as_str()))
         .map(|o| (o.rel.clone(), o.hash().to_string()))
         .collect();
     let snaps = scan
@@ -352,7 +425,7 @@ fn verify(
     if snapshot::file_name(&bytes) != name {
         return Err("read back with other bytes".into());
     }
-    let snap = snapshot::read(&bytes)?;
+    let snap = snapshot::read(&bytes).map_err(|e| e.reason)?;
     let doc =
         Automerge::load(&snap.automerge).map_err(|e| format!("its document does not load: {e}"))?;
     let mut got = doc.get_heads();

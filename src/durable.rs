@@ -5,9 +5,8 @@
 //! place, fsync the folder. Temp names start with [`TEMP_PREFIX`], carry the writer's actor and
 //! end in `.tmp`, so readers skip them and only their owner ever removes them.
 //!
-//! Crash testing: when the environment variable `CRDTDIR_CRASH_AT` names a step (see
-//! [`crash_point`]), the process aborts right there, leaving the disk exactly as a power cut
-//! after that step would (everything before it was fsynced). Tests drive the real binary with it.
+//! The protocols built on these calls name their steps as fault points ([`crate::fault`]), so
+//! tests can crash or fail them after any step and reopen what is left.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,16 +16,6 @@ use std::path::{Path, PathBuf};
 pub(crate) const TEMP_PREFIX: &str = ".crdtdir-";
 /// ...and ends with this.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
-
-/// Aborts the process if `CRDTDIR_CRASH_AT` names `step`. A no-op otherwise.
-pub(crate) fn crash_point(step: &str) {
-    if let Some(want) = std::env::var_os("CRDTDIR_CRASH_AT") {
-        if want == step {
-            // A real crash: no destructors, no buffered output, no cleanup.
-            std::process::abort();
-        }
-    }
-}
 
 /// A file written and fsynced under a temp name, not yet visible under its final name.
 pub(crate) struct Staged {
@@ -71,7 +60,7 @@ pub(crate) fn publish(staged: Staged, target: &Path) -> io::Result<()> {
         return Ok(());
     }
     fs::rename(&staged.temp, target)?;
-    sync_dir(target.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_of(target))
 }
 
 /// Publishes a staged file only if `target` does not exist yet (no-clobber). Returns
@@ -97,7 +86,7 @@ pub(crate) fn publish_new(staged: Staged, target: &Path) -> io::Result<bool> {
             false
         }
     };
-    sync_dir(target.parent().unwrap_or(Path::new(".")))?;
+    sync_dir(parent_of(target))?;
     Ok(published)
 }
 
@@ -115,7 +104,15 @@ pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    sync_dir(dir.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_of(dir))
+}
+
+/// The folder `path` is in; "." for a bare relative name (whose `parent()` is "").
+pub(crate) fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
 }
 
 impl Staged {
@@ -127,7 +124,7 @@ impl Staged {
 
 /// Atomically replaces a local (never synced) file: temp, fsync, rename, fsync the folder.
 pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_of(path);
     fs::create_dir_all(dir)?;
     let temp = path.with_extension("tmp");
     {
@@ -142,7 +139,7 @@ pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Replaces a local file that is only a cache: temp, rename, no fsync (a reader must
 /// treat it as possibly torn).
 pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = parent_of(path);
     fs::create_dir_all(dir)?;
     let temp = path.with_extension("tmp");
     fs::write(&temp, bytes)?;

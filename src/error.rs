@@ -64,6 +64,18 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The folder is a copy of another folder that holds the same store (`cp -r` of a store
+    /// makes two folders with one store id, and they would share this device's history and
+    /// local state); nothing was changed.
+    #[error("{} is a copy of the store at {} (same store id {store_id}): crdtdir will not mix two folders of one store on one device; to start a new document from this one, run `crdtdir merge --out FILE.json` here, then `crdtdir init --from FILE.json` in a new folder", path.display(), other.display())]
+    CopiedStore {
+        /// The folder that was opened.
+        path: PathBuf,
+        /// The folder this device already uses for that store.
+        other: PathBuf,
+        /// The store id both carry.
+        store_id: String,
+    },
     /// A device name that cannot be used.
     #[error("invalid device name {name:?}: {reason}")]
     DeviceName {
@@ -81,7 +93,8 @@ impl Error {
             Error::NoStore { path }
             | Error::AlreadyStore { path, .. }
             | Error::Corrupt { path, .. }
-            | Error::Io { path, .. } => Some(path),
+            | Error::Io { path, .. }
+            | Error::CopiedStore { path, .. } => Some(path),
             _ => None,
         }
     }
@@ -89,7 +102,10 @@ impl Error {
     /// True when the operation was refused to protect the store (not a failure of the input
     /// or of the machine): the CLI maps it to its own exit code.
     pub fn is_refusal(&self) -> bool {
-        matches!(self, Error::NeedsNewer { .. } | Error::Refused { .. })
+        matches!(
+            self,
+            Error::NeedsNewer { .. } | Error::Refused { .. } | Error::CopiedStore { .. }
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {

@@ -34,12 +34,16 @@ mod cbor;
 mod compact;
 mod durable;
 mod error;
+#[doc(hidden)]
+pub mod fault;
 mod marker;
 mod merge;
 mod naming;
 mod opfile;
+mod outbox;
 mod patch;
 mod presence;
+mod rebase;
 mod render;
 mod report;
 mod scan;
@@ -48,11 +52,11 @@ mod state;
 mod store;
 
 pub use automerge;
-pub use compact::{CompactOutcome, CompactPlan, Progress};
+pub use compact::{CompactOutcome, CompactPlan, Progress, Repaired};
 pub use error::{Error, Result};
 pub use marker::FORMAT_VERSION;
 pub use patch::{parse_patch, PatchError, PatchOp};
-pub use report::{ChangeInfo, Fork, MergeReport, Problem, Waiting};
+pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
 pub use state::{DEVICE_ENV, STATE_DIR_ENV};
 pub use store::{
     DeviceInfo, Options, Presence, Status, Store, View, WriteOutcome, Written,

@@ -53,7 +53,8 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Marker> {
         path: path.to_path_buf(),
         reason: format!("not a crdtdir store marker ({reason})"),
     };
-    let value: Value = ciborium::from_reader(bytes).map_err(|e| corrupt(&e.to_string()))?;
+    let value: Value =
+        ciborium::from_reader(bytes).map_err(|e| corrupt(&crate::cbor::describe(&e)))?;
     let Value::Map(entries) = value else {
         return Err(corrupt("not a map"));
     };
@@ -100,6 +101,30 @@ pub(crate) fn read_features(store: &Path) -> Result<(Vec<String>, Vec<String>)> 
     unknown.sort();
     clutter.sort();
     Ok((unknown, clutter))
+}
+
+/// Reads the marker of the store at `root`: `NoStore` when there is none, `Corrupt` when it
+/// is not a regular file or does not decode.
+pub(crate) fn read(root: &Path) -> Result<Marker> {
+    let path = root.join(MARKER);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoStore {
+                path: root.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(Error::io(&path)(e)),
+        // A FIFO or a folder under the marker's name must not hang or confuse a reader.
+        Ok(m) if !m.is_file() => {
+            return Err(Error::Corrupt {
+                path,
+                reason: "not a crdtdir store marker (not a regular file)".into(),
+            })
+        }
+        Ok(_) => {}
+    }
+    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    decode(&bytes, &path)
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, TextEncoding};
 use crate::cache::{Cached, Pending, Quarantined};
 use crate::naming;
 use crate::opfile;
-use crate::report::{Fork, MergeReport, Problem, Waiting};
+use crate::rebase;
+use crate::report::{MergeReport, Problem, ProblemKind, Waiting};
 use crate::scan::{OpEntry, Scan};
 use serde_bytes::ByteBuf;
 
@@ -65,25 +66,41 @@ impl Loaded {
     }
 }
 
-/// Reads and verifies one op file. `Err` carries the reason it is skipped.
-pub(crate) fn load(store: &Path, entry: &OpEntry) -> Result<Loaded, String> {
-    let bytes = std::fs::read(store.join(&entry.rel)).map_err(|e| format!("unreadable: {e}"))?;
+/// Reads and verifies one op file. `Err` says why it is skipped.
+pub(crate) fn load(store: &Path, entry: &OpEntry) -> Result<Loaded, Problem> {
+    let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
+    let bytes = std::fs::read(store.join(&entry.rel))
+        .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
     if naming::file_hash_hex(&bytes) != entry.hash() {
-        return Err("content does not match the hash in its name (damaged or truncated)".into());
+        return Err(skip(
+            ProblemKind::Damaged,
+            "content does not match the hash in its name (damaged or truncated)".into(),
+        ));
     }
-    let envelope = opfile::decode(&bytes).map_err(|e| e.to_string())?;
-    let change =
-        Change::from_bytes(envelope.change).map_err(|e| format!("not an Automerge change: {e}"))?;
+    let envelope = opfile::decode(&bytes).map_err(|e| {
+        let kind = match e {
+            opfile::DecodeError::Newer(_) => ProblemKind::Newer,
+            _ => ProblemKind::Damaged,
+        };
+        skip(kind, e.to_string())
+    })?;
+    let change = Change::from_bytes(envelope.change).map_err(|e| {
+        skip(
+            ProblemKind::Damaged,
+            format!("not an Automerge change: {e}"),
+        )
+    })?;
     let actor = change.actor_id().to_hex_string();
     if actor != entry.actor() {
-        return Err(format!(
-            "change belongs to actor {actor}, not to its folder"
+        return Err(skip(
+            ProblemKind::Damaged,
+            format!("change belongs to actor {actor}, not to its folder"),
         ));
     }
     if change.seq() != entry.seq {
-        return Err(format!(
-            "change has seq {}, not the seq in its name",
-            change.seq()
+        return Err(skip(
+            ProblemKind::Damaged,
+            format!("change has seq {}, not the seq in its name", change.seq()),
         ));
     }
     Ok(Loaded::new(entry.rel.clone(), envelope.device, change))
@@ -98,15 +115,7 @@ pub(crate) fn load_all(store: &Path, entries: &[OpEntry]) -> (Vec<Loaded>, Vec<P
     let results: Vec<Vec<Result<Loaded, Problem>>> = std::thread::scope(|s| {
         let handles: Vec<_> = entries
             .chunks(chunk)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|e| {
-                            load(store, e).map_err(|reason| Problem::new(e.rel.clone(), reason))
-                        })
-                        .collect()
-                })
-            })
+            .map(|part| s.spawn(move || part.iter().map(|e| load(store, e)).collect()))
             .collect();
         handles
             .into_iter()
@@ -152,10 +161,11 @@ pub(crate) enum Base {
 /// stay in the result even when their files are gone (the view never goes back).
 pub(crate) fn merge_cold(
     store: &Path,
+    store_id: &str,
     scan: &Scan,
     carry: Option<Cached>,
 ) -> (Cached, MergeReport) {
-    let snaps = load_snapshots(store, scan);
+    let snaps = load_snapshots(store, store_id, scan);
     // Op files a valid snapshot folds in are its to give: not read again.
     let covered: HashSet<&str> = snaps
         .valid
@@ -174,14 +184,12 @@ pub(crate) fn merge_cold(
     };
     // What the scan, the snapshots and the loading (`load`) found.
     let report = |load: Vec<Problem>| {
-        let mut r = scan_report(
+        scan_report(
             scan,
             load.into_iter()
                 .chain(snaps.problems.iter().cloned())
                 .collect(),
-        );
-        r.incomplete = snaps.incomplete.clone();
-        r
+        )
     };
     // Everything in memory, forks resolved, refused changes found by bisection: for forks,
     // changes known only from the cache or a snapshot, and anything the quick ways refuse.
@@ -220,7 +228,6 @@ pub(crate) fn merge_cold(
         };
         streamed.map(|mut m| {
             // The stream reported what the scan and the loading found; the snapshots add theirs.
-            m.report.incomplete = snaps.incomplete.clone();
             m.report.problems.extend(snaps.problems.iter().cloned());
             m.report.problems.sort_by(|a, b| a.path.cmp(&b.path));
             m
@@ -243,8 +250,10 @@ pub(crate) fn merge_cold(
             if let Some(c) = &carry {
                 loaded.extend(pending(&c.waiting));
             }
-            merge_loaded(Base::Cached(Box::new(base)), loaded, report(problems))
-                .filter(|m| m.report.forks.is_empty() && m.quarantined.is_empty())
+            // Anything left waiting may wait for a change that only a rebase provides.
+            merge_loaded(Base::Cached(Box::new(base)), loaded, report(problems)).filter(|m| {
+                m.report.forks.is_empty() && m.quarantined.is_empty() && m.waiting.is_empty()
+            })
         } else {
             None
         }
@@ -259,19 +268,114 @@ pub(crate) fn merge_cold(
             reason: reason.clone(),
         })
         .collect();
-    let devices = carry.map(|c| c.devices).unwrap_or_default();
+    let unprovided = carry
+        .as_ref()
+        .map_or(0, |c| unprovided(&c.doc, &snaps, &merged.items, scan));
+    let (devices, carried_rebased) = carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
+    let files: Vec<String> = snaps.valid.iter().map(|s| s.rel.clone()).collect();
+    let (mut state, mut report) = into_state(merged, files, devices);
     // What the snapshots fold in counts as merged: their op files are never read again.
-    let mut files: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
-    files.extend(snaps.valid.iter().map(|s| s.rel.clone()));
-    let (mut state, report) = into_state(merged, files, devices);
+    state.covered = covered.iter().map(|p| p.to_string()).collect();
+    state.covered.sort_unstable();
+    state.unprovided = unprovided;
+    report.unprovided = unprovided;
+    report.incomplete = gaps(store, scan, &state);
     state.quarantined = quarantined;
-    state.snapshots = scan
-        .snapshots
-        .iter()
-        .chain(&scan.records)
-        .cloned()
-        .collect();
+    // Rewrites this device made before stay known even when their originals are gone.
+    for r in carried_rebased {
+        if !state.rebased.iter().any(|k| k.from == r.from) {
+            state.rebased.push(r);
+        }
+    }
+    state.snapshots = scan.snapshot_fingerprints(store);
     (state, report)
+}
+
+/// How many changes of `carry` (what this device held before) neither a valid snapshot nor
+/// an op file in the folder provides: the folder lost them.
+fn unprovided(carry: &Automerge, snaps: &Snapshots, items: &[Loaded], scan: &Scan) -> usize {
+    let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+    let mut provided: HashSet<ChangeHash> = items
+        .iter()
+        .filter(|l| present.contains(l.rel.as_str()))
+        .map(|l| l.hash)
+        .collect();
+    for s in &snaps.valid {
+        provided.extend(s.doc.get_changes_meta(&[]).iter().map(|m| m.hash));
+    }
+    carry
+        .get_changes_meta(&[])
+        .iter()
+        .filter(|m| !provided.contains(&m.hash))
+        .count()
+}
+
+/// Why this view may lack history the folder once had — one rule for every merge:
+/// - a compaction record whose snapshot this view has not merged, unless the document holds
+///   every head the record names (a repair, or a newer snapshot, brought them back);
+/// - otherwise, in a store that has compacted (a snapshot, a record or
+///   `features/snapshots`), another device's latest heartbeat naming heads this view lacks:
+///   the sync tool may have delivered compaction's deletions before its snapshot and record.
+pub(crate) fn gaps(store: &Path, scan: &Scan, state: &Cached) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for rel in &scan.records {
+        let Some(record) = std::fs::read(store.join(rel))
+            .ok()
+            .and_then(|b| crate::snapshot::decode_record(&b))
+        else {
+            continue; // reported as a problem file
+        };
+        let snapshot_rel = format!("{}/{}", crate::snapshot::SNAPSHOTS_DIR, record.snapshot);
+        if state.files.contains(&snapshot_rel) {
+            continue;
+        }
+        let held = record.heads.iter().all(|h| {
+            h.parse::<ChangeHash>()
+                .is_ok_and(|h| state.doc.get_change_meta_by_hash(&h).is_some())
+        });
+        if !held {
+            out.push(Problem::new(
+                ProblemKind::Gap,
+                rel.clone(),
+                format!("{snapshot_rel} is missing or invalid: this view may lack history that was compacted"),
+            ));
+        }
+    }
+    // In a store that has compacted, heads another device's latest beat names that this
+    // view lacks may be history whose files compaction deleted and whose snapshot has not
+    // arrived. (Elsewhere they are only files still on their way: the usual sync lag.)
+    let compacted = !scan.snapshots.is_empty()
+        || !scan.records.is_empty()
+        || store
+            .join(crate::marker::FEATURES_DIR)
+            .join(crate::snapshot::FEATURE)
+            .is_file();
+    if compacted && out.is_empty() {
+        for actor in crate::beat::actors(store) {
+            let Some((rel, beat)) = crate::beat::latest(store, &actor) else {
+                continue;
+            };
+            let lacking = beat
+                .heads
+                .iter()
+                .filter(|h| {
+                    h.parse::<ChangeHash>()
+                        .map_or(true, |h| state.doc.get_change_meta_by_hash(&h).is_none())
+                })
+                .count();
+            if lacking > 0 {
+                out.push(Problem::new(
+                    ProblemKind::Gap,
+                    rel,
+                    format!(
+                        "{} has {lacking} change(s) at its heads that this view lacks, in a store that has compacted: this view may lack history that was compacted",
+                        beat.device
+                    ),
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// A snapshot read back from the folder and verified.
@@ -281,38 +385,40 @@ pub(crate) struct ValidSnapshot {
     pub(crate) doc: Automerge,
 }
 
-/// The folder's snapshots: the valid ones, the problems, and the records whose snapshot
-/// is missing or invalid (an incomplete view).
+/// The folder's snapshots: the valid ones, and the problems.
 pub(crate) struct Snapshots {
     pub(crate) valid: Vec<ValidSnapshot>,
     pub(crate) problems: Vec<Problem>,
-    pub(crate) incomplete: Vec<Problem>,
 }
 
 /// Reads and verifies every snapshot: its hash against its name, SQLite's integrity
 /// check, its schema version, its store id, and that Automerge loads its document.
-pub(crate) fn load_snapshots(store: &Path, scan: &Scan) -> Snapshots {
+pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snapshots {
     let mut out = Snapshots {
         valid: Vec::new(),
         problems: Vec::new(),
-        incomplete: Vec::new(),
     };
-    let store_id = crate::marker::decode(
-        &std::fs::read(store.join(crate::marker::MARKER)).unwrap_or_default(),
-        store,
-    )
-    .map(|m| m.store_id)
-    .unwrap_or_default();
     for rel in &scan.snapshots {
-        let verdict = (|| -> Result<ValidSnapshot, String> {
-            let bytes = std::fs::read(store.join(rel)).map_err(|e| format!("unreadable: {e}"))?;
+        let verdict = (|| -> Result<ValidSnapshot, (ProblemKind, String)> {
+            let damaged = |reason: String| (ProblemKind::Damaged, reason);
+            let bytes = std::fs::read(store.join(rel))
+                .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
             let name = rel.rsplit('/').next().unwrap_or_default();
             if crate::snapshot::file_name(&bytes) != name {
-                return Err("content does not match the hash in its name (damaged)".into());
+                return Err(damaged(
+                    "content does not match the hash in its name (damaged)".into(),
+                ));
             }
-            let snapshot = crate::snapshot::read(&bytes)?;
+            let snapshot = crate::snapshot::read(&bytes).map_err(|e| {
+                let kind = if e.newer {
+                    ProblemKind::Newer
+                } else {
+                    ProblemKind::Damaged
+                };
+                (kind, e.reason)
+            })?;
             if snapshot.store != store_id {
-                return Err("snapshot of another store".into());
+                return Err((ProblemKind::Foreign, "snapshot of another store".into()));
             }
             let doc = catch_unwind(|| {
                 Automerge::load_with_options(
@@ -322,15 +428,17 @@ pub(crate) fn load_snapshots(store: &Path, scan: &Scan) -> Snapshots {
                         .text_encoding(TEXT_ENCODING),
                 )
             })
-            .map_err(|_| "Automerge failed on the snapshot's document".to_string())?
-            .map_err(|e| format!("the snapshot's document does not load: {e}"))?;
+            .map_err(|_| damaged("Automerge failed on the snapshot's document".into()))?
+            .map_err(|e| damaged(format!("the snapshot's document does not load: {e}")))?;
             let mut heads: Vec<String> =
                 doc.get_heads().iter().map(ChangeHash::to_string).collect();
             let mut claimed = snapshot.heads.clone();
             heads.sort();
             claimed.sort();
             if heads != claimed {
-                return Err("the snapshot's document does not have the heads it claims".into());
+                return Err(damaged(
+                    "the snapshot's document does not have the heads it claims".into(),
+                ));
             }
             Ok(ValidSnapshot {
                 rel: rel.clone(),
@@ -340,37 +448,18 @@ pub(crate) fn load_snapshots(store: &Path, scan: &Scan) -> Snapshots {
         })();
         match verdict {
             Ok(v) => out.valid.push(v),
-            Err(reason) => out.problems.push(Problem::new(rel.clone(), reason)),
+            Err((kind, reason)) => out.problems.push(Problem::new(kind, rel.clone(), reason)),
         }
     }
-    // A record of a snapshot that a valid one folds in is no gap: its changes are there.
-    let folded: HashSet<String> = out
-        .valid
-        .iter()
-        .flat_map(|v| {
-            v.snapshot
-                .folded_snapshots
-                .iter()
-                .map(|n| format!("snapshots/{n}"))
-        })
-        .collect();
-
     for rel in &scan.records {
-        let named = std::fs::read(store.join(rel))
+        let readable = std::fs::read(store.join(rel))
             .ok()
             .and_then(|b| crate::snapshot::decode_record(&b));
-        let Some(record) = named else {
+        if readable.is_none() {
             out.problems.push(Problem::new(
+                ProblemKind::Damaged,
                 rel.clone(),
-                "not a readable compaction record",
-            ));
-            continue;
-        };
-        let snapshot_rel = format!("snapshots/{}", record.snapshot);
-        if !out.valid.iter().any(|v| v.rel == snapshot_rel) && !folded.contains(&snapshot_rel) {
-            out.incomplete.push(Problem::new(
-                rel.clone(),
-                format!("{snapshot_rel} is missing or invalid: this view may lack history that was compacted"),
+                "not a readable compaction record (damaged, or of a newer version)",
             ));
         }
     }
@@ -425,8 +514,11 @@ fn into_state(
         devices,
         quarantined: Vec::new(),
         forks: report.forks.clone(),
+        rebased: report.rebased.clone(),
         waiting,
         snapshots: Vec::new(),
+        covered: Vec::new(),
+        unprovided: 0,
     };
     (state, report)
 }
@@ -604,14 +696,23 @@ pub(crate) fn merge_incremental(
         .files
         .iter()
         .map(String::as_str)
+        .chain(cached.covered.iter().map(String::as_str))
         .chain(cached.quarantined.iter().map(|q| q.path.as_str()))
         .chain(cached.waiting.iter().map(|p| p.path.as_str()))
         .collect();
-    // Snapshots or compaction records came or went: decide from everything.
-    let listing: Vec<&String> = scan.snapshots.iter().chain(&scan.records).collect();
-    if listing.len() != cached.snapshots.len()
-        || listing.iter().zip(&cached.snapshots).any(|(a, b)| *a != b)
-    {
+    // Snapshots or compaction records came, went or changed in place: decide from
+    // everything.
+    if scan.snapshot_fingerprints(store) != cached.snapshots {
+        return None;
+    }
+    let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+    // Op files this view merged left the folder without a snapshot that folds them (a
+    // rollback, a lost snapshot, a sync tool): count from everything what the folder lost.
+    let gone = cached
+        .files
+        .iter()
+        .any(|f| f.starts_with(crate::scan::OPS_DIR) && !present.contains(f.as_str()));
+    if gone {
         return None;
     }
     // Two names for one (actor, seq), one of them new: a fork may be forming.
@@ -629,36 +730,24 @@ pub(crate) fn merge_incremental(
         .filter(|o| !known.contains(o.rel.as_str()))
         .cloned()
         .collect();
-    let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+    // The folder had lost changes this view holds: new files may bring them back.
+    if cached.unprovided > 0 && !new.is_empty() {
+        return None;
+    }
     let carried_quarantine: Vec<Problem> = cached
         .quarantined
         .iter()
         .filter(|q| present.contains(q.path.as_str()))
-        .map(|q| Problem::new(q.path.clone(), q.reason.clone()))
+        .map(|q| Problem::new(ProblemKind::Refused, q.path.clone(), q.reason.clone()))
         .collect();
     drop(known);
     drop(present);
     let (loaded, problems) = load_all(store, &new);
     let mut report = scan_report(scan, problems);
     report.forks = cached.forks.clone();
+    report.rebased = cached.rebased.clone();
     report.quarantined = carried_quarantine;
-    // Valid snapshots count among the merged files; a record without one is a gap.
-    report.incomplete = scan
-        .records
-        .iter()
-        .filter(|r| {
-            !cached
-                .files
-                .iter()
-                .any(|f| *f == r.replace(".record", ".sqlite"))
-        })
-        .map(|r| {
-            Problem::new(
-                r.clone(),
-                "its snapshot is missing or invalid: this view may lack history that was compacted",
-            )
-        })
-        .collect();
+    report.unprovided = cached.unprovided;
     if loaded.is_empty() {
         // Nothing new to apply: what waits keeps waiting, as the cache already says.
         report.waiting = pending(&cached.waiting)
@@ -680,27 +769,48 @@ pub(crate) fn merge_incremental(
             })
             .collect();
         let changed = !new.is_empty();
+        report.incomplete = gaps(store, scan, &cached);
         return Some((cached, report, changed));
     }
     let Cached {
         doc,
         files,
+        covered,
         devices,
         quarantined,
         forks,
+        rebased,
         waiting,
         snapshots,
+        unprovided,
     } = cached;
     let mut loaded = loaded;
     loaded.extend(pending(&waiting));
+    // A change built on a rebased one must be rebased too: that takes every change.
+    if !rebased.is_empty() {
+        let from: HashSet<String> = rebased.iter().map(|r| r.from.clone()).collect();
+        if loaded.iter().any(|l| {
+            l.change()
+                .deps()
+                .iter()
+                .any(|d| from.contains(&d.to_string()))
+        }) {
+            return None;
+        }
+    }
     let merged = merge_loaded(Base::Cached(Box::new(doc)), loaded, report)?;
     if !merged.quarantined.is_empty() || merged.report.forks.len() != forks.len() {
         return None;
     }
-    let (mut state, report) = into_state(merged, files, devices);
+    let (mut state, mut report) = into_state(merged, files, devices);
     state.quarantined = quarantined;
     state.forks = forks;
+    report.rebased = rebased.clone();
+    state.rebased = rebased;
     state.snapshots = snapshots;
+    state.covered = covered;
+    state.unprovided = unprovided;
+    report.incomplete = gaps(store, scan, &state);
     Some((state, report, true))
 }
 
@@ -734,28 +844,22 @@ pub(crate) fn merge_loaded(
     loaded: Vec<Loaded>,
     mut report: MergeReport,
 ) -> Option<Merged> {
-    // Deduplicate by change hash, keeping path order; a real file wins over a cached-only
-    // copy of the same change.
-    let mut items: Vec<Loaded> = Vec::with_capacity(loaded.len());
-    {
-        let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(loaded.len());
-        for l in loaded {
-            match seen.entry(l.hash) {
-                Entry::Vacant(slot) => {
-                    slot.insert(items.len());
-                    items.push(l);
-                }
-                Entry::Occupied(slot) => {
-                    let kept = &mut items[*slot.get()];
-                    if kept.rel.is_empty() && !l.rel.is_empty() {
-                        *kept = l;
-                    }
-                }
-            }
-        }
+    let mut items = dedup(loaded);
+    // Forks are rebased. A cached base holds changes the rebase must see: give up on it.
+    let rebased = rebase::rebase_forks(&mut items);
+    if !rebased.forks.is_empty() && matches!(base, Base::Cached(_)) {
+        return None;
     }
-    if !items.is_sorted_by(|a, b| a.rel <= b.rel) {
-        items.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let cannot_rebase: HashMap<ChangeHash, String> = rebased
+        .failed
+        .iter()
+        .map(|(i, reason)| (items[*i].hash, reason.clone()))
+        .collect();
+    report.forks.extend(rebased.forks);
+    report.rebased = rebased.rebased;
+    // A rewritten change may already be here, carried from the cache.
+    if !report.rebased.is_empty() {
+        items = dedup(items);
     }
     let n = items.len();
     let index: HashMap<ChangeHash, usize> =
@@ -787,45 +891,11 @@ pub(crate) fn merge_loaded(
             }
         }
     }
-
-    // Forks: two changes with one (actor, seq). Resolved in (actor, seq) order, the same
-    // on every device: the lowest change hash is kept, the rest quarantined with their
-    // dependents.
-    let mut first_in_slot: HashMap<(&ActorId, u64), usize> = HashMap::with_capacity(n);
-    let mut forked: BTreeMap<(String, u64), Vec<usize>> = BTreeMap::new();
-    for (i, l) in items.iter().enumerate() {
-        let key = (&l.actor, l.change().seq());
-        if let Some(&other) = first_in_slot.get(&key) {
-            let slot = forked
-                .entry((key.0.to_hex_string(), key.1))
-                .or_insert_with(|| vec![other]);
-            slot.push(i);
-        } else {
-            first_in_slot.insert(key, i);
-        }
-    }
-    drop(first_in_slot);
     let mut quarantined: BTreeMap<usize, String> = BTreeMap::new();
-    for ((actor, seq), mut candidates) in forked {
-        candidates.retain(|i| !quarantined.contains_key(i));
-        if candidates.len() < 2 {
-            continue;
+    for (hash, reason) in cannot_rebase {
+        if let Some(&i) = index.get(&hash) {
+            quarantine_with_descendants(i, reason, &items, &children, &mut quarantined);
         }
-        candidates.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
-        let kept = items[candidates[0]].hash;
-        for &loser in &candidates[1..] {
-            let reason = format!("fork at actor {actor} seq {seq}: lost to change {kept}");
-            quarantine_with_descendants(loser, reason, &items, &children, &mut quarantined);
-        }
-        report.forks.push(Fork {
-            actor,
-            seq,
-            kept: kept.to_string(),
-            quarantined: candidates[1..]
-                .iter()
-                .map(|&i| items[i].hash.to_string())
-                .collect(),
-        });
     }
 
     // Topological order (Kahn); what never becomes ready waits. Quarantined changes and
@@ -871,9 +941,11 @@ pub(crate) fn merge_loaded(
     };
 
     for (&i, reason) in &quarantined {
-        report
-            .quarantined
-            .push(Problem::new(items[i].rel.clone(), reason.clone()));
+        report.quarantined.push(Problem::new(
+            ProblemKind::Refused,
+            items[i].rel.clone(),
+            reason.clone(),
+        ));
     }
     report.quarantined.sort_by(|a, b| a.path.cmp(&b.path));
     report.waiting.sort_by(|a, b| a.path.cmp(&b.path));
@@ -890,6 +962,31 @@ pub(crate) fn merge_loaded(
         quarantined,
         waiting,
     })
+}
+
+/// `loaded` without repeated changes, in path order; a real file wins over a cached-only
+/// copy of the same change.
+fn dedup(loaded: Vec<Loaded>) -> Vec<Loaded> {
+    let mut items: Vec<Loaded> = Vec::with_capacity(loaded.len());
+    let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(loaded.len());
+    for l in loaded {
+        match seen.entry(l.hash) {
+            Entry::Vacant(slot) => {
+                slot.insert(items.len());
+                items.push(l);
+            }
+            Entry::Occupied(slot) => {
+                let kept = &mut items[*slot.get()];
+                if kept.rel.is_empty() && !l.rel.is_empty() {
+                    *kept = l;
+                }
+            }
+        }
+    }
+    if !items.is_sorted_by(|a, b| a.rel <= b.rel) {
+        items.sort_by(|a, b| a.rel.cmp(&b.rel));
+    }
+    items
 }
 
 /// Applies `list` to `doc` in one call, handing the changes over (no copies); `None` if

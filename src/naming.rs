@@ -102,6 +102,20 @@ impl Foreign {
     }
 }
 
+impl From<Foreign> for crate::report::ProblemKind {
+    fn from(f: Foreign) -> Self {
+        use crate::report::ProblemKind as K;
+        match f {
+            Foreign::CrdtdirTemp => K::CrdtdirTemp,
+            Foreign::SyncTemp => K::SyncTemp,
+            Foreign::ConflictCopy => K::ConflictCopy,
+            Foreign::CloudPlaceholder => K::CloudPlaceholder,
+            Foreign::OsJunk => K::OsJunk,
+            Foreign::Unknown => K::Foreign,
+        }
+    }
+}
+
 /// Classifies a file name that is not a canonical crdtdir name.
 pub(crate) fn classify(name: &str) -> Foreign {
     let lower = name.to_ascii_lowercase();
@@ -110,7 +124,8 @@ pub(crate) fn classify(name: &str) -> Foreign {
     }
     // Conflict copies first: a conflict copy of a temp is still a conflict copy.
     if lower.contains(".sync-conflict-")            // Syncthing
-        || lower.contains(" (conflicted copy")      // Dropbox, Nextcloud
+        || lower.contains(" (conflicted copy")      // Nextcloud, older Dropbox
+        || lower.contains("'s conflicted copy")     // Dropbox: NAME (<device>'s conflicted copy DATE).ext
         || lower.contains("_conflict-")             // older Nextcloud / ownCloud
         || lower.contains(" (conflict on ")         // Unison copyonconflict
         || lower.contains("(case conflict")         // Dropbox
@@ -195,6 +210,15 @@ mod tests {
             ),
             (
                 "0000000001-aa (Conflict on laptop 2024-01-01).op",
+                Foreign::ConflictCopy,
+            ),
+            // Dropbox's own spelling, as its clients write it.
+            (
+                "0000000001-aa (Ann's MacBook Pro's conflicted copy 2024-01-01).op",
+                Foreign::ConflictCopy,
+            ),
+            (
+                "0000000001-aa (laptop's conflicted copy 2024-01-01 (1)).op",
                 Foreign::ConflictCopy,
             ),
             (".0000000001-aa.op.icloud", Foreign::CloudPlaceholder),

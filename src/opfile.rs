@@ -27,7 +27,7 @@ pub(crate) struct Envelope {
 /// Why an op file's bytes are not a v1 envelope.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum DecodeError {
-    #[error("not CBOR or truncated: {0}")]
+    #[error("undecodable: {0}")]
     Cbor(String),
     #[error("trailing bytes after the envelope")]
     Trailing,
@@ -55,8 +55,8 @@ pub(crate) fn encode(device: &str, change: &[u8]) -> Vec<u8> {
 /// Decodes an envelope, strictly.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
-    let value: Value =
-        ciborium::from_reader(&mut cursor).map_err(|e| DecodeError::Cbor(e.to_string()))?;
+    let value: Value = ciborium::from_reader(&mut cursor)
+        .map_err(|e| DecodeError::Cbor(crate::cbor::describe(&e)))?;
     if cursor.position() as usize != bytes.len() {
         return Err(DecodeError::Trailing);
     }

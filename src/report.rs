@@ -3,28 +3,88 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A file the reader skipped, and why. The file itself is left where it is.
+pub use crate::rebase::Rebased;
+
+/// A file the reader skipped, a change it left out, or a gap in its view, and why. The file
+/// itself is left where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Problem {
     /// Path relative to the store, `/`-separated.
     pub path: String,
+    /// What kind of problem it is, for programs.
+    pub kind: ProblemKind,
     /// What is wrong with it, for people.
     pub reason: String,
 }
 
-impl Problem {
-    pub(crate) fn new(path: impl Into<String>, reason: impl Into<String>) -> Problem {
-        Problem {
-            path: path.into(),
-            reason: reason.into(),
-        }
+/// What kind of [`Problem`] it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// A crdtdir temp file: a write in progress, or one a crash interrupted (its owner
+    /// removes it).
+    CrdtdirTemp,
+    /// A sync tool's temp file or partial download.
+    SyncTemp,
+    /// A sync tool's conflict copy.
+    ConflictCopy,
+    /// A cloud service's placeholder for a file not downloaded yet.
+    CloudPlaceholder,
+    /// Operating-system clutter (`.DS_Store`, `Thumbs.db`…).
+    OsJunk,
+    /// A name that is none of crdtdir's.
+    Foreign,
+    /// A folder, FIFO or other non-file where a file belongs, or a folder where none does.
+    NotAFile,
+    /// A file or folder that could not be read.
+    Unreadable,
+    /// A crdtdir file whose bytes do not match its name or do not decode: damaged, truncated.
+    Damaged,
+    /// A file of a newer format version than this build reads.
+    Newer,
+    /// A valid change Automerge refused, or one depending on it (quarantined).
+    Refused,
+    /// History this view may lack (see `MergeReport::incomplete`).
+    Gap,
+}
+
+impl ProblemKind {
+    /// True for what goes away by itself (a write or download still in progress): a reader
+    /// lists it in `status` but need not warn about it.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ProblemKind::CrdtdirTemp | ProblemKind::SyncTemp | ProblemKind::CloudPlaceholder
+        )
     }
 }
 
-/// Two or more different changes with one (actor, seq): a cloned device or a bug.
-/// The branch whose first divergent change has the lowest Automerge change hash is kept on
-/// every device; the others, and everything that depends on them, are quarantined.
+impl Problem {
+    pub(crate) fn new(
+        kind: ProblemKind,
+        path: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            path: path.into(),
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// A name the scan does not own, classified.
+    pub(crate) fn foreign(path: impl Into<String>, name: &str) -> Problem {
+        let kind = crate::naming::classify(name);
+        Problem::new(kind.into(), path, kind.reason())
+    }
+}
+
+/// Two or more different changes with one (actor, seq): a cloned disk, a VM snapshot or a
+/// restored state dir. The change with the lowest Automerge change hash keeps its place on
+/// every device; the others, and everything that depends on them, are rebased: the same
+/// edits, rewritten under new actors (see [`Rebased`]), so no edit of any branch is lost.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Fork {
@@ -34,8 +94,8 @@ pub struct Fork {
     pub seq: u64,
     /// Automerge hash of the change that was kept.
     pub kept: String,
-    /// Automerge hashes of the competing changes that were quarantined.
-    pub quarantined: Vec<String>,
+    /// Automerge hashes of the competing changes, whose edits were rebased.
+    pub rebased: Vec<String>,
 }
 
 /// A valid change that is not applied yet because a change it depends on has not arrived.
@@ -77,9 +137,13 @@ pub struct MergeReport {
     pub problems: Vec<Problem>,
     /// Forks found and how they were resolved.
     pub forks: Vec<Fork>,
-    /// Valid changes left out of the document: losing fork branches, changes Automerge
-    /// refused, and everything depending on those.
+    /// Valid changes left out of the document: changes Automerge refused, and everything
+    /// depending on those.
     pub quarantined: Vec<Problem>,
+    /// Changes that lost a fork, or depend on one, rewritten under new actors: their edits
+    /// are in the document.
+    #[serde(default)]
+    pub rebased: Vec<Rebased>,
     /// Changes waiting for dependencies that have not arrived.
     pub waiting: Vec<Waiting>,
     /// Feature markers this build does not understand (the store is then read-only here).
@@ -89,4 +153,10 @@ pub struct MergeReport {
     /// writes it back).
     #[serde(default)]
     pub incomplete: Vec<Problem>,
+    /// Changes in this view that neither an op file nor a valid snapshot in the folder
+    /// provides any more: the folder lost them (a folder restored from a backup, a lost
+    /// snapshot, files a sync tool deleted). `crdtdir repair` writes them back; the next write
+    /// does it by itself when no compaction record explains the gap.
+    #[serde(default)]
+    pub unprovided: usize,
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::marker::{self, FEATURES_DIR, MARKER};
 use crate::naming::{self, Foreign};
-use crate::report::Problem;
+use crate::report::{Problem, ProblemKind};
 use crate::snapshot::{self, SNAPSHOTS_DIR};
 
 /// Folder of op files.
@@ -55,6 +55,47 @@ pub(crate) struct Scan {
     pub(crate) records: Vec<String>,
 }
 
+impl Scan {
+    /// The snapshots and compaction records, each with its [`fingerprint`]: a merge made
+    /// with one of them half-delivered is redone when the sync tool completes it in place.
+    pub(crate) fn snapshot_fingerprints(&self, store: &Path) -> Vec<String> {
+        self.snapshots
+            .iter()
+            .chain(&self.records)
+            .map(|rel| fingerprint(store, rel))
+            .collect()
+    }
+}
+
+/// `rel` with what says its content may have changed without its name changing: size,
+/// modification and status-change times, inode. A sync tool that completes or restores a
+/// file in place changes at least one of them.
+pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
+    let Ok(meta) = std::fs::metadata(store.join(rel)) else {
+        return format!("{rel} gone");
+    };
+    let nanos = |t: std::io::Result<std::time::SystemTime>| {
+        t.ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos())
+    };
+    #[cfg(unix)]
+    let (ctime, inode) = {
+        use std::os::unix::fs::MetadataExt;
+        (
+            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            meta.ino(),
+        )
+    };
+    #[cfg(not(unix))]
+    let (ctime, inode) = (nanos(meta.created()) as i128, 0u64);
+    format!(
+        "{rel} {} {} {ctime} {inode}",
+        meta.len(),
+        nanos(meta.modified())
+    )
+}
+
 pub(crate) fn scan(store: &Path) -> Scan {
     let mut out = Scan::default();
     scan_root(store, &mut out);
@@ -62,14 +103,15 @@ pub(crate) fn scan(store: &Path) -> Scan {
         Ok((unknown, clutter)) => {
             out.unknown_features = unknown;
             for name in clutter {
-                let kind = naming::classify(&name);
-                out.problems.push(Problem::new(
-                    format!("{FEATURES_DIR}/{name}"),
-                    kind.reason(),
-                ));
+                out.problems
+                    .push(Problem::foreign(format!("{FEATURES_DIR}/{name}"), &name));
             }
         }
-        Err(e) => out.problems.push(Problem::new(FEATURES_DIR, e.to_string())),
+        Err(e) => out.problems.push(Problem::new(
+            ProblemKind::Unreadable,
+            FEATURES_DIR,
+            e.to_string(),
+        )),
     }
     scan_ops(store, &mut out);
     scan_snapshots(store, &mut out);
@@ -91,7 +133,8 @@ fn scan_root(store: &Path, out: &mut Scan) {
         match naming::classify(&name) {
             Foreign::Unknown | Foreign::OsJunk => {}
             kind if name.contains("crdtdir") => {
-                out.problems.push(Problem::new(name, kind.reason()))
+                out.problems
+                    .push(Problem::new(kind.into(), name, kind.reason()))
             }
             _ => {}
         }
@@ -104,9 +147,11 @@ fn scan_ops(store: &Path, out: &mut Scan) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            return out
-                .problems
-                .push(Problem::new(OPS_DIR, format!("unreadable: {e}")))
+            return out.problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                OPS_DIR,
+                format!("unreadable: {e}"),
+            ))
         }
     };
     let mut actors = Vec::new();
@@ -114,8 +159,11 @@ fn scan_ops(store: &Path, out: &mut Scan) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.problems
-                    .push(Problem::new(OPS_DIR, format!("unreadable: {e}")));
+                out.problems.push(Problem::new(
+                    ProblemKind::Unreadable,
+                    OPS_DIR,
+                    format!("unreadable: {e}"),
+                ));
                 continue;
             }
         };
@@ -123,11 +171,13 @@ fn scan_ops(store: &Path, out: &mut Scan) {
         let rel = format!("{OPS_DIR}/{name}");
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if !is_dir {
-            out.problems
-                .push(Problem::new(rel, naming::classify(&name).reason()));
+            out.problems.push(Problem::foreign(rel, &name));
         } else if !naming::is_actor_dir(&name) {
-            out.problems
-                .push(Problem::new(rel, "folder that is not an actor folder"));
+            out.problems.push(Problem::new(
+                ProblemKind::NotAFile,
+                rel,
+                "folder that is not an actor folder",
+            ));
         } else {
             actors.push(rel);
         }
@@ -147,17 +197,22 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            return out
-                .problems
-                .push(Problem::new(dir_rel, format!("unreadable: {e}")))
+            return out.problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                dir_rel,
+                format!("unreadable: {e}"),
+            ))
         }
     };
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.problems
-                    .push(Problem::new(dir_rel, format!("unreadable: {e}")));
+                out.problems.push(Problem::new(
+                    ProblemKind::Unreadable,
+                    dir_rel,
+                    format!("unreadable: {e}"),
+                ));
                 continue;
             }
         };
@@ -169,13 +224,20 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
         rel.push_str(&name);
         match entry.file_type() {
             Ok(t) if t.is_dir() => {
-                out.problems
-                    .push(Problem::new(rel, "folder inside an actor folder"));
+                out.problems.push(Problem::new(
+                    ProblemKind::NotAFile,
+                    rel,
+                    "folder inside an actor folder",
+                ));
                 continue;
             }
             Ok(t) if t.is_file() => {}
             _ => {
-                out.problems.push(Problem::new(rel, "not a regular file"));
+                out.problems.push(Problem::new(
+                    ProblemKind::NotAFile,
+                    rel,
+                    "not a regular file",
+                ));
                 continue;
             }
         }
@@ -185,9 +247,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
                 seq: op.seq,
                 actor_end: dir_rel.len(),
             }),
-            None => out
-                .problems
-                .push(Problem::new(rel, naming::classify(&name).reason())),
+            None => out.problems.push(Problem::foreign(rel, &name)),
         }
     }
 }
@@ -198,9 +258,11 @@ fn scan_snapshots(store: &Path, out: &mut Scan) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            return out
-                .problems
-                .push(Problem::new(SNAPSHOTS_DIR, format!("unreadable: {e}")))
+            return out.problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                SNAPSHOTS_DIR,
+                format!("unreadable: {e}"),
+            ))
         }
     };
     for entry in entries.flatten() {
@@ -210,9 +272,7 @@ fn scan_snapshots(store: &Path, out: &mut Scan) {
         match snapshot::parse_name(&name) {
             Some((_, false)) if is_file => out.snapshots.push(rel),
             Some((_, true)) if is_file => out.records.push(rel),
-            _ => out
-                .problems
-                .push(Problem::new(rel, naming::classify(&name).reason())),
+            _ => out.problems.push(Problem::foreign(rel, &name)),
         }
     }
     out.snapshots.sort();

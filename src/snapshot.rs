@@ -52,7 +52,6 @@ pub(crate) struct Snapshot {
     pub(crate) changes: u64,
     pub(crate) automerge: Vec<u8>,
     pub(crate) folded_ops: Vec<(String, String)>,
-    pub(crate) folded_snapshots: Vec<String>,
 }
 
 /// What goes into a new snapshot.
@@ -127,9 +126,32 @@ pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
     Ok(db.serialize(MAIN_DB)?.to_vec())
 }
 
+/// Why a snapshot cannot be read.
+#[derive(Debug)]
+pub(crate) struct ReadError {
+    /// It is of a newer schema version (not damaged).
+    pub(crate) newer: bool,
+    pub(crate) reason: String,
+}
+
+impl From<String> for ReadError {
+    fn from(reason: String) -> ReadError {
+        ReadError {
+            newer: false,
+            reason,
+        }
+    }
+}
+
+impl From<&str> for ReadError {
+    fn from(reason: &str) -> ReadError {
+        reason.to_string().into()
+    }
+}
+
 /// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
 /// version, contents. `Err` says why it is skipped.
-pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, String> {
+pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, ReadError> {
     // SQLite reads a short image without complaint when the missing pages look unused: the
     // header says how long the database is, so a cut one is caught here.
     if bytes.len() < 100 || !bytes.starts_with(b"SQLite format 3\0") {
@@ -154,7 +176,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, String> {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(fail)?;
     if check != "ok" {
-        return Err(format!("snapshot fails its integrity check: {check}"));
+        return Err(format!("snapshot fails its integrity check: {check}").into());
     }
     let meta = |key: &str| -> Result<String, String> {
         db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
@@ -164,9 +186,10 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, String> {
         .parse()
         .map_err(|_| "bad snapshot format".to_string())?;
     if version > SNAPSHOT_VERSION {
-        return Err(format!(
-            "snapshot version {version} is newer than this crdtdir reads"
-        ));
+        return Err(ReadError {
+            newer: true,
+            reason: format!("snapshot version {version} is newer than this crdtdir reads"),
+        });
     }
     let heads: Vec<String> =
         serde_json::from_str(&meta("heads")?).map_err(|e| format!("bad heads: {e}"))?;
@@ -188,21 +211,12 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, String> {
         rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
             .map_err(fail)?
     };
-    let folded_snapshots = {
-        let mut q = db
-            .prepare("SELECT name FROM folded_snapshots ORDER BY name")
-            .map_err(fail)?;
-        let rows = q.query_map([], |r| r.get(0)).map_err(fail)?;
-        rows.collect::<rusqlite::Result<Vec<String>>>()
-            .map_err(fail)?
-    };
     Ok(Snapshot {
         store: meta("store")?,
         heads,
         changes,
         automerge,
         folded_ops,
-        folded_snapshots,
     })
 }
 
@@ -267,6 +281,10 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<Record> {
         return None;
     };
     let field = |name: &str| crate::cbor::field(&entries, name);
+    // Only version 1 is understood; a newer record is not trusted.
+    if field("v")?.as_integer()? != 1.into() {
+        return None;
+    }
     let text = |name: &str| field(name)?.as_text().map(str::to_string);
     Some(Record {
         snapshot: text("snapshot")?,

@@ -3,6 +3,13 @@
 //! ```text
 //! STATE/device                       UTF-8 text: this device's default display name
 //! STATE/stores/<store id>/lock       empty file, locked exclusively by the one writer
+//! STATE/stores/<store id>/marker     the bytes of the store's crdtdir.store, kept to put a
+//!                                    lost marker back as it was (`repair`)
+//! STATE/stores/<store id>/init-pending  empty file: this device's `init` of the store has
+//!                                    not finished (it may finish it: `init` again)
+//! STATE/stores/<store id>/folder     UTF-8 text: the canonical path of the store's folder on
+//!                                    this device (a second folder with the same store id is
+//!                                    refused while the first still holds the store)
 //! STATE/stores/<store id>/writer     CBOR map, replaced atomically (temp, fsync, rename):
 //!   "v"       unsigned integer   record version (= 1)
 //!   "actor"   text string        the actor this device writes with, lowercase hex
@@ -20,6 +27,9 @@ use ciborium::Value;
 
 use crate::durable;
 use crate::error::{Error, Result};
+
+/// The file that marks an `init` of this device that has not finished.
+const INIT_PENDING: &str = "init-pending";
 
 /// Environment variable naming the state directory.
 pub const STATE_DIR_ENV: &str = "CRDTDIR_STATE_DIR";
@@ -100,6 +110,75 @@ impl StateDir {
         );
         durable::replace_local(&path, format!("{name}\n").as_bytes()).map_err(Error::io(&path))?;
         Ok(name)
+    }
+
+    /// Claims `folder` as the one folder of `store_id` on this device. Refuses a second
+    /// folder with the same store id while the first still holds that store (a `cp -r` of
+    /// the folder); a store whose folder moved is simply claimed at its new place.
+    pub(crate) fn claim_folder(&self, store_id: &str, folder: &Path) -> Result<()> {
+        let here = std::fs::canonicalize(folder).map_err(Error::io(folder))?;
+        let path = self.store_dir(store_id).join("folder");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let other = PathBuf::from(text.trim_end_matches('\n'));
+            if other == here {
+                return Ok(());
+            }
+            let same_store = crate::marker::read(&other).is_ok_and(|m| m.store_id == store_id);
+            if same_store && std::fs::canonicalize(&other).is_ok_and(|o| o == other) {
+                return Err(Error::CopiedStore {
+                    path: here,
+                    other,
+                    store_id: store_id.to_string(),
+                });
+            }
+        }
+        let mut text = here.to_string_lossy().into_owned();
+        text.push('\n');
+        durable::replace_local(&path, text.as_bytes()).map_err(Error::io(&path))
+    }
+
+    /// Keeps a copy of the store's marker bytes (once: a marker is written once and never
+    /// changes), so that a marker the folder loses can be written again exactly as it was.
+    pub(crate) fn keep_marker(&self, store_id: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.store_dir(store_id).join("marker");
+        if path.exists() {
+            return Ok(());
+        }
+        durable::replace_local(&path, bytes).map_err(Error::io(&path))
+    }
+
+    /// The kept copy of the store's marker bytes.
+    pub(crate) fn kept_marker(&self, store_id: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.store_dir(store_id).join("marker")).ok()
+    }
+
+    /// The store this device last used at `folder`, if any (from the `folder` records).
+    pub(crate) fn store_for_folder(&self, folder: &Path) -> Option<String> {
+        let here = std::fs::canonicalize(folder).ok()?;
+        std::fs::read_dir(self.root.join("stores"))
+            .ok()?
+            .flatten()
+            .find(|store| {
+                std::fs::read_to_string(store.path().join("folder"))
+                    .is_ok_and(|text| Path::new(text.trim_end_matches('\n')) == here)
+            })
+            .map(|store| store.file_name().to_string_lossy().into_owned())
+    }
+
+    /// Notes, durably, that this device is making store `store_id` (before its marker appears).
+    pub(crate) fn begin_init(&self, store_id: &str) -> Result<()> {
+        let path = self.store_dir(store_id).join(INIT_PENDING);
+        durable::replace_local(&path, b"").map_err(Error::io(&path))
+    }
+
+    /// True while an `init` of `store_id` by this device has not finished.
+    pub(crate) fn init_pending(&self, store_id: &str) -> bool {
+        self.store_dir(store_id).join(INIT_PENDING).is_file()
+    }
+
+    /// The `init` of `store_id` finished.
+    pub(crate) fn end_init(&self, store_id: &str) {
+        let _ = std::fs::remove_file(self.store_dir(store_id).join(INIT_PENDING));
     }
 
     /// Takes the writer lock of `store_id`, waiting for another writer of this state to finish.

@@ -15,14 +15,16 @@ use crate::beat;
 use crate::cache::{Cache, Cached};
 use crate::durable::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::marker::{self, Marker, FORMAT_VERSION, MARKER};
 use crate::merge;
 use crate::naming;
 use crate::opfile;
+use crate::outbox::Outbox;
 use crate::patch::{self, PatchError, PatchOp};
 use crate::presence;
 use crate::render;
-use crate::report::{ChangeInfo, MergeReport};
+use crate::report::{ChangeInfo, MergeReport, Problem, ProblemKind};
 use crate::scan::{self, OPS_DIR};
 use crate::state::{StateDir, WriterRecord};
 
@@ -71,6 +73,9 @@ pub struct Store {
     mem: Mutex<Option<Arc<Cached>>>,
     /// The in-memory state holds own changes the cache files do not have yet.
     mem_dirty: AtomicBool,
+    /// The folder's marker is missing or damaged: this store was opened from what this
+    /// device knows, and only reads.
+    pub(crate) marker_problem: Option<Problem>,
 }
 
 /// The merged document as this device sees it now, with what the merge found.
@@ -262,67 +267,145 @@ impl Store {
                 .into());
             }
         }
-        let marker_path = root.join(MARKER);
-        if marker_path.exists() {
-            return Err(Error::AlreadyStore {
-                path: root,
-                reason: "already a crdtdir store".into(),
-            });
-        }
-        let ops = root.join(OPS_DIR);
-        if std::fs::read_dir(&ops).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::AlreadyStore {
-                path: root,
-                reason:
-                    "holds op files but no crdtdir.store yet: wait for the sync tool to deliver it"
-                        .into(),
-            });
-        }
         let state = StateDir::resolve(options.state_dir.as_deref())?;
         // Resolve the device name first: a bad name must not leave a half-made store.
         state.device_name(options.device.as_deref())?;
-        let mut id = [0u8; 16];
-        getrandom::fill(&mut id).map_err(|e| Error::io(&root)(std::io::Error::other(e)))?;
-        let marker = Marker {
-            format: FORMAT_VERSION,
-            store_id: hex::encode(id),
-        };
-        let staged = durable::stage(&root, &marker.store_id, &marker::encode(&marker))
-            .map_err(Error::io(&root))?;
-        if !durable::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
-            return Err(Error::AlreadyStore {
-                path: root,
-                reason: "another crdtdir init made it a store at the same moment".into(),
-            });
-        }
-        for dir in [OPS_DIR, marker::FEATURES_DIR] {
-            durable::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
-        }
-        let store = Store::assemble(root, marker, state, options.device);
-        if let Some(v) = initial {
-            store.apply_patch(&[PatchOp::Set {
-                path: String::new(),
-                value: v.clone(),
-                scalar: false,
-            }])?;
-        }
-        Ok(store)
-    }
-
-    /// Opens an existing store. Reads only.
-    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
-        let root = path.as_ref().to_path_buf();
         let marker_path = root.join(MARKER);
-        let bytes = match std::fs::read(&marker_path) {
-            Ok(b) => b,
+        let (marker, fresh) = match std::fs::read(&marker_path) {
+            Ok(bytes) => {
+                let marker = marker::decode(&bytes, &marker_path)?;
+                // An init of this device that stopped half way (a crash) is finished now,
+                // as long as nothing was written to the store since.
+                if !state.init_pending(&marker.store_id) || has_history(&root) {
+                    return Err(Error::AlreadyStore {
+                        path: root,
+                        reason: "already a crdtdir store".into(),
+                    });
+                }
+                (marker, false)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoStore { path: root })
+                if has_history(&root) {
+                    return Err(Error::AlreadyStore {
+                        path: root,
+                        reason: "holds op files but no crdtdir.store yet: wait for the sync tool to deliver it"
+                            .into(),
+                    });
+                }
+                let mut id = [0u8; 16];
+                getrandom::fill(&mut id).map_err(|e| Error::io(&root)(std::io::Error::other(e)))?;
+                let marker = Marker {
+                    format: FORMAT_VERSION,
+                    store_id: hex::encode(id),
+                };
+                // Recorded before the marker appears: a crash after it lets `init` finish.
+                state.begin_init(&marker.store_id)?;
+                let staged = durable::stage(&root, &marker.store_id, &marker::encode(&marker))
+                    .map_err(Error::io(&root))?;
+                if !durable::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
+                    state.end_init(&marker.store_id);
+                    return Err(Error::AlreadyStore {
+                        path: root,
+                        reason: "another crdtdir init made it a store at the same moment".into(),
+                    });
+                }
+                (marker, true)
             }
             Err(e) => return Err(Error::io(&marker_path)(e)),
         };
-        let marker = marker::decode(&bytes, &marker_path)?;
+        let store_id = marker.store_id.clone();
+        let made = (|| {
+            fault::at("marker-published").map_err(Error::io(&marker_path))?;
+            for dir in [OPS_DIR, marker::FEATURES_DIR] {
+                durable::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
+            }
+            state.claim_folder(&marker.store_id, &root)?;
+            state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
+            let store = Store::assemble(root.clone(), marker, state.clone(), options.device);
+            if let Some(v) = initial {
+                store.apply_patch(&[PatchOp::Set {
+                    path: String::new(),
+                    value: v.clone(),
+                    scalar: false,
+                }])?;
+            }
+            Ok(store)
+        })();
+        match made {
+            Ok(store) => {
+                // A marker temp an interrupted init of this store left behind (nobody else
+                // stages files under a new store's id).
+                let prefix = format!("{TEMP_PREFIX}{store_id}-");
+                for entry in std::fs::read_dir(&store.root)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+                state.end_init(&store_id);
+                Ok(store)
+            }
+            Err(e) => {
+                // All or nothing: a store made here that could not be finished goes again.
+                if fresh {
+                    undo_init(&root, &state, &store_id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens an existing store. Reads only.
+    ///
+    /// If the folder's marker is missing or damaged but this device knows the folder (it
+    /// used it before), the store opens from what this device knows: reads serve its last
+    /// view and report the marker, writes are refused until the marker is back.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
+        let root = path.as_ref().to_path_buf();
         let state = StateDir::resolve(options.state_dir.as_deref())?;
-        Ok(Store::assemble(root, marker, state, options.device))
+        let (marker, marker_problem) = match marker::read(&root) {
+            Ok(marker) => (marker, None),
+            Err(e @ (Error::NoStore { .. } | Error::Corrupt { .. })) => {
+                let known = state.store_for_folder(&root).and_then(|id| {
+                    let kept = state.kept_marker(&id)?;
+                    let marker = marker::decode(&kept, &root.join(MARKER)).ok()?;
+                    (marker.store_id == id).then_some(marker)
+                });
+                match known {
+                    Some(marker) => {
+                        let store_id = &marker.store_id;
+                        let what = match &e {
+                            Error::NoStore { .. } => "is missing".to_string(),
+                            other => format!("is damaged ({other})"),
+                        };
+                        let problem = Problem::new(
+                            ProblemKind::Damaged,
+                            MARKER,
+                            format!(
+                                "the store marker {what}: this is this device's last view of store {store_id}; writes are refused until the marker is back"
+                            ),
+                        );
+                        (marker, Some(problem))
+                    }
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        state.claim_folder(&marker.store_id, &root)?;
+        if marker_problem.is_none() {
+            // The bytes as they are (a newer writer may have added keys).
+            if let Ok(bytes) = std::fs::read(root.join(MARKER)) {
+                state.keep_marker(&marker.store_id, &bytes)?;
+            }
+        }
+        let mut store = Store::assemble(root, marker, state, options.device);
+        store.marker_problem = marker_problem;
+        Ok(store)
     }
 
     fn assemble(root: PathBuf, marker: Marker, state: StateDir, device: Option<String>) -> Store {
@@ -335,7 +418,16 @@ impl Store {
             device,
             mem: Mutex::new(None),
             mem_dirty: AtomicBool::new(false),
+            marker_problem: None,
         }
+    }
+
+    /// The report, with the marker's problem if it has one.
+    fn with_marker_problem(&self, mut report: MergeReport) -> MergeReport {
+        if let Some(p) = &self.marker_problem {
+            report.problems.insert(0, p.clone());
+        }
+        report
     }
 
     /// The store folder.
@@ -351,6 +443,7 @@ impl Store {
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
         let (state, report, _) = self.merged(&scan::scan(&self.root), true);
+        let report = self.with_marker_problem(report);
         Ok(View { state, report })
     }
 
@@ -358,12 +451,12 @@ impl Store {
     /// changed in the folder since the last merge, this only lists the folder.
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
         let scan = scan::scan(&self.root);
-        if let Some(hit) = self.cache.view(&self.root, &scan) {
-            return Ok(hit);
+        if let Some((json, report)) = self.cache.view(&self.root, &scan) {
+            return Ok((json, self.with_marker_problem(report)));
         }
         let (state, report, json) = self.merged(&scan, true);
         let json = json.unwrap_or_else(|| render::document(&state.doc).to_string());
-        Ok((json, report))
+        Ok((json, self.with_marker_problem(report)))
     }
 
     /// Every change in the merged document, in causal order.
@@ -383,15 +476,25 @@ impl Store {
         let (state, report, changed) = match base {
             Some(cached) => match merge::merge_incremental(&self.root, scan, cached) {
                 Some(done) => done,
-                // A fork or a refused change: decide from everything, keeping what the
-                // cache knows even if its files are gone.
+                // A fork, a refused change, files gone: decide from everything, keeping what
+                // this device has even if its files are gone.
                 None => {
-                    let (s, r) = merge::merge_cold(&self.root, scan, self.cache.load());
+                    let (s, r) = merge::merge_cold(
+                        &self.root,
+                        &self.marker.store_id,
+                        scan,
+                        self.cache.load_all(),
+                    );
                     (s, r, true)
                 }
             },
             None => {
-                let (s, r) = merge::merge_cold(&self.root, scan, None);
+                let (s, r) = merge::merge_cold(
+                    &self.root,
+                    &self.marker.store_id,
+                    scan,
+                    self.cache.load_held(),
+                );
                 (s, r, true)
             }
         };
@@ -403,6 +506,10 @@ impl Store {
         }
         self.mem_dirty.store(false, Ordering::Relaxed);
         let json = render::document(&state.doc).to_string();
+        // What the folder lost is held apart from the cache, and first.
+        let _ = self
+            .cache
+            .hold((state.unprovided > 0).then_some(&state.doc));
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
         let _ = self.cache.save(&self.root, &state, scan, &json, &report);
         (state, report, Some(json))
@@ -420,6 +527,14 @@ impl Store {
 
     /// `Err(NeedsNewer)` when this build must not write to the store.
     pub fn check_writable(&self) -> Result<()> {
+        if let Some(p) = &self.marker_problem {
+            // `repair` may have put a missing marker back since.
+            if !marker::read(&self.root).is_ok_and(|m| m.store_id == self.marker.store_id) {
+                return Err(Error::Refused {
+                    reason: p.reason.clone(),
+                });
+            }
+        }
         if self.marker.format > FORMAT_VERSION {
             return Err(Error::NeedsNewer {
                 reason: format!(
@@ -506,7 +621,7 @@ impl Store {
                 .collect(),
             devices: devices.into_values().collect(),
             presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
-            report,
+            report: self.with_marker_problem(report),
         })
     }
 
@@ -566,7 +681,9 @@ impl Store {
             verified: verified.clone(),
         };
         // The counter is recorded before the beat that uses it appears: it never repeats.
-        presence::write_own(&local, &own).map_err(Error::io(&local))?;
+        presence::write_own(&local, &own)
+            .and_then(|()| fault::at("beat-counted"))
+            .map_err(Error::io(&local))?;
         let mut actors = vec![record.actor.clone()];
         actors.extend(record.retired.iter().rev().cloned());
         let bytes = beat::encode(&beat::Beat {
@@ -579,7 +696,9 @@ impl Store {
         });
         let name = beat::file_name(own.counter, &bytes);
         let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
-        durable::publish(staged, &dir.join(&name)).map_err(Error::io(&dir))?;
+        durable::publish(staged, &dir.join(&name))
+            .and_then(|()| fault::at("beat-published"))
+            .map_err(Error::io(&dir))?;
         // Then the older beats go: only this device's own, under any actor it had.
         for actor in std::iter::once(&record.actor).chain(&record.retired) {
             let d = self.root.join(beat::DEVICES_DIR).join(actor);
@@ -626,15 +745,11 @@ impl Store {
         let now = now();
         let mut out = Vec::new();
         let devices = self.root.join(beat::DEVICES_DIR);
-        let mut dirs: Vec<String> = std::fs::read_dir(&devices)
+        let dirs: Vec<String> = beat::actors(&self.root)
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| naming::is_actor_dir(n) && !own.contains(n))
+            .filter(|n| !own.contains(n))
             .collect();
-        dirs.sort();
+        let mut not_merged_by_some: HashSet<ChangeHash> = HashSet::new();
         for actor in dirs {
             let Some((rel, beat)) = self.latest_beat(&actor) else {
                 continue;
@@ -651,12 +766,15 @@ impl Store {
                         .is_empty()
                 })
                 .collect();
-            let unmerged = state
+            let not_merged: Vec<ChangeHash> = state
                 .doc
                 .get_changes_meta(&known)
                 .iter()
                 .filter(|m| own.contains(&m.actor.to_hex_string()))
-                .count();
+                .map(|m| m.hash)
+                .collect();
+            let unmerged = not_merged.len();
+            not_merged_by_some.extend(not_merged);
             out.push(Presence {
                 name: beat.device,
                 actors: beat.actors,
@@ -670,7 +788,24 @@ impl Store {
         // What was seen is remembered; failing to remember only makes devices look fresher.
         let _ = presence::write_seen(&local, &seen);
         self.release_retention(&out_verified(&devices, &own, |a| self.latest_beat(a)));
+        self.release_outbox(state, (!out.is_empty()).then_some(&not_merged_by_some));
         out
+    }
+
+    /// Forgets outbox entries every other device has merged (`not_merged_by_some` holds the
+    /// own changes some other device's latest beat lacks; `None` when no other device beats),
+    /// and entries older than [`RETENTION_SECS`].
+    fn release_outbox(&self, state: &Cached, not_merged_by_some: Option<&HashSet<ChangeHash>>) {
+        for kept in self.outbox().entries() {
+            let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
+                kept.change_hash().is_some_and(|h| {
+                    state.doc.get_change_meta_by_hash(&h).is_some() && !missing.contains(&h)
+                })
+            });
+            if merged_everywhere || kept.age_secs() > RETENTION_SECS as u64 {
+                kept.release();
+            }
+        }
     }
 
     /// Deletes retention copies that are no longer needed: every other device whose beat
@@ -699,26 +834,8 @@ impl Store {
         }
     }
 
-    /// The valid beat with the highest counter in `devices/<actor>/`, with its path.
     fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
-        let dir = self.root.join(beat::DEVICES_DIR).join(actor);
-        let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
-            .ok()?
-            .flatten()
-            .filter_map(|e| {
-                let n = e.file_name().to_string_lossy().into_owned();
-                let counter = beat::parse_name(&n)?.0;
-                Some((counter, n))
-            })
-            .collect();
-        names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        names.into_iter().find_map(|(_, n)| {
-            let bytes = std::fs::read(dir.join(&n)).ok()?;
-            let (_, hash) = beat::parse_name(&n)?;
-            (naming::file_hash_hex(&bytes) == hash).then_some(())?;
-            let beat = beat::decode(&bytes).ok()?;
-            Some((format!("{}/{actor}/{n}", beat::DEVICES_DIR), beat))
-        })
+        beat::latest(&self.root, actor)
     }
 
     /// The one write path: lock, merge, pick a provable actor, run `f`, persist.
@@ -754,9 +871,26 @@ impl Store {
             self.remove_stale_temps(r);
         }
         let mut outcome = WriteOutcome::default();
+        // Own op files the folder lost come back first, under their own names: the record
+        // can then prove its last seq, and changes built on them stop waiting.
+        let republished = self.republish(record.as_ref())?;
+        if !republished.is_empty() {
+            outcome.notices.push(format!(
+                "{} of this device's op files were missing from the folder (deleted by a sync tool, or a restored backup?): published them again",
+                republished.len()
+            ));
+            self.put_mem(Arc::new(state));
+            drop(self.merged(&scan::scan(&self.root), false));
+            state = self.take_mem().expect("a merge leaves its state in memory");
+        }
 
+        if state.unprovided > 0 {
+            outcome.notices.push(format!(
+                "the folder lost {} change(s) this device still has (a restored backup, a lost snapshot, files deleted by a sync tool?): run `crdtdir repair` here to write them back",
+                state.unprovided
+            ));
+        }
         // Can the record prove its last seq? Otherwise a fresh actor: never reuse a seq.
-        let mut replay = None;
         let mut record = match record {
             None => fresh_record(None),
             Some(r) => {
@@ -767,17 +901,21 @@ impl Store {
                         .get_change_meta_by_hash(&h)
                         .is_some_and(|c| c.seq == r.seq)
                 });
-                let lost =
-                    last.filter(|h| state.quarantined.iter().any(|q| q.hash == h.to_string()));
-                if lost.is_some() {
-                    // Our last change lost a fork: write our branch's edits again, fresh actor.
-                    replay = lost;
+                let rebased = state.rebased.iter().find(|x| x.from == r.hash);
+                // Compaction may have taken the actor's op files: the document knows its seqs.
+                let doc_max = r.actor.parse::<ActorId>().ok().and_then(|a| {
+                    state.doc.set_actor(a);
+                    state.doc.get_last_local_change().map(|c| c.seq())
+                });
+                if let Some(rebased) = rebased {
+                    // Our last change lost a fork, or was built on a change that did: its
+                    // edits are in the document, rewritten under another actor.
                     outcome.notices.push(format!(
-                        "this device's last change under actor {} was left out of the merge (it lost a fork: a cloned device?): writing its edits again with a fresh actor",
-                        r.actor
+                        "this device's last change under actor {} was rebased (it lost a fork, or was built on a change that lost one: a cloned disk or restored state?); its edits are kept as change {}: writing with a fresh actor",
+                        r.actor, rebased.to
                     ));
                     fresh_record(Some(r))
-                } else if record_max.unwrap_or(0) > r.seq {
+                } else if record_max.unwrap_or(0).max(doc_max.unwrap_or(0)) > r.seq {
                     outcome.notices.push(format!(
                         "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
                         r.actor
@@ -803,40 +941,10 @@ impl Store {
         })?;
         state.doc.set_actor(actor);
 
-        if let Some(lost) = replay {
-            // Rare: read every verified change, the quarantined ones included.
-            let all: HashMap<ChangeHash, merge::Loaded> =
-                merge::load_all(&self.root, &scan::scan(&self.root).ops)
-                    .0
-                    .into_iter()
-                    .map(|l| (l.hash, l))
-                    .collect();
-            if let Some((before, after)) = lost_edits(&all, lost) {
-                let mut tx = state.doc.transaction();
-                replay_diff(&mut tx, &mut Vec::new(), &before, &after);
-                let options = CommitOptions::default()
-                    .with_time(now())
-                    .with_message("crdtdir: edits lost in a fork, written again");
-                if let Some(hash) = tx.commit_with(options).0 {
-                    let written = self.persist(&state.doc, hash, &device, &mut record)?;
-                    state.files.push(written.path.clone());
-                    outcome.written.push(written);
-                }
-            } else {
-                outcome.notices.push(
-                    "the lost edits could not be rebuilt; their files stay in the folder".into(),
-                );
-            }
-        }
-
         let mut tx = state.doc.transaction();
         if let Err(e) = f(&mut tx) {
-            // Dropping the transaction rolls it back: the state is as it was (plus any
-            // replayed change, which is on disk).
+            // Dropping the transaction rolls it back: the state is as it was.
             drop(tx);
-            if !outcome.written.is_empty() {
-                self.mem_dirty.store(true, Ordering::Relaxed);
-            }
             self.put_mem(Arc::new(state));
             return Err(e);
         }
@@ -880,22 +988,44 @@ impl Store {
                 reason: "a committed change vanished".into(),
             })?;
         let seq = change.seq();
-        assert_eq!(seq, record.seq + 1, "crdtdir: seq must follow the record");
+        if seq != record.seq + 1 {
+            return Err(Error::Corrupt {
+                path: self.root.clone(),
+                reason: format!(
+                    "the new change has seq {seq} but the writer record's last is {} (nothing was written)",
+                    record.seq
+                ),
+            });
+        }
+        // A fresh actor is recorded before its first temp file appears, so that a crash
+        // leaves no temp this device does not know to remove.
+        if record.seq == 0 {
+            self.state.write_record(&self.marker.store_id, record)?;
+        }
         let bytes = opfile::encode(device, change.raw_bytes());
         let dir = self.root.join(OPS_DIR).join(&record.actor);
         let name = naming::op_file_name(seq, &blake3::hash(&bytes));
         let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
-        durable::crash_point("op-staged");
+        // The outbox copy exists before the record names the seq: whatever happens to the
+        // folder from here on, this device can publish the same file again.
+        let kept = fault::at("op-staged")
+            .and_then(|()| self.outbox().keep(&record.actor, &name, &bytes))
+            .and_then(|()| fault::at("op-kept"));
+        if let Err(e) = kept {
+            staged.discard();
+            return Err(Error::io(self.outbox_dir())(e));
+        }
         record.seq = seq;
         record.hash = hash.to_string();
         if let Err(e) = self.state.write_record(&self.marker.store_id, record) {
             staged.discard();
             return Err(e);
         }
-        durable::crash_point("record-written");
         let target = dir.join(&name);
-        durable::publish(staged, &target).map_err(Error::io(&target))?;
-        durable::crash_point("op-published");
+        fault::at("record-written")
+            .and_then(|()| durable::publish(staged, &target))
+            .and_then(|()| fault::at("op-published"))
+            .map_err(Error::io(&target))?;
         Ok(Written {
             hash: hash.to_string(),
             actor: record.actor.clone(),
@@ -904,28 +1034,143 @@ impl Store {
         })
     }
 
-    /// Removes temp files this device left behind in a crash (only its own actors' temps).
-    fn remove_stale_temps(&self, record: &WriterRecord) {
-        for actor in std::iter::once(&record.actor).chain(&record.retired) {
-            let dir = self.root.join(OPS_DIR).join(actor);
-            let prefix = format!("{TEMP_PREFIX}{actor}-");
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+    pub(crate) fn outbox(&self) -> Outbox {
+        Outbox::new(&self.state.store_dir(&self.marker.store_id))
+    }
+
+    fn outbox_dir(&self) -> PathBuf {
+        self.state.store_dir(&self.marker.store_id).join("outbox")
+    }
+
+    /// Publishes again, with the same bytes and name, every op file of this device's outbox
+    /// that the folder lost and no valid snapshot in the folder folds in. An entry beyond the
+    /// record's seq was never acknowledged (a crash came before the record) and is dropped.
+    /// Returns the paths published.
+    pub(crate) fn republish(&self, record: Option<&WriterRecord>) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for kept in self.outbox().entries() {
+            if record.is_some_and(|r| r.actor == kept.actor && kept.seq > r.seq) {
+                kept.release();
+                continue;
+            }
+            if !self.root.join(kept.rel()).is_file() {
+                missing.push(kept);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scan = scan::scan(&self.root);
+        let covered: HashSet<String> =
+            merge::load_snapshots(&self.root, &self.marker.store_id, &scan)
+                .valid
+                .into_iter()
+                .flat_map(|s| s.snapshot.folded_ops.into_iter().map(|(p, _)| p))
+                .collect();
+        let mut published = Vec::new();
+        for kept in missing {
+            let rel = kept.rel();
+            if covered.contains(&rel) {
+                continue;
+            }
+            let Some(bytes) = kept.bytes() else {
                 continue;
             };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                    let _ = std::fs::remove_file(entry.path());
+            let dir = self.root.join(OPS_DIR).join(&kept.actor);
+            let staged = durable::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            let target = dir.join(&kept.name);
+            durable::publish(staged, &target)
+                .and_then(|()| fault::at("republished"))
+                .map_err(Error::io(&target))?;
+            published.push(rel);
+        }
+        Ok(published)
+    }
+
+    /// Removes temp files this device left behind in a crash (only its own actors' temps).
+    pub(crate) fn remove_stale_temps(&self, record: &WriterRecord) {
+        for actor in std::iter::once(&record.actor).chain(&record.retired) {
+            let prefix = format!("{TEMP_PREFIX}{actor}-");
+            // Everywhere this device stages files under that actor: op files, heartbeats,
+            // snapshots, records and feature markers.
+            for dir in [
+                self.root.join(OPS_DIR).join(actor),
+                self.root.join(beat::DEVICES_DIR).join(actor),
+                self.root.join(crate::snapshot::SNAPSHOTS_DIR),
+                self.root.join(marker::FEATURES_DIR),
+            ] {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
                 }
             }
         }
     }
 }
 
+/// True when the folder holds an op file or a snapshot (this device's temps do not count).
+fn has_history(root: &Path) -> bool {
+    let snapshots = std::fs::read_dir(root.join(crate::snapshot::SNAPSHOTS_DIR))
+        .is_ok_and(|mut d| d.next().is_some());
+    let ops = std::fs::read_dir(root.join(OPS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|actor| {
+            std::fs::read_dir(actor.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|f| !f.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
+                || !actor.file_type().is_ok_and(|t| t.is_dir())
+        });
+    snapshots || ops
+}
+
+/// Takes back what a failed `init` made: the marker, this device's files of the new store
+/// (the folder held no history before, so nothing else is there), the folders it created if
+/// they are empty, and the store's local state.
+fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
+    let mut actors = Vec::new();
+    if let Some(r) = state.read_record(store_id) {
+        actors.push(r.actor);
+        actors.extend(r.retired);
+    }
+    for dir in std::fs::read_dir(root.join(OPS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let ours = actors
+            .iter()
+            .any(|a| *a == *dir.file_name().to_string_lossy());
+        for f in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if ours || f.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+        // Only folders this init emptied go.
+        let _ = std::fs::remove_dir(dir.path());
+    }
+    let _ = std::fs::remove_file(root.join(MARKER));
+    for dir in [OPS_DIR, marker::FEATURES_DIR] {
+        let _ = std::fs::remove_dir(root.join(dir));
+    }
+    let _ = durable::sync_dir(root);
+    let _ = std::fs::remove_dir_all(state.store_dir(store_id));
+}
+
 /// Every change in `state`'s document, in causal order, with its file and device.
 fn history_of(state: &Cached) -> Vec<ChangeInfo> {
-    let mut paths: HashMap<(&str, u64), &str> = HashMap::with_capacity(state.files.len());
-    for rel in &state.files {
+    let mut paths: HashMap<(&str, u64), &str> =
+        HashMap::with_capacity(state.files.len() + state.covered.len());
+    for rel in state.files.iter().chain(&state.covered) {
         let mut parts = rel.split('/').skip(1);
         if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
             if let Some(op) = naming::parse_op_name(name) {
@@ -971,126 +1216,5 @@ pub(crate) fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
         seq: 0,
         hash: String::new(),
         retired,
-    }
-}
-
-/// The document as the losing branch saw it (`after`) and without that branch (`before`).
-fn lost_edits(all: &HashMap<ChangeHash, merge::Loaded>, lost: ChangeHash) -> Option<(Json, Json)> {
-    // Everything the lost change saw, itself included.
-    let mut seen = HashSet::new();
-    let mut stack = vec![lost];
-    while let Some(h) = stack.pop() {
-        if seen.insert(h) {
-            stack.extend(all.get(&h)?.change().deps().iter().copied());
-        }
-    }
-    // The branch starts at the lowest seq of our actor that another change also claims.
-    let actor = all[&lost].actor.clone();
-    let mut claims: HashMap<u64, usize> = HashMap::new();
-    for l in all.values().filter(|l| l.actor == actor) {
-        *claims.entry(l.change().seq()).or_default() += 1;
-    }
-    let fork_seq = seen
-        .iter()
-        .map(|h| all[h].change())
-        .filter(|c| c.actor_id() == &actor && claims[&c.seq()] > 1)
-        .map(|c| c.seq())
-        .min()?;
-    // Leave out the branch and whatever depends on it.
-    let mut tainted: HashSet<ChangeHash> = seen
-        .iter()
-        .copied()
-        .filter(|h| all[h].actor == actor && all[h].change().seq() >= fork_seq)
-        .collect();
-    loop {
-        let more: Vec<ChangeHash> = seen
-            .iter()
-            .copied()
-            .filter(|h| {
-                !tainted.contains(h) && all[h].change().deps().iter().any(|d| tainted.contains(d))
-            })
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        tainted.extend(more);
-    }
-    let build = |hashes: Vec<ChangeHash>| -> Option<Json> {
-        let changes: Vec<_> = hashes.iter().map(|h| all[h].change().clone()).collect();
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let mut d = merge::new_doc();
-            d.apply_changes(changes).ok().map(|()| render::document(&d))
-        }))
-        .ok()
-        .flatten()
-    };
-    let after = build(seen.iter().copied().collect())?;
-    let before = build(
-        seen.iter()
-            .copied()
-            .filter(|h| !tainted.contains(h))
-            .collect(),
-    )?;
-    Some((before, after))
-}
-
-/// Writes onto the current document what changed from `before` to `after`, path by path.
-/// Parts of the document that no longer exist are skipped.
-fn replay_diff(tx: &mut Transaction<'_>, path: &mut Vec<String>, before: &Json, after: &Json) {
-    if before == after {
-        return;
-    }
-    let pointer = |path: &[String]| -> String {
-        path.iter()
-            .map(|t| format!("/{}", t.replace('~', "~0").replace('/', "~1")))
-            .collect()
-    };
-    match (before, after) {
-        (Json::Object(b), Json::Object(a)) => {
-            for key in b.keys().filter(|k| !a.contains_key(*k)) {
-                path.push(key.clone());
-                let _ = patch::apply(
-                    tx,
-                    &[PatchOp::Remove {
-                        path: pointer(path),
-                    }],
-                );
-                path.pop();
-            }
-            for (key, value) in a {
-                path.push(key.clone());
-                match b.get(key) {
-                    Some(old) => replay_diff(tx, path, old, value),
-                    None => {
-                        let _ = patch::apply(
-                            tx,
-                            &[PatchOp::Set {
-                                path: pointer(path),
-                                value: value.clone(),
-                                scalar: false,
-                            }],
-                        );
-                    }
-                }
-                path.pop();
-            }
-        }
-        (Json::Array(b), Json::Array(a)) if a.len() == b.len() => {
-            for (i, (old, new)) in b.iter().zip(a).enumerate() {
-                path.push(i.to_string());
-                replay_diff(tx, path, old, new);
-                path.pop();
-            }
-        }
-        _ => {
-            let _ = patch::apply(
-                tx,
-                &[PatchOp::Set {
-                    path: pointer(path),
-                    value: after.clone(),
-                    scalar: false,
-                }],
-            );
-        }
     }
 }

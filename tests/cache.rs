@@ -202,7 +202,7 @@ fn a_fork_arriving_later_rebuilds_and_agrees_with_a_cold_merge() {
     merged(&a, &store);
     // A cloned state writes a different change under a's actor and next seq.
     let clone = Device::new(dir.path(), "clone");
-    crate::writer::copy_dir(&a.state, &clone.state);
+    crate::common::clone_state(&a, &clone);
     let elsewhere = dir.path().join("elsewhere");
     replica(&store, &elsewhere);
     sync_ops(&store, &elsewhere, |_| true);

@@ -139,7 +139,8 @@ fn deletions_without_the_snapshot_lose_nothing_and_repair_restores_it() {
         let elsewhere = dir.path().join("elsewhere");
         replica(&store, &elsewhere);
         sync_ops(&store, &elsewhere, |_| true);
-        devices[0].open(&elsewhere).compact().unwrap();
+        let there = Device::new(dir.path(), "a-there");
+        there.open(&elsewhere).compact().unwrap();
         let snap = snapshots(&elsewhere).remove(0);
         for rel in op_files(&store) {
             std::fs::remove_file(store.join(rel)).unwrap();
@@ -168,20 +169,28 @@ fn deletions_without_the_snapshot_lose_nothing_and_repair_restores_it() {
             view.report()
         );
         assert!(
-            devices[1].open(&store).compact_plan(300).is_err(),
+            cold_dev.open(&store).compact_plan(300).is_err(),
             "compact refuses an incomplete view"
+        );
+        // The warm device holds every head the record names: its view is complete, and it
+        // knows the folder lost what it holds.
+        let warm = devices[1].open(&store).read().unwrap();
+        assert!(warm.is_complete(), "{damage}: {:?}", warm.report());
+        assert!(
+            warm.report().unprovided > 0,
+            "{damage}: {:?}",
+            warm.report()
         );
         // b still has everything: repair writes it back.
         let repaired = devices[1].open(&store).repair().unwrap();
-        assert!(repaired.is_some(), "{damage}");
+        assert!(repaired.snapshot.is_some(), "{damage}");
         assert_eq!(
             cold(&store),
             full,
             "{damage}: complete again for a new device"
         );
-        assert_eq!(
-            devices[1].open(&store).repair().unwrap(),
-            None,
+        assert!(
+            devices[1].open(&store).repair().unwrap().is_empty(),
             "nothing left to repair"
         );
     }
@@ -196,7 +205,8 @@ fn a_device_writing_during_compaction_loses_nothing() {
     let other = dir.path().join("other");
     replica(&store, &other);
     sync_ops(&store, &other, |_| true);
-    devices[2]
+    let c_there = Device::new(dir.path(), "c-there");
+    c_there
         .open(&other)
         .apply_patch(&set("meanwhile", 7))
         .unwrap();
@@ -221,7 +231,7 @@ fn a_device_writing_during_compaction_loses_nothing() {
     sync_ops(&other, &store, |_| true);
     let a = merged(&devices[0], &store);
     assert!(a.contains("meanwhile"), "{a}");
-    assert_eq!(a, merged(&devices[2], &other));
+    assert_eq!(a, merged(&c_there, &other));
     assert_eq!(a, cold(&store));
     assert_eq!(a, cold(&other));
 }
@@ -239,12 +249,13 @@ fn two_devices_compacting_at_once_lose_nothing() {
         .open(&store)
         .apply_patch(&set("only-here", 1))
         .unwrap();
-    devices[1]
+    let b_there = Device::new(dir.path(), "b-there");
+    b_there
         .open(&other)
         .apply_patch(&set("only-there", 2))
         .unwrap();
     devices[0].open(&store).compact().unwrap();
-    devices[1].open(&other).compact().unwrap();
+    b_there.open(&other).compact().unwrap();
     // Full exchange: snapshots, records, remaining op files; each side's deletions stand.
     for (from, to) in [(&store, &other), (&other, &store)] {
         std::fs::create_dir_all(to.join("snapshots")).unwrap();
@@ -261,7 +272,7 @@ fn two_devices_compacting_at_once_lose_nothing() {
     assert_eq!(snapshots(&store).len(), 2);
     let a = merged(&devices[0], &store);
     assert!(a.contains("only-here") && a.contains("only-there"), "{a}");
-    assert_eq!(a, merged(&devices[1], &other));
+    assert_eq!(a, merged(&b_there, &other));
     assert_eq!(a, cold(&store));
     devices[2].open(&store).compact().unwrap();
     assert_eq!(snapshots(&store).len(), 1);
@@ -350,7 +361,10 @@ fn a_newer_snapshot_version_is_skipped_and_reported() {
     let elsewhere = dir.path().join("elsewhere");
     replica(&store, &elsewhere);
     sync_ops(&store, &elsewhere, |_| true);
-    devices[0].open(&elsewhere).compact().unwrap();
+    Device::new(dir.path(), "a-there")
+        .open(&elsewhere)
+        .compact()
+        .unwrap();
     // Rewrite the snapshot as a newer build would (schema version 2), under its new name.
     let snap = snapshots(&elsewhere).remove(0);
     let copy = dir.path().join("copy.sqlite");
@@ -385,4 +399,78 @@ fn a_newer_snapshot_version_is_skipped_and_reported() {
         before,
         "the op files still count"
     );
+}
+
+/// Writes `bytes` into the existing file at `path`, as a sync tool that completes or restores
+/// a file in place does (same inode), and sets its modification time to `mtime`.
+fn rewrite_in_place(path: &Path, bytes: &[u8], mtime: std::time::SystemTime) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+    f.set_modified(mtime).unwrap();
+}
+
+/// Regression (issue: "a snapshot completed in place is never picked up"): a device that
+/// merged while the snapshot was half downloaded kept `{}` forever, since merges compared
+/// snapshot names only. Now a snapshot, or a damaged op file, whose size, times or inode
+/// change is read again, even when size and modification time come back the same.
+#[test]
+fn a_snapshot_or_op_file_completed_in_place_is_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    devices[0].open(&store).compact().unwrap();
+    let full = cold(&store);
+    let snapshot = snapshots(&store).pop().unwrap();
+    let bytes = std::fs::read(store.join(&snapshot)).unwrap();
+
+    // The phone's folder got the marker, the record and the deletions, and the snapshot
+    // under its final name with half its bytes.
+    let phone_dir = dir.path().join("phone");
+    for (rel, content) in tree(&store) {
+        if !rel.starts_with("ops/") {
+            let target = phone_dir.join(&rel);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, content).unwrap();
+        }
+    }
+    let when = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    rewrite_in_place(&phone_dir.join(&snapshot), &bytes[..bytes.len() / 2], when);
+    let phone = Device::new(dir.path(), "phone");
+    let store_phone = phone.open(&phone_dir);
+    assert!(!store_phone.read().unwrap().is_complete());
+    let (json, _) = store_phone.read_json().unwrap();
+    assert_eq!(json, "{}");
+
+    rewrite_in_place(&phone_dir.join(&snapshot), &bytes, when);
+    let (json, report) = phone.open(&phone_dir).read_json().unwrap();
+    assert_eq!(json, full, "{report:?}");
+    assert_eq!(merged(&phone, &phone_dir), full);
+
+    // An op file damaged in place, then restored with the same size and modification time.
+    phone.open(&phone_dir).apply_patch(&set("late", 7)).unwrap();
+    let late = op_files(&phone_dir).pop().unwrap();
+    let good = std::fs::read(phone_dir.join(&late)).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let mut perms = std::fs::metadata(phone_dir.join(&late))
+        .unwrap()
+        .permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    std::fs::set_permissions(phone_dir.join(&late), perms).unwrap();
+    rewrite_in_place(&phone_dir.join(&late), &bad, when);
+    let reader = Device::new(dir.path(), "reader");
+    let (json, report) = reader.open(&phone_dir).read_json().unwrap();
+    assert_eq!(json, full, "the damaged change is skipped");
+    assert_eq!(report.problems.len(), 1, "{report:?}");
+    rewrite_in_place(&phone_dir.join(&late), &good, when);
+    let (json, report) = reader.open(&phone_dir).read_json().unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["m"]["late"], json!(7));
 }

@@ -33,7 +33,8 @@ fn base_store(dir: &Path) -> (std::path::PathBuf, Device) {
 
 /// Two different changes with one (actor, seq), plus an innocent third device: every
 /// delivery order gives the same document, the innocent change is in it, the fork is
-/// reported. (One apply_changes with both fork changes would apply nothing at all.)
+/// reported, and both branches' edits are in it (the loser and what depends on it are
+/// rebased). (One apply_changes with both fork changes would apply nothing at all.)
 #[test]
 fn a_fork_with_an_innocent_device_merges_the_same_in_every_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,15 +78,54 @@ fn a_fork_with_an_innocent_device_merges_the_same_in_every_order() {
         outputs.insert(serde_json::to_string(&view.to_json()).unwrap());
     }
     assert_eq!(outputs.len(), 1, "{outputs:?}");
-    // The kept branch is the one whose divergent change has the lower hash.
-    let winner = if x.hash().as_ref() < y.hash().as_ref() {
-        "x"
+    // The kept change is the one with the lower hash; the other, and x2 if it depends on
+    // the loser, are rebased, so every edit is in the document.
+    let (kept, lost) = if x.hash().as_ref() < y.hash().as_ref() {
+        (&x, &y)
     } else {
-        "y"
+        (&y, &x)
     };
+    let view = Device::new(dir.path(), "last")
+        .open(&store_with_all(dir.path(), &store, &files))
+        .read()
+        .unwrap();
+    let fork = &view.report().forks[0];
+    assert_eq!(fork.kept, kept.hash().to_string());
+    assert_eq!(fork.rebased, vec![lost.hash().to_string()]);
+    let rebased: Vec<&str> = view
+        .report()
+        .rebased
+        .iter()
+        .map(|r| r.from.as_str())
+        .collect();
+    let mut want = vec![lost.hash().to_string()];
+    if lost.hash() == x.hash() {
+        want.push(x2.hash().to_string());
+    }
+    want.sort();
+    let mut got: Vec<String> = rebased.iter().map(|s| s.to_string()).collect();
+    got.sort();
+    assert_eq!(got, want);
     let out: serde_json::Value = serde_json::from_str(outputs.first().unwrap()).unwrap();
-    assert_eq!(out["who"], json!(winner));
-    assert_eq!(out.get("x2").is_some(), winner == "x", "x2 depends on x");
+    assert!(
+        out["who"] == json!("x") || out["who"] == json!("y"),
+        "{out}"
+    );
+    assert_eq!(out["x2"], json!(true), "x2 is kept whichever side lost");
+}
+
+/// A folder holding every file of `files`.
+fn store_with_all(
+    root: &std::path::Path,
+    store: &std::path::Path,
+    files: &[(&str, &crdtdir::automerge::Change)],
+) -> std::path::PathBuf {
+    let folder = root.join("all");
+    replica(store, &folder);
+    for (device, change) in files {
+        put_change(&folder, device, change);
+    }
+    folder
 }
 
 fn permutations(n: usize) -> Vec<Vec<usize>> {

@@ -2,10 +2,13 @@
 
 mod common;
 
+mod accidents;
 mod cache;
 mod compact;
 mod convergence;
+mod crashes;
 mod fixtures;
+mod forks;
 mod reader;
 mod semantics;
 mod writer;

@@ -5,7 +5,7 @@ use crdtdir::automerge::{ReadDoc, ROOT};
 use crdtdir::{PatchOp, Store};
 use serde_json::json;
 
-use crate::common::{merged, op_files, replica, sync_ops, tree, Device};
+use crate::common::{clone_state, copy_dir, merged, op_files, replica, sync_ops, tree, Device};
 
 /// Regression: with AutoCommit, reading heads between two puts committed implicitly and
 /// "write the last local change" lost the first one. Both changes must be files.
@@ -115,9 +115,10 @@ fn a_state_behind_the_folder_moves_to_a_fresh_actor() {
 }
 
 /// A cloned disk: two devices with one state write before syncing. The fork is resolved
-/// the same way everywhere and the losing device's edits come back under a fresh actor.
+/// the same way everywhere, the losing branch's edits are in the document at once (rebased),
+/// and the losing device goes on under a fresh actor.
 #[test]
-fn a_cloned_state_forks_and_the_loser_writes_its_edits_again() {
+fn a_cloned_state_forks_and_the_loser_goes_on_under_a_fresh_actor() {
     // Which clone loses depends on random actor ids and hashes: run until both have lost.
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..64 {
@@ -138,7 +139,7 @@ fn cloned_state_scenario() -> bool {
     replica(&one, &two);
     sync_ops(&one, &two, |_| true);
     let clone = Device::new(dir.path(), "clone");
-    copy_dir(&a.state, &clone.state);
+    clone_state(&a, &clone);
 
     let set = |d: &Device, store: &std::path::Path, key: &str| {
         d.open(store)
@@ -165,28 +166,41 @@ fn cloned_state_scenario() -> bool {
         "both replicas agree"
     );
 
-    // Whichever side lost, its next write brings its edits back.
-    let before = merged(&a, &one);
-    let a_lost = !before.contains("from-a-2");
-    let (loser, folder) = if a_lost { (&a, &one) } else { (&clone, &two) };
-    let out = loser
-        .open(folder)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n".into(),
-            value: json!(1),
-            scalar: false,
-        }])
-        .unwrap();
+    // Every edit of both branches is there before anyone writes again.
+    let before: serde_json::Value = serde_json::from_str(&merged(&a, &one)).unwrap();
+    for key in ["from-a", "from-a-2", "from-clone"] {
+        assert_eq!(before["notes"][key], json!(key), "{before}");
+    }
     assert!(
-        out.notices.iter().any(|n| n.contains("lost a fork")),
+        status
+            .report
+            .rebased
+            .iter()
+            .any(|r| r.from == fork.rebased[0]),
         "{:?}",
-        out.notices
+        status.report
     );
+
+    // Both write again: exactly the loser is told, and moves to a fresh actor.
+    let write = |d: &Device, store: &std::path::Path, n: i64| {
+        d.open(store)
+            .apply_patch(&[PatchOp::Set {
+                path: format!("/{}", d.name),
+                value: json!(n),
+                scalar: false,
+            }])
+            .unwrap()
+    };
+    let (out_a, out_clone) = (write(&a, &one, 1), write(&clone, &two, 2));
+    let lost = |o: &crdtdir::WriteOutcome| o.notices.iter().any(|n| n.contains("lost a fork"));
+    assert!(lost(&out_a) != lost(&out_clone), "{out_a:?} {out_clone:?}");
+    let loser = if lost(&out_a) { &out_a } else { &out_clone };
     assert_eq!(
-        out.written.len(),
-        2,
-        "the replayed edits, then the caller's change"
+        loser.written.len(),
+        1,
+        "only the caller's change: {loser:?}"
     );
+    assert_eq!(loser.written[0].seq, 1, "a fresh actor");
     sync_ops(&one, &two, |_| true);
     sync_ops(&two, &one, |_| true);
     let after = merged(&a, &one);
@@ -195,8 +209,11 @@ fn cloned_state_scenario() -> bool {
     for key in ["from-a", "from-a-2", "from-clone"] {
         assert_eq!(doc["notes"][key], json!(key), "{after}");
     }
-    assert_eq!(doc["n"], json!(1));
-    a_lost
+    assert_eq!(
+        (doc["a"].clone(), doc["clone"].clone()),
+        (json!(1), json!(2))
+    );
+    lost(&out_a)
 }
 
 /// The in-memory transaction API sees the merged document of every device.
@@ -214,20 +231,6 @@ fn change_reads_the_merged_document() {
         })
         .unwrap();
     assert_eq!(merged(&a, &store_dir), r#"{"m":2,"n":1}"#);
-}
-
-pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    for entry in walkdir::WalkDir::new(from)
-        .into_iter()
-        .filter_map(Result::ok)
-    {
-        let target = to.join(entry.path().strip_prefix(from).unwrap());
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 /// Regression: two `init`s racing on one folder both reported success, and the loser went

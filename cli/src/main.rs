@@ -225,8 +225,22 @@ fn warn_report(report: &crdtdir::MergeReport) {
             gap.path, gap.reason
         );
     }
+    if report.unprovided > 0 {
+        eprintln!("crdtdir: warning: {}", unprovided_line(report.unprovided));
+    }
+    // The store's own marker gets a line of its own: it decides whether writes work.
+    let marker = |p: &&crdtdir::Problem| p.path == "crdtdir.store";
+    for p in report.problems.iter().filter(marker) {
+        eprintln!("crdtdir: warning: {}: {}", p.path, p.reason);
+    }
+    // Temp files and placeholders go away by themselves: `status` lists them, merges do
+    // not warn about them.
     let (p, q, w) = (
-        report.problems.len(),
+        report
+            .problems
+            .iter()
+            .filter(|p| !p.kind.is_transient() && !marker(p))
+            .count(),
         report.quarantined.len(),
         report.waiting.len(),
     );
@@ -345,13 +359,13 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
             threshold.unwrap_or(crdtdir::DEFAULT_THRESHOLD_SECS),
         ),
         Command::Repair => {
-            let written = store.repair()?;
-            if written.is_none() {
+            let repaired = store.repair()?;
+            if repaired.is_empty() {
                 eprintln!(
                     "crdtdir: nothing to repair: the folder provides every change this device has"
                 );
             }
-            print_json(&json!({"snapshot": written}), false)
+            print_json(&json!(repaired), false)
         }
         Command::Log { json } => {
             let mut log = store.history()?;
@@ -542,12 +556,21 @@ fn print_status(s: &crdtdir::Status) {
     }
     for f in &r.forks {
         println!(
-            "fork: actor {} seq {}: kept {}, quarantined {}",
+            "fork: actor {} seq {}: kept {}, rebased {}",
             f.actor,
             f.seq,
             f.kept,
-            f.quarantined.join(", ")
+            f.rebased.join(", ")
         );
+    }
+    if !r.rebased.is_empty() {
+        println!(
+            "rebased changes ({}): edits that lost a fork, kept under new actors",
+            r.rebased.len()
+        );
+        for x in &r.rebased {
+            println!("  {}: {} -> {}", x.path, x.from, x.to);
+        }
     }
     if !r.quarantined.is_empty() {
         println!("quarantined changes ({}):", r.quarantined.len());
@@ -561,6 +584,16 @@ fn print_status(s: &crdtdir::Status) {
             println!("  {}: missing {}", w.path, w.missing.join(", "));
         }
     }
+    if r.unprovided > 0 {
+        println!("{}", unprovided_line(r.unprovided));
+    }
+}
+
+/// What to tell the user when the folder lost changes this device holds.
+fn unprovided_line(n: usize) -> String {
+    format!(
+        "the folder lost {n} change(s) this device still has (a restored backup, a lost snapshot, files deleted by a sync tool?): run `crdtdir repair` here to write them back"
+    )
 }
 
 /// Two devices, two folders, concurrent edits, files exchanged both ways, one result.

@@ -60,10 +60,19 @@ fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
                     vec![],
                 );
                 stack.push(e.path());
-            } else {
+            } else if e.file_type().unwrap().is_file() {
                 out.insert(
                     e.path().strip_prefix(dir).unwrap().display().to_string(),
                     std::fs::read(e.path()).unwrap(),
+                );
+            } else {
+                // A FIFO or socket: reading it would block; its presence is what counts.
+                out.insert(
+                    format!(
+                        "{} (special)",
+                        e.path().strip_prefix(dir).unwrap().display()
+                    ),
+                    vec![],
                 );
             }
         }
@@ -251,13 +260,78 @@ fn a_missing_store_or_a_bad_device_name_writes_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(tree(&store), before);
-    // A marker that is not CBOR: one line, exit 1, nothing written.
+    // A marker that is not CBOR, on a device that never used the folder: one line, exit 1,
+    // nothing written.
     std::fs::write(store.join("crdtdir.store"), b"garbage").unwrap();
+    let stranger = Dev::new(dir.path(), "stranger");
     let before = tree(&store);
-    let out = me.run(&store, &["append", "set", "/a", "1"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    for args in [vec!["merge"], vec!["append", "set", "/a", "1"]] {
+        let out = stranger.run(&store, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("not a crdtdir store marker"), "{stderr}");
+        assert!(
+            !stderr.contains("Error {"),
+            "no Rust debug output: {stderr}"
+        );
+    }
     assert_eq!(tree(&store), before);
+    assert!(
+        !stranger.state.exists(),
+        "no local state for a folder that is not a store"
+    );
+}
+
+/// Regression (issue: "a damaged or missing marker makes every read fail"): a device that
+/// knows the folder keeps serving its last view with one warning line; writes are refused
+/// (exit 3) and change nothing; `repair` puts a missing marker back byte for byte.
+#[test]
+fn a_damaged_or_missing_marker_keeps_the_view_and_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let original = std::fs::read(store.join("crdtdir.store")).unwrap();
+    for damage in ["truncated", "missing", "fifo"] {
+        let expected = me.ok(&store, &["merge"]);
+        std::fs::remove_file(store.join("crdtdir.store")).unwrap();
+        match damage {
+            "truncated" => std::fs::write(store.join("crdtdir.store"), &original[..10]).unwrap(),
+            "fifo" => {
+                let status = Command::new("mkfifo")
+                    .arg(store.join("crdtdir.store"))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }
+            _ => {}
+        }
+        let out = me.run(&store, &["merge"]);
+        assert!(out.status.success(), "{damage}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{damage}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{damage}: {stderr}");
+        assert!(stderr.contains("crdtdir.store"), "{damage}: {stderr}");
+        let before = (tree(&store), tree(&me.state));
+        let out = me.run(&store, &["append", "set", "/b", "2"]);
+        assert_eq!(out.status.code(), Some(3), "{damage}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("marker"));
+        assert_same(&before.0, &tree(&store), damage);
+        assert_same(&before.1, &tree(&me.state), damage);
+        if damage != "missing" {
+            std::fs::remove_file(store.join("crdtdir.store")).unwrap();
+        }
+        let repaired: serde_json::Value =
+            serde_json::from_str(&me.ok(&store, &["repair"])).unwrap();
+        assert_eq!(repaired["marker_restored"], true, "{damage}");
+        assert_eq!(
+            std::fs::read(store.join("crdtdir.store")).unwrap(),
+            original
+        );
+        me.ok(&store, &["append", "set", &format!("/{damage}"), "1"]);
+    }
 }
 
 /// A store that needs a newer crdtdir: reads work, writes are refused with exit 3.
@@ -343,15 +417,21 @@ fn concurrent_processes_of_one_device_never_share_a_seq() {
 
 /// A crash (abort) after each step of a write: the store stays readable, nothing
 /// acknowledged is lost, no seq is reused, and the owner cleans up its temp file.
+/// The actor of the one op file an `append` printed.
+fn written_actor(append_output: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(append_output).unwrap();
+    v["written"][0]["actor"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn a_crash_at_every_step_of_a_write_loses_nothing_acknowledged_and_reuses_no_seq() {
-    for step in ["op-staged", "record-written", "op-published"] {
+    for step in ["op-staged", "op-kept", "record-written", "op-published"] {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("s");
         let me = Dev::new(dir.path(), "laptop");
         let other = Dev::new(dir.path(), "phone");
         me.ok(&store, &["init"]);
-        me.ok(&store, &["append", "set", "/acked", "1"]);
+        let actor = written_actor(&me.ok(&store, &["append", "set", "/acked", "1"]));
         let out = me
             .cmd(&store, &["append", "set", "/crashed", "1"])
             .env("CRDTDIR_CRASH_AT", step)
@@ -369,11 +449,15 @@ fn a_crash_at_every_step_of_a_write_loses_nothing_acknowledged_and_reuses_no_seq
             step == "op-published",
             "{step}: {view}"
         );
-        me.ok(&store, &["append", "set", "/after", "1"]);
+        // The next write goes on with the same actor: before the record, the seq is used
+        // again; after it, the change the record names is published from the outbox.
+        let after = me.ok(&store, &["append", "set", "/after", "1"]);
+        assert_eq!(written_actor(&after), actor, "{step}: the actor is kept");
         let status: serde_json::Value =
             serde_json::from_str(&other.ok(&store, &["status", "--json"])).unwrap();
         assert_eq!(status["forks"], serde_json::json!([]), "{step}");
         assert_eq!(status["quarantined"], serde_json::json!([]), "{step}");
+        assert_eq!(status["waiting"], serde_json::json!([]), "{step}");
         assert_eq!(
             status["problems"],
             serde_json::json!([]),
@@ -385,6 +469,104 @@ fn a_crash_at_every_step_of_a_write_loses_nothing_acknowledged_and_reuses_no_seq
             (1.into(), 1.into()),
             "{step}"
         );
+        assert_eq!(
+            view.get("crashed").is_some(),
+            matches!(step, "record-written" | "op-published"),
+            "{step}: a change the record names is never lost: {view}"
+        );
+    }
+}
+
+/// Regression (issue: "a device's own newest op file deleted by a sync tool is lost"):
+/// `rclone bisync --resync` (or a restore) deletes files a device just wrote. The next write
+/// switched to a fresh actor, the change was gone, and later changes of the actor waited
+/// forever. Now the device publishes its own files again, same bytes and name, and keeps its
+/// actor; `repair` does the same without writing a change.
+#[test]
+fn own_op_files_a_sync_tool_deleted_are_published_again_with_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let actor = written_actor(&me.ok(&store, &["append", "set", "/a", "1"]));
+    me.ok(&store, &["append", "set", "/b", "2"]);
+    me.ok(&store, &["append", "set", "/c", "3"]);
+    let files = op_files(&store);
+    assert_eq!(files.len(), 3, "{files:?}");
+    let before = tree(&store.join("ops"));
+    // The middle one and the newest one vanish.
+    for rel in [&files[1], &files[2]] {
+        std::fs::remove_file(store.join(rel)).unwrap();
+    }
+    // A device that never saw them cannot have them yet.
+    let fresh = Dev::new(dir.path(), "fresh");
+    let view: serde_json::Value = serde_json::from_str(&fresh.ok(&store, &["merge"])).unwrap();
+    assert_eq!(view, serde_json::json!({"a": 1}));
+
+    let out = me.run(&store, &["append", "set", "/d", "4"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("published them again"), "{stderr}");
+    assert!(!stderr.contains("fresh actor"), "{stderr}");
+    assert_eq!(written_actor(&String::from_utf8_lossy(&out.stdout)), actor);
+    let after = tree(&store.join("ops"));
+    for (path, bytes) in &before {
+        assert_eq!(
+            after.get(path),
+            Some(bytes),
+            "{path} is back, byte for byte"
+        );
+    }
+    let view: serde_json::Value = serde_json::from_str(&fresh.ok(&store, &["merge"])).unwrap();
+    assert_eq!(view, serde_json::json!({"a": 1, "b": 2, "c": 3, "d": 4}));
+
+    // Gone again: `repair` puts it back without writing a change.
+    std::fs::remove_file(store.join(&files[2])).unwrap();
+    let repaired: serde_json::Value = serde_json::from_str(&me.ok(&store, &["repair"])).unwrap();
+    assert_eq!(repaired["republished"], serde_json::json!([files[2]]));
+    assert_eq!(repaired["snapshot"], serde_json::Value::Null);
+    assert_eq!(op_files(&store).len(), 4);
+}
+
+/// Regression (issue: "a device that cannot write again"): a state dir restored from a backup
+/// made before this device compacted. The record is behind, but compaction took the op files
+/// that proved it: every append failed with "internal error (a bug)". The merged document
+/// knows the actor's seqs: the device takes a fresh actor and writes.
+#[test]
+fn a_state_dir_restored_from_before_a_compaction_writes_with_a_fresh_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let backup = dir.path().join("backup");
+    copy_tree(&me.state, &backup);
+    me.ok(&store, &["append", "set", "/b", "2"]);
+    me.ok(&store, &["compact", "--yes"]);
+    assert!(op_files(&store).is_empty());
+    std::fs::remove_dir_all(&me.state).unwrap();
+    copy_tree(&backup, &me.state);
+    let out = me.run(&store, &["append", "set", "/c", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("fresh actor"), "{stderr}");
+    let other = Dev::new(dir.path(), "phone");
+    let view: serde_json::Value = serde_json::from_str(&other.ok(&store, &["merge"])).unwrap();
+    assert_eq!(view, serde_json::json!({"a": 1, "b": 2, "c": 3}));
+    let status: serde_json::Value =
+        serde_json::from_str(&other.ok(&store, &["status", "--json"])).unwrap();
+    assert_eq!(status["forks"], serde_json::json!([]));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for (rel, bytes) in tree(from) {
+        let target = to.join(&rel);
+        if rel.ends_with('/') {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, bytes).unwrap();
+        }
     }
 }
 
@@ -542,6 +724,55 @@ fn a_crash_at_every_step_of_compaction_loses_nothing() {
             "{step}: after"
         );
     }
+}
+
+/// Regression (issue: "compaction deletes emptied actor folders"): Unison then skipped a
+/// returning device's new files in such a folder as "deleted vs changed" forever. Compaction
+/// empties folders but never removes one.
+#[test]
+fn compaction_empties_actor_folders_but_never_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let actor = written_actor(&me.ok(&store, &["append", "set", "/a", "1"]));
+    me.ok(&store, &["compact", "--yes"]);
+    assert!(op_files(&store).is_empty());
+    let folder = store.join("ops").join(&actor);
+    assert!(folder.is_dir(), "{} was removed", folder.display());
+    assert_eq!(std::fs::read_dir(&folder).unwrap().count(), 0);
+}
+
+/// Regression (issue: "`cp -r` of a store shares its store id"): the copy and the original
+/// shared one cache and writer record on a device, and their documents cross-contaminated.
+/// A second folder of one store is refused with one line (exit 3), nothing written; a store
+/// folder that moved is simply used at its new place.
+#[test]
+fn a_copied_store_folder_is_refused_and_a_moved_one_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("notes");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let copy = dir.path().join("notes-copy");
+    copy_tree(&store, &copy);
+    let (folder_before, state_before) = (tree(&copy), tree(&me.state));
+    for args in [&["merge"][..], &["append", "set", "/b", "2"], &["status"]] {
+        let out = me.run(&copy, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("is a copy of the store at"), "{stderr}");
+        assert!(stderr.contains("init --from"), "{stderr}");
+    }
+    assert_same(&folder_before, &tree(&copy), "the copy");
+    assert_same(&state_before, &tree(&me.state), "the state dir");
+
+    // Moving the folder is not copying it.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&store, &moved).unwrap();
+    me.ok(&moved, &["append", "set", "/c", "3"]);
+    assert_eq!(me.ok(&moved, &["merge"]).trim(), r#"{"a":1,"c":3}"#);
 }
 
 /// Refusals change nothing on disk, not even a heartbeat.

@@ -121,3 +121,31 @@ pub fn replica(of: &Path, at: &Path) {
 pub fn merged(device: &Device, store: &Path) -> String {
     serde_json::to_string(&device.open(store).read().unwrap().to_json()).unwrap()
 }
+
+/// Copies a folder tree (a `cp -a`).
+pub fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let target = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// `to` becomes a clone of `from`'s state dir, as a cloned disk or VM snapshot makes one on
+/// another machine: there the store's folder sits at the same path, so the record of which
+/// folder the state belongs to is left behind (here the two folders have different paths).
+pub fn clone_state(from: &Device, to: &Device) {
+    copy_dir(&from.state, &to.state);
+    for store in std::fs::read_dir(to.state.join("stores"))
+        .unwrap()
+        .flatten()
+    {
+        let _ = std::fs::remove_file(store.path().join("folder"));
+    }
+}

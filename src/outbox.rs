@@ -1,0 +1,119 @@
+//! The outbox: this device's own op files, kept byte for byte in local state until the other
+//! devices have them, so that a file the folder loses (a sync tool that deletes before it
+//! delivers, `rclone bisync --resync`, a folder restored from a backup, a crash between the
+//! writer record and the rename) is published again under the same name instead of being
+//! lost with the actor.
+//!
+//! ```text
+//! STATE/stores/<store id>/outbox/<actor>/<seq>-<hash>.op
+//!   the exact bytes of the op file ops/<actor>/<seq>-<hash>.op (docs/FORMAT.md §5), written
+//!   durably (temp, fsync, rename, fsync the folder) BEFORE the writer record names its seq
+//! ```
+//! An entry beyond the writer record's seq of its actor was never acknowledged (a crash came
+//! before the record): it is dropped, and that seq is used again by the next write. An entry
+//! goes when every other device's latest heartbeat includes its change, when a snapshot this
+//! device made folds it, or after [`crate::RETENTION_SECS`].
+
+use std::path::{Path, PathBuf};
+
+use automerge::{Change, ChangeHash};
+
+use crate::durable;
+use crate::naming;
+use crate::opfile;
+use crate::scan::OPS_DIR;
+
+/// One kept op file.
+#[derive(Debug, Clone)]
+pub(crate) struct Kept {
+    pub(crate) actor: String,
+    pub(crate) seq: u64,
+    /// The op file name (`<seq>-<hash>.op`).
+    pub(crate) name: String,
+    path: PathBuf,
+}
+
+impl Kept {
+    /// Its path in the store, `/`-separated.
+    pub(crate) fn rel(&self) -> String {
+        format!("{OPS_DIR}/{}/{}", self.actor, self.name)
+    }
+
+    /// Its bytes, if they still match the hash in its name.
+    pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let name = naming::parse_op_name(&self.name)?;
+        (naming::file_hash_hex(&bytes) == name.hash).then_some(bytes)
+    }
+
+    /// The Automerge hash of its change.
+    pub(crate) fn change_hash(&self) -> Option<ChangeHash> {
+        let bytes = self.bytes()?;
+        let envelope = opfile::decode(&bytes).ok()?;
+        Some(Change::from_bytes(envelope.change).ok()?.hash())
+    }
+
+    /// Seconds since it was kept.
+    pub(crate) fn age_secs(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Forgets it.
+    pub(crate) fn release(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The outbox of one store on this device.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    pub(crate) fn new(store_state: &Path) -> Outbox {
+        Outbox {
+            dir: store_state.join("outbox"),
+        }
+    }
+
+    /// Keeps the bytes of op file `name` of `actor`, durably.
+    pub(crate) fn keep(&self, actor: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let dir = self.dir.join(actor);
+        durable::create_dir_durably(&dir)?;
+        durable::replace_local(&dir.join(name), bytes)
+    }
+
+    /// Every kept op file, by actor and seq.
+    pub(crate) fn entries(&self) -> Vec<Kept> {
+        let mut out = Vec::new();
+        for actor in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let actor_name = actor.file_name().to_string_lossy().into_owned();
+            if !naming::is_actor_dir(&actor_name) {
+                continue;
+            }
+            for file in std::fs::read_dir(actor.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let is_file = file.file_type().is_ok_and(|t| t.is_file());
+                if let Some(op) = naming::parse_op_name(&name).filter(|_| is_file) {
+                    out.push(Kept {
+                        actor: actor_name.clone(),
+                        seq: op.seq,
+                        path: file.path(),
+                        name,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.actor, a.seq).cmp(&(&b.actor, b.seq)));
+        out
+    }
+}

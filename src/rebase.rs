@@ -1,0 +1,334 @@
+//! Forks are rebased, never dropped.
+//!
+//! A fork is two different changes with one (actor, seq): a cloned disk, a VM snapshot or a
+//! restored state dir wrote again under an actor that another copy of the device also used.
+//! One Automerge document cannot hold both. At each forked (actor, seq), in (actor, seq)
+//! order, the candidate with the lowest change hash keeps its place; every other candidate,
+//! and every change that depends on one (a third device may have built on it), is *rebased*:
+//! rewritten as the very same operations by a new actor, with seq 1.
+//!
+//! ```text
+//! rebased actor   = BLAKE3("crdtdir fork rebase v1\0" || original change hash)[..16]
+//! rebased change  = the original's ops, start op, time, message, with
+//!                   actor := rebased actor of itself, seq := 1,
+//!                   every dependency on a rebased change := that change's new hash,
+//!                   every op id (object, element, pred) of a rebased change := the same
+//!                   counter under that change's rebased actor
+//! ```
+//!
+//! The rewrite is a pure function of the original bytes, so every device derives the same
+//! changes from the same files (byte-identical output everywhere), and a rewrite made again
+//! later, by this device or another, is the same change (deduplicated by hash). One actor per
+//! rebased change keeps this true whatever order the files arrive in. The edits keep their
+//! meaning: an insert stays an insert after the element it followed, a text splice stays a
+//! splice, a map write becomes a concurrent write; nothing of either branch is lost.
+//!
+//! A change whose history is incomplete is not rewritten yet: it waits, like any change with
+//! a missing dependency, and is rebased once its history has arrived.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use automerge::legacy::{ElementId, Key, ObjectId, OpId};
+use automerge::{ActorId, Change, ChangeHash, ExpandedChange};
+use serde::{Deserialize, Serialize};
+
+use crate::merge::Loaded;
+use crate::report::Fork;
+
+/// Domain separation for the rebased actor id.
+const ACTOR_DOMAIN: &[u8] = b"crdtdir fork rebase v1\0";
+
+/// A change that lost a fork (or depends on one) and was rewritten under a new actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Rebased {
+    /// Path of the original op file ("" when known only from this device's cache).
+    pub path: String,
+    /// Automerge hash of the original change.
+    pub from: String,
+    /// Automerge hash of the rewritten change that carries its edits in the document.
+    pub to: String,
+}
+
+/// The actor a rebased change is written under.
+pub(crate) fn rebased_actor(original: &ChangeHash) -> ActorId {
+    let hash = blake3::Hasher::new()
+        .update(ACTOR_DOMAIN)
+        .update(original.as_ref())
+        .finalize();
+    ActorId::from(&hash.as_bytes()[..16])
+}
+
+/// What rebasing did to a set of changes.
+#[derive(Default)]
+pub(crate) struct Outcome {
+    /// The forks found, in (actor, seq) order.
+    pub(crate) forks: Vec<Fork>,
+    /// The changes rewritten (original and new hash).
+    pub(crate) rebased: Vec<Rebased>,
+    /// Indices of changes that lost a fork, or depend on one, whose history is incomplete:
+    /// left as they are, they wait for their missing dependencies.
+    pub(crate) deferred: HashSet<usize>,
+    /// Indices of changes Automerge could not rewrite, with the reason.
+    pub(crate) failed: Vec<(usize, String)>,
+}
+
+/// Finds the forks among `items` (deduplicated by hash) and rewrites every losing change and
+/// every change that depends on one, in place: their `held` change, `hash` and `actor`.
+pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
+    let mut out = Outcome::default();
+    let index: HashMap<ChangeHash, usize> =
+        items.iter().enumerate().map(|(i, l)| (l.hash, i)).collect();
+
+    // Forked (actor, seq) slots, in order; the lowest hash keeps its place.
+    let mut slots: HashMap<(ActorId, u64), Vec<usize>> = HashMap::new();
+    for (i, l) in items.iter().enumerate() {
+        slots
+            .entry((l.actor.clone(), l.change().seq()))
+            .or_default()
+            .push(i);
+    }
+    let mut forked: Vec<((String, u64), Vec<usize>)> = slots
+        .into_iter()
+        .filter(|(_, c)| c.len() > 1)
+        .map(|((a, s), c)| ((a.to_hex_string(), s), c))
+        .collect();
+    if forked.is_empty() {
+        return out;
+    }
+    forked.sort();
+
+    // Resolved in (actor, seq) order: a candidate that already depends on a loser is rebased
+    // with it and takes no part in later slots; everything that depends on a loser follows it.
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
+    for (i, l) in items.iter().enumerate() {
+        for dep in l.change().deps() {
+            if let Some(&d) = index.get(dep) {
+                children[d].push(i);
+            }
+        }
+    }
+    let mut tainted = vec![false; items.len()];
+    for ((actor, seq), mut candidates) in forked {
+        candidates.retain(|&i| !tainted[i]);
+        if candidates.len() < 2 {
+            continue;
+        }
+        candidates.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
+        out.forks.push(Fork {
+            actor,
+            seq,
+            kept: items[candidates[0]].hash.to_string(),
+            rebased: candidates[1..]
+                .iter()
+                .map(|&i| items[i].hash.to_string())
+                .collect(),
+        });
+        let mut stack = candidates[1..].to_vec();
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut tainted[i], true) {
+                stack.extend_from_slice(&children[i]);
+            }
+        }
+    }
+
+    // Which change owns an op id: by actor, the counter ranges of the changes present.
+    let mut ranges: HashMap<&ActorId, Vec<(u64, u64, usize)>> = HashMap::new();
+    for (i, l) in items.iter().enumerate() {
+        let c = l.change();
+        ranges
+            .entry(&l.actor)
+            .or_default()
+            .push((c.start_op().get(), c.max_op(), i));
+    }
+    let ranges: HashMap<ActorId, Vec<(u64, u64, usize)>> =
+        ranges.into_iter().map(|(a, r)| (a.clone(), r)).collect();
+
+    // Rewrite in causal order: a change after every rebased change it depends on.
+    let mut state: Vec<Rewrite> = vec![Rewrite::Todo; items.len()];
+    let order: Vec<usize> = (0..items.len()).filter(|&i| tainted[i]).collect();
+    for &i in &order {
+        rewrite_in_order(i, items, &index, &tainted, &ranges, &mut state);
+    }
+    for &i in &order {
+        match std::mem::replace(&mut state[i], Rewrite::Todo) {
+            Rewrite::Done(change) => {
+                let from = items[i].hash;
+                let l = &mut items[i];
+                l.hash = change.hash();
+                l.actor = change.actor_id().clone();
+                out.rebased.push(Rebased {
+                    path: l.rel.clone(),
+                    from: from.to_string(),
+                    to: l.hash.to_string(),
+                });
+                l.held = Some(*change);
+            }
+            Rewrite::Failed(reason) => out.failed.push((i, reason)),
+            Rewrite::Deferred | Rewrite::Todo | Rewrite::Busy => {
+                out.deferred.insert(i);
+            }
+        }
+    }
+    out.rebased
+        .sort_by(|a, b| (&a.path, &a.from).cmp(&(&b.path, &b.from)));
+    out
+}
+
+#[derive(Clone)]
+enum Rewrite {
+    Todo,
+    /// On the stack (a dependency cycle would be a forged history).
+    Busy,
+    Done(Box<Change>),
+    Deferred,
+    Failed(String),
+}
+
+fn rewrite_in_order(
+    i: usize,
+    items: &[Loaded],
+    index: &HashMap<ChangeHash, usize>,
+    tainted: &[bool],
+    ranges: &HashMap<ActorId, Vec<(u64, u64, usize)>>,
+    state: &mut [Rewrite],
+) {
+    // Iterative depth-first walk: long rebased chains must not overflow the stack.
+    let mut stack = vec![(i, false)];
+    while let Some((j, deps_done)) = stack.pop() {
+        let change = items[j].change();
+        if !deps_done {
+            if !matches!(state[j], Rewrite::Todo) {
+                continue;
+            }
+            state[j] = Rewrite::Busy;
+            stack.push((j, true));
+            for dep in change.deps() {
+                if let Some(&d) = index.get(dep) {
+                    if tainted[d] && matches!(state[d], Rewrite::Todo) {
+                        stack.push((d, false));
+                    }
+                }
+            }
+            continue;
+        }
+        let mut new_deps = Vec::with_capacity(change.deps().len());
+        let mut verdict = None;
+        for dep in change.deps() {
+            match index.get(dep) {
+                None => verdict = Some(Rewrite::Deferred),
+                Some(&d) if !tainted[d] => new_deps.push(*dep),
+                Some(&d) => match &state[d] {
+                    Rewrite::Done(c) => new_deps.push(c.hash()),
+                    Rewrite::Failed(_) => {
+                        verdict = Some(Rewrite::Failed(format!(
+                            "depends on change {dep}, which could not be rebased"
+                        )))
+                    }
+                    _ => verdict = verdict.or(Some(Rewrite::Deferred)),
+                },
+            }
+        }
+        state[j] = match verdict {
+            Some(v) => v,
+            None => {
+                let owner = |id: &OpId| owner_of(id, j, items, index, ranges);
+                let actor_of = |k: usize| tainted[k].then(|| rebased_actor(&items[k].hash));
+                rewrite(change, new_deps, &|id: &OpId| owner(id).and_then(actor_of))
+            }
+        };
+    }
+}
+
+/// The change (an index) that made op `id`, as `j` saw it: among the changes of that actor
+/// whose counter range holds it, the one in `j`'s history (two can claim the counter only
+/// across a fork, and no history holds both sides).
+fn owner_of(
+    id: &OpId,
+    j: usize,
+    items: &[Loaded],
+    index: &HashMap<ChangeHash, usize>,
+    ranges: &HashMap<ActorId, Vec<(u64, u64, usize)>>,
+) -> Option<usize> {
+    let candidates: Vec<usize> = ranges
+        .get(id.actor())?
+        .iter()
+        .filter(|(start, max, _)| (*start..=*max).contains(&id.counter()))
+        .map(|&(_, _, k)| k)
+        .collect();
+    match candidates.as_slice() {
+        [] => None,
+        [one] => Some(*one),
+        _ => {
+            let history = history_of(j, items, index);
+            let mut in_history: Vec<usize> = candidates
+                .into_iter()
+                .filter(|k| history.contains(k))
+                .collect();
+            in_history.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
+            in_history.first().copied()
+        }
+    }
+}
+
+/// `j` and every change it depends on, directly or not, among `items`.
+fn history_of(j: usize, items: &[Loaded], index: &HashMap<ChangeHash, usize>) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut stack = vec![j];
+    while let Some(k) = stack.pop() {
+        if seen.insert(k) {
+            stack.extend(
+                items[k]
+                    .change()
+                    .deps()
+                    .iter()
+                    .filter_map(|d| index.get(d).copied()),
+            );
+        }
+    }
+    seen
+}
+
+/// Rewrites `change` under its rebased actor with seq 1, the given dependencies, and every op
+/// id that `renamed` maps moved to that actor.
+fn rewrite(
+    change: &Change,
+    mut deps: Vec<ChangeHash>,
+    renamed: &dyn Fn(&OpId) -> Option<ActorId>,
+) -> Rewrite {
+    let own = rebased_actor(&change.hash());
+    let (start, max) = (change.start_op().get(), change.max_op());
+    let old_actor = change.actor_id().clone();
+    let map = |id: &OpId| -> OpId {
+        if id.actor() == &old_actor && (start..=max).contains(&id.counter()) {
+            return OpId(id.counter(), own.clone());
+        }
+        match renamed(id) {
+            Some(actor) => OpId(id.counter(), actor),
+            None => id.clone(),
+        }
+    };
+    let attempt = catch_unwind(AssertUnwindSafe(|| {
+        let mut expanded: ExpandedChange = change.decode();
+        for op in &mut expanded.operations {
+            if let ObjectId::Id(id) = &op.obj {
+                op.obj = ObjectId::Id(map(id));
+            }
+            if let Key::Seq(ElementId::Id(id)) = &op.key {
+                op.key = Key::Seq(ElementId::Id(map(id)));
+            }
+            op.pred = op.pred.iter().map(map).collect();
+        }
+        deps.sort_unstable();
+        expanded.actor_id = own.clone();
+        expanded.seq = 1;
+        expanded.deps = deps;
+        expanded.hash = None;
+        Change::from(expanded)
+    }));
+    match attempt {
+        Ok(c) => Rewrite::Done(Box::new(c)),
+        Err(_) => Rewrite::Failed("Automerge could not rewrite the change".into()),
+    }
+}

@@ -1,0 +1,236 @@
+//! What the world does to a store folder and a state dir — lost snapshots, deletions that
+//! arrive first, rolled-back folders, lost caches — loses no change and strands no device.
+
+use std::path::{Path, PathBuf};
+
+use crdtdir::{PatchOp, Store};
+use serde_json::json;
+
+use crate::common::{merged, op_files, replica, sync_ops, tree, Device};
+
+fn set(d: &Device, store: &Path, key: &str, v: i64) {
+    d.open(store)
+        .apply_patch(&[PatchOp::Set {
+            path: format!("/m/{key}"),
+            value: json!(v),
+            scalar: false,
+        }])
+        .unwrap();
+}
+
+/// Three devices' history in one folder; every device has merged all of it.
+fn history(dir: &Path) -> (PathBuf, Vec<Device>) {
+    let store = dir.join("store");
+    let devices: Vec<Device> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Device::new(dir, n))
+        .collect();
+    Store::init(&store, devices[0].options(), Some(&json!({"m": {}}))).unwrap();
+    for round in 0..3 {
+        for (i, d) in devices.iter().enumerate() {
+            set(
+                d,
+                &store,
+                &format!("{}{round}", d.name),
+                (i * 10 + round) as i64,
+            );
+        }
+    }
+    for d in &devices {
+        merged(d, &store);
+    }
+    (store, devices)
+}
+
+fn cold(store: &Path) -> crdtdir::View {
+    let dir = tempfile::tempdir().unwrap();
+    Device::new(dir.path(), "cold").open(store).read().unwrap()
+}
+
+fn json_of(view: &crdtdir::View) -> String {
+    serde_json::to_string(&view.to_json()).unwrap()
+}
+
+/// Another device compacts its copy of the folder; returns that copy, the snapshot's path
+/// and the device.
+fn compact_elsewhere(dir: &Path, store: &Path) -> (PathBuf, String, Device) {
+    let elsewhere = dir.join("elsewhere");
+    replica(store, &elsewhere);
+    sync_ops(store, &elsewhere, |_| true);
+    let compactor = Device::new(dir, "compactor");
+    let out = compactor.open(&elsewhere).compact().unwrap();
+    (elsewhere, out.snapshot.unwrap(), compactor)
+}
+
+/// Copies the files (not op files) of `from` that `pick` accepts into `to`.
+fn deliver(from: &Path, to: &Path, pick: impl Fn(&str) -> bool) {
+    for (rel, bytes) in tree(from) {
+        if !rel.starts_with("ops/") && pick(&rel) {
+            let target = to.join(&rel);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, bytes).unwrap();
+        }
+    }
+}
+
+fn delete_all_op_files(store: &Path) {
+    for rel in op_files(store) {
+        std::fs::remove_file(store.join(rel)).unwrap();
+    }
+}
+
+/// Regression (issue: "cache loss empties a view"): the folder got compaction's deletions
+/// but not its snapshot; deleting or tearing the cache took the view to `{}`. The device
+/// keeps what the folder lost apart from its cache, and says so.
+#[test]
+fn losing_the_cache_while_the_folder_lacks_history_changes_nothing_but_speed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let b = &devices[1];
+    let full = merged(b, &store);
+    let (elsewhere, snapshot, _) = compact_elsewhere(dir.path(), &store);
+    delete_all_op_files(&store);
+    let view = b.open(&store).read().unwrap();
+    assert_eq!(json_of(&view), full);
+    assert_eq!(view.report().unprovided, 10, "{:?}", view.report());
+
+    let cache_dir = std::fs::read_dir(b.state.join("stores"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for damage in ["deleted", "torn", "foreign"] {
+        for name in ["cache", "view"] {
+            let path = cache_dir.join(name);
+            match damage {
+                "deleted" => drop(std::fs::remove_file(&path)),
+                "torn" => {
+                    let bytes = std::fs::read(&path).unwrap_or_default();
+                    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+                }
+                _ => std::fs::write(&path, b"not a cache").unwrap(),
+            }
+        }
+        let view = b.open(&store).read().unwrap();
+        assert_eq!(json_of(&view), full, "cache {damage}");
+        assert_eq!(view.report().unprovided, 10, "cache {damage}");
+    }
+
+    // The snapshot arrives: the folder provides everything again, nothing is held.
+    deliver(&elsewhere, &store, |rel| {
+        rel == snapshot || rel.starts_with("features/")
+    });
+    let view = b.open(&store).read().unwrap();
+    assert_eq!(json_of(&view), full);
+    assert_eq!(view.report().unprovided, 0, "{:?}", view.report());
+    assert!(!cache_dir.join("held").exists());
+}
+
+/// Regression (issue: "an orphan compaction record"): a record whose snapshot is lost, once
+/// `repair` wrote the history back, or a record a sync tool resurrected after a later
+/// compaction folded its snapshot, left every device "incomplete" and `compact` refused
+/// forever. A record is satisfied when the view holds every head it names.
+#[test]
+fn a_record_whose_history_the_view_holds_is_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let full = merged(&devices[1], &store);
+    let (elsewhere, snapshot, _) = compact_elsewhere(dir.path(), &store);
+    // The deletions and the record arrive; the snapshot is lost on the way.
+    delete_all_op_files(&store);
+    deliver(&elsewhere, &store, |rel| rel != snapshot);
+    assert!(!cold(&store).is_complete());
+    let repaired = devices[1].open(&store).repair().unwrap();
+    assert!(repaired.snapshot.is_some());
+    let view = cold(&store);
+    assert_eq!(json_of(&view), full);
+    assert!(view.is_complete(), "{:?}", view.report());
+    assert!(devices[1].open(&store).compact_plan(300).is_ok());
+    assert!(devices[2].open(&store).read().unwrap().is_complete());
+
+    // Compact again (folding the repair snapshot), then the old record comes back.
+    let record = snapshot.replace(".sqlite", ".record");
+    devices[1].open(&store).compact().unwrap();
+    std::fs::write(
+        store.join(&record),
+        std::fs::read(elsewhere.join(&record)).unwrap(),
+    )
+    .unwrap();
+    let view = cold(&store);
+    assert_eq!(json_of(&view), full);
+    assert!(view.is_complete(), "{:?}", view.report());
+    assert!(devices[2].open(&store).read().unwrap().is_complete());
+}
+
+/// Regression (issue: "a new device that received compaction's deletions first prints {} with
+/// no warning"): the folder has neither snapshot nor record yet. Other devices' heartbeats
+/// name heads this view lacks, in a store that has compacted: the view is incomplete.
+#[test]
+fn a_new_device_that_got_the_deletions_first_knows_its_view_is_incomplete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = history(dir.path());
+    let (elsewhere, _, compactor) = compact_elsewhere(dir.path(), &store);
+    assert!(compactor.open(&elsewhere).beat().unwrap());
+    let new_folder = dir.path().join("new");
+    replica(&store, &new_folder);
+    deliver(&elsewhere, &new_folder, |rel| {
+        rel.starts_with("features/") || rel.starts_with("devices/")
+    });
+    let view = cold(&new_folder);
+    assert_eq!(view.to_json(), json!({}));
+    assert!(!view.is_complete(), "{:?}", view.report());
+    let newcomer = Device::new(dir.path(), "newcomer");
+    assert!(newcomer.open(&new_folder).compact_plan(300).is_err());
+    // In a store that never compacted, heads in flight are the usual sync lag.
+    let plain = dir.path().join("plain");
+    replica(&store, &plain);
+    deliver(&elsewhere, &plain, |rel| rel.starts_with("devices/"));
+    assert!(cold(&plain).is_complete());
+}
+
+/// Regression (issue: "a folder rolled back from a backup"): the folder lost changes that a
+/// device's view holds; nobody was told and they were gone for new devices for good. The
+/// device that holds them says so on every read and write, and `repair` writes them back.
+#[test]
+fn a_folder_rolled_back_from_a_backup_is_repaired_by_a_device_that_holds_the_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let backup = dir.path().join("backup");
+    replica(&store, &backup);
+    sync_ops(&store, &backup, |_| true);
+    for (i, d) in devices.iter().enumerate() {
+        set(d, &store, &format!("late-{}", d.name), i as i64);
+    }
+    let full = merged(&devices[1], &store);
+    // The folder is restored from the backup: the late changes are gone.
+    std::fs::remove_dir_all(&store).unwrap();
+    replica(&backup, &store);
+    sync_ops(&backup, &store, |_| true);
+    let view = devices[1].open(&store).read().unwrap();
+    assert_eq!(json_of(&view), full, "the view never goes back");
+    assert_eq!(view.report().unprovided, 3, "{:?}", view.report());
+    let out = devices[1]
+        .open(&store)
+        .apply_patch(&[PatchOp::Set {
+            path: "/m/after".into(),
+            value: json!(1),
+            scalar: false,
+        }])
+        .unwrap();
+    assert!(
+        out.notices.iter().any(|n| n.contains("crdtdir repair")),
+        "{out:?}"
+    );
+    let repaired = devices[1].open(&store).repair().unwrap();
+    assert!(repaired.snapshot.is_some(), "{repaired:?}");
+    let view = cold(&store);
+    let v = view.to_json();
+    for d in &devices {
+        assert!(v["m"].get(format!("late-{}", d.name)).is_some(), "{v}");
+    }
+    assert_eq!(
+        devices[1].open(&store).read().unwrap().report().unprovided,
+        0
+    );
+}

@@ -1,0 +1,198 @@
+//! Forks (cloned disks, VM snapshots, restored state dirs) lose no edit of any branch.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crdtdir::PatchOp;
+use serde_json::{json, Value};
+
+use crate::common::{clone_state, merged, replica, sync_ops, Device};
+
+fn insert(d: &Device, store: &Path, item: &str) -> crdtdir::WriteOutcome {
+    d.open(store)
+        .apply_patch(&[PatchOp::Insert {
+            path: "/items/-".into(),
+            value: json!(item),
+            scalar: false,
+        }])
+        .unwrap()
+}
+
+fn splice(d: &Device, store: &Path, pos: usize, text: &str) {
+    d.open(store)
+        .apply_patch(&[PatchOp::Splice {
+            path: "/note".into(),
+            pos,
+            del: 0,
+            text: text.into(),
+        }])
+        .unwrap();
+}
+
+fn sync_both(one: &Path, two: &Path) {
+    sync_ops(one, two, |_| true);
+    sync_ops(two, one, |_| true);
+}
+
+fn doc(json: &str) -> Value {
+    serde_json::from_str(json).unwrap()
+}
+
+/// Items of the document's list, as a set.
+fn items(v: &Value) -> BTreeSet<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Regression (issue: "fork replay erases the other branch"): a cloned state dir writes the
+/// same (actor, seq)s as the original; the losing side's replay `set` whole lists from its
+/// stale view and deleted the winner's inserts. Now every insert of both branches, and of the
+/// writes after the fork was seen, is in the document on both sides, byte for byte the same;
+/// both branches' splices into one text survive as splices.
+#[test]
+fn a_cloned_state_dir_keeps_every_insert_and_splice_of_both_branches() {
+    // Which branch loses depends on random actors and hashes: run until both have lost.
+    let mut losers = BTreeSet::new();
+    for _ in 0..40 {
+        losers.insert(cloned_store_scenario());
+        if losers.len() == 2 {
+            return;
+        }
+    }
+    panic!("only one side ever lost the fork: {losers:?}");
+}
+
+/// Returns whether the original's branch lost.
+fn cloned_store_scenario() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let (laptop_dir, clone_dir) = (dir.path().join("laptop"), dir.path().join("clone"));
+    let laptop = Device::new(dir.path(), "laptop");
+    crdtdir::Store::init(
+        &laptop_dir,
+        laptop.options(),
+        Some(&json!({"items": [], "note": "0123456789"})),
+    )
+    .unwrap();
+    insert(&laptop, &laptop_dir, "before");
+    // `cp -r` of the folder, `cp -a` of the state dir: a cloned disk.
+    replica(&laptop_dir, &clone_dir);
+    sync_ops(&laptop_dir, &clone_dir, |_| true);
+    let clone = Device::new(dir.path(), "clone");
+    clone_state(&laptop, &clone);
+
+    for i in 0..3 {
+        insert(&laptop, &laptop_dir, &format!("laptop-{i}"));
+        insert(&clone, &clone_dir, &format!("clone-{i}"));
+    }
+    splice(&laptop, &laptop_dir, 2, "L");
+    splice(&clone, &clone_dir, 8, "C");
+    sync_both(&laptop_dir, &clone_dir);
+    let first = merged(&laptop, &laptop_dir);
+    assert_eq!(first, merged(&clone, &clone_dir), "both sides agree");
+    let status = laptop.open(&laptop_dir).status().unwrap();
+    assert!(!status.report.forks.is_empty(), "{:?}", status.report);
+    assert!(!status.report.rebased.is_empty(), "{:?}", status.report);
+    assert!(status.report.quarantined.is_empty(), "{:?}", status.report);
+
+    // Each side writes once more, having seen the fork.
+    let laptop_after = insert(&laptop, &laptop_dir, "laptop-after");
+    let clone_after = insert(&clone, &clone_dir, "clone-after");
+    sync_both(&laptop_dir, &clone_dir);
+    let end = merged(&laptop, &laptop_dir);
+    assert_eq!(end, merged(&clone, &clone_dir), "both sides agree");
+    // A device that never saw either folder before agrees too.
+    let fresh = Device::new(dir.path(), "fresh");
+    assert_eq!(merged(&fresh, &laptop_dir), end);
+
+    let v = doc(&end);
+    let want: BTreeSet<String> = [
+        "before",
+        "laptop-0",
+        "laptop-1",
+        "laptop-2",
+        "clone-0",
+        "clone-1",
+        "clone-2",
+        "laptop-after",
+        "clone-after",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(items(&v), want, "{end}");
+    assert_eq!(
+        v["items"].as_array().unwrap().len(),
+        9,
+        "no duplicates: {end}"
+    );
+    assert_eq!(v["note"], json!("01L234567C89"), "{end}");
+
+    let lost = |o: &crdtdir::WriteOutcome| o.notices.iter().any(|n| n.contains("lost a fork"));
+    assert!(
+        lost(&laptop_after) != lost(&clone_after),
+        "exactly one side lost: {laptop_after:?} {clone_after:?}"
+    );
+    lost(&laptop_after)
+}
+
+/// Regression (issue: "a fork quarantines a third device's edits for good"): device d merged
+/// the original's change at (actor, seq) and wrote on top of it; when the clone's change at
+/// that (actor, seq) wins, d's edit was quarantined with the losing branch. Now it is rebased
+/// with it, whichever branch loses, and d goes on writing.
+#[test]
+fn a_third_device_that_built_on_the_losing_branch_keeps_its_edits() {
+    let mut outcomes = BTreeSet::new();
+    for _ in 0..40 {
+        outcomes.insert(third_device_scenario());
+        if outcomes.len() == 2 {
+            return;
+        }
+    }
+    panic!("the third device's branch never lost (or never won): {outcomes:?}");
+}
+
+/// Returns whether d's branch (the original's) lost.
+fn third_device_scenario() -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let (main, elsewhere) = (dir.path().join("main"), dir.path().join("elsewhere"));
+    let laptop = Device::new(dir.path(), "laptop");
+    crdtdir::Store::init(&main, laptop.options(), Some(&json!({"items": []}))).unwrap();
+    replica(&main, &elsewhere);
+    sync_ops(&main, &elsewhere, |_| true);
+    let clone = Device::new(dir.path(), "clone");
+    clone_state(&laptop, &clone);
+    let d = Device::new(dir.path(), "d");
+
+    insert(&laptop, &main, "laptop");
+    insert(&d, &main, "d-on-laptop");
+    insert(&clone, &elsewhere, "clone");
+    sync_both(&main, &elsewhere);
+
+    let v = doc(&merged(&d, &main));
+    let want: BTreeSet<String> = ["laptop", "d-on-laptop", "clone"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(items(&v), want, "{v}");
+    let report = d.open(&main).read().unwrap().report().clone();
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    let d_lost = report.rebased.len() == 2;
+
+    // d writes on; its next change is in the document everywhere.
+    let out = insert(&d, &main, "d-later");
+    assert_eq!(
+        out.notices.iter().any(|n| n.contains("rebased")),
+        d_lost,
+        "{out:?}"
+    );
+    sync_both(&main, &elsewhere);
+    let end = merged(&clone, &elsewhere);
+    assert_eq!(end, merged(&d, &main));
+    assert!(items(&doc(&end)).contains("d-later"), "{end}");
+    assert_eq!(doc(&end)["items"].as_array().unwrap().len(), 4, "{end}");
+    d_lost
+}
