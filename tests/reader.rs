@@ -67,7 +67,7 @@ fn a_fork_with_an_innocent_device_merges_the_same_in_every_order() {
         ));
         replica(&store, &folder);
         // A device of its own per order: its cache sees the files arrive in this order.
-        let reader = Device::new(&folder, "reader");
+        let reader = Device::new(&folder.with_extension("device"), "reader");
         for &i in &perm {
             put_change(&folder, files[i].0, files[i].1);
             merged(&reader, &folder); // must not fail halfway either

@@ -9,6 +9,7 @@ mod convergence;
 mod crashes;
 mod fixtures;
 mod forks;
+mod hostile;
 mod reader;
 mod semantics;
 mod writer;

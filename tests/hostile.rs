@@ -1,0 +1,484 @@
+//! Property: no lost writes in a hostile world. Devices edit while their folders exchange
+//! files in random order, sync tools delete files before they deliver them and bring
+//! deleted ones back, leave torn files under final names, disks and VMs are cloned, state
+//! dirs are restored from old backups, devices compact while others still write, and
+//! snapshots and store markers vanish. Every write that returned
+//! `Ok` leaves a unique witness key; once every device has run `repair` and every file has
+//! crossed, all devices agree byte for byte and every witness that some copy still held is
+//! in the document.
+//!
+//! What counts as "still held": a change is lost for good, by any design, only when every
+//! copy of it is gone — every folder lost its op file and every device that had it had its
+//! state dir replaced by a backup from before — or when a change it builds on is. The model
+//! below tracks which changes each device's view holds (observed through reads, never
+//! assumed) and which complete op files the folders hold, and asks only for the witnesses
+//! whose change some copy held, along with everything it depends on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crdtdir::{PatchOp, Store};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::common::{clone_state, copy_dir, replica, tree, Device};
+
+/// Most devices a scenario grows to through clones.
+const MAX_DEVICES: usize = 5;
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Device `dev` writes one witness and sets a contested key.
+    Edit { dev: usize, key: u8, value: i64 },
+    /// The sync tool copies some of `from`'s files to `to` (`mask` picks which).
+    Deliver { from: usize, to: usize, mask: u64 },
+    /// The sync tool deletes some op files from `dev`'s folder (`mask` picks which).
+    Delete { dev: usize, mask: u64 },
+    /// Files deleted from `dev`'s folder come back (an old copy resurfaces).
+    Resurrect { dev: usize },
+    /// The sync tool leaves one of `from`'s op files torn, under its final name, in `to`.
+    Tear { from: usize, to: usize, pick: usize },
+    /// A disk or VM clone of device `from`: its state dir and its folder, together.
+    Clone { from: usize },
+    /// A backup of `dev`'s state dir is taken.
+    Backup { dev: usize },
+    /// `dev`'s state dir is replaced by its last backup.
+    Restore { dev: usize },
+    /// The store marker in `dev`'s folder is deleted.
+    LoseMarker { dev: usize },
+    /// Device `dev` compacts, believing it is alone (it may be wrong).
+    Compact { dev: usize },
+    /// The sync tool deletes a snapshot or compaction record from `dev`'s folder.
+    LoseSnapshot { dev: usize, pick: usize },
+}
+
+fn action(devices: usize) -> impl Strategy<Value = Action> {
+    let d = 0..devices;
+    prop_oneof![
+        8 => (d.clone(), 0u8..3, any::<i64>()).prop_map(|(dev, key, value)| Action::Edit { dev, key, value }),
+        5 => (d.clone(), d.clone(), any::<u64>()).prop_map(|(from, to, mask)| Action::Deliver { from, to, mask }),
+        2 => (d.clone(), any::<u64>()).prop_map(|(dev, mask)| Action::Delete { dev, mask }),
+        1 => d.clone().prop_map(|dev| Action::Resurrect { dev }),
+        1 => (d.clone(), d.clone(), any::<usize>()).prop_map(|(from, to, pick)| Action::Tear { from, to, pick }),
+        1 => d.clone().prop_map(|from| Action::Clone { from }),
+        1 => d.clone().prop_map(|dev| Action::Backup { dev }),
+        1 => d.clone().prop_map(|dev| Action::Restore { dev }),
+        1 => d.clone().prop_map(|dev| Action::LoseMarker { dev }),
+        1 => d.clone().prop_map(|dev| Action::Compact { dev }),
+        1 => (d, any::<usize>()).prop_map(|(dev, pick)| Action::LoseSnapshot { dev, pick }),
+    ]
+}
+
+fn scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
+    (2usize..=3).prop_flat_map(|n| {
+        (
+            Just(n),
+            proptest::collection::vec(action(MAX_DEVICES), 1..48),
+        )
+    })
+}
+
+struct World {
+    dir: PathBuf,
+    devices: Vec<Device>,
+    folders: Vec<PathBuf>,
+    /// Hashes of the changes each device's view held (its state dir holds them).
+    seen: Vec<BTreeSet<String>>,
+    /// The last backup of each device's state dir, with what it had seen.
+    backups: Vec<Option<(PathBuf, BTreeSet<String>)>>,
+    /// Files deleted from each folder, by relative path, with their bytes.
+    graveyard: Vec<BTreeMap<String, Vec<u8>>>,
+    /// Witness -> the hash of the change that wrote it.
+    witnesses: BTreeMap<String, String>,
+    next_witness: usize,
+}
+
+/// `CRDTDIR_TRACE=1`: print each action and each case's outcome (for a failing case).
+fn tracing() -> bool {
+    std::env::var_os("CRDTDIR_TRACE").is_some()
+}
+
+/// True when `rel` is a complete op file: the hash in its name is that of its bytes.
+fn complete(rel: &str, bytes: &[u8]) -> bool {
+    let name = rel.rsplit('/').next().unwrap_or("");
+    let Some(hash) = name
+        .strip_suffix(".op")
+        .and_then(|n| n.split_once('-'))
+        .map(|(_, h)| h)
+    else {
+        return true;
+    };
+    blake3::hash(bytes).to_hex().starts_with(hash)
+}
+
+/// The hashes of every change a view holds.
+fn changes_in(view: &crdtdir::View) -> BTreeSet<String> {
+    view.doc()
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.hash().to_string())
+        .collect()
+}
+
+/// The hash and dependencies of the change in an op file, if it decodes.
+fn decode_op(bytes: &[u8]) -> Option<(String, Vec<String>)> {
+    let value: ciborium::Value = ciborium::from_reader(bytes).ok()?;
+    let change = value
+        .as_map()?
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("change"))?
+        .1
+        .as_bytes()?
+        .clone();
+    let change = crdtdir::automerge::Change::try_from(&change[..]).ok()?;
+    let deps = change.deps().iter().map(|h| h.to_string()).collect();
+    Some((change.hash().to_string(), deps))
+}
+
+/// What a sync tool copies: every file but the marker and temps, the ones `pick` accepts;
+/// a torn op file in `to` is replaced by a complete one from `from`.
+fn deliver(from: &Path, to: &Path, mut pick: impl FnMut(&str) -> bool) {
+    for (rel, bytes) in tree(from) {
+        if rel == "crdtdir.store" || rel.rsplit('/').next().unwrap_or("").starts_with('.') {
+            continue;
+        }
+        let target = to.join(&rel);
+        let torn_there =
+            rel.ends_with(".op") && std::fs::read(&target).is_ok_and(|have| !complete(&rel, &have));
+        if (target.exists() && !torn_there) || !complete(&rel, &bytes) || !pick(&rel) {
+            continue;
+        }
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, &bytes).unwrap();
+    }
+}
+
+impl World {
+    fn new(dir: &Path, n: usize) -> World {
+        let devices: Vec<Device> = (0..n).map(|i| Device::new(dir, &format!("d{i}"))).collect();
+        let folders: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("folder{i}"))).collect();
+        Store::init(
+            &folders[0],
+            devices[0].options(),
+            Some(&json!({"w": {}, "c": {}})),
+        )
+        .unwrap();
+        for f in &folders[1..] {
+            replica(&folders[0], f);
+            deliver(&folders[0], f, |_| true);
+        }
+        // Each device has used its folder once.
+        let seen = devices
+            .iter()
+            .zip(&folders)
+            .map(|(d, f)| changes_in(&d.open(f).read().unwrap()))
+            .collect();
+        World {
+            dir: dir.to_path_buf(),
+            devices,
+            seen,
+            backups: vec![None; n],
+            graveyard: vec![BTreeMap::new(); n],
+            folders,
+            witnesses: BTreeMap::new(),
+            next_witness: 0,
+        }
+    }
+
+    fn witnesses_in(json: &serde_json::Value) -> BTreeSet<String> {
+        json["w"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Opens `dev`'s store; `None` when it cannot be opened (its marker is gone and the
+    /// device never used the folder, for one).
+    fn open(&self, dev: usize) -> Option<Store> {
+        Store::open(&self.folders[dev], self.devices[dev].options()).ok()
+    }
+
+    fn step(&mut self, a: &Action) {
+        let n = self.devices.len();
+        // Actions name devices up to MAX_DEVICES; the name wraps onto those there are.
+        let a = match *a {
+            Action::Edit { dev, key, value } => Action::Edit {
+                dev: dev % n,
+                key,
+                value,
+            },
+            Action::Deliver { from, to, mask } => Action::Deliver {
+                from: from % n,
+                to: to % n,
+                mask,
+            },
+            Action::Delete { dev, mask } => Action::Delete { dev: dev % n, mask },
+            Action::Resurrect { dev } => Action::Resurrect { dev: dev % n },
+            Action::Tear { from, to, pick } => Action::Tear {
+                from: from % n,
+                to: to % n,
+                pick,
+            },
+            Action::Clone { from } => Action::Clone { from: from % n },
+            Action::Backup { dev } => Action::Backup { dev: dev % n },
+            Action::Restore { dev } => Action::Restore { dev: dev % n },
+            Action::LoseMarker { dev } => Action::LoseMarker { dev: dev % n },
+            Action::Compact { dev } => Action::Compact { dev: dev % n },
+            Action::LoseSnapshot { dev, pick } => Action::LoseSnapshot { dev: dev % n, pick },
+        };
+        if tracing() {
+            eprintln!("TRACE n={n} {a:?}");
+        }
+        match a {
+            Action::Edit { dev, key, value } => {
+                let Some(store) = self.open(dev) else { return };
+                if let Ok(view) = store.read() {
+                    self.seen[dev].extend(changes_in(&view));
+                }
+                let w = format!("w{}", self.next_witness);
+                self.next_witness += 1;
+                let ops = [
+                    PatchOp::Set {
+                        path: format!("/w/{w}"),
+                        value: json!(dev),
+                        scalar: false,
+                    },
+                    PatchOp::Set {
+                        path: format!("/c/k{key}"),
+                        value: json!(value),
+                        scalar: false,
+                    },
+                ];
+                // A refusal (the marker is gone) writes nothing, and is no witness.
+                if let Ok(out) = store.apply_patch(&ops) {
+                    let written = out.written.last().expect("a change was written");
+                    if tracing() {
+                        eprintln!("TRACE   {w} -> {:?} {:?}", out.written, out.notices);
+                    }
+                    self.witnesses.insert(w, written.hash.clone());
+                    self.seen[dev].extend(out.written.iter().map(|w| w.hash.clone()));
+                }
+            }
+            Action::Deliver { from, to, mask } if from != to => {
+                let mut bit = 0;
+                deliver(&self.folders[from], &self.folders[to], |_| {
+                    bit = (bit + 1) % 64;
+                    mask & (1 << bit) != 0
+                });
+            }
+            Action::Delete { dev, mask } => {
+                let mut bit = 0;
+                for (rel, bytes) in tree(&self.folders[dev]) {
+                    if !rel.starts_with("ops/") || !rel.ends_with(".op") {
+                        continue;
+                    }
+                    bit = (bit + 1) % 64;
+                    if mask & (1 << bit) != 0 {
+                        std::fs::remove_file(self.folders[dev].join(&rel)).unwrap();
+                        self.graveyard[dev].insert(rel, bytes);
+                    }
+                }
+            }
+            Action::Resurrect { dev } => {
+                for (rel, bytes) in std::mem::take(&mut self.graveyard[dev]) {
+                    let target = self.folders[dev].join(&rel);
+                    if !target.exists() {
+                        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                        std::fs::write(&target, &bytes).unwrap();
+                    }
+                }
+            }
+            Action::Tear { from, to, pick } if from != to => {
+                let ops: Vec<(String, Vec<u8>)> = tree(&self.folders[from])
+                    .into_iter()
+                    .filter(|(rel, b)| rel.ends_with(".op") && complete(rel, b))
+                    .filter(|(rel, _)| !self.folders[to].join(rel).exists())
+                    .collect();
+                if !ops.is_empty() {
+                    let (rel, bytes) = &ops[pick % ops.len()];
+                    let target = self.folders[to].join(rel);
+                    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                    std::fs::write(&target, &bytes[..bytes.len() / 2]).unwrap();
+                }
+            }
+            Action::Clone { from } if n < MAX_DEVICES => {
+                // Same display name: a cloned disk carries its host name along.
+                let mut clone = Device::new(&self.dir, &format!("clone{n}"));
+                clone.name = self.devices[from].name.clone();
+                clone_state(&self.devices[from], &clone);
+                let folder = self.dir.join(format!("folder{n}"));
+                copy_dir(&self.folders[from], &folder);
+                self.devices.push(clone);
+                self.folders.push(folder);
+                self.seen.push(self.seen[from].clone());
+                self.backups.push(None);
+                self.graveyard.push(BTreeMap::new());
+            }
+            Action::Backup { dev } => {
+                let at = self.dir.join(format!("backup-{dev}-{}", self.next_witness));
+                copy_dir(&self.devices[dev].state, &at);
+                self.backups[dev] = Some((at, self.seen[dev].clone()));
+            }
+            Action::Restore { dev } => {
+                if let Some((at, seen)) = self.backups[dev].clone() {
+                    std::fs::remove_dir_all(&self.devices[dev].state).unwrap();
+                    copy_dir(&at, &self.devices[dev].state);
+                    self.seen[dev] = seen;
+                }
+            }
+            Action::LoseMarker { dev } => {
+                let _ = std::fs::remove_file(self.folders[dev].join("crdtdir.store"));
+            }
+            Action::Compact { dev } => {
+                let Some(store) = self.open(dev) else { return };
+                if let Ok(view) = store.read() {
+                    self.seen[dev].extend(changes_in(&view));
+                }
+                // Refused when the view is incomplete or the marker is gone: fine here.
+                let _ = store.compact();
+            }
+            Action::LoseSnapshot { dev, pick } => {
+                let snaps: Vec<String> = tree(&self.folders[dev])
+                    .into_keys()
+                    .filter(|rel| rel.starts_with("snapshots/"))
+                    .collect();
+                if !snaps.is_empty() {
+                    let rel = &snaps[pick % snaps.len()];
+                    std::fs::remove_file(self.folders[dev].join(rel)).unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The witnesses whose change some copy still holds, with all it depends on: a complete
+    /// op file in a folder (the graveyards do not count: the heal does not bring them back)
+    /// or a device's view.
+    fn held(&self) -> BTreeSet<String> {
+        let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for folder in &self.folders {
+            for (rel, bytes) in tree(folder) {
+                if rel.ends_with(".op") && complete(&rel, &bytes) {
+                    if let Some((hash, deps)) = decode_op(&bytes) {
+                        files.insert(hash, deps);
+                    }
+                }
+            }
+        }
+        fn held(
+            hash: &str,
+            seen: &[BTreeSet<String>],
+            files: &BTreeMap<String, Vec<String>>,
+            memo: &mut BTreeMap<String, bool>,
+        ) -> bool {
+            if let Some(&known) = memo.get(hash) {
+                return known;
+            }
+            // Cut cycles (there are none in a change graph) on the safe side.
+            memo.insert(hash.to_string(), false);
+            let answer = seen.iter().any(|s| s.contains(hash))
+                || files
+                    .get(hash)
+                    .is_some_and(|deps| deps.iter().all(|d| held(d, seen, files, memo)));
+            memo.insert(hash.to_string(), answer);
+            answer
+        }
+        let mut memo = BTreeMap::new();
+        self.witnesses
+            .iter()
+            .filter(|(_, hash)| held(hash, &self.seen, &files, &mut memo))
+            .map(|(w, _)| w.clone())
+            .collect()
+    }
+
+    /// The world settles: markers come back from a folder that has one, every device runs
+    /// `repair`, and everything crosses everywhere, twice.
+    fn heal(&mut self) {
+        let n = self.devices.len();
+        for _ in 0..2 {
+            for dev in 0..n {
+                if let Some(store) = self.open(dev) {
+                    store.repair().expect("repair");
+                }
+            }
+            let good = self
+                .folders
+                .iter()
+                .find(|f| f.join("crdtdir.store").exists())
+                .cloned()
+                .expect("some folder keeps its marker or gets it back");
+            for f in &self.folders {
+                if !f.join("crdtdir.store").exists() {
+                    std::fs::copy(good.join("crdtdir.store"), f.join("crdtdir.store")).unwrap();
+                }
+            }
+            for from in 0..n {
+                for to in 0..n {
+                    if from != to {
+                        deliver(&self.folders[from], &self.folders[to], |_| true);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn run(n: usize, actions: &[Action]) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(dir.path(), n);
+    for a in actions {
+        world.step(a);
+    }
+    let held = world.held();
+    let stat_world = (world.devices.len(), world.witnesses.len(), held.len());
+    world.heal();
+    let outputs: Vec<String> = (0..world.devices.len())
+        .map(|i| {
+            let store = world.open(i).expect("every folder opens after the heal");
+            serde_json::to_string(&store.read().unwrap().to_json()).unwrap()
+        })
+        .collect();
+    for (i, o) in outputs.iter().enumerate() {
+        prop_assert_eq!(o, &outputs[0], "device {} disagrees", i);
+    }
+    if tracing() {
+        let r = world.open(0).unwrap().read().unwrap();
+        let r = r.report();
+        eprintln!(
+            "STAT {:?} forks={} rebased={} quar={} waiting={} unprov={} problems={}",
+            stat_world,
+            r.forks.len(),
+            r.rebased.len(),
+            r.quarantined.len(),
+            r.waiting.len(),
+            r.unprovided,
+            r.problems.len()
+        );
+    }
+    let doc: serde_json::Value = serde_json::from_str(&outputs[0]).unwrap();
+    let present = World::witnesses_in(&doc);
+    let lost: Vec<&String> = held.difference(&present).collect();
+    if tracing() && !lost.is_empty() {
+        eprintln!("LOST {lost:?}");
+    }
+    prop_assert!(
+        lost.is_empty(),
+        "writes lost: {:?} (of {} witnesses; held {})",
+        lost,
+        world.witnesses.len(),
+        held.len()
+    );
+    Ok(())
+}
+
+proptest! {
+    // CRDTDIR_HOSTILE_CASES=2000 for a longer hunt.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(48),
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn no_write_that_some_copy_holds_is_lost((n, actions) in scenario()) {
+        run(n, &actions)?;
+    }
+}
