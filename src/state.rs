@@ -74,6 +74,24 @@ impl StateDir {
         Ok(StateDir { root })
     }
 
+    /// Refuses a state dir inside the store's folder: the sync tool would carry this
+    /// device's writer record, outbox and lock to every other device, and each would then
+    /// write as this one.
+    pub(crate) fn check_outside(&self, folder: &Path) -> Result<()> {
+        let state = resolved(&self.root);
+        let folder = resolved(folder);
+        if state.starts_with(&folder) {
+            return Err(Error::Refused {
+                reason: format!(
+                    "the local state dir {} is inside the synced folder {}: every device would get this one's writer record; set --state-dir or {STATE_DIR_ENV} to a place outside it",
+                    state.display(),
+                    folder.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn store_dir(&self, store_id: &str) -> PathBuf {
         self.root.join("stores").join(store_id)
     }
@@ -263,6 +281,28 @@ fn decode_record(bytes: &[u8]) -> Option<WriterRecord> {
         hash: text("hash")?,
         retired,
     })
+}
+
+/// `path` made absolute through its longest existing ancestor (symlinks resolved), the
+/// rest appended as written: it works for folders that do not exist yet.
+fn resolved(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return absolute,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -268,6 +268,7 @@ impl Store {
             }
         }
         let state = StateDir::resolve(options.state_dir.as_deref())?;
+        state.check_outside(&root)?;
         // Resolve the device name first: a bad name must not leave a half-made store.
         state.device_name(options.device.as_deref())?;
         let marker_path = root.join(MARKER);
@@ -367,6 +368,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let root = path.as_ref().to_path_buf();
         let state = StateDir::resolve(options.state_dir.as_deref())?;
+        state.check_outside(&root)?;
         let (marker, marker_problem) = match marker::read(&root) {
             Ok(marker) => (marker, None),
             Err(e @ (Error::NoStore { .. } | Error::Corrupt { .. })) => {

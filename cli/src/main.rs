@@ -65,7 +65,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// A device counts as possibly online if seen within SECS (default 300).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]
         threshold: Option<i64>,
     },
     /// Fold the history into one SQLite snapshot, when this device is alone (asks first).
@@ -74,7 +74,7 @@ enum Command {
         #[arg(long)]
         yes: bool,
         /// Another device counts as possibly online if seen within SECS (default 300).
-        #[arg(long, value_name = "SECS")]
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]
         threshold: Option<i64>,
     },
     /// Write back, as a new snapshot, changes this device has that the folder lost.

@@ -283,6 +283,60 @@ fn a_missing_store_or_a_bad_device_name_writes_nothing() {
     );
 }
 
+/// Regression (issue 14, hygiene): a state dir inside the synced folder would carry this
+/// device's writer record to every other device; it is refused with one line, and nothing
+/// is written. A negative `--threshold` is refused by the parser.
+#[test]
+fn a_state_dir_inside_the_folder_and_a_negative_threshold_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let inside = Dev {
+        state: store.join(".state"),
+        name: "laptop",
+    };
+    let out = inside.run(&store, &["init"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("inside the synced folder"), "{stderr}");
+    assert!(!store.exists(), "a refused init made the folder");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let before = tree(&store);
+    for args in [vec!["merge"], vec!["append", "set", "/a", "2"]] {
+        let out = inside.run(&store, &args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("inside the synced folder"));
+    }
+    assert_eq!(tree(&store), before, "nothing written by refused commands");
+    for cmd in ["status", "compact"] {
+        let out = me.run(&store, &[cmd, "--threshold", "-5"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {out:?}");
+    }
+    assert_eq!(tree(&store), before);
+}
+
+/// `init` of a new folder given as a bare relative name (its parent is "").
+#[test]
+fn init_of_a_relative_folder_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = Dev::new(dir.path(), "laptop");
+    let out = me
+        .cmd(Path::new("rel"), &["init"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = me
+        .cmd(Path::new("rel"), &["append", "set", "/a", "1"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("rel/crdtdir.store").is_file());
+}
+
 /// Regression (issue: "a damaged or missing marker makes every read fail"): a device that
 /// knows the folder keeps serving its last view with one warning line; writes are refused
 /// (exit 3) and change nothing; `repair` puts a missing marker back byte for byte.
