@@ -786,6 +786,21 @@ pub(crate) fn merge_incremental(
     } = cached;
     let mut loaded = loaded;
     loaded.extend(pending(&waiting));
+    // A published rebase, or an original whose published rebase the document holds, must
+    // meet the other in the rebase: that takes every change. A first change of an actor may
+    // be a published rebase (telling needs the originals).
+    let mut doc = doc;
+    let actor = doc.get_actor().clone();
+    let meets_published = loaded.iter().any(|l| {
+        l.change().seq() == 1 && !doc.get_missing_deps(&[l.hash]).is_empty() || {
+            doc.set_actor(crate::rebase::rebased_actor(&l.hash));
+            doc.get_last_local_change().is_some()
+        }
+    });
+    doc.set_actor(actor);
+    if meets_published {
+        return None;
+    }
     // A change built on a rebased one must be rebased too: that takes every change.
     if !rebased.is_empty() {
         let from: HashSet<String> = rebased.iter().map(|r| r.from.clone()).collect();

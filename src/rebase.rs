@@ -25,6 +25,14 @@
 //!
 //! A change whose history is incomplete is not rewritten yet: it waits, like any change with
 //! a missing dependency, and is rebased once its history has arrived.
+//!
+//! Which changes a rewrite touches still depends on what has arrived (a fork found later in
+//! a change's history moves everything after it), so a writer never leaves a new change
+//! depending on a rewrite only readers' memory holds: it first *publishes* the rebased
+//! changes of its view as op files. A change with seq 1 under the rebased actor of a change
+//! present here is such a published rebase; it replaces its original from then on, fork or no
+//! fork, and when two were published for one original, the lowest hash stands for both.
+//! See docs/FORMAT.md §9.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -89,12 +97,18 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
             .or_default()
             .push(i);
     }
+    // Published rebases (see the module documentation): `alias[x]` is the published change
+    // that stands for `x`, for an original and for every other published form of it.
+    let (alias, published) = published_rebases(items);
+    for slot in slots.values_mut() {
+        slot.retain(|&i| !published[i]);
+    }
     let mut forked: Vec<((String, u64), Vec<usize>)> = slots
         .into_iter()
         .filter(|(_, c)| c.len() > 1)
         .map(|((a, s), c)| ((a.to_hex_string(), s), c))
         .collect();
-    if forked.is_empty() {
+    if forked.is_empty() && alias.iter().all(Option::is_none) {
         return out;
     }
     forked.sort();
@@ -110,8 +124,23 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
         }
     }
     let mut tainted = vec![false; items.len()];
+    let taint = |from: usize, tainted: &mut Vec<bool>| {
+        let mut stack = vec![from];
+        while let Some(i) = stack.pop() {
+            if !std::mem::replace(&mut tainted[i], true) {
+                stack.extend_from_slice(&children[i]);
+            }
+        }
+    };
+    // A change a writer published a rebase of is replaced by it, fork or no fork here.
+    for (i, a) in alias.iter().enumerate() {
+        if a.is_some() {
+            taint(i, &mut tainted);
+        }
+    }
     for ((actor, seq), mut candidates) in forked {
-        candidates.retain(|&i| !tainted[i]);
+        // A candidate replaced by its published rebase still counts in the fork.
+        candidates.retain(|&i| !tainted[i] || alias[i].is_some());
         if candidates.len() < 2 {
             continue;
         }
@@ -125,11 +154,8 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
                 .map(|&i| items[i].hash.to_string())
                 .collect(),
         });
-        let mut stack = candidates[1..].to_vec();
-        while let Some(i) = stack.pop() {
-            if !std::mem::replace(&mut tainted[i], true) {
-                stack.extend_from_slice(&children[i]);
-            }
+        for &i in &candidates[1..] {
+            taint(i, &mut tainted);
         }
     }
 
@@ -148,8 +174,14 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
     // Rewrite in causal order: a change after every rebased change it depends on.
     let mut state: Vec<Rewrite> = vec![Rewrite::Todo; items.len()];
     let order: Vec<usize> = (0..items.len()).filter(|&i| tainted[i]).collect();
+    let ctx = Context {
+        index: &index,
+        tainted: &tainted,
+        alias: &alias,
+        ranges: &ranges,
+    };
     for &i in &order {
-        rewrite_in_order(i, items, &index, &tainted, &ranges, &mut state);
+        rewrite_in_order(i, items, &ctx, &mut state);
     }
     for &i in &order {
         match std::mem::replace(&mut state[i], Rewrite::Todo) {
@@ -176,6 +208,43 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
     out
 }
 
+/// The published rebases among `items`: changes with seq 1 under the rebased actor of a
+/// change present here. Returns, per item, the published change that stands for it (for an
+/// original, and for every published form but the one with the lowest hash), and which
+/// items are published forms.
+fn published_rebases(items: &[Loaded]) -> (Vec<Option<usize>>, Vec<bool>) {
+    let n = items.len();
+    let mut alias = vec![None; n];
+    let mut published = vec![false; n];
+    if !items.iter().any(|l| l.change().seq() == 1) {
+        return (alias, published);
+    }
+    let originals: HashMap<ActorId, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (rebased_actor(&l.hash), i))
+        .collect();
+    let mut forms: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (m, l) in items.iter().enumerate() {
+        if l.change().seq() == 1 {
+            if let Some(&x) = originals.get(&l.actor) {
+                forms.entry(x).or_default().push(m);
+            }
+        }
+    }
+    for (x, mut ms) in forms {
+        ms.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
+        alias[x] = Some(ms[0]);
+        for &m in &ms {
+            published[m] = true;
+        }
+        for &m in &ms[1..] {
+            alias[m] = Some(ms[0]);
+        }
+    }
+    (alias, published)
+}
+
 #[derive(Clone)]
 enum Rewrite {
     Todo,
@@ -186,14 +255,34 @@ enum Rewrite {
     Failed(String),
 }
 
-fn rewrite_in_order(
-    i: usize,
-    items: &[Loaded],
-    index: &HashMap<ChangeHash, usize>,
-    tainted: &[bool],
-    ranges: &HashMap<ActorId, Vec<(u64, u64, usize)>>,
-    state: &mut [Rewrite],
-) {
+/// What a rewrite needs to know about the changes around it.
+struct Context<'a> {
+    index: &'a HashMap<ChangeHash, usize>,
+    tainted: &'a [bool],
+    alias: &'a [Option<usize>],
+    ranges: &'a HashMap<ActorId, Vec<(u64, u64, usize)>>,
+}
+
+impl Context<'_> {
+    /// The actor the ops of change `k` end up under, when they move.
+    fn moved_to(&self, mut k: usize, items: &[Loaded]) -> Option<ActorId> {
+        if !self.tainted[k] {
+            return None;
+        }
+        // A published form carries the ops under its own actor (itself rewritten if it
+        // builds on a change that lost a fork since).
+        while let Some(t) = self.alias[k] {
+            if !self.tainted[t] {
+                return Some(items[t].actor.clone());
+            }
+            k = t;
+        }
+        Some(rebased_actor(&items[k].hash))
+    }
+}
+
+fn rewrite_in_order(i: usize, items: &[Loaded], ctx: &Context<'_>, state: &mut [Rewrite]) {
+    let (index, tainted, ranges) = (ctx.index, ctx.tainted, ctx.ranges);
     // Iterative depth-first walk: long rebased chains must not overflow the stack.
     let mut stack = vec![(i, false)];
     while let Some((j, deps_done)) = stack.pop() {
@@ -204,13 +293,32 @@ fn rewrite_in_order(
             }
             state[j] = Rewrite::Busy;
             stack.push((j, true));
-            for dep in change.deps() {
-                if let Some(&d) = index.get(dep) {
-                    if tainted[d] && matches!(state[d], Rewrite::Todo) {
-                        stack.push((d, false));
-                    }
+            let before: Vec<usize> = match ctx.alias[j] {
+                Some(t) => vec![t],
+                None => change
+                    .deps()
+                    .iter()
+                    .filter_map(|d| index.get(d).copied())
+                    .collect(),
+            };
+            for d in before {
+                if tainted[d] && matches!(state[d], Rewrite::Todo) {
+                    stack.push((d, false));
                 }
             }
+            continue;
+        }
+        if let Some(t) = ctx.alias[j] {
+            // Replaced by its published form, as that form stands now.
+            state[j] = if tainted[t] {
+                match &state[t] {
+                    Rewrite::Done(c) => Rewrite::Done(c.clone()),
+                    Rewrite::Failed(reason) => Rewrite::Failed(reason.clone()),
+                    _ => Rewrite::Deferred,
+                }
+            } else {
+                Rewrite::Done(Box::new(items[t].change().clone()))
+            };
             continue;
         }
         let mut new_deps = Vec::with_capacity(change.deps().len());
@@ -234,8 +342,9 @@ fn rewrite_in_order(
             Some(v) => v,
             None => {
                 let owner = |id: &OpId| owner_of(id, j, items, index, ranges);
-                let actor_of = |k: usize| tainted[k].then(|| rebased_actor(&items[k].hash));
-                rewrite(change, new_deps, &|id: &OpId| owner(id).and_then(actor_of))
+                rewrite(change, new_deps, &|id: &OpId| {
+                    owner(id).and_then(|k| ctx.moved_to(k, items))
+                })
             }
         };
     }

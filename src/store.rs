@@ -941,6 +941,14 @@ impl Store {
             path: self.root.clone(),
             reason: "bad actor id".into(),
         })?;
+        // The new change will depend on the rebased changes in this view: they become files
+        // first, so that it never waits for a rebase that readers derive differently later.
+        let published = self.publish_rebased(&state, &device, &record.actor)?;
+        if published > 0 {
+            outcome.notices.push(format!(
+                "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
+            ));
+        }
         state.doc.set_actor(actor);
 
         let mut tx = state.doc.transaction();
@@ -961,6 +969,41 @@ impl Store {
         self.mem_dirty.store(true, Ordering::Relaxed);
         self.put_mem(Arc::new(state));
         Ok(outcome)
+    }
+
+    /// Publishes, as op files, the rebased changes of this view that no op file in the folder
+    /// carries yet (docs/FORMAT.md §9). Returns how many it wrote.
+    fn publish_rebased(&self, state: &Cached, device: &str, owner: &str) -> Result<usize> {
+        let mut written = 0;
+        for r in &state.rebased {
+            let Ok(to) = r.to.parse::<ChangeHash>() else {
+                continue;
+            };
+            let Some(change) = state.doc.get_change_by_hash(&to) else {
+                continue;
+            };
+            let actor = change.actor_id().to_hex_string();
+            let dir = self.root.join(OPS_DIR).join(&actor);
+            let carried = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
+                .filter_map(|e| std::fs::read(e.path()).ok())
+                .filter_map(|bytes| opfile::decode(&bytes).ok())
+                .filter_map(|env| automerge::Change::from_bytes(env.change).ok())
+                .any(|c| c.hash() == to);
+            if carried {
+                continue;
+            }
+            let bytes = opfile::encode(device, change.raw_bytes());
+            let path = dir.join(naming::op_file_name(change.seq(), &blake3::hash(&bytes)));
+            let staged = durable::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
+            if durable::publish_new(staged, &path).map_err(Error::io(&path))? {
+                written += 1;
+            }
+        }
+        Ok(written)
     }
 
     /// The highest seq of any op file name under `actor`, listing only its folder.

@@ -185,7 +185,7 @@ fn third_device_scenario() -> bool {
     // d writes on; its next change is in the document everywhere.
     let out = insert(&d, &main, "d-later");
     assert_eq!(
-        out.notices.iter().any(|n| n.contains("rebased")),
+        out.notices.iter().any(|n| n.contains("was rebased")),
         d_lost,
         "{out:?}"
     );

@@ -234,6 +234,13 @@ impl World {
                 let Some(store) = self.open(dev) else { return };
                 if let Ok(view) = store.read() {
                     self.seen[dev].extend(changes_in(&view));
+                    if tracing() {
+                        eprintln!(
+                            "TRACE   view rebased={:?} heads={:?}",
+                            view.report().rebased,
+                            view.heads()
+                        );
+                    }
                 }
                 let w = format!("w{}", self.next_witness);
                 self.next_witness += 1;
@@ -460,6 +467,17 @@ fn run(n: usize, actions: &[Action]) -> Result<(), TestCaseError> {
     let lost: Vec<&String> = held.difference(&present).collect();
     if tracing() && !lost.is_empty() {
         eprintln!("LOST {lost:?}");
+        for i in 0..world.devices.len() {
+            let v = world.open(i).unwrap().read().unwrap();
+            let r = v.report();
+            eprintln!("DUMP dev {i} waiting={:?}\nDUMP rebased={:?}\nDUMP forks={:?}\nDUMP quar={:?}\nDUMP heads={:?}", r.waiting, r.rebased, r.forks, r.quarantined, v.heads());
+        }
+        for (i, f) in world.folders.iter().enumerate() {
+            eprintln!(
+                "DUMP folder {i}: {:?}",
+                tree(f).into_keys().collect::<Vec<_>>()
+            );
+        }
     }
     prop_assert!(
         lost.is_empty(),
@@ -480,5 +498,191 @@ proptest! {
     #[test]
     fn no_write_that_some_copy_holds_is_lost((n, actions) in scenario()) {
         run(n, &actions)?;
+    }
+}
+
+/// Regression, found by the property above: a device whose last change lost a fork wrote
+/// on top of the rebased change its view derived; once more files arrived, readers derived
+/// that rebase differently and the new change waited forever for a change no file carried.
+/// Writers now publish the rebased changes they build on, and readers use those.
+/// (Actors are random, so the case runs a few times: it failed one run in four.)
+#[test]
+fn a_change_built_on_a_rebased_change_is_never_stranded() {
+    let actions = vec![
+        Action::Edit {
+            dev: 1,
+            key: 1,
+            value: 2241925112203151770,
+        },
+        Action::Backup { dev: 0 },
+        Action::Edit {
+            dev: 0,
+            key: 2,
+            value: 7287770811633330440,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 2,
+            value: 1998995284982366605,
+        },
+        Action::Edit {
+            dev: 1,
+            key: 2,
+            value: 8076600737687702346,
+        },
+        Action::Deliver {
+            from: 1,
+            to: 1,
+            mask: 294816843259787131,
+        },
+        Action::Edit {
+            dev: 1,
+            key: 0,
+            value: -9124540687334083893,
+        },
+        Action::Resurrect { dev: 2 },
+        Action::Compact { dev: 1 },
+        Action::Deliver {
+            from: 2,
+            to: 0,
+            mask: 1388589267555418365,
+        },
+        Action::Deliver {
+            from: 0,
+            to: 1,
+            mask: 2549951449070005766,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 0,
+            value: 986767951824942463,
+        },
+        Action::Delete {
+            dev: 2,
+            mask: 13465526189491900945,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 1,
+            value: -838851235390674333,
+        },
+        Action::Restore { dev: 1 },
+        Action::Edit {
+            dev: 0,
+            key: 0,
+            value: -7660843965452865226,
+        },
+        Action::Clone { from: 0 },
+        Action::Edit {
+            dev: 0,
+            key: 0,
+            value: 4079208080435558244,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 2,
+            value: -7197532996638661814,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 0,
+            value: 2823333048324102782,
+        },
+        Action::Deliver {
+            from: 1,
+            to: 2,
+            mask: 9899445931260660615,
+        },
+        Action::Deliver {
+            from: 2,
+            to: 0,
+            mask: 3616115809410309015,
+        },
+        Action::LoseMarker { dev: 1 },
+        Action::Edit {
+            dev: 2,
+            key: 2,
+            value: 9220787331061481262,
+        },
+        Action::Edit {
+            dev: 3,
+            key: 1,
+            value: -3589577192176701796,
+        },
+        Action::Edit {
+            dev: 3,
+            key: 1,
+            value: 4556253553174999369,
+        },
+        Action::Deliver {
+            from: 3,
+            to: 0,
+            mask: 9244362075098777389,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 2,
+            value: 8472747610597089556,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 15684376833230908502,
+        },
+        Action::Deliver {
+            from: 3,
+            to: 0,
+            mask: 10444237824444166369,
+        },
+        Action::Tear {
+            from: 0,
+            to: 1,
+            pick: 10887665838560429857,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 5246126587799812122,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 0,
+            value: 6739711724577870751,
+        },
+        Action::Delete {
+            dev: 1,
+            mask: 2238549913526676170,
+        },
+        Action::Deliver {
+            from: 0,
+            to: 3,
+            mask: 10590696950529962921,
+        },
+        Action::LoseSnapshot {
+            dev: 0,
+            pick: 6455967650573359850,
+        },
+        Action::Deliver {
+            from: 2,
+            to: 2,
+            mask: 17106198921890986290,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 0,
+            value: 8551974455353483367,
+        },
+        Action::Delete {
+            dev: 2,
+            mask: 16906609689600496776,
+        },
+        Action::Deliver {
+            from: 1,
+            to: 1,
+            mask: 16472097755987504595,
+        },
+    ];
+    for i in 0..8 {
+        if let Err(e) = run(3, &actions) {
+            panic!("attempt {i}: {e}");
+        }
     }
 }
