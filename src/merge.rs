@@ -268,9 +268,9 @@ pub(crate) fn merge_cold(
             reason: reason.clone(),
         })
         .collect();
-    let unprovided = carry
-        .as_ref()
-        .map_or(0, |c| unprovided(&c.doc, &snaps, &merged.items, scan));
+    let unprovided = carry.as_ref().map_or(0, |c| {
+        unprovided(&c.doc, &snaps, &merged.items, &merged.report.rebased, scan)
+    });
     let (devices, carried_rebased) = carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
     let files: Vec<String> = snaps.valid.iter().map(|s| s.rel.clone()).collect();
     let (mut state, mut report) = into_state(merged, files, devices);
@@ -293,8 +293,23 @@ pub(crate) fn merge_cold(
 
 /// How many changes of `carry` (what this device held before) neither a valid snapshot nor
 /// an op file in the folder provides: the folder lost them.
-fn unprovided(carry: &Automerge, snaps: &Snapshots, items: &[Loaded], scan: &Scan) -> usize {
-    let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+fn unprovided(
+    carry: &Automerge,
+    snaps: &Snapshots,
+    items: &[Loaded],
+    rebased: &[crate::rebase::Rebased],
+    scan: &Scan,
+) -> usize {
+    let mut present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+    present.extend(snaps.valid.iter().map(|s| s.rel.as_str()));
+    // A rewrite of a change whose op file (or snapshot) is here: the file provides its edits, whichever
+    // form the rewrite takes now.
+    let rewritten: HashSet<ActorId> = rebased
+        .iter()
+        .filter(|r| present.contains(r.path.as_str()))
+        .filter_map(|r| r.from.parse::<ChangeHash>().ok())
+        .map(|h| crate::rebase::rebased_actor(&h))
+        .collect();
     let mut provided: HashSet<ChangeHash> = items
         .iter()
         .filter(|l| present.contains(l.rel.as_str()))
@@ -303,10 +318,17 @@ fn unprovided(carry: &Automerge, snaps: &Snapshots, items: &[Loaded], scan: &Sca
     for s in &snaps.valid {
         provided.extend(s.doc.get_changes_meta(&[]).iter().map(|m| m.hash));
     }
+    // An original that a rebase replaced here: its op file is here.
+    provided.extend(
+        rebased
+            .iter()
+            .filter(|r| present.contains(r.path.as_str()))
+            .filter_map(|r| r.from.parse::<ChangeHash>().ok()),
+    );
     carry
         .get_changes_meta(&[])
         .iter()
-        .filter(|m| !provided.contains(&m.hash))
+        .filter(|m| !provided.contains(&m.hash) && !rewritten.contains(m.actor.as_ref()))
         .count()
 }
 

@@ -185,6 +185,9 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
     }
     for &i in &order {
         match std::mem::replace(&mut state[i], Rewrite::Todo) {
+            Rewrite::Done(change) if change.hash() == items[i].hash => {
+                // A rewrite this view held, standing for itself: nothing moved.
+            }
             Rewrite::Done(change) => {
                 let from = items[i].hash;
                 let l = &mut items[i];
@@ -209,9 +212,10 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
 }
 
 /// The published rebases among `items`: changes with seq 1 under the rebased actor of a
-/// change present here. Returns, per item, the published change that stands for it (for an
-/// original, and for every published form but the one with the lowest hash), and which
-/// items are published forms.
+/// change present here, carried by a file (an op file or a snapshot). Returns, per item, the
+/// change that stands for it (for an original, its published form with the lowest hash; for
+/// every other form of it, that one too; for a rewrite only this device's view held, the
+/// original, as it ends up here), and which items take no part in forks for that reason.
 fn published_rebases(items: &[Loaded]) -> (Vec<Option<usize>>, Vec<bool>) {
     let n = items.len();
     let mut alias = vec![None; n];
@@ -228,7 +232,15 @@ fn published_rebases(items: &[Loaded]) -> (Vec<Option<usize>>, Vec<bool>) {
     for (m, l) in items.iter().enumerate() {
         if l.change().seq() == 1 {
             if let Some(&x) = originals.get(&l.actor) {
-                forms.entry(x).or_default().push(m);
+                if l.rel.is_empty() {
+                    // A rewrite only this device's own copy of its view holds (no file, no
+                    // snapshot carries it): it stands for whatever its original becomes
+                    // here, so every device, whatever it held, ends with the same document.
+                    alias[m] = Some(x);
+                    published[m] = true;
+                } else {
+                    forms.entry(x).or_default().push(m);
+                }
             }
         }
     }

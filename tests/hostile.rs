@@ -448,6 +448,14 @@ fn run(n: usize, actions: &[Action]) -> Result<(), TestCaseError> {
     for (i, o) in outputs.iter().enumerate() {
         prop_assert_eq!(o, &outputs[0], "device {} disagrees", i);
     }
+    // After `repair` everywhere, no device still says the folder lacks what it holds.
+    for i in 0..world.devices.len() {
+        let view = world.open(i).unwrap().read().unwrap();
+        if tracing() && view.report().unprovided > 0 {
+            eprintln!("UNPROVIDED device {i}: {:?}", view.report());
+        }
+        prop_assert_eq!(view.report().unprovided, 0, "device {} after repair", i);
+    }
     if tracing() {
         let r = world.open(0).unwrap().read().unwrap();
         let r = r.report();
