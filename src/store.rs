@@ -796,7 +796,8 @@ impl Store {
 
     /// Forgets outbox entries every other device has merged (`not_merged_by_some` holds the
     /// own changes some other device's latest beat lacks; `None` when no other device beats),
-    /// and entries older than [`RETENTION_SECS`].
+    /// and entries older than [`RETENTION_SECS`] whose op file the folder holds (or a snapshot
+    /// folds): age alone never drops the only copy, whatever the clock did.
     fn release_outbox(&self, state: &Cached, not_merged_by_some: Option<&HashSet<ChangeHash>>) {
         for kept in self.outbox().entries() {
             let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
@@ -804,7 +805,9 @@ impl Store {
                     state.doc.get_change_meta_by_hash(&h).is_some() && !missing.contains(&h)
                 })
             });
-            if merged_everywhere || kept.age_secs() > RETENTION_SECS as u64 {
+            let rel = kept.rel();
+            let in_folder = self.root.join(&rel).is_file() || state.covered.contains(&rel);
+            if merged_everywhere || (in_folder && kept.age_secs() > RETENTION_SECS as u64) {
                 kept.release();
             }
         }
@@ -812,7 +815,8 @@ impl Store {
 
     /// Deletes retention copies that are no longer needed: every other device whose beat
     /// this device can read has verified the snapshot, or the copy is older than
-    /// [`RETENTION_SECS`].
+    /// [`RETENTION_SECS`] and its snapshot is in the folder (a clock that jumps ahead must not
+    /// drop the only copy).
     fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
         let dir = self
             .state
@@ -830,7 +834,12 @@ impl Store {
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .map_or(0, |d| d.as_secs() as i64);
-            if acknowledged || age > RETENTION_SECS {
+            let in_folder = self
+                .root
+                .join(crate::snapshot::SNAPSHOTS_DIR)
+                .join(&name)
+                .is_file();
+            if acknowledged || (in_folder && age > RETENTION_SECS) {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

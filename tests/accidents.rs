@@ -234,3 +234,61 @@ fn a_folder_rolled_back_from_a_backup_is_repaired_by_a_device_that_holds_the_cha
         0
     );
 }
+
+/// Ages every file under `dir` by `days` (a clock that jumped ahead).
+fn age_files(dir: &Path, days: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(days * 24 * 3600);
+    for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if entry.file_type().is_file() {
+            std::fs::File::open(entry.path())
+                .unwrap()
+                .set_modified(then)
+                .unwrap();
+        }
+    }
+}
+
+/// Regression (issue 14, hygiene: "a +31-day clock jump deletes unverified retention
+/// copies"): a device's own op file the folder lost, and a retention copy whose snapshot the
+/// folder lost, outlive any clock jump: age alone never drops the only copy.
+#[test]
+fn a_clock_jump_never_drops_the_only_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let me = Device::new(dir.path(), "me");
+    Store::init(&store, me.options(), Some(&json!({"m": {}}))).unwrap();
+    set(&me, &store, "kept", 1);
+    // The sync tool deletes the op file, then the clock jumps 40 days ahead.
+    let own: Vec<String> = op_files(&store);
+    for rel in &own {
+        std::fs::remove_file(store.join(rel)).unwrap();
+    }
+    let outbox = std::fs::read_dir(me.state.join("stores"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path()
+        .join("outbox");
+    assert!(outbox.is_dir());
+    age_files(&outbox, 40);
+    me.open(&store).status().unwrap();
+    let repaired = me.open(&store).repair().unwrap();
+    assert_eq!(repaired.republished.len(), own.len(), "{repaired:?}");
+    assert_eq!(cold(&store).to_json()["m"]["kept"], json!(1));
+
+    // A compaction whose snapshot the folder then loses, 40 days later.
+    let out = me.open(&store).compact().unwrap();
+    let snapshot = out.snapshot.unwrap();
+    std::fs::remove_file(store.join(&snapshot)).unwrap();
+    let retention = outbox.with_file_name("retention");
+    age_files(&retention, 40);
+    me.open(&store).status().unwrap();
+    assert_eq!(
+        std::fs::read_dir(&retention).unwrap().count(),
+        1,
+        "the retention copy of a snapshot the folder lost stays"
+    );
+    me.open(&store).repair().unwrap();
+    assert_eq!(cold(&store).to_json()["m"]["kept"], json!(1));
+}
