@@ -538,7 +538,16 @@ fn increment<T: Transactable + ReadDoc>(tx: &mut T, path: &str, by: i64) -> Resu
     let parent = resolve(tx, path, parents)?;
     let prop = existing_prop(tx, path, &parent, last)?;
     match existing(tx, &parent.id, prop.clone())? {
-        Some(Existing::Scalar(ScalarValue::Counter(_))) => tx.increment(&parent.id, prop, by)?,
+        Some(Existing::Scalar(ScalarValue::Counter(c))) => {
+            // Automerge counters wrap silently at the i64 bounds: refuse instead.
+            if i64::from(&c).checked_add(by).is_none() {
+                return Err(PatchError::Path {
+                    path: path.into(),
+                    reason: format!("the counter would overflow ({} + {by})", i64::from(&c)),
+                });
+            }
+            tx.increment(&parent.id, prop, by)?
+        }
         None => tx.put(&parent.id, prop, ScalarValue::counter(by))?,
         Some(_) => {
             return Err(PatchError::Path {
@@ -758,7 +767,16 @@ mod tests {
             r#"{"op":"add","path":"/s","value":"hi","scalar":true}"#,
         )
         .unwrap();
+        run(
+            &mut doc,
+            r#"{"op":"increment","path":"/big","value":9223372036854775800}"#,
+        )
+        .unwrap();
         for (patch, want) in [
+            (
+                r#"{"op":"increment","path":"/big","value":8}"#,
+                "would overflow",
+            ),
             (r#"{"op":"remove","path":"/nope"}"#, "nothing at"),
             (r#"{"op":"replace","path":"/nope","value":1}"#, "nothing at"),
             (
