@@ -165,7 +165,7 @@ fn main() -> ExitCode {
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(f)) => {
-            eprintln!("crdtdir: {}", f.message);
+            eprintln!("crdtdir: {}", one_line(&f.message));
             ExitCode::from(f.code)
         }
         Err(_) => {
@@ -173,6 +173,26 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// An error as one line of reasonable length: a message that quotes the input (a 20 KB
+/// patch) keeps its start and end.
+fn one_line(message: &str) -> String {
+    const KEEP: usize = 200;
+    let flat: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let chars: Vec<char> = flat.chars().collect();
+    if chars.len() <= 2 * KEEP {
+        return flat;
+    }
+    let head: String = chars[..KEEP].iter().collect();
+    let tail: String = chars[chars.len() - KEEP..].iter().collect();
+    format!(
+        "{head} … ({} characters cut) … {tail}",
+        chars.len() - 2 * KEEP
+    )
 }
 
 fn options(cli: &Cli) -> Options {

@@ -317,6 +317,25 @@ fn a_state_dir_inside_the_folder_and_a_negative_threshold_are_refused() {
     assert_eq!(tree(&store), before);
 }
 
+/// Regression (issue 14, hygiene: "error lines echo 20 KB of input"): an error that quotes
+/// a huge input stays one line of reasonable length, and writes nothing.
+#[test]
+fn an_error_about_a_huge_input_is_one_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let before = tree(&store);
+    let path = format!("/{}\n{}", "x".repeat(20_000), "y".repeat(10));
+    let out = me.run(&store, &["append", "delete", &path]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{}", stderr.len());
+    assert!(stderr.len() < 600, "{} bytes", stderr.len());
+    assert!(stderr.contains("characters cut"), "{stderr}");
+    assert_eq!(tree(&store), before);
+}
+
 /// `init` of a new folder given as a bare relative name (its parent is "").
 #[test]
 fn init_of_a_relative_folder_works() {
