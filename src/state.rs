@@ -286,7 +286,22 @@ fn decode_record(bytes: &[u8]) -> Option<WriterRecord> {
 /// `path` made absolute through its longest existing ancestor (symlinks resolved), the
 /// rest appended as written: it works for folders that do not exist yet.
 fn resolved(path: &Path) -> PathBuf {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        return real;
+    }
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // `a/../b` of a folder that does not exist yet: its `..` is taken as written.
+    let mut normal = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    let absolute = normal;
     let mut existing = absolute.as_path();
     let mut rest = Vec::new();
     loop {
@@ -307,6 +322,23 @@ fn resolved(path: &Path) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn resolved_takes_parent_components_of_missing_folders_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        let store = dir.path().join("store");
+        std::fs::create_dir(&store).unwrap();
+        assert_eq!(
+            super::resolved(&store.join("../state/x")),
+            real.join("state/x")
+        );
+        assert!(!super::resolved(&store.join("../state")).starts_with(real.join("store")));
+        assert_eq!(
+            super::resolved(&store.join("a/./b")),
+            real.join("store/a/b")
+        );
+    }
+
     use super::*;
 
     #[test]

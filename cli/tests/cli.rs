@@ -336,6 +336,66 @@ fn an_error_about_a_huge_input_is_one_short_line() {
     assert_eq!(tree(&store), before);
 }
 
+/// Regression (issue 14, hygiene: "a FIFO named like a beat hangs `status`/`compact`"):
+/// FIFOs under the names of a heartbeat, an op file and a snapshot are reported, never
+/// opened; every command finishes.
+#[test]
+fn fifos_named_like_store_files_hang_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    me.ok(&store, &["status"]);
+    let actor = std::fs::read_dir(store.join("devices"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name();
+    let actor = actor.to_string_lossy();
+    std::fs::create_dir_all(store.join("snapshots")).unwrap();
+    for fifo in [
+        format!("devices/{actor}/99999999999-0123456789abcdef0123456789abcdef.beat"),
+        format!("ops/{actor}/0000000099-0123456789abcdef0123456789abcdef.op"),
+        "snapshots/0123456789abcdef0123456789abcdef.sqlite".to_string(),
+    ] {
+        let status = Command::new("mkfifo")
+            .arg(store.join(&fifo))
+            .status()
+            .unwrap();
+        assert!(status.success(), "{fifo}");
+    }
+    for args in [
+        vec!["merge"],
+        vec!["status"],
+        vec!["append", "set", "/b", "2"],
+        vec!["compact", "--yes"],
+        vec!["merge"],
+    ] {
+        let mut child = me
+            .cmd(&store, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut finished = None;
+        for _ in 0..300 {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let Some(status) = finished else {
+            child.kill().unwrap();
+            panic!("{args:?} hung on a FIFO");
+        };
+        assert!(status.success(), "{args:?}: {status}");
+    }
+    assert_eq!(me.ok(&store, &["merge"]), "{\"a\":1,\"b\":2}\n");
+}
+
 /// `init` of a new folder given as a bare relative name (its parent is "").
 #[test]
 fn init_of_a_relative_folder_works() {
