@@ -809,18 +809,27 @@ pub(crate) fn merge_incremental(
     let mut loaded = loaded;
     loaded.extend(pending(&waiting));
     // A published rebase, or an original whose published rebase the document holds, must
-    // meet the other in the rebase: that takes every change. A first change of an actor may
-    // be a published rebase (telling needs the originals).
+    // meet the other in the rebase: that takes every change.
     let mut doc = doc;
+    let first_changes: HashSet<&ActorId> = loaded
+        .iter()
+        .filter(|l| l.change().seq() == 1 && !doc.get_missing_deps(&[l.hash]).is_empty())
+        .map(|l| &l.actor)
+        .collect();
+    let publishes = !first_changes.is_empty()
+        && doc
+            .get_changes_meta(&[])
+            .iter()
+            .map(|m| m.hash)
+            .chain(loaded.iter().map(|l| l.hash))
+            .any(|h| first_changes.contains(&crate::rebase::rebased_actor(&h)));
     let actor = doc.get_actor().clone();
-    let meets_published = loaded.iter().any(|l| {
-        l.change().seq() == 1 && !doc.get_missing_deps(&[l.hash]).is_empty() || {
-            doc.set_actor(crate::rebase::rebased_actor(&l.hash));
-            doc.get_last_local_change().is_some()
-        }
+    let published = loaded.iter().any(|l| {
+        doc.set_actor(crate::rebase::rebased_actor(&l.hash));
+        doc.get_last_local_change().is_some()
     });
     doc.set_actor(actor);
-    if meets_published {
+    if publishes || published {
         return None;
     }
     // A change built on a rebased one must be rebased too: that takes every change.
@@ -877,15 +886,45 @@ fn scan_report(scan: &Scan, load_problems: Vec<Problem>) -> MergeReport {
 /// Merges verified changes into `base`. `None` only for a cached base that Automerge
 /// refused to extend.
 pub(crate) fn merge_loaded(
-    base: Base,
+    mut base: Base,
     loaded: Vec<Loaded>,
     mut report: MergeReport,
 ) -> Option<Merged> {
     let mut items = dedup(loaded);
     // Forks are rebased. A cached base holds changes the rebase must see: give up on it.
     let rebased = rebase::rebase_forks(&mut items);
-    if !rebased.forks.is_empty() && matches!(base, Base::Cached(_)) {
+    // A rewrite resolves op ids against the whole history: only a merge of every change
+    // (no cached base) has it.
+    if (!rebased.forks.is_empty() || !rebased.rebased.is_empty() || !rebased.deferred.is_empty())
+        && matches!(base, Base::Cached(_))
+    {
         return None;
+    }
+    // Rewrites that must wait (see `rebase::Outcome::deferred`) are never applied as they are.
+    let deferred: HashSet<ChangeHash> = rebased.deferred.iter().map(|&i| items[i].hash).collect();
+    // A change for an (actor, seq) the base already holds under another hash (a rewrite the
+    // base derived, a fork whose other side has no file here): one document cannot hold
+    // both, and Automerge must never be asked to. Decide from everything.
+    if let Base::Cached(doc) = &mut base {
+        let mut first_new: HashMap<&ActorId, u64> = HashMap::new();
+        for l in &items {
+            if doc
+                .get_missing_deps(std::slice::from_ref(&l.hash))
+                .is_empty()
+            {
+                continue;
+            }
+            let seq = l.change().seq();
+            first_new
+                .entry(&l.actor)
+                .and_modify(|s| *s = (*s).min(seq))
+                .or_insert(seq);
+        }
+        let first_new: Vec<(ActorId, u64)> =
+            first_new.into_iter().map(|(a, s)| (a.clone(), s)).collect();
+        if !first_new.is_empty() && seq_taken(doc, &first_new) {
+            return None;
+        }
     }
     let cannot_rebase: HashMap<ChangeHash, String> = rebased
         .failed
@@ -926,6 +965,9 @@ pub(crate) fn merge_loaded(
                 None if in_base(dep) => {}
                 None => missing[i] = true,
             }
+        }
+        if deferred.contains(&l.hash) {
+            missing[i] = true;
         }
     }
     let mut quarantined: BTreeMap<usize, String> = BTreeMap::new();
@@ -1063,6 +1105,17 @@ fn quarantine_with_descendants(
 
 /// Applies `list` (in topological order) to `doc` in one call; on refusal or panic,
 /// bisects so that exactly the refused changes (and their dependents) are left out.
+/// True when `doc` already holds, for one of these actors, a change at or beyond the seq.
+fn seq_taken(doc: &mut Automerge, first_new: &[(ActorId, u64)]) -> bool {
+    let actor = doc.get_actor().clone();
+    let taken = first_new.iter().any(|(a, seq)| {
+        doc.set_actor(a.clone());
+        doc.get_last_local_change().is_some_and(|c| c.seq() >= *seq)
+    });
+    doc.set_actor(actor);
+    taken
+}
+
 fn apply_chunk(
     doc: Automerge,
     list: &[usize],

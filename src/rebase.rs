@@ -75,8 +75,9 @@ pub(crate) struct Outcome {
     pub(crate) forks: Vec<Fork>,
     /// The changes rewritten (original and new hash).
     pub(crate) rebased: Vec<Rebased>,
-    /// Indices of changes that lost a fork, or depend on one, whose history is incomplete:
-    /// left as they are, they wait for their missing dependencies.
+    /// Indices of changes that lost a fork, or depend on one, whose history is incomplete
+    /// (a missing dependency, or an op id whose change is not in their history): left as
+    /// they are, never applied, they wait.
     pub(crate) deferred: HashSet<usize>,
     /// Indices of changes Automerge could not rewrite, with the reason.
     pub(crate) failed: Vec<(usize, String)>,
@@ -244,17 +245,64 @@ fn published_rebases(items: &[Loaded]) -> (Vec<Option<usize>>, Vec<bool>) {
             }
         }
     }
+    if forms.is_empty() {
+        return (alias, published);
+    }
+    // A published rebase stands for its original only once its whole history is here: it
+    // was made where the forks before it were known, and until that history has arrived
+    // this merge could not place the changes around it the same way.
+    let complete = complete_histories(items);
     for (x, mut ms) in forms {
         ms.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
-        alias[x] = Some(ms[0]);
         for &m in &ms {
             published[m] = true;
         }
-        for &m in &ms[1..] {
-            alias[m] = Some(ms[0]);
+        let Some(canonical) = ms.iter().copied().find(|&m| complete[m]) else {
+            continue;
+        };
+        alias[x] = Some(canonical);
+        for &m in &ms {
+            if m != canonical {
+                alias[m] = Some(canonical);
+            }
         }
     }
     (alias, published)
+}
+
+/// Per item: every change it depends on, directly or not, is among `items`.
+fn complete_histories(items: &[Loaded]) -> Vec<bool> {
+    let index: HashMap<ChangeHash, usize> =
+        items.iter().enumerate().map(|(i, l)| (l.hash, i)).collect();
+    // 0 unknown, 1 on the stack, 2 complete, 3 incomplete.
+    let mut state = vec![0u8; items.len()];
+    for start in 0..items.len() {
+        let mut stack = vec![(start, false)];
+        while let Some((i, deps_done)) = stack.pop() {
+            if !deps_done {
+                if state[i] != 0 {
+                    continue;
+                }
+                state[i] = 1;
+                stack.push((i, true));
+                for d in items[i].change().deps() {
+                    if let Some(&k) = index.get(d) {
+                        if state[k] == 0 {
+                            stack.push((k, false));
+                        }
+                    }
+                }
+                continue;
+            }
+            let ok = items[i]
+                .change()
+                .deps()
+                .iter()
+                .all(|d| index.get(d).is_some_and(|&k| state[k] == 2));
+            state[i] = if ok { 2 } else { 3 };
+        }
+    }
+    state.into_iter().map(|s| s == 2).collect()
 }
 
 #[derive(Clone)]
@@ -353,44 +401,46 @@ fn rewrite_in_order(i: usize, items: &[Loaded], ctx: &Context<'_>, state: &mut [
         state[j] = match verdict {
             Some(v) => v,
             None => {
-                let owner = |id: &OpId| owner_of(id, j, items, index, ranges);
-                rewrite(change, new_deps, &|id: &OpId| {
-                    owner(id).and_then(|k| ctx.moved_to(k, items))
-                })
+                let history = history_of(j, items, index);
+                let unresolved = std::cell::Cell::new(false);
+                let rewritten = rewrite(change, new_deps, &|id: &OpId| match owner_of(
+                    id, &history, items, ranges,
+                ) {
+                    Some(owner) => ctx.moved_to(owner, items),
+                    None => {
+                        unresolved.set(true);
+                        None
+                    }
+                });
+                if unresolved.get() {
+                    Rewrite::Deferred
+                } else {
+                    rewritten
+                }
             }
         };
     }
 }
 
-/// The change (an index) that made op `id`, as `j` saw it: among the changes of that actor
-/// whose counter range holds it, the one in `j`'s history (two can claim the counter only
-/// across a fork, and no history holds both sides).
+/// The change (an index) that made op `id`, in a history (`history_of`): among the changes
+/// of that actor whose counter range holds it, the one in the history (two can claim the
+/// counter only across a fork, and no history holds both sides). `None` when no change of
+/// the history claims it: the change that made it is missing, and the rewrite must wait.
 fn owner_of(
     id: &OpId,
-    j: usize,
+    history: &HashSet<usize>,
     items: &[Loaded],
-    index: &HashMap<ChangeHash, usize>,
     ranges: &HashMap<ActorId, Vec<(u64, u64, usize)>>,
 ) -> Option<usize> {
-    let candidates: Vec<usize> = ranges
+    let mut candidates: Vec<usize> = ranges
         .get(id.actor())?
         .iter()
         .filter(|(start, max, _)| (*start..=*max).contains(&id.counter()))
         .map(|&(_, _, k)| k)
+        .filter(|k| history.contains(k))
         .collect();
-    match candidates.as_slice() {
-        [] => None,
-        [one] => Some(*one),
-        _ => {
-            let history = history_of(j, items, index);
-            let mut in_history: Vec<usize> = candidates
-                .into_iter()
-                .filter(|k| history.contains(k))
-                .collect();
-            in_history.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
-            in_history.first().copied()
-        }
-    }
+    candidates.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
+    candidates.first().copied()
 }
 
 /// `j` and every change it depends on, directly or not, among `items`.

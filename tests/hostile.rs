@@ -694,3 +694,133 @@ fn a_change_built_on_a_rebased_change_is_never_stranded() {
         }
     }
 }
+
+/// Regression, found by the property above: a device whose view replaced a change by its
+/// published rebase while the rebase's own history had not arrived derived the changes after
+/// it as if no fork had happened; the rewrite it then published named an op that, for every
+/// other reader, belonged to the other side of the fork, and Automerge's document broke
+/// (it panicked on the next save). A published rebase now stands for its original only
+/// once its whole history is here. (Actors are random: the case runs 20 times.)
+#[test]
+fn a_published_rebase_never_breaks_the_document() {
+    let actions = vec![
+        Action::Deliver {
+            from: 1,
+            to: 0,
+            mask: 1994257976720621487,
+        },
+        Action::Clone { from: 0 },
+        Action::Edit {
+            dev: 0,
+            key: 0,
+            value: 5992784785075956166,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 2,
+            value: 6860461266942178430,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 0,
+            value: 864569426639228961,
+        },
+        Action::Deliver {
+            from: 0,
+            to: 1,
+            mask: 4539431076752666601,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 2,
+            value: 8283257863951269793,
+        },
+        Action::Compact { dev: 1 },
+        Action::Edit {
+            dev: 2,
+            key: 2,
+            value: 406032268920269282,
+        },
+        Action::LoseSnapshot {
+            dev: 1,
+            pick: 13517172583510095141,
+        },
+        Action::Deliver {
+            from: 2,
+            to: 0,
+            mask: 14766116954768343231,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 0,
+            value: 4465717059706754274,
+        },
+        Action::Restore { dev: 0 },
+        Action::Deliver {
+            from: 0,
+            to: 0,
+            mask: 2796364280352640529,
+        },
+        Action::Edit {
+            dev: 1,
+            key: 0,
+            value: -600293425689038403,
+        },
+        Action::Deliver {
+            from: 2,
+            to: 1,
+            mask: 17215711826115662008,
+        },
+        Action::Backup { dev: 1 },
+        Action::Deliver {
+            from: 1,
+            to: 0,
+            mask: 3810324040381406194,
+        },
+        Action::LoseSnapshot {
+            dev: 1,
+            pick: 17055102199022543970,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 0,
+            value: -3286174938930618134,
+        },
+        Action::Backup { dev: 0 },
+        Action::Backup { dev: 2 },
+        Action::Deliver {
+            from: 0,
+            to: 1,
+            mask: 16838756695469560604,
+        },
+        Action::Deliver {
+            from: 0,
+            to: 2,
+            mask: 2713506724575429055,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 1,
+            value: -5167638544700817643,
+        },
+        Action::Backup { dev: 2 },
+        Action::Delete {
+            dev: 0,
+            mask: 14903481341596217403,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 640193793020489386,
+        },
+        Action::Edit {
+            dev: 1,
+            key: 0,
+            value: 1224569701372959789,
+        },
+    ];
+    for i in 0..20 {
+        if let Err(e) = run(2, &actions) {
+            panic!("attempt {i}: {e}");
+        }
+    }
+}
