@@ -228,14 +228,17 @@ fn two_devices_through_syncthing_converge() {
                 .all(|w| a.contains(w))
     });
     // Nothing was a conflict for Syncthing: every file has one author.
-    for store in [&store_a, &store_b] {
+    for (store, state, name) in [
+        (&store_a, &state_a, "laptop"),
+        (&store_b, &state_b, "phone"),
+    ] {
         let conflicts: Vec<_> = walk(store)
             .into_iter()
             .filter(|p| p.contains(".sync-conflict-"))
             .collect();
         assert!(conflicts.is_empty(), "{conflicts:?}");
-        let (ok, status, _) = crdtdir(store, &state_a, "laptop", &["status", "--json"]);
-        assert!(ok);
+        let (ok, status, err) = crdtdir(store, state, name, &["status", "--json"]);
+        assert!(ok, "{err}");
         let status: serde_json::Value = serde_json::from_str(&status).unwrap();
         assert_eq!(status["forks"], serde_json::json!([]));
         assert_eq!(status["changes"], 7);
