@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::durable;
+use crate::merge::state::{MergedState, Pending, Quarantined};
 use crate::merge::TEXT_ENCODING;
 use crate::report::{Fork, MergeReport, Rebased};
 use crate::scan::Scan;
@@ -76,60 +77,6 @@ struct CacheFile {
     unprovided: usize,
 }
 
-/// A verified change waiting for dependencies, kept whole.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Pending {
-    pub(crate) path: String,
-    pub(crate) device: String,
-    pub(crate) change: ByteBuf,
-}
-
-/// A verified change left out of the document, remembered so it is not re-read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Quarantined {
-    pub(crate) path: String,
-    pub(crate) hash: String,
-    pub(crate) reason: String,
-}
-
-/// The cached state, loaded.
-#[derive(Clone, Debug)]
-pub(crate) struct Cached {
-    pub(crate) doc: Automerge,
-    pub(crate) files: Vec<String>,
-    pub(crate) devices: BTreeMap<String, String>,
-    pub(crate) quarantined: Vec<Quarantined>,
-    pub(crate) forks: Vec<Fork>,
-    /// Changes this state holds rewritten because they lost a fork, by original hash.
-    pub(crate) rebased: Vec<Rebased>,
-    pub(crate) waiting: Vec<Pending>,
-    /// Op files that valid snapshots in the folder fold in (sorted): merged, never read.
-    pub(crate) covered: Vec<String>,
-    /// How many changes of the document neither an op file nor a valid snapshot in the
-    /// folder provides any more (the folder lost them).
-    pub(crate) unprovided: usize,
-    /// The snapshots and compaction records in the folder when this state was made.
-    pub(crate) snapshots: Vec<String>,
-}
-
-impl Cached {
-    /// A state that knows only `doc`: every change in it is carried, no file is known.
-    pub(crate) fn of(doc: Automerge) -> Cached {
-        Cached {
-            doc,
-            files: Vec::new(),
-            devices: BTreeMap::new(),
-            quarantined: Vec::new(),
-            forks: Vec::new(),
-            rebased: Vec::new(),
-            waiting: Vec::new(),
-            covered: Vec::new(),
-            unprovided: 0,
-            snapshots: Vec::new(),
-        }
-    }
-}
-
 /// The cache files of one store on this device.
 #[derive(Debug)]
 pub(crate) struct Cache {
@@ -158,7 +105,7 @@ impl Cache {
     }
 
     /// The cached document and what it covers, or `None` if there is none to trust.
-    pub(crate) fn load(&self) -> Option<Cached> {
+    pub(crate) fn load(&self) -> Option<MergedState> {
         let bytes = std::fs::read(self.dir.join("cache")).ok()?;
         let file: CacheFile = ciborium::from_reader(&bytes[..]).ok()?;
         if file.v != CACHE_VERSION || file.store != self.store_id {
@@ -171,7 +118,7 @@ impl Cache {
                 .text_encoding(TEXT_ENCODING),
         )
         .ok()?;
-        Some(Cached {
+        Some(MergedState {
             doc,
             files: file.files.lines().map(str::to_string).collect(),
             devices: file.devices,
@@ -188,7 +135,7 @@ impl Cache {
     /// The document of the last merge that found the folder had lost changes it holds, or
     /// `None`. Kept apart from the cache, so that losing the cache files while the folder
     /// lacks history loses nothing but speed.
-    pub(crate) fn load_held(&self) -> Option<Cached> {
+    pub(crate) fn load_held(&self) -> Option<MergedState> {
         let bytes = std::fs::read(self.dir.join(HELD)).ok()?;
         let doc = Automerge::load_with_options(
             &bytes,
@@ -197,11 +144,11 @@ impl Cache {
                 .text_encoding(TEXT_ENCODING),
         )
         .ok()?;
-        Some(Cached::of(doc))
+        Some(MergedState::of(doc))
     }
 
     /// The cache, with the held document merged into it: everything this device still has.
-    pub(crate) fn load_all(&self) -> Option<Cached> {
+    pub(crate) fn load_all(&self) -> Option<MergedState> {
         match (self.load(), self.load_held()) {
             (Some(mut cached), Some(mut held)) => {
                 // A held document Automerge cannot merge is worth less than the cache.
@@ -232,7 +179,7 @@ impl Cache {
     pub(crate) fn save(
         &self,
         store: &Path,
-        cached: &Cached,
+        cached: &MergedState,
         scan: &Scan,
         json: &str,
         report: &MergeReport,

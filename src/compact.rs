@@ -18,11 +18,11 @@ use std::time::Instant;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 
-use crate::cache::Cached;
 use crate::durable;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::marker::{FEATURES_DIR, MARKER};
+use crate::merge::state::MergedState;
 use crate::merge::{self, TEXT_ENCODING};
 use crate::render;
 use crate::scan::{self, Scan};
@@ -390,7 +390,7 @@ impl Store {
 
 /// The op files and snapshots a compaction of `state` folds in. Op files of changes that
 /// lost a fork stay: a change built on one that arrives later can only be rebased with it.
-fn folded(scan: &Scan, state: &Cached) -> (Vec<(String, String)>, Vec<String>) {
+fn folded(scan: &Scan, state: &MergedState) -> (Vec<(String, String)>, Vec<String>) {
     let merged: std::collections::HashSet<&str> = state
         .files
         .iter()

@@ -2,7 +2,7 @@
 //! crdtdir crash or fail, then reopen what is left.
 //!
 //! Each multi-step protocol (a write, `init`, a heartbeat, saving the cache, compaction,
-//! `repair`) calls [`at`] with a step name from [`STEPS`] after the step is durable. A test
+//! `repair`) calls `at` with a step name from [`STEPS`] after the step is durable. A test
 //! can make the next such point on its own thread:
 //! - **crash** ([`Fault::Crash`]): unwind with a [`Crashed`] payload, as a power cut there
 //!   would stop the process (nothing after the point runs; no cleanup either, since crdtdir

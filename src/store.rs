@@ -12,12 +12,13 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::beat;
-use crate::cache::{Cache, Cached};
+use crate::cache::Cache;
 use crate::durable::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::marker::{self, Marker, FORMAT_VERSION, MARKER};
 use crate::merge;
+use crate::merge::state::MergedState;
 use crate::naming;
 use crate::opfile;
 use crate::outbox::Outbox;
@@ -70,7 +71,7 @@ pub struct Store {
     pub(crate) device: Option<String>,
     /// The last merged state, kept between calls so that a long-lived `Store` neither
     /// reloads its document nor rescans the folder to write.
-    mem: Mutex<Option<Arc<Cached>>>,
+    mem: Mutex<Option<Arc<MergedState>>>,
     /// The in-memory state holds own changes the cache files do not have yet.
     mem_dirty: AtomicBool,
     /// The folder's marker is missing or damaged: this store was opened from what this
@@ -80,7 +81,7 @@ pub struct Store {
 
 /// The merged document as this device sees it now, with what the merge found.
 pub struct View {
-    state: Arc<Cached>,
+    state: Arc<MergedState>,
     report: MergeReport,
 }
 
@@ -473,7 +474,7 @@ impl Store {
         &self,
         scan: &scan::Scan,
         save: bool,
-    ) -> (Arc<Cached>, MergeReport, Option<String>) {
+    ) -> (Arc<MergedState>, MergeReport, Option<String>) {
         let base = self.take_mem().or_else(|| self.cache.load());
         let (state, report, changed) = match base {
             Some(cached) => match merge::merge_incremental(&self.root, scan, cached) {
@@ -518,12 +519,12 @@ impl Store {
     }
 
     /// The in-memory state, owned (copied only if a `View` still shares it).
-    fn take_mem(&self) -> Option<Cached> {
+    fn take_mem(&self) -> Option<MergedState> {
         let arc = self.mem.lock().unwrap_or_else(|p| p.into_inner()).take()?;
         Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()))
     }
 
-    fn put_mem(&self, state: Arc<Cached>) {
+    fn put_mem(&self, state: Arc<MergedState>) {
         *self.mem.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
@@ -736,7 +737,7 @@ impl Store {
         Ok(self.presence_of(&state, threshold_secs))
     }
 
-    pub(crate) fn presence_of(&self, state: &Cached, threshold_secs: i64) -> Vec<Presence> {
+    pub(crate) fn presence_of(&self, state: &MergedState, threshold_secs: i64) -> Vec<Presence> {
         let record = self.state.read_record(&self.marker.store_id);
         let own: HashSet<String> = record
             .iter()
@@ -798,7 +799,11 @@ impl Store {
     /// own changes some other device's latest beat lacks; `None` when no other device beats),
     /// and entries older than [`RETENTION_SECS`] whose op file the folder holds (or a snapshot
     /// folds): age alone never drops the only copy, whatever the clock did.
-    fn release_outbox(&self, state: &Cached, not_merged_by_some: Option<&HashSet<ChangeHash>>) {
+    fn release_outbox(
+        &self,
+        state: &MergedState,
+        not_merged_by_some: Option<&HashSet<ChangeHash>>,
+    ) {
         for kept in self.outbox().entries() {
             let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
                 kept.change_hash().is_some_and(|h| {
@@ -861,7 +866,7 @@ impl Store {
         // files alone: a refused write changes nothing on disk at all.
         // Another process of this device may have written since: then the memory lacks the
         // recorded last change, and the folder is merged again rather than doubting the record.
-        let knows_last = |state: &Cached| {
+        let knows_last = |state: &MergedState| {
             record.as_ref().is_none_or(|r| {
                 r.hash.parse::<ChangeHash>().is_ok_and(|h| {
                     state
@@ -982,7 +987,7 @@ impl Store {
 
     /// Publishes, as op files, the rebased changes of this view that no op file in the folder
     /// carries yet (docs/FORMAT.md §9). Returns how many it wrote.
-    fn publish_rebased(&self, state: &Cached, device: &str, owner: &str) -> Result<usize> {
+    fn publish_rebased(&self, state: &MergedState, device: &str, owner: &str) -> Result<usize> {
         let mut written = 0;
         for r in &state.rebased {
             let Ok(to) = r.to.parse::<ChangeHash>() else {
@@ -1221,7 +1226,7 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
 }
 
 /// Every change in `state`'s document, in causal order, with its file and device.
-fn history_of(state: &Cached) -> Vec<ChangeInfo> {
+fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
     let mut paths: HashMap<(&str, u64), &str> =
         HashMap::with_capacity(state.files.len() + state.covered.len());
     for rel in state.files.iter().chain(&state.covered) {

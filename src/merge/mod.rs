@@ -5,13 +5,16 @@
 //!    name, decode the envelope, parse the change, check its actor and seq against the path.
 //! 2. Deduplicate by change hash. Resolve forks (two changes, one (actor, seq)) the same way
 //!    on every device: at each forked (actor, seq), in order, keep the candidate with the
-//!    lowest change hash and quarantine the others with everything that depends on them.
+//!    lowest change hash and rebase the others with everything that depends on them
+//!    ([`crate::rebase`]: rewritten, never dropped).
 //! 3. Order the rest topologically; changes whose dependencies are absent wait.
 //! 4. Apply all of them in ONE `apply_changes` (one call costs O(document); per-file calls
 //!    are quadratic), under `catch_unwind`. If Automerge refuses or panics, bisect to find
 //!    the changes it refuses, quarantine them and their dependents, apply the rest.
 //!
 //! The outcome depends only on the set of files, never on the order they arrived in.
+
+pub(crate) mod state;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -20,7 +23,7 @@ use std::path::Path;
 
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, TextEncoding};
 
-use crate::cache::{Cached, Pending, Quarantined};
+use self::state::{MergedState, Pending, Quarantined};
 use crate::naming;
 use crate::opfile;
 use crate::rebase;
@@ -163,8 +166,8 @@ pub(crate) fn merge_cold(
     store: &Path,
     store_id: &str,
     scan: &Scan,
-    carry: Option<Cached>,
-) -> (Cached, MergeReport) {
+    carry: Option<MergedState>,
+) -> (MergedState, MergeReport) {
     let snaps = load_snapshots(store, store_id, scan);
     // Op files a valid snapshot folds in are its to give: not read again.
     let covered: HashSet<&str> = snaps
@@ -338,7 +341,7 @@ fn unprovided(
 /// - otherwise, in a store that has compacted (a snapshot, a record or
 ///   `features/snapshots`), another device's latest heartbeat naming heads this view lacks:
 ///   the sync tool may have delivered compaction's deletions before its snapshot and record.
-pub(crate) fn gaps(store: &Path, scan: &Scan, state: &Cached) -> Vec<Problem> {
+pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Problem> {
     let mut out = Vec::new();
     for rel in &scan.records {
         let Some(record) = std::fs::read(store.join(rel))
@@ -494,7 +497,7 @@ fn into_state(
     mut merged: Merged,
     mut files: Vec<String>,
     mut devices: BTreeMap<String, String>,
-) -> (Cached, MergeReport) {
+) -> (MergedState, MergeReport) {
     let waiting = merged
         .waiting
         .iter()
@@ -530,7 +533,7 @@ fn into_state(
         files.sort_unstable();
     }
     let report = std::mem::take(&mut merged.report);
-    let state = Cached {
+    let state = MergedState {
         doc: merged.doc,
         files,
         devices,
@@ -712,8 +715,8 @@ fn release(
 pub(crate) fn merge_incremental(
     store: &Path,
     scan: &Scan,
-    cached: Cached,
-) -> Option<(Cached, MergeReport, bool)> {
+    cached: MergedState,
+) -> Option<(MergedState, MergeReport, bool)> {
     let known: HashSet<&str> = cached
         .files
         .iter()
@@ -794,7 +797,7 @@ pub(crate) fn merge_incremental(
         report.incomplete = gaps(store, scan, &cached);
         return Some((cached, report, changed));
     }
-    let Cached {
+    let MergedState {
         doc,
         files,
         covered,
