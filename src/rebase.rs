@@ -230,28 +230,35 @@ fn published_rebases(items: &[Loaded]) -> (Vec<Option<usize>>, Vec<bool>) {
         .map(|(i, l)| (rebased_actor(&l.hash), i))
         .collect();
     let mut forms: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut held = Vec::new();
     for (m, l) in items.iter().enumerate() {
         if l.change().seq() == 1 {
             if let Some(&x) = originals.get(&l.actor) {
                 if l.rel.is_empty() {
-                    // A rewrite only this device's own copy of its view holds (no file, no
-                    // snapshot carries it): it stands for whatever its original becomes
-                    // here, so every device, whatever it held, ends with the same document.
-                    alias[m] = Some(x);
-                    published[m] = true;
+                    held.push((m, x));
                 } else {
                     forms.entry(x).or_default().push(m);
                 }
             }
         }
     }
-    if forms.is_empty() {
+    if forms.is_empty() && held.is_empty() {
         return (alias, published);
     }
     // A published rebase stands for its original only once its whole history is here: it
     // was made where the forks before it were known, and until that history has arrived
     // this merge could not place the changes around it the same way.
     let complete = complete_histories(items);
+    for (m, x) in held {
+        // A rewrite only this device's own copy of its view holds (no file, no snapshot
+        // carries it) stands for whatever its original becomes here, so every device,
+        // whatever it held, ends with the same document — once the original's history is
+        // here. Until then it is the only carrier of those edits, and stays.
+        if complete[x] {
+            alias[m] = Some(x);
+            published[m] = true;
+        }
+    }
     for (x, mut ms) in forms {
         ms.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
         for &m in &ms {

@@ -824,3 +824,98 @@ fn a_published_rebase_never_breaks_the_document() {
         }
     }
 }
+
+/// Regression, found by the property above: a device restored from a backup forked its own
+/// actor; its view held the rewrite of a change whose original then waited (the sync tool
+/// deleted the losing change it was built on). The held rewrite was replaced by that waiting
+/// original: the view went back, and `repair` could not tell. A rewrite this device holds
+/// now stands for its original only once the original's history is complete.
+#[test]
+fn a_held_rewrite_is_kept_while_its_original_waits() {
+    let actions = vec![
+        Action::Compact { dev: 4 },
+        Action::Backup { dev: 0 },
+        Action::Resurrect { dev: 2 },
+        Action::LoseSnapshot {
+            dev: 4,
+            pick: 17834733023832799038,
+        },
+        Action::Edit {
+            dev: 4,
+            key: 0,
+            value: -3569074577817447403,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 2,
+            value: -6897635882095007331,
+        },
+        Action::Delete {
+            dev: 3,
+            mask: 3973496932502299416,
+        },
+        Action::Restore { dev: 0 },
+        Action::Restore { dev: 4 },
+        Action::Deliver {
+            from: 0,
+            to: 0,
+            mask: 13441219100920580941,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 8691070111378959446,
+        },
+        Action::Deliver {
+            from: 3,
+            to: 0,
+            mask: 91754418547442526,
+        },
+        Action::Delete {
+            dev: 1,
+            mask: 683290306356041793,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 1,
+            value: -2126297965376846076,
+        },
+        Action::Resurrect { dev: 4 },
+        Action::LoseMarker { dev: 0 },
+        Action::Delete {
+            dev: 0,
+            mask: 2396690961119730257,
+        },
+        Action::Backup { dev: 2 },
+        Action::Resurrect { dev: 0 },
+        Action::Edit {
+            dev: 4,
+            key: 0,
+            value: 454934068323932390,
+        },
+        Action::Edit {
+            dev: 4,
+            key: 1,
+            value: -2130819933972870034,
+        },
+        Action::LoseMarker { dev: 3 },
+        Action::Edit {
+            dev: 1,
+            key: 0,
+            value: 5019157247751247939,
+        },
+        Action::Edit {
+            dev: 3,
+            key: 2,
+            value: 3450750845193898232,
+        },
+        Action::Delete {
+            dev: 4,
+            mask: 12483779155395722405,
+        },
+    ];
+    for i in 0..30 {
+        if let Err(e) = run(2, &actions) {
+            panic!("attempt {i}: {e}");
+        }
+    }
+}
