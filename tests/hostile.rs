@@ -919,3 +919,169 @@ fn a_held_rewrite_is_kept_while_its_original_waits() {
         }
     }
 }
+
+/// Regression, found by the property above: a change that lost a fork and whose op file a
+/// sync tool then deleted was known only from this device's view; `repair` wrote its rewrite
+/// to a snapshot, yet every read kept saying the folder lacked the original. A change that
+/// a rebase replaced counts as provided when its rewrite is. (The case runs 15 times.)
+#[test]
+fn a_repaired_rewrite_provides_its_original() {
+    let actions = vec![
+        Action::Restore { dev: 0 },
+        Action::Delete {
+            dev: 1,
+            mask: 14896776630925931351,
+        },
+        Action::Resurrect { dev: 2 },
+        Action::Delete {
+            dev: 2,
+            mask: 308388703009087445,
+        },
+        Action::Edit {
+            dev: 4,
+            key: 1,
+            value: -397218001744609177,
+        },
+        Action::Restore { dev: 0 },
+        Action::Edit {
+            dev: 2,
+            key: 2,
+            value: 169382147174233462,
+        },
+        Action::Deliver {
+            from: 3,
+            to: 0,
+            mask: 10940943072662892177,
+        },
+        Action::Edit {
+            dev: 1,
+            key: 1,
+            value: -8948714000831995209,
+        },
+        Action::Edit {
+            dev: 1,
+            key: 2,
+            value: 4168815189312672836,
+        },
+        Action::Compact { dev: 0 },
+        Action::Tear {
+            from: 3,
+            to: 0,
+            pick: 8256999786715555342,
+        },
+        Action::Backup { dev: 4 },
+        Action::Delete {
+            dev: 2,
+            mask: 16644744357737248889,
+        },
+        Action::Clone { from: 2 },
+        Action::Deliver {
+            from: 2,
+            to: 3,
+            mask: 14551615080559184945,
+        },
+        Action::Edit {
+            dev: 3,
+            key: 0,
+            value: 4275097586650320331,
+        },
+        Action::Restore { dev: 3 },
+        Action::Edit {
+            dev: 4,
+            key: 1,
+            value: 5324860569018997663,
+        },
+        Action::Deliver {
+            from: 3,
+            to: 1,
+            mask: 14609324377662643979,
+        },
+        Action::Delete {
+            dev: 4,
+            mask: 11969151794754665993,
+        },
+        Action::Edit {
+            dev: 4,
+            key: 2,
+            value: 5848022399026571055,
+        },
+        Action::Edit {
+            dev: 3,
+            key: 0,
+            value: -8190278505425462634,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 14064223764335314105,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 501710231338876904,
+        },
+        Action::Deliver {
+            from: 1,
+            to: 2,
+            mask: 8243645504038040012,
+        },
+        Action::Delete {
+            dev: 3,
+            mask: 14296141921866922700,
+        },
+        Action::Edit {
+            dev: 0,
+            key: 1,
+            value: -2886756766297490237,
+        },
+        Action::Edit {
+            dev: 4,
+            key: 1,
+            value: -578852501114151359,
+        },
+        Action::Edit {
+            dev: 2,
+            key: 1,
+            value: -5970842576900814090,
+        },
+        Action::Backup { dev: 2 },
+        Action::Edit {
+            dev: 3,
+            key: 2,
+            value: -2264795452600004472,
+        },
+        Action::Delete {
+            dev: 0,
+            mask: 18117101422545971641,
+        },
+        Action::Tear {
+            from: 4,
+            to: 0,
+            pick: 15143626169593679163,
+        },
+        Action::Backup { dev: 2 },
+        Action::Tear {
+            from: 2,
+            to: 2,
+            pick: 17522801314559185762,
+        },
+        Action::Deliver {
+            from: 2,
+            to: 3,
+            mask: 5059431804752064829,
+        },
+        Action::Deliver {
+            from: 3,
+            to: 4,
+            mask: 10300784181171274423,
+        },
+        Action::LoseMarker { dev: 0 },
+        Action::LoseSnapshot {
+            dev: 4,
+            pick: 1045709533015531322,
+        },
+    ];
+    for i in 0..15 {
+        if let Err(e) = run(2, &actions) {
+            panic!("attempt {i}: {e}");
+        }
+    }
+}

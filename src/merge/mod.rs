@@ -305,14 +305,6 @@ fn unprovided(
 ) -> usize {
     let mut present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
     present.extend(snaps.valid.iter().map(|s| s.rel.as_str()));
-    // A rewrite of a change whose op file (or snapshot) is here: the file provides its edits, whichever
-    // form the rewrite takes now.
-    let rewritten: HashSet<ActorId> = rebased
-        .iter()
-        .filter(|r| present.contains(r.path.as_str()))
-        .filter_map(|r| r.from.parse::<ChangeHash>().ok())
-        .map(|h| crate::rebase::rebased_actor(&h))
-        .collect();
     let mut provided: HashSet<ChangeHash> = items
         .iter()
         .filter(|l| present.contains(l.rel.as_str()))
@@ -321,13 +313,18 @@ fn unprovided(
     for s in &snaps.valid {
         provided.extend(s.doc.get_changes_meta(&[]).iter().map(|m| m.hash));
     }
-    // An original that a rebase replaced here: its op file is here.
-    provided.extend(
-        rebased
-            .iter()
-            .filter(|r| present.contains(r.path.as_str()))
-            .filter_map(|r| r.from.parse::<ChangeHash>().ok()),
-    );
+    // A change a rebase replaced here is provided when its op file is here or its rewrite
+    // is provided; so is any rewrite of it (whichever form the rewrite took before).
+    let mut rewritten: HashSet<ActorId> = HashSet::new();
+    for r in rebased {
+        let (Ok(from), Ok(to)) = (r.from.parse::<ChangeHash>(), r.to.parse::<ChangeHash>()) else {
+            continue;
+        };
+        if present.contains(r.path.as_str()) || provided.contains(&to) {
+            provided.insert(from);
+            rewritten.insert(crate::rebase::rebased_actor(&from));
+        }
+    }
     carry
         .get_changes_meta(&[])
         .iter()
