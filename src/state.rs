@@ -96,6 +96,18 @@ impl StateDir {
         self.root.join("stores").join(store_id)
     }
 
+    /// Refuses a bad explicit or `CRDTDIR_DEVICE` name, writing nothing.
+    pub(crate) fn check_device_name(&self, explicit: Option<&str>) -> Result<()> {
+        if let Some(name) = explicit {
+            check_device_name(name)?;
+        } else if let Ok(name) = std::env::var(DEVICE_ENV) {
+            if !name.is_empty() {
+                check_device_name(&name)?;
+            }
+        }
+        Ok(())
+    }
+
     /// This device's display name: `explicit`, else `CRDTDIR_DEVICE`, else the name kept in
     /// the state (made once from the host name and a few random characters).
     pub(crate) fn device_name(&self, explicit: Option<&str>) -> Result<String> {

@@ -857,7 +857,9 @@ impl Store {
     /// The one write path: lock, merge, pick a provable actor, run `f`, persist.
     fn write(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<()>) -> Result<WriteOutcome> {
         self.check_writable()?;
-        let device = self.state.device_name(self.device.as_deref())?;
+        // A bad name is refused now; a default name is made and kept only once there is a
+        // change to write (a refused patch leaves the local state as it was).
+        self.state.check_device_name(self.device.as_deref())?;
         let _lock = self.state.lock(&self.marker.store_id)?;
         let record = self.state.read_record(&self.marker.store_id);
         let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
@@ -955,14 +957,6 @@ impl Store {
             path: self.root.clone(),
             reason: "bad actor id".into(),
         })?;
-        // The new change will depend on the rebased changes in this view: they become files
-        // first, so that it never waits for a rebase that readers derive differently later.
-        let published = self.publish_rebased(&state, &device, &record.actor)?;
-        if published > 0 {
-            outcome.notices.push(format!(
-                "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
-            ));
-        }
         state.doc.set_actor(actor);
 
         let mut tx = state.doc.transaction();
@@ -975,11 +969,20 @@ impl Store {
         if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
             // On error the state (holding a change that is not on disk) is dropped here, so
             // nothing is ever built on top of it.
+            let device = self.state.device_name(self.device.as_deref())?;
+            // The new change depends on the rebased changes in this view: they become files
+            // first, so that it never waits for a rebase that readers derive differently later.
+            let published = self.publish_rebased(&state, &device, &record.actor)?;
+            if published > 0 {
+                outcome.notices.push(format!(
+                    "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
+                ));
+            }
             let written = self.persist(&state.doc, hash, &device, &mut record)?;
             state.files.push(written.path.clone());
             outcome.written.push(written);
+            state.devices.insert(record.actor.clone(), device);
         }
-        state.devices.insert(record.actor.clone(), device);
         self.mem_dirty.store(true, Ordering::Relaxed);
         self.put_mem(Arc::new(state));
         Ok(outcome)

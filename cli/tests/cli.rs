@@ -396,6 +396,46 @@ fn fifos_named_like_store_files_hang_nothing() {
     assert_eq!(me.ok(&store, &["merge"]), "{\"a\":1,\"b\":2}\n");
 }
 
+/// Regression (issue 14, hygiene: "refused commands write local state"): a patch that does
+/// not apply changes nothing, neither in the folder nor in this device's state; a device
+/// without a name gets its default name only with its first change.
+#[test]
+fn a_refused_patch_leaves_folder_and_state_as_they_were() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let before = (tree(&store), tree(&me.state));
+    let out = me.run(&store, &["append", "delete", "/nope"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_same(&before.0, &tree(&store), "a refused patch (folder)");
+    assert_same(&before.1, &tree(&me.state), "a refused patch (state)");
+    // A device with no name given: its default name is kept with its first change only.
+    let nameless = dir.path().join("state-nameless");
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env("CRDTDIR_STATE_DIR", &nameless)
+            .env_remove("CRDTDIR_DEVICE")
+            .env_remove("CRDTDIR_STORE")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["append", "delete", "/nope"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        !nameless.join("device").exists(),
+        "a refused patch named the device"
+    );
+    let out = run(&["append", "set", "/b", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(nameless.join("device").is_file());
+}
+
 /// `init` of a new folder given as a bare relative name (its parent is "").
 #[test]
 fn init_of_a_relative_folder_works() {
