@@ -1,17 +1,7 @@
-//! Compaction: fold the merged document and the files it covers into one SQLite snapshot,
-//! then delete what it covers — in an order that never leaves a snapshot as the only copy
-//! of history:
-//!
-//! 1. build the snapshot in memory, publish it (temp, fsync, read-only, rename);
-//! 2. read it back from the folder and verify it (hash, integrity check, the document loads
-//!    with the same heads and number of changes);
-//! 3. keep a retention copy of the document in this device's local state;
-//! 4. publish the compaction record;
-//! 5. only then delete the op files and older snapshots it folds in — nothing else.
-//!
-//! A crash at any step leaves a folder that merges to the same document. `repair` writes
-//! back, as a new snapshot that deletes nothing, any change this device holds that neither
-//! a valid snapshot nor an op file in the folder provides.
+//! Compaction and repair. The safety order of compaction is documented on
+//! [`Store::compact`], where docs.rs shows it. `repair` writes back, as a new snapshot that
+//! deletes nothing, any change this device holds that neither a valid snapshot nor an op
+//! file in the folder provides.
 
 use std::time::Instant;
 
@@ -121,9 +111,21 @@ impl Store {
         })
     }
 
-    /// Compacts: see the module documentation. The caller has made sure this device is
-    /// alone (the CLI asks the user); nothing is lost even when that belief is wrong, since
-    /// only files whose changes the new snapshot holds are deleted.
+    /// Compacts: folds the merged document and the files it covers into one SQLite
+    /// snapshot, then deletes what it covers, in an order that never leaves a snapshot as
+    /// the only copy of history:
+    ///
+    /// 1. build the snapshot in memory, publish it (temp, fsync, read-only, rename);
+    /// 2. read it back from the folder and verify it (hash, integrity check, the document
+    ///    loads with the same heads and number of changes);
+    /// 3. keep a retention copy of the document in this device's local state;
+    /// 4. publish the compaction record;
+    /// 5. only then delete the op files and older snapshots it folds in — nothing else.
+    ///
+    /// A crash at any step leaves a folder that merges to the same document. The caller has
+    /// made sure this device is alone (the CLI asks the user); nothing is lost even when
+    /// that belief is wrong, since only files whose changes the new snapshot holds are
+    /// deleted.
     pub fn compact(&self) -> Result<CompactOutcome> {
         self.compact_with_progress(|_| {})
     }

@@ -1,28 +1,7 @@
 //! Changing the document with JSON: RFC 6902 JSON Patch (JSON Pointer paths) plus the CRDT
 //! operations JSON Patch lacks.
 //!
-//! | op          | fields                          | meaning                                          |
-//! |-------------|---------------------------------|--------------------------------------------------|
-//! | `add`       | `path`, `value`, `scalar`?      | RFC 6902: map key add/replace, list insert, `-` appends |
-//! | `remove`    | `path`                          | RFC 6902                                         |
-//! | `replace`   | `path`, `value`, `scalar`?      | RFC 6902 (the target must exist)                 |
-//! | `move`      | `from`, `path`                  | RFC 6902                                         |
-//! | `copy`      | `from`, `path`                  | RFC 6902                                         |
-//! | `test`      | `path`, `value`                 | RFC 6902: the whole patch fails if not equal     |
-//! | `splice`    | `path`, `pos`, `del`, `text`?   | edit a text: delete `del` code points at `pos`, insert `text` |
-//! | `increment` | `path`, `value`? (default 1)    | add to a counter; a missing map key becomes one  |
-//! | `set`       | `path`, `value`, `scalar`?      | map key: add or replace; list index: replace     |
-//! | `insert`    | `path`, `value`, `scalar`?      | list index or `-`: insert                        |
-//!
-//! Merge-friendly writing:
-//! - Strings become collaborative Text, so concurrent typing interleaves. `"scalar": true`
-//!   stores every string in the value as an atomic last-writer-wins string instead (for
-//!   values nobody types into: ids, dates, enum-like values; also far cheaper for big values).
-//! - Writing an object, array or string onto an existing value of the same kind updates it
-//!   in place (a diff): keys and elements that did not change are not touched, so what other
-//!   devices concurrently did to them survives. Writing a scalar equal to the current one is
-//!   no operation at all. A change of kind replaces the value.
-//! - `move` and `copy` write the JSON value of `from` anew: the copy is a new object.
+//! The op table, the fields and the merge-friendly rules are on [`PatchOp`].
 
 use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value, ROOT};
@@ -31,7 +10,31 @@ use serde_json::Value as Json;
 
 use crate::render;
 
-/// One operation of a patch. See the module documentation for the semantics.
+/// One operation of a patch: RFC 6902 JSON Patch (JSON Pointer paths) plus the CRDT
+/// operations JSON Patch lacks.
+///
+/// | op          | fields                          | meaning                                          |
+/// |-------------|---------------------------------|--------------------------------------------------|
+/// | `add`       | `path`, `value`, `scalar`?      | RFC 6902: map key add/replace, list insert, `-` appends |
+/// | `remove`    | `path`                          | RFC 6902                                         |
+/// | `replace`   | `path`, `value`, `scalar`?      | RFC 6902 (the target must exist)                 |
+/// | `move`      | `from`, `path`                  | RFC 6902                                         |
+/// | `copy`      | `from`, `path`                  | RFC 6902                                         |
+/// | `test`      | `path`, `value`                 | RFC 6902: the whole patch fails if not equal     |
+/// | `splice`    | `path`, `pos`, `del`, `text`?   | edit a text: delete `del` code points at `pos`, insert `text` |
+/// | `increment` | `path`, `value`? (default 1)    | add to a counter; a missing map key becomes one  |
+/// | `set`       | `path`, `value`, `scalar`?      | map key: add or replace; list index: replace     |
+/// | `insert`    | `path`, `value`, `scalar`?      | list index or `-`: insert                        |
+///
+/// Merge-friendly writing:
+/// - Strings become collaborative Text, so concurrent typing interleaves. `"scalar": true`
+///   stores every string in the value as an atomic last-writer-wins string instead (for
+///   values nobody types into: ids, dates, enum-like values; also far cheaper for big values).
+/// - Writing an object, array or string onto an existing value of the same kind updates it
+///   in place (a diff): keys and elements that did not change are not touched, so what other
+///   devices concurrently did to them survives. Writing a scalar equal to the current one is
+///   no operation at all. A change of kind replaces the value.
+/// - `move` and `copy` write the JSON value of `from` anew: the copy is a new object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
