@@ -823,13 +823,11 @@ pub(crate) fn merge_incremental(
             .map(|m| m.hash)
             .chain(loaded.iter().map(|l| l.hash))
             .any(|h| first_changes.contains(&crate::rebase::rebased_actor(&h)));
-    let actor = doc.get_actor().clone();
-    let published = loaded.iter().any(|l| {
-        doc.set_actor(crate::rebase::rebased_actor(&l.hash));
-        doc.get_last_local_change().is_some()
-    });
-    doc.set_actor(actor);
-    if publishes || published {
+    let rebased_actors: Vec<(ActorId, u64)> = loaded
+        .iter()
+        .map(|l| (crate::rebase::rebased_actor(&l.hash), 1))
+        .collect();
+    if publishes || seq_taken(&mut doc, &rebased_actors) {
         return None;
     }
     // A change built on a rebased one must be rebased too: that takes every change.
@@ -1105,7 +1103,8 @@ fn quarantine_with_descendants(
 
 /// Applies `list` (in topological order) to `doc` in one call; on refusal or panic,
 /// bisects so that exactly the refused changes (and their dependents) are left out.
-/// True when `doc` already holds, for one of these actors, a change at or beyond the seq.
+/// True when `doc` already holds, for one of these actors, a change at or beyond the seq
+/// (seq 1: any change of that actor).
 fn seq_taken(doc: &mut Automerge, first_new: &[(ActorId, u64)]) -> bool {
     let actor = doc.get_actor().clone();
     let taken = first_new.iter().any(|(a, seq)| {
