@@ -3,7 +3,7 @@
 //! acknowledged is lost, no seq is used twice, every device merges the same.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crdtdir::fault::{self, Crashed, Fault};
 use crdtdir::{PatchOp, Store};
@@ -34,6 +34,20 @@ fn set(key: &str, v: i64) -> [PatchOp; 1] {
         value: json!(v),
         scalar: false,
     }]
+}
+
+/// A store in a temp dir where device "a" wrote `k0`, `k1`, … one change each.
+fn store_with_keys(n: i64) -> (tempfile::TempDir, PathBuf, Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let a = Device::new(dir.path(), "a");
+    Store::init(&store, a.options(), None).unwrap();
+    for i in 0..n {
+        a.open(&store)
+            .apply_patch(&set(&format!("k{i}"), i))
+            .unwrap();
+    }
+    (dir, store, a)
 }
 
 fn doc(d: &Device, store: &Path) -> Value {
@@ -202,15 +216,7 @@ fn a_crash_at_every_step_of_compaction_or_repair_loses_nothing() {
         "recorded",
         "deleting",
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("s");
-        let a = Device::new(dir.path(), "a");
-        Store::init(&store, a.options(), None).unwrap();
-        for i in 0..5 {
-            a.open(&store)
-                .apply_patch(&set(&format!("k{i}"), i))
-                .unwrap();
-        }
+        let (_dir, store, a) = store_with_keys(5);
         let before = fresh(&store);
         assert!(crash_at(step, || a.open(&store).compact()), "{step}");
         assert_eq!(fresh(&store), before, "{step}: a new device");
@@ -222,15 +228,7 @@ fn a_crash_at_every_step_of_compaction_or_repair_loses_nothing() {
     }
 
     // Repair: the op files a sync tool deleted come back, even across a crash.
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("s");
-    let a = Device::new(dir.path(), "a");
-    Store::init(&store, a.options(), None).unwrap();
-    for i in 0..3 {
-        a.open(&store)
-            .apply_patch(&set(&format!("k{i}"), i))
-            .unwrap();
-    }
+    let (_dir, store, a) = store_with_keys(3);
     let before = fresh(&store);
     for rel in op_files(&store) {
         std::fs::remove_file(store.join(rel)).unwrap();

@@ -497,6 +497,16 @@ fn run(n: usize, actions: &[Action]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs one recorded case `times` times (actors and store ids are random, so a case may
+/// fail only on some runs).
+fn replay(n: usize, actions: &[Action], times: usize) {
+    for i in 0..times {
+        if let Err(e) = run(n, actions) {
+            panic!("attempt {i}: {e}");
+        }
+    }
+}
+
 proptest! {
     // CRDTDIR_HOSTILE_CASES=2000 for a longer hunt.
     #![proptest_config(ProptestConfig {
@@ -688,11 +698,7 @@ fn a_change_built_on_a_rebased_change_is_never_stranded() {
             mask: 16472097755987504595,
         },
     ];
-    for i in 0..8 {
-        if let Err(e) = run(3, &actions) {
-            panic!("attempt {i}: {e}");
-        }
-    }
+    replay(3, &actions, 8);
 }
 
 /// Regression, found by the property above: a device whose view replaced a change by its
@@ -818,11 +824,7 @@ fn a_published_rebase_never_breaks_the_document() {
             value: 1224569701372959789,
         },
     ];
-    for i in 0..20 {
-        if let Err(e) = run(2, &actions) {
-            panic!("attempt {i}: {e}");
-        }
-    }
+    replay(2, &actions, 20);
 }
 
 /// Regression, found by the property above: a device restored from a backup forked its own
@@ -913,11 +915,7 @@ fn a_held_rewrite_is_kept_while_its_original_waits() {
             mask: 12483779155395722405,
         },
     ];
-    for i in 0..30 {
-        if let Err(e) = run(2, &actions) {
-            panic!("attempt {i}: {e}");
-        }
-    }
+    replay(2, &actions, 30);
 }
 
 /// Regression, found by the property above: a change that lost a fork and whose op file a
@@ -1079,9 +1077,5 @@ fn a_repaired_rewrite_provides_its_original() {
             pick: 1045709533015531322,
         },
     ];
-    for i in 0..15 {
-        if let Err(e) = run(2, &actions) {
-            panic!("attempt {i}: {e}");
-        }
-    }
+    replay(2, &actions, 15);
 }
