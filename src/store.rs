@@ -1001,20 +1001,23 @@ impl Store {
             };
             let actor = change.actor_id().to_hex_string();
             let dir = self.root.join(OPS_DIR).join(&actor);
-            let carried = std::fs::read_dir(&dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
-                .filter_map(|e| std::fs::read(e.path()).ok())
-                .filter_map(|bytes| opfile::decode(&bytes).ok())
-                .filter_map(|env| automerge::Change::from_bytes(env.change).ok())
-                .any(|c| c.hash() == to);
+            let bytes = opfile::encode(device, change.raw_bytes());
+            let path = dir.join(naming::op_file_name(change.seq(), &blake3::hash(&bytes)));
+            // Usually this device published it before: one stat. Otherwise another device
+            // may have (its file names differ by the device name in the envelope).
+            let carried = path.exists()
+                || std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|bytes| opfile::decode(&bytes).ok())
+                    .filter_map(|env| automerge::Change::from_bytes(env.change).ok())
+                    .any(|c| c.hash() == to);
             if carried {
                 continue;
             }
-            let bytes = opfile::encode(device, change.raw_bytes());
-            let path = dir.join(naming::op_file_name(change.seq(), &blake3::hash(&bytes)));
             let staged = durable::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
             if durable::publish_new(staged, &path).map_err(Error::io(&path))? {
                 written += 1;
