@@ -28,36 +28,28 @@
 //! deleted, and never make a merge fail.
 #![deny(missing_docs)]
 
-mod beat;
-mod cache;
-mod cbor;
 mod compact;
-mod durable;
 mod error;
 #[doc(hidden)]
 pub mod fault;
-mod marker;
+mod folder;
+mod format;
+mod fs;
+mod local;
 mod merge;
-mod naming;
-mod opfile;
-mod outbox;
 mod patch;
 mod presence;
-mod rebase;
 mod render;
 mod report;
-mod scan;
-mod snapshot;
-mod state;
 mod store;
 
 pub use automerge;
 pub use compact::{CompactOutcome, CompactPlan, Progress, Repaired};
 pub use error::{Error, Result};
-pub use marker::FORMAT_VERSION;
+pub use format::marker::FORMAT_VERSION;
+pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
-pub use state::{DEVICE_ENV, STATE_DIR_ENV};
 pub use store::{
     DeviceInfo, Options, Presence, Status, Store, View, WriteOutcome, Written,
     DEFAULT_THRESHOLD_SECS, RETENTION_SECS,

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::durable;
+use crate::fs;
 
 /// Our memory of our own beats.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +46,7 @@ pub(crate) fn read_own(dir: &Path) -> OwnBeats {
 pub(crate) fn write_own(dir: &Path, own: &OwnBeats) -> std::io::Result<()> {
     let mut out = Vec::new();
     ciborium::into_writer(own, &mut out).map_err(std::io::Error::other)?;
-    durable::replace_local(&dir.join("beats"), &out)
+    fs::replace_local(&dir.join("beats"), &out)
 }
 
 pub(crate) fn read_seen(dir: &Path) -> Seen {
@@ -59,7 +59,7 @@ pub(crate) fn read_seen(dir: &Path) -> Seen {
 pub(crate) fn write_seen(dir: &Path, seen: &Seen) -> std::io::Result<()> {
     let mut out = Vec::new();
     ciborium::into_writer(seen, &mut out).map_err(std::io::Error::other)?;
-    durable::replace_unsynced(&dir.join("seen"), &out)
+    fs::replace_unsynced(&dir.join("seen"), &out)
 }
 
 /// Notes a beat in `seen` and returns our clock's time of its last change.

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::rebase::Rebased;
+pub use crate::merge::rebase::Rebased;
 
 /// A file the reader skipped, a change it left out, or a gap in its view, and why. The file
 /// itself is left where it is.
@@ -76,7 +76,7 @@ impl Problem {
 
     /// A name the scan does not own, classified.
     pub(crate) fn foreign(path: impl Into<String>, name: &str) -> Problem {
-        let kind = crate::naming::classify(name);
+        let kind = crate::folder::names::classify(name);
         Problem::new(kind.into(), path, kind.reason())
     }
 }

@@ -1,12 +1,12 @@
 //! The reader: every op file in the folder into one Automerge document, in a way no single
 //! file can break.
 //!
-//! 1. Scan and classify ([`crate::scan`]); read each op file, check its BLAKE3 against its
+//! 1. Scan and classify ([`crate::folder::scan`]); read each op file, check its BLAKE3 against its
 //!    name, decode the envelope, parse the change, check its actor and seq against the path.
 //! 2. Deduplicate by change hash. Resolve forks (two changes, one (actor, seq)) the same way
 //!    on every device: at each forked (actor, seq), in order, keep the candidate with the
 //!    lowest change hash and rebase the others with everything that depends on them
-//!    ([`crate::rebase`]: rewritten, never dropped).
+//!    ([`rebase`]: rewritten, never dropped).
 //! 3. Order the rest topologically; changes whose dependencies are absent wait.
 //! 4. Apply all of them in ONE `apply_changes` (one call costs O(document); per-file calls
 //!    are quadratic), under `catch_unwind`. If Automerge refuses or panics, bisect to find
@@ -14,6 +14,7 @@
 //!
 //! The outcome depends only on the set of files, never on the order they arrived in.
 
+pub(crate) mod rebase;
 pub(crate) mod state;
 
 use std::collections::hash_map::Entry;
@@ -24,11 +25,11 @@ use std::path::Path;
 use automerge::{ActorId, Automerge, Change, ChangeHash, ReadDoc, TextEncoding};
 
 use self::state::{MergedState, Pending, Quarantined};
-use crate::naming;
-use crate::opfile;
-use crate::rebase;
+use crate::folder::names;
+use crate::format::opfile;
+
+use crate::folder::scan::{OpEntry, Scan};
 use crate::report::{MergeReport, Problem, ProblemKind, Waiting};
-use crate::scan::{OpEntry, Scan};
 use serde_bytes::ByteBuf;
 
 /// The text encoding of every document crdtdir builds: positions are Unicode code points,
@@ -74,7 +75,7 @@ pub(crate) fn load(store: &Path, entry: &OpEntry) -> Result<Loaded, Problem> {
     let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
     let bytes = std::fs::read(store.join(&entry.rel))
         .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
-    if naming::file_hash_hex(&bytes) != entry.hash() {
+    if names::file_hash_hex(&bytes) != entry.hash() {
         return Err(skip(
             ProblemKind::Damaged,
             "content does not match the hash in its name (damaged or truncated)".into(),
@@ -300,7 +301,7 @@ fn unprovided(
     carry: &Automerge,
     snaps: &Snapshots,
     items: &[Loaded],
-    rebased: &[crate::rebase::Rebased],
+    rebased: &[crate::merge::rebase::Rebased],
     scan: &Scan,
 ) -> usize {
     let mut present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
@@ -322,7 +323,7 @@ fn unprovided(
         };
         if present.contains(r.path.as_str()) || provided.contains(&to) {
             provided.insert(from);
-            rewritten.insert(crate::rebase::rebased_actor(&from));
+            rewritten.insert(crate::merge::rebase::rebased_actor(&from));
         }
     }
     carry
@@ -343,11 +344,15 @@ pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Proble
     for rel in &scan.records {
         let Some(record) = std::fs::read(store.join(rel))
             .ok()
-            .and_then(|b| crate::snapshot::decode_record(&b))
+            .and_then(|b| crate::format::snapshot::decode_record(&b))
         else {
             continue; // reported as a problem file
         };
-        let snapshot_rel = format!("{}/{}", crate::snapshot::SNAPSHOTS_DIR, record.snapshot);
+        let snapshot_rel = format!(
+            "{}/{}",
+            crate::format::snapshot::SNAPSHOTS_DIR,
+            record.snapshot
+        );
         if state.files.contains(&snapshot_rel) {
             continue;
         }
@@ -369,12 +374,12 @@ pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Proble
     let compacted = !scan.snapshots.is_empty()
         || !scan.records.is_empty()
         || store
-            .join(crate::marker::FEATURES_DIR)
-            .join(crate::snapshot::FEATURE)
+            .join(crate::format::marker::FEATURES_DIR)
+            .join(crate::format::snapshot::FEATURE)
             .is_file();
     if compacted && out.is_empty() {
-        for actor in crate::beat::actors(store) {
-            let Some((rel, beat)) = crate::beat::latest(store, &actor) else {
+        for actor in crate::format::beat::actors(store) {
+            let Some((rel, beat)) = crate::format::beat::latest(store, &actor) else {
                 continue;
             };
             let lacking = beat
@@ -403,7 +408,7 @@ pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Proble
 /// A snapshot read back from the folder and verified.
 pub(crate) struct ValidSnapshot {
     pub(crate) rel: String,
-    pub(crate) snapshot: crate::snapshot::Snapshot,
+    pub(crate) snapshot: crate::format::snapshot::Snapshot,
     pub(crate) doc: Automerge,
 }
 
@@ -426,12 +431,12 @@ pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snaps
             let bytes = std::fs::read(store.join(rel))
                 .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
             let name = rel.rsplit('/').next().unwrap_or_default();
-            if crate::snapshot::file_name(&bytes) != name {
+            if crate::format::snapshot::file_name(&bytes) != name {
                 return Err(damaged(
                     "content does not match the hash in its name (damaged)".into(),
                 ));
             }
-            let snapshot = crate::snapshot::read(&bytes).map_err(|e| {
+            let snapshot = crate::format::snapshot::read(&bytes).map_err(|e| {
                 let kind = if e.newer {
                     ProblemKind::Newer
                 } else {
@@ -476,7 +481,7 @@ pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snaps
     for rel in &scan.records {
         let readable = std::fs::read(store.join(rel))
             .ok()
-            .and_then(|b| crate::snapshot::decode_record(&b));
+            .and_then(|b| crate::format::snapshot::decode_record(&b));
         if readable.is_none() {
             out.problems.push(Problem::new(
                 ProblemKind::Damaged,
@@ -733,7 +738,7 @@ pub(crate) fn merge_incremental(
     let gone = cached
         .files
         .iter()
-        .any(|f| f.starts_with(crate::scan::OPS_DIR) && !present.contains(f.as_str()));
+        .any(|f| f.starts_with(crate::folder::scan::OPS_DIR) && !present.contains(f.as_str()));
     if gone {
         return None;
     }
@@ -822,10 +827,10 @@ pub(crate) fn merge_incremental(
             .iter()
             .map(|m| m.hash)
             .chain(loaded.iter().map(|l| l.hash))
-            .any(|h| first_changes.contains(&crate::rebase::rebased_actor(&h)));
+            .any(|h| first_changes.contains(&crate::merge::rebase::rebased_actor(&h)));
     let rebased_actors: Vec<(ActorId, u64)> = loaded
         .iter()
-        .map(|l| (crate::rebase::rebased_actor(&l.hash), 1))
+        .map(|l| (crate::merge::rebase::rebased_actor(&l.hash), 1))
         .collect();
     if publishes || seq_taken(&mut doc, &rebased_actors) {
         return None;
@@ -1209,9 +1214,9 @@ mod tests {
             }
         }
         // Make one change wait forever: remove the file of a change others depend on.
-        let victim = crate::scan::scan(&store).ops[4].rel.clone();
+        let victim = crate::folder::scan::scan(&store).ops[4].rel.clone();
         std::fs::remove_file(store.join(&victim)).unwrap();
-        let scan = crate::scan::scan(&store);
+        let scan = crate::folder::scan::scan(&store);
         let (loaded, problems) = load_all(&store, &scan.ops);
         let careful = merge_loaded(Base::Careful, loaded, scan_report(&scan, problems)).unwrap();
         assert!(!careful.waiting.is_empty());

@@ -23,7 +23,7 @@ pub(crate) const MARKER: &str = "crdtdir.store";
 /// Folder of feature markers.
 pub(crate) const FEATURES_DIR: &str = "features";
 /// Features this build understands.
-pub(crate) const KNOWN_FEATURES: &[&str] = &[crate::snapshot::FEATURE];
+pub(crate) const KNOWN_FEATURES: &[&str] = &[crate::format::snapshot::FEATURE];
 
 /// The decoded store marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,11 +54,11 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Marker> {
         reason: format!("not a crdtdir store marker ({reason})"),
     };
     let value: Value =
-        ciborium::from_reader(bytes).map_err(|e| corrupt(&crate::cbor::describe(&e)))?;
+        ciborium::from_reader(bytes).map_err(|e| corrupt(&crate::format::cbor::describe(&e)))?;
     let Value::Map(entries) = value else {
         return Err(corrupt("not a map"));
     };
-    let field = |name: &str| crate::cbor::field(&entries, name);
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
     let format = match field("format") {
         Some(Value::Integer(i)) => u64::try_from(*i).map_err(|_| corrupt("bad format"))?,
         _ => return Err(corrupt("no format version")),

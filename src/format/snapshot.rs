@@ -34,7 +34,7 @@
 use ciborium::Value;
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
 
-use crate::naming::HASH_HEX_LEN;
+use crate::folder::names::HASH_HEX_LEN;
 
 /// The snapshot schema version this build writes and reads.
 pub(crate) const SNAPSHOT_VERSION: u64 = 1;
@@ -224,7 +224,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, ReadError> {
 fn split_op_path(path: &str) -> Option<(&str, u64)> {
     let mut parts = path.split('/');
     let (_, actor, name) = (parts.next()?, parts.next()?, parts.next()?);
-    let seq = crate::naming::parse_op_name(name)?.seq;
+    let seq = crate::folder::names::parse_op_name(name)?.seq;
     Some((actor, seq))
 }
 
@@ -280,7 +280,7 @@ pub(crate) fn decode_record(bytes: &[u8]) -> Option<Record> {
     let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
         return None;
     };
-    let field = |name: &str| crate::cbor::field(&entries, name);
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
     // Only version 1 is understood; a newer record is not trusted.
     if field("v")?.as_integer()? != 1.into() {
         return None;

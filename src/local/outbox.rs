@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use automerge::{Change, ChangeHash};
 
-use crate::durable;
-use crate::naming;
-use crate::opfile;
-use crate::scan::OPS_DIR;
+use crate::folder::names;
+use crate::folder::scan::OPS_DIR;
+use crate::format::opfile;
+use crate::fs;
 
 /// One kept op file.
 #[derive(Debug, Clone)]
@@ -42,8 +42,8 @@ impl Kept {
     /// Its bytes, if they still match the hash in its name.
     pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
         let bytes = std::fs::read(&self.path).ok()?;
-        let name = naming::parse_op_name(&self.name)?;
-        (naming::file_hash_hex(&bytes) == name.hash).then_some(bytes)
+        let name = names::parse_op_name(&self.name)?;
+        (names::file_hash_hex(&bytes) == name.hash).then_some(bytes)
     }
 
     /// The Automerge hash of its change.
@@ -84,8 +84,8 @@ impl Outbox {
     /// Keeps the bytes of op file `name` of `actor`, durably.
     pub(crate) fn keep(&self, actor: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let dir = self.dir.join(actor);
-        durable::create_dir_durably(&dir)?;
-        durable::replace_local(&dir.join(name), bytes)
+        fs::create_dir_durably(&dir)?;
+        fs::replace_local(&dir.join(name), bytes)
     }
 
     /// Every kept op file, by actor and seq.
@@ -93,7 +93,7 @@ impl Outbox {
         let mut out = Vec::new();
         for actor in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             let actor_name = actor.file_name().to_string_lossy().into_owned();
-            if !naming::is_actor_dir(&actor_name) {
+            if !names::is_actor_dir(&actor_name) {
                 continue;
             }
             for file in std::fs::read_dir(actor.path())
@@ -103,7 +103,7 @@ impl Outbox {
             {
                 let name = file.file_name().to_string_lossy().into_owned();
                 let is_file = file.file_type().is_ok_and(|t| t.is_file());
-                if let Some(op) = naming::parse_op_name(&name).filter(|_| is_file) {
+                if let Some(op) = names::parse_op_name(&name).filter(|_| is_file) {
                     out.push(Kept {
                         actor: actor_name.clone(),
                         seq: op.seq,

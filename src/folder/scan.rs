@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use crate::marker::{self, FEATURES_DIR, MARKER};
-use crate::naming::{self, Foreign};
+use crate::folder::names::{self, Foreign};
+use crate::format::marker::{self, FEATURES_DIR, MARKER};
+use crate::format::snapshot::{self, SNAPSHOTS_DIR};
 use crate::report::{Problem, ProblemKind};
-use crate::snapshot::{self, SNAPSHOTS_DIR};
 
 /// Folder of op files.
 pub(crate) const OPS_DIR: &str = "ops";
@@ -35,8 +35,8 @@ impl OpEntry {
 
     /// The hash part of the file name.
     pub(crate) fn hash(&self) -> &str {
-        let end = self.rel.len() - naming::OP_EXT.len();
-        &self.rel[end - naming::HASH_HEX_LEN..end]
+        let end = self.rel.len() - names::OP_EXT.len();
+        &self.rel[end - names::HASH_HEX_LEN..end]
     }
 }
 
@@ -130,7 +130,7 @@ fn scan_root(store: &Path, out: &mut Scan) {
         }
         // The root is the user's synced folder: unknown entries there (.stfolder, notes)
         // are none of crdtdir's business. Copies and temps of its own files are reported.
-        match naming::classify(&name) {
+        match names::classify(&name) {
             Foreign::Unknown | Foreign::OsJunk => {}
             kind if name.contains("crdtdir") => {
                 out.problems
@@ -172,7 +172,7 @@ fn scan_ops(store: &Path, out: &mut Scan) {
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if !is_dir {
             out.problems.push(Problem::foreign(rel, &name));
-        } else if !naming::is_actor_dir(&name) {
+        } else if !names::is_actor_dir(&name) {
             out.problems.push(Problem::new(
                 ProblemKind::NotAFile,
                 rel,
@@ -241,7 +241,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
                 continue;
             }
         }
-        match naming::parse_op_name(&name) {
+        match names::parse_op_name(&name) {
             Some(op) => out.ops.push(OpEntry {
                 rel,
                 seq: op.seq,

@@ -41,11 +41,11 @@ use automerge::{Automerge, LoadOptions, OnPartialLoad};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::durable;
+use crate::folder::scan::Scan;
+use crate::fs;
 use crate::merge::state::{MergedState, Pending, Quarantined};
 use crate::merge::TEXT_ENCODING;
 use crate::report::{Fork, MergeReport, Rebased};
-use crate::scan::Scan;
 
 /// Version of both cache files.
 const CACHE_VERSION: u32 = 2;
@@ -166,8 +166,9 @@ impl Cache {
     pub(crate) fn hold(&self, doc: Option<&Automerge>) -> std::io::Result<()> {
         let path = self.dir.join(HELD);
         match doc {
-            Some(doc) => durable::replace_local(&path, &doc.save())
-                .and_then(|()| crate::fault::at("held-saved")),
+            Some(doc) => {
+                fs::replace_local(&path, &doc.save()).and_then(|()| crate::fault::at("held-saved"))
+            }
             None => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
@@ -201,7 +202,7 @@ impl Cache {
         };
         let mut out = Vec::new();
         ciborium::into_writer(&file, &mut out).map_err(std::io::Error::other)?;
-        durable::replace_local(&self.dir.join("cache"), &out)?;
+        fs::replace_local(&self.dir.join("cache"), &out)?;
         crate::fault::at("cache-saved")?;
         let view = ViewFile {
             v: CACHE_VERSION,
@@ -212,7 +213,7 @@ impl Cache {
         };
         let mut out = Vec::new();
         ciborium::into_writer(&view, &mut out).map_err(std::io::Error::other)?;
-        durable::replace_local(&self.dir.join("view"), &out)
+        fs::replace_local(&self.dir.join("view"), &out)
     }
 }
 
@@ -233,7 +234,7 @@ fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
     h.update(&buf);
     for op in scan.ops.iter().filter(|_| !damaged.is_empty()) {
         if damaged.contains(op.rel.as_str()) {
-            h.update(crate::scan::fingerprint(store, &op.rel).as_bytes());
+            h.update(crate::folder::scan::fingerprint(store, &op.rel).as_bytes());
             h.update(b"\n");
         }
     }

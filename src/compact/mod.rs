@@ -8,15 +8,15 @@ use std::time::Instant;
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 
-use crate::durable;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::marker::{FEATURES_DIR, MARKER};
+use crate::folder::scan::{self, Scan};
+use crate::format::marker::{FEATURES_DIR, MARKER};
+use crate::format::snapshot::{self, NewSnapshot, Record, SNAPSHOTS_DIR};
+use crate::fs;
 use crate::merge::state::MergedState;
 use crate::merge::{self, TEXT_ENCODING};
 use crate::render;
-use crate::scan::{self, Scan};
-use crate::snapshot::{self, NewSnapshot, Record, SNAPSHOTS_DIR};
 use crate::store::{fresh_record, now, Presence, Store};
 
 /// What a compaction would fold, and who else might be around.
@@ -202,9 +202,9 @@ impl Store {
             .collect();
         dirs.dedup();
         for d in dirs {
-            let _ = durable::sync_dir(&self.root.join(d));
+            let _ = fs::sync_dir(&self.root.join(d));
         }
-        let _ = durable::sync_dir(&self.root.join(SNAPSHOTS_DIR));
+        let _ = fs::sync_dir(&self.root.join(SNAPSHOTS_DIR));
         let (files_after, bytes_after) = usage(&self.root);
         Ok(CompactOutcome {
             snapshot: Some(format!("{SNAPSHOTS_DIR}/{name}")),
@@ -300,9 +300,9 @@ impl Store {
         let name = snapshot::file_name(&bytes);
         let target = dir.join(&name);
         // 1. Publish.
-        let staged = durable::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
+        let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
         fault::at("snapshot-staged")
-            .and_then(|()| durable::publish(staged, &target))
+            .and_then(|()| fs::publish(staged, &target))
             .and_then(|()| fault::at("snapshot-published"))
             .map_err(Error::io(&target))?;
         // 2. Read it back from the folder and verify it.
@@ -319,7 +319,7 @@ impl Store {
             .store_dir(&self.marker.store_id)
             .join("retention");
         let copy = retention.join(name.replace(".sqlite", ".automerge"));
-        durable::replace_local(&copy, &automerge)
+        fs::replace_local(&copy, &automerge)
             .and_then(|()| fault::at("retained"))
             .map_err(Error::io(&copy))?;
         // 4. The compaction record, before any deletion.
@@ -332,8 +332,8 @@ impl Store {
             time: now(),
         });
         let record_path = dir.join(name.replace(".sqlite", ".record"));
-        let staged = durable::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
-        durable::publish(staged, &record_path)
+        let staged = fs::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
+        fs::publish(staged, &record_path)
             .and_then(|()| fault::at("recorded"))
             .map_err(Error::io(&record_path))?;
         Ok(name)
@@ -350,9 +350,9 @@ impl Store {
         let Some(bytes) = self.state.kept_marker(&self.marker.store_id) else {
             return Ok(false);
         };
-        let staged = durable::stage(&self.root, &self.marker.store_id, &bytes)
-            .map_err(Error::io(&self.root))?;
-        durable::publish_new(staged, &path).map_err(Error::io(&path))
+        let staged =
+            fs::stage(&self.root, &self.marker.store_id, &bytes).map_err(Error::io(&self.root))?;
+        fs::publish_new(staged, &path).map_err(Error::io(&path))
     }
 
     fn ensure_feature(&self, owner: &str) -> Result<()> {
@@ -364,8 +364,8 @@ impl Store {
         let note =
             b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
         // The temp is this device's (its actor), so only this device ever removes it.
-        let staged = durable::stage(&dir, owner, note).map_err(Error::io(&dir))?;
-        durable::publish_new(staged, &path).map_err(Error::io(&path))?;
+        let staged = fs::stage(&dir, owner, note).map_err(Error::io(&dir))?;
+        fs::publish_new(staged, &path).map_err(Error::io(&path))?;
         Ok(())
     }
 
@@ -444,7 +444,7 @@ fn verify(
 fn usage(root: &std::path::Path) -> (usize, u64) {
     let mut files = 0;
     let mut bytes = 0;
-    for dir in [crate::scan::OPS_DIR, SNAPSHOTS_DIR] {
+    for dir in [crate::folder::scan::OPS_DIR, SNAPSHOTS_DIR] {
         for e in walkdir::WalkDir::new(root.join(dir))
             .into_iter()
             .filter_map(|e| e.ok())

@@ -11,23 +11,23 @@ use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 use serde::Serialize;
 use serde_json::Value as Json;
 
-use crate::beat;
-use crate::cache::Cache;
-use crate::durable::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::marker::{self, Marker, FORMAT_VERSION, MARKER};
+use crate::folder::names;
+use crate::folder::scan::{self, OPS_DIR};
+use crate::format::beat;
+use crate::format::marker::{self, Marker, FORMAT_VERSION, MARKER};
+use crate::format::opfile;
+use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::local::cache::Cache;
+use crate::local::outbox::Outbox;
+use crate::local::{StateDir, WriterRecord};
 use crate::merge;
 use crate::merge::state::MergedState;
-use crate::naming;
-use crate::opfile;
-use crate::outbox::Outbox;
 use crate::patch::{self, PatchError, PatchOp};
 use crate::presence;
 use crate::render;
 use crate::report::{ChangeInfo, MergeReport, Problem, ProblemKind};
-use crate::scan::{self, OPS_DIR};
-use crate::state::{StateDir, WriterRecord};
 
 /// How a device opens a store.
 #[derive(Debug, Clone, Default)]
@@ -210,7 +210,7 @@ fn out_verified(
     let mut all: Option<HashSet<String>> = None;
     for entry in std::fs::read_dir(devices).into_iter().flatten().flatten() {
         let actor = entry.file_name().to_string_lossy().into_owned();
-        if own.contains(&actor) || !naming::is_actor_dir(&actor) {
+        if own.contains(&actor) || !names::is_actor_dir(&actor) {
             continue;
         }
         let Some((_, beat)) = latest(&actor) else {
@@ -302,9 +302,9 @@ impl Store {
                 };
                 // Recorded before the marker appears: a crash after it lets `init` finish.
                 state.begin_init(&marker.store_id)?;
-                let staged = durable::stage(&root, &marker.store_id, &marker::encode(&marker))
+                let staged = fs::stage(&root, &marker.store_id, &marker::encode(&marker))
                     .map_err(Error::io(&root))?;
-                if !durable::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
+                if !fs::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
                     state.end_init(&marker.store_id);
                     return Err(Error::AlreadyStore {
                         path: root,
@@ -319,7 +319,7 @@ impl Store {
         let made = (|| {
             fault::at("marker-published").map_err(Error::io(&marker_path))?;
             for dir in [OPS_DIR, marker::FEATURES_DIR] {
-                durable::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
+                fs::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
             }
             state.claim_folder(&marker.store_id, &root)?;
             state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
@@ -698,8 +698,8 @@ impl Store {
             verified,
         });
         let name = beat::file_name(own.counter, &bytes);
-        let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
-        durable::publish(staged, &dir.join(&name))
+        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        fs::publish(staged, &dir.join(&name))
             .and_then(|()| fault::at("beat-published"))
             .map_err(Error::io(&dir))?;
         // Then the older beats go: only this device's own, under any actor it had.
@@ -841,7 +841,7 @@ impl Store {
                 .map_or(0, |d| d.as_secs() as i64);
             let in_folder = self
                 .root
-                .join(crate::snapshot::SNAPSHOTS_DIR)
+                .join(crate::format::snapshot::SNAPSHOTS_DIR)
                 .join(&name)
                 .is_file();
             if acknowledged || (in_folder && age > RETENTION_SECS) {
@@ -1002,7 +1002,7 @@ impl Store {
             let actor = change.actor_id().to_hex_string();
             let dir = self.root.join(OPS_DIR).join(&actor);
             let bytes = opfile::encode(device, change.raw_bytes());
-            let path = dir.join(naming::op_file_name(change.seq(), &blake3::hash(&bytes)));
+            let path = dir.join(names::op_file_name(change.seq(), &blake3::hash(&bytes)));
             // Usually this device published it before: one stat. Otherwise another device
             // may have (its file names differ by the device name in the envelope).
             let carried = path.exists()
@@ -1018,8 +1018,8 @@ impl Store {
             if carried {
                 continue;
             }
-            let staged = durable::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
-            if durable::publish_new(staged, &path).map_err(Error::io(&path))? {
+            let staged = fs::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
+            if fs::publish_new(staged, &path).map_err(Error::io(&path))? {
                 written += 1;
             }
         }
@@ -1033,7 +1033,7 @@ impl Store {
         };
         entries
             .flatten()
-            .filter_map(|e| naming::parse_op_name(&e.file_name().to_string_lossy()).map(|n| n.seq))
+            .filter_map(|e| names::parse_op_name(&e.file_name().to_string_lossy()).map(|n| n.seq))
             .max()
             .unwrap_or(0)
     }
@@ -1069,8 +1069,8 @@ impl Store {
         }
         let bytes = opfile::encode(device, change.raw_bytes());
         let dir = self.root.join(OPS_DIR).join(&record.actor);
-        let name = naming::op_file_name(seq, &blake3::hash(&bytes));
-        let staged = durable::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        let name = names::op_file_name(seq, &blake3::hash(&bytes));
+        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         // The outbox copy exists before the record names the seq: whatever happens to the
         // folder from here on, this device can publish the same file again.
         let kept = fault::at("op-staged")
@@ -1088,7 +1088,7 @@ impl Store {
         }
         let target = dir.join(&name);
         fault::at("record-written")
-            .and_then(|()| durable::publish(staged, &target))
+            .and_then(|()| fs::publish(staged, &target))
             .and_then(|()| fault::at("op-published"))
             .map_err(Error::io(&target))?;
         Ok(Written {
@@ -1142,9 +1142,9 @@ impl Store {
                 continue;
             };
             let dir = self.root.join(OPS_DIR).join(&kept.actor);
-            let staged = durable::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
             let target = dir.join(&kept.name);
-            durable::publish(staged, &target)
+            fs::publish(staged, &target)
                 .and_then(|()| fault::at("republished"))
                 .map_err(Error::io(&target))?;
             published.push(rel);
@@ -1161,7 +1161,7 @@ impl Store {
             for dir in [
                 self.root.join(OPS_DIR).join(actor),
                 self.root.join(beat::DEVICES_DIR).join(actor),
-                self.root.join(crate::snapshot::SNAPSHOTS_DIR),
+                self.root.join(crate::format::snapshot::SNAPSHOTS_DIR),
                 self.root.join(marker::FEATURES_DIR),
             ] {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -1177,7 +1177,7 @@ impl Store {
 
 /// True when the folder holds an op file or a snapshot (this device's temps do not count).
 fn has_history(root: &Path) -> bool {
-    let snapshots = std::fs::read_dir(root.join(crate::snapshot::SNAPSHOTS_DIR))
+    let snapshots = std::fs::read_dir(root.join(crate::format::snapshot::SNAPSHOTS_DIR))
         .is_ok_and(|mut d| d.next().is_some());
     let ops = std::fs::read_dir(root.join(OPS_DIR))
         .into_iter()
@@ -1227,7 +1227,7 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
     for dir in [OPS_DIR, marker::FEATURES_DIR] {
         let _ = std::fs::remove_dir(root.join(dir));
     }
-    let _ = durable::sync_dir(root);
+    let _ = fs::sync_dir(root);
     let _ = std::fs::remove_dir_all(state.store_dir(store_id));
 }
 
@@ -1238,7 +1238,7 @@ fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
     for rel in state.files.iter().chain(&state.covered) {
         let mut parts = rel.split('/').skip(1);
         if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
-            if let Some(op) = naming::parse_op_name(name) {
+            if let Some(op) = names::parse_op_name(name) {
                 paths.insert((actor, op.seq), rel);
             }
         }

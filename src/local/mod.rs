@@ -20,13 +20,16 @@
 //! ```
 //! STATE is `--state-dir` / `CRDTDIR_STATE_DIR`, else the OS data directory.
 
+pub(crate) mod cache;
+pub(crate) mod outbox;
+
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 
-use crate::durable;
 use crate::error::{Error, Result};
+use crate::fs;
 
 /// The file that marks an `init` of this device that has not finished.
 const INIT_PENDING: &str = "init-pending";
@@ -138,7 +141,7 @@ impl StateDir {
             if host.is_empty() { "device" } else { &host },
             hex::encode(nonce)
         );
-        durable::replace_local(&path, format!("{name}\n").as_bytes()).map_err(Error::io(&path))?;
+        fs::replace_local(&path, format!("{name}\n").as_bytes()).map_err(Error::io(&path))?;
         Ok(name)
     }
 
@@ -153,7 +156,8 @@ impl StateDir {
             if other == here {
                 return Ok(());
             }
-            let same_store = crate::marker::read(&other).is_ok_and(|m| m.store_id == store_id);
+            let same_store =
+                crate::format::marker::read(&other).is_ok_and(|m| m.store_id == store_id);
             if same_store && std::fs::canonicalize(&other).is_ok_and(|o| o == other) {
                 return Err(Error::CopiedStore {
                     path: here,
@@ -164,7 +168,7 @@ impl StateDir {
         }
         let mut text = here.to_string_lossy().into_owned();
         text.push('\n');
-        durable::replace_local(&path, text.as_bytes()).map_err(Error::io(&path))
+        fs::replace_local(&path, text.as_bytes()).map_err(Error::io(&path))
     }
 
     /// Keeps a copy of the store's marker bytes (once: a marker is written once and never
@@ -174,7 +178,7 @@ impl StateDir {
         if path.exists() {
             return Ok(());
         }
-        durable::replace_local(&path, bytes).map_err(Error::io(&path))
+        fs::replace_local(&path, bytes).map_err(Error::io(&path))
     }
 
     /// The kept copy of the store's marker bytes.
@@ -198,7 +202,7 @@ impl StateDir {
     /// Notes, durably, that this device is making store `store_id` (before its marker appears).
     pub(crate) fn begin_init(&self, store_id: &str) -> Result<()> {
         let path = self.store_dir(store_id).join(INIT_PENDING);
-        durable::replace_local(&path, b"").map_err(Error::io(&path))
+        fs::replace_local(&path, b"").map_err(Error::io(&path))
     }
 
     /// True while an `init` of `store_id` by this device has not finished.
@@ -236,7 +240,7 @@ impl StateDir {
     /// Durably replaces the writer record.
     pub(crate) fn write_record(&self, store_id: &str, record: &WriterRecord) -> Result<()> {
         let path = self.store_dir(store_id).join("writer");
-        durable::replace_local(&path, &encode_record(record)).map_err(Error::io(&path))
+        fs::replace_local(&path, &encode_record(record)).map_err(Error::io(&path))
     }
 }
 
@@ -277,7 +281,7 @@ fn decode_record(bytes: &[u8]) -> Option<WriterRecord> {
     let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
         return None;
     };
-    let field = |name: &str| crate::cbor::field(&entries, name);
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
     if field("v")?.as_integer()? != 1.into() {
         return None;
     }

@@ -56,14 +56,14 @@ pub(crate) fn encode(device: &str, change: &[u8]) -> Vec<u8> {
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
     let value: Value = ciborium::from_reader(&mut cursor)
-        .map_err(|e| DecodeError::Cbor(crate::cbor::describe(&e)))?;
+        .map_err(|e| DecodeError::Cbor(crate::format::cbor::describe(&e)))?;
     if cursor.position() as usize != bytes.len() {
         return Err(DecodeError::Trailing);
     }
     let Value::Map(entries) = value else {
         return Err(DecodeError::Shape("is not a map"));
     };
-    let field = |name: &str| crate::cbor::field(&entries, name);
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
     let version = match field("v") {
         Some(Value::Integer(i)) => {
             u64::try_from(*i).map_err(|_| DecodeError::Shape("version is negative"))?
@@ -193,10 +193,10 @@ mod fuzz {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512),
                                 at in any::<usize>(), flip in 1u8..=255) {
             let _ = super::decode(&bytes);
-            let _ = crate::marker::decode(&bytes, std::path::Path::new("x"));
-            let _ = crate::beat::decode(&bytes);
-            let _ = crate::snapshot::decode_record(&bytes);
-            let _ = crate::snapshot::read(&bytes);
+            let _ = crate::format::marker::decode(&bytes, std::path::Path::new("x"));
+            let _ = crate::format::beat::decode(&bytes);
+            let _ = crate::format::snapshot::decode_record(&bytes);
+            let _ = crate::format::snapshot::read(&bytes);
             let mut valid = super::encode("dev", &bytes);
             let i = at % valid.len();
             valid[i] ^= flip;

@@ -22,7 +22,7 @@
 
 use ciborium::Value;
 
-use crate::naming::HASH_HEX_LEN;
+use crate::folder::names::HASH_HEX_LEN;
 
 /// The beat version this build writes and reads.
 pub(crate) const BEAT_VERSION: u64 = 1;
@@ -68,14 +68,15 @@ pub(crate) fn encode(beat: &Beat) -> Vec<u8> {
 /// Decodes a beat; `Err` says why it is skipped.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, String> {
     let mut cursor = std::io::Cursor::new(bytes);
-    let value: Value = ciborium::from_reader(&mut cursor).map_err(|e| crate::cbor::describe(&e))?;
+    let value: Value =
+        ciborium::from_reader(&mut cursor).map_err(|e| crate::format::cbor::describe(&e))?;
     if cursor.position() as usize != bytes.len() {
         return Err("trailing bytes after the beat".into());
     }
     let Value::Map(entries) = value else {
         return Err("beat is not a map".into());
     };
-    let field = |name: &str| crate::cbor::field(&entries, name);
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
     let uint = |name: &str| -> Result<u64, String> {
         field(name)
             .and_then(Value::as_integer)
@@ -141,7 +142,7 @@ pub(crate) fn actors(store: &std::path::Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| crate::naming::is_actor_dir(n))
+        .filter(|n| crate::folder::names::is_actor_dir(n))
         .collect();
     dirs.sort();
     dirs
@@ -165,7 +166,7 @@ pub(crate) fn latest(store: &std::path::Path, actor: &str) -> Option<(String, Be
     names.into_iter().find_map(|(_, n)| {
         let bytes = std::fs::read(dir.join(&n)).ok()?;
         let (_, hash) = parse_name(&n)?;
-        (crate::naming::file_hash_hex(&bytes) == hash).then_some(())?;
+        (crate::folder::names::file_hash_hex(&bytes) == hash).then_some(())?;
         let beat = decode(&bytes).ok()?;
         Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
     })

@@ -10,7 +10,7 @@
 //! every (actor, seq, content) has exactly one name and duplicates are visible in a listing.
 //! Anything else is classified, so `status` can say what it is; nothing is ever deleted.
 
-use crate::durable::{TEMP_PREFIX, TEMP_SUFFIX};
+use crate::fs::{TEMP_PREFIX, TEMP_SUFFIX};
 
 /// Digits of the zero-padded seq in an op file name.
 pub(crate) const SEQ_WIDTH: usize = 10;

@@ -1,0 +1,4 @@
+//! The synced folder: what its files are called and what a listing of it holds.
+
+pub(crate) mod names;
+pub(crate) mod scan;
