@@ -1,0 +1,99 @@
+//! Reading snapshots: each one verified (hash, SQLite integrity, schema version, store id,
+//! document and heads) before its document counts.
+
+use std::panic::catch_unwind;
+use std::path::Path;
+
+use automerge::{Automerge, ChangeHash};
+
+use super::TEXT_ENCODING;
+use crate::folder::scan::Scan;
+use crate::report::{Problem, ProblemKind};
+
+/// A snapshot read back from the folder and verified.
+pub(crate) struct ValidSnapshot {
+    pub(crate) rel: String,
+    pub(crate) snapshot: crate::format::snapshot::Snapshot,
+    pub(crate) doc: Automerge,
+}
+
+/// The folder's snapshots: the valid ones, and the problems.
+pub(crate) struct Snapshots {
+    pub(crate) valid: Vec<ValidSnapshot>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+/// Reads and verifies every snapshot: its hash against its name, SQLite's integrity
+/// check, its schema version, its store id, and that Automerge loads its document.
+pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snapshots {
+    let mut out = Snapshots {
+        valid: Vec::new(),
+        problems: Vec::new(),
+    };
+    for rel in &scan.snapshots {
+        let verdict = (|| -> Result<ValidSnapshot, (ProblemKind, String)> {
+            let damaged = |reason: String| (ProblemKind::Damaged, reason);
+            let bytes = std::fs::read(store.join(rel))
+                .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
+            let name = rel.rsplit('/').next().unwrap_or_default();
+            if crate::format::snapshot::file_name(&bytes) != name {
+                return Err(damaged(
+                    "content does not match the hash in its name (damaged)".into(),
+                ));
+            }
+            let snapshot = crate::format::snapshot::read(&bytes).map_err(|e| {
+                let kind = if e.newer {
+                    ProblemKind::Newer
+                } else {
+                    ProblemKind::Damaged
+                };
+                (kind, e.reason)
+            })?;
+            if snapshot.store != store_id {
+                return Err((ProblemKind::Foreign, "snapshot of another store".into()));
+            }
+            let doc = catch_unwind(|| {
+                Automerge::load_with_options(
+                    &snapshot.automerge,
+                    automerge::LoadOptions::new()
+                        .on_partial_load(automerge::OnPartialLoad::Error)
+                        .text_encoding(TEXT_ENCODING),
+                )
+            })
+            .map_err(|_| damaged("Automerge failed on the snapshot's document".into()))?
+            .map_err(|e| damaged(format!("the snapshot's document does not load: {e}")))?;
+            let mut heads: Vec<String> =
+                doc.get_heads().iter().map(ChangeHash::to_string).collect();
+            let mut claimed = snapshot.heads.clone();
+            heads.sort();
+            claimed.sort();
+            if heads != claimed {
+                return Err(damaged(
+                    "the snapshot's document does not have the heads it claims".into(),
+                ));
+            }
+            Ok(ValidSnapshot {
+                rel: rel.clone(),
+                snapshot,
+                doc,
+            })
+        })();
+        match verdict {
+            Ok(v) => out.valid.push(v),
+            Err((kind, reason)) => out.problems.push(Problem::new(kind, rel.clone(), reason)),
+        }
+    }
+    for rel in &scan.records {
+        let readable = std::fs::read(store.join(rel))
+            .ok()
+            .and_then(|b| crate::format::snapshot::decode_record(&b));
+        if readable.is_none() {
+            out.problems.push(Problem::new(
+                ProblemKind::Damaged,
+                rel.clone(),
+                "not a readable compaction record (damaged, or of a newer version)",
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,160 @@
+//! The streaming merge: a merge from nothing that reads the next step's files while Automerge
+//! applies this step's, for folders without forks.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use automerge::{Change, ChangeHash};
+
+use super::report::waiting_for;
+use super::{load_all, new_doc, scan_report, Loaded, Merged};
+use crate::folder::scan::{OpEntry, Scan};
+use crate::report::Problem;
+
+/// Op files loaded per step of a streaming merge: a worker reads, verifies and decodes
+/// the next step's files while Automerge applies this one.
+pub(super) const STREAM_CHUNK: usize = 16384;
+
+/// A merge from nothing that overlaps reading with applying and holds only a step's worth
+/// of changes besides the document. Files are taken in (seq, actor) order, which is close to
+/// causal order; Automerge holds a change whose dependencies come in a later step until
+/// they do. Only for folders without forks in their names. `None` if Automerge refuses a
+/// change: the caller then merges carefully.
+pub(super) fn merge_streaming(store: &Path, scan: &Scan, step: usize) -> Option<Merged> {
+    let mut order: Vec<&OpEntry> = scan.ops.iter().collect();
+    order.sort_by(|a, b| (a.seq, a.actor()).cmp(&(b.seq, b.actor())));
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<(Vec<Loaded>, Vec<Problem>)>(1);
+    std::thread::scope(|s| {
+        let order = &order;
+        s.spawn(move || {
+            for step in order.chunks(step) {
+                let step: Vec<OpEntry> = step.iter().map(|e| (*e).clone()).collect();
+                if sender.send(load_all(store, &step)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut doc = new_doc();
+        let mut items: Vec<Loaded> = Vec::with_capacity(order.len());
+        let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(order.len());
+        let mut problems = Vec::new();
+        // A change goes to Automerge only once all its dependencies have: until then it is
+        // held here (never in Automerge's own queue, which would leak into every later
+        // question asked of the document), and what is still held at the end waits.
+        let mut applied_set: HashSet<ChangeHash> = HashSet::with_capacity(order.len());
+        let mut blocked_on: HashMap<ChangeHash, Vec<usize>> = HashMap::new();
+        let mut unmet: HashMap<usize, usize> = HashMap::new();
+        for (loaded, load_problems) in receiver {
+            problems.extend(load_problems);
+            let mut changes: Vec<Change> = Vec::with_capacity(loaded.len());
+            for mut l in loaded {
+                match seen.entry(l.hash) {
+                    Entry::Occupied(slot) => {
+                        // The same change twice: keep the lower path, deterministically.
+                        let kept = &mut items[*slot.get()];
+                        if l.rel < kept.rel {
+                            kept.rel = std::mem::take(&mut l.rel);
+                            kept.device = std::mem::take(&mut l.device);
+                        }
+                    }
+                    Entry::Vacant(slot) => {
+                        let i = items.len();
+                        slot.insert(i);
+                        let change = l.held.take().expect("a loaded change");
+                        let missing: Vec<ChangeHash> = change
+                            .deps()
+                            .iter()
+                            .filter(|d| !applied_set.contains(*d))
+                            .copied()
+                            .collect();
+                        let hash = l.hash;
+                        if missing.is_empty() {
+                            changes.push(change);
+                            items.push(l);
+                            let released = release(
+                                hash,
+                                &items,
+                                &mut applied_set,
+                                &mut blocked_on,
+                                &mut unmet,
+                            );
+                            for j in released {
+                                changes.push(items[j].held.take().expect("a held change"));
+                            }
+                        } else {
+                            unmet.insert(i, missing.len());
+                            for d in missing {
+                                blocked_on.entry(d).or_default().push(i);
+                            }
+                            l.held = Some(change);
+                            items.push(l);
+                        }
+                    }
+                }
+            }
+            doc = catch_unwind(AssertUnwindSafe(move || {
+                let mut doc = doc;
+                doc.apply_changes(changes).map(|()| doc)
+            }))
+            .ok()?
+            .ok()?;
+        }
+        let mut report = scan_report(scan, problems);
+        let mut waiting: Vec<usize> = unmet.keys().copied().collect();
+        waiting.sort_unstable();
+        let waiting_hashes: HashSet<ChangeHash> = waiting.iter().map(|&i| items[i].hash).collect();
+        report.waiting.extend(
+            waiting
+                .iter()
+                .map(|&i| waiting_for(&items[i], |d| applied_set.contains(d))),
+        );
+        report.waiting.sort_by(|a, b| a.path.cmp(&b.path));
+        // Path order, as every other merge reports it.
+        items.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let mut applied = Vec::with_capacity(items.len());
+        let mut waiting = Vec::new();
+        for (i, l) in items.iter().enumerate() {
+            if waiting_hashes.contains(&l.hash) {
+                waiting.push(i);
+            } else {
+                applied.push(i);
+            }
+        }
+        Some(Merged {
+            doc,
+            report,
+            items,
+            applied,
+            quarantined: BTreeMap::new(),
+            waiting,
+        })
+    })
+}
+
+/// Marks a change applied; returns the held changes (indices into `items`) that this
+/// makes ready, directly or in turn.
+pub(super) fn release(
+    hash: ChangeHash,
+    items: &[Loaded],
+    applied: &mut HashSet<ChangeHash>,
+    blocked_on: &mut HashMap<ChangeHash, Vec<usize>>,
+    unmet: &mut HashMap<usize, usize>,
+) -> Vec<usize> {
+    let mut released = Vec::new();
+    let mut stack = vec![hash];
+    while let Some(hash) = stack.pop() {
+        applied.insert(hash);
+        for j in blocked_on.remove(&hash).unwrap_or_default() {
+            let left = unmet.get_mut(&j).expect("a held change");
+            *left -= 1;
+            if *left == 0 {
+                unmet.remove(&j);
+                released.push(j);
+                stack.push(items[j].hash);
+            }
+        }
+    }
+    released
+}
