@@ -49,8 +49,6 @@ pub use error::{Error, Result};
 pub use format::marker::FORMAT_VERSION;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
+pub use presence::{Presence, DEFAULT_THRESHOLD_SECS, RETENTION_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
-pub use store::{
-    DeviceInfo, Options, Presence, Status, Store, View, WriteOutcome, Written,
-    DEFAULT_THRESHOLD_SECS, RETENTION_SECS,
-};
+pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written};

@@ -16,8 +16,9 @@ use crate::format::snapshot::{self, NewSnapshot, Record, SNAPSHOTS_DIR};
 use crate::fs;
 use crate::merge::state::MergedState;
 use crate::merge::{self, TEXT_ENCODING};
+use crate::presence::Presence;
 use crate::render;
-use crate::store::{fresh_record, now, Presence, Store};
+use crate::store::{fresh_record, now, Store};
 
 /// What a compaction would fold, and who else might be around.
 #[derive(Debug, Clone, Serialize)]

@@ -20,6 +20,7 @@
 //! ```
 //! STATE is `--state-dir` / `CRDTDIR_STATE_DIR`, else the OS data directory.
 
+pub(crate) mod beats;
 pub(crate) mod cache;
 pub(crate) mod outbox;
 

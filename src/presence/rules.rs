@@ -1,66 +1,11 @@
-//! Who else looks online: read the other devices' heartbeats and judge them by this
-//! device's own clock, so that clock skew never makes a live device look dead nor keeps a
-//! dead one alive.
+//! The presence rule: other devices' heartbeats judged by this device's own clock, so that
+//! clock skew never makes a live device look dead nor keeps a dead one alive.
 //!
-//! ```text
-//! STATE/stores/<store id>/beats   CBOR map, local: this device's own beat counter
-//!   "v" 1, "counter" unsigned (the last counter used), "at" signed (our clock when written),
-//!   "heads" array of text, "verified" array of text (what that beat carried)
-//! STATE/stores/<store id>/seen    CBOR map, local: per beat folder (actor) of other devices,
-//!   [counter, at]: the last counter seen and our clock when it was first seen
-//! ```
 //! A device counts as possibly online when its beat counter changed within the threshold
 //! as observed by THIS device's clock (a fresh state counts every beat as just seen), or
 //! when its own reported time is within the threshold of ours, in either direction.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use serde::{Deserialize, Serialize};
-
-use crate::fs;
-
-/// Our memory of our own beats.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct OwnBeats {
-    pub(crate) v: u32,
-    pub(crate) counter: u64,
-    pub(crate) at: i64,
-    pub(crate) heads: Vec<String>,
-    #[serde(default)]
-    pub(crate) verified: Vec<String>,
-}
-
-/// Our memory of other devices' beats: actor -> (counter, our clock when first seen).
-pub(crate) type Seen = BTreeMap<String, (u64, i64)>;
-
-pub(crate) fn read_own(dir: &Path) -> OwnBeats {
-    std::fs::read(dir.join("beats"))
-        .ok()
-        .and_then(|b| ciborium::from_reader::<OwnBeats, _>(&b[..]).ok())
-        .filter(|o| o.v == 1)
-        .unwrap_or_default()
-}
-
-/// Durably: the counter is recorded before the beat that uses it appears.
-pub(crate) fn write_own(dir: &Path, own: &OwnBeats) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    ciborium::into_writer(own, &mut out).map_err(std::io::Error::other)?;
-    fs::replace_local(&dir.join("beats"), &out)
-}
-
-pub(crate) fn read_seen(dir: &Path) -> Seen {
-    std::fs::read(dir.join("seen"))
-        .ok()
-        .and_then(|b| ciborium::from_reader::<Seen, _>(&b[..]).ok())
-        .unwrap_or_default()
-}
-
-pub(crate) fn write_seen(dir: &Path, seen: &Seen) -> std::io::Result<()> {
-    let mut out = Vec::new();
-    ciborium::into_writer(seen, &mut out).map_err(std::io::Error::other)?;
-    fs::replace_unsynced(&dir.join("seen"), &out)
-}
+use crate::local::beats::Seen;
 
 /// Notes a beat in `seen` and returns our clock's time of its last change.
 pub(crate) fn observe(seen: &mut Seen, actor: &str, counter: u64, now: i64) -> i64 {

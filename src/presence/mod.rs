@@ -1,0 +1,306 @@
+//! Presence: this device's heartbeats, the other devices' latest ones judged by this
+//! device's clock, and what the other devices' beats release (outbox entries, retention
+//! copies).
+
+pub(crate) mod rules;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use automerge::{ChangeHash, ReadDoc};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::folder::names;
+use crate::folder::scan::{self};
+use crate::format::beat;
+use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::local::beats;
+use crate::merge::state::MergedState;
+use crate::store::Store;
+use crate::store::{fresh_record, now};
+
+/// Another device, as its heartbeats show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Presence {
+    /// Its display name.
+    pub name: String,
+    /// Every actor it has written with (current first).
+    pub actors: Vec<String>,
+    /// Its latest beat file.
+    pub beat: String,
+    /// Seconds since its beat counter last changed, by this device's clock.
+    pub seen_secs_ago: i64,
+    /// Our clock minus its clock at its latest beat, in seconds (large when it is old, or
+    /// when its clock is behind; negative when its clock is ahead).
+    pub beat_secs_ago: i64,
+    /// Whether it may be online (see the threshold given to [`Store::presence`]).
+    pub online: bool,
+    /// How many of this device's changes its latest beat does not include.
+    pub unmerged: usize,
+}
+
+/// The default presence threshold, in seconds.
+pub const DEFAULT_THRESHOLD_SECS: i64 = 300;
+/// A retention copy of a compacted document is kept until every other device has verified
+/// the snapshot, or this long (30 days) at most.
+pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
+
+/// The snapshots every other device (by its latest readable beat) has verified; `None`
+/// when there is no other device to ask.
+pub(crate) fn out_verified(
+    devices: &Path,
+    own: &HashSet<String>,
+    latest: impl Fn(&str) -> Option<(String, beat::Beat)>,
+) -> Option<HashSet<String>> {
+    let mut all: Option<HashSet<String>> = None;
+    for entry in std::fs::read_dir(devices).into_iter().flatten().flatten() {
+        let actor = entry.file_name().to_string_lossy().into_owned();
+        if own.contains(&actor) || !names::is_actor_dir(&actor) {
+            continue;
+        }
+        let Some((_, beat)) = latest(&actor) else {
+            continue;
+        };
+        let verified: HashSet<String> = beat.verified.into_iter().collect();
+        all = Some(match all {
+            None => verified,
+            Some(so_far) => so_far.intersection(&verified).cloned().collect(),
+        });
+    }
+    all
+}
+
+/// A command publishes a new heartbeat when its view changed or the last is this old.
+pub(crate) const BEAT_EVERY_SECS: i64 = 60;
+
+impl Store {
+    /// Publishes this device's heartbeat (its name, actors, a counter that only increases,
+    /// its clock and the heads of its merged view) as a new immutable file, then deletes its
+    /// older beats. Skipped (returns `false`) when the view did not change and the last beat
+    /// is recent, and when this build must not write to the store.
+    pub fn beat(&self) -> Result<bool> {
+        if self.check_writable().is_err() {
+            return Ok(false);
+        }
+        let device = self.state.device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        let record = match self.state.read_record(&self.marker.store_id) {
+            Some(r) => r,
+            None => {
+                let r = fresh_record(None);
+                self.state.write_record(&self.marker.store_id, &r)?;
+                r
+            }
+        };
+        let state = match self.take_mem() {
+            Some(state) => state,
+            None => {
+                drop(self.merged(&scan::scan(&self.root), false));
+                self.take_mem().expect("a merge leaves its state in memory")
+            }
+        };
+        let heads: Vec<String> = state
+            .doc
+            .get_heads()
+            .iter()
+            .map(ChangeHash::to_string)
+            .collect();
+        // Snapshots this device read and verified are among its merged files.
+        let verified: Vec<String> = state
+            .files
+            .iter()
+            .filter(|f| f.starts_with("snapshots/"))
+            .map(|f| f.trim_start_matches("snapshots/").to_string())
+            .collect();
+        self.put_mem(Arc::new(state));
+        let local = self.state.store_dir(&self.marker.store_id);
+        let mut own = beats::read_own(&local);
+        let now = now();
+        let dir = self.root.join(beat::DEVICES_DIR).join(&record.actor);
+        let previous = own.counter > 0 && self.own_beat_exists(&dir, own.counter);
+        let same = own.heads == heads && own.verified == verified;
+        if previous && same && (0..BEAT_EVERY_SECS).contains(&(now - own.at)) {
+            return Ok(false);
+        }
+        own = beats::OwnBeats {
+            v: 1,
+            counter: own.counter + 1,
+            at: now,
+            heads: heads.clone(),
+            verified: verified.clone(),
+        };
+        // The counter is recorded before the beat that uses it appears: it never repeats.
+        beats::write_own(&local, &own)
+            .and_then(|()| fault::at("beat-counted"))
+            .map_err(Error::io(&local))?;
+        let mut actors = vec![record.actor.clone()];
+        actors.extend(record.retired.iter().rev().cloned());
+        let bytes = beat::encode(&beat::Beat {
+            device,
+            actors,
+            counter: own.counter,
+            time: now,
+            heads,
+            verified,
+        });
+        let name = beat::file_name(own.counter, &bytes);
+        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        fs::publish(staged, &dir.join(&name))
+            .and_then(|()| fault::at("beat-published"))
+            .map_err(Error::io(&dir))?;
+        // Then the older beats go: only this device's own, under any actor it had.
+        for actor in std::iter::once(&record.actor).chain(&record.retired) {
+            let d = self.root.join(beat::DEVICES_DIR).join(actor);
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let n = entry.file_name().to_string_lossy().into_owned();
+                let stale_temp =
+                    n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
+                if (beat::parse_name(&n).is_some() && n != name) || stale_temp {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn own_beat_exists(&self, dir: &Path, counter: u64) -> bool {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                beat::parse_name(&e.file_name().to_string_lossy())
+                    .is_some_and(|(c, _)| c == counter)
+            })
+    }
+
+    /// The other devices' latest heartbeats, judged by this device's clock: a device may be
+    /// online if its beat counter changed within `threshold_secs` as this device observed it
+    /// (a device seen for the first time counts as just seen), or if its own clock at its
+    /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
+    pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
+        let (state, _, _) = self.merged(&scan::scan(&self.root), true);
+        Ok(self.presence_of(&state, threshold_secs))
+    }
+
+    pub(crate) fn presence_of(&self, state: &MergedState, threshold_secs: i64) -> Vec<Presence> {
+        let record = self.state.read_record(&self.marker.store_id);
+        let own: HashSet<String> = record
+            .iter()
+            .flat_map(|r| std::iter::once(r.actor.clone()).chain(r.retired.iter().cloned()))
+            .collect();
+        let local = self.state.store_dir(&self.marker.store_id);
+        let mut seen = beats::read_seen(&local);
+        let now = now();
+        let mut out = Vec::new();
+        let devices = self.root.join(beat::DEVICES_DIR);
+        let dirs: Vec<String> = beat::actors(&self.root)
+            .into_iter()
+            .filter(|n| !own.contains(n))
+            .collect();
+        let mut not_merged_by_some: HashSet<ChangeHash> = HashSet::new();
+        for actor in dirs {
+            let Some((rel, beat)) = self.latest_beat(&actor) else {
+                continue;
+            };
+            let changed_at = rules::observe(&mut seen, &actor, beat.counter, now);
+            let known: Vec<ChangeHash> = beat
+                .heads
+                .iter()
+                .filter_map(|h| h.parse().ok())
+                .filter(|h| {
+                    state
+                        .doc
+                        .get_missing_deps(std::slice::from_ref(h))
+                        .is_empty()
+                })
+                .collect();
+            let not_merged: Vec<ChangeHash> = state
+                .doc
+                .get_changes_meta(&known)
+                .iter()
+                .filter(|m| own.contains(&m.actor.to_hex_string()))
+                .map(|m| m.hash)
+                .collect();
+            let unmerged = not_merged.len();
+            not_merged_by_some.extend(not_merged);
+            out.push(Presence {
+                name: beat.device,
+                actors: beat.actors,
+                beat: rel,
+                seen_secs_ago: now - changed_at,
+                beat_secs_ago: now - beat.time,
+                online: rules::looks_online(changed_at, beat.time, now, threshold_secs),
+                unmerged,
+            });
+        }
+        // What was seen is remembered; failing to remember only makes devices look fresher.
+        let _ = beats::write_seen(&local, &seen);
+        self.release_retention(&out_verified(&devices, &own, |a| self.latest_beat(a)));
+        self.release_outbox(state, (!out.is_empty()).then_some(&not_merged_by_some));
+        out
+    }
+
+    /// Forgets outbox entries every other device has merged (`not_merged_by_some` holds the
+    /// own changes some other device's latest beat lacks; `None` when no other device beats),
+    /// and entries older than [`RETENTION_SECS`] whose op file the folder holds (or a snapshot
+    /// folds): age alone never drops the only copy, whatever the clock did.
+    pub(crate) fn release_outbox(
+        &self,
+        state: &MergedState,
+        not_merged_by_some: Option<&HashSet<ChangeHash>>,
+    ) {
+        for kept in self.outbox().entries() {
+            let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
+                kept.change_hash().is_some_and(|h| {
+                    state.doc.get_change_meta_by_hash(&h).is_some() && !missing.contains(&h)
+                })
+            });
+            let rel = kept.rel();
+            let in_folder = self.root.join(&rel).is_file() || state.covered.contains(&rel);
+            if merged_everywhere || (in_folder && kept.age_secs() > RETENTION_SECS as u64) {
+                kept.release();
+            }
+        }
+    }
+
+    /// Deletes retention copies that are no longer needed: every other device whose beat
+    /// this device can read has verified the snapshot, or the copy is older than
+    /// [`RETENTION_SECS`] and its snapshot is in the folder (a clock that jumps ahead must not
+    /// drop the only copy).
+    pub(crate) fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
+        let dir = self
+            .state
+            .store_dir(&self.marker.store_id)
+            .join("retention");
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .replace(".automerge", ".sqlite");
+            let acknowledged = verified_by_all.as_ref().is_some_and(|v| v.contains(&name));
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            let in_folder = self
+                .root
+                .join(crate::format::snapshot::SNAPSHOTS_DIR)
+                .join(&name)
+                .is_file();
+            if acknowledged || (in_folder && age > RETENTION_SECS) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
+        beat::latest(&self.root, actor)
+    }
+}

@@ -1,0 +1,131 @@
+//! `status`: devices, heads and everything the merge found, in one value.
+
+use std::collections::{BTreeMap, HashMap};
+
+use automerge::ChangeHash;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::folder::names;
+use crate::folder::scan::{self};
+use crate::merge::state::MergedState;
+use crate::presence::{Presence, DEFAULT_THRESHOLD_SECS};
+use crate::report::{ChangeInfo, MergeReport};
+use crate::store::Store;
+
+/// One device as seen in the folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeviceInfo {
+    /// Display name.
+    pub name: String,
+    /// Actors written under this name.
+    pub actors: Vec<String>,
+    /// Changes in the merged document.
+    pub ops: usize,
+    /// Highest seq per actor.
+    pub max_seq: BTreeMap<String, u64>,
+}
+
+/// What `status` shows.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The store id.
+    pub store_id: String,
+    /// The store's format version.
+    pub format: u64,
+    /// Why this build refuses to write, if it does.
+    pub read_only: Option<String>,
+    /// Changes in the merged document.
+    pub changes: usize,
+    /// Heads of the merged document.
+    pub heads: Vec<String>,
+    /// Devices, by name.
+    pub devices: Vec<DeviceInfo>,
+    /// Other devices' heartbeats, judged with the default threshold.
+    pub presence: Vec<Presence>,
+    /// What the merge found.
+    #[serde(flatten)]
+    pub report: MergeReport,
+}
+
+/// Every change in `state`'s document, in causal order, with its file and device.
+pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
+    let mut paths: HashMap<(&str, u64), &str> =
+        HashMap::with_capacity(state.files.len() + state.covered.len());
+    for rel in state.files.iter().chain(&state.covered) {
+        let mut parts = rel.split('/').skip(1);
+        if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
+            if let Some(op) = names::parse_op_name(name) {
+                paths.insert((actor, op.seq), rel);
+            }
+        }
+    }
+    state
+        .doc
+        .get_changes_meta(&[])
+        .into_iter()
+        .map(|m| {
+            let actor = m.actor.to_hex_string();
+            ChangeInfo {
+                path: paths
+                    .get(&(actor.as_str(), m.seq))
+                    .map_or(String::new(), |p| p.to_string()),
+                hash: m.hash.to_string(),
+                device: state.devices.get(&actor).cloned().unwrap_or_default(),
+                actor,
+                seq: m.seq,
+                time: m.timestamp,
+                ops: (m.max_op + 1).saturating_sub(m.start_op) as usize,
+            }
+        })
+        .collect()
+}
+
+impl Store {
+    /// Status: devices, problems, forks, quarantined and waiting changes.
+    pub fn status(&self) -> Result<Status> {
+        // One scan and one merge serve the history, the presence and the report.
+        let (state, report, _) = self.merged(&scan::scan(&self.root), true);
+        let history = history_of(&state);
+        let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
+        for c in &history {
+            let e = by_actor
+                .entry(c.actor.clone())
+                .or_insert((c.device.clone(), 0, 0));
+            if c.seq >= e.1 {
+                e.0 = c.device.clone();
+                e.1 = c.seq;
+            }
+            e.2 += 1;
+        }
+        let mut devices: BTreeMap<String, DeviceInfo> = BTreeMap::new();
+        for (actor, (name, max_seq, ops)) in by_actor {
+            let d = devices.entry(name.clone()).or_insert_with(|| DeviceInfo {
+                name,
+                actors: Vec::new(),
+                ops: 0,
+                max_seq: BTreeMap::new(),
+            });
+            d.actors.push(actor.clone());
+            d.ops += ops;
+            d.max_seq.insert(actor, max_seq);
+        }
+        Ok(Status {
+            store_id: self.marker.store_id.clone(),
+            format: self.marker.format,
+            read_only: self.check_writable().err().map(|e| e.to_string()),
+            changes: history.len(),
+            heads: state
+                .doc
+                .get_heads()
+                .iter()
+                .map(ChangeHash::to_string)
+                .collect(),
+            devices: devices.into_values().collect(),
+            presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
+            report: self.with_marker_problem(report),
+        })
+    }
+}

@@ -1,0 +1,432 @@
+//! Writing: the one write path (lock, merge, a provable actor, the change, persist), and
+//! what keeps this device's changes in the folder (the outbox, republishing, published
+//! rebases).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use automerge::transaction::{CommitOptions, Transaction};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
+use serde::Serialize;
+
+use super::now;
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::folder::names;
+use crate::folder::scan::{self, OPS_DIR};
+use crate::format::beat;
+use crate::format::marker::{self};
+use crate::format::opfile;
+use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::local::outbox::Outbox;
+use crate::local::WriterRecord;
+use crate::merge;
+use crate::merge::state::MergedState;
+use crate::patch::{self, PatchOp};
+use crate::store::Store;
+
+/// A change that was written as an op file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Written {
+    /// Automerge hash of the change.
+    pub hash: String,
+    /// Actor it was written with, lowercase hex.
+    pub actor: String,
+    /// Its seq.
+    pub seq: u64,
+    /// Path of the op file relative to the store.
+    pub path: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WriteOutcome {
+    /// The op files written, in seq order: empty when the change was a no-op. More than one
+    /// when edits lost in a fork were written again first.
+    pub written: Vec<Written>,
+    /// Things the user should know, one line each (e.g. a fresh actor and why).
+    pub notices: Vec<String>,
+}
+
+impl WriteOutcome {
+    /// The hash of the caller's own change, if it changed anything.
+    pub fn change(&self) -> Option<&str> {
+        self.written.last().map(|w| w.hash.as_str())
+    }
+}
+
+pub(crate) fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
+    let mut retired = Vec::new();
+    if let Some(old) = old {
+        retired = old.retired;
+        retired.push(old.actor);
+    }
+    WriterRecord {
+        actor: ActorId::random().to_hex_string(),
+        seq: 0,
+        hash: String::new(),
+        retired,
+    }
+}
+
+impl Store {
+    /// Changes the document: `f` edits a transaction on the merged document; its change is
+    /// an op file in the folder before this returns. A change with no operations writes
+    /// nothing. If `f` fails, nothing is written.
+    ///
+    /// ```
+    /// use automerge::{transaction::Transactable, ROOT};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// let outcome = store.change(|tx| tx.put(ROOT, "title", "Groceries"))?;
+    /// assert_eq!(outcome.written.len(), 1);
+    /// assert_eq!(store.read()?.to_json(), serde_json::json!({"title": "Groceries"}));
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn change<F, E>(&self, f: F) -> Result<WriteOutcome>
+    where
+        F: FnOnce(&mut Transaction<'_>) -> std::result::Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.write(|tx| f(tx).map_err(|e| Error::Aborted(e.into())))
+    }
+
+    /// Applies a patch (see [`crate::PatchOp`]) as one change: all of it or, on any failing
+    /// op (a failed `test` included), nothing.
+    pub fn apply_patch(&self, ops: &[PatchOp]) -> Result<WriteOutcome> {
+        self.write(|tx| patch::apply(tx, ops).map_err(Error::from))
+    }
+
+    /// The one write path: lock, merge, pick a provable actor, run `f`, persist.
+    pub(crate) fn write(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<()>,
+    ) -> Result<WriteOutcome> {
+        self.check_writable()?;
+        // A bad name is refused now; a default name is made and kept only once there is a
+        // change to write (a refused patch leaves the local state as it was).
+        self.state.check_device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        let record = self.state.read_record(&self.marker.store_id);
+        let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
+        // Write on top of the state this `Store` merged last; without one, merge first. What
+        // other devices wrote since is merged by the next read. A write leaves the cache
+        // files alone: a refused write changes nothing on disk at all.
+        // Another process of this device may have written since: then the memory lacks the
+        // recorded last change, and the folder is merged again rather than doubting the record.
+        let knows_last = |state: &MergedState| {
+            record.as_ref().is_none_or(|r| {
+                r.hash.parse::<ChangeHash>().is_ok_and(|h| {
+                    state
+                        .doc
+                        .get_missing_deps(std::slice::from_ref(&h))
+                        .is_empty()
+                })
+            })
+        };
+        let mut state = match self.take_mem() {
+            Some(state) if knows_last(&state) => state,
+            _ => {
+                drop(self.merged(&scan::scan(&self.root), false));
+                self.take_mem().expect("a merge leaves its state in memory")
+            }
+        };
+        if let Some(r) = &record {
+            self.remove_stale_temps(r);
+        }
+        let mut outcome = WriteOutcome::default();
+        // Own op files the folder lost come back first, under their own names: the record
+        // can then prove its last seq, and changes built on them stop waiting.
+        let republished = self.republish(record.as_ref())?;
+        if !republished.is_empty() {
+            outcome.notices.push(format!(
+                "{} of this device's op files were missing from the folder (deleted by a sync tool, or a restored backup?): published them again",
+                republished.len()
+            ));
+            self.put_mem(Arc::new(state));
+            drop(self.merged(&scan::scan(&self.root), false));
+            state = self.take_mem().expect("a merge leaves its state in memory");
+        }
+
+        if state.unprovided > 0 {
+            outcome.notices.push(format!(
+                "the folder lost {} change(s) this device still has (a restored backup, a lost snapshot, files deleted by a sync tool?): run `crdtdir repair` here to write them back",
+                state.unprovided
+            ));
+        }
+        // Can the record prove its last seq? Otherwise a fresh actor: never reuse a seq.
+        let mut record = match record {
+            None => fresh_record(None),
+            Some(r) => {
+                let last: Option<ChangeHash> = r.hash.parse().ok();
+                let in_doc = last.is_some_and(|h| {
+                    state
+                        .doc
+                        .get_change_meta_by_hash(&h)
+                        .is_some_and(|c| c.seq == r.seq)
+                });
+                let rebased = state.rebased.iter().find(|x| x.from == r.hash);
+                // Compaction may have taken the actor's op files: the document knows its seqs.
+                let doc_max = r.actor.parse::<ActorId>().ok().and_then(|a| {
+                    state.doc.set_actor(a);
+                    state.doc.get_last_local_change().map(|c| c.seq())
+                });
+                if let Some(rebased) = rebased {
+                    // Our last change lost a fork, or was built on a change that did: its
+                    // edits are in the document, rewritten under another actor.
+                    outcome.notices.push(format!(
+                        "this device's last change under actor {} was rebased (it lost a fork, or was built on a change that lost one: a cloned disk or restored state?); its edits are kept as change {}: writing with a fresh actor",
+                        r.actor, rebased.to
+                    ));
+                    fresh_record(Some(r))
+                } else if record_max.unwrap_or(0).max(doc_max.unwrap_or(0)) > r.seq {
+                    outcome.notices.push(format!(
+                        "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
+                        r.actor
+                    ));
+                    fresh_record(Some(r))
+                } else if in_doc {
+                    r
+                } else if r.seq == 0 && r.hash.is_empty() {
+                    // An actor made for heartbeats, never written with: nothing to prove.
+                    r
+                } else {
+                    outcome.notices.push(format!(
+                        "cannot prove the last change of actor {} (its file is missing or waiting): writing with a fresh actor",
+                        r.actor
+                    ));
+                    fresh_record(Some(r))
+                }
+            }
+        };
+        let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
+            path: self.root.clone(),
+            reason: "bad actor id".into(),
+        })?;
+        state.doc.set_actor(actor);
+
+        let mut tx = state.doc.transaction();
+        if let Err(e) = f(&mut tx) {
+            // Dropping the transaction rolls it back: the state is as it was.
+            drop(tx);
+            self.put_mem(Arc::new(state));
+            return Err(e);
+        }
+        if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
+            // On error the state (holding a change that is not on disk) is dropped here, so
+            // nothing is ever built on top of it.
+            let device = self.state.device_name(self.device.as_deref())?;
+            // The new change depends on the rebased changes in this view: they become files
+            // first, so that it never waits for a rebase that readers derive differently later.
+            let published = self.publish_rebased(&state, &device, &record.actor)?;
+            if published > 0 {
+                outcome.notices.push(format!(
+                    "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
+                ));
+            }
+            let written = self.persist(&state.doc, hash, &device, &mut record)?;
+            state.files.push(written.path.clone());
+            outcome.written.push(written);
+            state.devices.insert(record.actor.clone(), device);
+        }
+        self.mem_dirty.store(true, Ordering::Relaxed);
+        self.put_mem(Arc::new(state));
+        Ok(outcome)
+    }
+
+    /// Publishes, as op files, the rebased changes of this view that no op file in the folder
+    /// carries yet (docs/FORMAT.md §9). Returns how many it wrote.
+    pub(crate) fn publish_rebased(
+        &self,
+        state: &MergedState,
+        device: &str,
+        owner: &str,
+    ) -> Result<usize> {
+        let mut written = 0;
+        for r in &state.rebased {
+            let Ok(to) = r.to.parse::<ChangeHash>() else {
+                continue;
+            };
+            let Some(change) = state.doc.get_change_by_hash(&to) else {
+                continue;
+            };
+            let actor = change.actor_id().to_hex_string();
+            let dir = self.root.join(OPS_DIR).join(&actor);
+            let bytes = opfile::encode(device, change.raw_bytes());
+            let path = dir.join(names::op_file_name(change.seq(), &blake3::hash(&bytes)));
+            // Usually this device published it before: one stat. Otherwise another device
+            // may have (its file names differ by the device name in the envelope).
+            let carried = path.exists()
+                || std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|bytes| opfile::decode(&bytes).ok())
+                    .filter_map(|env| automerge::Change::from_bytes(env.change).ok())
+                    .any(|c| c.hash() == to);
+            if carried {
+                continue;
+            }
+            let staged = fs::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
+            if fs::publish_new(staged, &path).map_err(Error::io(&path))? {
+                written += 1;
+            }
+        }
+        Ok(written)
+    }
+
+    /// The highest seq of any op file name under `actor`, listing only its folder.
+    pub(crate) fn actor_max_seq(&self, actor: &str) -> u64 {
+        let Ok(entries) = std::fs::read_dir(self.root.join(OPS_DIR).join(actor)) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| names::parse_op_name(&e.file_name().to_string_lossy()).map(|n| n.seq))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Writes one own change: temp file (fsynced), then the record (fsynced), then the rename.
+    pub(crate) fn persist(
+        &self,
+        doc: &Automerge,
+        hash: ChangeHash,
+        device: &str,
+        record: &mut WriterRecord,
+    ) -> Result<Written> {
+        let change = doc
+            .get_change_by_hash(&hash)
+            .ok_or_else(|| Error::Corrupt {
+                path: self.root.clone(),
+                reason: "a committed change vanished".into(),
+            })?;
+        let seq = change.seq();
+        if seq != record.seq + 1 {
+            return Err(Error::Corrupt {
+                path: self.root.clone(),
+                reason: format!(
+                    "the new change has seq {seq} but the writer record's last is {} (nothing was written)",
+                    record.seq
+                ),
+            });
+        }
+        // A fresh actor is recorded before its first temp file appears, so that a crash
+        // leaves no temp this device does not know to remove.
+        if record.seq == 0 {
+            self.state.write_record(&self.marker.store_id, record)?;
+        }
+        let bytes = opfile::encode(device, change.raw_bytes());
+        let dir = self.root.join(OPS_DIR).join(&record.actor);
+        let name = names::op_file_name(seq, &blake3::hash(&bytes));
+        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        // The outbox copy exists before the record names the seq: whatever happens to the
+        // folder from here on, this device can publish the same file again.
+        let kept = fault::at("op-staged")
+            .and_then(|()| self.outbox().keep(&record.actor, &name, &bytes))
+            .and_then(|()| fault::at("op-kept"));
+        if let Err(e) = kept {
+            staged.discard();
+            return Err(Error::io(self.outbox_dir())(e));
+        }
+        record.seq = seq;
+        record.hash = hash.to_string();
+        if let Err(e) = self.state.write_record(&self.marker.store_id, record) {
+            staged.discard();
+            return Err(e);
+        }
+        let target = dir.join(&name);
+        fault::at("record-written")
+            .and_then(|()| fs::publish(staged, &target))
+            .and_then(|()| fault::at("op-published"))
+            .map_err(Error::io(&target))?;
+        Ok(Written {
+            hash: hash.to_string(),
+            actor: record.actor.clone(),
+            seq,
+            path: format!("{OPS_DIR}/{}/{name}", record.actor),
+        })
+    }
+
+    pub(crate) fn outbox(&self) -> Outbox {
+        Outbox::new(&self.state.store_dir(&self.marker.store_id))
+    }
+
+    pub(crate) fn outbox_dir(&self) -> PathBuf {
+        self.state.store_dir(&self.marker.store_id).join("outbox")
+    }
+
+    /// Publishes again, with the same bytes and name, every op file of this device's outbox
+    /// that the folder lost and no valid snapshot in the folder folds in. An entry beyond the
+    /// record's seq was never acknowledged (a crash came before the record) and is dropped.
+    /// Returns the paths published.
+    pub(crate) fn republish(&self, record: Option<&WriterRecord>) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for kept in self.outbox().entries() {
+            if record.is_some_and(|r| r.actor == kept.actor && kept.seq > r.seq) {
+                kept.release();
+                continue;
+            }
+            if !self.root.join(kept.rel()).is_file() {
+                missing.push(kept);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scan = scan::scan(&self.root);
+        let covered: HashSet<String> =
+            merge::load_snapshots(&self.root, &self.marker.store_id, &scan)
+                .valid
+                .into_iter()
+                .flat_map(|s| s.snapshot.folded_ops.into_iter().map(|(p, _)| p))
+                .collect();
+        let mut published = Vec::new();
+        for kept in missing {
+            let rel = kept.rel();
+            if covered.contains(&rel) {
+                continue;
+            }
+            let Some(bytes) = kept.bytes() else {
+                continue;
+            };
+            let dir = self.root.join(OPS_DIR).join(&kept.actor);
+            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            let target = dir.join(&kept.name);
+            fs::publish(staged, &target)
+                .and_then(|()| fault::at("republished"))
+                .map_err(Error::io(&target))?;
+            published.push(rel);
+        }
+        Ok(published)
+    }
+
+    /// Removes temp files this device left behind in a crash (only its own actors' temps).
+    pub(crate) fn remove_stale_temps(&self, record: &WriterRecord) {
+        for actor in std::iter::once(&record.actor).chain(&record.retired) {
+            let prefix = format!("{TEMP_PREFIX}{actor}-");
+            // Everywhere this device stages files under that actor: op files, heartbeats,
+            // snapshots, records and feature markers.
+            for dir in [
+                self.root.join(OPS_DIR).join(actor),
+                self.root.join(beat::DEVICES_DIR).join(actor),
+                self.root.join(crate::format::snapshot::SNAPSHOTS_DIR),
+                self.root.join(marker::FEATURES_DIR),
+            ] {
+                for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+    }
+}
