@@ -30,11 +30,11 @@
 
 mod compact;
 mod error;
-#[doc(hidden)]
-pub mod fault;
 mod folder;
 mod format;
 mod fs;
+#[doc(hidden)]
+pub use fs::fault;
 mod local;
 mod merge;
 mod patch;
@@ -47,8 +47,9 @@ pub use automerge;
 pub use compact::{CompactOutcome, CompactPlan, Progress, Repaired};
 pub use error::{Error, Result};
 pub use format::marker::FORMAT_VERSION;
+pub use local::retention::RETENTION_SECS;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
-pub use presence::{Presence, DEFAULT_THRESHOLD_SECS, RETENTION_SECS};
+pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
 pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written};

@@ -76,8 +76,8 @@ impl Problem {
 
     /// A name the scan does not own, classified.
     pub(crate) fn foreign(path: impl Into<String>, name: &str) -> Problem {
-        let kind = crate::folder::names::classify(name);
-        Problem::new(kind.into(), path, kind.reason())
+        let (kind, reason) = crate::folder::quirks::describe(name);
+        Problem::new(kind.into(), path, reason)
     }
 }
 

@@ -12,10 +12,12 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::scan::{self, Scan};
 use crate::format::marker::{FEATURES_DIR, MARKER};
-use crate::format::snapshot::{self, NewSnapshot, Record, SNAPSHOTS_DIR};
+use crate::format::record::{self, Record};
+use crate::format::snapshot::{self, NewSnapshot, SNAPSHOTS_DIR};
 use crate::fs;
+use crate::local::retention::Retention;
 use crate::merge::state::MergedState;
-use crate::merge::{self, TEXT_ENCODING};
+use crate::merge::{self};
 use crate::presence::Presence;
 use crate::render;
 use crate::store::{fresh_record, now, Store};
@@ -167,7 +169,7 @@ impl Store {
         // 5. Only now delete what the verified, recorded snapshot folds in.
         let mut first = true;
         for (done, (path, _)) in ops.iter().enumerate() {
-            let _ = std::fs::remove_file(self.root.join(path));
+            let _ = crate::fs::remove(self.root.join(path));
             if std::mem::take(&mut first) {
                 fault::at("deleting").map_err(Error::io(self.root.join(path)))?;
             }
@@ -191,24 +193,26 @@ impl Store {
             }
         }
         for old in &snaps {
-            let _ = std::fs::remove_file(self.root.join(old));
-            let _ = std::fs::remove_file(self.root.join(old.replace(".sqlite", ".record")));
+            let _ = crate::fs::remove(self.root.join(old));
+            if let Some(record) = crate::folder::record_rel(old) {
+                let _ = crate::fs::remove(self.root.join(record));
+            }
         }
         // Folders stay, even emptied: a sync tool that saw a folder deleted may refuse a
         // returning device's new files in it (Unison: "deleted vs changed"). The deletions
         // are made durable folder by folder.
         let mut dirs: Vec<&str> = ops
             .iter()
-            .filter_map(|(p, _)| p.rsplit_once('/').map(|(d, _)| d))
+            .filter_map(|(p, _)| crate::folder::split_op_rel(p).map(|(actor, _)| actor))
             .collect();
         dirs.dedup();
         for d in dirs {
-            let _ = fs::sync_dir(&self.root.join(d));
+            let _ = fs::sync_dir(&self.root.join(crate::folder::OPS_DIR).join(d));
         }
         let _ = fs::sync_dir(&self.root.join(SNAPSHOTS_DIR));
         let (files_after, bytes_after) = usage(&self.root);
         Ok(CompactOutcome {
-            snapshot: Some(format!("{SNAPSHOTS_DIR}/{name}")),
+            snapshot: Some(crate::folder::snapshot_rel(&name)),
             files_before,
             files_after,
             bytes_before,
@@ -232,7 +236,7 @@ impl Store {
         let scan = scan::scan(&self.root);
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();
-        for retained in self.retention_copies() {
+        for retained in Retention::new(&self.state.store_dir(&self.marker.store_id)).documents() {
             let mut other = retained;
             let _ = doc.merge(&mut other);
         }
@@ -250,7 +254,7 @@ impl Store {
         Ok(Repaired {
             marker_restored,
             republished,
-            snapshot: Some(format!("{SNAPSHOTS_DIR}/{name}")),
+            snapshot: Some(crate::folder::snapshot_rel(&name)),
         })
     }
 
@@ -280,9 +284,10 @@ impl Store {
         let json = render::document(doc).to_string();
         let folded_snapshots: Vec<String> = snaps
             .iter()
-            .map(|s| s.trim_start_matches("snapshots/").to_string())
+            .filter_map(|s| crate::folder::snapshot_name(s))
+            .map(str::to_string)
             .collect();
-        let bytes = snapshot::build(&NewSnapshot {
+        let bytes = snapshot::encode(&NewSnapshot {
             store: &self.marker.store_id,
             device,
             created: now(),
@@ -308,23 +313,20 @@ impl Store {
             .map_err(Error::io(&target))?;
         // 2. Read it back from the folder and verify it.
         if let Err(reason) = verify(&target, &name, &heads, changes) {
-            let _ = std::fs::remove_file(&target);
+            let _ = crate::fs::remove(&target);
             return Err(Error::Corrupt {
                 path: target,
                 reason,
             });
         }
         // 3. A retention copy, in local state.
-        let retention = self
-            .state
-            .store_dir(&self.marker.store_id)
-            .join("retention");
-        let copy = retention.join(name.replace(".sqlite", ".automerge"));
-        fs::replace_local(&copy, &automerge)
-            .and_then(|()| fault::at("retained"))
-            .map_err(Error::io(&copy))?;
+        let retention = Retention::new(&self.state.store_dir(&self.marker.store_id));
+        retention
+            .keep(&name, &automerge)
+            .and_then(|_| fault::at("retained"))
+            .map_err(Error::io(self.state.store_dir(&self.marker.store_id)))?;
         // 4. The compaction record, before any deletion.
-        let record = snapshot::encode_record(&Record {
+        let record = record::encode(&Record {
             snapshot: name.clone(),
             blake3: blake3::hash(&bytes).to_hex().to_string(),
             size: bytes.len() as u64,
@@ -332,7 +334,7 @@ impl Store {
             device: device.to_string(),
             time: now(),
         });
-        let record_path = dir.join(name.replace(".sqlite", ".record"));
+        let record_path = dir.join(record::file_name(&name).expect("a snapshot name"));
         let staged = fs::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
         fs::publish(staged, &record_path)
             .and_then(|()| fault::at("recorded"))
@@ -368,26 +370,6 @@ impl Store {
         let staged = fs::stage(&dir, owner, note).map_err(Error::io(&dir))?;
         fs::publish_new(staged, &path).map_err(Error::io(&path))?;
         Ok(())
-    }
-
-    fn retention_copies(&self) -> Vec<Automerge> {
-        let dir = self
-            .state
-            .store_dir(&self.marker.store_id)
-            .join("retention");
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| std::fs::read(e.path()).ok())
-            .filter_map(|b| {
-                Automerge::load_with_options(
-                    &b,
-                    automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
-                )
-                .ok()
-            })
-            .collect()
     }
 }
 
@@ -428,7 +410,7 @@ fn verify(
     if snapshot::file_name(&bytes) != name {
         return Err("read back with other bytes".into());
     }
-    let snap = snapshot::read(&bytes).map_err(|e| e.reason)?;
+    let snap = snapshot::decode(&bytes).map_err(|e| e.to_string())?;
     let doc =
         Automerge::load(&snap.automerge).map_err(|e| format!("its document does not load: {e}"))?;
     let mut got = doc.get_heads();

@@ -1,4 +1,141 @@
-//! The synced folder: what its files are called and what a listing of it holds.
+//! The synced folder: where each kind of file lives, what its names are, and reading it
+//! (the scan, the marker, the feature markers, the latest heartbeats). Paths inside the
+//! store are relative and `/`-separated; they are built and taken apart only here.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::beat::{self, Beat};
+use crate::format::marker::{self, Marker, FEATURES_DIR, MARKER};
+use crate::format::record;
+use crate::format::snapshot::SNAPSHOTS_DIR;
 
 pub(crate) mod names;
+pub(crate) mod quirks;
 pub(crate) mod scan;
+
+pub(crate) use crate::format::beat::DEVICES_DIR;
+pub(crate) use scan::OPS_DIR;
+
+/// `ops/<actor>/<name>`: the path of an op file.
+pub(crate) fn op_rel(actor: &str, name: &str) -> String {
+    format!("{OPS_DIR}/{actor}/{name}")
+}
+
+/// The actor folder and file name of an op file path `ops/<actor>/<name>`.
+pub(crate) fn split_op_rel(rel: &str) -> Option<(&str, &str)> {
+    let rest = rel.strip_prefix(OPS_DIR)?.strip_prefix('/')?;
+    let (actor, name) = rest.split_once('/')?;
+    (!name.contains('/')).then_some((actor, name))
+}
+
+/// `snapshots/<name>`: the path of a snapshot or compaction record.
+pub(crate) fn snapshot_rel(name: &str) -> String {
+    format!("{SNAPSHOTS_DIR}/{name}")
+}
+
+/// The file name of a path under `snapshots/`; `None` for any other path.
+pub(crate) fn snapshot_name(rel: &str) -> Option<&str> {
+    rel.strip_prefix(SNAPSHOTS_DIR)?.strip_prefix('/')
+}
+
+/// The path of the compaction record of the snapshot at `snapshot_rel`.
+pub(crate) fn record_rel(snapshot_rel: &str) -> Option<String> {
+    Some(self::snapshot_rel(&record::file_name(snapshot_name(
+        snapshot_rel,
+    )?)?))
+}
+
+/// Reads the feature markers: the names this build does not know, and the entries of the
+/// features folder that are not feature markers at all (sync-tool clutter).
+pub(crate) fn read_features(store: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let dir = store.join(FEATURES_DIR);
+    let mut unknown = Vec::new();
+    let mut clutter = Vec::new();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((unknown, clutter)),
+        Err(e) => return Err(Error::io(&dir)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(Error::io(&dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_feature_name = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'));
+        if !is_feature_name {
+            clutter.push(name);
+        } else if !marker::KNOWN_FEATURES.contains(&name.as_str()) {
+            unknown.push(name);
+        }
+    }
+    unknown.sort();
+    clutter.sort();
+    Ok((unknown, clutter))
+}
+
+/// Reads the marker of the store at `root`: `NoStore` when there is none, `Corrupt` when it
+/// is not a regular file or does not decode.
+pub(crate) fn read_marker(root: &Path) -> Result<Marker> {
+    let path = root.join(MARKER);
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::NoStore {
+                path: root.to_path_buf(),
+            })
+        }
+        Err(e) => return Err(Error::io(&path)(e)),
+        // A FIFO or a folder under the marker's name must not hang or confuse a reader.
+        Ok(m) if !m.is_file() => {
+            return Err(Error::Corrupt {
+                path,
+                reason: "not a crdtdir store marker (not a regular file)".into(),
+            })
+        }
+        Ok(_) => {}
+    }
+    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    marker::decode(&bytes).map_err(|e| Error::Corrupt {
+        path,
+        reason: e.to_string(),
+    })
+}
+
+/// The beat folders (`devices/<actor>/`) in the store, sorted.
+pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
+    let mut dirs: Vec<String> = std::fs::read_dir(store.join(DEVICES_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| names::is_actor_dir(n))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The valid beat with the highest counter in `devices/<actor>/`, with its path. Only
+/// regular files are read (a FIFO named like a beat must not hang a reader).
+pub(crate) fn latest_beat(store: &Path, actor: &str) -> Option<(String, Beat)> {
+    let dir = store.join(DEVICES_DIR).join(actor);
+    let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let counter = beat::parse_name(&n)?.0;
+            Some((counter, n))
+        })
+        .collect();
+    names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    names.into_iter().find_map(|(_, n)| {
+        let bytes = std::fs::read(dir.join(&n)).ok()?;
+        let (_, hash) = beat::parse_name(&n)?;
+        (names::file_hash_hex(&bytes) == hash).then_some(())?;
+        let beat = beat::decode(&bytes).ok()?;
+        Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
+    })
+}

@@ -8,9 +8,8 @@
 //! ```
 //! A name is an op file name only in its canonical form (the one [`op_file_name`] writes), so
 //! every (actor, seq, content) has exactly one name and duplicates are visible in a listing.
-//! Anything else is classified, so `status` can say what it is; nothing is ever deleted.
-
-use crate::fs::{TEMP_PREFIX, TEMP_SUFFIX};
+//! Anything else is classified ([`super::quirks`]), so `status` can say what it is;
+//! nothing is ever deleted.
 
 /// Digits of the zero-padded seq in an op file name.
 pub(crate) const SEQ_WIDTH: usize = 10;
@@ -71,95 +70,6 @@ fn is_lower_hex(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// What a name that is not one of crdtdir's own is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Foreign {
-    /// A crdtdir temp file: a write in flight, or left by a crash (its owner removes it).
-    CrdtdirTemp,
-    /// A sync tool's partial download or temp file.
-    SyncTemp,
-    /// A sync tool's copy of a file it saw changed in two places.
-    ConflictCopy,
-    /// A cloud service's placeholder for a file not downloaded yet.
-    CloudPlaceholder,
-    /// Operating-system clutter.
-    OsJunk,
-    /// Anything else.
-    Unknown,
-}
-
-impl Foreign {
-    /// A short human reason, used in reports.
-    pub(crate) fn reason(self) -> &'static str {
-        match self {
-            Foreign::CrdtdirTemp => "crdtdir temp file (a write in progress or interrupted)",
-            Foreign::SyncTemp => "sync tool temp file",
-            Foreign::ConflictCopy => "sync tool conflict copy",
-            Foreign::CloudPlaceholder => "cloud placeholder (file not downloaded yet)",
-            Foreign::OsJunk => "operating system file",
-            Foreign::Unknown => "not a crdtdir file",
-        }
-    }
-}
-
-impl From<Foreign> for crate::report::ProblemKind {
-    fn from(f: Foreign) -> Self {
-        use crate::report::ProblemKind as K;
-        match f {
-            Foreign::CrdtdirTemp => K::CrdtdirTemp,
-            Foreign::SyncTemp => K::SyncTemp,
-            Foreign::ConflictCopy => K::ConflictCopy,
-            Foreign::CloudPlaceholder => K::CloudPlaceholder,
-            Foreign::OsJunk => K::OsJunk,
-            Foreign::Unknown => K::Foreign,
-        }
-    }
-}
-
-/// Classifies a file name that is not a canonical crdtdir name.
-pub(crate) fn classify(name: &str) -> Foreign {
-    let lower = name.to_ascii_lowercase();
-    if name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX) {
-        return Foreign::CrdtdirTemp;
-    }
-    // Conflict copies first: a conflict copy of a temp is still a conflict copy.
-    if lower.contains(".sync-conflict-")            // Syncthing
-        || lower.contains(" (conflicted copy")      // Nextcloud, older Dropbox
-        || lower.contains("'s conflicted copy")     // Dropbox: NAME (<device>'s conflicted copy DATE).ext
-        || lower.contains("_conflict-")             // older Nextcloud / ownCloud
-        || lower.contains(" (conflict on ")         // Unison copyonconflict
-        || lower.contains("(case conflict")         // Dropbox
-        || lower.contains("(selective sync conflict")
-    {
-        return Foreign::ConflictCopy;
-    }
-    if (name.starts_with(".syncthing.") && lower.ends_with(".tmp"))
-        || (name.starts_with("~syncthing~") && lower.ends_with(".tmp"))
-        || name.starts_with(".unison.")
-        || name.starts_with(".~")
-        || name.starts_with("~$")
-        || lower.ends_with(".partial")
-        || lower.ends_with(".part")
-        || lower.ends_with(".!sync")
-        || lower.ends_with(".tmp")
-        || lower.ends_with(".crdownload")
-        || lower.contains(".tmp.drivedownload")
-    {
-        return Foreign::SyncTemp;
-    }
-    if name.starts_with('.') && lower.ends_with(".icloud") {
-        return Foreign::CloudPlaceholder;
-    }
-    if matches!(
-        lower.as_str(),
-        ".ds_store" | "thumbs.db" | "desktop.ini" | ".directory" | "icon\r" | "ehthumbs.db"
-    ) || name.starts_with("._")
-    {
-        return Foreign::OsJunk;
-    }
-    Foreign::Unknown
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,48 +98,6 @@ mod tests {
             format!("0000000007-{hash}.sync-conflict-20240101-120000-ABCDEF.op"),
         ] {
             assert_eq!(parse_op_name(&name), None, "{name}");
-        }
-    }
-
-    #[test]
-    fn foreign_names_are_classified() {
-        let cases = [
-            (".crdtdir-ab12-0011.tmp", Foreign::CrdtdirTemp),
-            (".syncthing.0000000001-aa.op.tmp", Foreign::SyncTemp),
-            ("~syncthing~0000000001-aa.op.tmp", Foreign::SyncTemp),
-            ("0000000001-aa.op.partial", Foreign::SyncTemp),
-            (".unison.0000000001-aa.op.123.unison.tmp", Foreign::SyncTemp),
-            (".~lock.0000000001-aa.op#", Foreign::SyncTemp),
-            (
-                "0000000001-aa.sync-conflict-20240101-120000-ABCDEFG.op",
-                Foreign::ConflictCopy,
-            ),
-            (
-                "0000000001-aa (conflicted copy 2024-01-01).op",
-                Foreign::ConflictCopy,
-            ),
-            (
-                "0000000001-aa (Conflict on laptop 2024-01-01).op",
-                Foreign::ConflictCopy,
-            ),
-            // Dropbox's own spelling, as its clients write it.
-            (
-                "0000000001-aa (Ann's MacBook Pro's conflicted copy 2024-01-01).op",
-                Foreign::ConflictCopy,
-            ),
-            (
-                "0000000001-aa (laptop's conflicted copy 2024-01-01 (1)).op",
-                Foreign::ConflictCopy,
-            ),
-            (".0000000001-aa.op.icloud", Foreign::CloudPlaceholder),
-            (".DS_Store", Foreign::OsJunk),
-            ("Thumbs.db", Foreign::OsJunk),
-            ("desktop.ini", Foreign::OsJunk),
-            ("._0000000001-aa.op", Foreign::OsJunk),
-            ("notes.txt", Foreign::Unknown),
-        ];
-        for (name, want) in cases {
-            assert_eq!(classify(name), want, "{name}");
         }
     }
 

@@ -8,8 +8,9 @@
 
 use std::path::Path;
 
-use crate::folder::names::{self, Foreign};
-use crate::format::marker::{self, FEATURES_DIR, MARKER};
+use crate::folder::names;
+use crate::folder::quirks::{self, Foreign};
+use crate::format::marker::{FEATURES_DIR, MARKER};
 use crate::format::snapshot::{self, SNAPSHOTS_DIR};
 use crate::report::{Problem, ProblemKind};
 
@@ -99,7 +100,7 @@ pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
 pub(crate) fn scan(store: &Path) -> Scan {
     let mut out = Scan::default();
     scan_root(store, &mut out);
-    match marker::read_features(store) {
+    match super::read_features(store) {
         Ok((unknown, clutter)) => {
             out.unknown_features = unknown;
             for name in clutter {
@@ -130,7 +131,7 @@ fn scan_root(store: &Path, out: &mut Scan) {
         }
         // The root is the user's synced folder: unknown entries there (.stfolder, notes)
         // are none of crdtdir's business. Copies and temps of its own files are reported.
-        match names::classify(&name) {
+        match quirks::classify(&name) {
             Foreign::Unknown | Foreign::OsJunk => {}
             kind if name.contains("crdtdir") => {
                 out.problems
@@ -267,7 +268,7 @@ fn scan_snapshots(store: &Path, out: &mut Scan) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = format!("{SNAPSHOTS_DIR}/{name}");
+        let rel = super::snapshot_rel(&name);
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match snapshot::parse_name(&name) {
             Some((_, false)) if is_file => out.snapshots.push(rel),

@@ -22,6 +22,7 @@
 
 use ciborium::Value;
 
+use super::DecodeError;
 use crate::folder::names::HASH_HEX_LEN;
 
 /// The beat version this build writes and reads.
@@ -66,10 +67,9 @@ pub(crate) fn encode(beat: &Beat) -> Vec<u8> {
 }
 
 /// Decodes a beat; `Err` says why it is skipped.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, String> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
-    let value: Value =
-        ciborium::from_reader(&mut cursor).map_err(|e| crate::format::cbor::describe(&e))?;
+    let value: Value = ciborium::from_reader(&mut cursor).map_err(|e| super::cbor::describe(&e))?;
     if cursor.position() as usize != bytes.len() {
         return Err("trailing bytes after the beat".into());
     }
@@ -85,9 +85,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, String> {
     };
     let version = uint("v")?;
     if version > BEAT_VERSION {
-        return Err(format!(
-            "beat version {version} is newer than this crdtdir reads"
-        ));
+        return Err(DecodeError::Newer {
+            what: "beat",
+            found: version,
+            known: BEAT_VERSION,
+        });
     }
     let texts = |name: &str| -> Result<Vec<String>, String> {
         field(name)
@@ -134,44 +136,6 @@ pub(crate) fn parse_name(name: &str) -> Option<(u64, &str)> {
         .flatten()
 }
 
-/// The beat folders (`devices/<actor>/`) in the store, sorted.
-pub(crate) fn actors(store: &std::path::Path) -> Vec<String> {
-    let mut dirs: Vec<String> = std::fs::read_dir(store.join(DEVICES_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| crate::folder::names::is_actor_dir(n))
-        .collect();
-    dirs.sort();
-    dirs
-}
-
-/// The valid beat with the highest counter in `devices/<actor>/`, with its path. Only
-/// regular files are read (a FIFO named like a beat must not hang a reader).
-pub(crate) fn latest(store: &std::path::Path, actor: &str) -> Option<(String, Beat)> {
-    let dir = store.join(DEVICES_DIR).join(actor);
-    let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let counter = parse_name(&n)?.0;
-            Some((counter, n))
-        })
-        .collect();
-    names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    names.into_iter().find_map(|(_, n)| {
-        let bytes = std::fs::read(dir.join(&n)).ok()?;
-        let (_, hash) = parse_name(&n)?;
-        (crate::folder::names::file_hash_hex(&bytes) == hash).then_some(())?;
-        let beat = decode(&bytes).ok()?;
-        Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +174,9 @@ mod tests {
         }
         let mut future = Vec::new();
         ciborium::into_writer(&v, &mut future).unwrap();
-        assert!(decode(&future).unwrap_err().contains("newer"));
+        assert!(matches!(
+            decode(&future),
+            Err(DecodeError::Newer { found: 2, .. })
+        ));
     }
 }

@@ -10,11 +10,9 @@
 //! A v1 store holds one document. A later format that holds several will announce itself
 //! with a feature marker, so that this build keeps reading what it can and refuses to write.
 
-use std::path::Path;
-
 use ciborium::Value;
 
-use crate::error::{Error, Result};
+use super::DecodeError;
 
 /// The store format version this build writes and fully understands.
 pub const FORMAT_VERSION: u64 = 1;
@@ -32,6 +30,7 @@ pub(crate) struct Marker {
     pub(crate) store_id: String,
 }
 
+/// Encodes a marker.
 pub(crate) fn encode(marker: &Marker) -> Vec<u8> {
     let value = Value::Map(vec![
         (
@@ -48,17 +47,16 @@ pub(crate) fn encode(marker: &Marker) -> Vec<u8> {
     out
 }
 
-pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Marker> {
-    let corrupt = |reason: &str| Error::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("not a crdtdir store marker ({reason})"),
-    };
+/// Decodes a marker. A newer `format` still decodes: the store is then read-only here.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Marker, DecodeError> {
+    let corrupt =
+        |reason: &str| DecodeError::Damaged(format!("not a crdtdir store marker ({reason})"));
     let value: Value =
-        ciborium::from_reader(bytes).map_err(|e| corrupt(&crate::format::cbor::describe(&e)))?;
+        ciborium::from_reader(bytes).map_err(|e| corrupt(&super::cbor::describe(&e)))?;
     let Value::Map(entries) = value else {
         return Err(corrupt("not a map"));
     };
-    let field = |name: &str| crate::format::cbor::field(&entries, name);
+    let field = |name: &str| super::cbor::field(&entries, name);
     let format = match field("format") {
         Some(Value::Integer(i)) => u64::try_from(*i).map_err(|_| corrupt("bad format"))?,
         _ => return Err(corrupt("no format version")),
@@ -74,59 +72,6 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Marker> {
     Ok(Marker { format, store_id })
 }
 
-/// Reads the feature markers: the names this build does not know, and the entries of the
-/// features folder that are not feature markers at all (sync-tool clutter).
-pub(crate) fn read_features(store: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let dir = store.join(FEATURES_DIR);
-    let mut unknown = Vec::new();
-    let mut clutter = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((unknown, clutter)),
-        Err(e) => return Err(Error::io(&dir)(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(Error::io(&dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let is_feature_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'));
-        if !is_feature_name {
-            clutter.push(name);
-        } else if !KNOWN_FEATURES.contains(&name.as_str()) {
-            unknown.push(name);
-        }
-    }
-    unknown.sort();
-    clutter.sort();
-    Ok((unknown, clutter))
-}
-
-/// Reads the marker of the store at `root`: `NoStore` when there is none, `Corrupt` when it
-/// is not a regular file or does not decode.
-pub(crate) fn read(root: &Path) -> Result<Marker> {
-    let path = root.join(MARKER);
-    match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NoStore {
-                path: root.to_path_buf(),
-            })
-        }
-        Err(e) => return Err(Error::io(&path)(e)),
-        // A FIFO or a folder under the marker's name must not hang or confuse a reader.
-        Ok(m) if !m.is_file() => {
-            return Err(Error::Corrupt {
-                path,
-                reason: "not a crdtdir store marker (not a regular file)".into(),
-            })
-        }
-        Ok(_) => {}
-    }
-    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
-    decode(&bytes, &path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +82,7 @@ mod tests {
             format: 1,
             store_id: "0123456789abcdef0123456789abcdef".into(),
         };
-        assert_eq!(decode(&encode(&m), Path::new("x")).unwrap(), m);
+        assert_eq!(decode(&encode(&m)).unwrap(), m);
     }
 
     #[test]
@@ -148,9 +93,9 @@ mod tests {
         };
         let bytes = encode(&m);
         for len in 0..bytes.len() {
-            assert!(decode(&bytes[..len], Path::new("x")).is_err());
+            assert!(decode(&bytes[..len]).is_err());
         }
-        assert!(decode(b"hello", Path::new("x")).is_err());
+        assert!(decode(b"hello").is_err());
     }
 
     #[test]
@@ -159,6 +104,6 @@ mod tests {
             format: 9,
             store_id: "0123456789abcdef0123456789abcdef".into(),
         };
-        assert_eq!(decode(&encode(&m), Path::new("x")).unwrap().format, 9);
+        assert_eq!(decode(&encode(&m)).unwrap().format, 9);
     }
 }

@@ -14,6 +14,8 @@
 
 use ciborium::Value;
 
+use super::DecodeError;
+
 /// The envelope version this build writes and the highest it reads.
 pub(crate) const ENVELOPE_VERSION: u64 = 1;
 
@@ -22,19 +24,6 @@ pub(crate) const ENVELOPE_VERSION: u64 = 1;
 pub(crate) struct Envelope {
     pub(crate) device: String,
     pub(crate) change: Vec<u8>,
-}
-
-/// Why an op file's bytes are not a v1 envelope.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum DecodeError {
-    #[error("undecodable: {0}")]
-    Cbor(String),
-    #[error("trailing bytes after the envelope")]
-    Trailing,
-    #[error("envelope {0}")]
-    Shape(&'static str),
-    #[error("envelope version {0} is newer than this crdtdir reads ({ENVELOPE_VERSION})")]
-    Newer(u64),
 }
 
 /// Encodes an envelope.
@@ -56,36 +45,40 @@ pub(crate) fn encode(device: &str, change: &[u8]) -> Vec<u8> {
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
     let value: Value = ciborium::from_reader(&mut cursor)
-        .map_err(|e| DecodeError::Cbor(crate::format::cbor::describe(&e)))?;
+        .map_err(|e| DecodeError::Damaged(format!("undecodable: {}", super::cbor::describe(&e))))?;
     if cursor.position() as usize != bytes.len() {
-        return Err(DecodeError::Trailing);
+        return Err("trailing bytes after the envelope".into());
     }
     let Value::Map(entries) = value else {
-        return Err(DecodeError::Shape("is not a map"));
+        return Err("envelope is not a map".into());
     };
     let field = |name: &str| crate::format::cbor::field(&entries, name);
     let version = match field("v") {
         Some(Value::Integer(i)) => {
-            u64::try_from(*i).map_err(|_| DecodeError::Shape("version is negative"))?
+            u64::try_from(*i).map_err(|_| DecodeError::from("envelope version is negative"))?
         }
-        Some(_) => return Err(DecodeError::Shape("version is not an integer")),
-        None => return Err(DecodeError::Shape("has no version")),
+        Some(_) => return Err("envelope version is not an integer".into()),
+        None => return Err("envelope has no version".into()),
     };
     if version > ENVELOPE_VERSION {
-        return Err(DecodeError::Newer(version));
+        return Err(DecodeError::Newer {
+            what: "envelope",
+            found: version,
+            known: ENVELOPE_VERSION,
+        });
     }
     if version == 0 {
-        return Err(DecodeError::Shape("version 0 does not exist"));
+        return Err("envelope version 0 does not exist".into());
     }
     let device = match field("device") {
         Some(Value::Text(t)) => t.clone(),
-        Some(_) => return Err(DecodeError::Shape("device is not a text string")),
-        None => return Err(DecodeError::Shape("has no device")),
+        Some(_) => return Err("envelope device is not a text string".into()),
+        None => return Err("envelope has no device".into()),
     };
     let change = match field("change") {
         Some(Value::Bytes(b)) => b.clone(),
-        Some(_) => return Err(DecodeError::Shape("change is not a byte string")),
-        None => return Err(DecodeError::Shape("has no change")),
+        Some(_) => return Err("envelope change is not a byte string".into()),
+        None => return Err("envelope has no change".into()),
     };
     Ok(Envelope { device, change })
 }
@@ -129,7 +122,10 @@ mod tests {
     fn trailing_bytes_are_refused() {
         let mut bytes = encode("laptop", &sample_change());
         bytes.push(0);
-        assert_eq!(decode(&bytes), Err(DecodeError::Trailing));
+        assert_eq!(
+            decode(&bytes),
+            Err("trailing bytes after the envelope".into())
+        );
     }
 
     #[test]
@@ -141,7 +137,14 @@ mod tests {
         ]);
         let mut bytes = Vec::new();
         ciborium::into_writer(&value, &mut bytes).unwrap();
-        assert_eq!(decode(&bytes), Err(DecodeError::Newer(2)));
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::Newer {
+                what: "envelope",
+                found: 2,
+                known: 1
+            })
+        );
     }
 
     #[test]
@@ -164,7 +167,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             decode(&bytes),
-            Err(DecodeError::Shape("change is not a byte string"))
+            Err("envelope change is not a byte string".into())
         );
     }
 
@@ -193,10 +196,10 @@ mod fuzz {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512),
                                 at in any::<usize>(), flip in 1u8..=255) {
             let _ = super::decode(&bytes);
-            let _ = crate::format::marker::decode(&bytes, std::path::Path::new("x"));
+            let _ = crate::format::marker::decode(&bytes);
             let _ = crate::format::beat::decode(&bytes);
-            let _ = crate::format::snapshot::decode_record(&bytes);
-            let _ = crate::format::snapshot::read(&bytes);
+            let _ = crate::format::record::decode(&bytes);
+            let _ = crate::format::snapshot::decode(&bytes);
             let mut valid = super::encode("dev", &bytes);
             let i = at % valid.len();
             valid[i] ^= flip;

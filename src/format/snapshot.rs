@@ -1,5 +1,5 @@
 //! Compaction snapshots: `STORE/snapshots/<hash>.sqlite`, a real SQLite database that
-//! `sqlite3 -readonly` can open and query, plus its compaction record.
+//! `sqlite3 -readonly` can open and query. Its compaction record is [`super::record`].
 //!
 //! ```text
 //! snapshots/<hash>.sqlite   <hash>: the first 32 hex digits of BLAKE3 of the file.
@@ -23,17 +23,11 @@
 //!     folded_op_files(path, hash)   a view giving those paths, for people and sqlite3
 //!     folded_snapshots(name TEXT PRIMARY KEY)
 //!       older snapshots it folds in (deleted with their records)
-//! snapshots/<hash>.record   CBOR map, published after the snapshot was read back and
-//!   verified and BEFORE anything it covers is deleted:
-//!     "v" 1, "snapshot" <file name>, "blake3" <full hex hash>, "size" <bytes>,
-//!     "heads" [hex], "device" <name>, "time" <unix seconds>
-//!   A record whose snapshot is missing or invalid means this folder's history is
-//!   incomplete (the sync tool delivered the deletions, not the snapshot).
 //! ```
 
-use ciborium::Value;
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
 
+use super::DecodeError;
 use crate::folder::names::HASH_HEX_LEN;
 
 /// The snapshot schema version this build writes and reads.
@@ -68,7 +62,7 @@ pub(crate) struct NewSnapshot<'a> {
 }
 
 /// Builds the database in memory and returns its bytes.
-pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
+pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
     let mut db = Connection::open_in_memory()?;
     db.execute_batch(
         "PRAGMA journal_mode = DELETE;
@@ -126,32 +120,9 @@ pub(crate) fn build(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
     Ok(db.serialize(MAIN_DB)?.to_vec())
 }
 
-/// Why a snapshot cannot be read.
-#[derive(Debug)]
-pub(crate) struct ReadError {
-    /// It is of a newer schema version (not damaged).
-    pub(crate) newer: bool,
-    pub(crate) reason: String,
-}
-
-impl From<String> for ReadError {
-    fn from(reason: String) -> ReadError {
-        ReadError {
-            newer: false,
-            reason,
-        }
-    }
-}
-
-impl From<&str> for ReadError {
-    fn from(reason: &str) -> ReadError {
-        reason.to_string().into()
-    }
-}
-
 /// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
 /// version, contents. `Err` says why it is skipped.
-pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, ReadError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
     // SQLite reads a short image without complaint when the missing pages look unused: the
     // header says how long the database is, so a cut one is caught here.
     if bytes.len() < 100 || !bytes.starts_with(b"SQLite format 3\0") {
@@ -186,9 +157,10 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, ReadError> {
         .parse()
         .map_err(|_| "bad snapshot format".to_string())?;
     if version > SNAPSHOT_VERSION {
-        return Err(ReadError {
-            newer: true,
-            reason: format!("snapshot version {version} is newer than this crdtdir reads"),
+        return Err(DecodeError::Newer {
+            what: "snapshot",
+            found: version,
+            known: SNAPSHOT_VERSION,
         });
     }
     let heads: Vec<String> =
@@ -222,8 +194,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Snapshot, ReadError> {
 
 /// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
 fn split_op_path(path: &str) -> Option<(&str, u64)> {
-    let mut parts = path.split('/');
-    let (_, actor, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let (actor, name) = crate::folder::split_op_rel(path)?;
     let seq = crate::folder::names::parse_op_name(name)?.seq;
     Some((actor, seq))
 }
@@ -244,62 +215,6 @@ pub(crate) fn parse_name(name: &str) -> Option<(&str, bool)> {
     ok.then_some((stem, is_record))
 }
 
-/// A compaction record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    pub(crate) snapshot: String,
-    pub(crate) blake3: String,
-    pub(crate) size: u64,
-    pub(crate) heads: Vec<String>,
-    pub(crate) device: String,
-    pub(crate) time: i64,
-}
-
-pub(crate) fn encode_record(r: &Record) -> Vec<u8> {
-    let value = Value::Map(vec![
-        (Value::Text("v".into()), Value::Integer(1.into())),
-        (
-            Value::Text("snapshot".into()),
-            Value::Text(r.snapshot.clone()),
-        ),
-        (Value::Text("blake3".into()), Value::Text(r.blake3.clone())),
-        (Value::Text("size".into()), Value::Integer(r.size.into())),
-        (
-            Value::Text("heads".into()),
-            Value::Array(r.heads.iter().map(|h| Value::Text(h.clone())).collect()),
-        ),
-        (Value::Text("device".into()), Value::Text(r.device.clone())),
-        (Value::Text("time".into()), Value::Integer(r.time.into())),
-    ]);
-    let mut out = Vec::new();
-    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
-    out
-}
-
-pub(crate) fn decode_record(bytes: &[u8]) -> Option<Record> {
-    let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
-        return None;
-    };
-    let field = |name: &str| crate::format::cbor::field(&entries, name);
-    // Only version 1 is understood; a newer record is not trusted.
-    if field("v")?.as_integer()? != 1.into() {
-        return None;
-    }
-    let text = |name: &str| field(name)?.as_text().map(str::to_string);
-    Some(Record {
-        snapshot: text("snapshot")?,
-        blake3: text("blake3")?,
-        size: u64::try_from(field("size")?.as_integer()?).ok()?,
-        heads: field("heads")?
-            .as_array()?
-            .iter()
-            .map(|v| v.as_text().map(str::to_string))
-            .collect::<Option<Vec<_>>>()?,
-        device: text("device")?,
-        time: i64::try_from(field("time")?.as_integer()?).ok()?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,7 +223,7 @@ mod tests {
     fn build_read_round_trip_and_damage() {
         let hash = "0123456789abcdef0123456789abcdef".to_string();
         let ops = vec![(format!("ops/aa/0000000001-{hash}.op"), hash)];
-        let bytes = build(&NewSnapshot {
+        let bytes = encode(&NewSnapshot {
             store: "s",
             device: "laptop",
             created: 5,
@@ -320,30 +235,17 @@ mod tests {
             folded_snapshots: &[],
         })
         .unwrap();
-        let snap = read(&bytes).unwrap();
+        let snap = decode(&bytes).unwrap();
         assert_eq!(snap.automerge, b"doc");
         assert_eq!(snap.folded_ops, ops);
         assert_eq!(snap.changes, 3);
         // Not WAL: byte 18 and 19 of the header are 1 (legacy/rollback), not 2 (WAL).
         assert_eq!((bytes[18], bytes[19]), (1, 1));
-        assert!(read(&bytes[..bytes.len() / 2]).is_err());
+        assert!(decode(&bytes[..bytes.len() / 2]).is_err());
         let mut flipped = bytes.clone();
         flipped[bytes.len() - 100] ^= 0xff;
-        let _ = read(&flipped); // must not panic; a flipped byte in free space may pass
-        assert!(read(b"not sqlite").is_err());
-    }
-
-    #[test]
-    fn record_round_trip() {
-        let r = Record {
-            snapshot: "a.sqlite".into(),
-            blake3: "ff".into(),
-            size: 9,
-            heads: vec!["h".into()],
-            device: "d".into(),
-            time: 1,
-        };
-        assert_eq!(decode_record(&encode_record(&r)), Some(r));
+        let _ = decode(&flipped); // must not panic; a flipped byte in free space may pass
+        assert!(decode(b"not sqlite").is_err());
     }
 }
 
@@ -357,7 +259,7 @@ mod fuzz {
         /// one is refused.
         #[test]
         fn damaged_snapshots_never_panic(at in any::<usize>(), flip in 1u8..=255, cut in any::<usize>()) {
-            let bytes = super::build(&super::NewSnapshot {
+            let bytes = super::encode(&super::NewSnapshot {
                 store: "s",
                 device: "d",
                 created: 1,
@@ -372,9 +274,9 @@ mod fuzz {
             let mut damaged = bytes.clone();
             let i = at % damaged.len();
             damaged[i] ^= flip;
-            let _ = super::read(&damaged);
+            let _ = super::decode(&damaged);
             let keep = cut % bytes.len();
-            prop_assert!(super::read(&bytes[..keep]).is_err());
+            prop_assert!(super::decode(&bytes[..keep]).is_err());
         }
     }
 }

@@ -169,10 +169,7 @@ impl Cache {
             Some(doc) => {
                 fs::replace_local(&path, &doc.save()).and_then(|()| crate::fault::at("held-saved"))
             }
-            None => match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            },
+            None => fs::remove(&path),
         }
     }
 

@@ -23,6 +23,7 @@
 pub(crate) mod beats;
 pub(crate) mod cache;
 pub(crate) mod outbox;
+pub(crate) mod retention;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -158,7 +159,7 @@ impl StateDir {
                 return Ok(());
             }
             let same_store =
-                crate::format::marker::read(&other).is_ok_and(|m| m.store_id == store_id);
+                crate::folder::read_marker(&other).is_ok_and(|m| m.store_id == store_id);
             if same_store && std::fs::canonicalize(&other).is_ok_and(|o| o == other) {
                 return Err(Error::CopiedStore {
                     path: here,
@@ -213,7 +214,7 @@ impl StateDir {
 
     /// The `init` of `store_id` finished.
     pub(crate) fn end_init(&self, store_id: &str) {
-        let _ = std::fs::remove_file(self.store_dir(store_id).join(INIT_PENDING));
+        let _ = crate::fs::remove(self.store_dir(store_id).join(INIT_PENDING));
     }
 
     /// Takes the writer lock of `store_id`, waiting for another writer of this state to finish.

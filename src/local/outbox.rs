@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use automerge::{Change, ChangeHash};
 
 use crate::folder::names;
-use crate::folder::scan::OPS_DIR;
 use crate::format::opfile;
 use crate::fs;
 
@@ -36,7 +35,7 @@ pub(crate) struct Kept {
 impl Kept {
     /// Its path in the store, `/`-separated.
     pub(crate) fn rel(&self) -> String {
-        format!("{OPS_DIR}/{}/{}", self.actor, self.name)
+        crate::folder::op_rel(&self.actor, &self.name)
     }
 
     /// Its bytes, if they still match the hash in its name.
@@ -64,7 +63,7 @@ impl Kept {
 
     /// Forgets it.
     pub(crate) fn release(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        let _ = crate::fs::remove(&self.path);
     }
 }
 

@@ -51,13 +51,7 @@ pub(crate) fn load(store: &Path, entry: &OpEntry) -> Result<Loaded, Problem> {
             "content does not match the hash in its name (damaged or truncated)".into(),
         ));
     }
-    let envelope = opfile::decode(&bytes).map_err(|e| {
-        let kind = match e {
-            opfile::DecodeError::Newer(_) => ProblemKind::Newer,
-            _ => ProblemKind::Damaged,
-        };
-        skip(kind, e.to_string())
-    })?;
+    let envelope = opfile::decode(&bytes).map_err(|e| skip(e.kind(), e.to_string()))?;
     let change = Change::from_bytes(envelope.change).map_err(|e| {
         skip(
             ProblemKind::Damaged,

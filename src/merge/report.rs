@@ -61,15 +61,11 @@ pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Proble
     for rel in &scan.records {
         let Some(record) = std::fs::read(store.join(rel))
             .ok()
-            .and_then(|b| crate::format::snapshot::decode_record(&b))
+            .and_then(|b| crate::format::record::decode(&b).ok())
         else {
             continue; // reported as a problem file
         };
-        let snapshot_rel = format!(
-            "{}/{}",
-            crate::format::snapshot::SNAPSHOTS_DIR,
-            record.snapshot
-        );
+        let snapshot_rel = crate::folder::snapshot_rel(&record.snapshot);
         if state.files.contains(&snapshot_rel) {
             continue;
         }
@@ -95,8 +91,8 @@ pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Proble
             .join(crate::format::snapshot::FEATURE)
             .is_file();
     if compacted && out.is_empty() {
-        for actor in crate::format::beat::actors(store) {
-            let Some((rel, beat)) = crate::format::beat::latest(store, &actor) else {
+        for actor in crate::folder::beat_actors(store) {
+            let Some((rel, beat)) = crate::folder::latest_beat(store, &actor) else {
                 continue;
             };
             let lacking = beat

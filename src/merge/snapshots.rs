@@ -35,20 +35,14 @@ pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snaps
             let damaged = |reason: String| (ProblemKind::Damaged, reason);
             let bytes = std::fs::read(store.join(rel))
                 .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
-            let name = rel.rsplit('/').next().unwrap_or_default();
+            let name = crate::folder::snapshot_name(rel).unwrap_or_default();
             if crate::format::snapshot::file_name(&bytes) != name {
                 return Err(damaged(
                     "content does not match the hash in its name (damaged)".into(),
                 ));
             }
-            let snapshot = crate::format::snapshot::read(&bytes).map_err(|e| {
-                let kind = if e.newer {
-                    ProblemKind::Newer
-                } else {
-                    ProblemKind::Damaged
-                };
-                (kind, e.reason)
-            })?;
+            let snapshot =
+                crate::format::snapshot::decode(&bytes).map_err(|e| (e.kind(), e.to_string()))?;
             if snapshot.store != store_id {
                 return Err((ProblemKind::Foreign, "snapshot of another store".into()));
             }
@@ -84,16 +78,22 @@ pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snaps
         }
     }
     for rel in &scan.records {
-        let readable = std::fs::read(store.join(rel))
-            .ok()
-            .and_then(|b| crate::format::snapshot::decode_record(&b));
-        if readable.is_none() {
-            out.problems.push(Problem::new(
-                ProblemKind::Damaged,
+        let problem = match std::fs::read(store.join(rel)) {
+            Err(e) => Problem::new(
+                ProblemKind::Unreadable,
                 rel.clone(),
-                "not a readable compaction record (damaged, or of a newer version)",
-            ));
-        }
+                format!("unreadable: {e}"),
+            ),
+            Ok(bytes) => match crate::format::record::decode(&bytes) {
+                Ok(_) => continue,
+                Err(e) => Problem::new(
+                    e.kind(),
+                    rel.clone(),
+                    format!("not a readable compaction record: {e}"),
+                ),
+            },
+        };
+        out.problems.push(problem);
     }
     out
 }

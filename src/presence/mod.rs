@@ -18,6 +18,7 @@ use crate::folder::scan::{self};
 use crate::format::beat;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::beats;
+use crate::local::retention::{Retention, RETENTION_SECS};
 use crate::merge::state::MergedState;
 use crate::store::Store;
 use crate::store::{fresh_record, now};
@@ -45,9 +46,6 @@ pub struct Presence {
 
 /// The default presence threshold, in seconds.
 pub const DEFAULT_THRESHOLD_SECS: i64 = 300;
-/// A retention copy of a compacted document is kept until every other device has verified
-/// the snapshot, or this long (30 days) at most.
-pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
 
 /// The snapshots every other device (by its latest readable beat) has verified; `None`
 /// when there is no other device to ask.
@@ -113,8 +111,8 @@ impl Store {
         let verified: Vec<String> = state
             .files
             .iter()
-            .filter(|f| f.starts_with("snapshots/"))
-            .map(|f| f.trim_start_matches("snapshots/").to_string())
+            .filter_map(|f| crate::folder::snapshot_name(f))
+            .map(str::to_string)
             .collect();
         self.put_mem(Arc::new(state));
         let local = self.state.store_dir(&self.marker.store_id);
@@ -160,7 +158,7 @@ impl Store {
                 let stale_temp =
                     n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
                 if (beat::parse_name(&n).is_some() && n != name) || stale_temp {
-                    let _ = std::fs::remove_file(entry.path());
+                    let _ = crate::fs::remove(entry.path());
                 }
             }
         }
@@ -198,7 +196,7 @@ impl Store {
         let now = now();
         let mut out = Vec::new();
         let devices = self.root.join(beat::DEVICES_DIR);
-        let dirs: Vec<String> = beat::actors(&self.root)
+        let dirs: Vec<String> = crate::folder::beat_actors(&self.root)
             .into_iter()
             .filter(|n| !own.contains(n))
             .collect();
@@ -273,34 +271,22 @@ impl Store {
     /// [`RETENTION_SECS`] and its snapshot is in the folder (a clock that jumps ahead must not
     /// drop the only copy).
     pub(crate) fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
-        let dir = self
-            .state
-            .store_dir(&self.marker.store_id)
-            .join("retention");
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry
-                .file_name()
-                .to_string_lossy()
-                .replace(".automerge", ".sqlite");
-            let acknowledged = verified_by_all.as_ref().is_some_and(|v| v.contains(&name));
-            let age = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .map_or(0, |d| d.as_secs() as i64);
+        let retention = Retention::new(&self.state.store_dir(&self.marker.store_id));
+        for copy in retention.entries() {
+            let acknowledged = verified_by_all
+                .as_ref()
+                .is_some_and(|v| v.contains(&copy.snapshot));
             let in_folder = self
                 .root
-                .join(crate::format::snapshot::SNAPSHOTS_DIR)
-                .join(&name)
+                .join(crate::folder::snapshot_rel(&copy.snapshot))
                 .is_file();
-            if acknowledged || (in_folder && age > RETENTION_SECS) {
-                let _ = std::fs::remove_file(entry.path());
+            if acknowledged || (in_folder && copy.age_secs() > RETENTION_SECS) {
+                copy.release();
             }
         }
     }
 
     pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
-        beat::latest(&self.root, actor)
+        crate::folder::latest_beat(&self.root, actor)
     }
 }

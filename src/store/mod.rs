@@ -151,7 +151,10 @@ impl Store {
         let marker_path = root.join(MARKER);
         let (marker, fresh) = match std::fs::read(&marker_path) {
             Ok(bytes) => {
-                let marker = marker::decode(&bytes, &marker_path)?;
+                let marker = marker::decode(&bytes).map_err(|e| Error::Corrupt {
+                    path: marker_path.clone(),
+                    reason: e.to_string(),
+                })?;
                 // An init of this device that stopped half way (a crash) is finished now,
                 // as long as nothing was written to the store since.
                 if !state.init_pending(&marker.store_id) || has_history(&root) {
@@ -221,7 +224,7 @@ impl Store {
                 {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                        let _ = std::fs::remove_file(entry.path());
+                        let _ = crate::fs::remove(entry.path());
                     }
                 }
                 state.end_init(&store_id);
@@ -246,12 +249,12 @@ impl Store {
         let root = path.as_ref().to_path_buf();
         let state = StateDir::resolve(options.state_dir.as_deref())?;
         state.check_outside(&root)?;
-        let (marker, marker_problem) = match marker::read(&root) {
+        let (marker, marker_problem) = match crate::folder::read_marker(&root) {
             Ok(marker) => (marker, None),
             Err(e @ (Error::NoStore { .. } | Error::Corrupt { .. })) => {
                 let known = state.store_for_folder(&root).and_then(|id| {
                     let kept = state.kept_marker(&id)?;
-                    let marker = marker::decode(&kept, &root.join(MARKER)).ok()?;
+                    let marker = marker::decode(&kept).ok()?;
                     (marker.store_id == id).then_some(marker)
                 });
                 match known {
@@ -408,7 +411,9 @@ impl Store {
     pub fn check_writable(&self) -> Result<()> {
         if let Some(p) = &self.marker_problem {
             // `repair` may have put a missing marker back since.
-            if !marker::read(&self.root).is_ok_and(|m| m.store_id == self.marker.store_id) {
+            if !crate::folder::read_marker(&self.root)
+                .is_ok_and(|m| m.store_id == self.marker.store_id)
+            {
                 return Err(Error::Refused {
                     reason: p.reason.clone(),
                 });
@@ -422,7 +427,7 @@ impl Store {
                 ),
             });
         }
-        let (unknown, _) = marker::read_features(&self.root)?;
+        let (unknown, _) = crate::folder::read_features(&self.root)?;
         if let Some(feature) = unknown.first() {
             return Err(Error::NeedsNewer {
                 reason: format!("it uses the feature {feature:?}"),
@@ -474,18 +479,18 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
             .flatten()
         {
             if ours || f.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let _ = std::fs::remove_file(f.path());
+                let _ = crate::fs::remove(f.path());
             }
         }
         // Only folders this init emptied go.
-        let _ = std::fs::remove_dir(dir.path());
+        crate::fs::remove_empty_dir(&dir.path());
     }
-    let _ = std::fs::remove_file(root.join(MARKER));
+    let _ = crate::fs::remove(root.join(MARKER));
     for dir in [OPS_DIR, marker::FEATURES_DIR] {
-        let _ = std::fs::remove_dir(root.join(dir));
+        crate::fs::remove_empty_dir(&root.join(dir));
     }
     let _ = fs::sync_dir(root);
-    let _ = std::fs::remove_dir_all(state.store_dir(store_id));
+    let _ = crate::fs::remove_local_tree(&state.store_dir(store_id));
 }
 
 pub(crate) fn now() -> i64 {

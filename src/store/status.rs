@@ -55,8 +55,7 @@ pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
     let mut paths: HashMap<(&str, u64), &str> =
         HashMap::with_capacity(state.files.len() + state.covered.len());
     for rel in state.files.iter().chain(&state.covered) {
-        let mut parts = rel.split('/').skip(1);
-        if let (Some(actor), Some(name)) = (parts.next(), parts.next()) {
+        if let Some((actor, name)) = crate::folder::split_op_rel(rel) {
             if let Some(op) = names::parse_op_name(name) {
                 paths.insert((actor, op.seq), rel);
             }

@@ -351,7 +351,7 @@ impl Store {
             hash: hash.to_string(),
             actor: record.actor.clone(),
             seq,
-            path: format!("{OPS_DIR}/{}/{name}", record.actor),
+            path: crate::folder::op_rel(&record.actor, &name),
         })
     }
 
@@ -423,7 +423,7 @@ impl Store {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                        let _ = std::fs::remove_file(entry.path());
+                        let _ = crate::fs::remove(entry.path());
                     }
                 }
             }

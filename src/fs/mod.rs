@@ -1,4 +1,5 @@
-//! The one seam through which crdtdir changes the file system.
+//! The one seam through which crdtdir changes the file system: every write and every
+//! deletion, in the synced folder and in local state, goes through a function here.
 //!
 //! Every file crdtdir publishes in the synced folder appears under its final name only when
 //! complete: write a temp file in the same folder, fsync it, make it read-only, rename it into
@@ -11,6 +12,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+pub mod fault;
 
 /// Every temp file crdtdir creates in the synced folder starts with this.
 pub(crate) const TEMP_PREFIX: &str = ".crdtdir-";
@@ -158,5 +161,28 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
         // itself was flushed (MoveFileEx with write-through is what std uses).
         let _ = dir;
         Ok(())
+    }
+}
+
+/// Removes a file crdtdir may remove: its own temps, op files and beats, the files a
+/// verified compaction folds in, local state. A file already gone is no error.
+pub(crate) fn remove(path: impl AsRef<Path>) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Removes a folder only if it is empty (one crdtdir made and left empty); a folder with
+/// anything in it stays, and that is no error.
+pub(crate) fn remove_empty_dir(path: &Path) {
+    let _ = fs::remove_dir(path);
+}
+
+/// Removes a folder of local state and everything in it. Never used in the synced folder.
+pub(crate) fn remove_local_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
