@@ -54,11 +54,31 @@ pub enum Error {
     /// The caller's change closure returned an error; nothing was written.
     #[error("change aborted: {0}")]
     Aborted(Box<dyn std::error::Error + Send + Sync>),
-    /// Automerge refused an operation on the local document.
-    #[error("automerge: {0}")]
-    Automerge(#[from] automerge::AutomergeError),
-    /// The operation was refused to keep the user's data safe (another device looks online,
-    /// no confirmation, an incomplete view); nothing was changed.
+    /// Compaction was refused: another device looks online, and compaction deletes files a
+    /// device that is still writing may build on. Nothing was changed.
+    #[error(
+        "refused: another device looks online: {}; compact when it is not",
+        online_list(devices)
+    )]
+    NotAlone {
+        /// The devices that look online.
+        devices: Vec<crate::Presence>,
+    },
+    /// Compaction was refused: the user did not confirm it. Nothing was changed.
+    #[error("refused: compaction was not confirmed; nothing changed")]
+    NotConfirmed,
+    /// Refused because this device's view may lack history the folder once had (a
+    /// compaction record without its snapshot): compacting or repairing from it could drop
+    /// what only another device still has. Nothing was changed.
+    #[error("refused: this view is incomplete ({path}: {reason}); run `crdtdir repair` on a device that has the history")]
+    Incomplete {
+        /// The file that shows the gap (a compaction record, a heartbeat).
+        path: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// Refused to keep the user's data safe for another reason (the store marker is gone
+    /// or damaged; the local state dir is inside the synced folder). Nothing was changed.
     #[error("refused: {reason}")]
     Refused {
         /// Why.
@@ -104,7 +124,12 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Error::NeedsNewer { .. } | Error::Refused { .. } | Error::CopiedStore { .. }
+            Error::NeedsNewer { .. }
+                | Error::NotAlone { .. }
+                | Error::NotConfirmed
+                | Error::Incomplete { .. }
+                | Error::Refused { .. }
+                | Error::CopiedStore { .. }
         )
     }
 
@@ -112,6 +137,14 @@ impl Error {
         let path = path.into();
         move |source| Error::Io { path, source }
     }
+}
+
+fn online_list(devices: &[crate::Presence]) -> String {
+    let names: Vec<String> = devices
+        .iter()
+        .map(|p| format!("{} (beat changed {} s ago)", p.name, p.seen_secs_ago))
+        .collect();
+    names.join(", ")
 }
 
 /// Shorthand for results of this crate.

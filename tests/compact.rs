@@ -169,7 +169,10 @@ fn deletions_without_the_snapshot_lose_nothing_and_repair_restores_it() {
             view.report()
         );
         assert!(
-            cold_dev.open(&store).compact_plan(300).is_err(),
+            matches!(
+                cold_dev.open(&store).compact_plan(300),
+                Err(crdtdir::Error::Incomplete { .. })
+            ),
             "compact refuses an incomplete view"
         );
         // The warm device holds every head the record names: its view is complete, and it
@@ -473,4 +476,89 @@ fn a_snapshot_or_op_file_completed_in_place_is_read_again() {
     assert!(report.problems.is_empty(), "{report:?}");
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["m"]["late"], json!(7));
+}
+
+/// The library refuses compaction with typed errors an app can match on, and changes
+/// nothing: another device that looks online (`NotAlone`), no confirmation (`NotConfirmed`).
+#[test]
+fn compaction_refusals_are_typed_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let before = (tree(&store), tree(&devices[0].state));
+    // Nobody else beats yet: alone, but not confirmed.
+    let asked = std::cell::Cell::new(false);
+    let refused = devices[0].open(&store).compact_if_alone(
+        300,
+        |plan| {
+            asked.set(true);
+            assert!(plan.op_files > 0, "{plan:?}");
+            false
+        },
+        |_| {},
+    );
+    assert!(asked.get(), "the plan was shown");
+    assert!(
+        matches!(refused, Err(crdtdir::Error::NotConfirmed)),
+        "{refused:?}"
+    );
+    assert!(refused.unwrap_err().is_refusal());
+    assert_eq!(before.0, tree(&store), "a refusal leaves the folder");
+    // Device b says it is alive: a's compaction is refused before anything is asked.
+    devices[1].open(&store).beat().unwrap();
+    let before = tree(&store);
+    let refused = devices[0].open(&store).compact_if_alone(
+        300,
+        |_| panic!("not asked while b is online"),
+        |_| {},
+    );
+    match refused {
+        Err(crdtdir::Error::NotAlone { devices: online }) => {
+            assert_eq!(online.len(), 1);
+            assert_eq!(online[0].name, "b");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(before, tree(&store), "a refusal leaves the folder");
+    // Alone again by the rule (threshold 0 and b's beat seen before): confirmed, done.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let done = devices[0]
+        .open(&store)
+        .compact_if_alone(0, |_| true, |_| {})
+        .unwrap();
+    assert!(done.snapshot.is_some());
+}
+
+/// A compaction record of a newer version is reported as newer (not as damage), like every
+/// other kind of file, and does not make the view incomplete.
+#[test]
+fn a_newer_compaction_record_is_reported_as_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let before = merged(&devices[0], &store);
+    let mut record = Vec::new();
+    let value = ciborium::Value::Map(vec![
+        ("v".into(), 2.into()),
+        (
+            "snapshot".into(),
+            "0123456789abcdef0123456789abcdef.sqlite".into(),
+        ),
+    ]);
+    ciborium::into_writer(&value, &mut record).unwrap();
+    let name = "snapshots/0123456789abcdef0123456789abcdef.record";
+    std::fs::create_dir_all(store.join("snapshots")).unwrap();
+    std::fs::write(store.join(name), &record).unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let view = Device::new(fresh.path(), "fresh")
+        .open(&store)
+        .read()
+        .unwrap();
+    let problem = view
+        .report()
+        .problems
+        .iter()
+        .find(|p| p.path == name)
+        .unwrap_or_else(|| panic!("{name} not reported: {:?}", view.report()));
+    assert_eq!(problem.kind, crdtdir::ProblemKind::Newer, "{problem:?}");
+    assert!(view.is_complete(), "{:?}", view.report());
+    assert_eq!(serde_json::to_string(&view.to_json()).unwrap(), before);
 }

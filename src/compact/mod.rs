@@ -1,7 +1,10 @@
-//! Compaction and repair. The safety order of compaction is documented on
-//! [`Store::compact`], where docs.rs shows it. `repair` writes back, as a new snapshot that
-//! deletes nothing, any change this device holds that neither a valid snapshot nor an op
-//! file in the folder provides.
+//! Compaction: the safety order is documented on [`Store::compact`], where docs.rs shows it;
+//! [`Store::compact_if_alone`] adds the checks a user's request needs. Repair
+//! ([`repair`]) shares its snapshot publishing.
+
+mod repair;
+
+pub use self::repair::Repaired;
 
 use std::time::Instant;
 
@@ -11,13 +14,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::scan::{self, Scan};
-use crate::format::marker::{FEATURES_DIR, MARKER};
+use crate::format::marker::FEATURES_DIR;
 use crate::format::record::{self, Record};
 use crate::format::snapshot::{self, NewSnapshot, SNAPSHOTS_DIR};
 use crate::fs;
 use crate::local::retention::Retention;
 use crate::merge::state::MergedState;
-use crate::merge::{self};
 use crate::presence::Presence;
 use crate::render;
 use crate::store::{fresh_record, now, Store};
@@ -34,25 +36,6 @@ pub struct CompactPlan {
     pub snapshots: usize,
     /// The other devices, as their heartbeats show them.
     pub others: Vec<Presence>,
-}
-
-/// What `repair` wrote back.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Repaired {
-    /// The store marker was missing and was written again, as it was (same store id).
-    pub marker_restored: bool,
-    /// This device's own op files published again (paths in the store).
-    pub republished: Vec<String>,
-    /// The snapshot written with the changes no file in the folder provides, if any.
-    pub snapshot: Option<String>,
-}
-
-impl Repaired {
-    /// True when the folder already provided everything this device has.
-    pub fn is_empty(&self) -> bool {
-        !self.marker_restored && self.republished.is_empty() && self.snapshot.is_none()
-    }
 }
 
 /// Where a compaction is.
@@ -89,6 +72,40 @@ pub struct CompactOutcome {
 }
 
 impl Store {
+    /// Compacts the way a user asked to should be: refused with [`Error::NotAlone`] while
+    /// another device looks online (its heartbeat changed within `threshold_secs`, see
+    /// [`Store::presence`]), then only if `confirm` approves the plan (the CLI asks on the
+    /// terminal; `--yes` approves) — else [`Error::NotConfirmed`] — and then as
+    /// [`Store::compact_with_progress`]. Nothing changes when it is refused.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, Some(&serde_json::json!({"n": 1})))?;
+    /// let refused = store.compact_if_alone(300, |_plan| false, |_| {});
+    /// assert!(matches!(refused, Err(crdtdir::Error::NotConfirmed)));
+    /// let done = store.compact_if_alone(300, |plan| plan.op_files > 0, |_| {})?;
+    /// assert!(done.snapshot.is_some());
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn compact_if_alone(
+        &self,
+        threshold_secs: i64,
+        confirm: impl FnOnce(&CompactPlan) -> bool,
+        progress: impl FnMut(Progress),
+    ) -> Result<CompactOutcome> {
+        self.check_writable()?;
+        let plan = self.compact_plan(threshold_secs)?;
+        let online: Vec<Presence> = plan.others.iter().filter(|p| p.online).cloned().collect();
+        if !online.is_empty() {
+            return Err(Error::NotAlone { devices: online });
+        }
+        if !confirm(&plan) {
+            return Err(Error::NotConfirmed);
+        }
+        self.compact_with_progress(progress)
+    }
+
     /// What `compact` would fold; refuses when this device's view is incomplete (a record
     /// without its snapshot): compacting then could drop history that only another device
     /// still has.
@@ -96,8 +113,9 @@ impl Store {
         let scan = scan::scan(&self.root);
         let (state, report, _) = self.merged(&scan, true);
         if let Some(gap) = report.incomplete.first() {
-            return Err(Error::Refused {
-                reason: format!("this view is incomplete ({}: {}); run `crdtdir repair` on a device that has the history", gap.path, gap.reason),
+            return Err(Error::Incomplete {
+                path: gap.path.clone(),
+                reason: gap.reason.clone(),
             });
         }
         let (ops, snaps) = folded(&scan, &state);
@@ -146,11 +164,9 @@ impl Store {
         let scan = scan::scan(&self.root);
         let (state, report, _) = self.merged(&scan, false);
         if let Some(gap) = report.incomplete.first() {
-            return Err(Error::Refused {
-                reason: format!(
-                    "this view is incomplete ({}); run `crdtdir repair` first",
-                    gap.path
-                ),
+            return Err(Error::Incomplete {
+                path: gap.path.clone(),
+                reason: gap.reason.clone(),
             });
         }
         let (ops, snaps) = folded(&scan, &state);
@@ -221,45 +237,8 @@ impl Store {
         })
     }
 
-    /// Publishes again this device's own op files that the folder lost (from its outbox, with
-    /// the same bytes and names), then writes back, as a new snapshot that deletes nothing,
-    /// every other change this device holds (in its cache or its retention copies) that no
-    /// valid snapshot or op file in the folder provides.
-    pub fn repair(&self) -> Result<Repaired> {
-        let marker_restored = self.restore_marker()?;
-        self.check_writable()?;
-        let device = self.state.device_name(self.device.as_deref())?;
-        let _lock = self.state.lock(&self.marker.store_id)?;
-        // Own op files the folder lost come back as they were.
-        let record = self.state.read_record(&self.marker.store_id);
-        let republished = self.republish(record.as_ref())?;
-        let scan = scan::scan(&self.root);
-        let (state, _, _) = self.merged(&scan, false);
-        let mut doc = state.doc.clone();
-        for retained in Retention::new(&self.state.store_dir(&self.marker.store_id)).documents() {
-            let mut other = retained;
-            let _ = doc.merge(&mut other);
-        }
-        // What the folder alone provides.
-        let (folder, _) = merge::merge_cold(&self.root, &self.marker.store_id, &scan, None);
-        let lacking = folder.doc.get_missing_deps(&doc.get_heads());
-        if lacking.is_empty() {
-            return Ok(Repaired {
-                marker_restored,
-                republished,
-                snapshot: None,
-            });
-        }
-        let name = self.publish_snapshot(&doc, &device, &[], &[])?;
-        Ok(Repaired {
-            marker_restored,
-            republished,
-            snapshot: Some(crate::folder::snapshot_rel(&name)),
-        })
-    }
-
     /// Steps 1–4: build, publish, verify, retain, record. Returns the snapshot's name.
-    fn publish_snapshot(
+    pub(crate) fn publish_snapshot(
         &self,
         doc: &Automerge,
         device: &str,
@@ -340,22 +319,6 @@ impl Store {
             .and_then(|()| fault::at("recorded"))
             .map_err(Error::io(&record_path))?;
         Ok(name)
-    }
-
-    /// Writes the store marker again, byte for byte from this device's copy, if it is missing
-    /// and this store was opened from what this device knows. A damaged marker is left as
-    /// it is.
-    fn restore_marker(&self) -> Result<bool> {
-        if self.marker_problem.is_none() || self.root.join(MARKER).exists() {
-            return Ok(false);
-        }
-        let path = self.root.join(MARKER);
-        let Some(bytes) = self.state.kept_marker(&self.marker.store_id) else {
-            return Ok(false);
-        };
-        let staged =
-            fs::stage(&self.root, &self.marker.store_id, &bytes).map_err(Error::io(&self.root))?;
-        fs::publish_new(staged, &path).map_err(Error::io(&path))
     }
 
     fn ensure_feature(&self, owner: &str) -> Result<()> {

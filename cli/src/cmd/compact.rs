@@ -1,0 +1,106 @@
+//! `crdtdir compact`: fold the history into one SQLite snapshot, when this device is alone.
+//! The library refuses while another device looks online and without confirmation
+//! (`Store::compact_if_alone`); this asks on a terminal, or takes `--yes`.
+
+use std::io::IsTerminal;
+
+use crdtdir::{CompactPlan, Store};
+
+use crate::output::{ago, print_json, to_json, Failure};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Confirm without asking (for scripts).
+    #[arg(long)]
+    yes: bool,
+    /// Another device counts as possibly online if seen within SECS (default 300).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]
+    threshold: Option<i64>,
+}
+
+pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
+    let threshold = args.threshold.unwrap_or(crdtdir::DEFAULT_THRESHOLD_SECS);
+    // Why a confirmation was not given, when it was not.
+    let mut unasked: Option<&str> = None;
+    let mut stdin_error: Option<std::io::Error> = None;
+    let confirm = |plan: &CompactPlan| {
+        if args.yes {
+            return true;
+        }
+        if !std::io::stdin().is_terminal() {
+            unasked = Some("compaction needs confirmation: run it on a terminal, or pass --yes");
+            return false;
+        }
+        eprint!("{}", question(plan));
+        let mut answer = String::new();
+        if let Err(e) = std::io::stdin().read_line(&mut answer) {
+            stdin_error = Some(e);
+            return false;
+        }
+        matches!(answer.trim(), "y" | "Y" | "yes")
+    };
+    // A progress bar on a terminal once compaction starts: deleting 100,000 files takes a
+    // while.
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let outcome = store.compact_if_alone(threshold, confirm, |p| {
+        if bar.is_none() && std::io::stderr().is_terminal() {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_message("building and verifying the snapshot");
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar = Some(b);
+        }
+        if let (Some(bar), crdtdir::Progress::Deleting { done, total }) = (&bar, p) {
+            bar.set_message(format!("deleting folded op files: {done} of {total}"));
+        }
+    });
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let refuse = |message: String| Failure { code: 3, message };
+    let outcome = match outcome {
+        Err(crdtdir::Error::NotAlone { devices }) => {
+            let online: Vec<String> = devices
+                .iter()
+                .map(|p| format!("{} (beat changed {} ago)", p.name, ago(p.seen_secs_ago)))
+                .collect();
+            return Err(refuse(format!(
+                "refused: another device looks online: {}; compact when it is not",
+                online.join(", ")
+            )));
+        }
+        Err(crdtdir::Error::NotConfirmed) => {
+            if let Some(e) = stdin_error {
+                return Err(crate::output::fail(format!("stdin: {e}")));
+            }
+            return Err(refuse(match unasked {
+                Some(why) => format!("refused: {why}"),
+                None => "refused: not confirmed; nothing changed".into(),
+            }));
+        }
+        other => other?,
+    };
+    print_json(&to_json(&outcome)?, false)
+}
+
+/// What the user is asked before compaction.
+fn question(plan: &CompactPlan) -> String {
+    let others: Vec<String> = plan
+        .others
+        .iter()
+        .map(|p| {
+            format!(
+                "{} last seen {} ago, has not merged {} changes",
+                p.name,
+                ago(p.seen_secs_ago),
+                p.unmerged
+            )
+        })
+        .collect();
+    format!(
+        "It looks like you are the only device online{}. Fold {} op files ({:.1} MB){} into a snapshot? [y/N] ",
+        if others.is_empty() { String::new() } else { format!(" ({})", others.join("; ")) },
+        plan.op_files,
+        plan.op_bytes as f64 / 1e6,
+        if plan.snapshots > 0 { format!(" and {} snapshot(s)", plan.snapshots) } else { String::new() },
+    )
+}

@@ -1,0 +1,25 @@
+//! `crdtdir init`: make the folder a new store.
+
+use std::path::{Path, PathBuf};
+
+use crdtdir::{Options, Store};
+use serde_json::json;
+
+use crate::output::{parse_value, print_json, read_input, Failure};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Write this JSON object as the document's first change.
+    #[arg(long, value_name = "FILE.json")]
+    from: Option<PathBuf>,
+}
+
+pub(crate) fn run(folder: &Path, opts: Options, args: &Args) -> Result<Store, Failure> {
+    let initial = match &args.from {
+        Some(f) => Some(parse_value(&read_input(&f.to_string_lossy())?)?),
+        None => None,
+    };
+    let store = Store::init(folder, opts, initial.as_ref())?;
+    print_json(&json!({"store": store.path(), "id": store.id()}), false)?;
+    Ok(store)
+}

@@ -1,0 +1,11 @@
+//! One module per command: its arguments and what it does.
+
+pub(crate) mod append;
+pub(crate) mod compact;
+pub(crate) mod demo;
+pub(crate) mod get;
+pub(crate) mod init;
+pub(crate) mod log;
+pub(crate) mod merge;
+pub(crate) mod repair;
+pub(crate) mod status;

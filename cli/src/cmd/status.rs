@@ -1,0 +1,112 @@
+//! `crdtdir status`: devices (and which look online), problem files, forks, quarantined and
+//! waiting changes.
+
+use crdtdir::Store;
+
+use crate::output::{ago, print_json, to_json, unprovided_line, Failure};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// A device counts as possibly online if seen within SECS (default 300).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]
+    threshold: Option<i64>,
+}
+
+pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
+    let mut status = store.status()?;
+    if let Some(secs) = args.threshold {
+        status.presence = store.presence(secs)?;
+    }
+    if args.json {
+        print_json(&to_json(&status)?, true)
+    } else {
+        print_status(&status);
+        Ok(())
+    }
+}
+
+fn print_status(s: &crdtdir::Status) {
+    println!(
+        "store {} (format {}), {} change(s)",
+        s.store_id, s.format, s.changes
+    );
+    if let Some(why) = &s.read_only {
+        println!("read-only here: {why}");
+    }
+    println!("devices ({}):", s.devices.len());
+    for d in &s.devices {
+        let seqs: Vec<String> = d
+            .max_seq
+            .iter()
+            .map(|(a, q)| format!("{}…@{q}", &a[..a.len().min(8)]))
+            .collect();
+        println!(
+            "  {:<24} {} change(s), actors {}",
+            d.name,
+            d.ops,
+            seqs.join(", ")
+        );
+    }
+    if !s.presence.is_empty() {
+        println!("other devices' heartbeats:");
+    }
+    for p in &s.presence {
+        let state = if p.online { "may be online" } else { "offline" };
+        println!(
+            "  {:<24} {state}: beat changed {} ago here, its clock said {} ago; has not merged {} of your changes",
+            p.name,
+            ago(p.seen_secs_ago),
+            ago(p.beat_secs_ago),
+            p.unmerged
+        );
+    }
+    let r = &s.report;
+    for gap in &r.incomplete {
+        println!("INCOMPLETE: {}: {}", gap.path, gap.reason);
+    }
+    if !r.unknown_features.is_empty() {
+        println!("unknown features: {}", r.unknown_features.join(", "));
+    }
+    if !r.problems.is_empty() {
+        println!("skipped files ({}):", r.problems.len());
+        for p in &r.problems {
+            println!("  {}: {}", p.path, p.reason);
+        }
+    }
+    for f in &r.forks {
+        println!(
+            "fork: actor {} seq {}: kept {}, rebased {}",
+            f.actor,
+            f.seq,
+            f.kept,
+            f.rebased.join(", ")
+        );
+    }
+    if !r.rebased.is_empty() {
+        println!(
+            "rebased changes ({}): edits that lost a fork, kept under new actors",
+            r.rebased.len()
+        );
+        for x in &r.rebased {
+            println!("  {}: {} -> {}", x.path, x.from, x.to);
+        }
+    }
+    if !r.quarantined.is_empty() {
+        println!("quarantined changes ({}):", r.quarantined.len());
+        for p in &r.quarantined {
+            println!("  {}: {}", p.path, p.reason);
+        }
+    }
+    if !r.waiting.is_empty() {
+        println!("waiting for dependencies ({}):", r.waiting.len());
+        for w in &r.waiting {
+            println!("  {}: missing {}", w.path, w.missing.join(", "));
+        }
+    }
+    if r.unprovided > 0 {
+        println!("{}", unprovided_line(r.unprovided));
+    }
+}

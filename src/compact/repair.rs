@@ -1,0 +1,88 @@
+//! `repair`: writes back, as a new snapshot that deletes nothing, any change this device
+//! holds that neither a valid snapshot nor an op file in the folder provides; publishes again
+//! this device's own op files and the store marker the folder lost.
+
+use automerge::ReadDoc;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::folder::scan;
+use crate::format::marker::MARKER;
+use crate::fs;
+use crate::local::retention::Retention;
+use crate::merge;
+use crate::store::Store;
+
+/// What `repair` wrote back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Repaired {
+    /// The store marker was missing and was written again, as it was (same store id).
+    pub marker_restored: bool,
+    /// This device's own op files published again (paths in the store).
+    pub republished: Vec<String>,
+    /// The snapshot written with the changes no file in the folder provides, if any.
+    pub snapshot: Option<String>,
+}
+
+impl Repaired {
+    /// True when the folder already provided everything this device has.
+    pub fn is_empty(&self) -> bool {
+        !self.marker_restored && self.republished.is_empty() && self.snapshot.is_none()
+    }
+}
+
+impl Store {
+    /// Publishes again this device's own op files that the folder lost (from its outbox, with
+    /// the same bytes and names), then writes back, as a new snapshot that deletes nothing,
+    /// every other change this device holds (in its cache or its retention copies) that no
+    /// valid snapshot or op file in the folder provides.
+    pub fn repair(&self) -> Result<Repaired> {
+        let marker_restored = self.restore_marker()?;
+        self.check_writable()?;
+        let device = self.state.device_name(self.device.as_deref())?;
+        let _lock = self.state.lock(&self.marker.store_id)?;
+        // Own op files the folder lost come back as they were.
+        let record = self.state.read_record(&self.marker.store_id);
+        let republished = self.republish(record.as_ref())?;
+        let scan = scan::scan(&self.root);
+        let (state, _, _) = self.merged(&scan, false);
+        let mut doc = state.doc.clone();
+        for retained in Retention::new(&self.state.store_dir(&self.marker.store_id)).documents() {
+            let mut other = retained;
+            let _ = doc.merge(&mut other);
+        }
+        // What the folder alone provides.
+        let (folder, _) = merge::merge_cold(&self.root, &self.marker.store_id, &scan, None);
+        let lacking = folder.doc.get_missing_deps(&doc.get_heads());
+        if lacking.is_empty() {
+            return Ok(Repaired {
+                marker_restored,
+                republished,
+                snapshot: None,
+            });
+        }
+        let name = self.publish_snapshot(&doc, &device, &[], &[])?;
+        Ok(Repaired {
+            marker_restored,
+            republished,
+            snapshot: Some(crate::folder::snapshot_rel(&name)),
+        })
+    }
+
+    /// Writes the store marker again, byte for byte from this device's copy, if it is missing
+    /// and this store was opened from what this device knows. A damaged marker is left as
+    /// it is.
+    pub(crate) fn restore_marker(&self) -> Result<bool> {
+        if self.marker_problem.is_none() || self.root.join(MARKER).exists() {
+            return Ok(false);
+        }
+        let path = self.root.join(MARKER);
+        let Some(bytes) = self.state.kept_marker(&self.marker.store_id) else {
+            return Ok(false);
+        };
+        let staged =
+            fs::stage(&self.root, &self.marker.store_id, &bytes).map_err(Error::io(&self.root))?;
+        fs::publish_new(staged, &path).map_err(Error::io(&path))
+    }
+}
