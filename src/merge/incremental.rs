@@ -9,7 +9,7 @@ use automerge::{ActorId, ReadDoc};
 use super::state::MergedState;
 
 use super::report::waiting_for;
-use super::{gaps, into_state, load_all, merge_loaded, pending, scan_report, seq_taken, Base};
+use super::{finish, into_state, load_all, merge_loaded, pending, scan_report, seq_taken, Base};
 use crate::folder::scan::{OpEntry, Scan};
 use crate::report::{MergeReport, Problem, ProblemKind};
 
@@ -76,7 +76,6 @@ pub(crate) fn merge_incremental(
     report.forks = cached.forks.clone();
     report.rebased = cached.rebased.clone();
     report.quarantined = carried_quarantine;
-    report.unprovided = cached.unprovided;
     if loaded.is_empty() {
         // Nothing new to apply: what waits keeps waiting, as the cache already says.
         report.waiting = pending(&cached.waiting)
@@ -91,7 +90,7 @@ pub(crate) fn merge_incremental(
             })
             .collect();
         let changed = !new.is_empty();
-        report.incomplete = gaps(store, scan, &cached);
+        let report = finish(report, store, scan, &cached);
         return Some((cached, report, changed));
     }
     let MergedState {
@@ -149,11 +148,11 @@ pub(crate) fn merge_incremental(
     let (mut state, mut report) = into_state(merged, files, devices);
     state.quarantined = quarantined;
     state.forks = forks;
-    report.rebased = rebased.clone();
+    report.rebased.clone_from(&rebased);
     state.rebased = rebased;
     state.snapshots = snapshots;
     state.covered = covered;
     state.unprovided = unprovided;
-    report.incomplete = gaps(store, scan, &state);
+    let report = finish(report, store, scan, &state);
     Some((state, report, true))
 }

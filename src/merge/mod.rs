@@ -29,7 +29,7 @@ pub(crate) use self::incremental::merge_incremental;
 use self::load::pending;
 pub(crate) use self::load::{load_all, Loaded};
 use self::plan::dedup;
-use self::report::{gaps, scan_report, unprovided};
+use self::report::{finish, scan_report, unprovided};
 pub(crate) use self::snapshots::load_snapshots;
 use self::snapshots::Snapshots;
 use self::stream::{merge_streaming, STREAM_CHUNK};
@@ -195,13 +195,11 @@ pub(crate) fn merge_cold(
     });
     let (devices, carried_rebased) = carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
     let files: Vec<String> = snaps.valid.iter().map(|s| s.rel.clone()).collect();
-    let (mut state, mut report) = into_state(merged, files, devices);
+    let (mut state, report) = into_state(merged, files, devices);
     // What the snapshots fold in counts as merged: their op files are never read again.
     state.covered = covered.iter().map(|p| p.to_string()).collect();
     state.covered.sort_unstable();
     state.unprovided = unprovided;
-    report.unprovided = unprovided;
-    report.incomplete = gaps(store, scan, &state);
     state.quarantined = quarantined;
     // Rewrites this device made before stay known even when their originals are gone.
     for r in carried_rebased {
@@ -210,6 +208,7 @@ pub(crate) fn merge_cold(
         }
     }
     state.snapshots = scan.snapshot_fingerprints(store);
+    let report = finish(report, store, scan, &state);
     (state, report)
 }
 

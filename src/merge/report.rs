@@ -145,3 +145,16 @@ pub(super) fn waiting_for(l: &Loaded, applied: impl Fn(&ChangeHash) -> bool) -> 
             .collect(),
     }
 }
+
+/// The last step of every merge's report, one rule for all: what the folder no longer
+/// provides (the state's count), and why the view may be incomplete ([`gaps`]).
+pub(super) fn finish(
+    mut report: MergeReport,
+    store: &Path,
+    scan: &Scan,
+    state: &MergedState,
+) -> MergeReport {
+    report.unprovided = state.unprovided;
+    report.incomplete = gaps(store, scan, state);
+    report
+}
