@@ -10,13 +10,7 @@
 //! STATE/stores/<store id>/folder     UTF-8 text: the canonical path of the store's folder on
 //!                                    this device (a second folder with the same store id is
 //!                                    refused while the first still holds the store)
-//! STATE/stores/<store id>/writer     CBOR map, replaced atomically (temp, fsync, rename):
-//!   "v"       unsigned integer   record version (= 1)
-//!   "actor"   text string        the actor this device writes with, lowercase hex
-//!   "seq"     unsigned integer   the last seq written with that actor (recorded BEFORE the
-//!                                op file appears, so no seq is ever handed out twice)
-//!   "hash"    text string        the Automerge hash of that change ("" before the first)
-//!   "retired" array of text      actors this device wrote with before (it owns their temps)
+//! STATE/stores/<store id>/writer     the writer record (`writer.rs`)
 //! ```
 //! STATE is `--state-dir` / `CRDTDIR_STATE_DIR`, else the OS data directory.
 
@@ -24,11 +18,12 @@ pub(crate) mod beats;
 pub(crate) mod cache;
 pub(crate) mod outbox;
 pub(crate) mod retention;
+pub(crate) mod writer;
+
+pub(crate) use self::writer::WriterRecord;
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-
-use ciborium::Value;
 
 use crate::error::{Error, Result};
 use crate::fs;
@@ -40,15 +35,6 @@ const INIT_PENDING: &str = "init-pending";
 pub const STATE_DIR_ENV: &str = "CRDTDIR_STATE_DIR";
 /// Environment variable naming this device.
 pub const DEVICE_ENV: &str = "CRDTDIR_DEVICE";
-
-/// The writer's durable record for one store.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct WriterRecord {
-    pub(crate) actor: String,
-    pub(crate) seq: u64,
-    pub(crate) hash: String,
-    pub(crate) retired: Vec<String>,
-}
 
 /// The local state directory of one device.
 #[derive(Debug, Clone)]
@@ -236,13 +222,13 @@ impl StateDir {
     /// unknown version): the caller then proves nothing and must use a fresh actor.
     pub(crate) fn read_record(&self, store_id: &str) -> Option<WriterRecord> {
         let bytes = std::fs::read(self.store_dir(store_id).join("writer")).ok()?;
-        decode_record(&bytes)
+        writer::decode(&bytes)
     }
 
     /// Durably replaces the writer record.
     pub(crate) fn write_record(&self, store_id: &str, record: &WriterRecord) -> Result<()> {
         let path = self.store_dir(store_id).join("writer");
-        fs::replace_local(&path, &encode_record(record)).map_err(Error::io(&path))
+        fs::replace_local(&path, &writer::encode(record)).map_err(Error::io(&path))
     }
 }
 
@@ -261,44 +247,6 @@ fn check_device_name(name: &str) -> Result<String> {
         return Err(bad("it contains control characters"));
     }
     Ok(name.to_string())
-}
-
-fn encode_record(r: &WriterRecord) -> Vec<u8> {
-    let value = Value::Map(vec![
-        (Value::Text("v".into()), Value::Integer(1.into())),
-        (Value::Text("actor".into()), Value::Text(r.actor.clone())),
-        (Value::Text("seq".into()), Value::Integer(r.seq.into())),
-        (Value::Text("hash".into()), Value::Text(r.hash.clone())),
-        (
-            Value::Text("retired".into()),
-            Value::Array(r.retired.iter().map(|a| Value::Text(a.clone())).collect()),
-        ),
-    ]);
-    let mut out = Vec::new();
-    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
-    out
-}
-
-fn decode_record(bytes: &[u8]) -> Option<WriterRecord> {
-    let Value::Map(entries) = ciborium::from_reader::<Value, _>(bytes).ok()? else {
-        return None;
-    };
-    let field = |name: &str| crate::format::cbor::field(&entries, name);
-    if field("v")?.as_integer()? != 1.into() {
-        return None;
-    }
-    let text = |name: &str| field(name)?.as_text().map(str::to_string);
-    let retired = field("retired")?
-        .as_array()?
-        .iter()
-        .map(|v| v.as_text().map(str::to_string))
-        .collect::<Option<Vec<_>>>()?;
-    Some(WriterRecord {
-        actor: text("actor")?,
-        seq: u64::try_from(field("seq")?.as_integer()?).ok()?,
-        hash: text("hash")?,
-        retired,
-    })
 }
 
 /// `path` made absolute through its longest existing ancestor (symlinks resolved), the
@@ -358,21 +306,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn record_round_trip_and_torn_record() {
-        let r = WriterRecord {
-            actor: "00ff".into(),
-            seq: 42,
-            hash: "ab".into(),
-            retired: vec!["11".into()],
-        };
-        let bytes = encode_record(&r);
-        assert_eq!(decode_record(&bytes), Some(r));
-        for len in 0..bytes.len() {
-            assert_eq!(decode_record(&bytes[..len]), None);
-        }
-    }
 
     #[test]
     fn device_names_are_checked() {

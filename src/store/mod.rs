@@ -1,5 +1,6 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
+mod open;
 mod status;
 mod write;
 
@@ -17,17 +18,15 @@ use automerge::{Automerge, ChangeHash};
 use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
-use crate::fault;
-use crate::folder::scan::{self, OPS_DIR};
-use crate::format::marker::{self, Marker, FORMAT_VERSION, MARKER};
-use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::folder::scan::{self};
+use crate::format::marker::{Marker, FORMAT_VERSION};
 use crate::local::cache::Cache;
 use crate::local::StateDir;
 use crate::merge;
 use crate::merge::state::MergedState;
-use crate::patch::{self, PatchError, PatchOp};
+use crate::patch::{self, PatchError};
 use crate::render;
-use crate::report::{ChangeInfo, MergeReport, Problem, ProblemKind};
+use crate::report::{ChangeInfo, MergeReport, Problem};
 
 /// How a device opens a store.
 #[derive(Debug, Clone, Default)]
@@ -128,182 +127,6 @@ impl View {
 }
 
 impl Store {
-    /// Makes `path` a new store (creating the folder if needed). Nothing is written when it
-    /// fails: an existing store, or a folder that holds op files whose marker has not arrived.
-    ///
-    /// With `initial`, the document's first change writes that JSON object, so every device
-    /// starts from the same containers.
-    pub fn init(path: impl AsRef<Path>, options: Options, initial: Option<&Json>) -> Result<Store> {
-        let root = path.as_ref().to_path_buf();
-        if let Some(v) = initial {
-            if !v.is_object() {
-                return Err(PatchError::Path {
-                    path: String::new(),
-                    reason: "the initial document must be a JSON object".into(),
-                }
-                .into());
-            }
-        }
-        let state = StateDir::resolve(options.state_dir.as_deref())?;
-        state.check_outside(&root)?;
-        // Resolve the device name first: a bad name must not leave a half-made store.
-        state.device_name(options.device.as_deref())?;
-        let marker_path = root.join(MARKER);
-        let (marker, fresh) = match std::fs::read(&marker_path) {
-            Ok(bytes) => {
-                let marker = marker::decode(&bytes).map_err(|e| Error::Corrupt {
-                    path: marker_path.clone(),
-                    reason: e.to_string(),
-                })?;
-                // An init of this device that stopped half way (a crash) is finished now,
-                // as long as nothing was written to the store since.
-                if !state.init_pending(&marker.store_id) || has_history(&root) {
-                    return Err(Error::AlreadyStore {
-                        path: root,
-                        reason: "already a crdtdir store".into(),
-                    });
-                }
-                (marker, false)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if has_history(&root) {
-                    return Err(Error::AlreadyStore {
-                        path: root,
-                        reason: "holds op files but no crdtdir.store yet: wait for the sync tool to deliver it"
-                            .into(),
-                    });
-                }
-                let mut id = [0u8; 16];
-                getrandom::fill(&mut id).map_err(|e| Error::io(&root)(std::io::Error::other(e)))?;
-                let marker = Marker {
-                    format: FORMAT_VERSION,
-                    store_id: hex::encode(id),
-                };
-                // Recorded before the marker appears: a crash after it lets `init` finish.
-                state.begin_init(&marker.store_id)?;
-                let staged = fs::stage(&root, &marker.store_id, &marker::encode(&marker))
-                    .map_err(Error::io(&root))?;
-                if !fs::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
-                    state.end_init(&marker.store_id);
-                    return Err(Error::AlreadyStore {
-                        path: root,
-                        reason: "another crdtdir init made it a store at the same moment".into(),
-                    });
-                }
-                (marker, true)
-            }
-            Err(e) => return Err(Error::io(&marker_path)(e)),
-        };
-        let store_id = marker.store_id.clone();
-        let made = (|| {
-            fault::at("marker-published").map_err(Error::io(&marker_path))?;
-            for dir in [OPS_DIR, marker::FEATURES_DIR] {
-                fs::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
-            }
-            state.claim_folder(&marker.store_id, &root)?;
-            state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
-            let store = Store::assemble(root.clone(), marker, state.clone(), options.device);
-            if let Some(v) = initial {
-                store.apply_patch(&[PatchOp::Set {
-                    path: String::new(),
-                    value: v.clone(),
-                    scalar: false,
-                }])?;
-            }
-            Ok(store)
-        })();
-        match made {
-            Ok(store) => {
-                // A marker temp an interrupted init of this store left behind (nobody else
-                // stages files under a new store's id).
-                let prefix = format!("{TEMP_PREFIX}{store_id}-");
-                for entry in std::fs::read_dir(&store.root)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                        let _ = crate::fs::remove(entry.path());
-                    }
-                }
-                state.end_init(&store_id);
-                Ok(store)
-            }
-            Err(e) => {
-                // All or nothing: a store made here that could not be finished goes again.
-                if fresh {
-                    undo_init(&root, &state, &store_id);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Opens an existing store. Reads only.
-    ///
-    /// If the folder's marker is missing or damaged but this device knows the folder (it
-    /// used it before), the store opens from what this device knows: reads serve its last
-    /// view and report the marker, writes are refused until the marker is back.
-    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
-        let root = path.as_ref().to_path_buf();
-        let state = StateDir::resolve(options.state_dir.as_deref())?;
-        state.check_outside(&root)?;
-        let (marker, marker_problem) = match crate::folder::read_marker(&root) {
-            Ok(marker) => (marker, None),
-            Err(e @ (Error::NoStore { .. } | Error::Corrupt { .. })) => {
-                let known = state.store_for_folder(&root).and_then(|id| {
-                    let kept = state.kept_marker(&id)?;
-                    let marker = marker::decode(&kept).ok()?;
-                    (marker.store_id == id).then_some(marker)
-                });
-                match known {
-                    Some(marker) => {
-                        let store_id = &marker.store_id;
-                        let what = match &e {
-                            Error::NoStore { .. } => "is missing".to_string(),
-                            other => format!("is damaged ({other})"),
-                        };
-                        let problem = Problem::new(
-                            ProblemKind::Damaged,
-                            MARKER,
-                            format!(
-                                "the store marker {what}: this is this device's last view of store {store_id}; writes are refused until the marker is back"
-                            ),
-                        );
-                        (marker, Some(problem))
-                    }
-                    None => return Err(e),
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        state.claim_folder(&marker.store_id, &root)?;
-        if marker_problem.is_none() {
-            // The bytes as they are (a newer writer may have added keys).
-            if let Ok(bytes) = std::fs::read(root.join(MARKER)) {
-                state.keep_marker(&marker.store_id, &bytes)?;
-            }
-        }
-        let mut store = Store::assemble(root, marker, state, options.device);
-        store.marker_problem = marker_problem;
-        Ok(store)
-    }
-
-    fn assemble(root: PathBuf, marker: Marker, state: StateDir, device: Option<String>) -> Store {
-        let cache = Cache::new(state.store_dir(&marker.store_id), &marker.store_id);
-        Store {
-            root,
-            marker,
-            state,
-            cache,
-            device,
-            mem: Mutex::new(None),
-            mem_dirty: AtomicBool::new(false),
-            marker_problem: None,
-        }
-    }
-
     /// The report, with the marker's problem if it has one.
     pub(crate) fn with_marker_problem(&self, mut report: MergeReport) -> MergeReport {
         if let Some(p) = &self.marker_problem {
@@ -435,62 +258,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// True when the folder holds an op file or a snapshot (this device's temps do not count).
-fn has_history(root: &Path) -> bool {
-    let snapshots = std::fs::read_dir(root.join(crate::format::snapshot::SNAPSHOTS_DIR))
-        .is_ok_and(|mut d| d.next().is_some());
-    let ops = std::fs::read_dir(root.join(OPS_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|actor| {
-            std::fs::read_dir(actor.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|f| !f.file_name().to_string_lossy().starts_with(TEMP_PREFIX))
-                || !actor.file_type().is_ok_and(|t| t.is_dir())
-        });
-    snapshots || ops
-}
-
-/// Takes back what a failed `init` made: the marker, this device's files of the new store
-/// (the folder held no history before, so nothing else is there), the folders it created if
-/// they are empty, and the store's local state.
-fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
-    let mut actors = Vec::new();
-    if let Some(r) = state.read_record(store_id) {
-        actors.push(r.actor);
-        actors.extend(r.retired);
-    }
-    for dir in std::fs::read_dir(root.join(OPS_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let ours = actors
-            .iter()
-            .any(|a| *a == *dir.file_name().to_string_lossy());
-        for f in std::fs::read_dir(dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if ours || f.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let _ = crate::fs::remove(f.path());
-            }
-        }
-        // Only folders this init emptied go.
-        crate::fs::remove_empty_dir(&dir.path());
-    }
-    let _ = crate::fs::remove(root.join(MARKER));
-    for dir in [OPS_DIR, marker::FEATURES_DIR] {
-        crate::fs::remove_empty_dir(&root.join(dir));
-    }
-    let _ = fs::sync_dir(root);
-    let _ = crate::fs::remove_local_tree(&state.store_dir(store_id));
 }
 
 pub(crate) fn now() -> i64 {
