@@ -480,15 +480,33 @@ fn a_snapshot_or_op_file_completed_in_place_is_read_again() {
 
 /// The library refuses compaction with typed errors an app can match on, and changes
 /// nothing: another device that looks online (`NotAlone`), no confirmation (`NotConfirmed`).
+/// Apps that only write publish heartbeats, so their devices count as online.
 #[test]
 fn compaction_refusals_are_typed_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (store, devices) = history(dir.path());
-    let before = (tree(&store), tree(&devices[0].state));
-    // Nobody else beats yet: alone, but not confirmed.
-    let asked = std::cell::Cell::new(false);
+    // b and c wrote a moment ago (through the library, no CLI): they look online.
+    let before = tree(&store);
     let refused = devices[0].open(&store).compact_if_alone(
         300,
+        |_| panic!("not asked while others are online"),
+        |_| {},
+    );
+    match &refused {
+        Err(crdtdir::Error::NotAlone { devices: online }) => {
+            let mut names: Vec<&str> = online.iter().map(|p| p.name.as_str()).collect();
+            names.sort();
+            assert_eq!(names, ["b", "c"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(refused.unwrap_err().is_refusal());
+    assert_eq!(before, tree(&store), "a refusal leaves the folder");
+    // Alone by the rule (threshold 0, their beats seen a second ago): not confirmed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let asked = std::cell::Cell::new(false);
+    let refused = devices[0].open(&store).compact_if_alone(
+        0,
         |plan| {
             asked.set(true);
             assert!(plan.op_files > 0, "{plan:?}");
@@ -501,26 +519,7 @@ fn compaction_refusals_are_typed_and_change_nothing() {
         matches!(refused, Err(crdtdir::Error::NotConfirmed)),
         "{refused:?}"
     );
-    assert!(refused.unwrap_err().is_refusal());
-    assert_eq!(before.0, tree(&store), "a refusal leaves the folder");
-    // Device b says it is alive: a's compaction is refused before anything is asked.
-    devices[1].open(&store).beat().unwrap();
-    let before = tree(&store);
-    let refused = devices[0].open(&store).compact_if_alone(
-        300,
-        |_| panic!("not asked while b is online"),
-        |_| {},
-    );
-    match refused {
-        Err(crdtdir::Error::NotAlone { devices: online }) => {
-            assert_eq!(online.len(), 1);
-            assert_eq!(online[0].name, "b");
-        }
-        other => panic!("{other:?}"),
-    }
     assert_eq!(before, tree(&store), "a refusal leaves the folder");
-    // Alone again by the rule (threshold 0 and b's beat seen before): confirmed, done.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let done = devices[0]
         .open(&store)
         .compact_if_alone(0, |_| true, |_| {})

@@ -260,10 +260,10 @@ fn racing_inits_make_exactly_one_store() {
     }
 }
 
-/// A long-lived `Store` writes on top of the state it merged last (no rescan); what other
-/// devices wrote meanwhile shows at its next read, and nothing is lost either way.
+/// A long-lived `Store` writes from its memory plus what is new in the folder (no document
+/// reload); what other devices wrote meanwhile is under its next change, and nothing is lost.
 #[test]
-fn a_long_lived_store_writes_on_its_memory_and_reads_the_folder() {
+fn a_long_lived_store_writes_from_its_memory_and_the_folder() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
@@ -335,7 +335,15 @@ fn a_write_adds_one_read_only_file_under_its_own_actor_and_touches_nothing_else(
     for (path, bytes) in &before {
         assert_eq!(after.get(path), Some(bytes), "{path} changed");
     }
-    let added: Vec<&String> = after.keys().filter(|p| !before.contains_key(*p)).collect();
+    let actor = &out.written[0].actor;
+    // Besides its op file, a write may publish the device's heartbeat, under its own actor.
+    let beat_dir = format!("devices/{actor}/");
+    let beats = after.keys().filter(|p| p.starts_with(&beat_dir)).count();
+    assert!(beats <= 1, "{after:?}");
+    let added: Vec<&String> = after
+        .keys()
+        .filter(|p| !before.contains_key(*p) && !p.starts_with(&beat_dir))
+        .collect();
     assert_eq!(added, vec![&out.written[0].path]);
     assert!(added[0].starts_with(&format!("ops/{}/", out.written[0].actor)));
     let meta = std::fs::metadata(store_dir.join(added[0])).unwrap();
@@ -384,4 +392,31 @@ fn a_stale_memory_does_not_cost_the_device_its_actor() {
     assert!(out.notices.is_empty(), "{:?}", out.notices);
     assert_eq!(out.written[0].seq, 4);
     assert_eq!(merged(&a, &store_dir), r#"{"n":{"x":1,"y":1,"z":1}}"#);
+}
+
+/// A long-lived `Store` writes on the current folder, not on the view of its last read: a
+/// `test` op sees what another device changed since (it passed on the stale value before).
+#[test]
+fn a_long_lived_store_writes_on_the_current_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&store, a.options(), Some(&json!({"x": 1}))).unwrap();
+    let long_lived = b.open(&store);
+    assert_eq!(long_lived.read().unwrap().to_json(), json!({"x": 1}));
+    a.open(&store)
+        .apply_patch(&crdtdir::parse_patch(r#"[{"op":"replace","path":"/x","value":2}]"#).unwrap())
+        .unwrap();
+    let stale = crdtdir::parse_patch(
+        r#"[{"op":"test","path":"/x","value":1},{"op":"replace","path":"/x","value":10}]"#,
+    )
+    .unwrap();
+    let err = long_lived.apply_patch(&stale).unwrap_err();
+    assert!(err.to_string().contains("test"), "{err}");
+    let current = crdtdir::parse_patch(
+        r#"[{"op":"test","path":"/x","value":2},{"op":"replace","path":"/x","value":3}]"#,
+    )
+    .unwrap();
+    long_lived.apply_patch(&current).unwrap();
+    assert_eq!(merged(&a, &store), r#"{"x":3}"#);
 }

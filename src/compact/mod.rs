@@ -110,7 +110,7 @@ impl Store {
     /// without its snapshot): compacting then could drop history that only another device
     /// still has.
     pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
-        let scan = scan::scan(&self.root);
+        let scan = scan::scan(&self.inner.root);
         let (state, report, _) = self.merged(&scan, true);
         if let Some(gap) = report.incomplete.first() {
             return Err(Error::Incomplete {
@@ -121,7 +121,7 @@ impl Store {
         let (ops, snaps) = folded(&scan, &state);
         let op_bytes = ops
             .iter()
-            .filter_map(|(p, _)| std::fs::metadata(self.root.join(p)).ok())
+            .filter_map(|(p, _)| std::fs::metadata(self.inner.root.join(p)).ok())
             .map(|m| m.len())
             .sum();
         Ok(CompactPlan {
@@ -158,10 +158,10 @@ impl Store {
     ) -> Result<CompactOutcome> {
         let started = Instant::now();
         self.check_writable()?;
-        let device = self.state.device_name(self.device.as_deref())?;
-        let _lock = self.state.lock(&self.marker.store_id)?;
-        let (files_before, bytes_before) = usage(&self.root);
-        let scan = scan::scan(&self.root);
+        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
+        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let (files_before, bytes_before) = usage(&self.inner.root);
+        let scan = scan::scan(&self.inner.root);
         let (state, report, _) = self.merged(&scan, false);
         if let Some(gap) = report.incomplete.first() {
             return Err(Error::Incomplete {
@@ -185,9 +185,9 @@ impl Store {
         // 5. Only now delete what the verified, recorded snapshot folds in.
         let mut first = true;
         for (done, (path, _)) in ops.iter().enumerate() {
-            let _ = crate::fs::remove(self.root.join(path));
+            let _ = crate::fs::remove(self.inner.root.join(path));
             if std::mem::take(&mut first) {
-                fault::at("deleting").map_err(Error::io(self.root.join(path)))?;
+                fault::at("deleting").map_err(Error::io(self.inner.root.join(path)))?;
             }
             if done % 1024 == 0 {
                 progress(Progress::Deleting {
@@ -209,9 +209,9 @@ impl Store {
             }
         }
         for old in &snaps {
-            let _ = crate::fs::remove(self.root.join(old));
+            let _ = crate::fs::remove(self.inner.root.join(old));
             if let Some(record) = crate::folder::record_rel(old) {
-                let _ = crate::fs::remove(self.root.join(record));
+                let _ = crate::fs::remove(self.inner.root.join(record));
             }
         }
         // Folders stay, even emptied: a sync tool that saw a folder deleted may refuse a
@@ -223,10 +223,10 @@ impl Store {
             .collect();
         dirs.dedup();
         for d in dirs {
-            let _ = fs::sync_dir(&self.root.join(crate::folder::OPS_DIR).join(d));
+            let _ = fs::sync_dir(&self.inner.root.join(crate::folder::OPS_DIR).join(d));
         }
-        let _ = fs::sync_dir(&self.root.join(SNAPSHOTS_DIR));
-        let (files_after, bytes_after) = usage(&self.root);
+        let _ = fs::sync_dir(&self.inner.root.join(SNAPSHOTS_DIR));
+        let (files_after, bytes_after) = usage(&self.inner.root);
         Ok(CompactOutcome {
             snapshot: Some(crate::folder::snapshot_rel(&name)),
             files_before,
@@ -245,14 +245,16 @@ impl Store {
         ops: &[(String, String)],
         snaps: &[String],
     ) -> Result<String> {
-        let owner = match self.state.read_record(&self.marker.store_id) {
+        let owner = match self.inner.state.read_record(&self.inner.marker.store_id) {
             Some(r) => {
                 self.remove_stale_temps(&r);
                 r.actor
             }
             None => {
                 let r = fresh_record(None);
-                self.state.write_record(&self.marker.store_id, &r)?;
+                self.inner
+                    .state
+                    .write_record(&self.inner.marker.store_id, &r)?;
                 r.actor
             }
         };
@@ -267,7 +269,7 @@ impl Store {
             .map(str::to_string)
             .collect();
         let bytes = snapshot::encode(&NewSnapshot {
-            store: &self.marker.store_id,
+            store: &self.inner.marker.store_id,
             device,
             created: now(),
             heads: heads.iter().map(ChangeHash::to_string).collect(),
@@ -278,10 +280,10 @@ impl Store {
             folded_snapshots: &folded_snapshots,
         })
         .map_err(|e| Error::Corrupt {
-            path: self.root.join(SNAPSHOTS_DIR),
+            path: self.inner.root.join(SNAPSHOTS_DIR),
             reason: e.to_string(),
         })?;
-        let dir = self.root.join(SNAPSHOTS_DIR);
+        let dir = self.inner.root.join(SNAPSHOTS_DIR);
         let name = snapshot::file_name(&bytes);
         let target = dir.join(&name);
         // 1. Publish.
@@ -299,11 +301,13 @@ impl Store {
             });
         }
         // 3. A retention copy, in local state.
-        let retention = Retention::new(&self.state.store_dir(&self.marker.store_id));
+        let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
         retention
             .keep(&name, &automerge)
             .and_then(|_| fault::at("retained"))
-            .map_err(Error::io(self.state.store_dir(&self.marker.store_id)))?;
+            .map_err(Error::io(
+                self.inner.state.store_dir(&self.inner.marker.store_id),
+            ))?;
         // 4. The compaction record, before any deletion.
         let record = record::encode(&Record {
             snapshot: name.clone(),
@@ -322,11 +326,11 @@ impl Store {
     }
 
     fn ensure_feature(&self, owner: &str) -> Result<()> {
-        let path = self.root.join(FEATURES_DIR).join(snapshot::FEATURE);
+        let path = self.inner.root.join(FEATURES_DIR).join(snapshot::FEATURE);
         if path.exists() {
             return Ok(());
         }
-        let dir = self.root.join(FEATURES_DIR);
+        let dir = self.inner.root.join(FEATURES_DIR);
         let note =
             b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
         // The temp is this device's (its actor), so only this device ever removes it.

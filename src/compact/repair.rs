@@ -40,20 +40,23 @@ impl Store {
     pub fn repair(&self) -> Result<Repaired> {
         let marker_restored = self.restore_marker()?;
         self.check_writable()?;
-        let device = self.state.device_name(self.device.as_deref())?;
-        let _lock = self.state.lock(&self.marker.store_id)?;
+        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
+        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
         // Own op files the folder lost come back as they were.
-        let record = self.state.read_record(&self.marker.store_id);
+        let record = self.inner.state.read_record(&self.inner.marker.store_id);
         let republished = self.republish(record.as_ref())?;
-        let scan = scan::scan(&self.root);
+        let scan = scan::scan(&self.inner.root);
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();
-        for retained in Retention::new(&self.state.store_dir(&self.marker.store_id)).documents() {
+        for retained in
+            Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id)).documents()
+        {
             let mut other = retained;
             let _ = doc.merge(&mut other);
         }
         // What the folder alone provides.
-        let (folder, _) = merge::merge_cold(&self.root, &self.marker.store_id, &scan, None);
+        let (folder, _) =
+            merge::merge_cold(&self.inner.root, &self.inner.marker.store_id, &scan, None);
         let lacking = folder.doc.get_missing_deps(&doc.get_heads());
         if lacking.is_empty() {
             return Ok(Repaired {
@@ -74,15 +77,15 @@ impl Store {
     /// and this store was opened from what this device knows. A damaged marker is left as
     /// it is.
     pub(crate) fn restore_marker(&self) -> Result<bool> {
-        if self.marker_problem.is_none() || self.root.join(MARKER).exists() {
+        if self.inner.marker_problem.is_none() || self.inner.root.join(MARKER).exists() {
             return Ok(false);
         }
-        let path = self.root.join(MARKER);
-        let Some(bytes) = self.state.kept_marker(&self.marker.store_id) else {
+        let path = self.inner.root.join(MARKER);
+        let Some(bytes) = self.inner.state.kept_marker(&self.inner.marker.store_id) else {
             return Ok(false);
         };
-        let staged =
-            fs::stage(&self.root, &self.marker.store_id, &bytes).map_err(Error::io(&self.root))?;
+        let staged = fs::stage(&self.inner.root, &self.inner.marker.store_id, &bytes)
+            .map_err(Error::io(&self.inner.root))?;
         fs::publish_new(staged, &path).map_err(Error::io(&path))
     }
 }

@@ -19,6 +19,7 @@ use crate::format::beat;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::beats;
 use crate::local::retention::{Retention, RETENTION_SECS};
+use crate::local::WriterRecord;
 use crate::merge::state::MergedState;
 use crate::store::Store;
 use crate::store::{fresh_record, now};
@@ -75,29 +76,60 @@ pub(crate) fn out_verified(
 /// A command publishes a new heartbeat when its view changed or the last is this old.
 pub(crate) const BEAT_EVERY_SECS: i64 = 60;
 
+/// When a heartbeat is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// When the view changed, or the last beat is older than [`BEAT_EVERY_SECS`] (a command).
+    Changed,
+    /// Only when the last beat is older than [`BEAT_EVERY_SECS`] (every write of an app, a
+    /// running watcher): enough for other devices to see this one online.
+    Stale,
+}
+
+/// The beats in one beat folder: (counter, file name).
+fn own_beats(dir: &Path) -> Vec<(u64, String)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (counter, _) = beat::parse_name(&name)?;
+            Some((counter, name))
+        })
+        .collect()
+}
+
 impl Store {
     /// Publishes this device's heartbeat (its name, actors, a counter that only increases,
     /// its clock and the heads of its merged view) as a new immutable file, then deletes its
     /// older beats. Skipped (returns `false`) when the view did not change and the last beat
     /// is recent, and when this build must not write to the store.
     pub fn beat(&self) -> Result<bool> {
+        self.beat_when(Due::Changed)
+    }
+
+    /// [`Store::beat`], when `due` says so.
+    pub(crate) fn beat_when(&self, due: Due) -> Result<bool> {
         if self.check_writable().is_err() {
             return Ok(false);
         }
-        let device = self.state.device_name(self.device.as_deref())?;
-        let _lock = self.state.lock(&self.marker.store_id)?;
-        let record = match self.state.read_record(&self.marker.store_id) {
+        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
+        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let record = match self.inner.state.read_record(&self.inner.marker.store_id) {
             Some(r) => r,
             None => {
                 let r = fresh_record(None);
-                self.state.write_record(&self.marker.store_id, &r)?;
+                self.inner
+                    .state
+                    .write_record(&self.inner.marker.store_id, &r)?;
                 r
             }
         };
         let state = match self.take_mem() {
             Some(state) => state,
             None => {
-                drop(self.merged(&scan::scan(&self.root), false));
+                drop(self.merged(&scan::scan(&self.inner.root), false));
                 self.take_mem().expect("a merge leaves its state in memory")
             }
         };
@@ -115,13 +147,21 @@ impl Store {
             .map(str::to_string)
             .collect();
         self.put_mem(Arc::new(state));
-        let local = self.state.store_dir(&self.marker.store_id);
+        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
         let mut own = beats::read_own(&local);
         let now = now();
-        let dir = self.root.join(beat::DEVICES_DIR).join(&record.actor);
-        let previous = own.counter > 0 && self.own_beat_exists(&dir, own.counter);
+        let dir = self.inner.root.join(beat::DEVICES_DIR).join(&record.actor);
+        let published = own_beats(&dir);
+        let previous = published
+            .iter()
+            .find(|(c, _)| own.counter > 0 && *c == own.counter);
         let same = own.heads == heads && own.verified == verified;
-        if previous && same && (0..BEAT_EVERY_SECS).contains(&(now - own.at)) {
+        let recent = previous.is_some() && (0..BEAT_EVERY_SECS).contains(&(now - own.at));
+        if recent && (same || due == Due::Stale) {
+            // A crash after the last beat appeared may have left older ones.
+            if let Some((_, name)) = previous.filter(|_| published.len() > 1) {
+                self.remove_older_beats(&record, name);
+            }
             return Ok(false);
         }
         own = beats::OwnBeats {
@@ -150,30 +190,24 @@ impl Store {
         fs::publish(staged, &dir.join(&name))
             .and_then(|()| fault::at("beat-published"))
             .map_err(Error::io(&dir))?;
-        // Then the older beats go: only this device's own, under any actor it had.
+        self.remove_older_beats(&record, &name);
+        Ok(true)
+    }
+
+    /// Deletes this device's own beats (under any actor it had) but `keep`, and its stale
+    /// beat temps.
+    fn remove_older_beats(&self, record: &WriterRecord, keep: &str) {
         for actor in std::iter::once(&record.actor).chain(&record.retired) {
-            let d = self.root.join(beat::DEVICES_DIR).join(actor);
+            let d = self.inner.root.join(beat::DEVICES_DIR).join(actor);
             for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let n = entry.file_name().to_string_lossy().into_owned();
                 let stale_temp =
                     n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
-                if (beat::parse_name(&n).is_some() && n != name) || stale_temp {
+                if (beat::parse_name(&n).is_some() && n != keep) || stale_temp {
                     let _ = crate::fs::remove(entry.path());
                 }
             }
         }
-        Ok(true)
-    }
-
-    pub(crate) fn own_beat_exists(&self, dir: &Path, counter: u64) -> bool {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                beat::parse_name(&e.file_name().to_string_lossy())
-                    .is_some_and(|(c, _)| c == counter)
-            })
     }
 
     /// The other devices' latest heartbeats, judged by this device's clock: a device may be
@@ -181,22 +215,22 @@ impl Store {
     /// (a device seen for the first time counts as just seen), or if its own clock at its
     /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
     pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
-        let (state, _, _) = self.merged(&scan::scan(&self.root), true);
+        let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
         Ok(self.presence_of(&state, threshold_secs))
     }
 
     pub(crate) fn presence_of(&self, state: &MergedState, threshold_secs: i64) -> Vec<Presence> {
-        let record = self.state.read_record(&self.marker.store_id);
+        let record = self.inner.state.read_record(&self.inner.marker.store_id);
         let own: HashSet<String> = record
             .iter()
             .flat_map(|r| std::iter::once(r.actor.clone()).chain(r.retired.iter().cloned()))
             .collect();
-        let local = self.state.store_dir(&self.marker.store_id);
+        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
         let mut seen = beats::read_seen(&local);
         let now = now();
         let mut out = Vec::new();
-        let devices = self.root.join(beat::DEVICES_DIR);
-        let dirs: Vec<String> = crate::folder::beat_actors(&self.root)
+        let devices = self.inner.root.join(beat::DEVICES_DIR);
+        let dirs: Vec<String> = crate::folder::beat_actors(&self.inner.root)
             .into_iter()
             .filter(|n| !own.contains(n))
             .collect();
@@ -259,7 +293,7 @@ impl Store {
                 })
             });
             let rel = kept.rel();
-            let in_folder = self.root.join(&rel).is_file() || state.covered.contains(&rel);
+            let in_folder = self.inner.root.join(&rel).is_file() || state.covered.contains(&rel);
             if merged_everywhere || (in_folder && kept.age_secs() > RETENTION_SECS as u64) {
                 kept.release();
             }
@@ -271,12 +305,13 @@ impl Store {
     /// [`RETENTION_SECS`] and its snapshot is in the folder (a clock that jumps ahead must not
     /// drop the only copy).
     pub(crate) fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
-        let retention = Retention::new(&self.state.store_dir(&self.marker.store_id));
+        let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
         for copy in retention.entries() {
             let acknowledged = verified_by_all
                 .as_ref()
                 .is_some_and(|v| v.contains(&copy.snapshot));
             let in_folder = self
+                .inner
                 .root
                 .join(crate::folder::snapshot_rel(&copy.snapshot))
                 .is_file();
@@ -287,6 +322,6 @@ impl Store {
     }
 
     pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
-        crate::folder::latest_beat(&self.root, actor)
+        crate::folder::latest_beat(&self.inner.root, actor)
     }
 }

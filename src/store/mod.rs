@@ -61,18 +61,27 @@ impl Options {
 ///
 /// Reading never writes. Every change goes through [`Store::change`] (or
 /// [`Store::apply_patch`]) and is an op file in the folder before the call returns.
-#[derive(Debug)]
+///
+/// `Store` is `Send + Sync` and cheap to clone: clones share one in-memory document, so a
+/// thread that writes and a thread that watches ([`Store::watch`]) see one view.
+#[derive(Debug, Clone)]
 pub struct Store {
+    pub(crate) inner: Arc<Shared>,
+}
+
+/// What every clone of a [`Store`] shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     pub(crate) marker: Marker,
     pub(crate) state: StateDir,
-    cache: Cache,
+    pub(crate) cache: Cache,
     pub(crate) device: Option<String>,
     /// The last merged state, kept between calls so that a long-lived `Store` neither
     /// reloads its document nor rescans the folder to write.
-    mem: Mutex<Option<Arc<MergedState>>>,
+    pub(crate) mem: Mutex<Option<Arc<MergedState>>>,
     /// The in-memory state holds own changes the cache files do not have yet.
-    mem_dirty: AtomicBool,
+    pub(crate) mem_dirty: AtomicBool,
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,
@@ -80,14 +89,14 @@ pub struct Store {
 
 /// The merged document as this device sees it now, with what the merge found.
 pub struct View {
-    state: Arc<MergedState>,
+    merged: Arc<MergedState>,
     report: MergeReport,
 }
 
 impl std::fmt::Debug for View {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("View")
-            .field("heads", &self.state.doc.get_heads())
+            .field("heads", &self.merged.doc.get_heads())
             .field("report", &self.report)
             .finish()
     }
@@ -96,17 +105,17 @@ impl std::fmt::Debug for View {
 impl View {
     /// The merged Automerge document.
     pub fn doc(&self) -> &Automerge {
-        &self.state.doc
+        &self.merged.doc
     }
 
     /// The document as JSON (keys sorted; identical on every device for the same changes).
     pub fn to_json(&self) -> Json {
-        render::document(&self.state.doc)
+        render::document(&self.merged.doc)
     }
 
     /// The JSON value at a JSON Pointer.
     pub fn get(&self, path: &str) -> Result<Json, PatchError> {
-        patch::lookup(&self.state.doc, path)
+        patch::lookup(&self.merged.doc, path)
     }
 
     /// What the merge found: skipped files, forks, quarantined and waiting changes.
@@ -122,14 +131,14 @@ impl View {
 
     /// The heads of the merged document.
     pub fn heads(&self) -> Vec<ChangeHash> {
-        self.state.doc.get_heads()
+        self.merged.doc.get_heads()
     }
 }
 
 impl Store {
     /// The report, with the marker's problem if it has one.
     pub(crate) fn with_marker_problem(&self, mut report: MergeReport) -> MergeReport {
-        if let Some(p) = &self.marker_problem {
+        if let Some(p) = &self.inner.marker_problem {
             report.problems.insert(0, p.clone());
         }
         report
@@ -137,26 +146,29 @@ impl Store {
 
     /// The store folder.
     pub fn path(&self) -> &Path {
-        &self.root
+        &self.inner.root
     }
 
     /// The store's random id.
     pub fn id(&self) -> &str {
-        &self.marker.store_id
+        &self.inner.marker.store_id
     }
 
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
-        let (state, report, _) = self.merged(&scan::scan(&self.root), true);
+        let (state, report, _) = self.merged(&scan::scan(&self.inner.root), true);
         let report = self.with_marker_problem(report);
-        Ok(View { state, report })
+        Ok(View {
+            merged: state,
+            report,
+        })
     }
 
     /// The merged document as compact JSON text, and what the merge found. When nothing
     /// changed in the folder since the last merge, this only lists the folder.
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
-        let scan = scan::scan(&self.root);
-        if let Some((json, report)) = self.cache.view(&self.root, &scan) {
+        let scan = scan::scan(&self.inner.root);
+        if let Some((json, report)) = self.inner.cache.view(&self.inner.root, &scan) {
             return Ok((json, self.with_marker_problem(report)));
         }
         let (state, report, json) = self.merged(&scan, true);
@@ -166,7 +178,7 @@ impl Store {
 
     /// Every change in the merged document, in causal order.
     pub fn history(&self) -> Result<Vec<ChangeInfo>> {
-        let (state, _, _) = self.merged(&scan::scan(&self.root), true);
+        let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
         Ok(history_of(&state))
     }
 
@@ -177,80 +189,89 @@ impl Store {
         scan: &scan::Scan,
         save: bool,
     ) -> (Arc<MergedState>, MergeReport, Option<String>) {
-        let base = self.take_mem().or_else(|| self.cache.load());
+        let base = self.take_mem().or_else(|| self.inner.cache.load());
         let (state, report, changed) = match base {
-            Some(cached) => match merge::merge_incremental(&self.root, scan, cached) {
+            Some(cached) => match merge::merge_incremental(&self.inner.root, scan, cached) {
                 Some(done) => done,
                 // A fork, a refused change, files gone: decide from everything, keeping what
                 // this device has even if its files are gone.
                 None => {
                     let (s, r) = merge::merge_cold(
-                        &self.root,
-                        &self.marker.store_id,
+                        &self.inner.root,
+                        &self.inner.marker.store_id,
                         scan,
-                        self.cache.load_all(),
+                        self.inner.cache.load_all(),
                     );
                     (s, r, true)
                 }
             },
             None => {
                 let (s, r) = merge::merge_cold(
-                    &self.root,
-                    &self.marker.store_id,
+                    &self.inner.root,
+                    &self.inner.marker.store_id,
                     scan,
-                    self.cache.load_held(),
+                    self.inner.cache.load_held(),
                 );
                 (s, r, true)
             }
         };
-        let changed = changed || self.mem_dirty.load(Ordering::Relaxed);
+        let changed = changed || self.inner.mem_dirty.load(Ordering::Relaxed);
         let state = Arc::new(state);
         self.put_mem(Arc::clone(&state));
         if !changed || !save {
             return (state, report, None);
         }
-        self.mem_dirty.store(false, Ordering::Relaxed);
+        self.inner.mem_dirty.store(false, Ordering::Relaxed);
         let json = render::document(&state.doc).to_string();
         // What the folder lost is held apart from the cache, and first.
         let _ = self
+            .inner
             .cache
             .hold((state.unprovided > 0).then_some(&state.doc));
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
-        let _ = self.cache.save(&self.root, &state, scan, &json, &report);
+        let _ = self
+            .inner
+            .cache
+            .save(&self.inner.root, &state, scan, &json, &report);
         (state, report, Some(json))
     }
 
     /// The in-memory state, owned (copied only if a `View` still shares it).
     pub(crate) fn take_mem(&self) -> Option<MergedState> {
-        let arc = self.mem.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        let arc = self
+            .inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
         Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()))
     }
 
     pub(crate) fn put_mem(&self, state: Arc<MergedState>) {
-        *self.mem.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+        *self.inner.mem.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
     /// `Err(NeedsNewer)` when this build must not write to the store.
     pub fn check_writable(&self) -> Result<()> {
-        if let Some(p) = &self.marker_problem {
+        if let Some(p) = &self.inner.marker_problem {
             // `repair` may have put a missing marker back since.
-            if !crate::folder::read_marker(&self.root)
-                .is_ok_and(|m| m.store_id == self.marker.store_id)
+            if !crate::folder::read_marker(&self.inner.root)
+                .is_ok_and(|m| m.store_id == self.inner.marker.store_id)
             {
                 return Err(Error::Refused {
                     reason: p.reason.clone(),
                 });
             }
         }
-        if self.marker.format > FORMAT_VERSION {
+        if self.inner.marker.format > FORMAT_VERSION {
             return Err(Error::NeedsNewer {
                 reason: format!(
                     "format version {} (this build knows {FORMAT_VERSION})",
-                    self.marker.format
+                    self.inner.marker.format
                 ),
             });
         }
-        let (unknown, _) = crate::folder::read_features(&self.root)?;
+        let (unknown, _) = crate::folder::read_features(&self.inner.root)?;
         if let Some(feature) = unknown.first() {
             return Err(Error::NeedsNewer {
                 reason: format!("it uses the feature {feature:?}"),
@@ -264,4 +285,14 @@ pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A `Store` goes to other threads and clones cheaply.
+    #[test]
+    fn store_is_send_sync_and_clone() {
+        fn check<T: Send + Sync + Clone + 'static>() {}
+        check::<super::Store>();
+    }
 }

@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value as Json;
 
-use super::{Options, Store};
+use super::{Options, Shared, Store};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::scan::OPS_DIR;
@@ -93,7 +93,7 @@ impl Store {
             }
             state.claim_folder(&marker.store_id, &root)?;
             state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
-            let store = Store::assemble(root.clone(), marker, state.clone(), options.device);
+            let store = Store::assemble(root.clone(), marker, state.clone(), options.device, None);
             if let Some(v) = initial {
                 store.apply_patch(&[PatchOp::Set {
                     path: String::new(),
@@ -108,7 +108,7 @@ impl Store {
                 // A marker temp an interrupted init of this store left behind (nobody else
                 // stages files under a new store's id).
                 let prefix = format!("{TEMP_PREFIX}{store_id}-");
-                for entry in std::fs::read_dir(&store.root)
+                for entry in std::fs::read_dir(&store.inner.root)
                     .into_iter()
                     .flatten()
                     .flatten()
@@ -176,9 +176,13 @@ impl Store {
                 state.keep_marker(&marker.store_id, &bytes)?;
             }
         }
-        let mut store = Store::assemble(root, marker, state, options.device);
-        store.marker_problem = marker_problem;
-        Ok(store)
+        Ok(Store::assemble(
+            root,
+            marker,
+            state,
+            options.device,
+            marker_problem,
+        ))
     }
 
     pub(crate) fn assemble(
@@ -186,17 +190,20 @@ impl Store {
         marker: Marker,
         state: StateDir,
         device: Option<String>,
+        marker_problem: Option<Problem>,
     ) -> Store {
         let cache = Cache::new(state.store_dir(&marker.store_id), &marker.store_id);
         Store {
-            root,
-            marker,
-            state,
-            cache,
-            device,
-            mem: Mutex::new(None),
-            mem_dirty: AtomicBool::new(false),
-            marker_problem: None,
+            inner: Arc::new(Shared {
+                root,
+                marker,
+                state,
+                cache,
+                device,
+                mem: Mutex::new(None),
+                mem_dirty: AtomicBool::new(false),
+                marker_problem,
+            }),
         }
     }
 }

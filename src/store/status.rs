@@ -86,7 +86,7 @@ impl Store {
     /// Status: devices, problems, forks, quarantined and waiting changes.
     pub fn status(&self) -> Result<Status> {
         // One scan and one merge serve the history, the presence and the report.
-        let (state, report, _) = self.merged(&scan::scan(&self.root), true);
+        let (state, report, _) = self.merged(&scan::scan(&self.inner.root), true);
         let history = history_of(&state);
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
         for c in &history {
@@ -112,8 +112,8 @@ impl Store {
             d.max_seq.insert(actor, max_seq);
         }
         Ok(Status {
-            store_id: self.marker.store_id.clone(),
-            format: self.marker.format,
+            store_id: self.inner.marker.store_id.clone(),
+            format: self.inner.marker.format,
             read_only: self.check_writable().err().map(|e| e.to_string()),
             changes: history.len(),
             heads: state

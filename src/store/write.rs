@@ -25,6 +25,7 @@ use crate::local::WriterRecord;
 use crate::merge;
 use crate::merge::state::MergedState;
 use crate::patch::{self, PatchOp};
+use crate::presence::Due;
 use crate::store::Store;
 
 /// A change that was written as an op file.
@@ -94,15 +95,28 @@ impl Store {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         self.write(|tx| f(tx).map_err(|e| Error::Aborted(e.into())))
+            .map(|out| self.after_write(out))
     }
 
     /// Applies a patch (see [`crate::PatchOp`]) as one change: all of it or, on any failing
     /// op (a failed `test` included), nothing.
     pub fn apply_patch(&self, ops: &[PatchOp]) -> Result<WriteOutcome> {
         self.write(|tx| patch::apply(tx, ops).map_err(Error::from))
+            .map(|out| self.after_write(out))
     }
 
     /// The one write path: lock, merge, pick a provable actor, run `f`, persist.
+    /// A written change says this device is alive: a heartbeat, at most one a minute
+    /// ([`crate::presence`]), so another device's `compact` sees an app that only writes.
+    fn after_write(&self, mut out: WriteOutcome) -> WriteOutcome {
+        if !out.written.is_empty() {
+            if let Err(e) = self.beat_when(Due::Stale) {
+                out.notices.push(format!("no heartbeat published: {e}"));
+            }
+        }
+        out
+    }
+
     pub(crate) fn write(
         &self,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<()>,
@@ -110,32 +124,18 @@ impl Store {
         self.check_writable()?;
         // A bad name is refused now; a default name is made and kept only once there is a
         // change to write (a refused patch leaves the local state as it was).
-        self.state.check_device_name(self.device.as_deref())?;
-        let _lock = self.state.lock(&self.marker.store_id)?;
-        let record = self.state.read_record(&self.marker.store_id);
+        self.inner
+            .state
+            .check_device_name(self.inner.device.as_deref())?;
+        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let record = self.inner.state.read_record(&self.inner.marker.store_id);
         let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
-        // Write on top of the state this `Store` merged last; without one, merge first. What
-        // other devices wrote since is merged by the next read. A write leaves the cache
-        // files alone: a refused write changes nothing on disk at all.
-        // Another process of this device may have written since: then the memory lacks the
-        // recorded last change, and the folder is merged again rather than doubting the record.
-        let knows_last = |state: &MergedState| {
-            record.as_ref().is_none_or(|r| {
-                r.hash.parse::<ChangeHash>().is_ok_and(|h| {
-                    state
-                        .doc
-                        .get_missing_deps(std::slice::from_ref(&h))
-                        .is_empty()
-                })
-            })
-        };
-        let mut state = match self.take_mem() {
-            Some(state) if knows_last(&state) => state,
-            _ => {
-                drop(self.merged(&scan::scan(&self.root), false));
-                self.take_mem().expect("a merge leaves its state in memory")
-            }
-        };
+        // Write on the current folder: what other devices wrote since the last merge is
+        // merged first (from memory, only what is new), so a `test` op and the new change
+        // see every change that has arrived. A write leaves the cache files alone: a refused
+        // write changes nothing on disk at all.
+        drop(self.merged(&scan::scan(&self.inner.root), false));
+        let mut state = self.take_mem().expect("a merge leaves its state in memory");
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }
@@ -149,7 +149,7 @@ impl Store {
                 republished.len()
             ));
             self.put_mem(Arc::new(state));
-            drop(self.merged(&scan::scan(&self.root), false));
+            drop(self.merged(&scan::scan(&self.inner.root), false));
             state = self.take_mem().expect("a merge leaves its state in memory");
         }
 
@@ -205,7 +205,7 @@ impl Store {
             }
         };
         let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
-            path: self.root.clone(),
+            path: self.inner.root.clone(),
             reason: "bad actor id".into(),
         })?;
         state.doc.set_actor(actor);
@@ -220,7 +220,7 @@ impl Store {
         if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
             // On error the state (holding a change that is not on disk) is dropped here, so
             // nothing is ever built on top of it.
-            let device = self.state.device_name(self.device.as_deref())?;
+            let device = self.inner.state.device_name(self.inner.device.as_deref())?;
             // The new change depends on the rebased changes in this view: they become files
             // first, so that it never waits for a rebase that readers derive differently later.
             let published = self.publish_rebased(&state, &device, &record.actor)?;
@@ -234,7 +234,7 @@ impl Store {
             outcome.written.push(written);
             state.devices.insert(record.actor.clone(), device);
         }
-        self.mem_dirty.store(true, Ordering::Relaxed);
+        self.inner.mem_dirty.store(true, Ordering::Relaxed);
         self.put_mem(Arc::new(state));
         Ok(outcome)
     }
@@ -256,7 +256,7 @@ impl Store {
                 continue;
             };
             let actor = change.actor_id().to_hex_string();
-            let dir = self.root.join(OPS_DIR).join(&actor);
+            let dir = self.inner.root.join(OPS_DIR).join(&actor);
             let bytes = opfile::encode(device, change.raw_bytes());
             let path = dir.join(names::op_file_name(change.seq(), &blake3::hash(&bytes)));
             // Usually this device published it before: one stat. Otherwise another device
@@ -284,7 +284,7 @@ impl Store {
 
     /// The highest seq of any op file name under `actor`, listing only its folder.
     pub(crate) fn actor_max_seq(&self, actor: &str) -> u64 {
-        let Ok(entries) = std::fs::read_dir(self.root.join(OPS_DIR).join(actor)) else {
+        let Ok(entries) = std::fs::read_dir(self.inner.root.join(OPS_DIR).join(actor)) else {
             return 0;
         };
         entries
@@ -305,13 +305,13 @@ impl Store {
         let change = doc
             .get_change_by_hash(&hash)
             .ok_or_else(|| Error::Corrupt {
-                path: self.root.clone(),
+                path: self.inner.root.clone(),
                 reason: "a committed change vanished".into(),
             })?;
         let seq = change.seq();
         if seq != record.seq + 1 {
             return Err(Error::Corrupt {
-                path: self.root.clone(),
+                path: self.inner.root.clone(),
                 reason: format!(
                     "the new change has seq {seq} but the writer record's last is {} (nothing was written)",
                     record.seq
@@ -321,10 +321,12 @@ impl Store {
         // A fresh actor is recorded before its first temp file appears, so that a crash
         // leaves no temp this device does not know to remove.
         if record.seq == 0 {
-            self.state.write_record(&self.marker.store_id, record)?;
+            self.inner
+                .state
+                .write_record(&self.inner.marker.store_id, record)?;
         }
         let bytes = opfile::encode(device, change.raw_bytes());
-        let dir = self.root.join(OPS_DIR).join(&record.actor);
+        let dir = self.inner.root.join(OPS_DIR).join(&record.actor);
         let name = names::op_file_name(seq, &blake3::hash(&bytes));
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         // The outbox copy exists before the record names the seq: whatever happens to the
@@ -338,7 +340,11 @@ impl Store {
         }
         record.seq = seq;
         record.hash = hash.to_string();
-        if let Err(e) = self.state.write_record(&self.marker.store_id, record) {
+        if let Err(e) = self
+            .inner
+            .state
+            .write_record(&self.inner.marker.store_id, record)
+        {
             staged.discard();
             return Err(e);
         }
@@ -356,11 +362,14 @@ impl Store {
     }
 
     pub(crate) fn outbox(&self) -> Outbox {
-        Outbox::new(&self.state.store_dir(&self.marker.store_id))
+        Outbox::new(&self.inner.state.store_dir(&self.inner.marker.store_id))
     }
 
     pub(crate) fn outbox_dir(&self) -> PathBuf {
-        self.state.store_dir(&self.marker.store_id).join("outbox")
+        self.inner
+            .state
+            .store_dir(&self.inner.marker.store_id)
+            .join("outbox")
     }
 
     /// Publishes again, with the same bytes and name, every op file of this device's outbox
@@ -374,16 +383,16 @@ impl Store {
                 kept.release();
                 continue;
             }
-            if !self.root.join(kept.rel()).is_file() {
+            if !self.inner.root.join(kept.rel()).is_file() {
                 missing.push(kept);
             }
         }
         if missing.is_empty() {
             return Ok(Vec::new());
         }
-        let scan = scan::scan(&self.root);
+        let scan = scan::scan(&self.inner.root);
         let covered: HashSet<String> =
-            merge::load_snapshots(&self.root, &self.marker.store_id, &scan)
+            merge::load_snapshots(&self.inner.root, &self.inner.marker.store_id, &scan)
                 .valid
                 .into_iter()
                 .flat_map(|s| s.snapshot.folded_ops.into_iter().map(|(p, _)| p))
@@ -397,7 +406,7 @@ impl Store {
             let Some(bytes) = kept.bytes() else {
                 continue;
             };
-            let dir = self.root.join(OPS_DIR).join(&kept.actor);
+            let dir = self.inner.root.join(OPS_DIR).join(&kept.actor);
             let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
             let target = dir.join(&kept.name);
             fs::publish(staged, &target)
@@ -415,10 +424,10 @@ impl Store {
             // Everywhere this device stages files under that actor: op files, heartbeats,
             // snapshots, records and feature markers.
             for dir in [
-                self.root.join(OPS_DIR).join(actor),
-                self.root.join(beat::DEVICES_DIR).join(actor),
-                self.root.join(crate::format::snapshot::SNAPSHOTS_DIR),
-                self.root.join(marker::FEATURES_DIR),
+                self.inner.root.join(OPS_DIR).join(actor),
+                self.inner.root.join(beat::DEVICES_DIR).join(actor),
+                self.inner.root.join(crate::format::snapshot::SNAPSHOTS_DIR),
+                self.inner.root.join(marker::FEATURES_DIR),
             ] {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
