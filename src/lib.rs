@@ -42,6 +42,7 @@ mod presence;
 mod render;
 mod report;
 mod store;
+mod watch;
 
 pub use automerge;
 pub use compact::{CompactOutcome, CompactPlan, Progress, Repaired};
@@ -53,3 +54,4 @@ pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
 pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written};
+pub use watch::{Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher};

@@ -12,4 +12,5 @@ mod forks;
 mod hostile;
 mod reader;
 mod semantics;
+mod watch;
 mod writer;

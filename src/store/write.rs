@@ -106,6 +106,15 @@ impl Store {
     }
 
     /// The one write path: lock, merge, pick a provable actor, run `f`, persist.
+    /// The actors this device writes or wrote this store with.
+    pub(crate) fn own_actors(&self) -> std::collections::HashSet<String> {
+        self.inner
+            .state
+            .read_record(&self.inner.marker.store_id)
+            .map(|r| std::iter::once(r.actor).chain(r.retired).collect())
+            .unwrap_or_default()
+    }
+
     /// A written change says this device is alive: a heartbeat, at most one a minute
     /// ([`crate::presence`]), so another device's `compact` sees an app that only writes.
     fn after_write(&self, mut out: WriteOutcome) -> WriteOutcome {

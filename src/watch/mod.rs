@@ -1,0 +1,573 @@
+//! A live store: a watcher merges what the sync tool delivers as it arrives and tells the app
+//! what changed.
+//!
+//! File events only *trigger* a merge; correctness comes from listing the folder (a merge
+//! with nothing new costs about a listing). Events are known to be lost under bursts, so any
+//! overflow or error of the event source lists again, a safety listing runs every
+//! [`WatchOptions::safety_listing`] anyway, and where there are no file events (network file
+//! systems, FUSE mounts such as `rclone mount`, or [`WatchOptions::events`] off) the watcher
+//! lists every [`WatchOptions::poll`]. Events are debounced ([`WatchOptions::debounce`]);
+//! one merge runs at a time, so a burst of 10,000 arriving files is one or a few batches.
+//!
+//! Only the store's own folders are watched (the root, `ops/`, each `ops/<actor>/`,
+//! `snapshots/`), not recursively; new actor folders are added as they appear.
+//!
+//! The watcher keeps the document in memory, shared with the [`Store`] it came from and its
+//! clones: a new file costs its apply, not a document load, and a write through any clone is
+//! reported too (marked `local`). It publishes this device's heartbeat at most once a minute
+//! while it runs, so other devices' `compact` sees it.
+
+mod patches;
+
+pub use self::patches::JsonPatch;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use automerge::ChangeHash;
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::error::Result;
+use crate::folder::scan::{self, Scan};
+use crate::folder::OPS_DIR;
+use crate::format::snapshot::SNAPSHOTS_DIR;
+use crate::presence::Due;
+use crate::render;
+use crate::report::MergeReport;
+use crate::store::Store;
+
+/// How a watcher watches.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WatchOptions {
+    /// Quiet time after the last file event before a merge (default 100 ms).
+    pub debounce: Duration,
+    /// A listing runs at least this often even without file events (default 60 s): events
+    /// can be lost.
+    pub safety_listing: Duration,
+    /// Use the operating system's file events (default `true`). Without them, or where they
+    /// do not exist, the folder is listed every [`WatchOptions::poll`].
+    pub events: bool,
+    /// How often to list the folder when there are no file events (default 1 s).
+    pub poll: Duration,
+    /// Put the whole document's JSON into every event (default `false`).
+    pub document: bool,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            debounce: Duration::from_millis(100),
+            safety_listing: Duration::from_secs(60),
+            events: true,
+            poll: Duration::from_secs(1),
+            document: false,
+        }
+    }
+}
+
+impl WatchOptions {
+    /// The defaults.
+    pub fn new() -> WatchOptions {
+        WatchOptions::default()
+    }
+
+    /// Sets [`WatchOptions::debounce`].
+    pub fn debounce(mut self, d: Duration) -> Self {
+        self.debounce = d;
+        self
+    }
+
+    /// Sets [`WatchOptions::safety_listing`].
+    pub fn safety_listing(mut self, d: Duration) -> Self {
+        self.safety_listing = d;
+        self
+    }
+
+    /// Sets [`WatchOptions::events`].
+    pub fn events(mut self, on: bool) -> Self {
+        self.events = on;
+        self
+    }
+
+    /// Sets [`WatchOptions::poll`].
+    pub fn poll(mut self, d: Duration) -> Self {
+        self.poll = d;
+        self
+    }
+
+    /// Sets [`WatchOptions::document`].
+    pub fn document(mut self, on: bool) -> Self {
+        self.document = on;
+        self
+    }
+}
+
+/// What one merged batch changed.
+///
+/// `patches` say what changed as JSON Pointer patches (see [`JsonPatch`]): applied in order
+/// to the JSON of the document before this event, they give the JSON after it. The first
+/// event of a watcher (`initial`) has the current heads and no changes.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// The first event: the document as the watcher found it.
+    pub initial: bool,
+    /// Heads of the merged document after this batch.
+    pub heads: Vec<String>,
+    /// The changes this batch merged, in causal order.
+    pub changes: Vec<EventChange>,
+    /// What changed in the document's JSON.
+    pub patches: Vec<JsonPatch>,
+    /// Every change of the batch is this device's own (a write of this process, or of
+    /// another process of this device).
+    pub local: bool,
+    /// The document was rebuilt rather than extended (a fork was resolved, history was
+    /// rewritten): `patches` then build the whole document from `{}`.
+    pub reset: bool,
+    /// The merge report, when it differs from the one the last event carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<MergeReport>,
+    /// The whole document, when [`WatchOptions::document`] is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document: Option<Json>,
+    /// What the app should know about the watching itself (file events unavailable, polling
+    /// instead; the inotify limit).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
+}
+
+/// One change an event merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct EventChange {
+    /// Automerge change hash.
+    pub hash: String,
+    /// Actor, lowercase hex.
+    pub actor: String,
+    /// Seq within the actor.
+    pub seq: u64,
+    /// Display name of the device that wrote it.
+    pub device: String,
+    /// Written by this device.
+    pub local: bool,
+}
+
+/// A running watcher: its events as an iterator (blocking) or one at a time. Dropping it
+/// stops the watching thread.
+pub struct Watcher {
+    events: Receiver<Event>,
+    handle: WatchHandle,
+}
+
+/// A running watcher that calls a function ([`Store::watch_with`]). Dropping it stops the
+/// watching thread.
+pub struct WatchHandle {
+    stop: Stopper,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Stops a watcher from anywhere (a signal handler, another thread); cheap to clone.
+#[derive(Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    wake: Sender<Signal>,
+}
+
+impl Stopper {
+    /// Asks the watcher to stop; it finishes the merge in flight, if any.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(Signal::Stop);
+    }
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Watcher {
+    /// The next event, waiting at most `timeout`; `None` on timeout or once stopped.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// A handle that stops this watcher from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.handle.stopper()
+    }
+
+    /// Stops watching and waits for the watching thread.
+    pub fn stop(self) {}
+}
+
+impl Iterator for Watcher {
+    type Item = Event;
+
+    /// Blocks until the next event; `None` once the watcher stopped.
+    fn next(&mut self) -> Option<Event> {
+        self.events.recv().ok()
+    }
+}
+
+impl WatchHandle {
+    /// A handle that stops this watcher from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stop.clone()
+    }
+
+    /// Stops watching and waits for the watching thread.
+    pub fn stop(self) {}
+
+    /// Waits until the watcher stops (a [`Stopper`] was used, or the callback returned
+    /// `false`).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What wakes the watching thread.
+enum Signal {
+    /// Files changed in a watched folder.
+    Files,
+    /// The event source overflowed or failed: list everything.
+    Rescan,
+    /// Stop.
+    Stop,
+}
+
+impl Store {
+    /// Watches the folder: every batch of new files merged is an [`Event`] (heads, the
+    /// changes, JSON Pointer patches, the report when it changed).
+    ///
+    /// File events only trigger a merge; a listing decides what is new, so lost events
+    /// cost latency, never changes: any overflow lists again, a safety listing runs every
+    /// [`WatchOptions::safety_listing`], and without file events (network file systems,
+    /// FUSE mounts) the folder is listed every [`WatchOptions::poll`]. Events are debounced
+    /// and one merge runs at a time. The document stays in memory, shared with this store's
+    /// clones: writes through any of them come back as events marked `local`. While it runs,
+    /// the watcher publishes this device's heartbeat at most once a minute.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crdtdir::{Options, Store, WatchOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let folder = dir.path().join("todo");
+    /// let laptop = Store::init(&folder, Options::new().state_dir(dir.path().join("l")).device("laptop"),
+    ///                          Some(&serde_json::json!({"items": []})))?;
+    /// let phone = Store::open(&folder, Options::new().state_dir(dir.path().join("p")).device("phone"))?;
+    /// let watcher = laptop.watch(WatchOptions::new())?;
+    /// assert!(watcher.recv_timeout(Duration::from_secs(5)).unwrap().initial);
+    /// // Another device's change arrives (here: written into the same folder).
+    /// phone.apply_patch(&crdtdir::parse_patch(r#"[{"op":"add","path":"/items/-","value":"eggs"}]"#)?)?;
+    /// let event = watcher.recv_timeout(Duration::from_secs(10)).expect("an event");
+    /// assert!(!event.local);
+    /// assert_eq!(event.changes[0].device, "phone");
+    /// assert_eq!(serde_json::to_value(&event.patches[0])?["path"], "/items/0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch(&self, options: WatchOptions) -> Result<Watcher> {
+        let (tx, rx) = mpsc::channel();
+        let handle = self.watch_with(options, move |e: &Event| tx.send(e.clone()).is_ok())?;
+        Ok(Watcher { events: rx, handle })
+    }
+
+    /// Watches the folder and calls `on_event` for every [`Event`], on the watching thread;
+    /// the watcher stops when `on_event` returns `false`, when the handle is dropped or
+    /// stopped.
+    pub fn watch_with(
+        &self,
+        options: WatchOptions,
+        on_event: impl FnMut(&Event) -> bool + Send + 'static,
+    ) -> Result<WatchHandle> {
+        let (wake, signals) = mpsc::channel();
+        let stop = Stopper {
+            flag: Arc::new(AtomicBool::new(false)),
+            wake: wake.clone(),
+        };
+        // Merge once before returning, so errors (a folder that is gone) come back here.
+        let store = self.clone();
+        store.merged(&scan::scan(&store.inner.root), false);
+        let flag = Arc::clone(&stop.flag);
+        let thread = std::thread::Builder::new()
+            .name("crdtdir-watch".into())
+            .spawn(move || {
+                let mut run = Run::new(store, options, wake, flag);
+                run.go(signals, on_event);
+            })
+            .map_err(crate::error::Error::io(&self.inner.root))?;
+        Ok(WatchHandle {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The watching thread's state.
+struct Run {
+    store: Store,
+    options: WatchOptions,
+    wake: Sender<Signal>,
+    stop: Arc<AtomicBool>,
+    /// The file event source, when there is one, and the folders it watches.
+    source: Option<notify::RecommendedWatcher>,
+    watched: BTreeSet<PathBuf>,
+    notices: Vec<String>,
+    heads: Vec<ChangeHash>,
+    report: Option<MergeReport>,
+    last_listing: Instant,
+    last_beat: Option<Instant>,
+}
+
+impl Run {
+    fn new(
+        store: Store,
+        options: WatchOptions,
+        wake: Sender<Signal>,
+        stop: Arc<AtomicBool>,
+    ) -> Run {
+        let mut run = Run {
+            store,
+            options,
+            wake,
+            stop,
+            source: None,
+            watched: BTreeSet::new(),
+            notices: Vec::new(),
+            heads: Vec::new(),
+            report: None,
+            last_listing: Instant::now(),
+            last_beat: None,
+        };
+        if run.options.events {
+            run.start_events();
+        }
+        run
+    }
+
+    fn start_events(&mut self) {
+        use notify::Watcher as _;
+        let wake = self.wake.clone();
+        let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let signal = match res {
+                Ok(e) if e.need_rescan() => Signal::Rescan,
+                Ok(_) => Signal::Files,
+                Err(_) => Signal::Rescan,
+            };
+            let _ = wake.send(signal);
+        });
+        match made {
+            Ok(mut w) => {
+                let root = self.store.inner.root.clone();
+                match w.watch(&root, notify::RecursiveMode::NonRecursive) {
+                    Ok(()) => {
+                        self.watched.insert(root);
+                        self.source = Some(w);
+                    }
+                    Err(e) => self.no_events(&e),
+                }
+            }
+            Err(e) => self.no_events(&e),
+        }
+    }
+
+    fn no_events(&mut self, e: &notify::Error) {
+        self.source = None;
+        self.notices.push(explain(e, self.options.poll));
+    }
+
+    /// Watches the store's folders that exist and are not watched yet (new actor folders).
+    fn add_watches(&mut self, scan: &Scan) {
+        use notify::Watcher as _;
+        let Some(source) = self.source.as_mut() else {
+            return;
+        };
+        let root = &self.store.inner.root;
+        let mut wanted: Vec<PathBuf> = vec![root.join(OPS_DIR), root.join(SNAPSHOTS_DIR)];
+        let actors: HashSet<&str> = scan.ops.iter().map(|o| o.actor()).collect();
+        wanted.extend(actors.into_iter().map(|a| root.join(OPS_DIR).join(a)));
+        if let Ok(dirs) = std::fs::read_dir(root.join(OPS_DIR)) {
+            wanted.extend(
+                dirs.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path()),
+            );
+        }
+        for dir in wanted {
+            if self.watched.contains(&dir) || !dir.is_dir() {
+                continue;
+            }
+            match source.watch(&dir, notify::RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                Err(e) => {
+                    let poll = self.options.poll;
+                    self.source = None;
+                    self.notices.push(explain(&e, poll));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn go(&mut self, signals: Receiver<Signal>, mut on_event: impl FnMut(&Event) -> bool) {
+        // The first event: where the document is now.
+        if let Some(event) = self.merge(true) {
+            if !on_event(&event) {
+                return;
+            }
+        }
+        while !self.stop.load(Ordering::SeqCst) {
+            let wait = match self.source {
+                Some(_) => self
+                    .options
+                    .safety_listing
+                    .saturating_sub(self.last_listing.elapsed()),
+                None => self.options.poll,
+            };
+            match signals.recv_timeout(wait) {
+                Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Signal::Files | Signal::Rescan) => self.settle(&signals),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Some(event) = self.merge(false) {
+                if !on_event(&event) {
+                    break;
+                }
+            }
+            self.heartbeat();
+        }
+    }
+
+    /// Waits until the file events have been quiet for the debounce time (at most ten
+    /// times that in all, so a steady stream is still merged in batches).
+    fn settle(&self, signals: &Receiver<Signal>) {
+        let started = Instant::now();
+        let cap = self.options.debounce * 10;
+        while started.elapsed() < cap {
+            match signals.recv_timeout(self.options.debounce) {
+                Ok(Signal::Stop) => {
+                    let _ = self.wake.send(Signal::Stop);
+                    return;
+                }
+                Ok(_) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Lists and merges; the event, if anything changed (always for the first).
+    fn merge(&mut self, initial: bool) -> Option<Event> {
+        let store = self.store.clone();
+        let scan = scan::scan(&store.inner.root);
+        self.last_listing = Instant::now();
+        self.add_watches(&scan);
+        let (state, report, _) = store.merged(&scan, false);
+        let report = store.with_marker_problem(report);
+        let heads = state.doc.get_heads();
+        let same_report = self.report.as_ref() == Some(&report);
+        if !initial && heads == self.heads && same_report && self.notices.is_empty() {
+            return None;
+        }
+        let own = store.own_actors();
+        let reset = !initial
+            && self
+                .heads
+                .iter()
+                .any(|h| state.doc.get_change_meta_by_hash(h).is_none());
+        let from: Vec<ChangeHash> = if reset {
+            Vec::new()
+        } else {
+            self.heads.clone()
+        };
+        let (changes, patches) = if initial {
+            (Vec::new(), Vec::new())
+        } else {
+            let changes: Vec<EventChange> = state
+                .doc
+                .get_changes_meta(&from)
+                .into_iter()
+                .map(|m| {
+                    let actor = m.actor.to_hex_string();
+                    EventChange {
+                        hash: m.hash.to_string(),
+                        seq: m.seq,
+                        device: state.devices.get(&actor).cloned().unwrap_or_default(),
+                        local: own.contains(&actor),
+                        actor,
+                    }
+                })
+                .collect();
+            (changes, patches::between(&state.doc, &from, &heads))
+        };
+        let event = Event {
+            initial,
+            heads: heads.iter().map(ChangeHash::to_string).collect(),
+            local: !changes.is_empty() && changes.iter().all(|c| c.local),
+            changes,
+            patches,
+            reset,
+            report: (!same_report).then(|| report.clone()),
+            document: self.options.document.then(|| render::document(&state.doc)),
+            notices: std::mem::take(&mut self.notices),
+        };
+        self.heads = heads;
+        self.report = Some(report);
+        Some(event)
+    }
+
+    /// This device is alive: a heartbeat at most once a minute (checked every 10 s).
+    fn heartbeat(&mut self) {
+        if self
+            .last_beat
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_beat = Some(Instant::now());
+        let _ = self.store.beat_when(Due::Stale);
+    }
+}
+
+/// Why there are no file events, and what the watcher does instead.
+fn explain(e: &notify::Error, poll: Duration) -> String {
+    let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
+        || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+    let why = if limit {
+        "the system's limit of watched folders is reached (Linux: raise fs.inotify.max_user_watches, e.g. `sysctl fs.inotify.max_user_watches=524288`)".to_string()
+    } else {
+        e.to_string()
+    };
+    format!(
+        "file events unavailable ({why}): listing the folder every {} ms instead",
+        poll.as_millis()
+    )
+}

@@ -1,0 +1,351 @@
+//! A live store: watchers, their events and patches, heartbeats from apps.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crdtdir::{Event, JsonPatch, PatchOp, Store, WatchOptions};
+use proptest::prelude::*;
+use serde_json::{json, Value as Json};
+
+use crate::common::{merged, op_files, replica, Device};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Delivers the op files of `from` that `to` lacks the way Syncthing does: a temp file in
+/// the target folder, then a rename. Returns how many.
+fn deliver(from: &Path, to: &Path) -> usize {
+    let mut n = 0;
+    for rel in op_files(from) {
+        let target = to.join(&rel);
+        if target.exists() {
+            continue;
+        }
+        let dir = target.parent().unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let temp = dir.join(format!(
+            ".syncthing.{}.tmp",
+            target.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::copy(from.join(&rel), &temp).unwrap();
+        std::fs::rename(&temp, &target).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Two folders of one store: `here` (device a watches it) and `there` (device b writes).
+fn two_folders(
+    dir: &Path,
+    initial: Json,
+) -> (std::path::PathBuf, std::path::PathBuf, Device, Device) {
+    let (here, there) = (dir.join("here"), dir.join("there"));
+    let (a, b) = (Device::new(dir, "a"), Device::new(dir, "b"));
+    Store::init(&here, a.options(), Some(&initial)).unwrap();
+    replica(&here, &there);
+    deliver(&here, &there);
+    (here, there, a, b)
+}
+
+fn next(w: &crdtdir::Watcher) -> Event {
+    w.recv_timeout(WAIT)
+        .expect("an event within the time limit")
+}
+
+/// Applies JSON Pointer patches to a JSON value, as an app would.
+fn apply(doc: &mut Json, patches: &[JsonPatch]) {
+    fn split(path: &str) -> (String, String) {
+        let (parent, last) = path.rsplit_once('/').unwrap();
+        (
+            parent.to_string(),
+            last.replace("~1", "/").replace("~0", "~"),
+        )
+    }
+    for p in patches {
+        match p {
+            JsonPatch::Put { path, value, .. } => {
+                let (parent, key) = split(path);
+                match doc.pointer_mut(&parent).unwrap() {
+                    Json::Object(m) => {
+                        m.insert(key, value.clone());
+                    }
+                    Json::Array(a) => a[key.parse::<usize>().unwrap()] = value.clone(),
+                    other => panic!("put into {other}"),
+                }
+            }
+            JsonPatch::Insert { path, values } => {
+                let (parent, index) = split(path);
+                let a = doc.pointer_mut(&parent).unwrap().as_array_mut().unwrap();
+                let i: usize = index.parse().unwrap();
+                for (k, v) in values.iter().enumerate() {
+                    a.insert(i + k, v.clone());
+                }
+            }
+            JsonPatch::Delete { path, count } => {
+                let (parent, key) = split(path);
+                match doc.pointer_mut(&parent).unwrap() {
+                    Json::Object(m) => {
+                        m.remove(&key);
+                    }
+                    Json::Array(a) => {
+                        let i: usize = key.parse().unwrap();
+                        a.drain(i..i + count);
+                    }
+                    Json::String(s) => {
+                        let i: usize = key.parse().unwrap();
+                        *s = s.chars().take(i).chain(s.chars().skip(i + count)).collect();
+                    }
+                    other => panic!("delete from {other}"),
+                }
+            }
+            JsonPatch::Splice { path, pos, text } => {
+                let s = doc.pointer_mut(path).unwrap();
+                let old = s.as_str().unwrap().to_string();
+                *s = Json::String(
+                    old.chars()
+                        .take(*pos)
+                        .chain(text.chars())
+                        .chain(old.chars().skip(*pos))
+                        .collect(),
+                );
+            }
+            JsonPatch::Increment { path, by } => {
+                let v = doc.pointer_mut(path).unwrap();
+                *v = json!(v.as_i64().unwrap() + by);
+            }
+            _ => panic!("unknown patch {p:?}"),
+        }
+    }
+}
+
+/// A file delivered into a watched folder makes exactly one event, with the right change
+/// and patches.
+#[test]
+fn a_delivered_file_makes_exactly_one_event_with_its_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"n": {}, "title": "Shop"}));
+    let watcher = a.open(&here).watch(WatchOptions::new()).unwrap();
+    let first = next(&watcher);
+    assert!(first.initial && first.patches.is_empty(), "{first:?}");
+    let written = b
+        .open(&there)
+        .apply_patch(&crdtdir::parse_patch(
+            r#"[{"op":"add","path":"/n/x","value":5},{"op":"splice","path":"/title","pos":4,"del":0,"text":"ping"}]"#,
+        ).unwrap())
+        .unwrap();
+    assert_eq!(deliver(&there, &here), 1);
+    let event = next(&watcher);
+    assert!(!event.initial && !event.local && !event.reset, "{event:?}");
+    assert_eq!(event.changes.len(), 1);
+    assert_eq!(event.changes[0].device, "b");
+    assert_eq!(event.changes[0].hash, written.change().unwrap());
+    assert_eq!(
+        serde_json::to_value(&event.patches).unwrap(),
+        json!([
+            {"op": "put", "path": "/n/x", "value": 5, "conflict": false},
+            {"op": "splice", "path": "/title", "pos": 4, "text": "ping"},
+        ])
+    );
+    assert!(
+        watcher.recv_timeout(Duration::from_millis(700)).is_none(),
+        "one file, one event"
+    );
+}
+
+/// 1,000 files arriving at once make a few events, not 1,000, and the watcher's document is
+/// what a cold merge of the folder gives.
+#[test]
+fn a_thousand_files_at_once_make_few_events_and_the_cold_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"l": []}));
+    let writer = b.open(&there);
+    for i in 0..1000 {
+        writer
+            .apply_patch(&[PatchOp::Insert {
+                path: "/l/-".into(),
+                value: json!(i),
+                scalar: false,
+            }])
+            .unwrap();
+    }
+    let watcher = a.open(&here).watch(WatchOptions::new()).unwrap();
+    let mut doc = next(&watcher);
+    assert!(doc.initial);
+    let mut json = a.open(&here).read().unwrap().to_json();
+    assert_eq!(deliver(&there, &here), 1000);
+    let cold = merged(&Device::new(dir.path(), "cold"), &there);
+    let mut events = 0;
+    let started = Instant::now();
+    while serde_json::to_string(&json).unwrap() != cold {
+        assert!(started.elapsed() < WAIT * 3, "the watcher never caught up");
+        doc = next(&watcher);
+        events += 1;
+        apply(&mut json, &doc.patches);
+    }
+    assert!(events <= 10, "{events} events for one burst");
+    let changes: usize = 1000;
+    assert_eq!(
+        doc.heads,
+        Device::new(dir.path(), "cold2")
+            .open(&there)
+            .read()
+            .unwrap()
+            .heads()
+            .iter()
+            .map(|h| h.to_string())
+            .collect::<Vec<_>>(),
+        "the watcher's heads are the cold merge's ({changes} changes)"
+    );
+}
+
+/// Without file events (or when they are lost), the listing still finds what arrived.
+#[test]
+fn without_file_events_the_listing_finds_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"n": 0}));
+    let watcher = a
+        .open(&here)
+        .watch(
+            WatchOptions::new()
+                .events(false)
+                .poll(Duration::from_millis(200)),
+        )
+        .unwrap();
+    assert!(next(&watcher).initial);
+    b.open(&there)
+        .apply_patch(&[PatchOp::Set {
+            path: "/n".into(),
+            value: json!(7),
+            scalar: false,
+        }])
+        .unwrap();
+    deliver(&there, &here);
+    let event = next(&watcher);
+    assert_eq!(event.changes.len(), 1);
+    assert_eq!(
+        serde_json::to_value(&event.patches).unwrap(),
+        json!([{"op": "put", "path": "/n", "value": 7, "conflict": false}])
+    );
+}
+
+/// A watcher and a writer in one process: the write comes back as a local event, and a
+/// write sees what the watcher merged.
+#[test]
+fn a_watcher_and_a_writer_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"n": 1}));
+    let store = a.open(&here);
+    let watcher = store.watch(WatchOptions::new()).unwrap();
+    assert!(next(&watcher).initial);
+    let writer = store.clone();
+    std::thread::spawn(move || {
+        writer
+            .apply_patch(&[PatchOp::Increment {
+                path: "/c".into(),
+                value: 2,
+            }])
+            .unwrap();
+    })
+    .join()
+    .unwrap();
+    let event = next(&watcher);
+    assert!(event.local, "{event:?}");
+    assert_eq!(
+        serde_json::to_value(&event.patches).unwrap(),
+        json!([{"op": "put", "path": "/c", "value": 2, "conflict": false}])
+    );
+    // Another device changes n; the watcher merges it; a test op on the new value passes.
+    b.open(&there)
+        .apply_patch(&[PatchOp::Set {
+            path: "/n".into(),
+            value: json!(5),
+            scalar: false,
+        }])
+        .unwrap();
+    deliver(&there, &here);
+    let event = next(&watcher);
+    assert!(!event.local);
+    store
+        .apply_patch(
+            &crdtdir::parse_patch(
+                r#"[{"op":"test","path":"/n","value":5},{"op":"replace","path":"/n","value":6}]"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let event = next(&watcher);
+    assert!(event.local);
+    assert_eq!(
+        serde_json::to_value(&event.patches).unwrap(),
+        json!([{"op": "put", "path": "/n", "value": 6, "conflict": false}])
+    );
+}
+
+/// A device that only watches (an app that never writes) publishes heartbeats: another
+/// device's compaction then refuses.
+#[test]
+fn a_watching_app_makes_another_devices_compaction_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, viewer) = (
+        Device::new(dir.path(), "a"),
+        Device::new(dir.path(), "viewer"),
+    );
+    Store::init(&store, a.options(), Some(&json!({"n": 1}))).unwrap();
+    let watching = viewer.open(&store).watch(WatchOptions::new()).unwrap();
+    assert!(next(&watching).initial);
+    let started = Instant::now();
+    let refused = loop {
+        match a.open(&store).compact_if_alone(300, |_| true, |_| {}) {
+            Err(crdtdir::Error::NotAlone { devices }) => break devices,
+            other => {
+                assert!(started.elapsed() < WAIT, "never refused: {other:?}");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    assert_eq!(refused[0].name, "viewer");
+    drop(watching);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    /// For random edits delivered in random batches, the patches of each event, applied to
+    /// the JSON before it, give the JSON after it.
+    #[test]
+    fn patches_applied_in_order_give_the_document(
+        edits in proptest::collection::vec((0u8..6, 0usize..8, "[a-zé]{0,3}", -3i64..4), 1..25),
+        batch in 1usize..6,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (here, there, a, b) = two_folders(dir.path(), json!({"l": [], "t": "", "m": {}, "c": 0}));
+        let watcher = a.open(&here).watch(WatchOptions::new().debounce(Duration::from_millis(20))).unwrap();
+        prop_assert!(next(&watcher).initial);
+        let mut json = a.open(&here).read().unwrap().to_json();
+        let writer = b.open(&there);
+        for (round, chunk) in edits.chunks(batch).enumerate() {
+            for (kind, at, text, n) in chunk {
+                let view = writer.read().unwrap().to_json();
+                let len = view["l"].as_array().unwrap().len();
+                let tlen = view["t"].as_str().unwrap().chars().count();
+                let op = match kind {
+                    0 => PatchOp::Insert { path: format!("/l/{}", at % (len + 1)), value: json!(text), scalar: true },
+                    1 if len > 0 => PatchOp::Remove { path: format!("/l/{}", at % len) },
+                    2 => PatchOp::Splice { path: "/t".into(), pos: at % (tlen + 1), del: usize::from(tlen > 0 && at % 2 == 0), text: text.clone() },
+                    3 => PatchOp::Set { path: format!("/m/k{at}"), value: json!({"v": n, "s": text}), scalar: false },
+                    4 => PatchOp::Increment { path: "/c".into(), value: *n },
+                    _ => PatchOp::Set { path: format!("/m/k{}", at % 3), value: json!(null), scalar: false },
+                };
+                let _ = writer.apply_patch(&[op]);
+            }
+            deliver(&there, &here);
+            let want = merged(&Device::new(dir.path(), &format!("cold{round}")), &here);
+            let started = Instant::now();
+            while serde_json::to_string(&json).unwrap() != want {
+                prop_assert!(started.elapsed() < WAIT, "stuck at {json} wanting {want}");
+                let event = next(&watcher);
+                prop_assert!(!event.reset);
+                apply(&mut json, &event.patches);
+            }
+        }
+    }
+}
