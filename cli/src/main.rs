@@ -54,6 +54,9 @@ enum Command {
     Demo,
     /// The history: one line per change.
     Log(cmd::log::Args),
+    /// Merge what arrives as it arrives: one JSON line per merged batch (heads, changes,
+    /// JSON Pointer patches), until interrupted.
+    Watch(cmd::watch::Args),
 }
 
 fn main() -> ExitCode {
@@ -114,5 +117,6 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Compact(args) => cmd::compact::run(store, args),
         Command::Repair => cmd::repair::run(store),
         Command::Log(args) => cmd::log::run(store, args),
+        Command::Watch(args) => cmd::watch::run(store, args),
     }
 }

@@ -1017,3 +1017,118 @@ fn the_snapshot_opens_in_the_sqlite3_shell() {
         .keys()
         .all(|k| !k.ends_with("-wal") && !k.ends_with("-shm") && !k.ends_with("-journal")));
 }
+
+/// Reads one line from a child's stdout, failing after `secs` seconds.
+fn line_within(lines: &std::sync::mpsc::Receiver<String>, secs: u64) -> serde_json::Value {
+    let line = lines
+        .recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("a watch line in time");
+    serde_json::from_str(&line).unwrap()
+}
+
+/// Spawns `crdtdir watch` with its stdout lines on a channel.
+fn spawn_watch(
+    dev: &Dev,
+    store: &Path,
+    args: &[&str],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut all = vec!["watch"];
+    all.extend_from_slice(args);
+    let mut child = dev
+        .cmd(store, &all)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// `crdtdir watch` prints one JSON line per merged batch (another device's append shows as
+/// its patches; `--doc` prints the document instead), and SIGTERM ends it with exit 0 and
+/// no temp file left.
+#[test]
+fn watch_prints_a_line_per_batch_and_ends_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    for (args, signal) in [(&[][..], "TERM"), (&["--doc"][..], "INT")] {
+        let (mut child, lines) = spawn_watch(&a, &store, args);
+        let first = line_within(&lines, 20);
+        assert_eq!(first["initial"], true, "{first}");
+        let out = b.ok(&store, &["append", "increment", "/n", "3"]);
+        let change: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let line = line_within(&lines, 20);
+        assert_eq!(line["changes"][0]["device"], "b", "{line}");
+        assert_eq!(line["changes"][0]["hash"], change["change"], "{line}");
+        if args.is_empty() {
+            assert_eq!(line["patches"][0]["op"], "put", "{line}");
+            assert_eq!(line["patches"][0]["path"], "/n", "{line}");
+        } else {
+            assert!(line.get("patches").is_none(), "{line}");
+            assert!(line["doc"]["n"].is_number(), "{line}");
+        }
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = child.wait().unwrap();
+        assert!(status.success(), "SIG{signal}: {status:?}");
+        let temps: Vec<String> = tree(&store)
+            .into_keys()
+            .filter(|k| k.contains(".crdtdir-"))
+            .collect();
+        assert!(temps.is_empty(), "{temps:?}");
+    }
+}
+
+/// A closed stdout (`crdtdir watch | head -1`) ends the watch quietly, with exit 0.
+#[test]
+fn watch_ends_quietly_when_its_reader_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    let mut child = a
+        .cmd(&store, &["watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 1];
+    use std::io::Read;
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    // The next event's line meets the closed pipe.
+    let started = std::time::Instant::now();
+    let status = loop {
+        b.ok(&store, &["append", "increment", "/n"]);
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed().as_secs() < 30, "watch did not end");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(!stderr.contains("internal error"), "{stderr}");
+}

@@ -244,6 +244,74 @@ fn two_devices_through_syncthing_converge() {
         assert_eq!(status["changes"], 7);
     }
 
+    // The phone watches; a change on the laptop arrives through Syncthing as a watch line.
+    let mut watch = Command::new(BIN)
+        .arg("--store")
+        .arg(&store_b)
+        .arg("--state-dir")
+        .arg(&state_b)
+        .args(["--device", "phone", "watch"])
+        .env_remove("CRDTDIR_STORE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let first = lines.recv_timeout(PATIENCE).expect("the first watch line");
+    assert_eq!(first["initial"], true, "{first}");
+    let (ok, _, err) = crdtdir(
+        &store_a,
+        &state_a,
+        "laptop",
+        &["append", "set", "/seen", r#""from the laptop""#],
+    );
+    assert!(ok, "{err}");
+    let start = Instant::now();
+    let line = loop {
+        let left = PATIENCE.saturating_sub(start.elapsed());
+        let line = lines
+            .recv_timeout(left)
+            .expect("a watch line with the laptop's change");
+        let patches = line["patches"].as_array().cloned().unwrap_or_default();
+        if patches.iter().any(|p| p["path"] == "/seen") {
+            break line;
+        }
+    };
+    assert!(
+        line["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["device"] == "laptop"),
+        "{line}"
+    );
+    let killed = Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        watch.wait().unwrap().success(),
+        "watch ends cleanly on SIGTERM"
+    );
+    wait_for("both devices to agree again", &homes, || {
+        crdtdir(&store_a, &state_a, "laptop", &["merge"]).1
+            == crdtdir(&store_b, &state_b, "phone", &["merge"]).1
+    });
+
     // Compaction on the laptop, once the phone has gone quiet: Syncthing carries the
     // snapshot and the deletions, and the phone still sees every change.
     // The phone's last beats may still be in flight: the laptop refuses (exit 3) while

@@ -9,3 +9,4 @@ pub(crate) mod log;
 pub(crate) mod merge;
 pub(crate) mod repair;
 pub(crate) mod status;
+pub(crate) mod watch;

@@ -1,0 +1,69 @@
+//! `crdtdir watch`: one JSON line per merged batch, until SIGINT, SIGTERM or a closed stdout.
+//!
+//! Each line is a JSON object:
+//! - `initial` (true on the first line only: the document as the watcher found it),
+//! - `heads` (hex), `changes` (`hash`, `actor`, `seq`, `device`, `local`), `local` (every
+//!   change is this device's own), `reset` (the document was rebuilt: the patches build it
+//!   from `{}`),
+//! - `patches` (JSON Pointer patches: `put`, `insert`, `delete`, `splice`, `increment`),
+//!   or with `--doc` the whole document as `doc` instead,
+//! - `report` (what `status` shows) when it changed, `notices` (about the watching).
+
+use std::io::Write;
+use std::time::Duration;
+
+use crdtdir::{Store, WatchOptions};
+use serde_json::Value as Json;
+
+use crate::output::{fail, Failure};
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// Print the whole document in each line (`doc`) instead of patches.
+    #[arg(long)]
+    doc: bool,
+    /// Quiet time after file events before a merge, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    debounce: u64,
+    /// List the folder every MS milliseconds instead of using file events (network folders,
+    /// FUSE mounts such as rclone mount).
+    #[arg(long, value_name = "MS")]
+    poll: Option<u64>,
+}
+
+pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
+    let mut options = WatchOptions::new()
+        .debounce(Duration::from_millis(args.debounce))
+        .document(args.doc);
+    if let Some(ms) = args.poll {
+        options = options
+            .events(false)
+            .poll(Duration::from_millis(ms.max(10)));
+    }
+    let watcher = store.watch(options)?;
+    // SIGINT, SIGTERM (and SIGHUP) stop the watcher between merges: no write is cut.
+    let stopper = watcher.stopper();
+    ctrlc::set_handler(move || stopper.stop())
+        .map_err(|e| fail(format!("cannot handle signals: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    for event in watcher {
+        let mut line = serde_json::to_value(&event).map_err(|e| fail(e.to_string()))?;
+        if let (true, Json::Object(map)) = (args.doc, &mut line) {
+            map.remove("patches");
+            if let Some(doc) = map.remove("document") {
+                map.insert("doc".into(), doc);
+            }
+        }
+        let written = serde_json::to_writer(&mut out, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush());
+        match written {
+            Ok(()) => {}
+            // A closed pipe (`crdtdir watch | head -1`) ends the watch quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(fail(format!("stdout: {e}"))),
+        }
+    }
+    Ok(())
+}
