@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crdtdir::automerge::transaction::Transactable;
 use crdtdir::automerge::{ActorId, Automerge, Change, ObjType, ReadDoc, ROOT};
-use crdtdir::{Options, PatchOp, Store};
+use crdtdir::{Options, PatchOp, Store, WatchOptions};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
@@ -115,7 +115,7 @@ fn main() {
         forget_folder(&st);
         let changes: Vec<Change> = (0..n).map(|_| commit(&mut doc, &mut rng)).collect();
         for c in &changes {
-            write_op(&extra, "extra", c);
+            let _ = write_op(&extra, "extra", c);
         }
         // Flush the copies' dirty pages so the write-back does not land in the measurement.
         let _ = Command::new("sync").status();
@@ -204,6 +204,87 @@ fn main() {
             "append, CLI (build it: cargo build --release -p crdtdir-cli)",
             "skipped".into(),
         ),
+    }
+
+    // A live store: a watcher on the big store. A file "arrives" as a sync tool delivers
+    // it (a rename into the folder); the time runs until the watcher's event names it.
+    {
+        let s = Store::open(&extra, Options::new().state_dir(&big_state).device("bench")).unwrap();
+        s.read_json().unwrap();
+        let stage = scratch.path().join("stage");
+        let mut arrive = |watcher: &crdtdir::Watcher| {
+            let change = commit(&mut doc, &mut rng);
+            let rel = write_op(&stage, "extra", &change);
+            let hash = change.hash().to_string();
+            let _ = Command::new("sync").status();
+            let t = Instant::now();
+            std::fs::rename(stage.join(&rel), extra.join(&rel)).unwrap();
+            loop {
+                let e = watcher
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("an event");
+                if e.changes.iter().any(|c| c.hash == hash) {
+                    return t.elapsed();
+                }
+            }
+        };
+        let mut own_time = Duration::ZERO;
+        for debounce in [100u64, 0] {
+            let watcher = s
+                .watch(WatchOptions::new().debounce(Duration::from_millis(debounce)))
+                .unwrap();
+            watcher.recv_timeout(Duration::from_secs(60)).unwrap();
+            let mut took: Vec<Duration> = (0..40)
+                .map(|_| {
+                    let d = arrive(&watcher);
+                    std::thread::sleep(Duration::from_millis(150));
+                    d
+                })
+                .collect();
+            took.sort();
+            let (p50, p99) = (took[took.len() / 2], took[took.len() * 99 / 100]);
+            row(
+                &format!("file arrival -> watch event, debounce {debounce} ms, p50 / p99"),
+                format!("{} / {}", ms(p50), ms(p99)),
+            );
+            own_time = p50;
+        }
+        let watcher = s.watch(WatchOptions::new()).unwrap();
+        watcher.recv_timeout(Duration::from_secs(60)).unwrap();
+        let with_watcher = median(20, |i| {
+            s.apply_patch(&[set(i)]).unwrap();
+        });
+        row(
+            &format!(
+                "append, library, {}-change store, watcher running",
+                n_files + 1010
+            ),
+            ms(with_watcher),
+        );
+        drop(watcher);
+        if let Some(bin) = cli_binary() {
+            // The same one new file, merged by a CLI process from the saved cache.
+            s.read_json().unwrap();
+            let change = commit(&mut doc, &mut rng);
+            let _ = write_op(&extra, "extra", &change);
+            let _ = Command::new("sync").status();
+            let t = Instant::now();
+            let out = Command::new(&bin)
+                .arg("--store")
+                .arg(&extra)
+                .arg("--state-dir")
+                .arg(&big_state)
+                .args(["--device", "bench", "merge"])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let cli = t.elapsed();
+            row("merge, 1 new file, CLI process", ms(cli));
+            row(
+                "  watcher (debounce 0, p50) to CLI merge",
+                format!("{:.3}x", ratio(own_time, cli)),
+            );
+        }
     }
 
     // Peak memory of a cold merge, in a child process of its own.
@@ -435,8 +516,9 @@ fn commit(doc: &mut Automerge, rng: &mut SmallRng) -> Change {
     doc.get_change_by_hash(&h).unwrap()
 }
 
-/// Writes a change as a v1 op file (docs/FORMAT.md), without fsync: this is set-up.
-fn write_op(store: &Path, device: &str, change: &Change) {
+/// Writes a change as a v1 op file (docs/FORMAT.md), without fsync: this is set-up. Returns
+/// its path in the store.
+fn write_op(store: &Path, device: &str, change: &Change) -> String {
     use ciborium::Value;
     let v = Value::Map(vec![
         (Value::Text("v".into()), Value::Integer(1.into())),
@@ -455,7 +537,8 @@ fn write_op(store: &Path, device: &str, change: &Change) {
         change.seq(),
         &blake3::hash(&bytes).to_hex()[..32]
     );
-    std::fs::write(dir.join(name), bytes).unwrap();
+    std::fs::write(dir.join(&name), bytes).unwrap();
+    format!("ops/{}/{name}", change.actor_id().to_hex_string())
 }
 
 fn count_ops(store: &Path) -> usize {

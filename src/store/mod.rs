@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub(crate) mem: Mutex<Option<Arc<MergedState>>>,
     /// The in-memory state holds own changes the cache files do not have yet.
     pub(crate) mem_dirty: AtomicBool,
+    /// What running watchers know of the folder (see [`crate::Store::watch`]).
+    pub(crate) watched: crate::watch::Watched,
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,

@@ -202,6 +202,7 @@ impl Store {
                 device,
                 mem: Mutex::new(None),
                 mem_dirty: AtomicBool::new(false),
+                watched: Default::default(),
                 marker_problem,
             }),
         }

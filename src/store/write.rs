@@ -141,10 +141,32 @@ impl Store {
         let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
         // Write on the current folder: what other devices wrote since the last merge is
         // merged first (from memory, only what is new), so a `test` op and the new change
-        // see every change that has arrived. A write leaves the cache files alone: a refused
-        // write changes nothing on disk at all.
-        drop(self.merged(&scan::scan(&self.inner.root), false));
-        let mut state = self.take_mem().expect("a merge leaves its state in memory");
+        // see every change that has arrived. A running watcher with file events vouches
+        // that nothing arrived since its last merge: then not even a listing is needed.
+        // Another process of this device may have written since: then the memory lacks the
+        // recorded last change, and the folder is merged. A write leaves the cache files
+        // alone: a refused write changes nothing on disk at all.
+        let knows_last = |state: &MergedState| {
+            record.as_ref().is_none_or(|r| {
+                r.hash.parse::<ChangeHash>().is_ok_and(|h| {
+                    state
+                        .doc
+                        .get_missing_deps(std::slice::from_ref(&h))
+                        .is_empty()
+                })
+            })
+        };
+        let quiet = self.inner.watched.quiet();
+        let mut state = match self.take_mem() {
+            Some(state) if quiet && knows_last(&state) => state,
+            other => {
+                if let Some(state) = other {
+                    self.put_mem(Arc::new(state));
+                }
+                drop(self.merged(&scan::scan(&self.inner.root), false));
+                self.take_mem().expect("a merge leaves its state in memory")
+            }
+        };
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }

@@ -21,11 +21,11 @@ mod patches;
 
 pub use self::patches::JsonPatch;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::error::Result;
-use crate::folder::scan::{self, Scan};
+use crate::folder::scan;
 use crate::folder::OPS_DIR;
 use crate::format::snapshot::SNAPSHOTS_DIR;
 use crate::presence::Due;
@@ -250,6 +250,27 @@ impl Drop for WatchHandle {
     }
 }
 
+/// What running watchers know of the folder, shared by a store's clones: a write may skip
+/// its listing while a watcher with file events has merged every event it was told of
+/// (this device's own op files excepted: the writer knows them).
+#[derive(Debug, Default)]
+pub(crate) struct Watched {
+    /// Watchers running with file events.
+    live: AtomicUsize,
+    /// File events about other devices' files, counted by the event source.
+    events: AtomicU64,
+    /// The count of events the last finished merge had seen before it listed the folder.
+    merged: AtomicU64,
+}
+
+impl Watched {
+    /// True when a watcher with file events runs and has merged every event so far.
+    pub(crate) fn quiet(&self) -> bool {
+        self.live.load(Ordering::SeqCst) > 0
+            && self.events.load(Ordering::SeqCst) == self.merged.load(Ordering::SeqCst)
+    }
+}
+
 /// What wakes the watching thread.
 enum Signal {
     /// Files changed in a watched folder.
@@ -335,6 +356,8 @@ struct Run {
     stop: Arc<AtomicBool>,
     /// The file event source, when there is one, and the folders it watches.
     source: Option<notify::RecommendedWatcher>,
+    /// This device's own actor folders under `ops/` (events there are its own writes).
+    own: Arc<RwLock<Vec<PathBuf>>>,
     watched: BTreeSet<PathBuf>,
     notices: Vec<String>,
     heads: Vec<ChangeHash>,
@@ -356,6 +379,7 @@ impl Run {
             wake,
             stop,
             source: None,
+            own: Arc::new(RwLock::new(Vec::new())),
             watched: BTreeSet::new(),
             notices: Vec::new(),
             heads: Vec::new(),
@@ -372,12 +396,22 @@ impl Run {
     fn start_events(&mut self) {
         use notify::Watcher as _;
         let wake = self.wake.clone();
+        let store = self.store.clone();
+        let own = Arc::clone(&self.own);
         let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let signal = match res {
+            let signal = match &res {
                 Ok(e) if e.need_rescan() => Signal::Rescan,
                 Ok(_) => Signal::Files,
                 Err(_) => Signal::Rescan,
             };
+            // This device's own op files and temps: the writer knows them already.
+            let ours = matches!(&res, Ok(e) if !e.need_rescan() && !e.paths.is_empty() && {
+                let own = own.read().unwrap_or_else(|p| p.into_inner());
+                e.paths.iter().all(|p| own.iter().any(|dir| p.starts_with(dir)))
+            });
+            if !ours {
+                store.inner.watched.events.fetch_add(1, Ordering::SeqCst);
+            }
             let _ = wake.send(signal);
         });
         match made {
@@ -387,6 +421,7 @@ impl Run {
                     Ok(()) => {
                         self.watched.insert(root);
                         self.source = Some(w);
+                        self.store.inner.watched.live.fetch_add(1, Ordering::SeqCst);
                     }
                     Err(e) => self.no_events(&e),
                 }
@@ -396,20 +431,25 @@ impl Run {
     }
 
     fn no_events(&mut self, e: &notify::Error) {
-        self.source = None;
+        self.drop_source();
         self.notices.push(explain(e, self.options.poll));
     }
 
+    fn drop_source(&mut self) {
+        if self.source.take().is_some() {
+            self.store.inner.watched.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
     /// Watches the store's folders that exist and are not watched yet (new actor folders).
-    fn add_watches(&mut self, scan: &Scan) {
+    /// Runs before each listing, so a file that arrives after the listing has an event.
+    fn add_watches(&mut self) {
         use notify::Watcher as _;
         let Some(source) = self.source.as_mut() else {
             return;
         };
         let root = &self.store.inner.root;
         let mut wanted: Vec<PathBuf> = vec![root.join(OPS_DIR), root.join(SNAPSHOTS_DIR)];
-        let actors: HashSet<&str> = scan.ops.iter().map(|o| o.actor()).collect();
-        wanted.extend(actors.into_iter().map(|a| root.join(OPS_DIR).join(a)));
         if let Ok(dirs) = std::fs::read_dir(root.join(OPS_DIR)) {
             wanted.extend(
                 dirs.flatten()
@@ -426,9 +466,7 @@ impl Run {
                     self.watched.insert(dir);
                 }
                 Err(e) => {
-                    let poll = self.options.poll;
-                    self.source = None;
-                    self.notices.push(explain(&e, poll));
+                    self.no_events(&e);
                     return;
                 }
             }
@@ -487,17 +525,23 @@ impl Run {
     /// Lists and merges; the event, if anything changed (always for the first).
     fn merge(&mut self, initial: bool) -> Option<Event> {
         let store = self.store.clone();
+        let seen = store.inner.watched.events.load(Ordering::SeqCst);
+        let own = store.own_actors();
+        *self.own.write().unwrap_or_else(|p| p.into_inner()) = own
+            .iter()
+            .map(|a| store.inner.root.join(OPS_DIR).join(a))
+            .collect();
+        self.add_watches();
         let scan = scan::scan(&store.inner.root);
         self.last_listing = Instant::now();
-        self.add_watches(&scan);
         let (state, report, _) = store.merged(&scan, false);
+        store.inner.watched.merged.store(seen, Ordering::SeqCst);
         let report = store.with_marker_problem(report);
         let heads = state.doc.get_heads();
         let same_report = self.report.as_ref() == Some(&report);
         if !initial && heads == self.heads && same_report && self.notices.is_empty() {
             return None;
         }
-        let own = store.own_actors();
         let reset = !initial
             && self
                 .heads
@@ -554,6 +598,12 @@ impl Run {
         }
         self.last_beat = Some(Instant::now());
         let _ = self.store.beat_when(Due::Stale);
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.drop_source();
     }
 }
 
