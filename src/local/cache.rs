@@ -218,7 +218,10 @@ impl Cache {
 /// entry with its classification, the features, the snapshots and records with their
 /// fingerprints; and, for op files the last merge could not read, their fingerprints (a sync
 /// tool may still complete or restore one in place: size, times or inode change).
-fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
+/// The digest of a folder listing: op file paths (and fingerprints of the damaged ones),
+/// problem files, snapshot fingerprints and unknown features. A folder that lists the same
+/// merges to the same view.
+pub(crate) fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
     let damaged: std::collections::HashSet<&str> =
         report.problems.iter().map(|p| p.path.as_str()).collect();
     // One buffer, one hash: many tiny updates cost more than the listing itself.

@@ -20,7 +20,7 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 use crate::folder::scan::{self};
 use crate::format::marker::{Marker, FORMAT_VERSION};
-use crate::local::cache::Cache;
+use crate::local::cache::{listing, Cache};
 use crate::local::StateDir;
 use crate::merge;
 use crate::merge::state::MergedState;
@@ -82,6 +82,9 @@ pub(crate) struct Shared {
     pub(crate) mem: Mutex<Option<Arc<MergedState>>>,
     /// The in-memory state holds own changes the cache files do not have yet.
     pub(crate) mem_dirty: AtomicBool,
+    /// The listing digest (see the local cache's `view`) and report of the last merge of the
+    /// state in memory.
+    pub(crate) listed: Mutex<Option<(blake3::Hash, MergeReport)>>,
     /// What running watchers know of the folder (see [`crate::Store::watch`]).
     pub(crate) watched: crate::watch::Watched,
     /// The folder's marker is missing or damaged: this store was opened from what this
@@ -191,6 +194,34 @@ impl Store {
         scan: &scan::Scan,
         save: bool,
     ) -> (Arc<MergedState>, MergeReport, Option<String>) {
+        // The folder lists as it did at the last merge of the state in memory: nothing to
+        // merge. (Not in a compacted store, where other devices' beats can change the
+        // report.)
+        let uncompacted = scan.snapshots.is_empty()
+            && scan.records.is_empty()
+            && !self
+                .inner
+                .root
+                .join(crate::format::marker::FEATURES_DIR)
+                .join(crate::format::snapshot::FEATURE)
+                .exists();
+        let last = self
+            .inner
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mem = self
+            .inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let (true, Some((digest, report)), Some(state)) = (uncompacted, last, mem) {
+            if listing(&self.inner.root, scan, &report) == digest {
+                return self.finish_merge(state, report, false, scan, save);
+            }
+        }
         let base = self.take_mem().or_else(|| self.inner.cache.load());
         let (state, report, changed) = match base {
             Some(cached) => match merge::merge_incremental(&self.inner.root, scan, cached) {
@@ -217,9 +248,24 @@ impl Store {
                 (s, r, true)
             }
         };
-        let changed = changed || self.inner.mem_dirty.load(Ordering::Relaxed);
+        *self.inner.listed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((listing(&self.inner.root, scan, &report), report.clone()));
         let state = Arc::new(state);
         self.put_mem(Arc::clone(&state));
+        self.finish_merge(state, report, changed, scan, save)
+    }
+
+    /// Saves the cache files when the state changed (or holds own writes they lack) and
+    /// `save` asks for it; the JSON when it had to be rendered.
+    fn finish_merge(
+        &self,
+        state: Arc<MergedState>,
+        report: MergeReport,
+        changed: bool,
+        scan: &scan::Scan,
+        save: bool,
+    ) -> (Arc<MergedState>, MergeReport, Option<String>) {
+        let changed = changed || self.inner.mem_dirty.load(Ordering::Relaxed);
         if !changed || !save {
             return (state, report, None);
         }

@@ -203,6 +203,7 @@ impl Store {
                 mem: Mutex::new(None),
                 mem_dirty: AtomicBool::new(false),
                 watched: Default::default(),
+                listed: Mutex::new(None),
                 marker_problem,
             }),
         }

@@ -387,8 +387,13 @@ impl Run {
             last_listing: Instant::now(),
             last_beat: None,
         };
-        if run.options.events {
-            run.start_events();
+        match remote_file_system(&run.store.inner.root) {
+            Some(fs) if run.options.events => run.notices.push(format!(
+                "the folder is on a {fs} file system, where file events miss other machines' changes: listing the folder every {} ms instead",
+                run.options.poll.as_millis()
+            )),
+            _ if run.options.events => run.start_events(),
+            _ => {}
         }
         run
     }
@@ -607,6 +612,45 @@ impl Drop for Run {
     }
 }
 
+/// The type of the file system `path` is on, when it is one where file events do not see
+/// changes made by other machines (network file systems, FUSE mounts such as
+/// `rclone mount`). Linux only (from `/proc/self/mounts`); `None` elsewhere.
+fn remote_file_system(path: &std::path::Path) -> Option<String> {
+    let real = std::fs::canonicalize(path).ok()?;
+    remote_in(&std::fs::read_to_string("/proc/self/mounts").ok()?, &real)
+}
+
+/// [`remote_file_system`] for a mount table in the format of `/proc/self/mounts`.
+fn remote_in(mounts: &str, real: &std::path::Path) -> Option<String> {
+    let (_, fs) = mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let (_, point, fs) = (fields.next()?, fields.next()?, fields.next()?);
+            // Mount points escape spaces and a few others as octal (`\040`).
+            let point = point.replace("\\040", " ").replace("\\011", "\t");
+            real.starts_with(&point)
+                .then(|| (point.len(), fs.to_string()))
+        })
+        .max_by_key(|(len, _)| *len)?;
+    let remote = [
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "davfs",
+    ];
+    // FUSE file systems are mostly remote (rclone, sshfs, gcsfuse); fuse-overlayfs (a
+    // container's root) is local.
+    let fuse = (fs == "fuse" || fs.starts_with("fuse.")) && !fs.contains("overlay");
+    (remote.contains(&fs.as_str()) || fuse).then_some(fs)
+}
+
 /// Why there are no file events, and what the watcher does instead.
 fn explain(e: &notify::Error, poll: Duration) -> String {
     let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
@@ -620,4 +664,32 @@ fn explain(e: &notify::Error, poll: Duration) -> String {
         "file events unavailable ({why}): listing the folder every {} ms instead",
         poll.as_millis()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Network and FUSE mounts are found by the longest mount point holding the folder.
+    #[test]
+    fn remote_file_systems_are_recognised() {
+        let mounts = "/dev/vda / ext4 rw 0 0\n\
+            server:/export /mnt/nfs nfs4 rw 0 0\n\
+            gdrive: /home/me/Google\\040Drive fuse.rclone rw 0 0\n\
+            fuse-overlayfs /var/lib/app fuse.fuse-overlayfs rw 0 0\n\
+            tmpfs /mnt/nfs/local tmpfs rw 0 0\n";
+        let on = |p: &str| super::remote_in(mounts, Path::new(p));
+        assert_eq!(on("/home/me/Sync"), None);
+        assert_eq!(on("/mnt/nfs/todo").as_deref(), Some("nfs4"));
+        assert_eq!(
+            on("/mnt/nfs/local/todo"),
+            None,
+            "the longest mount point wins"
+        );
+        assert_eq!(
+            on("/home/me/Google Drive/todo").as_deref(),
+            Some("fuse.rclone")
+        );
+        assert_eq!(on("/var/lib/app/todo"), None, "fuse-overlayfs is local");
+    }
 }
