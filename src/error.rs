@@ -54,6 +54,10 @@ pub enum Error {
     /// The caller's change closure returned an error; nothing was written.
     #[error("change aborted: {0}")]
     Aborted(Box<dyn std::error::Error + Send + Sync>),
+    /// This device is read-only ([`crate::Options::read_only`]): it writes nothing to the
+    /// folder, so writes, `compact` and `repair` are refused. Nothing was changed.
+    #[error("refused: this device is read-only (--read-only or CRDTDIR_READ_ONLY=1): it writes nothing to the folder")]
+    ReadOnly,
     /// Compaction was refused: another device looks online, and compaction deletes files a
     /// device that is still writing may build on. Nothing was changed.
     #[error(
@@ -125,6 +129,7 @@ impl Error {
         matches!(
             self,
             Error::NeedsNewer { .. }
+                | Error::ReadOnly
                 | Error::NotAlone { .. }
                 | Error::NotConfirmed
                 | Error::Incomplete { .. }

@@ -53,5 +53,5 @@ pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
-pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written};
+pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written, READ_ONLY_ENV};
 pub use watch::{Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher};

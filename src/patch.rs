@@ -35,8 +35,10 @@ use crate::render;
 ///   devices concurrently did to them survives. Writing a scalar equal to the current one is
 ///   no operation at all. A change of kind replaces the value.
 /// - `move` and `copy` write the JSON value of `from` anew: the copy is a new object.
+/// - Members an operation does not define are ignored (RFC 6902 §4); an unknown operation
+///   is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "lowercase")]
 #[non_exhaustive]
 #[allow(missing_docs)]
 pub enum PatchOp {
@@ -714,9 +716,13 @@ mod tests {
     }
 
     #[test]
-    fn patch_parsing_rejects_unknown_ops_and_fields() {
+    fn patch_parsing_rejects_unknown_ops_and_ignores_unknown_members() {
         assert!(parse_patch(r#"[{"op":"frobnicate","path":"/a"}]"#).is_err());
-        assert!(parse_patch(r#"[{"op":"add","path":"/a","value":1,"extra":2}]"#).is_err());
+        // RFC 6902 §4: members not defined for the operation are ignored.
+        assert_eq!(
+            parse_patch(r#"[{"op":"add","path":"/a","value":1,"extra":2,"from":"/b"}]"#).unwrap(),
+            parse_patch(r#"[{"op":"add","path":"/a","value":1}]"#).unwrap()
+        );
         assert!(parse_patch(r#"[{"op":"add","path":"/a"}]"#).is_err());
         assert!(parse_patch(r#"{"op":"remove","path":"/a"}"#).is_ok());
         assert!(parse_patch("3").is_err());

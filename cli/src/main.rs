@@ -29,6 +29,11 @@ struct Cli {
     /// Local state directory (never inside the synced folder).
     #[arg(long, global = true, env = "CRDTDIR_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// This device writes nothing to the synced folder (no op file, heartbeat, snapshot or
+    /// temp): it merges, reads, shows status and watches; append, compact and repair are
+    /// refused (exit 3).
+    #[arg(long, global = true, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
+    read_only: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,7 +65,24 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // `crdtdir --version` names the on-disk format version this build writes.
+    let version: &'static str = Box::leak(
+        format!(
+            "{} (store format {})",
+            env!("CARGO_PKG_VERSION"),
+            crdtdir::FORMAT_VERSION
+        )
+        .into_boxed_str(),
+    );
+    let matches = Cli::command()
+        .version(version)
+        .long_version(version)
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // Automerge can panic on a forged change; the library catches that and reports it, so
     // the default panic message would be noise. A panic that escapes is reported below.
     std::panic::set_hook(Box::new(|_| {}));
@@ -85,7 +107,7 @@ fn options(cli: &Cli) -> Options {
     if let Some(d) = &cli.device {
         o = o.device(d);
     }
-    o
+    o.read_only(cli.read_only)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {

@@ -56,14 +56,24 @@ pub(crate) fn one_line(message: &str) -> String {
 
 /// Prints `value` as one line of JSON (indented with `pretty`).
 pub(crate) fn print_json(value: &Json, pretty: bool) -> Result<(), Failure> {
-    let text = if pretty {
+    let mut text = if pretty {
         serde_json::to_string_pretty(value)
     } else {
         serde_json::to_string(value)
     }
     .map_err(|e| fail(e.to_string()))?;
+    text.push('\n');
+    write_out(&text)
+}
+
+/// Writes `text` to stdout. A closed pipe (`crdtdir status | head -1`) is not an error: the
+/// reader has what it wanted.
+pub(crate) fn write_out(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{text}").map_err(|e| fail(format!("stdout: {e}")))
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(fail(format!("stdout: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 /// Any serializable value as JSON.

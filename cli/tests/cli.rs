@@ -1132,3 +1132,188 @@ fn watch_ends_quietly_when_its_reader_goes() {
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(!stderr.contains("internal error"), "{stderr}");
 }
+
+/// A read-only device (`--read-only`, or `CRDTDIR_READ_ONLY=1`) merges, gets, shows status,
+/// logs and watches, and writes nothing at all in the folder; append, compact and repair are
+/// refused with exit 3, and so is init.
+#[test]
+fn a_read_only_device_writes_nothing_in_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, viewer) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "viewer"));
+    a.ok(&store, &["init"]);
+    let out: serde_json::Value =
+        serde_json::from_str(&a.ok(&store, &["append", "set", "/n", "1"])).unwrap();
+    let a_actor = out["written"][0]["actor"].as_str().unwrap().to_string();
+    let before = tree(&store);
+    for args in [
+        &["--read-only", "merge"][..],
+        &["--read-only", "get", "/n"],
+        &["--read-only", "status"],
+        &["--read-only", "status", "--json"],
+        &["--read-only", "log"],
+    ] {
+        viewer.ok(&store, args);
+    }
+    let (mut child, lines) = spawn_watch(&viewer, &store, &["--read-only"]);
+    assert_eq!(line_within(&lines, 20)["initial"], true);
+    a.ok(&store, &["append", "set", "/n", "2"]);
+    let line = line_within(&lines, 20);
+    assert_eq!(line["patches"][0]["path"], "/n", "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let before = {
+        // Only a's new change (and its beat) were added.
+        let mut b = before;
+        for (k, v) in tree(&store) {
+            if k.contains(&a_actor) {
+                b.entry(k).or_insert(v);
+            }
+        }
+        b
+    };
+    for args in [
+        &["--read-only", "append", "set", "/n", "3"][..],
+        &["--read-only", "compact", "--yes"],
+        &["--read-only", "repair"],
+    ] {
+        let out = viewer.run(&store, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("read-only"),
+            "{out:?}"
+        );
+    }
+    let out = viewer
+        .cmd(&store, &["append", "set", "/n", "3"])
+        .env("CRDTDIR_READ_ONLY", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let after = tree(&store);
+    let viewer_files: Vec<&String> = after
+        .keys()
+        .filter(|k| !before.contains_key(*k) || k.contains(".crdtdir-"))
+        .collect();
+    assert!(viewer_files.is_empty(), "the viewer wrote {viewer_files:?}");
+    let out = viewer.run(&dir.path().join("new"), &["--read-only", "init"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!dir.path().join("new").exists());
+}
+
+/// Scripts: a closed pipe ends a command quietly (exit 0), values and texts may start with
+/// `-`, a value may come from a file or stdin, `merge --out` replaces its file whole,
+/// `--version` names the store format, and unknown patch members are ignored (RFC 6902).
+#[test]
+fn scripts_get_what_they_expect() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let a = Dev::new(dir.path(), "a");
+    a.ok(&store, &["init"]);
+    a.ok(&store, &["append", "set", "/n", "-1"]);
+    a.ok(&store, &["append", "set", "/t", r#""""#]);
+    a.ok(&store, &["append", "splice", "/t", "0", "0", "-x"]);
+    a.ok(&store, &["append", "set", "/l", "[]"]);
+    a.ok(&store, &["append", "insert", "/l/-", "-2"]);
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, format!("\"{}\"\n", "y".repeat(300_000))).unwrap();
+    a.ok(
+        &store,
+        &[
+            "append",
+            "set",
+            "/big",
+            "--scalar",
+            "--value-file",
+            big.to_str().unwrap(),
+        ],
+    );
+    let mut c = a.cmd(&store, &["append", "set", "/s", "--value-file", "-"]);
+    c.stdin(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"{\"k\": true}")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let patch = dir.path().join("p.json");
+    std::fs::write(
+        &patch,
+        r#"[{"op":"add","path":"/m","value":1,"comment":"members an op does not define are ignored"}]"#,
+    )
+    .unwrap();
+    a.ok(&store, &["append", "--patch", patch.to_str().unwrap()]);
+    let doc: serde_json::Value = serde_json::from_str(&a.ok(&store, &["merge"])).unwrap();
+    assert_eq!(doc["n"], -1);
+    assert_eq!(doc["t"], "-x");
+    assert_eq!(doc["l"], serde_json::json!([-2]));
+    assert_eq!(doc["s"], serde_json::json!({"k": true}));
+    assert_eq!(doc["m"], 1);
+    assert_eq!(doc["big"].as_str().unwrap().len(), 300_000);
+    // merge --out replaces the file whole, and leaves no temp beside it.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("doc.json");
+    std::fs::write(&out, "old").unwrap();
+    a.ok(&store, &["merge", "--out", out.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        a.ok(&store, &["merge"])
+    );
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 1);
+    // A reader that goes away: no error, no "internal error".
+    for args in [&["merge"][..], &["status"], &["log"], &["status", "--json"]] {
+        let mut child = a
+            .cmd(&store, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
+    let version =
+        String::from_utf8(Command::new(BIN).arg("--version").output().unwrap().stdout).unwrap();
+    assert!(version.contains("store format 1"), "{version}");
+}
+
+/// A document nested deeper than serde_json's parsing limit (128) still prints, with
+/// `merge`, `merge --pretty` and `get`.
+#[test]
+fn a_deeply_nested_document_still_prints() {
+    use crdtdir::automerge::transaction::Transactable;
+    use crdtdir::automerge::{ObjType, ROOT};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let a = Dev::new(dir.path(), "a");
+    let lib = crdtdir::Store::init(
+        &store,
+        crdtdir::Options::new().state_dir(&a.state).device("a"),
+        None,
+    )
+    .unwrap();
+    lib.change(|tx| {
+        let mut obj = ROOT;
+        for _ in 0..300 {
+            obj = tx.put_object(&obj, "a", ObjType::Map)?;
+        }
+        tx.put(&obj, "leaf", 1)
+    })
+    .unwrap();
+    drop(lib);
+    let deep = "/a".repeat(300) + "/leaf";
+    assert_eq!(a.ok(&store, &["get", &deep]), "1\n");
+    for args in [&["merge"][..], &["merge", "--pretty"], &["get"]] {
+        let out = a.ok(&store, args);
+        assert!(out.contains("\"leaf\""), "{args:?}");
+        assert_eq!(out.matches("\"a\"").count(), 300, "{args:?}");
+    }
+}

@@ -38,6 +38,9 @@ impl Store {
     /// every other change this device holds (in its cache or its retention copies) that no
     /// valid snapshot or op file in the folder provides.
     pub fn repair(&self) -> Result<Repaired> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let marker_restored = self.restore_marker()?;
         self.check_writable()?;
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;

@@ -28,6 +28,9 @@ use crate::patch::{self, PatchError};
 use crate::render;
 use crate::report::{ChangeInfo, MergeReport, Problem};
 
+/// Environment variable that makes every store opened read-only when set to `1`.
+pub const READ_ONLY_ENV: &str = "CRDTDIR_READ_ONLY";
+
 /// How a device opens a store.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -36,6 +39,11 @@ pub struct Options {
     pub state_dir: Option<PathBuf>,
     /// Device display name; default: `CRDTDIR_DEVICE`, else the name kept in the state.
     pub device: Option<String>,
+    /// A read-only device (a viewer, a NAS, a backup box, a sync daemon's "safe mode"):
+    /// it merges, reads, shows status and watches, and writes nothing anywhere in the synced
+    /// folder — no op file, no heartbeat, no snapshot, no temp. Writes, `compact` and
+    /// `repair` are refused with [`Error::ReadOnly`]. Default: `CRDTDIR_READ_ONLY=1`.
+    pub read_only: bool,
 }
 
 impl Options {
@@ -47,6 +55,17 @@ impl Options {
     /// Sets the local state directory.
     pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Options {
         self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// True when this device is read-only: [`Options::read_only`], or `CRDTDIR_READ_ONLY=1`.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only || std::env::var(READ_ONLY_ENV).is_ok_and(|v| v == "1")
+    }
+
+    /// Makes this device read-only (see [`Options::read_only`]).
+    pub fn read_only(mut self, on: bool) -> Options {
+        self.read_only = on;
         self
     }
 
@@ -77,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) state: StateDir,
     pub(crate) cache: Cache,
     pub(crate) device: Option<String>,
+    /// Writes nothing in the synced folder ([`Options::read_only`]).
+    pub(crate) read_only: bool,
     /// The last merged state, kept between calls so that a long-lived `Store` neither
     /// reloads its document nor rescans the folder to write.
     pub(crate) mem: Mutex<Option<Arc<MergedState>>>,
@@ -301,6 +322,9 @@ impl Store {
 
     /// `Err(NeedsNewer)` when this build must not write to the store.
     pub fn check_writable(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         if let Some(p) = &self.inner.marker_problem {
             // `repair` may have put a missing marker back since.
             if !crate::folder::read_marker(&self.inner.root)

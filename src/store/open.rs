@@ -26,6 +26,9 @@ impl Store {
     /// starts from the same containers.
     pub fn init(path: impl AsRef<Path>, options: Options, initial: Option<&Json>) -> Result<Store> {
         let root = path.as_ref().to_path_buf();
+        if options.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
         if let Some(v) = initial {
             if !v.is_object() {
                 return Err(PatchError::Path {
@@ -93,7 +96,7 @@ impl Store {
             }
             state.claim_folder(&marker.store_id, &root)?;
             state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
-            let store = Store::assemble(root.clone(), marker, state.clone(), options.device, None);
+            let store = Store::assemble(root.clone(), marker, state.clone(), &options, None);
             if let Some(v) = initial {
                 store.apply_patch(&[PatchOp::Set {
                     path: String::new(),
@@ -180,7 +183,7 @@ impl Store {
             root,
             marker,
             state,
-            options.device,
+            &options,
             marker_problem,
         ))
     }
@@ -189,9 +192,11 @@ impl Store {
         root: PathBuf,
         marker: Marker,
         state: StateDir,
-        device: Option<String>,
+        options: &Options,
         marker_problem: Option<Problem>,
     ) -> Store {
+        let device = options.device.clone();
+        let read_only = options.is_read_only();
         let cache = Cache::new(state.store_dir(&marker.store_id), &marker.store_id);
         Store {
             inner: Arc::new(Shared {
@@ -200,6 +205,7 @@ impl Store {
                 state,
                 cache,
                 device,
+                read_only,
                 mem: Mutex::new(None),
                 mem_dirty: AtomicBool::new(false),
                 watched: Default::default(),

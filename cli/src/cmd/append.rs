@@ -18,36 +18,74 @@ pub(crate) struct Args {
 enum Op {
     /// Map key: add or replace. List index: replace that element.
     Set {
+        /// JSON Pointer of the map key or list element, e.g. /title or /items/0.
         path: String,
-        json: String,
+        #[command(flatten)]
+        value: Value,
         /// Store strings as atomic last-writer-wins values, not collaborative text.
         #[arg(long)]
         scalar: bool,
     },
     /// Insert into a list at an index, or at the end with `-`.
     Insert {
+        /// JSON Pointer of the list position, e.g. /items/0, or /items/- for the end.
         path: String,
-        json: String,
+        #[command(flatten)]
+        value: Value,
         /// Store strings as atomic last-writer-wins values, not collaborative text.
         #[arg(long)]
         scalar: bool,
     },
     /// Delete a map key or list element.
-    Delete { path: String },
+    Delete {
+        /// JSON Pointer of the map key or list element.
+        path: String,
+    },
     /// Edit a text: delete DEL characters at POS, then insert TEXT.
     Splice {
+        /// JSON Pointer of the text.
         path: String,
+        /// Where, in Unicode code points from the start.
         pos: usize,
+        /// How many code points to delete there.
         del: usize,
-        #[arg(default_value = "")]
+        /// What to insert (may start with `-`).
+        #[arg(default_value = "", allow_hyphen_values = true)]
         text: String,
     },
     /// Add N (default 1) to a counter (a missing key becomes a counter).
     Increment {
+        /// JSON Pointer of the counter.
         path: String,
+        /// The amount, may be negative.
         #[arg(allow_hyphen_values = true, default_value_t = 1)]
         n: i64,
     },
+}
+
+/// A JSON value: on the command line, or from a file or stdin.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Value {
+    /// The value as JSON (a string needs its quotes: '"milk"'; may start with `-`: -1).
+    #[arg(allow_hyphen_values = true)]
+    json: Option<String>,
+    /// Read the JSON value from FILE, or - for stdin.
+    #[arg(long, value_name = "FILE|-")]
+    value_file: Option<String>,
+}
+
+impl Value {
+    fn parse(&self) -> Result<serde_json::Value, Failure> {
+        match (&self.json, &self.value_file) {
+            (Some(text), _) => parse_value(text),
+            (None, Some(source)) => parse_value(read_input(source)?.trim()),
+            (None, None) => Err(Failure {
+                code: 2,
+                message: "a value is needed: JSON, or --value-file FILE".into(),
+            }),
+        }
+    }
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
@@ -76,14 +114,22 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
 
 fn patch_op(op: &Op) -> Result<PatchOp, Failure> {
     Ok(match op {
-        Op::Set { path, json, scalar } => PatchOp::Set {
+        Op::Set {
+            path,
+            value,
+            scalar,
+        } => PatchOp::Set {
             path: path.clone(),
-            value: parse_value(json)?,
+            value: value.parse()?,
             scalar: *scalar,
         },
-        Op::Insert { path, json, scalar } => PatchOp::Insert {
+        Op::Insert {
+            path,
+            value,
+            scalar,
+        } => PatchOp::Insert {
             path: path.clone(),
-            value: parse_value(json)?,
+            value: value.parse()?,
             scalar: *scalar,
         },
         Op::Delete { path } => PatchOp::Remove { path: path.clone() },

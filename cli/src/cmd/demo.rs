@@ -20,7 +20,9 @@ pub(crate) fn run() -> Result<(), Failure> {
         tmp.path().join("laptop/todo"),
         tmp.path().join("phone/todo"),
     );
-    let say = |who: &str, what: &str| println!("{who:>7}: {what}");
+    let say = |who: &str, what: &str| {
+        let _ = crate::output::write_out(&format!("{who:>7}: {what}\n"));
+    };
 
     let laptop = Store::init(
         &laptop_dir,
@@ -79,8 +81,9 @@ pub(crate) fn run() -> Result<(), Failure> {
     if a != b {
         return Err(fail("the two devices disagree: this is a bug"));
     }
-    println!("both devices print the same document: concurrent edits merged, none lost");
-    Ok(())
+    crate::output::write_out(
+        "both devices print the same document: concurrent edits merged, none lost\n",
+    )
 }
 
 /// Copies files that `to` does not have yet (what a sync tool does with immutable files).

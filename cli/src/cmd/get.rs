@@ -1,27 +1,25 @@
-//! `crdtdir get`: the JSON value at a JSON Pointer.
+//! `crdtdir get`: the JSON value at a JSON Pointer, resolved by the library as patches
+//! resolve it (same errors).
 
 use crdtdir::Store;
-use serde_json::Value as Json;
 
-use crate::output::{fail, print_json, warn_report, Failure};
+use crate::output::{print_json, warn_report, Failure};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    #[arg(default_value = "")]
+    /// A JSON Pointer (RFC 6901), e.g. /items/0; empty (the default): the whole document.
+    #[arg(default_value = "", allow_hyphen_values = true)]
     path: String,
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
-    let (json, report) = store.read_json()?;
-    warn_report(&report);
-    let doc: Json = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
-    let path = &args.path;
-    let value = if path.is_empty() {
-        doc
-    } else {
-        doc.pointer(path)
-            .cloned()
-            .ok_or_else(|| fail(format!("{path:?}: nothing there")))?
-    };
-    print_json(&value, false)
+    if args.path.is_empty() {
+        // The whole document: straight from the cached JSON when nothing is new.
+        let (json, report) = store.read_json()?;
+        warn_report(&report);
+        return crate::output::write_out(&format!("{json}\n"));
+    }
+    let view = store.read()?;
+    warn_report(view.report());
+    print_json(&view.get(&args.path)?, false)
 }

@@ -2,7 +2,7 @@
 
 use crdtdir::Store;
 
-use crate::output::{print_json, to_json, Failure};
+use crate::output::{print_json, to_json, write_out, Failure};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -17,9 +17,12 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     if args.json {
         return print_json(&to_json(&log)?, false);
     }
+    let mut out = String::new();
     for c in log {
+        use std::fmt::Write;
         let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.time.max(0) as u64);
-        println!(
+        let _ = writeln!(
+            out,
             "{}  {:<20} {}…  seq {:<6} {} op(s)",
             humantime::format_rfc3339_seconds(when),
             c.device,
@@ -28,5 +31,5 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             c.ops
         );
     }
-    Ok(())
+    write_out(&out)
 }

@@ -1,16 +1,16 @@
 //! `crdtdir merge`: the merged document as JSON.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crdtdir::Store;
-use serde_json::Value as Json;
 
-use crate::output::{fail, warn_report, Failure};
+use crate::output::{fail, warn_report, write_out, Failure};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Write it to FILE instead of stdout.
+    /// Write it to FILE instead of stdout (replaced atomically: a reader of FILE sees the
+    /// old document or the new one, never a mix).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Indent the JSON.
@@ -19,22 +19,39 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
-    let (json, report) = store.read_json()?;
-    warn_report(&report);
     let mut text = if args.pretty {
-        let value: Json = serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?;
-        serde_json::to_string_pretty(&value).map_err(|e| fail(e.to_string()))?
+        // From the document itself, not by parsing the JSON text: no nesting limit.
+        let view = store.read()?;
+        warn_report(view.report());
+        serde_json::to_string_pretty(&view.to_json()).map_err(|e| fail(e.to_string()))?
     } else {
+        let (json, report) = store.read_json()?;
+        warn_report(&report);
         json
     };
     text.push('\n');
     match &args.out {
-        Some(path) => {
-            std::fs::write(path, text).map_err(|e| fail(format!("{}: {e}", path.display())))
-        }
-        None => std::io::stdout()
-            .lock()
-            .write_all(text.as_bytes())
-            .map_err(|e| fail(format!("stdout: {e}"))),
+        Some(path) => replace_file(path, text.as_bytes())
+            .map_err(|e| fail(format!("{}: {e}", path.display()))),
+        None => write_out(&text),
     }
+}
+
+/// Replaces `path` atomically: a temp file beside it, fsynced, renamed over it.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

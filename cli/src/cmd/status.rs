@@ -3,7 +3,7 @@
 
 use crdtdir::Store;
 
-use crate::output::{ago, print_json, to_json, unprovided_line, Failure};
+use crate::output::{ago, print_json, to_json, unprovided_line, write_out, Failure};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -23,27 +23,30 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     if args.json {
         print_json(&to_json(&status)?, true)
     } else {
-        print_status(&status);
-        Ok(())
+        write_out(&status_text(&status))
     }
 }
 
-fn print_status(s: &crdtdir::Status) {
-    println!(
+fn status_text(s: &crdtdir::Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "store {} (format {}), {} change(s)",
         s.store_id, s.format, s.changes
     );
     if let Some(why) = &s.read_only {
-        println!("read-only here: {why}");
+        let _ = writeln!(out, "read-only here: {why}");
     }
-    println!("devices ({}):", s.devices.len());
+    let _ = writeln!(out, "devices ({}):", s.devices.len());
     for d in &s.devices {
         let seqs: Vec<String> = d
             .max_seq
             .iter()
             .map(|(a, q)| format!("{}…@{q}", &a[..a.len().min(8)]))
             .collect();
-        println!(
+        let _ = writeln!(
+            out,
             "  {:<24} {} change(s), actors {}",
             d.name,
             d.ops,
@@ -51,11 +54,11 @@ fn print_status(s: &crdtdir::Status) {
         );
     }
     if !s.presence.is_empty() {
-        println!("other devices' heartbeats:");
+        let _ = writeln!(out, "other devices' heartbeats:");
     }
     for p in &s.presence {
         let state = if p.online { "may be online" } else { "offline" };
-        println!(
+        let _ = writeln!(out,
             "  {:<24} {state}: beat changed {} ago here, its clock said {} ago; has not merged {} of your changes",
             p.name,
             ago(p.seen_secs_ago),
@@ -65,19 +68,20 @@ fn print_status(s: &crdtdir::Status) {
     }
     let r = &s.report;
     for gap in &r.incomplete {
-        println!("INCOMPLETE: {}: {}", gap.path, gap.reason);
+        let _ = writeln!(out, "INCOMPLETE: {}: {}", gap.path, gap.reason);
     }
     if !r.unknown_features.is_empty() {
-        println!("unknown features: {}", r.unknown_features.join(", "));
+        let _ = writeln!(out, "unknown features: {}", r.unknown_features.join(", "));
     }
     if !r.problems.is_empty() {
-        println!("skipped files ({}):", r.problems.len());
+        let _ = writeln!(out, "skipped files ({}):", r.problems.len());
         for p in &r.problems {
-            println!("  {}: {}", p.path, p.reason);
+            let _ = writeln!(out, "  {}: {}", p.path, p.reason);
         }
     }
     for f in &r.forks {
-        println!(
+        let _ = writeln!(
+            out,
             "fork: actor {} seq {}: kept {}, rebased {}",
             f.actor,
             f.seq,
@@ -86,27 +90,29 @@ fn print_status(s: &crdtdir::Status) {
         );
     }
     if !r.rebased.is_empty() {
-        println!(
+        let _ = writeln!(
+            out,
             "rebased changes ({}): edits that lost a fork, kept under new actors",
             r.rebased.len()
         );
         for x in &r.rebased {
-            println!("  {}: {} -> {}", x.path, x.from, x.to);
+            let _ = writeln!(out, "  {}: {} -> {}", x.path, x.from, x.to);
         }
     }
     if !r.quarantined.is_empty() {
-        println!("quarantined changes ({}):", r.quarantined.len());
+        let _ = writeln!(out, "quarantined changes ({}):", r.quarantined.len());
         for p in &r.quarantined {
-            println!("  {}: {}", p.path, p.reason);
+            let _ = writeln!(out, "  {}: {}", p.path, p.reason);
         }
     }
     if !r.waiting.is_empty() {
-        println!("waiting for dependencies ({}):", r.waiting.len());
+        let _ = writeln!(out, "waiting for dependencies ({}):", r.waiting.len());
         for w in &r.waiting {
-            println!("  {}: missing {}", w.path, w.missing.join(", "));
+            let _ = writeln!(out, "  {}: missing {}", w.path, w.missing.join(", "));
         }
     }
     if r.unprovided > 0 {
-        println!("{}", unprovided_line(r.unprovided));
+        let _ = writeln!(out, "{}", unprovided_line(r.unprovided));
     }
+    out
 }
