@@ -18,12 +18,34 @@ pub(super) fn apply_once(
         return Some(doc);
     }
     let changes: Vec<Change> = list.iter().filter_map(|&i| items[i].held.take()).collect();
-    catch_unwind(AssertUnwindSafe(move || {
+    let log = LOG.with(|l| l.borrow_mut().take());
+    let (doc, log) = catch_unwind(AssertUnwindSafe(move || {
         let mut doc = doc;
-        doc.apply_changes(changes).map(|()| doc)
+        match log {
+            Some(mut log) => {
+                let applied = doc.apply_changes_log_patches(changes, &mut log);
+                applied.map(|()| (doc, Some(log)))
+            }
+            None => doc.apply_changes(changes).map(|()| (doc, None)),
+        }
     }))
     .ok()?
-    .ok()
+    .ok()?;
+    LOG.with(|l| *l.borrow_mut() = log);
+    Some(doc)
+}
+
+thread_local! {
+    /// The patch log of a merge that records its patches (see [`logging`]).
+    static LOG: std::cell::RefCell<Option<automerge::PatchLog>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` (a merge onto a document kept in memory) recording the patches of the changes it
+/// applies in one batch; the log, when it was used and not lost to a failed apply.
+pub(crate) fn logging<T>(f: impl FnOnce() -> T) -> (T, Option<automerge::PatchLog>) {
+    LOG.with(|l| *l.borrow_mut() = Some(automerge::PatchLog::active()));
+    let out = f();
+    (out, LOG.with(|l| l.borrow_mut().take()))
 }
 
 /// Quarantines `root` with `reason`, and every change that depends on it.

@@ -18,6 +18,7 @@ mod apply;
 mod incremental;
 mod load;
 mod plan;
+pub(crate) use self::apply::logging;
 pub(crate) mod rebase;
 mod report;
 mod snapshots;

@@ -106,6 +106,10 @@ pub(crate) struct Shared {
     /// The listing digest (see the local cache's `view`) and report of the last merge of the
     /// state in memory.
     pub(crate) listed: Mutex<Option<(blake3::Hash, MergeReport)>>,
+    /// Writes and watcher merges take turns on the document in memory.
+    pub(crate) gate: Mutex<()>,
+    /// What happened to the document in memory while watchers run.
+    pub(crate) journal: Mutex<crate::watch::Journal>,
     /// What running watchers know of the folder (see [`crate::Store::watch`]).
     pub(crate) watched: crate::watch::Watched,
     /// The folder's marker is missing or damaged: this store was opened from what this
@@ -244,9 +248,16 @@ impl Store {
             }
         }
         let base = self.take_mem().or_else(|| self.inner.cache.load());
-        let (state, report, changed) = match base {
+        // While a watcher runs, the patches of an incremental merge are logged for it.
+        let before = base.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
+        let recording = self.journal().recording();
+        let mut incremental = false;
+        let run = || match base {
             Some(cached) => match merge::merge_incremental(&self.inner.root, scan, cached) {
-                Some(done) => done,
+                Some(done) => {
+                    incremental = true;
+                    done
+                }
                 // A fork, a refused change, files gone: decide from everything, keeping what
                 // this device has even if its files are gone.
                 None => {
@@ -269,11 +280,26 @@ impl Store {
                 (s, r, true)
             }
         };
+        let ((state, report, changed), log) = if recording {
+            merge::logging(run)
+        } else {
+            (run(), None)
+        };
+        if recording {
+            let patches = log
+                .filter(|_| incremental)
+                .map(|mut log| crate::watch::json_patches(state.doc.make_patches(&mut log)));
+            self.journal().push(before, state.doc.get_heads(), patches);
+        }
         *self.inner.listed.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((listing(&self.inner.root, scan, &report), report.clone()));
         let state = Arc::new(state);
         self.put_mem(Arc::clone(&state));
         self.finish_merge(state, report, changed, scan, save)
+    }
+
+    pub(crate) fn journal(&self) -> std::sync::MutexGuard<'_, crate::watch::Journal> {
+        self.inner.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Saves the cache files when the state changed (or holds own writes they lack) and

@@ -210,6 +210,8 @@ impl Store {
                 mem_dirty: AtomicBool::new(false),
                 watched: Default::default(),
                 listed: Mutex::new(None),
+                gate: Mutex::new(()),
+                journal: Default::default(),
                 marker_problem,
             }),
         }

@@ -137,6 +137,8 @@ impl Store {
             .state
             .check_device_name(self.inner.device.as_deref())?;
         let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        // A watcher's merge in flight finishes first: the document is not copied or reloaded.
+        let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.inner.state.read_record(&self.inner.marker.store_id);
         let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
         // Write on the current folder: what other devices wrote since the last merge is
@@ -241,14 +243,29 @@ impl Store {
         })?;
         state.doc.set_actor(actor);
 
-        let mut tx = state.doc.transaction();
+        // While a watcher runs, the change's patches are logged for it.
+        let recording = self.journal().recording();
+        let before = state.doc.get_heads();
+        let mut tx = if recording {
+            // A fresh log belongs to no document yet: this never fails.
+            state
+                .doc
+                .transaction_log_patches(automerge::PatchLog::active())
+                .map_err(|e| Error::Corrupt {
+                    path: self.inner.root.clone(),
+                    reason: format!("Automerge patch log: {e}"),
+                })?
+        } else {
+            state.doc.transaction()
+        };
         if let Err(e) = f(&mut tx) {
             // Dropping the transaction rolls it back: the state is as it was.
             drop(tx);
             self.put_mem(Arc::new(state));
             return Err(e);
         }
-        if let Some(hash) = tx.commit_with(CommitOptions::default().with_time(now())).0 {
+        let (hash, mut log) = tx.commit_with(CommitOptions::default().with_time(now()));
+        if let Some(hash) = hash {
             // On error the state (holding a change that is not on disk) is dropped here, so
             // nothing is ever built on top of it.
             let device = self.inner.state.device_name(self.inner.device.as_deref())?;
@@ -264,6 +281,11 @@ impl Store {
             state.files.push(written.path.clone());
             outcome.written.push(written);
             state.devices.insert(record.actor.clone(), device);
+            if recording {
+                let patches = crate::watch::json_patches(state.doc.make_patches(&mut log));
+                self.journal()
+                    .push(before, state.doc.get_heads(), Some(patches));
+            }
         }
         self.inner.mem_dirty.store(true, Ordering::Relaxed);
         self.put_mem(Arc::new(state));

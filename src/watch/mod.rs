@@ -19,6 +19,8 @@
 
 mod patches;
 
+pub(crate) use self::patches::convert as json_patches;
+
 pub use self::patches::JsonPatch;
 
 use std::collections::BTreeSet;
@@ -271,6 +273,78 @@ impl Watched {
     }
 }
 
+/// What happened to the document in memory while watchers run: each merge or write that
+/// extended it, from which heads to which, with its patches when Automerge logged them. A
+/// watcher chains the entries from the heads of its last event to the current ones; where
+/// the chain breaks (a merge from scratch, a fork), it asks Automerge for a diff instead.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// Watchers running (any kind): the journal records only while there are some.
+    watchers: usize,
+    entries: std::collections::VecDeque<Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    before: Vec<ChangeHash>,
+    after: Vec<ChangeHash>,
+    patches: Option<Vec<JsonPatch>>,
+}
+
+/// Entries kept at most; a watcher that falls further behind asks for a diff.
+const JOURNAL_LEN: usize = 4096;
+
+impl Journal {
+    /// True while a watcher runs: merges and writes then log their patches.
+    pub(crate) fn recording(&self) -> bool {
+        self.watchers > 0
+    }
+
+    /// Records that the document went from `before` to `after`, with these patches (`None`:
+    /// not known).
+    pub(crate) fn push(
+        &mut self,
+        before: Vec<ChangeHash>,
+        after: Vec<ChangeHash>,
+        patches: Option<Vec<JsonPatch>>,
+    ) {
+        if !self.recording() || before == after {
+            return;
+        }
+        if self.entries.len() == JOURNAL_LEN {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(Entry {
+            before: sorted(before),
+            after: sorted(after),
+            patches,
+        });
+    }
+
+    /// The patches from `from` to `to`, when the entries chain them.
+    fn chain(&self, from: &[ChangeHash], to: &[ChangeHash]) -> Option<Vec<JsonPatch>> {
+        let (mut at, to) = (sorted(from.to_vec()), sorted(to.to_vec()));
+        let mut out = Vec::new();
+        let mut steps = 0;
+        while at != to {
+            let e = self.entries.iter().rev().find(|e| e.before == at)?;
+            out.extend(e.patches.iter().flatten().cloned());
+            e.patches.as_ref()?;
+            at.clone_from(&e.after);
+            steps += 1;
+            if steps > JOURNAL_LEN {
+                return None;
+            }
+        }
+        Some(out)
+    }
+}
+
+fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
+    heads.sort_unstable();
+    heads
+}
+
 /// What wakes the watching thread.
 enum Signal {
     /// Files changed in a watched folder.
@@ -373,6 +447,12 @@ impl Run {
         wake: Sender<Signal>,
         stop: Arc<AtomicBool>,
     ) -> Run {
+        store
+            .inner
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .watchers += 1;
         let mut run = Run {
             store,
             options,
@@ -539,7 +619,12 @@ impl Run {
         self.add_watches();
         let scan = scan::scan(&store.inner.root);
         self.last_listing = Instant::now();
-        let (state, report, _) = store.merged(&scan, false);
+        let (state, report, _) = {
+            // One at a time with writes: a write waits for this merge instead of finding
+            // the document checked out.
+            let _gate = store.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+            store.merged(&scan, false)
+        };
         store.inner.watched.merged.store(seen, Ordering::SeqCst);
         let report = store.with_marker_problem(report);
         let heads = state.doc.get_heads();
@@ -575,7 +660,14 @@ impl Run {
                     }
                 })
                 .collect();
-            (changes, patches::between(&state.doc, &from, &heads))
+            let logged = store
+                .inner
+                .journal
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .chain(&from, &heads);
+            let patches = logged.unwrap_or_else(|| patches::between(&state.doc, &from, &heads));
+            (changes, patches)
         };
         let event = Event {
             initial,
@@ -609,6 +701,16 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         self.drop_source();
+        let mut journal = self
+            .store
+            .inner
+            .journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        journal.watchers -= 1;
+        if journal.watchers == 0 {
+            journal.entries.clear();
+        }
     }
 }
 

@@ -73,7 +73,12 @@ pub(crate) fn between(
     before: &[ChangeHash],
     after: &[ChangeHash],
 ) -> Vec<JsonPatch> {
-    doc.diff(before, after)
+    convert(doc.diff(before, after))
+}
+
+/// Automerge's patches (from a diff or a patch log) as JSON Pointer patches.
+pub(crate) fn convert(patches: Vec<automerge::Patch>) -> Vec<JsonPatch> {
+    patches
         .into_iter()
         .filter_map(|p| {
             let base = pointer(p.path.iter().map(|(_, prop)| prop));
