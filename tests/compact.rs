@@ -45,6 +45,23 @@ fn snapshots(store: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What a device that never read `store` reports about the file at `name`, and its view.
+fn reported(store: &Path, name: &str) -> (crdtdir::Problem, crdtdir::View) {
+    let fresh = tempfile::tempdir().unwrap();
+    let view = Device::new(fresh.path(), "fresh")
+        .open(store)
+        .read()
+        .unwrap();
+    let problem = view
+        .report()
+        .problems
+        .iter()
+        .find(|p| p.path == name)
+        .unwrap_or_else(|| panic!("{name} not reported: {:?}", view.report()))
+        .clone();
+    (problem, view)
+}
+
 fn cold(store: &Path) -> String {
     let dir = tempfile::tempdir().unwrap();
     merged(&Device::new(dir.path(), "cold"), store)
@@ -385,17 +402,7 @@ fn a_newer_snapshot_version_is_skipped_and_reported() {
     let name = format!("snapshots/{}.sqlite", &blake3::hash(&bytes).to_hex()[..32]);
     std::fs::create_dir_all(store.join("snapshots")).unwrap();
     std::fs::write(store.join(&name), &bytes).unwrap();
-    let fresh = tempfile::tempdir().unwrap();
-    let view = Device::new(fresh.path(), "fresh")
-        .open(&store)
-        .read()
-        .unwrap();
-    let problem = view
-        .report()
-        .problems
-        .iter()
-        .find(|p| p.path == name)
-        .unwrap_or_else(|| panic!("{name} not reported: {:?}", view.report()));
+    let (problem, view) = reported(&store, &name);
     assert!(problem.reason.contains("newer"), "{}", problem.reason);
     assert_eq!(
         serde_json::to_string(&view.to_json()).unwrap(),
@@ -546,17 +553,7 @@ fn a_newer_compaction_record_is_reported_as_newer() {
     let name = "snapshots/0123456789abcdef0123456789abcdef.record";
     std::fs::create_dir_all(store.join("snapshots")).unwrap();
     std::fs::write(store.join(name), &record).unwrap();
-    let fresh = tempfile::tempdir().unwrap();
-    let view = Device::new(fresh.path(), "fresh")
-        .open(&store)
-        .read()
-        .unwrap();
-    let problem = view
-        .report()
-        .problems
-        .iter()
-        .find(|p| p.path == name)
-        .unwrap_or_else(|| panic!("{name} not reported: {:?}", view.report()));
+    let (problem, view) = reported(&store, name);
     assert_eq!(problem.kind, crdtdir::ProblemKind::Newer, "{problem:?}");
     assert!(view.is_complete(), "{:?}", view.report());
     assert_eq!(serde_json::to_string(&view.to_json()).unwrap(), before);

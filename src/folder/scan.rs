@@ -142,18 +142,27 @@ fn scan_root(store: &Path, out: &mut Scan) {
     }
 }
 
+/// The entries of one of the store's folders; `None` when it does not exist, or when it
+/// cannot be read (then reported as a problem at `rel`).
+fn read_dir_or_report(dir: &Path, rel: &str, out: &mut Scan) -> Option<std::fs::ReadDir> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => Some(entries),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            out.problems.push(Problem::new(
+                ProblemKind::Unreadable,
+                rel,
+                format!("unreadable: {e}"),
+            ));
+            None
+        }
+    }
+}
+
 fn scan_ops(store: &Path, out: &mut Scan) {
     let ops = store.join(OPS_DIR);
-    let entries = match std::fs::read_dir(&ops) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            return out.problems.push(Problem::new(
-                ProblemKind::Unreadable,
-                OPS_DIR,
-                format!("unreadable: {e}"),
-            ))
-        }
+    let Some(entries) = read_dir_or_report(&ops, OPS_DIR, out) else {
+        return;
     };
     let mut actors = Vec::new();
     for entry in entries {
@@ -255,16 +264,8 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
 
 fn scan_snapshots(store: &Path, out: &mut Scan) {
     let dir = store.join(SNAPSHOTS_DIR);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            return out.problems.push(Problem::new(
-                ProblemKind::Unreadable,
-                SNAPSHOTS_DIR,
-                format!("unreadable: {e}"),
-            ))
-        }
+    let Some(entries) = read_dir_or_report(&dir, SNAPSHOTS_DIR, out) else {
+        return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();

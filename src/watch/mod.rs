@@ -573,15 +573,26 @@ impl Run {
                     .saturating_sub(self.last_listing.elapsed()),
                 None => self.options.poll,
             };
-            match signals.recv_timeout(wait) {
+            // Only this device's own writes since the last merge (the document in memory
+            // has them): no listing needed. Timeouts (the safety listing, polling) and
+            // rescans list.
+            let list = match signals.recv_timeout(wait) {
                 Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Signal::Files | Signal::Rescan) => self.settle(&signals),
-                Err(RecvTimeoutError::Timeout) => {}
-            }
+                Ok(signal) => {
+                    let rescan = matches!(signal, Signal::Rescan) | self.settle(&signals);
+                    rescan || !self.store.inner.watched.quiet()
+                }
+                Err(RecvTimeoutError::Timeout) => true,
+            };
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            if let Some(event) = self.merge(false) {
+            let event = if list {
+                self.merge(false)
+            } else {
+                self.own_writes()
+            };
+            if let Some(event) = event {
                 if !on_event(&event) {
                     break;
                 }
@@ -591,19 +602,39 @@ impl Run {
     }
 
     /// Waits until the file events have been quiet for the debounce time (at most ten
-    /// times that in all, so a steady stream is still merged in batches).
-    fn settle(&self, signals: &Receiver<Signal>) {
+    /// times that in all, so a steady stream is still merged in batches). True when a
+    /// rescan was asked for meanwhile.
+    fn settle(&self, signals: &Receiver<Signal>) -> bool {
         let started = Instant::now();
         let cap = self.options.debounce * 10;
+        let mut rescan = false;
         while started.elapsed() < cap {
             match signals.recv_timeout(self.options.debounce) {
                 Ok(Signal::Stop) => {
                     let _ = self.wake.send(Signal::Stop);
-                    return;
+                    return rescan;
                 }
-                Ok(_) => continue,
-                Err(_) => return,
+                Ok(Signal::Rescan) => rescan = true,
+                Ok(Signal::Files) => {}
+                Err(_) => return rescan,
             }
+        }
+        rescan
+    }
+
+    /// The event for what this device's own writes (through any clone of the store) did to
+    /// the document in memory; a full merge when there is no document in memory.
+    fn own_writes(&mut self) -> Option<Event> {
+        let state = self
+            .store
+            .inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match (state, self.report.clone()) {
+            (Some(state), Some(report)) => self.event(&state, report, false),
+            _ => self.merge(false),
         }
     }
 
@@ -627,6 +658,19 @@ impl Run {
         };
         store.inner.watched.merged.store(seen, Ordering::SeqCst);
         let report = store.with_marker_problem(report);
+        self.event(&state, report, initial)
+    }
+
+    /// The event that takes the app from the last event's heads to `state`; `None` when
+    /// nothing changed.
+    fn event(
+        &mut self,
+        state: &crate::merge::state::MergedState,
+        report: MergeReport,
+        initial: bool,
+    ) -> Option<Event> {
+        let store = self.store.clone();
+        let own = store.own_actors();
         let heads = state.doc.get_heads();
         let same_report = self.report.as_ref() == Some(&report);
         if !initial && heads == self.heads && same_report && self.notices.is_empty() {
