@@ -484,6 +484,10 @@ impl Run {
         let store = self.store.clone();
         let own = Arc::clone(&self.own);
         let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Reading a folder (this watcher's own listings among them) is no change.
+            if matches!(&res, Ok(e) if matches!(e.kind, notify::EventKind::Access(_))) {
+                return;
+            }
             let signal = match &res {
                 Ok(e) if e.need_rescan() => Signal::Rescan,
                 Ok(_) => Signal::Files,
