@@ -74,6 +74,11 @@ impl Problem {
         }
     }
 
+    /// A file or folder that could not be read.
+    pub(crate) fn unreadable(path: impl Into<String>, e: &std::io::Error) -> Problem {
+        Problem::new(ProblemKind::Unreadable, path, format!("unreadable: {e}"))
+    }
+
     /// A name the scan does not own, classified.
     pub(crate) fn foreign(path: impl Into<String>, name: &str) -> Problem {
         let (kind, reason) = crate::folder::quirks::describe(name);

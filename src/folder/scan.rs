@@ -149,11 +149,7 @@ fn read_dir_or_report(dir: &Path, rel: &str, out: &mut Scan) -> Option<std::fs::
         Ok(entries) => Some(entries),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
-            out.problems.push(Problem::new(
-                ProblemKind::Unreadable,
-                rel,
-                format!("unreadable: {e}"),
-            ));
+            out.problems.push(Problem::unreadable(rel, &e));
             None
         }
     }
@@ -169,11 +165,7 @@ fn scan_ops(store: &Path, out: &mut Scan) {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.problems.push(Problem::new(
-                    ProblemKind::Unreadable,
-                    OPS_DIR,
-                    format!("unreadable: {e}"),
-                ));
+                out.problems.push(Problem::unreadable(OPS_DIR, &e));
                 continue;
             }
         };
@@ -206,23 +198,13 @@ fn scan_ops(store: &Path, out: &mut Scan) {
 fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) => {
-            return out.problems.push(Problem::new(
-                ProblemKind::Unreadable,
-                dir_rel,
-                format!("unreadable: {e}"),
-            ))
-        }
+        Err(e) => return out.problems.push(Problem::unreadable(dir_rel, &e)),
     };
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(e) => {
-                out.problems.push(Problem::new(
-                    ProblemKind::Unreadable,
-                    dir_rel,
-                    format!("unreadable: {e}"),
-                ));
+                out.problems.push(Problem::unreadable(dir_rel, &e));
                 continue;
             }
         };

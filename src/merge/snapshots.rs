@@ -79,11 +79,7 @@ pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snaps
     }
     for rel in &scan.records {
         let problem = match std::fs::read(store.join(rel)) {
-            Err(e) => Problem::new(
-                ProblemKind::Unreadable,
-                rel.clone(),
-                format!("unreadable: {e}"),
-            ),
+            Err(e) => Problem::unreadable(rel.clone(), &e),
             Ok(bytes) => match crate::format::record::decode(&bytes) {
                 Ok(_) => continue,
                 Err(e) => Problem::new(
