@@ -252,6 +252,11 @@ impl Store {
         let before = base.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
         let recording = self.journal().recording();
         let mut incremental = false;
+        let cold = |carry| {
+            let (s, r) =
+                merge::merge_cold(&self.inner.root, &self.inner.marker.store_id, scan, carry);
+            (s, r, true)
+        };
         let run = || match base {
             Some(cached) => match merge::merge_incremental(&self.inner.root, scan, cached) {
                 Some(done) => {
@@ -260,25 +265,9 @@ impl Store {
                 }
                 // A fork, a refused change, files gone: decide from everything, keeping what
                 // this device has even if its files are gone.
-                None => {
-                    let (s, r) = merge::merge_cold(
-                        &self.inner.root,
-                        &self.inner.marker.store_id,
-                        scan,
-                        self.inner.cache.load_all(),
-                    );
-                    (s, r, true)
-                }
+                None => cold(self.inner.cache.load_all()),
             },
-            None => {
-                let (s, r) = merge::merge_cold(
-                    &self.inner.root,
-                    &self.inner.marker.store_id,
-                    scan,
-                    self.inner.cache.load_held(),
-                );
-                (s, r, true)
-            }
+            None => cold(self.inner.cache.load_held()),
         };
         let ((state, report, changed), log) = if recording {
             merge::logging(run)

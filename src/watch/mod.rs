@@ -673,13 +673,13 @@ impl Run {
         report: MergeReport,
         initial: bool,
     ) -> Option<Event> {
-        let store = self.store.clone();
-        let own = store.own_actors();
         let heads = state.doc.get_heads();
         let same_report = self.report.as_ref() == Some(&report);
         if !initial && heads == self.heads && same_report && self.notices.is_empty() {
             return None;
         }
+        // Read only when there is an event to make: most listings find nothing new.
+        let own = self.store.own_actors();
         let reset = !initial
             && self
                 .heads
@@ -708,7 +708,8 @@ impl Run {
                     }
                 })
                 .collect();
-            let logged = store
+            let logged = self
+                .store
                 .inner
                 .journal
                 .lock()
