@@ -53,5 +53,12 @@ pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
-pub use store::{DeviceInfo, Options, Status, Store, View, WriteOutcome, Written, READ_ONLY_ENV};
+pub use store::{
+    ChangeResult, DeviceInfo, Options, Status, Store, View, WriteOutcome, Written, READ_ONLY_ENV,
+};
 pub use watch::{Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher};
+
+/// The Rust examples of README.md, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -17,35 +17,39 @@
 //! Where concurrent writes conflict on one key, Automerge's winner is rendered (the same
 //! on every device).
 
-use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, Value};
+use automerge::{ObjId, ObjType, ReadDoc, ScalarValue, ScalarValueRef, Value, ValueRef};
 use serde_json::{Map, Number, Value as Json};
 
-/// Renders the object `obj` of kind `kind`.
+/// Renders the object `obj` of kind `kind`. One pass over each object (`map_range`,
+/// `list_range`): a 20,000-item list renders in milliseconds, not item by item.
 pub(crate) fn object<R: ReadDoc>(doc: &R, obj: &ObjId, kind: ObjType) -> Json {
     match kind {
         ObjType::Map | ObjType::Table => {
-            let mut keys: Vec<String> = doc.keys(obj).collect();
-            keys.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-            let mut map = Map::new();
-            for key in keys {
-                if let Ok(Some((value, id))) = doc.get(obj, key.as_str()) {
-                    map.insert(key, value_json(doc, value, &id));
-                }
-            }
-            Json::Object(map)
+            let mut entries: Vec<(String, Json)> = doc
+                .map_range(obj, ..)
+                .map(|item| {
+                    let value = value_ref_json(doc, &item.value, || item.id());
+                    (item.key.into_owned(), value)
+                })
+                .collect();
+            // Automerge keeps keys in this order already; sorting makes it a promise.
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            Json::Object(entries.into_iter().collect())
         }
-        ObjType::List => {
-            let len = doc.length(obj);
-            let mut items = Vec::with_capacity(len);
-            for i in 0..len {
-                match doc.get(obj, i) {
-                    Ok(Some((value, id))) => items.push(value_json(doc, value, &id)),
-                    _ => items.push(Json::Null),
-                }
-            }
-            Json::Array(items)
-        }
+        ObjType::List => Json::Array(
+            doc.list_range(obj, ..)
+                .map(|item| value_ref_json(doc, &item.value, || item.id()))
+                .collect(),
+        ),
         ObjType::Text => Json::String(doc.text(obj).unwrap_or_default()),
+    }
+}
+
+/// Renders one value of a range; `id` names it when it is an object.
+fn value_ref_json<R: ReadDoc>(doc: &R, value: &ValueRef<'_>, id: impl FnOnce() -> ObjId) -> Json {
+    match value {
+        ValueRef::Object(kind) => object(doc, &id(), *kind),
+        ValueRef::Scalar(s) => scalar_ref(s),
     }
 }
 
@@ -54,6 +58,22 @@ pub(crate) fn value_json<R: ReadDoc>(doc: &R, value: Value<'_>, id: &ObjId) -> J
     match value {
         Value::Object(kind) => object(doc, id, kind),
         Value::Scalar(s) => scalar(&s),
+    }
+}
+
+/// Renders a scalar as a range gives it.
+fn scalar_ref(s: &ScalarValueRef<'_>) -> Json {
+    match s {
+        ScalarValueRef::Str(s) => Json::String(s.to_string()),
+        ScalarValueRef::Int(i) => Json::Number((*i).into()),
+        ScalarValueRef::Uint(u) => Json::Number((*u).into()),
+        ScalarValueRef::F64(f) => Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        ScalarValueRef::Counter(c) => Json::Number((*c).into()),
+        ScalarValueRef::Timestamp(t) => Json::Number((*t).into()),
+        ScalarValueRef::Boolean(b) => Json::Bool(*b),
+        ScalarValueRef::Null => Json::Null,
+        ScalarValueRef::Bytes(b) => bytes(b),
+        ScalarValueRef::Unknown { .. } => Json::Null,
     }
 }
 
@@ -68,13 +88,15 @@ pub(crate) fn scalar(s: &ScalarValue) -> Json {
         ScalarValue::Timestamp(t) => Json::Number((*t).into()),
         ScalarValue::Boolean(b) => Json::Bool(*b),
         ScalarValue::Null => Json::Null,
-        ScalarValue::Bytes(b) => {
-            let mut m = Map::new();
-            m.insert("$bytes".into(), Json::String(hex::encode(b)));
-            Json::Object(m)
-        }
+        ScalarValue::Bytes(b) => bytes(b),
         ScalarValue::Unknown { .. } => Json::Null,
     }
+}
+
+fn bytes(b: &[u8]) -> Json {
+    let mut m = Map::new();
+    m.insert("$bytes".into(), Json::String(hex::encode(b)));
+    Json::Object(m)
 }
 
 /// Renders the whole document.
@@ -111,5 +133,65 @@ mod tests {
             json,
             r#"{"B":2.5,"a":3,"b":1,"bytes":{"$bytes":"00ff"},"l":["x",null],"n":null,"t":"héllo","ts":1000,"é":true}"#
         );
+    }
+
+    /// The one-pass renderer gives what per-key lookups (`get`, Automerge's conflict winner
+    /// and counter totals) give, on a document with conflicts and increments.
+    #[test]
+    fn ranges_render_what_lookups_give() {
+        fn by_lookup(doc: &automerge::Automerge, obj: &ObjId, kind: ObjType) -> Json {
+            let one = |value: Value<'_>, id: ObjId| match value {
+                Value::Object(k) => by_lookup(doc, &id, k),
+                Value::Scalar(s) => scalar(&s),
+            };
+            match kind {
+                ObjType::Map | ObjType::Table => Json::Object(
+                    doc.keys(obj)
+                        .filter_map(|k| {
+                            let (v, id) = doc.get(obj, k.as_str()).ok()??;
+                            Some((k, one(v, id)))
+                        })
+                        .collect(),
+                ),
+                ObjType::List => Json::Array(
+                    (0..doc.length(obj))
+                        .map(|i| {
+                            doc.get(obj, i)
+                                .ok()
+                                .flatten()
+                                .map_or(Json::Null, |(v, id)| one(v, id))
+                        })
+                        .collect(),
+                ),
+                ObjType::Text => Json::String(doc.text(obj).unwrap()),
+            }
+        }
+        let mut a = crate::merge::new_doc();
+        let mut tx = a.transaction();
+        let l = tx.put_object(automerge::ROOT, "l", ObjType::List).unwrap();
+        tx.insert(&l, 0, ScalarValue::counter(1)).unwrap();
+        let m = tx.insert_object(&l, 1, ObjType::Map).unwrap();
+        tx.put(&m, "k", "v").unwrap();
+        tx.put(automerge::ROOT, "c", ScalarValue::counter(10))
+            .unwrap();
+        tx.commit();
+        let mut b = a.fork();
+        let mut tx = a.transaction();
+        tx.increment(&l, 0, 5).unwrap();
+        tx.increment(automerge::ROOT, "c", -3).unwrap();
+        tx.put(automerge::ROOT, "x", "from a").unwrap();
+        tx.put(&m, "k", 1).unwrap();
+        tx.commit();
+        let mut tx = b.transaction();
+        tx.increment(automerge::ROOT, "c", 100).unwrap();
+        tx.put_object(automerge::ROOT, "x", ObjType::Map).unwrap();
+        tx.put(&m, "k", 2).unwrap();
+        tx.insert(&l, 0, "first").unwrap();
+        tx.commit();
+        a.merge(&mut b).unwrap();
+        let fast = document(&a);
+        assert_eq!(fast, by_lookup(&a, &automerge::ROOT, ObjType::Map));
+        assert_eq!(fast["c"], 107);
+        assert_eq!(fast["l"][1], 6);
     }
 }

@@ -132,6 +132,8 @@ pub struct ChangeInfo {
     pub time: i64,
     /// Number of operations in it.
     pub ops: usize,
+    /// Its commit message, if the writer gave one ([`crate::Store::change_with_message`]).
+    pub message: Option<String>,
 }
 
 /// Everything a merge reports besides the document.

@@ -16,10 +16,10 @@ fn change_read_heads_change_writes_both_and_another_device_sees_both() {
     let a = Device::new(dir.path(), "a");
     let b = Device::new(dir.path(), "b");
     let store = Store::init(&store_dir, a.options(), None).unwrap();
-    store.change(|tx| tx.put(ROOT, "a", 1)).unwrap();
+    store.change(|tx| Ok(tx.put(ROOT, "a", 1)?)).unwrap();
     let heads = store.read().unwrap().heads();
     assert_eq!(heads.len(), 1);
-    store.change(|tx| tx.put(ROOT, "b", 2)).unwrap();
+    store.change(|tx| Ok(tx.put(ROOT, "b", 2)?)).unwrap();
     assert_eq!(op_files(&store_dir).len(), 2);
     assert_eq!(merged(&b, &store_dir), r#"{"a":1,"b":2}"#);
 }
@@ -31,9 +31,7 @@ fn a_no_op_writes_nothing() {
     let a = Device::new(dir.path(), "a");
     let store = Store::init(&store_dir, a.options(), Some(&json!({"t": "x"}))).unwrap();
     let before = tree(&store_dir);
-    let outcome = store
-        .change(|_tx| Ok::<(), crdtdir::automerge::AutomergeError>(()))
-        .unwrap();
+    let outcome = store.change(|_tx| Ok(())).unwrap();
     assert!(outcome.written.is_empty());
     let outcome = store
         .apply_patch(&[PatchOp::Set {
@@ -56,7 +54,7 @@ fn a_failed_closure_writes_nothing() {
     let err = store
         .change(|tx| {
             tx.put(ROOT, "k", 1).unwrap();
-            Err::<(), _>(std::io::Error::other("app said no"))
+            Err::<(), _>(std::io::Error::other("app said no").into())
         })
         .unwrap_err();
     assert!(err.to_string().contains("app said no"));
@@ -227,7 +225,8 @@ fn change_reads_the_merged_document() {
     store
         .change(|tx| {
             let n = tx.get(ROOT, "n")?.unwrap().0.as_i64().unwrap();
-            tx.put(ROOT, "m", n + 1)
+            tx.put(ROOT, "m", n + 1)?;
+            Ok(())
         })
         .unwrap();
     assert_eq!(merged(&a, &store_dir), r#"{"m":2,"n":1}"#);

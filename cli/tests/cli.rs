@@ -1305,7 +1305,8 @@ fn a_deeply_nested_document_still_prints() {
         for _ in 0..300 {
             obj = tx.put_object(&obj, "a", ObjType::Map)?;
         }
-        tx.put(&obj, "leaf", 1)
+        tx.put(&obj, "leaf", 1)?;
+        Ok(())
     })
     .unwrap();
     drop(lib);

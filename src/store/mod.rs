@@ -7,7 +7,7 @@ mod write;
 use self::status::history_of;
 pub use self::status::{DeviceInfo, Status};
 pub(crate) use self::write::fresh_record;
-pub use self::write::{WriteOutcome, Written};
+pub use self::write::{ChangeResult, WriteOutcome, Written};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -146,6 +146,28 @@ impl View {
     /// The JSON value at a JSON Pointer.
     pub fn get(&self, path: &str) -> Result<Json, PatchError> {
         patch::lookup(&self.merged.doc, path)
+    }
+
+    /// The value at a JSON Pointer as a `T` (any `serde` type; `""` is the whole document).
+    /// A value that does not fit `T` is a [`PatchError::Path`] naming the pointer.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    /// struct Settings { theme: String, font_size: u32 }
+    ///
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// store.put("/settings", &Settings { theme: "dark".into(), font_size: 14 })?;
+    /// let settings: Settings = store.read()?.get_as("/settings")?;
+    /// assert_eq!(settings.font_size, 14);
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, PatchError> {
+        serde_json::from_value(self.get(path)?).map_err(|e| PatchError::Path {
+            path: path.to_string(),
+            reason: format!("the value does not fit the requested type: {e}"),
+        })
     }
 
     /// What the merge found: skipped files, forks, quarantined and waiting changes.

@@ -77,6 +77,7 @@ pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
                 seq: m.seq,
                 time: m.timestamp,
                 ops: (m.max_op + 1).saturating_sub(m.start_op) as usize,
+                message: m.message.map(|m| m.into_owned()),
             }
         })
         .collect()

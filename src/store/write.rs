@@ -42,23 +42,30 @@ pub struct Written {
     pub path: String,
 }
 
-/// What a write did.
+/// What a write did, with the value the change closure returned (`()` for patches).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct WriteOutcome {
+pub struct WriteOutcome<T = ()> {
     /// The op files written, in seq order: empty when the change was a no-op. More than one
     /// when edits lost in a fork were written again first.
     pub written: Vec<Written>,
     /// Things the user should know, one line each (e.g. a fresh actor and why).
     pub notices: Vec<String>,
+    /// What the change closure returned (an id it made, a count…).
+    #[serde(skip)]
+    pub value: T,
 }
 
-impl WriteOutcome {
+impl<T> WriteOutcome<T> {
     /// The hash of the caller's own change, if it changed anything.
     pub fn change(&self) -> Option<&str> {
         self.written.last().map(|w| w.hash.as_str())
     }
 }
+
+/// What a change closure returns: any error (`?` on Automerge's own errors works, and so
+/// does `Err("why".into())`) aborts the change, and nothing is written.
+pub type ChangeResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 pub(crate) fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
     let mut retired = Vec::new();
@@ -76,32 +83,88 @@ pub(crate) fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
 
 impl Store {
     /// Changes the document: `f` edits a transaction on the merged document; its change is
-    /// an op file in the folder before this returns. A change with no operations writes
-    /// nothing. If `f` fails, nothing is written.
+    /// an op file in the folder before this returns, and [`WriteOutcome::value`] is what `f`
+    /// returned. A change with no operations writes nothing. If `f` fails, nothing is
+    /// written and the error comes back as [`Error::Aborted`].
+    ///
+    /// ```
+    /// use automerge::{transaction::Transactable, ObjType, ROOT};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// let outcome = store.change(|tx| {
+    ///     tx.put(ROOT, "title", "Groceries")?;
+    ///     let items = tx.put_object(ROOT, "items", ObjType::List)?;
+    ///     Ok(items)
+    /// })?;
+    /// assert_eq!(outcome.written.len(), 1);
+    /// let _items = outcome.value; // the list's id, for later changes
+    /// assert_eq!(store.read()?.to_json(), serde_json::json!({"items": [], "title": "Groceries"}));
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn change<T>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> ChangeResult<T>,
+    ) -> Result<WriteOutcome<T>> {
+        self.change_with_message(None, f)
+    }
+
+    /// [`Store::change`] with a commit message, kept in the change and shown by
+    /// [`Store::history`] (and `crdtdir log`).
     ///
     /// ```
     /// use automerge::{transaction::Transactable, ROOT};
     /// # let dir = tempfile::tempdir().unwrap();
     /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
     /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
-    /// let outcome = store.change(|tx| tx.put(ROOT, "title", "Groceries"))?;
-    /// assert_eq!(outcome.written.len(), 1);
-    /// assert_eq!(store.read()?.to_json(), serde_json::json!({"title": "Groceries"}));
+    /// store.change_with_message(Some("rename"), |tx| {
+    ///     tx.put(ROOT, "title", "Groceries")?;
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(store.history()?[0].message.as_deref(), Some("rename"));
     /// # Ok::<(), crdtdir::Error>(())
     /// ```
-    pub fn change<F, E>(&self, f: F) -> Result<WriteOutcome>
-    where
-        F: FnOnce(&mut Transaction<'_>) -> std::result::Result<(), E>,
-        E: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        self.write(|tx| f(tx).map_err(|e| Error::Aborted(e.into())))
+    pub fn change_with_message<T>(
+        &self,
+        message: Option<&str>,
+        f: impl FnOnce(&mut Transaction<'_>) -> ChangeResult<T>,
+    ) -> Result<WriteOutcome<T>> {
+        self.write(message, |tx| f(tx).map_err(Error::Aborted))
             .map(|out| self.after_write(out))
     }
 
     /// Applies a patch (see [`crate::PatchOp`]) as one change: all of it or, on any failing
     /// op (a failed `test` included), nothing.
     pub fn apply_patch(&self, ops: &[PatchOp]) -> Result<WriteOutcome> {
-        self.write(|tx| patch::apply(tx, ops).map_err(Error::from))
+        self.apply_patch_with_message(ops, None)
+    }
+
+    /// Writes any `serde` value at a JSON Pointer as one change: a `set` ([`PatchOp::Set`]),
+    /// so a map key is added or replaced, a list index replaced, and an object written
+    /// onto an object is updated in place: fields that did not change are not touched, and
+    /// what other devices concurrently wrote to them survives. Strings become
+    /// collaborative text; for last-writer-wins strings use [`Store::apply_patch`] with
+    /// `scalar: true`. Read it back with [`crate::View::get_as`].
+    pub fn put<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WriteOutcome> {
+        let value = serde_json::to_value(value).map_err(|e| {
+            Error::Patch(patch::PatchError::Malformed(format!(
+                "the value for {path:?} is not JSON: {e}"
+            )))
+        })?;
+        self.apply_patch(&[PatchOp::Set {
+            path: path.to_string(),
+            value,
+            scalar: false,
+        }])
+    }
+
+    /// [`Store::apply_patch`] with a commit message (see [`Store::change_with_message`]).
+    pub fn apply_patch_with_message(
+        &self,
+        ops: &[PatchOp],
+        message: Option<&str>,
+    ) -> Result<WriteOutcome> {
+        self.write(message, |tx| patch::apply(tx, ops).map_err(Error::from))
             .map(|out| self.after_write(out))
     }
 
@@ -117,7 +180,7 @@ impl Store {
 
     /// A written change says this device is alive: a heartbeat, at most one a minute
     /// ([`crate::presence`]), so another device's `compact` sees an app that only writes.
-    fn after_write(&self, mut out: WriteOutcome) -> WriteOutcome {
+    fn after_write<T>(&self, mut out: WriteOutcome<T>) -> WriteOutcome<T> {
         if !out.written.is_empty() {
             if let Err(e) = self.beat_when(Due::Stale) {
                 out.notices.push(format!("no heartbeat published: {e}"));
@@ -126,10 +189,11 @@ impl Store {
         out
     }
 
-    pub(crate) fn write(
+    pub(crate) fn write<T>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> Result<()>,
-    ) -> Result<WriteOutcome> {
+        message: Option<&str>,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<WriteOutcome<T>> {
         self.check_writable()?;
         // A bad name is refused now; a default name is made and kept only once there is a
         // change to write (a refused patch leaves the local state as it was).
@@ -172,7 +236,7 @@ impl Store {
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }
-        let mut outcome = WriteOutcome::default();
+        let mut outcome = WriteOutcome::<()>::default();
         // Own op files the folder lost come back first, under their own names: the record
         // can then prove its last seq, and changes built on them stop waiting.
         let republished = self.republish(record.as_ref())?;
@@ -258,13 +322,20 @@ impl Store {
         } else {
             state.doc.transaction()
         };
-        if let Err(e) = f(&mut tx) {
-            // Dropping the transaction rolls it back: the state is as it was.
-            drop(tx);
-            self.put_mem(Arc::new(state));
-            return Err(e);
+        let value = match f(&mut tx) {
+            Ok(value) => value,
+            Err(e) => {
+                // Dropping the transaction rolls it back: the state is as it was.
+                drop(tx);
+                self.put_mem(Arc::new(state));
+                return Err(e);
+            }
+        };
+        let mut commit = CommitOptions::default().with_time(now());
+        if let Some(message) = message {
+            commit = commit.with_message(message.to_string());
         }
-        let (hash, mut log) = tx.commit_with(CommitOptions::default().with_time(now()));
+        let (hash, mut log) = tx.commit_with(commit);
         if let Some(hash) = hash {
             // On error the state (holding a change that is not on disk) is dropped here, so
             // nothing is ever built on top of it.
@@ -289,7 +360,11 @@ impl Store {
         }
         self.inner.mem_dirty.store(true, Ordering::Relaxed);
         self.put_mem(Arc::new(state));
-        Ok(outcome)
+        Ok(WriteOutcome {
+            written: outcome.written,
+            notices: outcome.notices,
+            value,
+        })
     }
 
     /// Publishes, as op files, the rebased changes of this view that no op file in the folder
