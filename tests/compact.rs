@@ -99,6 +99,58 @@ fn compaction_folds_every_op_file_into_a_verified_snapshot() {
     assert_eq!(cold(&store), with_more);
 }
 
+/// Device names survive compaction, twice over: a device that never saw the op files
+/// names every folded change as its writer named it (the snapshot carries the names), and
+/// a second compaction keeps the first one's names.
+#[test]
+fn device_names_survive_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    let names = |store: &Path| {
+        let fresh = tempfile::tempdir().unwrap();
+        let mut by_actor: std::collections::BTreeMap<String, String> = Default::default();
+        for c in Device::new(fresh.path(), "fresh")
+            .open(store)
+            .history()
+            .unwrap()
+        {
+            by_actor.insert(c.actor, c.device);
+        }
+        by_actor
+    };
+    let before = names(&store);
+    assert_eq!(
+        before.values().collect::<std::collections::BTreeSet<_>>(),
+        ["a", "b", "c"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .iter()
+            .collect(),
+    );
+    devices[0].open(&store).compact().unwrap();
+    assert!(op_files(&store).is_empty());
+    assert_eq!(names(&store), before, "after one compaction");
+    // A device that only ever saw the snapshot compacts again after a new write.
+    let late = Device::new(dir.path(), "late");
+    late.open(&store).apply_patch(&set("late", 1)).unwrap();
+    late.open(&store).compact().unwrap();
+    let after = names(&store);
+    assert_eq!(after.len(), before.len() + 1);
+    for (actor, name) in &before {
+        assert_eq!(after.get(actor), Some(name), "actor {actor}");
+    }
+    assert!(after.values().any(|n| n == "late"));
+    // And `status` on a fresh device lists them by name.
+    let fresh = tempfile::tempdir().unwrap();
+    let status = Device::new(fresh.path(), "fresh")
+        .open(&store)
+        .status()
+        .unwrap();
+    let listed: Vec<&str> = status.devices.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(listed, ["a", "b", "c", "late"]);
+}
+
 /// The snapshot is a real SQLite database: read-only, intact, not WAL, queryable.
 #[test]
 fn the_snapshot_opens_read_only_in_sqlite() {

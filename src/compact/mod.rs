@@ -181,7 +181,7 @@ impl Store {
             });
         }
         progress(Progress::Snapshot);
-        let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps)?;
+        let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps, &state.devices)?;
         // 5. Only now delete what the verified, recorded snapshot folds in.
         let mut first = true;
         for (done, (path, _)) in ops.iter().enumerate() {
@@ -244,6 +244,7 @@ impl Store {
         device: &str,
         ops: &[(String, String)],
         snaps: &[String],
+        devices: &std::collections::BTreeMap<String, String>,
     ) -> Result<String> {
         let owner = match self.inner.state.read_record(&self.inner.marker.store_id) {
             Some(r) => {
@@ -278,6 +279,7 @@ impl Store {
             json: &json,
             folded_ops: ops,
             folded_snapshots: &folded_snapshots,
+            devices,
         })
         .map_err(|e| Error::Corrupt {
             path: self.inner.root.join(SNAPSHOTS_DIR),

@@ -23,6 +23,10 @@
 //!     folded_op_files(path, hash)   a view giving those paths, for people and sqlite3
 //!     folded_snapshots(name TEXT PRIMARY KEY)
 //!       older snapshots it folds in (deleted with their records)
+//!     devices(actor TEXT PRIMARY KEY, name TEXT NOT NULL)
+//!       the display name of each actor whose changes the document holds, as far as the
+//!       compacting device knew it (from op files and earlier snapshots); optional: a
+//!       snapshot without this table (older builds) names no device
 //! ```
 
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
@@ -46,6 +50,8 @@ pub(crate) struct Snapshot {
     pub(crate) changes: u64,
     pub(crate) automerge: Vec<u8>,
     pub(crate) folded_ops: Vec<(String, String)>,
+    /// Actor (hex) → device display name.
+    pub(crate) devices: Vec<(String, String)>,
 }
 
 /// What goes into a new snapshot.
@@ -59,6 +65,7 @@ pub(crate) struct NewSnapshot<'a> {
     pub(crate) json: &'a str,
     pub(crate) folded_ops: &'a [(String, String)],
     pub(crate) folded_snapshots: &'a [String],
+    pub(crate) devices: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Builds the database in memory and returns its bytes.
@@ -77,7 +84,8 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
            SELECT 'ops/' || a.hex || '/' || printf('%010d', o.seq) || '-' || lower(hex(o.hash))
                   || '.op' AS path, lower(hex(o.hash)) AS hash
            FROM folded_ops o JOIN actors a USING (actor_id);
-         CREATE TABLE folded_snapshots (name TEXT PRIMARY KEY);",
+         CREATE TABLE folded_snapshots (name TEXT PRIMARY KEY);
+         CREATE TABLE devices (actor TEXT PRIMARY KEY, name TEXT NOT NULL);",
     )?;
     let tx = db.transaction()?;
     {
@@ -114,6 +122,10 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
         let mut snaps = tx.prepare("INSERT INTO folded_snapshots (name) VALUES (?1)")?;
         for name in s.folded_snapshots {
             snaps.execute([name])?;
+        }
+        let mut devices = tx.prepare("INSERT INTO devices (actor, name) VALUES (?1, ?2)")?;
+        for (actor, name) in s.devices.iter().filter(|(_, n)| !n.is_empty()) {
+            devices.execute((actor, name))?;
         }
     }
     tx.commit()?;
@@ -183,8 +195,29 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
             .map_err(fail)?
     };
+    // Optional: snapshots of older builds have no device names.
+    let has_devices: bool = db
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'devices'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(fail)?;
+    let devices = if has_devices {
+        let mut q = db
+            .prepare("SELECT actor, name FROM devices ORDER BY actor")
+            .map_err(fail)?;
+        let rows = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(fail)?;
+        rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+            .map_err(fail)?
+    } else {
+        Vec::new()
+    };
     Ok(Snapshot {
         store: meta("store")?,
+        devices,
         heads,
         changes,
         automerge,

@@ -119,10 +119,10 @@ pub(crate) fn merge_cold(
     let careful = || {
         let (mut loaded, problems) = load_all(store, &uncovered.ops);
         let mut have: HashSet<ChangeHash> = loaded.iter().map(|l| l.hash).collect();
-        let devices = carry
-            .as_ref()
-            .map(|c| c.devices.clone())
-            .unwrap_or_default();
+        let mut devices = snapshot_devices(&snaps);
+        if let Some(c) = &carry {
+            devices.extend(c.devices.iter().map(|(a, n)| (a.clone(), n.clone())));
+        }
         let mut extra = |doc: &Automerge, rel: &str| {
             for change in doc.get_changes(&[]) {
                 if have.insert(change.hash()) {
@@ -194,7 +194,12 @@ pub(crate) fn merge_cold(
     let unprovided = carry.as_ref().map_or(0, |c| {
         unprovided(&c.doc, &snaps, &merged.items, &merged.report.rebased, scan)
     });
-    let (devices, carried_rebased) = carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
+    let (carried_devices, carried_rebased) =
+        carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
+    // Names of folded changes come from the snapshots; what this device knew, and the op
+    // files applied now, name actors over them.
+    let mut devices = snapshot_devices(&snaps);
+    devices.extend(carried_devices);
     let files: Vec<String> = snaps.valid.iter().map(|s| s.rel.clone()).collect();
     let (mut state, report) = into_state(merged, files, devices);
     // What the snapshots fold in counts as merged: their op files are never read again.
@@ -211,6 +216,15 @@ pub(crate) fn merge_cold(
     state.snapshots = scan.snapshot_fingerprints(store);
     let report = finish(report, store, scan, &state);
     (state, report)
+}
+
+/// The device names the valid snapshots carry, actor (hex) → name.
+fn snapshot_devices(snaps: &snapshots::Snapshots) -> BTreeMap<String, String> {
+    snaps
+        .valid
+        .iter()
+        .flat_map(|s| s.snapshot.devices.iter().cloned())
+        .collect()
 }
 
 /// The cached state after a merge: `files` and `devices` of what came before, plus what
