@@ -123,6 +123,29 @@ impl Error {
         }
     }
 
+    /// A stable, machine-readable name for the kind of error (the CLI prints it with
+    /// `--json`): `no-store`, `already-store`, `needs-newer`, `corrupt`, `io`, `patch`,
+    /// `aborted`, `read-only`, `not-alone`, `not-confirmed`, `incomplete`, `refused`,
+    /// `copied-store`, `device-name`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NoStore { .. } => "no-store",
+            Error::AlreadyStore { .. } => "already-store",
+            Error::NeedsNewer { .. } => "needs-newer",
+            Error::Corrupt { .. } => "corrupt",
+            Error::Io { .. } => "io",
+            Error::Patch(_) => "patch",
+            Error::Aborted(_) => "aborted",
+            Error::ReadOnly => "read-only",
+            Error::NotAlone { .. } => "not-alone",
+            Error::NotConfirmed => "not-confirmed",
+            Error::Incomplete { .. } => "incomplete",
+            Error::Refused { .. } => "refused",
+            Error::CopiedStore { .. } => "copied-store",
+            Error::DeviceName { .. } => "device-name",
+        }
+    }
+
     /// True when the operation was refused to protect the store (not a failure of the input
     /// or of the machine): the CLI maps it to its own exit code.
     pub fn is_refusal(&self) -> bool {

@@ -1,6 +1,7 @@
 //! `crdtdir`: the command-line face of the crdtdir library. Parses, calls the library,
-//! prints JSON, maps errors to exit codes (0 ok, 1 error, 2 usage, 3 refused). Each command
-//! lives in its own module under `cmd/`.
+//! prints JSON, maps errors to exit codes (0 ok, 1 error, 2 usage, 3 refused, 4 no store,
+//! 5 compaction refused) and error codes. Each command lives in its own module under
+//! `cmd/`.
 
 mod cmd;
 mod output;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use crdtdir::{Options, Store};
 
-use crate::output::{one_line, Failure};
+use crate::output::Failure;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,13 @@ struct Cli {
     /// refused (exit 3).
     #[arg(long, global = true, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     read_only: bool,
+    /// JSON output for every command (status and log print text otherwise), and errors as
+    /// one JSON line on stderr: {"error":{"code":…,"exit":…,"message":…}}.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Indent JSON output.
+    #[arg(long, global = true)]
+    pretty: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,26 +83,44 @@ fn main() -> ExitCode {
         )
         .into_boxed_str(),
     );
-    let matches = Cli::command()
+    let matches = match Cli::command()
         .version(version)
         .long_version(version)
-        .get_matches();
+        .try_get_matches()
+    {
+        Ok(m) => m,
+        // Help and version are not errors; usage errors with --json are JSON.
+        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
+            output::set_format(true, false);
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("usage error");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            output::report_failure(output::EXIT_USAGE, "usage", first);
+            return ExitCode::from(output::EXIT_USAGE);
+        }
+        Err(e) => e.exit(),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    output::set_format(cli.json, cli.pretty);
     // Automerge can panic on a forged change; the library catches that and reports it, so
     // the default panic message would be noise. A panic that escapes is reported below.
     std::panic::set_hook(Box::new(|_| {}));
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(f)) => {
-            eprintln!("crdtdir: {}", one_line(&f.message));
-            ExitCode::from(f.code)
+            output::report_failure(f.exit, f.code, &f.message);
+            ExitCode::from(f.exit)
         }
         Err(_) => {
-            eprintln!("crdtdir: internal error (a bug): nothing was written after it");
-            ExitCode::from(1)
+            output::report_failure(
+                output::EXIT_ERROR,
+                "internal",
+                "internal error (a bug): nothing was written after it",
+            );
+            ExitCode::from(output::EXIT_ERROR)
         }
     }
 }

@@ -2,19 +2,36 @@
 //! or stdin, and the warning lines a merge's report gives.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value as Json;
 
-/// A failure with its exit code (0 ok, 1 error, 2 usage, 3 refused).
+/// Exit codes; README.md has the table (and `crdtdir --help`).
+pub(crate) const EXIT_ERROR: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_REFUSED: u8 = 3;
+pub(crate) const EXIT_NO_STORE: u8 = 4;
+pub(crate) const EXIT_NOT_COMPACTED: u8 = 5;
+
+/// A failure: its exit code, its error code (a stable name, printed with `--json`) and its
+/// message.
 pub(crate) struct Failure {
-    pub(crate) code: u8,
+    pub(crate) exit: u8,
+    pub(crate) code: &'static str,
     pub(crate) message: String,
 }
 
 impl From<crdtdir::Error> for Failure {
     fn from(e: crdtdir::Error) -> Self {
+        let exit = match &e {
+            crdtdir::Error::NoStore { .. } => EXIT_NO_STORE,
+            crdtdir::Error::NotAlone { .. } | crdtdir::Error::NotConfirmed => EXIT_NOT_COMPACTED,
+            e if e.is_refusal() => EXIT_REFUSED,
+            _ => EXIT_ERROR,
+        };
         Failure {
-            code: if e.is_refusal() { 3 } else { 1 },
+            exit,
+            code: e.code(),
             message: e.to_string(),
         }
     }
@@ -22,15 +39,60 @@ impl From<crdtdir::Error> for Failure {
 
 impl From<crdtdir::PatchError> for Failure {
     fn from(e: crdtdir::PatchError) -> Self {
-        fail(e.to_string())
+        Failure {
+            exit: EXIT_ERROR,
+            code: "patch",
+            message: e.to_string(),
+        }
     }
 }
 
-/// An error (exit code 1).
+/// An error (exit code 1, error code `error`).
 pub(crate) fn fail(message: impl Into<String>) -> Failure {
     Failure {
-        code: 1,
+        exit: EXIT_ERROR,
+        code: "error",
         message: message.into(),
+    }
+}
+
+/// Bad input on the command line, in a file or on stdin (exit code 1, error code `input`).
+pub(crate) fn bad_input(message: impl Into<String>) -> Failure {
+    Failure {
+        exit: EXIT_ERROR,
+        code: "input",
+        message: message.into(),
+    }
+}
+
+/// How output is formatted: `--pretty` indents JSON, `--json` makes errors JSON too. Set
+/// once in `main`, before any command runs.
+static PRETTY: AtomicBool = AtomicBool::new(false);
+static JSON: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn set_format(json: bool, pretty: bool) {
+    JSON.store(json, Ordering::Relaxed);
+    PRETTY.store(pretty, Ordering::Relaxed);
+}
+
+/// `--json` was given: text output becomes JSON, and errors too.
+pub(crate) fn json_wanted() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// `--pretty` was given.
+pub(crate) fn pretty() -> bool {
+    PRETTY.load(Ordering::Relaxed)
+}
+
+/// Reports a failure on stderr: one line, as JSON with `--json`.
+pub(crate) fn report_failure(exit: u8, code: &str, message: &str) {
+    let line = one_line(message);
+    if json_wanted() {
+        let error = serde_json::json!({"error": {"code": code, "exit": exit, "message": line}});
+        eprintln!("{error}");
+    } else {
+        eprintln!("crdtdir: {line}");
     }
 }
 
@@ -54,16 +116,27 @@ pub(crate) fn one_line(message: &str) -> String {
     )
 }
 
-/// Prints `value` as one line of JSON (indented with `pretty`).
-pub(crate) fn print_json(value: &Json, pretty: bool) -> Result<(), Failure> {
-    let mut text = if pretty {
+/// Prints `value` as one line of JSON (indented with `--pretty`).
+pub(crate) fn print_json(value: &Json) -> Result<(), Failure> {
+    let mut text = json_text(value)?;
+    text.push('\n');
+    write_out(&text)
+}
+
+/// `value` as JSON text: one line, or indented with `--pretty`.
+pub(crate) fn json_text(value: &Json) -> Result<String, Failure> {
+    if pretty() {
         serde_json::to_string_pretty(value)
     } else {
         serde_json::to_string(value)
     }
-    .map_err(|e| fail(e.to_string()))?;
-    text.push('\n');
-    write_out(&text)
+    .map_err(|e| fail(e.to_string()))
+}
+
+/// A time for JSON output: RFC 3339, UTC, in seconds.
+pub(crate) fn rfc3339(unix_secs: i64) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(when).to_string()
 }
 
 /// Writes `text` to stdout. A closed pipe (`crdtdir status | head -1`) is not an error: the
@@ -87,17 +160,17 @@ pub(crate) fn read_input(source: &str) -> Result<String, Failure> {
         let mut s = String::new();
         std::io::stdin()
             .read_to_string(&mut s)
-            .map_err(|e| fail(format!("stdin: {e}")))?;
+            .map_err(|e| bad_input(format!("stdin: {e}")))?;
         Ok(s)
     } else {
-        std::fs::read_to_string(source).map_err(|e| fail(format!("{source}: {e}")))
+        std::fs::read_to_string(source).map_err(|e| bad_input(format!("{source}: {e}")))
     }
 }
 
 /// A JSON value given on the command line.
 pub(crate) fn parse_value(text: &str) -> Result<Json, Failure> {
     serde_json::from_str(text).map_err(|e| {
-        fail(format!(
+        bad_input(format!(
             "malformed JSON value {text:?}: {e} (strings need quotes: '\"milk\"')"
         ))
     })

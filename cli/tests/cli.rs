@@ -120,8 +120,13 @@ fn readme_quick_start() {
         serde_json::from_str(&me.ok(&store, &["status", "--json"])).unwrap();
     assert_eq!(status["changes"], 3);
     assert_eq!(status["devices"][0]["name"], "laptop");
-    let log: serde_json::Value = serde_json::from_str(&me.ok(&store, &["log", "--json"])).unwrap();
-    assert_eq!(log.as_array().unwrap().len(), 3);
+    // `log --json`: JSON lines, one change each.
+    let log = me.ok(&store, &["log", "--json"]);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
 }
 
 #[test]
@@ -245,7 +250,7 @@ fn a_missing_store_or_a_bad_device_name_writes_nothing() {
         vec!["log"],
     ] {
         let out = me.run(&missing, &args);
-        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(out.status.code(), Some(4), "no store: exit 4");
         assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
         assert!(!missing.exists(), "{args:?} created the store folder");
     }
@@ -964,14 +969,14 @@ fn compaction_refusals_change_nothing() {
     let before = tree(&store);
     // The phone's beat is fresh: it looks online.
     let out = me.run(&store, &["compact", "--yes"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(5), "compaction refused: exit 5");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("phone") && err.contains("online"), "{err}");
     assert_same(&before, &tree(&store), "refused: another device online");
     // Alone, but no terminal and no --yes.
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let out = me.run(&store, &["compact", "--threshold", "0"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(5), "compaction refused: exit 5");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
     assert_same(&before, &tree(&store), "refused: no confirmation");
 }
@@ -1317,4 +1322,164 @@ fn a_deeply_nested_document_still_prints() {
         assert!(out.contains("\"leaf\""), "{args:?}");
         assert_eq!(out.matches("\"a\"").count(), 300, "{args:?}");
     }
+}
+
+/// One JSON policy: `--json` makes errors one JSON line on stderr with a stable code and
+/// the exit code; `--pretty` indents every command's JSON; `log --json` is JSON lines with
+/// RFC 3339 times, `--limit` and `--since`; commit messages show in `log`.
+#[test]
+fn scripts_get_one_json_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, viewer) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "viewer"),
+    );
+    // Errors as JSON, each with its code and exit code; nothing on stdout.
+    let error = |dev: &Dev, store: &Path, args: &[&str], code: &str, exit: i32| {
+        let out = dev.run(store, args);
+        assert_eq!(out.status.code(), Some(exit), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&err).unwrap();
+        assert_eq!(v["error"]["code"], code, "{err}");
+        assert_eq!(v["error"]["exit"], exit, "{err}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    };
+    error(
+        &me,
+        &dir.path().join("none"),
+        &["--json", "merge"],
+        "no-store",
+        4,
+    );
+    error(&me, &store, &["--json", "frobnicate"], "usage", 2);
+    me.ok(&store, &["init"]);
+    error(
+        &me,
+        &store,
+        &["--json", "append", "set", "/a", "milk"],
+        "input",
+        1,
+    );
+    error(
+        &me,
+        &store,
+        &["--json", "append", "delete", "/nope"],
+        "patch",
+        1,
+    );
+    error(
+        &me,
+        &store,
+        &["--json", "--read-only", "append", "set", "/a", "1"],
+        "read-only",
+        3,
+    );
+    error(&me, &store, &["--json", "compact"], "not-confirmed", 5);
+    // Without --json the same error is one plain line.
+    let out = me.run(&store, &["append", "delete", "/nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("crdtdir: "));
+
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    me.ok(
+        &store,
+        &["append", "-m", "the second", "set", "/b", "[1,2]"],
+    );
+    me.ok(
+        &store,
+        &["append", "--message", "third", "set", "/c", "true"],
+    );
+    viewer.ok(&store, &["merge"]);
+    // --pretty indents every JSON output, and it is the same value.
+    for args in [
+        &["merge"][..],
+        &["get"],
+        &["get", "/b"],
+        &["status", "--json"],
+        &["--json", "status"],
+    ] {
+        let flat = me.ok(&store, args);
+        let mut pretty_args = vec!["--pretty"];
+        pretty_args.extend_from_slice(args);
+        let pretty = me.ok(&store, &pretty_args);
+        assert_eq!(flat.lines().count(), 1, "{args:?}: {flat}");
+        assert!(pretty.lines().count() > 1, "{args:?}: {pretty}");
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&flat).unwrap(),
+            serde_json::from_str(&pretty).unwrap(),
+        );
+        if args[0] != "status" && args.get(1) != Some(&"status") {
+            assert_eq!(a, b, "{args:?}");
+        }
+    }
+    // status --json: the other device's heartbeat with RFC 3339 times.
+    let status: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["status", "--json"])).unwrap();
+    let seen = status["presence"][0]["seen_at"].as_str().unwrap();
+    assert!(is_rfc3339(seen), "{seen}");
+    // log --json: JSON lines, oldest first, RFC 3339 times, messages.
+    let lines = |args: &[&str]| -> Vec<serde_json::Value> {
+        me.ok(&store, args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = lines(&["log", "--json"]);
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|c| is_rfc3339(c["time"].as_str().unwrap())));
+    assert_eq!(all[1]["message"], "the second");
+    assert_eq!(all[0]["message"], serde_json::Value::Null);
+    let last = lines(&["log", "--json", "--limit", "2"]);
+    assert_eq!(last, all[1..].to_vec());
+    assert_eq!(lines(&["log", "--json", "--since", "1h"]).len(), 3);
+    assert_eq!(
+        lines(&["log", "--json", "--since", "2999-01-01T00:00:00Z"]).len(),
+        0
+    );
+    assert_eq!(
+        lines(&["log", "--json", "--since", "2000-01-01T00:00:00Z"]).len(),
+        3
+    );
+    let text = me.ok(&store, &["log"]);
+    assert!(
+        text.lines().nth(1).unwrap().ends_with("the second"),
+        "{text}"
+    );
+    let out = me.run(&store, &["log", "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `2026-12-01T09:00:00Z`: a date, `T`, a time, `Z`.
+fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+        && s.chars()
+            .enumerate()
+            .all(|(i, c)| [4, 7, 10, 13, 16, 19].contains(&i) || c.is_ascii_digit())
+}
+
+/// A compaction that would make the store bigger says so: on the question, and with
+/// `--yes` as a note; the snapshot of a tiny store uses small pages.
+#[test]
+fn a_compaction_that_grows_the_store_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let out = me.run(&store, &["compact", "--yes"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the store would grow"), "{err}");
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let after = outcome["bytes_after"].as_u64().unwrap();
+    assert!(after < 10_000, "a tiny snapshot takes {after} bytes");
 }

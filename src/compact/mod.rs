@@ -34,8 +34,20 @@ pub struct CompactPlan {
     pub op_bytes: u64,
     /// Older snapshots it would fold in and delete.
     pub snapshots: usize,
+    /// Their size in bytes.
+    pub snapshot_bytes: u64,
+    /// The size of the snapshot it would write, in bytes (built in memory to know it).
+    pub new_snapshot_bytes: u64,
     /// The other devices, as their heartbeats show them.
     pub others: Vec<Presence>,
+}
+
+impl CompactPlan {
+    /// True when the new snapshot would take more bytes than the files it replaces (a
+    /// small store: SQLite's pages cost more than a few tiny op files). Worth asking about.
+    pub fn grows(&self) -> bool {
+        self.new_snapshot_bytes > self.op_bytes + self.snapshot_bytes
+    }
 }
 
 /// Where a compaction is.
@@ -119,15 +131,20 @@ impl Store {
             });
         }
         let (ops, snaps) = folded(&scan, &state);
-        let op_bytes = ops
-            .iter()
-            .filter_map(|(p, _)| std::fs::metadata(self.inner.root.join(p)).ok())
-            .map(|m| m.len())
-            .sum();
+        let size =
+            |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
+        let op_bytes = ops.iter().map(|(p, _)| size(p)).sum();
+        let snapshot_bytes = snaps.iter().map(size).sum();
+        // Built to know its size (the device name is a placeholder: the plan writes nothing,
+        // not even a default name).
+        let device = self.inner.device.as_deref().unwrap_or("device");
+        let (bytes, ..) = self.build_snapshot(&state.doc, device, &ops, &snaps, &state.devices)?;
         Ok(CompactPlan {
             op_files: ops.len(),
             op_bytes,
             snapshots: snaps.len(),
+            snapshot_bytes,
+            new_snapshot_bytes: bytes.len() as u64,
             others: self.presence_of(&state, threshold_secs),
         })
     }
@@ -237,29 +254,16 @@ impl Store {
         })
     }
 
-    /// Steps 1–4: build, publish, verify, retain, record. Returns the snapshot's name.
-    pub(crate) fn publish_snapshot(
+    /// The snapshot of `doc` as bytes, with its heads, change count and Automerge save.
+    #[allow(clippy::type_complexity)]
+    fn build_snapshot(
         &self,
         doc: &Automerge,
         device: &str,
         ops: &[(String, String)],
         snaps: &[String],
         devices: &std::collections::BTreeMap<String, String>,
-    ) -> Result<String> {
-        let owner = match self.inner.state.read_record(&self.inner.marker.store_id) {
-            Some(r) => {
-                self.remove_stale_temps(&r);
-                r.actor
-            }
-            None => {
-                let r = fresh_record(None);
-                self.inner
-                    .state
-                    .write_record(&self.inner.marker.store_id, &r)?;
-                r.actor
-            }
-        };
-        self.ensure_feature(&owner)?;
+    ) -> Result<(Vec<u8>, Vec<ChangeHash>, u64, Vec<u8>)> {
         let heads: Vec<ChangeHash> = doc.get_heads();
         let changes = doc.stats().num_changes;
         let automerge = doc.save();
@@ -285,6 +289,34 @@ impl Store {
             path: self.inner.root.join(SNAPSHOTS_DIR),
             reason: e.to_string(),
         })?;
+        Ok((bytes, heads, changes, automerge))
+    }
+
+    /// Steps 1–4: build, publish, verify, retain, record. Returns the snapshot's name.
+    pub(crate) fn publish_snapshot(
+        &self,
+        doc: &Automerge,
+        device: &str,
+        ops: &[(String, String)],
+        snaps: &[String],
+        devices: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String> {
+        let owner = match self.inner.state.read_record(&self.inner.marker.store_id) {
+            Some(r) => {
+                self.remove_stale_temps(&r);
+                r.actor
+            }
+            None => {
+                let r = fresh_record(None);
+                self.inner
+                    .state
+                    .write_record(&self.inner.marker.store_id, &r)?;
+                r.actor
+            }
+        };
+        self.ensure_feature(&owner)?;
+        let (bytes, heads, changes, automerge) =
+            self.build_snapshot(doc, device, ops, snaps, devices)?;
         let dir = self.inner.root.join(SNAPSHOTS_DIR);
         let name = snapshot::file_name(&bytes);
         let target = dir.join(&name);

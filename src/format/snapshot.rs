@@ -5,7 +5,8 @@
 //! snapshots/<hash>.sqlite   <hash>: the first 32 hex digits of BLAKE3 of the file.
 //!   Built in memory, never in WAL mode (rollback journal; no -wal/-shm/-journal file ever
 //!   sits in the folder), written like an op file (temp, fsync, read-only, rename) and never
-//!   opened for writing again. Schema, version 1:
+//!   opened for writing again. Pages of 512 bytes when the document and its JSON take under
+//!   64 KiB, else 4096. Schema, version 1:
 //!     meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)
 //!       format  = "1"           snapshot schema version
 //!       store   = <store id>
@@ -71,6 +72,14 @@ pub(crate) struct NewSnapshot<'a> {
 /// Builds the database in memory and returns its bytes.
 pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
     let mut db = Connection::open_in_memory()?;
+    // A small document gets small pages: SQLite keeps at least one page per table and
+    // index, and 4 KiB pages made a store of a few tiny op files grow to 45 KB.
+    let small = s.automerge.len() + s.json.len() < 64 * 1024;
+    db.execute_batch(if small {
+        "PRAGMA page_size = 512;"
+    } else {
+        "PRAGMA page_size = 4096;"
+    })?;
     db.execute_batch(
         "PRAGMA journal_mode = DELETE;
          CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -266,10 +275,12 @@ mod tests {
             json: "{}",
             folded_ops: &ops,
             folded_snapshots: &[],
+            devices: &[("aa".to_string(), "laptop".to_string())].into(),
         })
         .unwrap();
         let snap = decode(&bytes).unwrap();
         assert_eq!(snap.automerge, b"doc");
+        assert_eq!(snap.devices, [("aa".to_string(), "laptop".to_string())]);
         assert_eq!(snap.folded_ops, ops);
         assert_eq!(snap.changes, 3);
         // Not WAL: byte 18 and 19 of the header are 1 (legacy/rollback), not 2 (WAL).
@@ -302,6 +313,7 @@ mod fuzz {
                 json: "{}",
                 folded_ops: &[],
                 folded_snapshots: &[],
+                devices: &Default::default(),
             })
             .unwrap();
             let mut damaged = bytes.clone();

@@ -10,6 +10,9 @@ pub(crate) struct Args {
     /// Apply a JSON Patch (RFC 6902 plus splice and increment) from FILE, or - for stdin.
     #[arg(long, value_name = "FILE|-")]
     patch: Option<String>,
+    /// A commit message kept in the change (`crdtdir log` shows it).
+    #[arg(long, short, value_name = "TEXT")]
+    message: Option<String>,
     #[command(subcommand)]
     op: Option<Op>,
 }
@@ -68,7 +71,7 @@ enum Op {
 #[group(required = true, multiple = false)]
 struct Value {
     /// The value as JSON (a string needs its quotes: '"milk"'; may start with `-`: -1).
-    #[arg(allow_hyphen_values = true)]
+    #[arg(id = "value", value_name = "JSON", allow_hyphen_values = true)]
     json: Option<String>,
     /// Read the JSON value from FILE, or - for stdin.
     #[arg(long, value_name = "FILE|-")]
@@ -81,7 +84,8 @@ impl Value {
             (Some(text), _) => parse_value(text),
             (None, Some(source)) => parse_value(read_input(source)?.trim()),
             (None, None) => Err(Failure {
-                code: 2,
+                exit: crate::output::EXIT_USAGE,
+                code: "usage",
                 message: "a value is needed: JSON, or --value-file FILE".into(),
             }),
         }
@@ -94,22 +98,20 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         (None, Some(op)) => vec![patch_op(op)?],
         _ => {
             return Err(Failure {
-                code: 2,
+                exit: crate::output::EXIT_USAGE,
+                code: "usage",
                 message: "append needs an operation or --patch FILE".into(),
             })
         }
     };
-    let outcome = store.apply_patch(&ops)?;
+    let outcome = store.apply_patch_with_message(&ops, args.message.as_deref())?;
     for notice in &outcome.notices {
         eprintln!("crdtdir: {notice}");
     }
     if outcome.written.is_empty() {
         eprintln!("crdtdir: no change");
     }
-    print_json(
-        &json!({"change": outcome.change(), "written": outcome.written}),
-        false,
-    )
+    print_json(&json!({"change": outcome.change(), "written": outcome.written}))
 }
 
 fn patch_op(op: &Op) -> Result<PatchOp, Failure> {

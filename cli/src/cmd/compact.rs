@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use crdtdir::{CompactPlan, Store};
 
-use crate::output::{ago, print_json, to_json, Failure};
+use crate::output::{ago, print_json, to_json, Failure, EXIT_NOT_COMPACTED};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -25,6 +25,9 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     let mut stdin_error: Option<std::io::Error> = None;
     let confirm = |plan: &CompactPlan| {
         if args.yes {
+            if plan.grows() {
+                eprintln!("crdtdir: note: {}", growth(plan));
+            }
             return true;
         }
         if !std::io::stdin().is_terminal() {
@@ -56,30 +59,40 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let refuse = |message: String| Failure { code: 3, message };
+    let refuse = |code, message: String| Failure {
+        exit: EXIT_NOT_COMPACTED,
+        code,
+        message,
+    };
     let outcome = match outcome {
         Err(crdtdir::Error::NotAlone { devices }) => {
             let online: Vec<String> = devices
                 .iter()
                 .map(|p| format!("{} (beat changed {} ago)", p.name, ago(p.seen_secs_ago)))
                 .collect();
-            return Err(refuse(format!(
-                "refused: another device looks online: {}; compact when it is not",
-                online.join(", ")
-            )));
+            return Err(refuse(
+                "not-alone",
+                format!(
+                    "refused: another device looks online: {}; compact when it is not",
+                    online.join(", ")
+                ),
+            ));
         }
         Err(crdtdir::Error::NotConfirmed) => {
             if let Some(e) = stdin_error {
                 return Err(crate::output::fail(format!("stdin: {e}")));
             }
-            return Err(refuse(match unasked {
-                Some(why) => format!("refused: {why}"),
-                None => "refused: not confirmed; nothing changed".into(),
-            }));
+            return Err(refuse(
+                "not-confirmed",
+                match unasked {
+                    Some(why) => format!("refused: {why}"),
+                    None => "refused: not confirmed; nothing changed".into(),
+                },
+            ));
         }
         other => other?,
     };
-    print_json(&to_json(&outcome)?, false)
+    print_json(&to_json(&outcome)?)
 }
 
 /// What the user is asked before compaction.
@@ -97,10 +110,29 @@ fn question(plan: &CompactPlan) -> String {
         })
         .collect();
     format!(
-        "It looks like you are the only device online{}. Fold {} op files ({:.1} MB){} into a snapshot? [y/N] ",
+        "It looks like you are the only device online{}. Fold {} op files ({}){} into a snapshot{}? [y/N] ",
         if others.is_empty() { String::new() } else { format!(" ({})", others.join("; ")) },
         plan.op_files,
-        plan.op_bytes as f64 / 1e6,
+        size(plan.op_bytes),
         if plan.snapshots > 0 { format!(" and {} snapshot(s)", plan.snapshots) } else { String::new() },
+        if plan.grows() { format!(" anyway (note: {})", growth(plan)) } else { String::new() },
     )
+}
+
+/// What to say when the snapshot would take more bytes than what it replaces.
+fn growth(plan: &CompactPlan) -> String {
+    format!(
+        "the store would grow: the snapshot takes {}, the files it replaces {}",
+        size(plan.new_snapshot_bytes),
+        size(plan.op_bytes + plan.snapshot_bytes)
+    )
+}
+
+/// Bytes for people.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b < 10_000 => format!("{b} B"),
+        b if b < 10_000_000 => format!("{:.1} KB", b as f64 / 1e3),
+        b => format!("{:.1} MB", b as f64 / 1e6),
+    }
 }

@@ -13,7 +13,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
-    if args.path.is_empty() {
+    if args.path.is_empty() && !crate::output::pretty() {
         // The whole document: straight from the cached JSON when nothing is new.
         let (json, report) = store.read_json()?;
         warn_report(&report);
@@ -21,5 +21,6 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     }
     let view = store.read()?;
     warn_report(view.report());
-    print_json(&view.get(&args.path)?, false)
+    // From the document itself, not by parsing JSON text: no nesting limit.
+    print_json(&view.get(&args.path)?)
 }

@@ -20,6 +20,6 @@ pub(crate) fn run(folder: &Path, opts: Options, args: &Args) -> Result<Store, Fa
         None => None,
     };
     let store = Store::init(folder, opts, initial.as_ref())?;
-    print_json(&json!({"store": store.path(), "id": store.id()}), false)?;
+    print_json(&json!({"store": store.path(), "id": store.id()}))?;
     Ok(store)
 }

@@ -1,35 +1,76 @@
-//! `crdtdir log`: the history, one line per change.
+//! `crdtdir log`: the history, one line per change (with `--json`, one JSON object per
+//! line), oldest first.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crdtdir::Store;
 
-use crate::output::{print_json, to_json, write_out, Failure};
+use crate::output::{json_text, rfc3339, to_json, write_out, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir log --limit 20\n  crdtdir log --since 2h\n  crdtdir log --json --since 2026-12-01T00:00:00Z | jq -r .device"
+)]
 pub(crate) struct Args {
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+    /// Only the N most recent changes.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Only changes made since TIME: RFC 3339 (2026-12-01T09:00:00Z) or an age (2h, 3days).
+    #[arg(long, value_name = "TIME", value_parser = parse_since)]
+    since: Option<i64>,
+}
+
+/// A time as Unix seconds: RFC 3339, or an age before now.
+fn parse_since(text: &str) -> Result<i64, String> {
+    let when = match humantime::parse_rfc3339_weak(text) {
+        Ok(t) => t,
+        Err(_) => {
+            let age = humantime::parse_duration(text).map_err(|_| {
+                format!("{text:?} is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor an age (2h, 3days)")
+            })?;
+            SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH)
+        }
+    };
+    Ok(when
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs() as i64)
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     let mut log = store.history()?;
     log.sort_by(|a, b| (a.time, &a.actor, a.seq).cmp(&(b.time, &b.actor, b.seq)));
-    if args.json {
-        return print_json(&to_json(&log)?, false);
+    if let Some(since) = args.since {
+        log.retain(|c| c.time >= since);
+    }
+    if let Some(n) = args.limit {
+        log.drain(..log.len().saturating_sub(n));
     }
     let mut out = String::new();
     for c in log {
         use std::fmt::Write;
-        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(c.time.max(0) as u64);
-        let _ = writeln!(
+        if crate::output::json_wanted() {
+            let mut line = to_json(&c)?;
+            line["time"] = rfc3339(c.time).into();
+            out.push_str(&json_text(&line)?);
+            out.push('\n');
+            continue;
+        }
+        let _ = write!(
             out,
             "{}  {:<20} {}…  seq {:<6} {} op(s)",
-            humantime::format_rfc3339_seconds(when),
+            rfc3339(c.time),
             c.device,
             &c.actor[..c.actor.len().min(8)],
             c.seq,
             c.ops
         );
+        match &c.message {
+            Some(m) => {
+                let _ = writeln!(out, "  {}", crate::output::one_line(m));
+            }
+            None => out.push('\n'),
+        }
     }
     write_out(&out)
 }

@@ -13,17 +13,14 @@ pub(crate) struct Args {
     /// old document or the new one, never a mix).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Indent the JSON.
-    #[arg(long)]
-    pretty: bool,
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
-    let mut text = if args.pretty {
+    let mut text = if crate::output::pretty() {
         // From the document itself, not by parsing the JSON text: no nesting limit.
         let view = store.read()?;
         warn_report(view.report());
-        serde_json::to_string_pretty(&view.to_json()).map_err(|e| fail(e.to_string()))?
+        crate::output::json_text(&view.to_json())?
     } else {
         let (json, report) = store.read_json()?;
         warn_report(&report);

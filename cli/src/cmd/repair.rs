@@ -10,5 +10,5 @@ pub(crate) fn run(store: &Store) -> Result<(), Failure> {
     if repaired.is_empty() {
         eprintln!("crdtdir: nothing to repair: the folder provides every change this device has");
     }
-    print_json(&json!(repaired), false)
+    print_json(&json!(repaired))
 }

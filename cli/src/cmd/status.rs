@@ -3,13 +3,10 @@
 
 use crdtdir::Store;
 
-use crate::output::{ago, print_json, to_json, unprovided_line, write_out, Failure};
+use crate::output::{ago, print_json, rfc3339, to_json, unprovided_line, write_out, Failure};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
     /// A device counts as possibly online if seen within SECS (default 300).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]
     threshold: Option<i64>,
@@ -20,8 +17,19 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     if let Some(secs) = args.threshold {
         status.presence = store.presence(secs)?;
     }
-    if args.json {
-        print_json(&to_json(&status)?, true)
+    if crate::output::json_wanted() {
+        let mut json = to_json(&status)?;
+        // Times as RFC 3339, beside the ages in seconds.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Some(list) = json.get_mut("presence").and_then(|p| p.as_array_mut()) {
+            for (entry, p) in list.iter_mut().zip(&status.presence) {
+                entry["seen_at"] = rfc3339(now - p.seen_secs_ago).into();
+                entry["beat_time"] = rfc3339(now - p.beat_secs_ago).into();
+            }
+        }
+        print_json(&json)
     } else {
         write_out(&status_text(&status))
     }

@@ -54,8 +54,9 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
                 map.insert("doc".into(), doc);
             }
         }
-        let written = serde_json::to_writer(&mut out, &line)
-            .map_err(std::io::Error::from)
+        let text = crate::output::json_text(&line)?;
+        let written = out
+            .write_all(text.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
             .and_then(|()| out.flush());
         match written {
