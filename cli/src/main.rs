@@ -18,7 +18,18 @@ use crate::output::Failure;
 #[command(
     name = "crdtdir",
     version,
-    about = "Sync an Automerge document through any file-sync tool"
+    about = "Sync an Automerge document through any file-sync tool",
+    after_help = "\
+Examples:
+  crdtdir demo                                   # a real two-device merge in a temp folder
+  export CRDTDIR_STORE=~/Sync/groceries
+  crdtdir init
+  crdtdir append insert /items/- '\"milk\"'
+  crdtdir merge --pretty
+  crdtdir --json status | jq .presence
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 no store, 5 compaction refused.
+With --json, an error is one JSON line on stderr: {\"error\":{\"code\",\"exit\",\"message\"}}."
 )]
 struct Cli {
     /// The store folder.
@@ -61,6 +72,9 @@ enum Command {
     /// Fold the history into one SQLite snapshot, when this device is alone (asks first).
     Compact(cmd::compact::Args),
     /// Write back, as a new snapshot, changes this device has that the folder lost.
+    #[command(
+        after_help = "Examples:\n  crdtdir repair      # when merge or status says the folder lost changes this device has"
+    )]
     Repair,
     /// Show a real merge: two devices edit one store concurrently in a temporary folder,
     /// their files cross as a sync tool would carry them, and both print the same JSON.
@@ -70,10 +84,17 @@ enum Command {
     /// Merge what arrives as it arrives: one JSON line per merged batch (heads, changes,
     /// JSON Pointer patches), until interrupted.
     Watch(cmd::watch::Args),
+    /// Write the merged document as an .automerge file (Automerge's own format).
+    Export(cmd::export::Args),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::docs::CompletionsArgs),
+    /// Print the man page (or write one per command with --dir).
+    Man(cmd::docs::ManArgs),
 }
 
-fn main() -> ExitCode {
-    use clap::{CommandFactory, FromArgMatches};
+/// The command line as clap sees it, with the version naming the store format.
+fn command() -> clap::Command {
+    use clap::CommandFactory;
     // `crdtdir --version` names the on-disk format version this build writes.
     let version: &'static str = Box::leak(
         format!(
@@ -83,11 +104,12 @@ fn main() -> ExitCode {
         )
         .into_boxed_str(),
     );
-    let matches = match Cli::command()
-        .version(version)
-        .long_version(version)
-        .try_get_matches()
-    {
+    Cli::command().version(version).long_version(version)
+}
+
+fn main() -> ExitCode {
+    use clap::FromArgMatches;
+    let matches = match command().try_get_matches() {
         Ok(m) => m,
         // Help and version are not errors; usage errors with --json are JSON.
         Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
@@ -140,6 +162,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let opts = options(&cli);
     let store = match &cli.command {
         Command::Demo => return cmd::demo::run(),
+        Command::Completions(args) => return cmd::docs::completions(args, command()),
+        Command::Man(args) => return cmd::docs::man(args, command()),
         Command::Init(args) => cmd::init::run(&cli.store, opts, args)?,
         command => {
             let store = Store::open(&cli.store, opts)?;
@@ -157,7 +181,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
 
 fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
     match command {
-        Command::Init(_) | Command::Demo => unreachable!("handled by run"),
+        Command::Init(_) | Command::Demo | Command::Completions(_) | Command::Man(_) => {
+            unreachable!("handled by run")
+        }
+        Command::Export(args) => cmd::export::run(store, args),
         Command::Append(args) => cmd::append::run(store, args),
         Command::Merge(args) => cmd::merge::run(store, args),
         Command::Get(args) => cmd::get::run(store, args),
@@ -166,5 +193,37 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Repair => cmd::repair::run(store),
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The command line is consistent (clap's own checks), and every positional argument of
+    /// every command has help text and every command examples.
+    #[test]
+    fn every_command_has_help_and_examples() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_positionals() {
+                assert!(
+                    arg.get_help().is_some(),
+                    "{path}: argument {} has no help",
+                    arg.get_id()
+                );
+            }
+            let leaf = cmd.get_subcommands().next().is_none();
+            if leaf && !["demo", "help"].contains(&cmd.get_name()) && !path.contains("append ") {
+                assert!(
+                    cmd.get_after_help()
+                        .is_some_and(|h| h.to_string().contains("Examples:")),
+                    "{path}: no examples in --help"
+                );
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        let cmd = super::command();
+        cmd.clone().debug_assert();
+        walk(&cmd, "crdtdir");
     }
 }

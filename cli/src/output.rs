@@ -2,6 +2,7 @@
 //! or stdin, and the warning lines a merge's report gives.
 
 use std::io::{Read, Write};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value as Json;
@@ -223,4 +224,23 @@ pub(crate) fn ago(secs: i64) -> String {
     let sign = if secs < 0 { "-" } else { "" };
     let d = std::time::Duration::from_secs(secs.unsigned_abs());
     format!("{sign}{}", humantime::format_duration(d))
+}
+
+/// Replaces `path` atomically: a temp file beside it, fsynced, renamed over it.
+pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("not a file name"))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

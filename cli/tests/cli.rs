@@ -1483,3 +1483,112 @@ fn a_compaction_that_grows_the_store_says_so() {
     let after = outcome["bytes_after"].as_u64().unwrap();
     assert!(after < 10_000, "a tiny snapshot takes {after} bytes");
 }
+
+/// `export` writes the merged document as an .automerge file that Automerge itself loads,
+/// with the same heads and content; `export -` writes the same bytes to a pipe; a file
+/// that cannot be written is one error line and the store is unchanged.
+#[test]
+fn export_writes_a_file_automerge_loads() {
+    use crdtdir::automerge::{Automerge, ReadDoc, ROOT};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/title", r#""Groceries""#]);
+    phone.ok(&store, &["append", "set", "/n", "7"]);
+    let file = dir.path().join("todo.automerge");
+    std::fs::write(&file, b"an older export").unwrap();
+    let printed: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["export", file.to_str().unwrap()])).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(printed["bytes"], bytes.len());
+    let doc = Automerge::load(&bytes).unwrap();
+    let status: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["status", "--json"])).unwrap();
+    let heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
+    let mut expected: Vec<String> = status["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    let mut got = heads.clone();
+    got.sort();
+    assert_eq!(got, expected);
+    assert_eq!(
+        doc.text(doc.get(ROOT, "title").unwrap().unwrap().1)
+            .unwrap(),
+        "Groceries"
+    );
+    assert_eq!(doc.get(ROOT, "n").unwrap().unwrap().0.to_i64(), Some(7));
+    // To a pipe: the same bytes.
+    let out = me.run(&store, &["export", "-"]);
+    assert!(out.status.success());
+    assert_eq!(out.stdout, bytes);
+    // Nowhere to write: one line, exit 1, the store as it was.
+    let before = tree(&store);
+    let out = me.run(
+        &store,
+        &[
+            "export",
+            dir.path().join("no/such/dir/x.automerge").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert_same(&before, &tree(&store), "a failed export");
+}
+
+/// Shell completions load in a real bash, and every shell gets a script; the man page is
+/// roff, one page per command with --dir.
+#[test]
+fn completions_and_man_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = Dev::new(dir.path(), "laptop");
+    let nowhere = dir.path().join("no-store");
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = me.ok(&nowhere, &["completions", shell]);
+        assert!(
+            script.contains("crdtdir") && script.contains("append"),
+            "{shell}"
+        );
+    }
+    let script = dir.path().join("crdtdir.bash");
+    std::fs::write(&script, me.ok(&nowhere, &["completions", "bash"])).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {} && complete -p crdtdir",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("crdtdir"));
+    let page = me.ok(&nowhere, &["man"]);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH crdtdir"),
+        "{}",
+        &page[..200.min(page.len())]
+    );
+    assert!(page.contains("append"));
+    let man_dir = dir.path().join("man1");
+    me.ok(&nowhere, &["man", "--dir", man_dir.to_str().unwrap()]);
+    for page in [
+        "crdtdir.1",
+        "crdtdir-append.1",
+        "crdtdir-export.1",
+        "crdtdir-append-set.1",
+    ] {
+        assert!(man_dir.join(page).exists(), "{page}");
+    }
+    assert!(!nowhere.exists(), "completions and man touch no store");
+}

@@ -6,6 +6,9 @@ use serde_json::json;
 use crate::output::{parse_value, print_json, read_input, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir append set /title '\"Groceries\"'\n  crdtdir append insert /items/- '\"milk\"'\n  crdtdir append set /n -1\n  crdtdir append splice /title 0 0 'Weekly '\n  crdtdir append increment /visits\n  crdtdir append delete /items/0\n  crdtdir append -m 'import' set /notes --value-file notes.json\n  echo '[{\"op\":\"add\",\"path\":\"/items/-\",\"value\":\"tea\"}]' | crdtdir append --patch -"
+)]
 pub(crate) struct Args {
     /// Apply a JSON Patch (RFC 6902 plus splice and increment) from FILE, or - for stdin.
     #[arg(long, value_name = "FILE|-")]

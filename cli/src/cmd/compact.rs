@@ -9,6 +9,9 @@ use crdtdir::{CompactPlan, Store};
 use crate::output::{ago, print_json, to_json, Failure, EXIT_NOT_COMPACTED};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir compact                      # asks first\n  crdtdir compact --yes                # scripts: refused (exit 5) while another device looks online"
+)]
 pub(crate) struct Args {
     /// Confirm without asking (for scripts).
     #[arg(long)]

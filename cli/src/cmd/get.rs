@@ -6,6 +6,9 @@ use crdtdir::Store;
 use crate::output::{print_json, warn_report, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir get /items/0\n  crdtdir get /title | jq -r .\n  crdtdir get                          # the whole document"
+)]
 pub(crate) struct Args {
     /// A JSON Pointer (RFC 6901), e.g. /items/0; empty (the default): the whole document.
     #[arg(default_value = "", allow_hyphen_values = true)]

@@ -8,6 +8,9 @@ use serde_json::json;
 use crate::output::{parse_value, print_json, read_input, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir --store ~/Sync/todo init\n  echo '{\"items\": []}' > initial.json && crdtdir init --from initial.json"
+)]
 pub(crate) struct Args {
     /// Write this JSON object as the document's first change.
     #[arg(long, value_name = "FILE.json")]

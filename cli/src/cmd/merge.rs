@@ -1,13 +1,15 @@
 //! `crdtdir merge`: the merged document as JSON.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crdtdir::Store;
 
-use crate::output::{fail, warn_report, write_out, Failure};
+use crate::output::{fail, replace_file, warn_report, write_out, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir merge\n  crdtdir --pretty merge\n  crdtdir merge --out todo.json        # replaced atomically"
+)]
 pub(crate) struct Args {
     /// Write it to FILE instead of stdout (replaced atomically: a reader of FILE sees the
     /// old document or the new one, never a mix).
@@ -32,23 +34,4 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             .map_err(|e| fail(format!("{}: {e}", path.display()))),
         None => write_out(&text),
     }
-}
-
-/// Replaces `path` atomically: a temp file beside it, fsynced, renamed over it.
-fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.to_string_lossy()))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

@@ -3,6 +3,8 @@
 pub(crate) mod append;
 pub(crate) mod compact;
 pub(crate) mod demo;
+pub(crate) mod docs;
+pub(crate) mod export;
 pub(crate) mod get;
 pub(crate) mod init;
 pub(crate) mod log;

@@ -6,6 +6,9 @@ use crdtdir::Store;
 use crate::output::{ago, print_json, rfc3339, to_json, unprovided_line, write_out, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir status\n  crdtdir status --threshold 60\n  crdtdir --json status | jq '.presence[] | select(.online) | .name'"
+)]
 pub(crate) struct Args {
     /// A device counts as possibly online if seen within SECS (default 300).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]

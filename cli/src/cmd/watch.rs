@@ -18,6 +18,9 @@ use serde_json::Value as Json;
 use crate::output::{fail, Failure};
 
 #[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  crdtdir watch\n  crdtdir watch --doc | jq -c .doc\n  crdtdir watch --poll 2000               # network folders and FUSE mounts"
+)]
 pub(crate) struct Args {
     /// Print the whole document in each line (`doc`) instead of patches.
     #[arg(long)]
