@@ -1524,7 +1524,7 @@ fn export_writes_a_file_automerge_loads() {
             .unwrap(),
         "Groceries"
     );
-    assert_eq!(doc.get(ROOT, "n").unwrap().unwrap().0.to_i64(), Some(7));
+    assert_eq!(doc.get(ROOT, "n").unwrap().unwrap().0.as_i64(), Some(7));
     // To a pipe: the same bytes.
     let out = me.run(&store, &["export", "-"]);
     assert!(out.status.success());
