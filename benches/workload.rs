@@ -90,6 +90,37 @@ fn main() {
         "  ratio to listing the folder",
         format!("{:.2}x", ratio(nothing, list)),
     );
+    // The first call on a view renders (unless the merge just rendered it); later calls,
+    // and other views of the same heads, reuse it.
+    let todos = scratch.path().join("todos");
+    drop(todo_store(&todos, 20_000).read().unwrap());
+    let reopen = || {
+        Store::open(
+            todos.join("store"),
+            Options::new().state_dir(todos.join("state")),
+        )
+        .unwrap()
+    };
+    let first = (0..3)
+        .map(|_| {
+            let view = reopen().read().unwrap();
+            let t = Instant::now();
+            view.to_json();
+            t.elapsed()
+        })
+        .min()
+        .unwrap();
+    row("View::to_json, 20,000 todo items, first call", ms(first));
+    let store20k = reopen();
+    let view = store20k.read().unwrap();
+    let again = best_of(5, || {
+        view.to_json();
+    });
+    row("View::to_json, 20,000 todo items, again", ms(again));
+    let other = best_of(5, || {
+        store20k.read().unwrap().to_json();
+    });
+    row("read() + to_json(), nothing new, same Store", ms(other));
 
     // New files from one more device, on top of everything.
     let mut doc = Automerge::new();
@@ -604,4 +635,17 @@ fn forget_folder(state: &Path) {
     {
         let _ = std::fs::remove_file(store.path().join("folder"));
     }
+}
+
+/// A store whose document is a list of `n` todo items (`{"title", "done"}`), in one change.
+fn todo_store(at: &Path, n: usize) -> Store {
+    let items: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"title": format!("item {i}"), "done": i % 3 == 0}))
+        .collect();
+    Store::init(
+        at.join("store"),
+        Options::new().state_dir(at.join("state")).device("bench"),
+        Some(&serde_json::json!({ "todo": items })),
+    )
+    .unwrap()
 }

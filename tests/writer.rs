@@ -419,3 +419,28 @@ fn a_long_lived_store_writes_on_the_current_folder() {
     long_lived.apply_patch(&current).unwrap();
     assert_eq!(merged(&a, &store), r#"{"x":3}"#);
 }
+
+/// A view's JSON is of its own heads: views taken before and after a write each render
+/// their document, however the store reuses rendered JSON between views.
+#[test]
+fn each_view_renders_its_own_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let store = Store::init(&store_dir, a.options(), Some(&json!({"n": 1}))).unwrap();
+    let before = store.read().unwrap();
+    assert_eq!(before.to_json(), json!({"n": 1}));
+    store.change(|tx| Ok(tx.put(ROOT, "n", 2)?)).unwrap();
+    let after = store.read().unwrap();
+    let unrendered = store.read().unwrap();
+    assert_eq!(after.json(), &json!({"n": 2}));
+    assert_eq!(before.to_json(), json!({"n": 1}));
+    assert_eq!(unrendered.to_json(), json!({"n": 2}));
+    // Another device's change arrives: a new view of this store sees it.
+    let b = Device::new(dir.path(), "b");
+    b.open(&store_dir)
+        .change(|tx| Ok(tx.put(ROOT, "m", 3)?))
+        .unwrap();
+    assert_eq!(store.read().unwrap().to_json(), json!({"m": 3, "n": 2}));
+    assert_eq!(after.to_json(), json!({"n": 2}));
+}

@@ -115,12 +115,21 @@ pub(crate) struct Shared {
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,
+    /// The JSON of the document at some heads, shared by the views of those heads.
+    pub(crate) rendered: Rendered,
 }
+
+/// A document's JSON and the heads it is of.
+pub(crate) type Rendered = Arc<Mutex<Option<(Vec<ChangeHash>, Arc<Json>)>>>;
 
 /// The merged document as this device sees it now, with what the merge found.
 pub struct View {
     merged: Arc<MergedState>,
     report: MergeReport,
+    /// Its JSON, once asked for.
+    json: std::sync::OnceLock<Arc<Json>>,
+    /// The store's rendered JSON, reused when its heads are this view's.
+    rendered: Rendered,
 }
 
 impl std::fmt::Debug for View {
@@ -139,8 +148,26 @@ impl View {
     }
 
     /// The document as JSON (keys sorted; identical on every device for the same changes).
+    /// Rendered once per document state: later calls, and other views of the same heads
+    /// from this `Store`, reuse it. [`View::json`] borrows it without a copy.
     pub fn to_json(&self) -> Json {
-        render::document(&self.merged.doc)
+        self.json().clone()
+    }
+
+    /// The document as JSON, borrowed (see [`View::to_json`]).
+    pub fn json(&self) -> &Json {
+        self.json.get_or_init(|| {
+            let heads = self.merged.doc.get_heads();
+            let mut slot = self.rendered.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((h, json)) = slot.as_ref() {
+                if *h == heads {
+                    return Arc::clone(json);
+                }
+            }
+            let json = Arc::new(render::document(&self.merged.doc));
+            *slot = Some((heads, Arc::clone(&json)));
+            json
+        })
     }
 
     /// The JSON value at a JSON Pointer.
@@ -208,11 +235,26 @@ impl Store {
 
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
-        let (state, report, _) = self.merged(&scan::scan(&self.inner.root), true);
+        let (state, report, text) = self.merged(&scan::scan(&self.inner.root), true);
         let report = self.with_marker_problem(report);
+        let json = std::sync::OnceLock::new();
+        // The merge rendered the JSON text already: parsing it is cheaper than rendering
+        // again (a document too deep for the parser is rendered when asked for).
+        if let Some(value) = text.and_then(|t| serde_json::from_str::<Json>(&t).ok()) {
+            let value = Arc::new(value);
+            *self
+                .inner
+                .rendered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) =
+                Some((state.doc.get_heads(), Arc::clone(&value)));
+            let _ = json.set(value);
+        }
         Ok(View {
             merged: state,
             report,
+            json,
+            rendered: Arc::clone(&self.inner.rendered),
         })
     }
 

@@ -213,6 +213,7 @@ impl Store {
                 gate: Mutex::new(()),
                 journal: Default::default(),
                 marker_problem,
+                rendered: Default::default(),
             }),
         }
     }
