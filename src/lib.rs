@@ -22,6 +22,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Writing, three ways, each one change and one op file:
+//! - [`Store::apply_patch`]: a JSON Patch ([`PatchOp`]: RFC 6902 plus splice, increment, set,
+//!   insert).
+//! - [`Store::change`]: edit an Automerge transaction; the closure's return value comes back
+//!   in [`WriteOutcome::value`], and a plain `Ok(())` compiles ([`ChangeResult`]).
+//!   [`Store::change_with_message`] keeps a commit message that [`Store::history`] shows.
+//! - [`Store::put`]: any `serde` value at a JSON Pointer, written as a diff; read it back with
+//!   [`View::get_as`]. (The README has an autosurgeon recipe too.)
+//!
+//! Reading: [`Store::read`] gives a [`View`] (the document, its JSON, what the merge
+//! found); [`Store::watch`] follows the folder as files arrive; [`View::doc`]`.save()` is the
+//! document in Automerge's own format (`crdtdir export`).
+//!
 //! Threat model: crdtdir protects a user's data against accidents — sync tools, crashes,
 //! full disks, cloned disks, bit rot — not against a hostile device with write access to the
 //! folder. Damaged and foreign files are skipped and reported ([`MergeReport`]), never
