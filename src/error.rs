@@ -54,6 +54,15 @@ pub enum Error {
     /// The caller's change closure returned an error; nothing was written.
     #[error("change aborted: {0}")]
     Aborted(Box<dyn std::error::Error + Send + Sync>),
+    /// The store is encrypted and this device has no key: nothing that needs the
+    /// plaintext runs, and nothing is written. Import the key ([`crate::Store::import_key`],
+    /// `crdtdir key import`).
+    #[error("this store is encrypted and this device has no key: run `crdtdir key import` (the key comes from `crdtdir key export` on a device that has it)")]
+    Locked,
+    /// A key that is not this store's (its check does not match the store marker); nothing
+    /// was written.
+    #[error("refused: this key is not the key of this store (its check does not match the store marker)")]
+    WrongKey,
     /// This device is read-only ([`crate::Options::read_only`]): it writes nothing to the
     /// folder, so writes, `compact` and `repair` are refused. Nothing was changed.
     #[error("refused: this device is read-only (--read-only or CRDTDIR_READ_ONLY=1): it writes nothing to the folder")]
@@ -125,7 +134,7 @@ impl Error {
 
     /// A stable, machine-readable name for the kind of error (the CLI prints it with
     /// `--json`): `no-store`, `already-store`, `needs-newer`, `corrupt`, `io`, `patch`,
-    /// `aborted`, `read-only`, `not-alone`, `not-confirmed`, `incomplete`, `refused`,
+    /// `aborted`, `read-only`, `locked`, `wrong-key`, `not-alone`, `not-confirmed`, `incomplete`, `refused`,
     /// `copied-store`, `device-name`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -137,6 +146,8 @@ impl Error {
             Error::Patch(_) => "patch",
             Error::Aborted(_) => "aborted",
             Error::ReadOnly => "read-only",
+            Error::Locked => "locked",
+            Error::WrongKey => "wrong-key",
             Error::NotAlone { .. } => "not-alone",
             Error::NotConfirmed => "not-confirmed",
             Error::Incomplete { .. } => "incomplete",
@@ -153,6 +164,8 @@ impl Error {
             self,
             Error::NeedsNewer { .. }
                 | Error::ReadOnly
+                | Error::Locked
+                | Error::WrongKey
                 | Error::NotAlone { .. }
                 | Error::NotConfirmed
                 | Error::Incomplete { .. }

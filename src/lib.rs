@@ -54,6 +54,7 @@ mod patch;
 mod presence;
 mod render;
 mod report;
+mod seal;
 mod store;
 mod watch;
 
@@ -66,6 +67,7 @@ pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
+pub use seal::StoreKey;
 pub use store::{
     ChangeResult, DeviceInfo, Options, Status, Store, View, WriteOutcome, Written, READ_ONLY_ENV,
 };

@@ -84,6 +84,9 @@ enum Command {
     /// Merge what arrives as it arrives: one JSON line per merged batch (heads, changes,
     /// JSON Pointer patches), until interrupted.
     Watch(cmd::watch::Args),
+    /// An encrypted store's key: export it here, import it on another device.
+    #[command(subcommand)]
+    Key(cmd::key::Args),
     /// Write the merged document as an .automerge file (Automerge's own format).
     Export(cmd::export::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
@@ -185,6 +188,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
             unreachable!("handled by run")
         }
         Command::Export(args) => cmd::export::run(store, args),
+        Command::Key(args) => cmd::key::run(store, args),
         Command::Append(args) => cmd::append::run(store, args),
         Command::Merge(args) => cmd::merge::run(store, args),
         Command::Get(args) => cmd::get::run(store, args),

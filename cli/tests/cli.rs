@@ -1592,3 +1592,100 @@ fn completions_and_man_pages() {
     }
     assert!(!nowhere.exists(), "completions and man touch no store");
 }
+
+/// An encrypted store through the binary: a device without the key gets one clear line
+/// (exit 3, code `locked`) from every command that needs the plaintext and writes nothing;
+/// `key export | key import` (text or words) gives it a byte-identical merge; a wrong key
+/// is refused.
+#[test]
+fn an_encrypted_store_and_its_key_handoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone, other) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+        Dev::new(dir.path(), "other"),
+    );
+    let made: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["init", "--encrypt"])).unwrap();
+    assert_eq!(made["encrypted"], true);
+    me.ok(&store, &["append", "set", "/title", r#""Secret plans""#]);
+    me.ok(&store, &["append", "-m", "a message", "set", "/n", "1"]);
+    let before = tree(&store);
+    for args in [
+        &["merge"][..],
+        &["get", "/title"],
+        &["log"],
+        &["append", "set", "/x", "1"],
+        &["compact", "--yes"],
+        &["export", "-"],
+        &["key", "export"],
+    ] {
+        let out = phone.run(&store, args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("crdtdir key import"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let status = phone.ok(&store, &["status"]);
+    assert!(status.contains("no key"), "{status}");
+    assert_same(&before, &tree(&store), "a device without the key");
+    // A key of another store is refused.
+    let other_store = dir.path().join("other");
+    other.ok(&other_store, &["init", "--encrypt"]);
+    let wrong = other.ok(&other_store, &["key", "export"]);
+    let mut c = phone.cmd(&store, &["--json", "key", "import"]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(wrong.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong-key"));
+    // The words, as arguments.
+    let words = me.ok(&store, &["key", "export", "--words"]);
+    let mut args = vec!["key", "import"];
+    args.extend(words.split_whitespace());
+    phone.ok(&store, &args);
+    assert_eq!(phone.ok(&store, &["merge"]), me.ok(&store, &["merge"]));
+    assert_eq!(phone.ok(&store, &["get", "/title"]), "\"Secret plans\"\n");
+    phone.ok(&store, &["append", "set", "/from_phone", "true"]);
+    assert!(me.ok(&store, &["merge"]).contains("from_phone"));
+    // The text form, from stdin, on a third device.
+    let text = me.ok(&store, &["key", "export"]);
+    assert!(text.starts_with("crdtdir-key-1-"));
+    let third = Dev::new(dir.path(), "third");
+    let mut c = third.cmd(&store, &["key", "import"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(third.ok(&store, &["merge"]), me.ok(&store, &["merge"]));
+    // Nothing of it is readable in the folder.
+    let all: Vec<u8> = tree(&store).into_values().flatten().collect();
+    for secret in [
+        "Secret plans",
+        "laptop",
+        "phone",
+        "a message",
+        &text[14..78],
+    ] {
+        assert!(
+            !all.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret:?} is readable in the folder"
+        );
+    }
+}

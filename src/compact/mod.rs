@@ -268,6 +268,21 @@ impl Store {
         let changes = doc.stats().num_changes;
         let automerge = doc.save();
         let json = render::document(doc).to_string();
+        // An encrypted store seals the document, its JSON and the device names, and names
+        // no compacting device.
+        let sealed = match self.inner.key.get() {
+            Some((_, seal)) if self.is_encrypted() => {
+                let names = serde_json::to_vec(devices).expect("a map of strings serializes");
+                Some((
+                    seal.seal("snapshot-document", "", &automerge),
+                    hex::encode(seal.seal("snapshot-json", "", json.as_bytes())),
+                    hex::encode(seal.seal("snapshot-devices", "", &names)),
+                ))
+            }
+            _ if self.is_encrypted() => return Err(Error::Locked),
+            _ => None,
+        };
+        let no_devices = std::collections::BTreeMap::new();
         let folded_snapshots: Vec<String> = snaps
             .iter()
             .filter_map(|s| crate::folder::snapshot_name(s))
@@ -275,15 +290,20 @@ impl Store {
             .collect();
         let bytes = snapshot::encode(&NewSnapshot {
             store: &self.inner.marker.store_id,
-            device,
+            device: if sealed.is_some() { "" } else { device },
             created: now(),
             heads: heads.iter().map(ChangeHash::to_string).collect(),
             changes,
-            automerge: &automerge,
-            json: &json,
+            automerge: sealed.as_ref().map_or(&automerge, |s| &s.0),
+            json: sealed.as_ref().map_or(&json, |s| &s.1),
             folded_ops: ops,
             folded_snapshots: &folded_snapshots,
-            devices,
+            devices: if sealed.is_some() {
+                &no_devices
+            } else {
+                devices
+            },
+            sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
         })
         .map_err(|e| Error::Corrupt {
             path: self.inner.root.join(SNAPSHOTS_DIR),
@@ -327,7 +347,7 @@ impl Store {
             .and_then(|()| fault::at("snapshot-published"))
             .map_err(Error::io(&target))?;
         // 2. Read it back from the folder and verify it.
-        if let Err(reason) = verify(&target, &name, &heads, changes) {
+        if let Err(reason) = verify(&self.source(), &target, &name, &heads, changes) {
             let _ = crate::fs::remove(&target);
             return Err(Error::Corrupt {
                 path: target,
@@ -348,7 +368,11 @@ impl Store {
             blake3: blake3::hash(&bytes).to_hex().to_string(),
             size: bytes.len() as u64,
             heads: heads.iter().map(ChangeHash::to_string).collect(),
-            device: device.to_string(),
+            device: if self.is_encrypted() {
+                String::new()
+            } else {
+                device.to_string()
+            },
             time: now(),
         });
         let record_path = dir.join(record::file_name(&name).expect("a snapshot name"));
@@ -402,6 +426,7 @@ fn folded(scan: &Scan, state: &MergedState) -> (Vec<(String, String)>, Vec<Strin
 
 /// Reads a published snapshot back and checks it holds exactly the folded document.
 fn verify(
+    source: &crate::merge::Source<'_>,
     path: &std::path::Path,
     name: &str,
     heads: &[ChangeHash],
@@ -411,7 +436,8 @@ fn verify(
     if snapshot::file_name(&bytes) != name {
         return Err("read back with other bytes".into());
     }
-    let snap = snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+    let mut snap = snapshot::decode(&bytes).map_err(|e| e.to_string())?;
+    source.open_snapshot(&mut snap).map_err(|(_, r)| r)?;
     let doc =
         Automerge::load(&snap.automerge).map_err(|e| format!("its document does not load: {e}"))?;
     let mut got = doc.get_heads();

@@ -41,6 +41,7 @@ impl Store {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
+        self.check_unlocked()?;
         let marker_restored = self.restore_marker()?;
         self.check_writable()?;
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
@@ -59,7 +60,7 @@ impl Store {
         }
         // What the folder alone provides.
         let (folder, _) =
-            merge::merge_cold(&self.inner.root, &self.inner.marker.store_id, &scan, None);
+            merge::merge_cold(&self.source(), &self.inner.marker.store_id, &scan, None);
         let lacking = folder.doc.get_missing_deps(&doc.get_heads());
         if lacking.is_empty() {
             return Ok(Repaired {

@@ -118,7 +118,7 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
 
 /// The valid beat with the highest counter in `devices/<actor>/`, with its path. Only
 /// regular files are read (a FIFO named like a beat must not hang a reader).
-pub(crate) fn latest_beat(store: &Path, actor: &str) -> Option<(String, Beat)> {
+pub(crate) fn latest_beat(store: &crate::merge::Source<'_>, actor: &str) -> Option<(String, Beat)> {
     let dir = store.join(DEVICES_DIR).join(actor);
     let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
         .ok()?
@@ -133,9 +133,12 @@ pub(crate) fn latest_beat(store: &Path, actor: &str) -> Option<(String, Beat)> {
     names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     names.into_iter().find_map(|(_, n)| {
         let bytes = std::fs::read(dir.join(&n)).ok()?;
-        let (_, hash) = beat::parse_name(&n)?;
+        let (counter, hash) = beat::parse_name(&n)?;
         (names::file_hash_hex(&bytes) == hash).then_some(())?;
-        let beat = beat::decode(&bytes).ok()?;
+        let plain = store
+            .open("beat", &format!("{actor}/{counter}"), &bytes)
+            .ok()?;
+        let beat = beat::decode(&plain).ok()?;
         Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
     })
 }

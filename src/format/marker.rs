@@ -4,6 +4,8 @@
 //! crdtdir.store = CBOR map, written once by `init`, never modified:
 //!   "format"  unsigned integer   store format version, FORMAT_VERSION (= 1)
 //!   "store"   text string        random store id, 32 lowercase hex digits (128 bits)
+//!   "sealed"  text string        only in an encrypted store: the key check (src/seal.rs);
+//!                                every op file, beat and snapshot is sealed
 //! features/NAME = one immutable file per format feature the store uses; NAME is
 //!   [a-z0-9-]+, the content is a free-form note for people. Known: `snapshots`.
 //! ```
@@ -21,18 +23,21 @@ pub(crate) const MARKER: &str = "crdtdir.store";
 /// Folder of feature markers.
 pub(crate) const FEATURES_DIR: &str = "features";
 /// Features this build understands.
-pub(crate) const KNOWN_FEATURES: &[&str] = &[crate::format::snapshot::FEATURE];
+pub(crate) const KNOWN_FEATURES: &[&str] =
+    &[crate::format::snapshot::FEATURE, crate::seal::FEATURE];
 
 /// The decoded store marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Marker {
     pub(crate) format: u64,
     pub(crate) store_id: String,
+    /// The key check of an encrypted store.
+    pub(crate) sealed: Option<String>,
 }
 
 /// Encodes a marker.
 pub(crate) fn encode(marker: &Marker) -> Vec<u8> {
-    let value = Value::Map(vec![
+    let mut entries = vec![
         (
             Value::Text("format".into()),
             Value::Integer(marker.format.into()),
@@ -41,7 +46,11 @@ pub(crate) fn encode(marker: &Marker) -> Vec<u8> {
             Value::Text("store".into()),
             Value::Text(marker.store_id.clone()),
         ),
-    ]);
+    ];
+    if let Some(check) = &marker.sealed {
+        entries.push((Value::Text("sealed".into()), Value::Text(check.clone())));
+    }
+    let value = Value::Map(entries);
     let mut out = Vec::new();
     ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
@@ -69,7 +78,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Marker, DecodeError> {
         }
         _ => return Err(corrupt("no store id")),
     };
-    Ok(Marker { format, store_id })
+    let sealed = match field("sealed") {
+        None => None,
+        Some(Value::Text(t)) if t.len() == 32 => Some(t.clone()),
+        Some(_) => return Err(corrupt("bad key check")),
+    };
+    Ok(Marker {
+        format,
+        store_id,
+        sealed,
+    })
 }
 
 #[cfg(test)]
@@ -81,6 +99,7 @@ mod tests {
         let m = Marker {
             format: 1,
             store_id: "0123456789abcdef0123456789abcdef".into(),
+            sealed: None,
         };
         assert_eq!(decode(&encode(&m)).unwrap(), m);
     }
@@ -90,6 +109,7 @@ mod tests {
         let m = Marker {
             format: 1,
             store_id: "0123456789abcdef0123456789abcdef".into(),
+            sealed: None,
         };
         let bytes = encode(&m);
         for len in 0..bytes.len() {
@@ -103,6 +123,7 @@ mod tests {
         let m = Marker {
             format: 9,
             store_id: "0123456789abcdef0123456789abcdef".into(),
+            sealed: None,
         };
         assert_eq!(decode(&encode(&m)).unwrap().format, 9);
     }

@@ -24,6 +24,9 @@
 //!     folded_op_files(path, hash)   a view giving those paths, for people and sqlite3
 //!     folded_snapshots(name TEXT PRIMARY KEY)
 //!       older snapshots it folds in (deleted with their records)
+//!   In an encrypted store (docs/FORMAT.md §16): document.automerge is the sealed save,
+//!   document.json the sealed JSON in hex, meta device is empty, the devices table is
+//!   empty and meta devices holds the sealed actor → name map (JSON) in hex.
 //!     devices(actor TEXT PRIMARY KEY, name TEXT NOT NULL)
 //!       the display name of each actor whose changes the document holds, as far as the
 //!       compacting device knew it (from op files and earlier snapshots); optional: a
@@ -53,6 +56,8 @@ pub(crate) struct Snapshot {
     pub(crate) folded_ops: Vec<(String, String)>,
     /// Actor (hex) → device display name.
     pub(crate) devices: Vec<(String, String)>,
+    /// An encrypted store's sealed device names (hex), from meta `devices`.
+    pub(crate) sealed_devices: Option<String>,
 }
 
 /// What goes into a new snapshot.
@@ -67,6 +72,8 @@ pub(crate) struct NewSnapshot<'a> {
     pub(crate) folded_ops: &'a [(String, String)],
     pub(crate) folded_snapshots: &'a [String],
     pub(crate) devices: &'a std::collections::BTreeMap<String, String>,
+    /// An encrypted store's sealed device names (hex), kept in meta `devices`.
+    pub(crate) sealed_devices: Option<&'a str>,
 }
 
 /// Builds the database in memory and returns its bytes.
@@ -109,6 +116,9 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
             ("changes", s.changes.to_string()),
         ] {
             meta.execute((k, v))?;
+        }
+        if let Some(sealed) = s.sealed_devices {
+            meta.execute(("devices", sealed))?;
         }
         tx.execute(
             "INSERT INTO document (id, automerge, json) VALUES (1, ?1, ?2)",
@@ -224,9 +234,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
     } else {
         Vec::new()
     };
+    let sealed_devices = meta("devices").ok();
     Ok(Snapshot {
         store: meta("store")?,
         devices,
+        sealed_devices,
         heads,
         changes,
         automerge,
@@ -276,6 +288,7 @@ mod tests {
             folded_ops: &ops,
             folded_snapshots: &[],
             devices: &[("aa".to_string(), "laptop".to_string())].into(),
+            sealed_devices: None,
         })
         .unwrap();
         let snap = decode(&bytes).unwrap();
@@ -314,6 +327,7 @@ mod fuzz {
                 folded_ops: &[],
                 folded_snapshots: &[],
                 devices: &Default::default(),
+                sealed_devices: None,
             })
             .unwrap();
             let mut damaged = bytes.clone();

@@ -139,6 +139,26 @@ pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// [`replace_local`] for a secret: the file is readable by its owner only (on Unix), from
+/// the moment it exists.
+pub(crate) fn replace_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = parent_of(path);
+    fs::create_dir_all(dir)?;
+    let temp = path.with_extension("tmp");
+    let _ = fs::remove_file(&temp);
+    {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut f = options.open(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&temp, path)?;
+    sync_dir(dir)
+}
+
 /// Replaces a local file that is only a cache: temp, rename, no fsync (a reader must
 /// treat it as possibly torn).
 pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -169,6 +169,19 @@ impl StateDir {
         fs::replace_local(&path, bytes).map_err(Error::io(&path))
     }
 
+    /// Keeps an encrypted store's key (owner-only file `stores/<id>/key`, its text form).
+    pub(crate) fn keep_key(&self, store_id: &str, key: &crate::seal::StoreKey) -> Result<()> {
+        let path = self.store_dir(store_id).join("key");
+        fs::replace_private(&path, format!("{}\n", key.to_text()).as_bytes())
+            .map_err(Error::io(&path))
+    }
+
+    /// The kept key of an encrypted store, if this device has it.
+    pub(crate) fn kept_key(&self, store_id: &str) -> Option<crate::seal::StoreKey> {
+        let text = std::fs::read_to_string(self.store_dir(store_id).join("key")).ok()?;
+        crate::seal::StoreKey::parse(&text).ok()
+    }
+
     /// The kept copy of the store's marker bytes.
     pub(crate) fn kept_marker(&self, store_id: &str) -> Option<Vec<u8>> {
         std::fs::read(self.store_dir(store_id).join("marker")).ok()

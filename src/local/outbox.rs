@@ -46,9 +46,13 @@ impl Kept {
     }
 
     /// The Automerge hash of its change.
-    pub(crate) fn change_hash(&self) -> Option<ChangeHash> {
+    pub(crate) fn change_hash(&self, store: &crate::merge::Source<'_>) -> Option<ChangeHash> {
         let bytes = self.bytes()?;
-        let envelope = opfile::decode(&bytes).ok()?;
+        let seq = names::parse_op_name(&self.name)?.seq;
+        let plain = store
+            .open("op", &format!("{}/{seq}", self.actor), &bytes)
+            .ok()?;
+        let envelope = opfile::decode(&plain).ok()?;
         Some(Change::from_bytes(envelope.change).ok()?.hash())
     }
 

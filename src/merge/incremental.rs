@@ -1,8 +1,8 @@
 //! The incremental merge: only what is new since the cached state, or `None` when only a
 //! merge of everything gives the right answer.
 
+use crate::merge::Source;
 use std::collections::HashSet;
-use std::path::Path;
 
 use automerge::{ActorId, ReadDoc};
 
@@ -17,7 +17,7 @@ use crate::report::{MergeReport, Problem, ProblemKind};
 /// merge from nothing would give — a fork may be forming, or Automerge refused a change —
 /// and the caller must merge from nothing. The flag says whether anything changed.
 pub(crate) fn merge_incremental(
-    store: &Path,
+    store: &Source<'_>,
     scan: &Scan,
     cached: MergedState,
 ) -> Option<(MergedState, MergeReport, bool)> {

@@ -28,7 +28,7 @@ mod stream;
 use self::apply::{apply_chunk, apply_once, seq_taken};
 pub(crate) use self::incremental::merge_incremental;
 use self::load::pending;
-pub(crate) use self::load::{load_all, Loaded};
+pub(crate) use self::load::{load_all, Loaded, Source};
 use self::plan::dedup;
 use self::report::{finish, scan_report, unprovided};
 pub(crate) use self::snapshots::load_snapshots;
@@ -37,7 +37,6 @@ use self::stream::{merge_streaming, STREAM_CHUNK};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc, TextEncoding};
 
@@ -83,7 +82,7 @@ pub(crate) enum Base {
 /// Merges everything in the folder from nothing. `carry` is a cached state whose changes
 /// stay in the result even when their files are gone (the view never goes back).
 pub(crate) fn merge_cold(
-    store: &Path,
+    store: &Source<'_>,
     store_id: &str,
     scan: &Scan,
     carry: Option<MergedState>,
@@ -420,11 +419,11 @@ mod tests {
         let victim = crate::folder::scan::scan(&store).ops[4].rel.clone();
         std::fs::remove_file(store.join(&victim)).unwrap();
         let scan = crate::folder::scan::scan(&store);
-        let (loaded, problems) = load_all(&store, &scan.ops);
+        let (loaded, problems) = load_all(&Source::plain(&store), &scan.ops);
         let careful = merge_loaded(Base::Careful, loaded, scan_report(&scan, problems)).unwrap();
         assert!(!careful.waiting.is_empty());
         for step in [1, 2, 3, 7, 1000] {
-            let streamed = merge_streaming(&store, &scan, step).unwrap();
+            let streamed = merge_streaming(&Source::plain(&store), &scan, step).unwrap();
             assert_eq!(
                 render::document(&streamed.doc),
                 render::document(&careful.doc),

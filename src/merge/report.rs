@@ -2,7 +2,6 @@
 //! rule for "incomplete" (gaps), one count of what the folder no longer provides.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use automerge::{ActorId, Automerge, ChangeHash};
 
@@ -56,7 +55,7 @@ pub(super) fn unprovided(
 /// - otherwise, in a store that has compacted (a snapshot, a record or
 ///   `features/snapshots`), another device's latest heartbeat naming heads this view lacks:
 ///   the sync tool may have delivered compaction's deletions before its snapshot and record.
-pub(crate) fn gaps(store: &Path, scan: &Scan, state: &MergedState) -> Vec<Problem> {
+pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) -> Vec<Problem> {
     let mut out = Vec::new();
     for rel in &scan.records {
         let Some(record) = std::fs::read(store.join(rel))
@@ -150,7 +149,7 @@ pub(super) fn waiting_for(l: &Loaded, applied: impl Fn(&ChangeHash) -> bool) -> 
 /// provides (the state's count), and why the view may be incomplete ([`gaps`]).
 pub(super) fn finish(
     mut report: MergeReport,
-    store: &Path,
+    store: &super::Source<'_>,
     scan: &Scan,
     state: &MergedState,
 ) -> MergeReport {

@@ -1,8 +1,8 @@
 //! Reading snapshots: each one verified (hash, SQLite integrity, schema version, store id,
 //! document and heads) before its document counts.
 
+use crate::merge::Source;
 use std::panic::catch_unwind;
-use std::path::Path;
 
 use automerge::{Automerge, ChangeHash};
 
@@ -25,7 +25,7 @@ pub(crate) struct Snapshots {
 
 /// Reads and verifies every snapshot: its hash against its name, SQLite's integrity
 /// check, its schema version, its store id, and that Automerge loads its document.
-pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snapshots {
+pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) -> Snapshots {
     let mut out = Snapshots {
         valid: Vec::new(),
         problems: Vec::new(),
@@ -41,8 +41,9 @@ pub(crate) fn load_snapshots(store: &Path, store_id: &str, scan: &Scan) -> Snaps
                     "content does not match the hash in its name (damaged)".into(),
                 ));
             }
-            let snapshot =
+            let mut snapshot =
                 crate::format::snapshot::decode(&bytes).map_err(|e| (e.kind(), e.to_string()))?;
+            store.open_snapshot(&mut snapshot)?;
             if snapshot.store != store_id {
                 return Err((ProblemKind::Foreign, "snapshot of another store".into()));
             }

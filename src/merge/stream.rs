@@ -1,10 +1,10 @@
 //! The streaming merge: a merge from nothing that reads the next step's files while Automerge
 //! applies this step's, for folders without forks.
 
+use crate::merge::Source;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
 
 use automerge::{Change, ChangeHash};
 
@@ -22,7 +22,7 @@ pub(super) const STREAM_CHUNK: usize = 16384;
 /// causal order; Automerge holds a change whose dependencies come in a later step until
 /// they do. Only for folders without forks in their names. `None` if Automerge refuses a
 /// change: the caller then merges carefully.
-pub(super) fn merge_streaming(store: &Path, scan: &Scan, step: usize) -> Option<Merged> {
+pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> Option<Merged> {
     let mut order: Vec<&OpEntry> = scan.ops.iter().collect();
     order.sort_by(|a, b| (a.seq, a.actor()).cmp(&(b.seq, b.actor())));
     let (sender, receiver) = std::sync::mpsc::sync_channel::<(Vec<Loaded>, Vec<Problem>)>(1);

@@ -177,7 +177,7 @@ impl Store {
             .map_err(Error::io(&local))?;
         let mut actors = vec![record.actor.clone()];
         actors.extend(record.retired.iter().rev().cloned());
-        let bytes = beat::encode(&beat::Beat {
+        let plain = beat::encode(&beat::Beat {
             device,
             actors,
             counter: own.counter,
@@ -185,6 +185,8 @@ impl Store {
             heads,
             verified,
         });
+        let bytes =
+            self.sealed_file("beat", &format!("{}/{}", record.actor, own.counter), plain)?;
         let name = beat::file_name(own.counter, &bytes);
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         fs::publish(staged, &dir.join(&name))
@@ -215,6 +217,7 @@ impl Store {
     /// (a device seen for the first time counts as just seen), or if its own clock at its
     /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
     pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
+        self.check_unlocked()?;
         let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
         Ok(self.presence_of(&state, threshold_secs))
     }
@@ -288,7 +291,7 @@ impl Store {
     ) {
         for kept in self.outbox().entries() {
             let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
-                kept.change_hash().is_some_and(|h| {
+                kept.change_hash(&self.source()).is_some_and(|h| {
                     state.doc.get_change_meta_by_hash(&h).is_some() && !missing.contains(&h)
                 })
             });
@@ -322,6 +325,6 @@ impl Store {
     }
 
     pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
-        crate::folder::latest_beat(&self.inner.root, actor)
+        crate::folder::latest_beat(&self.source(), actor)
     }
 }

@@ -44,6 +44,8 @@ pub struct Options {
     /// folder — no op file, no heartbeat, no snapshot, no temp. Writes, `compact` and
     /// `repair` are refused with [`Error::ReadOnly`]. Default: `CRDTDIR_READ_ONLY=1`.
     pub read_only: bool,
+    /// For [`Store::init`]: make an encrypted store (see [`Options::encrypt`]).
+    pub encrypt: bool,
 }
 
 impl Options {
@@ -66,6 +68,15 @@ impl Options {
     /// Makes this device read-only (see [`Options::read_only`]).
     pub fn read_only(mut self, on: bool) -> Options {
         self.read_only = on;
+        self
+    }
+
+    /// For [`Store::init`]: make the store encrypted end to end. A random 256-bit key is
+    /// made and kept in this device's local state; every op file, heartbeat and snapshot in
+    /// the folder is sealed with it (XChaCha20-Poly1305). Other devices need the key
+    /// ([`Store::key`] here, [`Store::import_key`] there) before they can read or write.
+    pub fn encrypt(mut self, on: bool) -> Options {
+        self.encrypt = on;
         self
     }
 
@@ -117,6 +128,8 @@ pub(crate) struct Shared {
     pub(crate) marker_problem: Option<Problem>,
     /// The JSON of the document at some heads, shared by the views of those heads.
     pub(crate) rendered: Rendered,
+    /// An encrypted store's key and seal, once this device has the key.
+    pub(crate) key: std::sync::OnceLock<(crate::seal::StoreKey, crate::seal::Seal)>,
 }
 
 /// A document's JSON and the heads it is of.
@@ -223,6 +236,65 @@ impl Store {
         report
     }
 
+    /// The folder as merges read it (with the seal of an encrypted store).
+    pub(crate) fn source(&self) -> crate::merge::Source<'_> {
+        crate::merge::Source {
+            root: &self.inner.root,
+            seal: self.inner.key.get().map(|(_, seal)| seal),
+            sealed: self.inner.marker.sealed.is_some(),
+        }
+    }
+
+    /// True for an encrypted store ([`crate::Options::encrypt`]).
+    pub fn is_encrypted(&self) -> bool {
+        self.inner.marker.sealed.is_some()
+    }
+
+    /// The key of an encrypted store, when this device has it: hand it to another device
+    /// as [`StoreKey::to_text`] or [`StoreKey::to_words`] (`crdtdir key export`).
+    ///
+    /// [`StoreKey::to_text`]: crate::StoreKey::to_text
+    /// [`StoreKey::to_words`]: crate::StoreKey::to_words
+    pub fn key(&self) -> Option<crate::StoreKey> {
+        self.inner.key.get().map(|(k, _)| k.clone())
+    }
+
+    /// Gives this device the key of an encrypted store (from [`Store::key`] on a device that
+    /// has it): kept in local state, owner-only. A key that is not this store's is refused
+    /// with [`Error::WrongKey`] and nothing is kept; a store that is not encrypted refuses.
+    pub fn import_key(&self, key: &crate::StoreKey) -> Result<()> {
+        let Some(check) = &self.inner.marker.sealed else {
+            return Err(Error::Refused {
+                reason: "this store is not encrypted: it has no key".into(),
+            });
+        };
+        if key.check(&self.inner.marker.store_id) != *check {
+            return Err(Error::WrongKey);
+        }
+        if let Some((have, _)) = self.inner.key.get() {
+            if have == key {
+                return Ok(());
+            }
+        }
+        self.inner
+            .state
+            .keep_key(&self.inner.marker.store_id, key)?;
+        let _ = self.inner.key.set((
+            key.clone(),
+            crate::seal::Seal::new(key, &self.inner.marker.store_id),
+        ));
+        Ok(())
+    }
+
+    /// `Err(Locked)` when the store is encrypted and this device has no key: nothing that
+    /// needs the plaintext can run.
+    pub(crate) fn check_unlocked(&self) -> Result<()> {
+        if self.is_encrypted() && self.inner.key.get().is_none() {
+            return Err(Error::Locked);
+        }
+        Ok(())
+    }
+
     /// The store folder.
     pub fn path(&self) -> &Path {
         &self.inner.root
@@ -235,6 +307,7 @@ impl Store {
 
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
+        self.check_unlocked()?;
         let (state, report, text) = self.merged(&scan::scan(&self.inner.root), true);
         let report = self.with_marker_problem(report);
         let json = std::sync::OnceLock::new();
@@ -261,6 +334,7 @@ impl Store {
     /// The merged document as compact JSON text, and what the merge found. When nothing
     /// changed in the folder since the last merge, this only lists the folder.
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
+        self.check_unlocked()?;
         let scan = scan::scan(&self.inner.root);
         if let Some((json, report)) = self.inner.cache.view(&self.inner.root, &scan) {
             return Ok((json, self.with_marker_problem(report)));
@@ -272,6 +346,7 @@ impl Store {
 
     /// Every change in the merged document, in causal order.
     pub fn history(&self) -> Result<Vec<ChangeInfo>> {
+        self.check_unlocked()?;
         let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
         Ok(history_of(&state))
     }
@@ -318,11 +393,11 @@ impl Store {
         let mut incremental = false;
         let cold = |carry| {
             let (s, r) =
-                merge::merge_cold(&self.inner.root, &self.inner.marker.store_id, scan, carry);
+                merge::merge_cold(&self.source(), &self.inner.marker.store_id, scan, carry);
             (s, r, true)
         };
         let run = || match base {
-            Some(cached) => match merge::merge_incremental(&self.inner.root, scan, cached) {
+            Some(cached) => match merge::merge_incremental(&self.source(), scan, cached) {
                 Some(done) => {
                     incremental = true;
                     done
@@ -404,6 +479,7 @@ impl Store {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
+        self.check_unlocked()?;
         if let Some(p) = &self.inner.marker_problem {
             // `repair` may have put a missing marker back since.
             if !crate::folder::read_marker(&self.inner.root)

@@ -69,9 +69,20 @@ impl Store {
                 }
                 let mut id = [0u8; 16];
                 getrandom::fill(&mut id).map_err(|e| Error::io(&root)(std::io::Error::other(e)))?;
+                let store_id = hex::encode(id);
+                // An encrypted store's key is kept before its marker exists: no moment
+                // where the store is there and its key is not.
+                let sealed = if options.encrypt {
+                    let key = crate::seal::StoreKey::random().map_err(Error::io(&root))?;
+                    state.keep_key(&store_id, &key)?;
+                    Some(key.check(&store_id))
+                } else {
+                    None
+                };
                 let marker = Marker {
                     format: FORMAT_VERSION,
-                    store_id: hex::encode(id),
+                    store_id,
+                    sealed,
                 };
                 // Recorded before the marker appears: a crash after it lets `init` finish.
                 state.begin_init(&marker.store_id)?;
@@ -93,6 +104,19 @@ impl Store {
             fault::at("marker-published").map_err(Error::io(&marker_path))?;
             for dir in [OPS_DIR, marker::FEATURES_DIR] {
                 fs::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
+            }
+            if marker.sealed.is_some() {
+                // For builds that do not know encryption: an unknown feature, so they write
+                // nothing (the marker's key check is what this build goes by).
+                let path = root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE);
+                if !path.exists() {
+                    let dir = root.join(marker::FEATURES_DIR);
+                    let note =
+                        b"an encrypted store: every op file, heartbeat and snapshot is sealed\n";
+                    let staged =
+                        fs::stage(&dir, &marker.store_id, note).map_err(Error::io(&dir))?;
+                    fs::publish_new(staged, &path).map_err(Error::io(&path))?;
+                }
             }
             state.claim_folder(&marker.store_id, &root)?;
             state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
@@ -198,6 +222,15 @@ impl Store {
         let device = options.device.clone();
         let read_only = options.is_read_only();
         let cache = Cache::new(state.store_dir(&marker.store_id), &marker.store_id);
+        let key = std::sync::OnceLock::new();
+        if let Some(check) = &marker.sealed {
+            if let Some(k) = state.kept_key(&marker.store_id) {
+                if k.check(&marker.store_id) == *check {
+                    let seal = crate::seal::Seal::new(&k, &marker.store_id);
+                    let _ = key.set((k, seal));
+                }
+            }
+        }
         Store {
             inner: Arc::new(Shared {
                 root,
@@ -214,6 +247,7 @@ impl Store {
                 journal: Default::default(),
                 marker_problem,
                 rendered: Default::default(),
+                key,
             }),
         }
     }

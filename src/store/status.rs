@@ -37,6 +37,11 @@ pub struct Status {
     pub format: u64,
     /// Why this build refuses to write, if it does.
     pub read_only: Option<String>,
+    /// The store is encrypted end to end.
+    pub encrypted: bool,
+    /// It is, and this device has no key: only file counts and skipped files are shown
+    /// (`changes` then counts op files).
+    pub locked: bool,
     /// Changes in the merged document.
     pub changes: usize,
     /// Heads of the merged document.
@@ -84,8 +89,48 @@ pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
 }
 
 impl Store {
+    /// What a device without the key of an encrypted store can tell: the op files per
+    /// actor (names and content are sealed) and the files the scan skipped.
+    fn locked_status(&self) -> Status {
+        let scan = scan::scan(&self.inner.root);
+        let mut devices: BTreeMap<String, DeviceInfo> = BTreeMap::new();
+        for op in &scan.ops {
+            let d = devices
+                .entry(op.actor().to_string())
+                .or_insert_with(|| DeviceInfo {
+                    name: String::new(),
+                    actors: vec![op.actor().to_string()],
+                    ops: 0,
+                    max_seq: BTreeMap::new(),
+                });
+            d.ops += 1;
+            let max = d.max_seq.entry(op.actor().to_string()).or_insert(0);
+            *max = (*max).max(op.seq);
+        }
+        let report = MergeReport {
+            problems: scan.problems.clone(),
+            unknown_features: scan.unknown_features.clone(),
+            ..MergeReport::default()
+        };
+        Status {
+            store_id: self.inner.marker.store_id.clone(),
+            format: self.inner.marker.format,
+            read_only: Some(crate::Error::Locked.to_string()),
+            encrypted: true,
+            locked: true,
+            changes: scan.ops.len(),
+            heads: Vec::new(),
+            devices: devices.into_values().collect(),
+            presence: Vec::new(),
+            report: self.with_marker_problem(report),
+        }
+    }
+
     /// Status: devices, problems, forks, quarantined and waiting changes.
     pub fn status(&self) -> Result<Status> {
+        if self.check_unlocked().is_err() {
+            return Ok(self.locked_status());
+        }
         // One scan and one merge serve the history, the presence and the report.
         let (state, report, _) = self.merged(&scan::scan(&self.inner.root), true);
         let history = history_of(&state);
@@ -116,6 +161,8 @@ impl Store {
             store_id: self.inner.marker.store_id.clone(),
             format: self.inner.marker.format,
             read_only: self.check_writable().err().map(|e| e.to_string()),
+            encrypted: self.is_encrypted(),
+            locked: false,
             changes: history.len(),
             heads: state
                 .doc

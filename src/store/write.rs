@@ -385,7 +385,7 @@ impl Store {
             };
             let actor = change.actor_id().to_hex_string();
             let dir = self.inner.root.join(OPS_DIR).join(&actor);
-            let bytes = opfile::encode(device, change.raw_bytes());
+            let bytes = self.op_file_bytes(device, &change)?;
             let path = dir.join(names::op_file_name(change.seq(), &blake3::hash(&bytes)));
             // Usually this device published it before: one stat. Otherwise another device
             // may have (its file names differ by the device name in the envelope).
@@ -396,7 +396,11 @@ impl Store {
                     .flatten()
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
                     .filter_map(|e| std::fs::read(e.path()).ok())
-                    .filter_map(|bytes| opfile::decode(&bytes).ok())
+                    .filter_map(|bytes| {
+                        let context = format!("{actor}/{}", change.seq());
+                        let plain = self.source().open("op", &context, &bytes).ok()?;
+                        opfile::decode(&plain).ok()
+                    })
                     .filter_map(|env| automerge::Change::from_bytes(env.change).ok())
                     .any(|c| c.hash() == to);
             if carried {
@@ -408,6 +412,26 @@ impl Store {
             }
         }
         Ok(written)
+    }
+
+    /// The op file of `change`: its envelope, sealed in an encrypted store.
+    pub(crate) fn op_file_bytes(
+        &self,
+        device: &str,
+        change: &automerge::Change,
+    ) -> Result<Vec<u8>> {
+        let context = format!("{}/{}", change.actor_id().to_hex_string(), change.seq());
+        self.sealed_file("op", &context, opfile::encode(device, change.raw_bytes()))
+    }
+
+    /// A file's bytes as the folder gets them: sealed in an encrypted store (kind and
+    /// context as in src/seal.rs), as they are otherwise.
+    pub(crate) fn sealed_file(&self, kind: &str, context: &str, plain: Vec<u8>) -> Result<Vec<u8>> {
+        if !self.is_encrypted() {
+            return Ok(plain);
+        }
+        let (_, seal) = self.inner.key.get().ok_or(Error::Locked)?;
+        Ok(crate::seal::wrap(seal.seal(kind, context, &plain)))
     }
 
     /// The highest seq of any op file name under `actor`, listing only its folder.
@@ -453,7 +477,7 @@ impl Store {
                 .state
                 .write_record(&self.inner.marker.store_id, record)?;
         }
-        let bytes = opfile::encode(device, change.raw_bytes());
+        let bytes = self.op_file_bytes(device, &change)?;
         let dir = self.inner.root.join(OPS_DIR).join(&record.actor);
         let name = names::op_file_name(seq, &blake3::hash(&bytes));
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
@@ -520,7 +544,7 @@ impl Store {
         }
         let scan = scan::scan(&self.inner.root);
         let covered: HashSet<String> =
-            merge::load_snapshots(&self.inner.root, &self.inner.marker.store_id, &scan)
+            merge::load_snapshots(&self.source(), &self.inner.marker.store_id, &scan)
                 .valid
                 .into_iter()
                 .flat_map(|s| s.snapshot.folded_ops.into_iter().map(|(p, _)| p))

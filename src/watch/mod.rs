@@ -399,6 +399,7 @@ impl Store {
         options: WatchOptions,
         on_event: impl FnMut(&Event) -> bool + Send + 'static,
     ) -> Result<WatchHandle> {
+        self.check_unlocked()?;
         let (wake, signals) = mpsc::channel();
         let stop = Stopper {
             flag: Arc::new(AtomicBool::new(false)),

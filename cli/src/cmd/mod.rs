@@ -7,6 +7,7 @@ pub(crate) mod docs;
 pub(crate) mod export;
 pub(crate) mod get;
 pub(crate) mod init;
+pub(crate) mod key;
 pub(crate) mod log;
 pub(crate) mod merge;
 pub(crate) mod repair;

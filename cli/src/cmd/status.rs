@@ -46,7 +46,15 @@ fn status_text(s: &crdtdir::Status) -> String {
         "store {} (format {}), {} change(s)",
         s.store_id, s.format, s.changes
     );
-    if let Some(why) = &s.read_only {
+    if s.locked {
+        let _ = writeln!(
+            out,
+            "encrypted, and this device has no key: run `crdtdir key import` (counts below are op files; names and contents are sealed)"
+        );
+    } else if s.encrypted {
+        let _ = writeln!(out, "encrypted end to end (this device has the key)");
+    }
+    if let Some(why) = s.read_only.as_ref().filter(|_| !s.locked) {
         let _ = writeln!(out, "read-only here: {why}");
     }
     let _ = writeln!(out, "devices ({}):", s.devices.len());

@@ -1,0 +1,312 @@
+//! End-to-end encryption of a store (docs/FORMAT.md §16): the store key, its text and word
+//! forms, and the sealed envelope every encrypted file uses.
+//!
+//! ```text
+//! store key      32 random bytes, made by `init --encrypt`, kept in this device's local
+//!                state (STATE/stores/<id>/key, owner-only), handed to other devices as text
+//! subkeys        BLAKE3 derive_key of the store key:
+//!                  "crdtdir 2026-12 seal"       the XChaCha20-Poly1305 key
+//!                  "crdtdir 2026-12 nonce"      the key of the synthetic nonce
+//!                  "crdtdir 2026-12 key check"  the key of the marker's key check
+//! key check      first 16 bytes (hex) of keyed BLAKE3 of the store id: in the marker, so a
+//!                wrong key is refused at import, before it opens (or fails to open) anything
+//! sealed bytes   nonce (24 bytes) || XChaCha20-Poly1305 ciphertext and tag
+//!   aad          "crdtdir sealed 1" 0 <kind> 0 <store id> 0 <context>
+//!                kind: "op" (context "<actor>/<seq>"), "beat" ("<actor>/<counter>"),
+//!                "snapshot-document", "snapshot-json", "snapshot-devices" ("")
+//!   nonce        first 24 bytes of keyed BLAKE3 (nonce key) of len(aad) as u64 LE || aad ||
+//!                plaintext: a synthetic nonce, so sealing the same plaintext in the same
+//!                place gives the same bytes (an op file stays a pure function of its change)
+//!                and different plaintexts never share a nonce
+//! sealed file    CBOR map {"v": 1, "sealed": bytes}: op files and beats of an encrypted store
+//! text form      "crdtdir-key-1-" <64 hex digits of the key> "-" <8 hex digits: BLAKE3 of
+//!                the key>: the checksum catches a mistyped or cut key
+//! words          the key as 24 BIP39 English words (its own checksum)
+//! ```
+//! The file names stay BLAKE3 of the file bytes: devices and blind relays verify files
+//! without the key.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use ciborium::Value;
+
+/// The feature marker of an encrypted store: builds that do not know it read nothing they
+/// can use and write nothing.
+pub(crate) const FEATURE: &str = "encrypted";
+/// The sealed-file version this build writes and reads.
+pub(crate) const SEALED_VERSION: u64 = 1;
+const TEXT_PREFIX: &str = "crdtdir-key-1-";
+
+/// A store's encryption key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreKey([u8; 32]);
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(…)")
+    }
+}
+
+impl StoreKey {
+    /// A new random key.
+    pub(crate) fn random() -> std::io::Result<StoreKey> {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(std::io::Error::other)?;
+        Ok(StoreKey(key))
+    }
+
+    /// The key as text with a checksum: `crdtdir-key-1-<64 hex>-<8 hex>`.
+    pub fn to_text(&self) -> String {
+        format!(
+            "{TEXT_PREFIX}{}-{}",
+            hex::encode(self.0),
+            &blake3::hash(&self.0).to_hex()[..8]
+        )
+    }
+
+    /// The key as 24 BIP39 English words.
+    pub fn to_words(&self) -> String {
+        bip39::Mnemonic::from_entropy(&self.0)
+            .expect("32 bytes are a valid BIP39 entropy")
+            .to_string()
+    }
+
+    /// Reads a key from its text form or its 24 words (whitespace and case do not matter).
+    pub fn parse(input: &str) -> Result<StoreKey, String> {
+        let flat: String = input.split_whitespace().collect::<Vec<_>>().join(" ");
+        let lower = flat.to_lowercase();
+        if let Some(rest) = lower.replace(' ', "").strip_prefix(TEXT_PREFIX) {
+            let (hex_key, sum) = rest
+                .split_once('-')
+                .ok_or("the key text is cut short (no checksum)")?;
+            let bytes: [u8; 32] = hex::decode(hex_key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or("the key text does not hold 64 hex digits")?;
+            if blake3::hash(&bytes).to_hex()[..8] != *sum {
+                return Err(
+                    "the key text's checksum does not match (a typo, or a cut key?)".into(),
+                );
+            }
+            return Ok(StoreKey(bytes));
+        }
+        let words = bip39::Mnemonic::parse_normalized(&lower)
+            .map_err(|e| format!("neither a crdtdir key text nor 24 recovery words: {e}"))?;
+        let entropy = words.to_entropy();
+        let bytes: [u8; 32] = entropy
+            .try_into()
+            .map_err(|_| "recovery words of a store key are 24 words".to_string())?;
+        Ok(StoreKey(bytes))
+    }
+
+    fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.0)
+    }
+
+    /// The key check the marker of store `store_id` carries.
+    pub(crate) fn check(&self, store_id: &str) -> String {
+        let k = self.derive("crdtdir 2026-12 key check");
+        hex::encode(&blake3::keyed_hash(&k, store_id.as_bytes()).as_bytes()[..16])
+    }
+}
+
+/// Seals and opens the files of one store.
+pub(crate) struct Seal {
+    aead: XChaCha20Poly1305,
+    nonce_key: [u8; 32],
+    store_id: String,
+}
+
+impl std::fmt::Debug for Seal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seal(…)")
+    }
+}
+
+impl Seal {
+    pub(crate) fn new(key: &StoreKey, store_id: &str) -> Seal {
+        let seal_key = key.derive("crdtdir 2026-12 seal");
+        Seal {
+            aead: XChaCha20Poly1305::new(&seal_key.into()),
+            nonce_key: key.derive("crdtdir 2026-12 nonce"),
+            store_id: store_id.to_string(),
+        }
+    }
+
+    fn aad(&self, kind: &str, context: &str) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(48 + kind.len() + context.len());
+        aad.extend_from_slice(b"crdtdir sealed 1\0");
+        aad.extend_from_slice(kind.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(self.store_id.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(context.as_bytes());
+        aad
+    }
+
+    /// Seals `plain` as a `kind` of file at `context`.
+    pub(crate) fn seal(&self, kind: &str, context: &str, plain: &[u8]) -> Vec<u8> {
+        let aad = self.aad(kind, context);
+        let mut h = blake3::Hasher::new_keyed(&self.nonce_key);
+        h.update(&(aad.len() as u64).to_le_bytes());
+        h.update(&aad);
+        h.update(plain);
+        let nonce: [u8; 24] = h.finalize().as_bytes()[..24].try_into().expect("24 bytes");
+        let nonce = XNonce::from(nonce);
+        let sealed = self
+            .aead
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .expect("XChaCha20-Poly1305 seals any length a file can have");
+        let mut out = Vec::with_capacity(24 + sealed.len());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what [`Seal::seal`] made for the same kind and context; `Err` when the key is
+    /// not this store's, or the bytes were changed, or they belong elsewhere.
+    pub(crate) fn open(&self, kind: &str, context: &str, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let refused = || {
+            "does not open with the store key (damaged, moved from another actor or seq, from another store, or sealed with another key)".to_string()
+        };
+        if sealed.len() < 24 + 16 {
+            return Err(refused());
+        }
+        let (nonce, body) = sealed.split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().expect("24 bytes");
+        let aad = self.aad(kind, context);
+        self.aead
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| refused())
+    }
+}
+
+/// A sealed file: `{"v": 1, "sealed": bytes}`.
+pub(crate) fn wrap(sealed: Vec<u8>) -> Vec<u8> {
+    let value = Value::Map(vec![
+        (
+            Value::Text("v".into()),
+            Value::Integer(SEALED_VERSION.into()),
+        ),
+        (Value::Text("sealed".into()), Value::Bytes(sealed)),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+/// What a file holds: its sealed bytes if it is a sealed file, `None` if it is not one (a
+/// plain file). `Err` for a sealed file of a newer version.
+pub(crate) fn unwrap(bytes: &[u8]) -> Result<Option<Vec<u8>>, crate::format::DecodeError> {
+    let mut cursor = std::io::Cursor::new(bytes);
+    let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(&mut cursor) else {
+        return Ok(None);
+    };
+    if cursor.position() as usize != bytes.len() {
+        return Ok(None);
+    }
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
+    let Some(Value::Bytes(sealed)) = field("sealed") else {
+        return Ok(None);
+    };
+    match field("v") {
+        Some(Value::Integer(i)) if u64::try_from(*i) == Ok(SEALED_VERSION) => {
+            Ok(Some(sealed.clone()))
+        }
+        Some(Value::Integer(i)) if u64::try_from(*i).is_ok_and(|v| v > SEALED_VERSION) => {
+            Err(crate::format::DecodeError::Newer {
+                what: "sealed file",
+                found: u64::try_from(*i).unwrap_or(u64::MAX),
+                known: SEALED_VERSION,
+            })
+        }
+        _ => Err("sealed file with a bad version".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_and_words_round_trip_and_catch_typos() {
+        let key = StoreKey::random().unwrap();
+        let text = key.to_text();
+        assert_eq!(StoreKey::parse(&text).unwrap(), key);
+        assert_eq!(
+            StoreKey::parse(&format!("  {}\n", text.to_uppercase())).unwrap(),
+            key
+        );
+        let words = key.to_words();
+        assert_eq!(words.split(' ').count(), 24);
+        assert_eq!(StoreKey::parse(&words).unwrap(), key);
+        assert_eq!(StoreKey::parse(&words.replace(' ', "\n  ")).unwrap(), key);
+        // One digit changed: the checksum catches it.
+        let i = TEXT_PREFIX.len() + 5;
+        let mut typo = text.clone().into_bytes();
+        typo[i] = if typo[i] == b'0' { b'1' } else { b'0' };
+        assert!(StoreKey::parse(&String::from_utf8(typo).unwrap()).is_err());
+        assert!(StoreKey::parse(&text[..text.len() - 3]).is_err());
+        // One word swapped for another: the BIP39 checksum catches it (almost always; this
+        // swaps the first word for a different one and checks the key changed or failed).
+        let mut w: Vec<&str> = words.split(' ').collect();
+        w[0] = if w[0] == "abandon" {
+            "ability"
+        } else {
+            "abandon"
+        };
+        assert!(StoreKey::parse(&w.join(" ")).map_or(true, |k| k != key));
+        assert!(StoreKey::parse("hello").is_err());
+    }
+
+    #[test]
+    fn sealing_is_deterministic_and_bound_to_its_place() {
+        let key = StoreKey::random().unwrap();
+        let seal = Seal::new(&key, "s1");
+        let a = seal.seal("op", "aa/1", b"change");
+        assert_eq!(a, seal.seal("op", "aa/1", b"change"), "a pure function");
+        assert_ne!(a, seal.seal("op", "aa/2", b"change"));
+        assert_ne!(
+            a[..24],
+            seal.seal("op", "aa/1", b"chango")[..24],
+            "nonces differ"
+        );
+        assert_eq!(seal.open("op", "aa/1", &a).unwrap(), b"change");
+        assert!(seal.open("op", "aa/2", &a).is_err(), "moved to another seq");
+        assert!(
+            seal.open("op", "bb/1", &a).is_err(),
+            "moved to another actor"
+        );
+        assert!(seal.open("beat", "aa/1", &a).is_err(), "another kind");
+        assert!(
+            Seal::new(&key, "s2").open("op", "aa/1", &a).is_err(),
+            "another store"
+        );
+        let other = StoreKey::random().unwrap();
+        assert!(
+            Seal::new(&other, "s1").open("op", "aa/1", &a).is_err(),
+            "another key"
+        );
+        for i in 0..a.len() {
+            let mut flipped = a.clone();
+            flipped[i] ^= 1;
+            assert!(seal.open("op", "aa/1", &flipped).is_err(), "bit {i}");
+        }
+        let file = wrap(a.clone());
+        assert_eq!(unwrap(&file).unwrap(), Some(a));
+        assert_eq!(unwrap(b"plain").unwrap(), None);
+        assert_ne!(key.check("s1"), other.check("s1"));
+    }
+}

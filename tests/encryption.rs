@@ -1,0 +1,258 @@
+//! End-to-end encryption: what the folder shows, what a device without the key can do,
+//! and sealed files that were changed, moved or brought from another store.
+
+use std::path::Path;
+
+use crdtdir::{Error, Options, PatchOp, Store, StoreKey};
+use serde_json::json;
+
+use crate::common::{op_files, tree, Device};
+
+fn add(path: &str, value: serde_json::Value) -> [PatchOp; 1] {
+    [PatchOp::Add {
+        path: path.into(),
+        value,
+        scalar: false,
+    }]
+}
+
+/// A history with secrets in values, text and device names, from two devices, compacted
+/// once, with writes after: every kind of file the folder can hold.
+fn secret_history(dir: &Path, encrypt: bool) -> (std::path::PathBuf, Device, Device) {
+    let store = dir.join("store");
+    let a = Device::new(dir, "laptop-of-zelda");
+    let b = Device::new(dir, "phone-of-zelda");
+    let made = Store::init(
+        &store,
+        a.options().encrypt(encrypt),
+        Some(&json!({"items": ["oatmilk-secret"], "note": "diary-secret-text"})),
+    )
+    .unwrap();
+    let phone = b.open(&store);
+    if encrypt {
+        phone.import_key(&made.key().unwrap()).unwrap();
+    }
+    phone
+        .apply_patch(&add("/items/-", json!("eggs-secret")))
+        .unwrap();
+    phone.beat().unwrap();
+    made.compact().unwrap();
+    made.apply_patch(&add("/items/-", json!("bread-after-compaction")))
+        .unwrap();
+    made.beat().unwrap();
+    (store, a, b)
+}
+
+/// Every byte of every file under `store`.
+fn all_bytes(store: &Path) -> Vec<u8> {
+    tree(store).into_values().flatten().collect()
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn an_encrypted_folder_holds_no_plaintext_value_key_or_device_name() {
+    let secrets = [
+        "oatmilk-secret",
+        "diary-secret-text",
+        "eggs-secret",
+        "bread-after-compaction",
+        "laptop-of-zelda",
+        "phone-of-zelda",
+    ];
+    // The same history in a plain store shows every secret: the check can fail.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let (plain, ..) = secret_history(plain_dir.path(), false);
+    let bytes = all_bytes(&plain);
+    for s in secrets {
+        assert!(contains(&bytes, s), "the plain store should show {s}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, _) = secret_history(dir.path(), true);
+    let bytes = all_bytes(&store);
+    assert!(tree(&store).keys().any(|p| p.ends_with(".sqlite")));
+    assert!(tree(&store).keys().any(|p| p.ends_with(".beat")));
+    assert!(store.join("features/encrypted").exists());
+    let key = a.open(&store).key().unwrap();
+    let key_hex = key.to_text()["crdtdir-key-1-".len()..][..64].to_string();
+    for s in secrets.iter().copied().chain([key_hex.as_str()]) {
+        assert!(!contains(&bytes, s), "{s} is readable in the folder");
+    }
+    // And it reads back whole.
+    assert_eq!(
+        a.open(&store).read().unwrap().to_json(),
+        json!({"items": ["oatmilk-secret", "eggs-secret", "bread-after-compaction"], "note": "diary-secret-text"})
+    );
+}
+
+#[test]
+fn without_the_key_nothing_reads_or_writes_and_with_it_the_merge_is_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, _) = secret_history(dir.path(), true);
+    let stranger = Device::new(dir.path(), "stranger");
+    let before = tree(&store);
+    let s = stranger.open(&store);
+    assert!(matches!(s.read(), Err(Error::Locked)));
+    assert!(matches!(s.read_json(), Err(Error::Locked)));
+    assert!(matches!(s.history(), Err(Error::Locked)));
+    assert!(matches!(
+        s.apply_patch(&add("/x", json!(1))),
+        Err(Error::Locked)
+    ));
+    assert!(matches!(s.compact(), Err(Error::Locked)));
+    assert!(s.watch(crdtdir::WatchOptions::new()).is_err());
+    let _ = s.beat();
+    // Status still tells what it can: op files per actor, and that it is locked.
+    let status = s.status().unwrap();
+    assert!(status.encrypted && status.locked);
+    assert_eq!(status.changes, op_files(&store).len());
+    // A wrong key is refused and not kept.
+    let wrong = StoreKey::parse(&a.open(&store).key().unwrap().to_text()).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = Store::init(
+        other_dir.path().join("s"),
+        Options::new()
+            .state_dir(other_dir.path().join("st"))
+            .encrypt(true),
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.import_key(&other.key().unwrap()),
+        Err(Error::WrongKey)
+    ));
+    assert!(matches!(stranger.open(&store).read(), Err(Error::Locked)));
+    assert_eq!(
+        tree(&store),
+        before,
+        "a device without the key wrote nothing"
+    );
+    // The key, by its words, opens it: the same document, byte for byte.
+    let words = wrong.to_words();
+    s.import_key(&StoreKey::parse(&words).unwrap()).unwrap();
+    let (mine, _) = a.open(&store).read_json().unwrap();
+    let (theirs, _) = s.read_json().unwrap();
+    assert_eq!(mine, theirs);
+    // Kept: a new open has it, and it writes.
+    stranger
+        .open(&store)
+        .apply_patch(&add("/items/-", json!("from the stranger")))
+        .unwrap();
+    assert!(a
+        .open(&store)
+        .read_json()
+        .unwrap()
+        .0
+        .contains("from the stranger"));
+}
+
+/// Sealed files that were changed (with a name that matches the new bytes), moved to
+/// another actor or seq, or brought from another store are skipped and reported; the rest
+/// merges. A plain op file in an encrypted store is not used either.
+#[test]
+fn tampered_moved_and_foreign_sealed_files_are_skipped_never_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let s = Store::init(&store, a.options().encrypt(true), Some(&json!({"n": []}))).unwrap();
+    for i in 0..3 {
+        s.apply_patch(&add("/n/-", json!(i))).unwrap();
+    }
+    let good = a.open(&store).read_json().unwrap().0;
+    let files = op_files(&store);
+    let fresh = || {
+        let d = tempfile::tempdir().unwrap();
+        let dev = Device::new(d.path(), "reader");
+        let r = dev.open(&store);
+        r.import_key(&s.key().unwrap()).unwrap();
+        let view = r.read().unwrap();
+        (view.to_json(), view.report().problems.clone(), d)
+    };
+    let put = |rel: &str, bytes: &[u8]| -> String {
+        // A name whose hash matches the bytes: only the seal can tell.
+        let (dir, name) = rel.rsplit_once('/').unwrap();
+        let seq = &name[..10];
+        let new = format!("{dir}/{seq}-{}.op", &blake3::hash(bytes).to_hex()[..32]);
+        std::fs::create_dir_all(store.join(dir)).unwrap();
+        std::fs::write(store.join(&new), bytes).unwrap();
+        new
+    };
+    let last = files.last().unwrap().clone();
+    let bytes = std::fs::read(store.join(&last)).unwrap();
+    // 1. A flipped bit inside the sealed bytes.
+    std::fs::remove_file(store.join(&last)).unwrap();
+    let mut flipped = bytes.clone();
+    let at = flipped.len() - 5;
+    flipped[at] ^= 0x10;
+    let rel = put(&last, &flipped);
+    let (doc, problems, _d) = fresh();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == rel && p.reason.contains("does not open")),
+        "{problems:?}"
+    );
+    assert_eq!(doc, json!({"n": [0, 1]}), "the other changes merge");
+    std::fs::remove_file(store.join(&rel)).unwrap();
+    // 2. Moved to another seq, and to another actor.
+    let (actor_dir, name) = last.rsplit_once('/').unwrap();
+    let moved_seq = put(&format!("{actor_dir}/0000000099-{}", &name[11..]), &bytes);
+    let other_actor = format!("ops/{}", "ab".repeat(16));
+    let moved_actor = put(&format!("{other_actor}/{name}"), &bytes);
+    let (_, problems, _d) = fresh();
+    for rel in [&moved_seq, &moved_actor] {
+        assert!(
+            problems
+                .iter()
+                .any(|p| &p.path == rel && p.reason.contains("does not open")),
+            "{rel}: {problems:?}"
+        );
+    }
+    std::fs::remove_file(store.join(&moved_seq)).unwrap();
+    std::fs::remove_dir_all(store.join(&other_actor)).unwrap();
+    std::fs::write(store.join(&last), &bytes).unwrap();
+    assert_eq!(a.open(&store).read_json().unwrap().0, good);
+    // 3. An op file of another encrypted store, and a plain op file, under this store's names.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_store = other_dir.path().join("s");
+    let o = Store::init(
+        &other_store,
+        Options::new()
+            .state_dir(other_dir.path().join("st"))
+            .encrypt(true),
+        Some(&json!({"other": true})),
+    )
+    .unwrap();
+    drop(o);
+    let foreign = op_files(&other_store).pop().unwrap();
+    let foreign_rel = put(
+        &foreign,
+        &std::fs::read(other_store.join(&foreign)).unwrap(),
+    );
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain_store = plain_dir.path().join("s");
+    Store::init(
+        &plain_store,
+        Options::new().state_dir(plain_dir.path().join("st")),
+        Some(&json!({"plain": true})),
+    )
+    .unwrap();
+    let plain = op_files(&plain_store).pop().unwrap();
+    let plain_rel = put(&plain, &std::fs::read(plain_store.join(&plain)).unwrap());
+    let (doc, problems, _d) = fresh();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == foreign_rel && p.reason.contains("does not open")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.path == plain_rel && p.reason.contains("plain file in an encrypted store")),
+        "{problems:?}"
+    );
+    assert_eq!(serde_json::to_string(&doc).unwrap(), good);
+}
