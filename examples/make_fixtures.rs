@@ -1,7 +1,8 @@
 //! Writes the fixture stores in `fixtures/` (see fixtures/README.md).
 //!
-//! `cargo run --example make_fixtures -- fixtures` (refuses to overwrite existing fixtures:
-//! they are frozen once committed; later versions must keep reading them).
+//! `cargo run --example make_fixtures -- fixtures` writes the fixtures that do not exist yet
+//! and never touches one that does: they are frozen once committed; later versions must keep
+//! reading them.
 //!
 //! Every edit is scripted so that its merged result does not depend on the random actor
 //! ids a run gets: concurrent list inserts go to different places, concurrent text edits to
@@ -17,14 +18,21 @@ use serde_json::json;
 fn main() {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "fixtures".into()));
     let work = tempfile::tempdir().unwrap();
-    for name in ["v1-clean", "v1-messy"] {
-        if out.join(name).exists() {
+    let missing = |name: &str| {
+        let there = out.join(name).exists();
+        if there {
             eprintln!(
                 "{} exists: fixtures are frozen, not regenerated",
                 out.join(name).display()
             );
-            std::process::exit(1);
         }
+        !there
+    };
+    if missing("v1-encrypted") {
+        encrypted(&work.path().join("encrypted"), &out.join("v1-encrypted"));
+    }
+    if !missing("v1-clean") || !missing("v1-messy") {
+        return;
     }
     let clean = out.join("v1-clean/store");
     groceries(work.path(), &clean);
@@ -47,6 +55,52 @@ fn main() {
     std::fs::write(
         out.join("v1-messy/expected-problems.txt"),
         problems.join("\n") + "\n",
+    )
+    .unwrap();
+}
+
+/// An encrypted store: two devices, a sealed snapshot, writes after it, heartbeats; its key
+/// in `key.txt`.
+fn encrypted(work: &Path, out: &Path) {
+    let store = out.join("store");
+    let device = |name: &str| Options::new().state_dir(work.join(name)).device(name);
+    let laptop = Store::init(
+        &store,
+        device("laptop").encrypt(true),
+        Some(&json!({"title": "Sealed plans", "items": []})),
+    )
+    .unwrap();
+    let key = laptop.key().unwrap();
+    let phone = Store::open(&store, device("phone")).unwrap();
+    phone.import_key(&key).unwrap();
+    let patch = |s: &Store, p: &str| {
+        s.apply_patch(&parse_patch(p).unwrap()).unwrap();
+    };
+    patch(&laptop, r#"{"op":"add","path":"/items/-","value":"milk"}"#);
+    patch(&phone, r#"{"op":"add","path":"/items/-","value":"eggs"}"#);
+    laptop
+        .change_with_message(Some("a sealed message"), |tx| {
+            tx.put(ROOT, "count", 2)?;
+            Ok(())
+        })
+        .unwrap();
+    phone.beat().unwrap();
+    laptop.compact().unwrap();
+    patch(
+        &phone,
+        r#"{"op":"add","path":"/note","value":"after compaction"}"#,
+    );
+    phone.beat().unwrap();
+    std::fs::write(out.join("key.txt"), key.to_text() + "\n").unwrap();
+    let expected = json!({
+        "title": "Sealed plans",
+        "items": ["milk", "eggs"],
+        "count": 2,
+        "note": "after compaction"
+    });
+    std::fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
     )
     .unwrap();
 }

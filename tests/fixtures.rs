@@ -12,9 +12,20 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn check(name: &str) -> (crdtdir::View, Vec<crdtdir::ChangeInfo>) {
+    check_with(name, None)
+}
+
+/// [`check`], for a reader that holds `key`.
+fn check_with(
+    name: &str,
+    key: Option<&crdtdir::StoreKey>,
+) -> (crdtdir::View, Vec<crdtdir::ChangeInfo>) {
     let dir = tempfile::tempdir().unwrap();
     let reader = Device::new(dir.path(), "reader");
     let store = fixture(name).join("store");
+    if let Some(key) = key {
+        reader.open(&store).import_key(key).unwrap();
+    }
     let view = reader.open(&store).read().unwrap();
     let history = reader.open(&store).history().unwrap();
     let expected: serde_json::Value = serde_json::from_str(
@@ -59,4 +70,45 @@ fn v1_messy_store_reads_as_expected_and_reports_every_problem() {
     found.sort();
     assert_eq!(found, expected);
     assert_eq!(view.report().forks.len(), 1);
+}
+
+/// The encrypted fixture: with its key (fixtures/v1-encrypted/key.txt) it reads as
+/// expected, device names and commit messages included; without it nothing reads and status
+/// is locked; none of its plaintext is in its files.
+#[test]
+fn v1_encrypted_store_reads_with_its_key_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fixture("v1-encrypted").join("store");
+    let stranger = Device::new(dir.path(), "stranger").open(&store);
+    assert!(matches!(stranger.read(), Err(crdtdir::Error::Locked)));
+    assert!(stranger.status().unwrap().locked);
+    let key = crdtdir::StoreKey::parse(
+        &std::fs::read_to_string(fixture("v1-encrypted").join("key.txt")).unwrap(),
+    )
+    .unwrap();
+    let (view, history) = check_with("v1-encrypted", Some(&key));
+    assert!(view.report().problems.is_empty(), "{:?}", view.report());
+    let devices: std::collections::BTreeSet<&str> =
+        history.iter().map(|c| c.device.as_str()).collect();
+    assert_eq!(devices, ["laptop", "phone"].into_iter().collect());
+    assert!(history
+        .iter()
+        .any(|c| c.message.as_deref() == Some("a sealed message")));
+    let all: Vec<u8> = crate::common::tree(&store)
+        .into_values()
+        .flatten()
+        .collect();
+    for secret in [
+        "Sealed plans",
+        "milk",
+        "after compaction",
+        "laptop",
+        "phone",
+        "sealed message",
+    ] {
+        assert!(
+            !all.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is readable in the fixture"
+        );
+    }
 }
