@@ -67,6 +67,8 @@ pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
+#[doc(hidden)]
+pub use seal::seal_op_file;
 pub use seal::StoreKey;
 pub use store::{
     ChangeResult, DeviceInfo, Options, Status, Store, View, WriteOutcome, Written, READ_ONLY_ENV,

@@ -193,6 +193,20 @@ impl Seal {
     }
 }
 
+/// The sealed op file, in the encrypted store `store_id` whose key is `key`, of a plain op
+/// file (`plain`) of the change at `actor`/`seq`: for tools and benchmarks that build stores
+/// file by file. Stores write their own files.
+#[doc(hidden)]
+pub fn seal_op_file(
+    key: &StoreKey,
+    store_id: &str,
+    actor: &str,
+    seq: u64,
+    plain: &[u8],
+) -> Vec<u8> {
+    wrap(Seal::new(key, store_id).seal("op", &format!("{actor}/{seq}"), plain))
+}
+
 /// A sealed file: `{"v": 1, "sealed": bytes}`.
 pub(crate) fn wrap(sealed: Vec<u8>) -> Vec<u8> {
     let value = Value::Map(vec![
