@@ -59,10 +59,13 @@ pub enum Error {
     /// `crdtdir key import`).
     #[error("this store is encrypted and this device has no key: run `crdtdir key import` (the key comes from `crdtdir key export` on a device that has it)")]
     Locked,
-    /// A key that is not this store's (its check does not match the store marker); nothing
-    /// was written.
-    #[error("refused: this key is not the key of this store (its check does not match the store marker)")]
-    WrongKey,
+    /// A key that is not this store's (its check does not match the store marker), or a
+    /// passphrase that opens none of its key files; nothing was kept.
+    #[error("refused: {reason}")]
+    WrongKey {
+        /// Which.
+        reason: String,
+    },
     /// This device is read-only ([`crate::Options::read_only`]): it writes nothing to the
     /// folder, so writes, `compact` and `repair` are refused. Nothing was changed.
     #[error("refused: this device is read-only (--read-only or CRDTDIR_READ_ONLY=1): it writes nothing to the folder")]
@@ -147,7 +150,7 @@ impl Error {
             Error::Aborted(_) => "aborted",
             Error::ReadOnly => "read-only",
             Error::Locked => "locked",
-            Error::WrongKey => "wrong-key",
+            Error::WrongKey { .. } => "wrong-key",
             Error::NotAlone { .. } => "not-alone",
             Error::NotConfirmed => "not-confirmed",
             Error::Incomplete { .. } => "incomplete",
@@ -165,7 +168,7 @@ impl Error {
             Error::NeedsNewer { .. }
                 | Error::ReadOnly
                 | Error::Locked
-                | Error::WrongKey
+                | Error::WrongKey { .. }
                 | Error::NotAlone { .. }
                 | Error::NotConfirmed
                 | Error::Incomplete { .. }

@@ -22,6 +22,11 @@
 //! text form      "crdtdir-key-1-" <64 hex digits of the key> "-" <8 hex digits: BLAKE3 of
 //!                the key>: the checksum catches a mistyped or cut key
 //! words          the key as 24 BIP39 English words (its own checksum)
+//! keys/<hash>.key  the key wrapped with a passphrase (several may wrap one key):
+//!                CBOR map {"v": 1, "kdf": "argon2id", "m": KiB, "t": passes, "p": lanes,
+//!                "salt": 16 random bytes, "nonce": 24 random bytes, "sealed": bytes}
+//!                sealed = XChaCha20-Poly1305(argon2id(passphrase, salt), nonce, the 32 key
+//!                bytes, aad "crdtdir key wrap 1" 0 <store id>); <hash> as for snapshots
 //! ```
 //! The file names stay BLAKE3 of the file bytes: devices and blind relays verify files
 //! without the key.
@@ -207,6 +212,110 @@ pub fn seal_op_file(
     wrap(Seal::new(key, store_id).seal("op", &format!("{actor}/{seq}"), plain))
 }
 
+/// Folder of passphrase-wrapped keys.
+pub(crate) const KEYS_DIR: &str = "keys";
+/// Argon2id cost of a new wrap: 64 MiB, 3 passes, 1 lane (RFC 9106's second choice).
+const WRAP_COST: (u32, u32, u32) = (64 * 1024, 3, 1);
+
+fn passphrase_key(
+    passphrase: &str,
+    salt: &[u8],
+    (m, t, p): (u32, u32, u32),
+) -> Result<[u8; 32], String> {
+    let params = argon2::Params::new(m, t, p, Some(32)).map_err(|e| e.to_string())?;
+    let mut out = [0u8; 32];
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password_into(passphrase.as_bytes(), salt, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn wrap_aad(store_id: &str) -> Vec<u8> {
+    let mut aad = b"crdtdir key wrap 1\0".to_vec();
+    aad.extend_from_slice(store_id.as_bytes());
+    aad
+}
+
+/// `key` wrapped with `passphrase`: the bytes of a `keys/<hash>.key` file.
+pub(crate) fn wrap_key(
+    key: &StoreKey,
+    store_id: &str,
+    passphrase: &str,
+) -> std::io::Result<Vec<u8>> {
+    let mut salt = [0u8; 16];
+    let mut nonce = [0u8; 24];
+    getrandom::fill(&mut salt).map_err(std::io::Error::other)?;
+    getrandom::fill(&mut nonce).map_err(std::io::Error::other)?;
+    let kek = passphrase_key(passphrase, &salt, WRAP_COST).map_err(std::io::Error::other)?;
+    let sealed = XChaCha20Poly1305::new(&kek.into())
+        .encrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: &key.0,
+                aad: &wrap_aad(store_id),
+            },
+        )
+        .map_err(|_| std::io::Error::other("sealing the key failed"))?;
+    let (m, t, p) = WRAP_COST;
+    let text = |s: &str| Value::Text(s.into());
+    let value = Value::Map(vec![
+        (text("v"), Value::Integer(1.into())),
+        (text("kdf"), text("argon2id")),
+        (text("m"), Value::Integer(m.into())),
+        (text("t"), Value::Integer(t.into())),
+        (text("p"), Value::Integer(p.into())),
+        (text("salt"), Value::Bytes(salt.to_vec())),
+        (text("nonce"), Value::Bytes(nonce.to_vec())),
+        (text("sealed"), Value::Bytes(sealed)),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    Ok(out)
+}
+
+/// The key a `keys/<hash>.key` file wraps, if `passphrase` opens it.
+pub(crate) fn unwrap_key(
+    file: &[u8],
+    store_id: &str,
+    passphrase: &str,
+) -> Result<StoreKey, String> {
+    let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(file) else {
+        return Err("not a key file".into());
+    };
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
+    let int = |name: &str| match field(name) {
+        Some(Value::Integer(i)) => u32::try_from(*i).map_err(|_| format!("bad {name}")),
+        _ => Err(format!("no {name}")),
+    };
+    let bytes = |name: &str| match field(name) {
+        Some(Value::Bytes(b)) => Ok(b.clone()),
+        _ => Err(format!("no {name}")),
+    };
+    if int("v")? != 1 || !matches!(field("kdf"), Some(Value::Text(k)) if k == "argon2id") {
+        return Err("a key file of another version or kind".into());
+    }
+    // Costs come from the file: a forged file must not make a reader spend hours or gigabytes.
+    let cost = (int("m")?, int("t")?, int("p")?);
+    if cost.0 > 1024 * 1024 || cost.1 > 16 || cost.2 > 16 {
+        return Err("a key file asking for an unreasonable Argon2 cost".into());
+    }
+    let nonce: [u8; 24] = bytes("nonce")?.try_into().map_err(|_| "bad nonce")?;
+    let kek = passphrase_key(passphrase, &bytes("salt")?, cost)?;
+    let plain = XChaCha20Poly1305::new(&kek.into())
+        .decrypt(
+            &XNonce::from(nonce),
+            Payload {
+                msg: &bytes("sealed")?,
+                aad: &wrap_aad(store_id),
+            },
+        )
+        .map_err(|_| "the passphrase does not open it".to_string())?;
+    let key: [u8; 32] = plain
+        .try_into()
+        .map_err(|_| "it does not hold a 32-byte key")?;
+    Ok(StoreKey(key))
+}
+
 /// A sealed file: `{"v": 1, "sealed": bytes}`.
 pub(crate) fn wrap(sealed: Vec<u8>) -> Vec<u8> {
     let value = Value::Map(vec![
@@ -322,5 +431,27 @@ mod tests {
         assert_eq!(unwrap(&file).unwrap(), Some(a));
         assert_eq!(unwrap(b"plain").unwrap(), None);
         assert_ne!(key.check("s1"), other.check("s1"));
+    }
+
+    #[test]
+    fn passphrase_wraps_open_only_with_their_passphrase_and_store() {
+        let key = StoreKey::random().unwrap();
+        let file = wrap_key(&key, "s1", "a good passphrase").unwrap();
+        assert_eq!(unwrap_key(&file, "s1", "a good passphrase").unwrap(), key);
+        assert!(unwrap_key(&file, "s1", "a good passphrasE").is_err());
+        assert!(
+            unwrap_key(&file, "s2", "a good passphrase").is_err(),
+            "another store"
+        );
+        assert_ne!(
+            file,
+            wrap_key(&key, "s1", "a good passphrase").unwrap(),
+            "fresh salt"
+        );
+        let mut flipped = file.clone();
+        let at = flipped.len() - 3;
+        flipped[at] ^= 1;
+        assert!(unwrap_key(&flipped, "s1", "a good passphrase").is_err());
+        assert!(unwrap_key(b"junk", "s1", "a good passphrase").is_err());
     }
 }

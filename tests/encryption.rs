@@ -121,7 +121,7 @@ fn without_the_key_nothing_reads_or_writes_and_with_it_the_merge_is_identical() 
     .unwrap();
     assert!(matches!(
         s.import_key(&other.key().unwrap()),
-        Err(Error::WrongKey)
+        Err(Error::WrongKey { .. })
     ));
     assert!(matches!(stranger.open(&store).read(), Err(Error::Locked)));
     assert_eq!(
@@ -255,4 +255,51 @@ fn tampered_moved_and_foreign_sealed_files_are_skipped_never_fatal() {
         "{problems:?}"
     );
     assert_eq!(serde_json::to_string(&doc).unwrap(), good);
+}
+
+/// Passphrase wraps: a device with the key adds one or more to the folder (`keys/`); a
+/// device without it joins with any of them and reads the same document; a wrong passphrase
+/// is refused and keeps nothing; the wrap shows neither the passphrase nor the key.
+#[test]
+fn a_second_device_joins_by_passphrase_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, _) = secret_history(dir.path(), true);
+    let owner = a.open(&store);
+    assert!(matches!(
+        owner.add_passphrase("short"),
+        Err(Error::Refused { .. })
+    ));
+    let first = owner
+        .add_passphrase("correct horse battery staple")
+        .unwrap();
+    let second = owner.add_passphrase("another good passphrase").unwrap();
+    assert!(first.starts_with("keys/") && first != second);
+    let bytes = std::fs::read(store.join(&first)).unwrap();
+    let key = owner.key().unwrap();
+    let key_hex = &key.to_text()["crdtdir-key-1-".len()..][..64];
+    assert!(!contains(&bytes, "correct horse"));
+    assert!(!contains(&bytes, key_hex));
+    // Merges skip the key files: nothing to report.
+    assert!(owner.read().unwrap().report().problems.is_empty());
+    let c = Device::new(dir.path(), "newcomer");
+    let joined = c.open(&store);
+    assert!(matches!(
+        joined.import_passphrase("correct horse battery stapler"),
+        Err(Error::WrongKey { .. })
+    ));
+    assert!(matches!(c.open(&store).read(), Err(Error::Locked)));
+    joined.import_passphrase("another good passphrase").unwrap();
+    assert_eq!(joined.key().unwrap(), key);
+    assert_eq!(
+        c.open(&store).read_json().unwrap().0,
+        owner.read_json().unwrap().0
+    );
+    // A plain store has no key to wrap or import.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let (plain, p, _) = secret_history(plain_dir.path(), false);
+    assert!(p.open(&plain).add_passphrase("long enough phrase").is_err());
+    assert!(p
+        .open(&plain)
+        .import_passphrase("long enough phrase")
+        .is_err());
 }

@@ -1689,3 +1689,82 @@ fn an_encrypted_store_and_its_key_handoff() {
         );
     }
 }
+
+/// `key export --qr` prints a QR code that a QR reader (rqrr) decodes back to the key text,
+/// and that key imports; `key passphrase` and `key import --passphrase` read the passphrase
+/// from stdin when it is not a terminal.
+#[test]
+fn key_as_qr_code_and_by_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone, tablet) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+        Dev::new(dir.path(), "tablet"),
+    );
+    me.ok(&store, &["init", "--encrypt"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let text = me.ok(&store, &["key", "export"]);
+    let art = me.ok(&store, &["key", "export", "--qr"]);
+    // Each character is two modules: upper and lower half.
+    let rows: Vec<Vec<char>> = art.lines().map(|l| l.chars().collect()).collect();
+    let width = rows.iter().map(Vec::len).max().unwrap();
+    let dark = |x: usize, y: usize| {
+        let c = rows
+            .get(y / 2)
+            .and_then(|r| r.get(x))
+            .copied()
+            .unwrap_or(' ');
+        matches!((c, y % 2), ('█', _) | ('▀', 0) | ('▄', 1))
+    };
+    const SCALE: usize = 4;
+    let mut image =
+        rqrr::PreparedImage::prepare_from_bitmap(width * SCALE, rows.len() * 2 * SCALE, |x, y| {
+            dark(x / SCALE, y / SCALE)
+        });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code");
+    let (_, decoded) = grids[0].decode().unwrap();
+    assert_eq!(decoded, text.trim_end());
+    phone.ok(&store, &["key", "import", &decoded]);
+    assert_eq!(phone.ok(&store, &["merge"]), "{\"a\":1}\n");
+    // By passphrase, through stdin.
+    let feed = |dev: &Dev, args: &[&str], input: &str| {
+        let mut c = dev.cmd(&store, args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let added = feed(&me, &["key", "passphrase"], "a long passphrase here\n");
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let wrong = feed(
+        &tablet,
+        &["key", "import", "--passphrase"],
+        "not the passphrase\n",
+    );
+    assert_eq!(wrong.status.code(), Some(3));
+    let right = feed(
+        &tablet,
+        &["key", "import", "--passphrase"],
+        "a long passphrase here\n",
+    );
+    assert!(
+        right.status.success(),
+        "{}",
+        String::from_utf8_lossy(&right.stderr)
+    );
+    assert_eq!(tablet.ok(&store, &["merge"]), "{\"a\":1}\n");
+}

@@ -17,7 +17,14 @@ use crate::report::{Problem, ProblemKind};
 /// Folder of op files.
 pub(crate) const OPS_DIR: &str = "ops";
 /// Names in the store root that belong to the format (now or in later versions).
-const RESERVED_ROOT: &[&str] = &[MARKER, FEATURES_DIR, OPS_DIR, SNAPSHOTS_DIR, "devices"];
+const RESERVED_ROOT: &[&str] = &[
+    MARKER,
+    FEATURES_DIR,
+    OPS_DIR,
+    SNAPSHOTS_DIR,
+    "devices",
+    crate::seal::KEYS_DIR,
+];
 
 /// An op file found by the scan, not yet read: `ops/<actor>/<seq>-<hash>.op`.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
+mod keys;
 mod open;
 mod status;
 mod write;
@@ -248,42 +249,6 @@ impl Store {
     /// True for an encrypted store ([`crate::Options::encrypt`]).
     pub fn is_encrypted(&self) -> bool {
         self.inner.marker.sealed.is_some()
-    }
-
-    /// The key of an encrypted store, when this device has it: hand it to another device
-    /// as [`StoreKey::to_text`] or [`StoreKey::to_words`] (`crdtdir key export`).
-    ///
-    /// [`StoreKey::to_text`]: crate::StoreKey::to_text
-    /// [`StoreKey::to_words`]: crate::StoreKey::to_words
-    pub fn key(&self) -> Option<crate::StoreKey> {
-        self.inner.key.get().map(|(k, _)| k.clone())
-    }
-
-    /// Gives this device the key of an encrypted store (from [`Store::key`] on a device that
-    /// has it): kept in local state, owner-only. A key that is not this store's is refused
-    /// with [`Error::WrongKey`] and nothing is kept; a store that is not encrypted refuses.
-    pub fn import_key(&self, key: &crate::StoreKey) -> Result<()> {
-        let Some(check) = &self.inner.marker.sealed else {
-            return Err(Error::Refused {
-                reason: "this store is not encrypted: it has no key".into(),
-            });
-        };
-        if key.check(&self.inner.marker.store_id) != *check {
-            return Err(Error::WrongKey);
-        }
-        if let Some((have, _)) = self.inner.key.get() {
-            if have == key {
-                return Ok(());
-            }
-        }
-        self.inner
-            .state
-            .keep_key(&self.inner.marker.store_id, key)?;
-        let _ = self.inner.key.set((
-            key.clone(),
-            crate::seal::Seal::new(key, &self.inner.marker.store_id),
-        ));
-        Ok(())
     }
 
     /// `Err(Locked)` when the store is encrypted and this device has no key: nothing that
