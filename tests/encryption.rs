@@ -135,6 +135,14 @@ fn without_the_key_nothing_reads_or_writes_and_with_it_the_merge_is_identical() 
     let (mine, _) = a.open(&store).read_json().unwrap();
     let (theirs, _) = s.read_json().unwrap();
     assert_eq!(mine, theirs);
+    // Kept in local state, readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let kept = stranger.state.join("stores").join(s.id()).join("key");
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", kept.display());
+    }
     // Kept: a new open has it, and it writes.
     stranger
         .open(&store)
