@@ -204,16 +204,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
             r.get(0)
         })
         .map_err(fail)?;
-    let folded_ops = {
-        let mut q = db
-            .prepare("SELECT path, hash FROM folded_op_files ORDER BY path")
-            .map_err(fail)?;
+    // Rows of two text columns.
+    let pairs = |sql: &str| -> Result<Vec<(String, String)>, String> {
+        let mut q = db.prepare(sql).map_err(fail)?;
         let rows = q
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(fail)?;
         rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
-            .map_err(fail)?
+            .map_err(fail)
     };
+    let folded_ops = pairs("SELECT path, hash FROM folded_op_files ORDER BY path")?;
     // Optional: snapshots of older builds have no device names.
     let has_devices: bool = db
         .query_row(
@@ -223,14 +223,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         )
         .map_err(fail)?;
     let devices = if has_devices {
-        let mut q = db
-            .prepare("SELECT actor, name FROM devices ORDER BY actor")
-            .map_err(fail)?;
-        let rows = q
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(fail)?;
-        rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
-            .map_err(fail)?
+        pairs("SELECT actor, name FROM devices ORDER BY actor")?
     } else {
         Vec::new()
     };
