@@ -140,6 +140,17 @@ fn wait_for(what: &str, homes: &[PathBuf], mut done: impl FnMut() -> bool) {
 
 #[test]
 fn two_devices_through_syncthing_converge() {
+    converge_through_syncthing(false);
+}
+
+/// The same through an encrypted store: the phone imports the key once the store has
+/// arrived, and no value crosses Syncthing in plaintext.
+#[test]
+fn two_devices_through_syncthing_converge_encrypted() {
+    converge_through_syncthing(true);
+}
+
+fn converge_through_syncthing(encrypt: bool) {
     if std::env::var("CRDTDIR_E2E").as_deref() != Ok("1") {
         eprintln!("skipped: set CRDTDIR_E2E=1 (with syncthing installed) to run it");
         return;
@@ -177,13 +188,20 @@ fn two_devices_through_syncthing_converge() {
     // The laptop makes the store; the phone receives it through Syncthing.
     let init = dir.path().join("init.json");
     std::fs::write(&init, r#"{"items": [], "note": "shopping"}"#).unwrap();
-    let (ok, _, err) = crdtdir(
-        &store_a,
-        &state_a,
-        "laptop",
-        &["init", "--from", init.to_str().unwrap()],
-    );
+    let mut init_args = vec!["init", "--from", init.to_str().unwrap()];
+    if encrypt {
+        init_args.push("--encrypt");
+    }
+    let (ok, _, err) = crdtdir(&store_a, &state_a, "laptop", &init_args);
     assert!(ok, "{err}");
+    let key = crdtdir(&store_a, &state_a, "laptop", &["key", "export"]).1;
+    if encrypt {
+        wait_for("the store marker to reach the phone", &homes, || {
+            store_b.join("crdtdir.store").exists()
+        });
+        let (ok, _, err) = crdtdir(&store_b, &state_b, "phone", &["key", "import", &key]);
+        assert!(ok, "{err}");
+    }
     wait_for("the store to reach the phone", &homes, || {
         crdtdir(&store_b, &state_b, "phone", &["merge"]).1 == r#"{"items":[],"note":"shopping"}"#
     });
@@ -340,6 +358,20 @@ fn two_devices_through_syncthing_converge() {
     assert!(ok && err.is_empty(), "{err}");
     assert_eq!(phone_view, agreed);
     let fresh = dir.path().join("state-fresh");
+    if encrypt {
+        let (ok, _, err) = crdtdir(&store_b, &fresh, "tablet", &["key", "import", &key]);
+        assert!(ok, "{err}");
+        // Nothing the devices wrote is readable in what Syncthing carried.
+        for f in walk(&store_b) {
+            let bytes = std::fs::read(&f).unwrap_or_default();
+            for secret in ["milk", "shopping", "laptop", "from the laptop"] {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} readable in {f}"
+                );
+            }
+        }
+    }
     assert_eq!(
         crdtdir(&store_b, &fresh, "tablet", &["merge"]).1,
         agreed,
