@@ -48,8 +48,8 @@ impl Store {
     /// Wraps this store's key with `passphrase` (Argon2id) into a file of its own in the
     /// folder, `keys/<hash>.key`: another device then joins with the passphrase alone
     /// ([`Store::import_passphrase`]). Several passphrases may wrap one key; each call adds
-    /// one. Returns the file's path in the store. Needs the key; refused on a read-only
-    /// device. The file is only as strong as the passphrase: anyone holding the folder can
+    /// one. Returns the file's path in the store. Needs the key and a passphrase of at least
+    /// 8 characters; refused on a read-only device. The file is only as strong as the passphrase: anyone holding the folder can
     /// try passphrases against it.
     pub fn add_passphrase(&self, passphrase: &str) -> Result<String> {
         self.check_writable()?;

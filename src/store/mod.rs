@@ -142,6 +142,9 @@ pub struct View {
     report: MergeReport,
     /// Its JSON, once asked for.
     json: std::sync::OnceLock<Arc<Json>>,
+    /// The JSON text the merge that made this view rendered, if it did: parsed (cheaper
+    /// than rendering again) only when the JSON is asked for.
+    text: Mutex<Option<String>>,
     /// The store's rendered JSON, reused when its heads are this view's.
     rendered: Rendered,
 }
@@ -178,7 +181,13 @@ impl View {
                     return Arc::clone(json);
                 }
             }
-            let json = Arc::new(render::document(&self.merged.doc));
+            // The text the merge rendered, parsed; a document too deep for the parser (or
+            // none rendered) is rendered from the document.
+            let text = self.text.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let json = Arc::new(
+                text.and_then(|t| serde_json::from_str::<Json>(&t).ok())
+                    .unwrap_or_else(|| render::document(&self.merged.doc)),
+            );
             *slot = Some((heads, Arc::clone(&json)));
             json
         })
@@ -275,23 +284,11 @@ impl Store {
         self.check_unlocked()?;
         let (state, report, text) = self.merged(&scan::scan(&self.inner.root), true);
         let report = self.with_marker_problem(report);
-        let json = std::sync::OnceLock::new();
-        // The merge rendered the JSON text already: parsing it is cheaper than rendering
-        // again (a document too deep for the parser is rendered when asked for).
-        if let Some(value) = text.and_then(|t| serde_json::from_str::<Json>(&t).ok()) {
-            let value = Arc::new(value);
-            *self
-                .inner
-                .rendered
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) =
-                Some((state.doc.get_heads(), Arc::clone(&value)));
-            let _ = json.set(value);
-        }
         Ok(View {
             merged: state,
             report,
-            json,
+            json: std::sync::OnceLock::new(),
+            text: Mutex::new(text),
             rendered: Arc::clone(&self.inner.rendered),
         })
     }
