@@ -34,6 +34,23 @@ impl Dev {
         self.cmd(store, args).output().unwrap()
     }
 
+    /// `run` with `input` on stdin.
+    fn run_with_input(&self, store: &Path, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut c = self.cmd(store, args);
+        c.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     fn ok(&self, store: &Path, args: &[&str]) -> String {
         let out = self.run(store, args);
         assert!(
@@ -1635,19 +1652,7 @@ fn an_encrypted_store_and_its_key_handoff() {
     let other_store = dir.path().join("other");
     other.ok(&other_store, &["init", "--encrypt"]);
     let wrong = other.ok(&other_store, &["key", "export"]);
-    let mut c = phone.cmd(&store, &["--json", "key", "import"]);
-    c.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(wrong.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = phone.run_with_input(&store, &["--json", "key", "import"], &wrong);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong-key"));
     // The words, as arguments.
@@ -1663,16 +1668,10 @@ fn an_encrypted_store_and_its_key_handoff() {
     let text = me.ok(&store, &["key", "export"]);
     assert!(text.starts_with("crdtdir-key-1-"));
     let third = Dev::new(dir.path(), "third");
-    let mut c = third.cmd(&store, &["key", "import"]);
-    c.stdin(Stdio::piped()).stdout(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    assert!(third
+        .run_with_input(&store, &["key", "import"], &text)
+        .status
+        .success());
     assert_eq!(third.ok(&store, &["merge"]), me.ok(&store, &["merge"]));
     // Nothing of it is readable in the folder.
     let all: Vec<u8> = tree(&store).into_values().flatten().collect();
@@ -1729,21 +1728,7 @@ fn key_as_qr_code_and_by_passphrase() {
     phone.ok(&store, &["key", "import", &decoded]);
     assert_eq!(phone.ok(&store, &["merge"]), "{\"a\":1}\n");
     // By passphrase, through stdin.
-    let feed = |dev: &Dev, args: &[&str], input: &str| {
-        let mut c = dev.cmd(&store, args);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let feed = |dev: &Dev, args: &[&str], input: &str| dev.run_with_input(&store, args, input);
     let added = feed(&me, &["key", "passphrase"], "a long passphrase here\n");
     assert!(
         added.status.success(),
