@@ -95,8 +95,14 @@ impl StoreKey {
             }
             return Ok(StoreKey(bytes));
         }
+        let count = lower.split(' ').filter(|w| !w.is_empty()).count();
+        if count != 24 {
+            return Err(format!(
+                "not a crdtdir key: expected the key text ({TEXT_PREFIX}…) or 24 recovery words, got {count} word(s)"
+            ));
+        }
         let words = bip39::Mnemonic::parse_normalized(&lower)
-            .map_err(|e| format!("neither a crdtdir key text nor 24 recovery words: {e}"))?;
+            .map_err(|e| format!("the 24 recovery words do not decode ({e}): a typo?"))?;
         let entropy = words.to_entropy();
         let bytes: [u8; 32] = entropy
             .try_into()
