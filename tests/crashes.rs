@@ -133,6 +133,62 @@ fn a_full_disk_at_every_step_of_a_write_fails_it_and_the_next_write_works() {
     }
 }
 
+/// `init --encrypt` is all or nothing too: a full disk at any step leaves the folder as it
+/// was; a crash at any step lets `init` run again and finish an encrypted store (the key was
+/// kept before the marker appeared), which another device with the key reads whole and
+/// whose folder shows no plaintext.
+#[test]
+fn encrypted_init_is_all_or_nothing() {
+    let initial = json!({"items": [], "title": "Groceries"});
+    for step in ["marker-published"].into_iter().chain(WRITE_STEPS) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        std::fs::create_dir(&store).unwrap();
+        let before = tree(&store);
+        let a = Device::new(dir.path(), "a");
+        let failed = {
+            let _armed = fault::inject(step, Fault::Fail);
+            Store::init(&store, a.options().encrypt(true), Some(&initial))
+        };
+        assert!(failed.is_err(), "{step}");
+        assert_eq!(tree(&store), before, "{step}: the folder is as it was");
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s");
+        let a = Device::new(dir.path(), "a");
+        assert!(crash_at(step, || Store::init(
+            &store,
+            a.options().encrypt(true),
+            Some(&initial)
+        )));
+        match Store::init(&store, a.options().encrypt(true), Some(&initial)) {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(step, "op-published", "{step}: {e}");
+                assert!(e.to_string().contains("already a crdtdir store"), "{e}");
+            }
+        }
+        let owner = a.open(&store);
+        assert!(owner.is_encrypted(), "{step}");
+        assert!(store.join("features/encrypted").exists(), "{step}");
+        assert_eq!(doc(&a, &store), initial, "{step}");
+        let b = Device::new(dir.path(), "b");
+        b.open(&store).import_key(&owner.key().unwrap()).unwrap();
+        assert_eq!(
+            doc(&b, &store),
+            initial,
+            "{step}: another device with the key"
+        );
+        assert_eq!(op_files(&store).len(), 1, "{step}: one initial change");
+        assert_no_temps(&store, step);
+        let all: Vec<u8> = tree(&store).into_values().flatten().collect();
+        assert!(
+            !all.windows(9).any(|w| w == b"Groceries"),
+            "{step}: plaintext"
+        );
+    }
+}
+
 /// Regression (issue: "`init --from` on a nearly full disk leaves a marker without the initial
 /// document; a second init is refused"): init is all or nothing. A full disk at any step
 /// leaves the folder as it was; a crash at any step lets `init` run again and finish.

@@ -301,7 +301,10 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
         // Only folders this init emptied go.
         crate::fs::remove_empty_dir(&dir.path());
     }
+    // The marker this init published goes, and the feature marker of an encrypted store
+    // (written by this init after its marker: nobody else writes into a store this young).
     let _ = crate::fs::remove(root.join(MARKER));
+    let _ = crate::fs::remove(root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE));
     for dir in [OPS_DIR, marker::FEATURES_DIR] {
         crate::fs::remove_empty_dir(&root.join(dir));
     }
