@@ -1667,6 +1667,9 @@ fn an_encrypted_store_and_its_key_handoff() {
     // The text form, from stdin, on a third device.
     let text = me.ok(&store, &["key", "export"]);
     assert!(text.starts_with("crdtdir-key-1-"));
+    let json: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["--json", "key", "export"])).unwrap();
+    assert_eq!(json["key"], text.trim_end());
     let third = Dev::new(dir.path(), "third");
     assert!(third
         .run_with_input(&store, &["key", "import"], &text)

@@ -69,6 +69,9 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             } else {
                 key.to_text()
             };
+            if crate::output::json_wanted() {
+                return print_json(&serde_json::json!({ "key": text }));
+            }
             write_out(&format!("{text}\n"))
         }
         Args::Passphrase => {
