@@ -71,7 +71,8 @@ pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, W
 pub use seal::seal_op_file;
 pub use seal::StoreKey;
 pub use store::{
-    ChangeResult, DeviceInfo, Options, Status, Store, View, WriteOutcome, Written, READ_ONLY_ENV,
+    ChangeResult, DeviceInfo, FileCounts, Options, Status, Store, View, WriteOutcome, Written,
+    READ_ONLY_ENV,
 };
 pub use watch::{Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher};
 

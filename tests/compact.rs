@@ -610,3 +610,31 @@ fn a_newer_compaction_record_is_reported_as_newer() {
     assert!(view.is_complete(), "{:?}", view.report());
     assert_eq!(serde_json::to_string(&view.to_json()).unwrap(), before);
 }
+
+/// `status` counts the files crdtdir keeps in the folder (what a sync tool must carry):
+/// every op file, snapshot and record, heartbeat, the marker and feature markers; a sync
+/// tool's or the user's files are not counted.
+#[test]
+fn status_counts_the_files_of_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, devices) = history(dir.path());
+    for d in &devices {
+        d.open(&store).beat().unwrap();
+    }
+    std::fs::write(store.join("notes.txt"), b"the user's").unwrap();
+    let ours = |store: &Path| {
+        tree(store)
+            .into_keys()
+            .filter(|p| !p.ends_with('/') && p != "notes.txt")
+            .count()
+    };
+    let files = devices[0].open(&store).status().unwrap().files;
+    assert_eq!(files.ops, op_files(&store).len());
+    assert_eq!(files.snapshots, 0);
+    assert_eq!(files.beats, 3);
+    assert_eq!(files.total, ours(&store));
+    devices[0].open(&store).compact().unwrap();
+    let files = devices[0].open(&store).status().unwrap().files;
+    assert_eq!((files.ops, files.snapshots), (0, 2));
+    assert_eq!(files.total, ours(&store));
+}

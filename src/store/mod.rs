@@ -6,7 +6,7 @@ mod status;
 mod write;
 
 use self::status::history_of;
-pub use self::status::{DeviceInfo, Status};
+pub use self::status::{DeviceInfo, FileCounts, Status};
 pub(crate) use self::write::fresh_record;
 pub use self::write::{ChangeResult, WriteOutcome, Written};
 

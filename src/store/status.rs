@@ -27,6 +27,49 @@ pub struct DeviceInfo {
     pub max_seq: BTreeMap<String, u64>,
 }
 
+/// The files crdtdir keeps in the folder: what a sync tool has to carry (some limit the
+/// number of files they sync).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct FileCounts {
+    /// Op files (`ops/`), readable or not.
+    pub ops: usize,
+    /// Snapshots and compaction records (`snapshots/`).
+    pub snapshots: usize,
+    /// Heartbeats (`devices/`).
+    pub beats: usize,
+    /// All of them, with the marker, feature markers and key files.
+    pub total: usize,
+}
+
+/// Counts the files of the store at `root` (its own kinds; not the sync tool's or the
+/// user's).
+fn file_counts(root: &std::path::Path, scan: &scan::Scan) -> FileCounts {
+    let files_in = |dir: std::path::PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .count()
+    };
+    let beats = crate::folder::beat_actors(root)
+        .into_iter()
+        .map(|a| files_in(root.join(crate::format::beat::DEVICES_DIR).join(a)))
+        .sum();
+    let ops = scan.ops.len();
+    let snapshots = scan.snapshots.len() + scan.records.len();
+    let marker = usize::from(root.join(crate::format::marker::MARKER).is_file());
+    let others = files_in(root.join(crate::format::marker::FEATURES_DIR))
+        + files_in(root.join(crate::seal::KEYS_DIR));
+    FileCounts {
+        ops,
+        snapshots,
+        beats,
+        total: ops + snapshots + beats + marker + others,
+    }
+}
+
 /// What `status` shows.
 #[derive(Debug, Clone, Serialize)]
 #[non_exhaustive]
@@ -48,6 +91,8 @@ pub struct Status {
     pub heads: Vec<String>,
     /// Devices, by name.
     pub devices: Vec<DeviceInfo>,
+    /// The files crdtdir keeps in the folder.
+    pub files: FileCounts,
     /// Other devices' heartbeats, judged with the default threshold.
     pub presence: Vec<Presence>,
     /// What the merge found.
@@ -121,6 +166,7 @@ impl Store {
             changes: scan.ops.len(),
             heads: Vec::new(),
             devices: devices.into_values().collect(),
+            files: file_counts(&self.inner.root, &scan),
             presence: Vec::new(),
             report: self.with_marker_problem(report),
         }
@@ -132,7 +178,8 @@ impl Store {
             return Ok(self.locked_status());
         }
         // One scan and one merge serve the history, the presence and the report.
-        let (state, report, _) = self.merged(&scan::scan(&self.inner.root), true);
+        let scan = scan::scan(&self.inner.root);
+        let (state, report, _) = self.merged(&scan, true);
         let history = history_of(&state);
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
         for c in &history {
@@ -171,6 +218,7 @@ impl Store {
                 .map(ChangeHash::to_string)
                 .collect(),
             devices: devices.into_values().collect(),
+            files: file_counts(&self.inner.root, &scan),
             presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
             report: self.with_marker_problem(report),
         })

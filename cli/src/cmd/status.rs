@@ -57,6 +57,11 @@ fn status_text(s: &crdtdir::Status) -> String {
     if let Some(why) = s.read_only.as_ref().filter(|_| !s.locked) {
         let _ = writeln!(out, "read-only here: {why}");
     }
+    let _ = writeln!(
+        out,
+        "files in the folder: {} (op files {}, snapshots and records {}, heartbeats {})",
+        s.files.total, s.files.ops, s.files.snapshots, s.files.beats
+    );
     let _ = writeln!(out, "devices ({}):", s.devices.len());
     for d in &s.devices {
         let seqs: Vec<String> = d
