@@ -444,3 +444,49 @@ fn each_view_renders_its_own_document() {
     assert_eq!(store.read().unwrap().to_json(), json!({"m": 3, "n": 2}));
     assert_eq!(after.to_json(), json!({"n": 2}));
 }
+
+/// Two long-lived stores of one folder write in turns: after its own write a store
+/// remembers the listing it left, and a read of an unchanged folder stops at the listing;
+/// every other device's file, and a file a sync tool removed, still change what it reads.
+#[test]
+fn reads_after_own_writes_still_see_every_other_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    let sa = Store::init(&store_dir, a.options(), Some(&json!({}))).unwrap();
+    let sb = b.open(&store_dir);
+    let mut expected = serde_json::Map::new();
+    for i in 0..12 {
+        let (writer, other) = if i % 3 == 0 { (&sb, &sa) } else { (&sa, &sb) };
+        let key = format!("k{i}");
+        let outcome = writer
+            .change(|tx| Ok(tx.put(ROOT, key.as_str(), i)?))
+            .unwrap();
+        assert_eq!(outcome.written.len(), 1);
+        expected.insert(key, json!(i));
+        let want = serde_json::Value::Object(expected.clone());
+        assert_eq!(
+            writer.read().unwrap().to_json(),
+            want,
+            "writer after write {i}"
+        );
+        assert_eq!(
+            other.read().unwrap().to_json(),
+            want,
+            "other after write {i}"
+        );
+    }
+    // A sync tool removes b's last op file: a's view keeps it (it never goes back), and
+    // reports that the folder no longer provides it.
+    let last = sb.change(|tx| Ok(tx.put(ROOT, "gone", 1)?)).unwrap();
+    let path = last.written[0].path.clone();
+    assert!(sa.read().unwrap().to_json()["gone"] == json!(1));
+    std::fs::remove_file(store_dir.join(&path)).unwrap();
+    let view = sb.read().unwrap();
+    assert_eq!(
+        view.to_json()["gone"],
+        json!(1),
+        "the writer keeps its change"
+    );
+    assert!(view.report().unprovided > 0, "{:?}", view.report());
+}

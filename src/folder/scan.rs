@@ -36,6 +36,17 @@ pub(crate) struct OpEntry {
 }
 
 impl OpEntry {
+    /// The entry of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
+    pub(crate) fn parse(rel: &str) -> Option<OpEntry> {
+        let (actor, name) = crate::folder::split_op_rel(rel)?;
+        let op = names::parse_op_name(name)?;
+        Some(OpEntry {
+            rel: rel.to_string(),
+            seq: op.seq,
+            actor_end: OPS_DIR.len() + 1 + actor.len(),
+        })
+    }
+
     /// The actor folder's name.
     pub(crate) fn actor(&self) -> &str {
         &self.rel[OPS_DIR.len() + 1..self.actor_end]

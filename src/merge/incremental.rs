@@ -13,14 +13,16 @@ use super::{finish, into_state, load_all, merge_loaded, pending, scan_report, se
 use crate::folder::scan::{OpEntry, Scan};
 use crate::report::{MergeReport, Problem, ProblemKind};
 
-/// Merges only what is new since `cached`. `None` when that might not give the answer a
-/// merge from nothing would give — a fork may be forming, or Automerge refused a change —
-/// and the caller must merge from nothing. The flag says whether anything changed.
+/// Merges only what is new since `cached`. `Err` when that might not give the answer a
+/// merge from nothing would give — files gone, a fork forming, Automerge refusing a change —
+/// and the caller must merge from nothing; the error gives `cached` back when it was not
+/// touched yet (the caller carries it into that merge: the view never goes back). The flag
+/// says whether anything changed.
 pub(crate) fn merge_incremental(
     store: &Source<'_>,
     scan: &Scan,
     cached: MergedState,
-) -> Option<(MergedState, MergeReport, bool)> {
+) -> Result<(MergedState, MergeReport, bool), Option<Box<MergedState>>> {
     let known: HashSet<&str> = cached
         .files
         .iter()
@@ -32,7 +34,8 @@ pub(crate) fn merge_incremental(
     // Snapshots or compaction records came, went or changed in place: decide from
     // everything.
     if scan.snapshot_fingerprints(store) != cached.snapshots {
-        return None;
+        drop(known);
+        return Err(Some(Box::new(cached)));
     }
     let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
     // Op files this view merged left the folder without a snapshot that folds them (a
@@ -42,7 +45,8 @@ pub(crate) fn merge_incremental(
         .iter()
         .any(|f| f.starts_with(crate::folder::scan::OPS_DIR) && !present.contains(f.as_str()));
     if gone {
-        return None;
+        drop((known, present));
+        return Err(Some(Box::new(cached)));
     }
     // Two names for one (actor, seq), one of them new: a fork may be forming.
     let forming = scan.ops.windows(2).any(|w| {
@@ -51,7 +55,8 @@ pub(crate) fn merge_incremental(
             && !(known.contains(w[0].rel.as_str()) && known.contains(w[1].rel.as_str()))
     });
     if forming {
-        return None;
+        drop((known, present));
+        return Err(Some(Box::new(cached)));
     }
     let new: Vec<OpEntry> = scan
         .ops
@@ -61,7 +66,8 @@ pub(crate) fn merge_incremental(
         .collect();
     // The folder had lost changes this view holds: new files may bring them back.
     if cached.unprovided > 0 && !new.is_empty() {
-        return None;
+        drop((known, present));
+        return Err(Some(Box::new(cached)));
     }
     let carried_quarantine: Vec<Problem> = cached
         .quarantined
@@ -91,7 +97,7 @@ pub(crate) fn merge_incremental(
             .collect();
         let changed = !new.is_empty();
         let report = finish(report, store, scan, &cached);
-        return Some((cached, report, changed));
+        return Ok((cached, report, changed));
     }
     let MergedState {
         doc,
@@ -127,7 +133,7 @@ pub(crate) fn merge_incremental(
         .map(|l| (crate::merge::rebase::rebased_actor(&l.hash), 1))
         .collect();
     if publishes || seq_taken(&mut doc, &rebased_actors) {
-        return None;
+        return Err(None);
     }
     // A change built on a rebased one must be rebased too: that takes every change.
     if !rebased.is_empty() {
@@ -138,12 +144,12 @@ pub(crate) fn merge_incremental(
                 .iter()
                 .any(|d| from.contains(&d.to_string()))
         }) {
-            return None;
+            return Err(None);
         }
     }
-    let merged = merge_loaded(Base::Cached(Box::new(doc)), loaded, report)?;
+    let merged = merge_loaded(Base::Cached(Box::new(doc)), loaded, report).ok_or(None)?;
     if !merged.quarantined.is_empty() || merged.report.forks.len() != forks.len() {
-        return None;
+        return Err(None);
     }
     let (mut state, mut report) = into_state(merged, files, devices);
     state.quarantined = quarantined;
@@ -154,5 +160,5 @@ pub(crate) fn merge_incremental(
     state.covered = covered;
     state.unprovided = unprovided;
     let report = finish(report, store, scan, &state);
-    Some((state, report, true))
+    Ok((state, report, true))
 }

@@ -360,13 +360,22 @@ impl Store {
         };
         let run = || match base {
             Some(cached) => match merge::merge_incremental(&self.source(), scan, cached) {
-                Some(done) => {
+                Ok(done) => {
                     incremental = true;
                     done
                 }
-                // A fork, a refused change, files gone: decide from everything, keeping what
-                // this device has even if its files are gone.
-                None => cold(self.inner.cache.load_all()),
+                // Files gone, a fork, a refused change: decide from everything, keeping what
+                // this device has even if its files are gone — the state it had (newer than
+                // the cache files when it wrote since), with what the folder lost.
+                Err(Some(mut had)) => {
+                    if let Some(mut held) = self.inner.cache.load_held() {
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            had.doc.merge(&mut held.doc)
+                        }));
+                    }
+                    cold(Some(*had))
+                }
+                Err(None) => cold(self.inner.cache.load_all()),
             },
             None => cold(self.inner.cache.load_held()),
         };

@@ -223,13 +223,17 @@ impl Store {
             })
         };
         let quiet = self.inner.watched.quiet();
+        // The listing the document in memory was merged from, when this write made one.
+        let mut listed_scan: Option<scan::Scan> = None;
         let mut state = match self.take_mem() {
             Some(state) if quiet && knows_last(&state) => state,
             other => {
                 if let Some(state) = other {
                     self.put_mem(Arc::new(state));
                 }
-                drop(self.merged(&scan::scan(&self.inner.root), false));
+                let scan = scan::scan(&self.inner.root);
+                drop(self.merged(&scan, false));
+                listed_scan = Some(scan);
                 self.take_mem().expect("a merge leaves its state in memory")
             }
         };
@@ -246,7 +250,9 @@ impl Store {
                 republished.len()
             ));
             self.put_mem(Arc::new(state));
-            drop(self.merged(&scan::scan(&self.inner.root), false));
+            let scan = scan::scan(&self.inner.root);
+            drop(self.merged(&scan, false));
+            listed_scan = Some(scan);
             state = self.take_mem().expect("a merge leaves its state in memory");
         }
 
@@ -350,6 +356,9 @@ impl Store {
             }
             let written = self.persist(&state.doc, hash, &device, &mut record)?;
             state.files.push(written.path.clone());
+            if let Some(scan) = listed_scan.as_mut() {
+                self.vouch_listing(scan, &written.path);
+            }
             outcome.written.push(written);
             state.devices.insert(record.actor.clone(), device);
             if recording {
@@ -365,6 +374,28 @@ impl Store {
             notices: outcome.notices,
             value,
         })
+    }
+
+    /// After this device's own write, the folder lists what the write merged plus the new
+    /// op file: that listing is recorded as the one the document in memory stands for, so
+    /// the next read or write of an unchanged folder lists it and stops, instead of checking
+    /// every known file again. If anything else changed meanwhile (another device's file,
+    /// a published rebase, a removed temp), the next listing differs and merges as usual.
+    fn vouch_listing(&self, scan: &mut scan::Scan, rel: &str) {
+        let Some(entry) = scan::OpEntry::parse(rel) else {
+            return;
+        };
+        let mut listed = self.inner.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, report)) = listed.as_ref() else {
+            return;
+        };
+        let at = scan.ops.partition_point(|o| o.rel.as_str() < rel);
+        if scan.ops.get(at).is_some_and(|o| o.rel == rel) {
+            return;
+        }
+        scan.ops.insert(at, entry);
+        let digest = crate::local::cache::listing(&self.inner.root, scan, report);
+        *listed = Some((digest, report.clone()));
     }
 
     /// Publishes, as op files, the rebased changes of this view that no op file in the folder
