@@ -204,6 +204,11 @@ impl Seal {
     }
 }
 
+/// The context of a sealed op file or heartbeat: `<actor>/<seq>` or `<actor>/<counter>`.
+pub(crate) fn context(actor: &str, n: u64) -> String {
+    format!("{actor}/{n}")
+}
+
 /// The sealed op file, in the encrypted store `store_id` whose key is `key`, of a plain op
 /// file (`plain`) of the change at `actor`/`seq`: for tools and benchmarks that build stores
 /// file by file. Stores write their own files.
@@ -215,7 +220,7 @@ pub fn seal_op_file(
     seq: u64,
     plain: &[u8],
 ) -> Vec<u8> {
-    wrap(Seal::new(key, store_id).seal("op", &format!("{actor}/{seq}"), plain))
+    wrap(Seal::new(key, store_id).seal("op", &context(actor, seq), plain))
 }
 
 /// Folder of passphrase-wrapped keys.

@@ -136,7 +136,7 @@ pub(crate) fn latest_beat(store: &crate::merge::Source<'_>, actor: &str) -> Opti
         let (counter, hash) = beat::parse_name(&n)?;
         (names::file_hash_hex(&bytes) == hash).then_some(())?;
         let plain = store
-            .open("beat", &format!("{actor}/{counter}"), &bytes)
+            .open("beat", &crate::seal::context(actor, counter), &bytes)
             .ok()?;
         let beat = beat::decode(&plain).ok()?;
         Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))

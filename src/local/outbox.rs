@@ -50,7 +50,7 @@ impl Kept {
         let bytes = self.bytes()?;
         let seq = names::parse_op_name(&self.name)?.seq;
         let plain = store
-            .open("op", &format!("{}/{seq}", self.actor), &bytes)
+            .open("op", &crate::seal::context(&self.actor, seq), &bytes)
             .ok()?;
         let envelope = opfile::decode(&plain).ok()?;
         Some(Change::from_bytes(envelope.change).ok()?.hash())

@@ -145,7 +145,11 @@ pub(crate) fn load(store: &Source<'_>, entry: &OpEntry) -> Result<Loaded, Proble
         ));
     }
     let plain = store
-        .open("op", &format!("{}/{}", entry.actor(), entry.seq), &bytes)
+        .open(
+            "op",
+            &crate::seal::context(entry.actor(), entry.seq),
+            &bytes,
+        )
         .map_err(|(kind, reason)| skip(kind, reason))?;
     let envelope = opfile::decode(&plain).map_err(|e| skip(e.kind(), e.to_string()))?;
     let change = Change::from_bytes(envelope.change).map_err(|e| {

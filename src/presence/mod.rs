@@ -185,8 +185,11 @@ impl Store {
             heads,
             verified,
         });
-        let bytes =
-            self.sealed_file("beat", &format!("{}/{}", record.actor, own.counter), plain)?;
+        let bytes = self.sealed_file(
+            "beat",
+            &crate::seal::context(&record.actor, own.counter),
+            plain,
+        )?;
         let name = beat::file_name(own.counter, &bytes);
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         fs::publish(staged, &dir.join(&name))

@@ -428,7 +428,7 @@ impl Store {
                     .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
                     .filter_map(|e| std::fs::read(e.path()).ok())
                     .filter_map(|bytes| {
-                        let context = format!("{actor}/{}", change.seq());
+                        let context = crate::seal::context(&actor, change.seq());
                         let plain = self.source().open("op", &context, &bytes).ok()?;
                         opfile::decode(&plain).ok()
                     })
@@ -451,7 +451,7 @@ impl Store {
         device: &str,
         change: &automerge::Change,
     ) -> Result<Vec<u8>> {
-        let context = format!("{}/{}", change.actor_id().to_hex_string(), change.seq());
+        let context = crate::seal::context(&change.actor_id().to_hex_string(), change.seq());
         self.sealed_file("op", &context, opfile::encode(device, change.raw_bytes()))
     }
 
