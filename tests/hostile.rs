@@ -50,6 +50,12 @@ enum Action {
     Compact { dev: usize },
     /// The sync tool deletes a snapshot or compaction record from `dev`'s folder.
     LoseSnapshot { dev: usize, pick: usize },
+    /// Device `dev` packs its own op files (`crdtdir pack`).
+    Pack { dev: usize },
+    /// A day passes for `dev`'s packs: their grace period is over.
+    Age { dev: usize },
+    /// The sync tool deletes a pack from `dev`'s folder (it may come back).
+    LosePack { dev: usize, pick: usize },
 }
 
 fn action(devices: usize) -> impl Strategy<Value = Action> {
@@ -65,7 +71,10 @@ fn action(devices: usize) -> impl Strategy<Value = Action> {
         1 => d.clone().prop_map(|dev| Action::Restore { dev }),
         1 => d.clone().prop_map(|dev| Action::LoseMarker { dev }),
         1 => d.clone().prop_map(|dev| Action::Compact { dev }),
-        1 => (d, any::<usize>()).prop_map(|(dev, pick)| Action::LoseSnapshot { dev, pick }),
+        1 => (d.clone(), any::<usize>()).prop_map(|(dev, pick)| Action::LoseSnapshot { dev, pick }),
+        2 => d.clone().prop_map(|dev| Action::Pack { dev }),
+        1 => d.clone().prop_map(|dev| Action::Age { dev }),
+        1 => (d, any::<usize>()).prop_map(|(dev, pick)| Action::LosePack { dev, pick }),
     ]
 }
 
@@ -91,6 +100,8 @@ struct World {
     /// Witness -> the hash of the change that wrote it.
     witnesses: BTreeMap<String, String>,
     next_witness: usize,
+    /// The pack size devices use (`None`: the default).
+    pack_size: Option<usize>,
 }
 
 /// `CRDTDIR_TRACE=1`: print each action and each case's outcome (for a failing case).
@@ -98,17 +109,37 @@ fn tracing() -> bool {
     std::env::var_os("CRDTDIR_TRACE").is_some()
 }
 
-/// True when `rel` is a complete op file: the hash in its name is that of its bytes.
+/// True when `rel` is a complete op file or pack: the hash in its name is that of its bytes.
 fn complete(rel: &str, bytes: &[u8]) -> bool {
     let name = rel.rsplit('/').next().unwrap_or("");
     let Some(hash) = name
         .strip_suffix(".op")
-        .and_then(|n| n.split_once('-'))
+        .or_else(|| name.strip_suffix(".pack"))
+        .and_then(|n| n.rsplit_once('-'))
         .map(|(_, h)| h)
     else {
         return true;
     };
     blake3::hash(bytes).to_hex().starts_with(hash)
+}
+
+/// The entries (op file bytes) of a pack, read by hand from docs/FORMAT.md §17.
+fn pack_entries(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let Some(actor_len) = bytes.get(14).map(|&b| b as usize) else {
+        return Vec::new();
+    };
+    let at = 15 + actor_len;
+    let count = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let rows = at + 4;
+    let mut offset = rows + count * 44 + 16;
+    let mut out = Vec::new();
+    for i in 0..count {
+        let row = &bytes[rows + i * 44..rows + (i + 1) * 44];
+        let len = u32::from_le_bytes(row[8..12].try_into().unwrap()) as usize;
+        out.push(bytes[offset..offset + len].to_vec());
+        offset += len;
+    }
+    out
 }
 
 /// The hashes of every change a view holds.
@@ -143,8 +174,8 @@ fn deliver(from: &Path, to: &Path, mut pick: impl FnMut(&str) -> bool) {
             continue;
         }
         let target = to.join(&rel);
-        let torn_there =
-            rel.ends_with(".op") && std::fs::read(&target).is_ok_and(|have| !complete(&rel, &have));
+        let torn_there = (rel.ends_with(".op") || rel.ends_with(".pack"))
+            && std::fs::read(&target).is_ok_and(|have| !complete(&rel, &have));
         if (target.exists() && !torn_there) || !complete(&rel, &bytes) || !pick(&rel) {
             continue;
         }
@@ -187,6 +218,7 @@ impl World {
             folders,
             witnesses: BTreeMap::new(),
             next_witness: 0,
+            pack_size: None,
         }
     }
 
@@ -200,7 +232,11 @@ impl World {
     /// Opens `dev`'s store; `None` when it cannot be opened (its marker is gone and the
     /// device never used the folder, for one).
     fn open(&self, dev: usize) -> Option<Store> {
-        Store::open(&self.folders[dev], self.devices[dev].options()).ok()
+        let mut options = self.devices[dev].options();
+        if let Some(size) = self.pack_size {
+            options = options.pack_size(size);
+        }
+        Store::open(&self.folders[dev], options).ok()
     }
 
     fn step(&mut self, a: &Action) {
@@ -230,6 +266,9 @@ impl World {
             Action::LoseMarker { dev } => Action::LoseMarker { dev: dev % n },
             Action::Compact { dev } => Action::Compact { dev: dev % n },
             Action::LoseSnapshot { dev, pick } => Action::LoseSnapshot { dev: dev % n, pick },
+            Action::Pack { dev } => Action::Pack { dev: dev % n },
+            Action::Age { dev } => Action::Age { dev: dev % n },
+            Action::LosePack { dev, pick } => Action::LosePack { dev: dev % n, pick },
         };
         if tracing() {
             eprintln!("TRACE n={n} {a:?}");
@@ -281,7 +320,9 @@ impl World {
             Action::Delete { dev, mask } => {
                 let mut bit = 0;
                 for (rel, bytes) in tree(&self.folders[dev]) {
-                    if !rel.starts_with("ops/") || !rel.ends_with(".op") {
+                    let op = rel.starts_with("ops/") && rel.ends_with(".op");
+                    let pack = rel.starts_with("packs/") && rel.ends_with(".pack");
+                    if !op && !pack {
                         continue;
                     }
                     bit = (bit + 1) % 64;
@@ -303,7 +344,9 @@ impl World {
             Action::Tear { from, to, pick } if from != to => {
                 let ops: Vec<(String, Vec<u8>)> = tree(&self.folders[from])
                     .into_iter()
-                    .filter(|(rel, b)| rel.ends_with(".op") && complete(rel, b))
+                    .filter(|(rel, b)| {
+                        (rel.ends_with(".op") || rel.ends_with(".pack")) && complete(rel, b)
+                    })
                     .filter(|(rel, _)| !self.folders[to].join(rel).exists())
                     .collect();
                 if !ops.is_empty() {
@@ -359,6 +402,44 @@ impl World {
                     std::fs::remove_file(self.folders[dev].join(rel)).unwrap();
                 }
             }
+            Action::Pack { dev } => {
+                let Some(store) = self.open(dev) else { return };
+                if let Ok(view) = store.read() {
+                    self.seen[dev].extend(changes_in(&view));
+                }
+                // Refused when the marker is gone: fine here.
+                let out = store.pack();
+                if tracing() {
+                    eprintln!("TRACE   {out:?}");
+                }
+            }
+            Action::Age { dev } => {
+                let two_days_ago =
+                    std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+                for e in walkdir::WalkDir::new(&self.devices[dev].state)
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .filter(|e| e.file_type().is_file())
+                    .filter(|e| e.path().components().any(|c| c.as_os_str() == "packs"))
+                {
+                    std::fs::File::options()
+                        .write(true)
+                        .open(e.path())
+                        .and_then(|f| f.set_modified(two_days_ago))
+                        .unwrap();
+                }
+            }
+            Action::LosePack { dev, pick } => {
+                let packs: Vec<(String, Vec<u8>)> = tree(&self.folders[dev])
+                    .into_iter()
+                    .filter(|(rel, _)| rel.starts_with("packs/"))
+                    .collect();
+                if !packs.is_empty() {
+                    let (rel, bytes) = &packs[pick % packs.len()];
+                    std::fs::remove_file(self.folders[dev].join(rel)).unwrap();
+                    self.graveyard[dev].insert(rel.clone(), bytes.clone());
+                }
+            }
             _ => {}
         }
     }
@@ -373,6 +454,13 @@ impl World {
                 if rel.ends_with(".op") && complete(&rel, &bytes) {
                     if let Some((hash, deps)) = decode_op(&bytes) {
                         files.insert(hash, deps);
+                    }
+                }
+                if rel.ends_with(".pack") && complete(&rel, &bytes) {
+                    for entry in pack_entries(&bytes) {
+                        if let Some((hash, deps)) = decode_op(&entry) {
+                            files.insert(hash, deps);
+                        }
                     }
                 }
             }
@@ -436,8 +524,18 @@ impl World {
 }
 
 fn run(n: usize, actions: &[Action], encrypt: bool) -> Result<(), TestCaseError> {
+    run_packed(n, actions, encrypt, None)
+}
+
+fn run_packed(
+    n: usize,
+    actions: &[Action],
+    encrypt: bool,
+    pack_size: Option<usize>,
+) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let mut world = World::new(dir.path(), n, encrypt);
+    world.pack_size = pack_size;
     for a in actions {
         world.step(a);
     }
@@ -534,6 +632,19 @@ proptest! {
     #[test]
     fn no_write_is_lost_in_an_encrypted_store_either((n, actions) in scenario()) {
         run(n, &actions, true)?;
+    }
+}
+
+proptest! {
+    // Devices pack every 2 changes as they write, by hand, and after the grace period;
+    // packs are deleted, torn, lost and brought back like op files.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32),
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn no_write_is_lost_while_devices_pack((n, actions) in scenario(), encrypt in any::<bool>()) {
+        run_packed(n, &actions, encrypt, Some(2))?;
     }
 }
 

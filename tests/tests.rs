@@ -11,6 +11,7 @@ mod encryption;
 mod fixtures;
 mod forks;
 mod hostile;
+mod packs;
 mod reader;
 mod semantics;
 mod watch;

@@ -76,6 +76,12 @@ enum Command {
         after_help = "Examples:\n  crdtdir repair      # when merge or status says the folder lost changes this device has"
     )]
     Repair,
+    /// Fold this device's own op files into packs (few files for the sync tool; no need to
+    /// be alone). Writes do it on their own every CRDTDIR_PACK_SIZE (256) changes.
+    #[command(
+        after_help = "Examples:\n  crdtdir pack                         # pack now, delete loose files other devices have\n  CRDTDIR_PACK_SIZE=1024 crdtdir pack  # bigger packs\n  crdtdir --json pack                  # what it did, as JSON"
+    )]
+    Pack,
     /// Show a real merge: two devices edit one store concurrently in a temporary folder,
     /// their files cross as a sync tool would carry them, and both print the same JSON.
     Demo,
@@ -195,6 +201,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Status(args) => cmd::status::run(store, args),
         Command::Compact(args) => cmd::compact::run(store, args),
         Command::Repair => cmd::repair::run(store),
+        Command::Pack => cmd::pack::run(store),
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),
     }

@@ -133,7 +133,21 @@ impl Store {
         let (ops, snaps) = folded(&scan, &state);
         let size =
             |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
-        let op_bytes = ops.iter().map(|(p, _)| size(p)).sum();
+        let folded_set: std::collections::HashSet<&str> =
+            ops.iter().map(|(p, _)| p.as_str()).collect();
+        // Loose files, and the packs the compaction deletes.
+        let op_bytes = scan
+            .ops
+            .iter()
+            .filter(|o| o.loose && folded_set.contains(o.rel.as_str()))
+            .map(|o| size(&o.rel))
+            .sum::<u64>()
+            + scan
+                .packs
+                .iter()
+                .filter(|p| p.entry_rels().all(|r| folded_set.contains(r.as_str())))
+                .map(|p| size(&p.rel))
+                .sum::<u64>();
         let snapshot_bytes = snaps.iter().map(size).sum();
         // Built to know its size (the device name is a placeholder: the plan writes nothing,
         // not even a default name).
@@ -223,6 +237,12 @@ impl Store {
         for kept in self.outbox().entries() {
             if folded_paths.contains(kept.rel().as_str()) {
                 kept.release();
+            }
+        }
+        // Packs whose every op file is folded go too (any device's: the snapshot holds them).
+        for p in &scan.packs {
+            if p.entry_rels().all(|r| folded_paths.contains(r.as_str())) {
+                let _ = crate::fs::remove(self.inner.root.join(&p.rel));
             }
         }
         for old in &snaps {
@@ -450,11 +470,15 @@ fn verify(
     Ok(())
 }
 
-/// Files and bytes under `ops/` and `snapshots/`.
+/// Files and bytes under `ops/`, `packs/` and `snapshots/`.
 fn usage(root: &std::path::Path) -> (usize, u64) {
     let mut files = 0;
     let mut bytes = 0;
-    for dir in [crate::folder::scan::OPS_DIR, SNAPSHOTS_DIR] {
+    for dir in [
+        crate::folder::scan::OPS_DIR,
+        crate::format::pack::PACKS_DIR,
+        SNAPSHOTS_DIR,
+    ] {
         for e in walkdir::WalkDir::new(root.join(dir))
             .into_iter()
             .filter_map(|e| e.ok())

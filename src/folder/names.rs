@@ -35,6 +35,11 @@ pub(crate) fn op_file_name(seq: u64, file_hash: &blake3::Hash) -> String {
     )
 }
 
+/// The canonical file name for a change with `seq` whose file hash part is `hash_hex`.
+pub(crate) fn op_name_with_hash(seq: u64, hash_hex: &str) -> String {
+    format!("{seq:0width$}-{hash_hex}{OP_EXT}", width = SEQ_WIDTH)
+}
+
 /// The hash part of an op file name for these file bytes.
 pub(crate) fn file_hash_hex(bytes: &[u8]) -> String {
     blake3::hash(bytes).to_hex()[..HASH_HEX_LEN].to_string()

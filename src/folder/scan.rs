@@ -11,6 +11,7 @@ use std::path::Path;
 use crate::folder::names;
 use crate::folder::quirks::{self, Foreign};
 use crate::format::marker::{FEATURES_DIR, MARKER};
+use crate::format::pack::{self, PACKS_DIR};
 use crate::format::snapshot::{self, SNAPSHOTS_DIR};
 use crate::report::{Problem, ProblemKind};
 
@@ -21,18 +22,55 @@ const RESERVED_ROOT: &[&str] = &[
     MARKER,
     FEATURES_DIR,
     OPS_DIR,
+    PACKS_DIR,
     SNAPSHOTS_DIR,
     "devices",
     crate::seal::KEYS_DIR,
 ];
 
-/// An op file found by the scan, not yet read: `ops/<actor>/<seq>-<hash>.op`.
+/// An op file found by the scan, not yet read: `ops/<actor>/<seq>-<hash>.op`, as a loose
+/// file, as an entry of a pack, or both (the same bytes: the name carries their hash).
 #[derive(Debug, Clone)]
 pub(crate) struct OpEntry {
-    /// Path relative to the store, `/`-separated.
+    /// Path relative to the store, `/`-separated: the loose file's, even when only a pack
+    /// holds it.
     pub(crate) rel: String,
     pub(crate) seq: u64,
     actor_end: usize,
+    /// The loose file is in the folder.
+    pub(crate) loose: bool,
+    /// A pack that holds it, and where.
+    pub(crate) packed: Option<Packed>,
+}
+
+/// Where in a pack an op file's bytes are.
+#[derive(Debug, Clone)]
+pub(crate) struct Packed {
+    /// The pack's path in the store.
+    pub(crate) pack: std::sync::Arc<str>,
+    pub(crate) row: pack::Row,
+}
+
+/// A pack found by the scan, with its index.
+#[derive(Debug, Clone)]
+pub(crate) struct PackListing {
+    pub(crate) rel: String,
+    pub(crate) actor: String,
+    pub(crate) first: u64,
+    pub(crate) last: u64,
+    pub(crate) rows: Vec<pack::Row>,
+}
+
+impl PackListing {
+    /// The paths of the op files it holds.
+    pub(crate) fn entry_rels(&self) -> impl Iterator<Item = String> + '_ {
+        self.rows.iter().map(|r| {
+            crate::folder::op_rel(
+                &self.actor,
+                &names::op_name_with_hash(r.seq, &r.name_hash()),
+            )
+        })
+    }
 }
 
 impl OpEntry {
@@ -44,6 +82,8 @@ impl OpEntry {
             rel: rel.to_string(),
             seq: op.seq,
             actor_end: OPS_DIR.len() + 1 + actor.len(),
+            loose: true,
+            packed: None,
         })
     }
 
@@ -62,8 +102,10 @@ impl OpEntry {
 /// Everything a scan found.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
-    /// Op files, sorted by path.
+    /// Op files, loose or in packs, sorted by path, each path once.
     pub(crate) ops: Vec<OpEntry>,
+    /// Packs whose header reads, sorted by path.
+    pub(crate) packs: Vec<PackListing>,
     /// Entries that are not op files, sorted by path.
     pub(crate) problems: Vec<Problem>,
     /// Feature markers this build does not know.
@@ -133,6 +175,7 @@ pub(crate) fn scan(store: &Path) -> Scan {
         )),
     }
     scan_ops(store, &mut out);
+    scan_packs(store, &mut out);
     scan_snapshots(store, &mut out);
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     out
@@ -256,10 +299,156 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
                 rel,
                 seq: op.seq,
                 actor_end: dir_rel.len(),
+                loose: true,
+                packed: None,
             }),
             None => out.problems.push(Problem::foreign(rel, &name)),
         }
     }
+}
+
+/// Lists `packs/<actor>/<first>-<last>-<hash>.pack`: reads each pack's header and adds its
+/// entries to the op list under their loose names. An op file both loose and packed is
+/// listed once. A pack whose header does not read is reported and its entries are not
+/// listed (the loose files, or the device that wrote it, still hold them).
+fn scan_packs(store: &Path, out: &mut Scan) {
+    let Some(entries) = read_dir_or_report(&store.join(PACKS_DIR), PACKS_DIR, out) else {
+        return;
+    };
+    let mut actors: Vec<String> = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = format!("{PACKS_DIR}/{name}");
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.problems.push(Problem::foreign(rel, &name));
+        } else if !names::is_actor_dir(&name) {
+            out.problems.push(Problem::new(
+                ProblemKind::NotAFile,
+                rel,
+                "folder that is not an actor folder",
+            ));
+        } else {
+            actors.push(name);
+        }
+    }
+    actors.sort_unstable();
+    let mut packed: Vec<OpEntry> = Vec::new();
+    for actor in actors {
+        let dir_rel = format!("{PACKS_DIR}/{actor}");
+        let Some(files) = read_dir_or_report(&store.join(&dir_rel), &dir_rel, out) else {
+            continue;
+        };
+        let mut found = Vec::new();
+        for file in files.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let rel = format!("{dir_rel}/{name}");
+            let is_file = file.file_type().is_ok_and(|t| t.is_file());
+            match pack::parse_name(&name) {
+                Some((first, last, _)) if is_file => found.push((rel, first, last)),
+                Some(_) => out.problems.push(Problem::new(
+                    ProblemKind::NotAFile,
+                    rel,
+                    "not a regular file",
+                )),
+                None => out.problems.push(Problem::foreign(rel, &name)),
+            }
+        }
+        found.sort_unstable();
+        for (rel, first, last) in found {
+            let index = match read_pack_header(&store.join(&rel)) {
+                Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string())),
+                Err(e) => Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
+            };
+            let index = index.and_then(|index| {
+                let rows = &index.rows;
+                if index.actor != actor
+                    || rows.first().map(|r| r.seq) != Some(first)
+                    || rows.last().map(|r| r.seq) != Some(last)
+                {
+                    Err((
+                        ProblemKind::Damaged,
+                        "pack does not hold the actor and seqs its name says".to_string(),
+                    ))
+                } else {
+                    Ok(index)
+                }
+            });
+            let index = match index {
+                Ok(index) => index,
+                Err((kind, reason)) => {
+                    out.problems.push(Problem::new(kind, rel, reason));
+                    continue;
+                }
+            };
+            let shared: std::sync::Arc<str> = rel.as_str().into();
+            let actor_end = OPS_DIR.len() + 1 + actor.len();
+            for row in &index.rows {
+                let name = names::op_name_with_hash(row.seq, &row.name_hash());
+                packed.push(OpEntry {
+                    rel: crate::folder::op_rel(&actor, &name),
+                    seq: row.seq,
+                    actor_end,
+                    loose: false,
+                    packed: Some(Packed {
+                        pack: shared.clone(),
+                        row: row.clone(),
+                    }),
+                });
+            }
+            out.packs.push(PackListing {
+                rel,
+                actor: actor.clone(),
+                first,
+                last,
+                rows: index.rows,
+            });
+        }
+    }
+    if packed.is_empty() {
+        return;
+    }
+    // Merge the two sorted lists; one path, one entry.
+    packed.sort_by(|a, b| a.rel.cmp(&b.rel));
+    let loose = std::mem::take(&mut out.ops);
+    let mut merged = Vec::with_capacity(loose.len() + packed.len());
+    let mut packed = packed.into_iter().peekable();
+    for entry in loose {
+        while let Some(p) = packed.next_if(|p| p.rel < entry.rel) {
+            push_unique(&mut merged, p);
+        }
+        let mut entry = entry;
+        while let Some(p) = packed.next_if(|p| p.rel == entry.rel) {
+            entry.packed.get_or_insert(p.packed.expect("a pack entry"));
+        }
+        merged.push(entry);
+    }
+    for p in packed {
+        push_unique(&mut merged, p);
+    }
+    out.ops = merged;
+}
+
+/// Appends a pack entry unless the last entry is the same op file (two packs holding it).
+fn push_unique(list: &mut Vec<OpEntry>, entry: OpEntry) {
+    if list.last().is_some_and(|l| l.rel == entry.rel) {
+        return;
+    }
+    list.push(entry);
+}
+
+/// The first bytes of a pack, enough for its header (or all of it, when shorter).
+fn read_pack_header(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    (&mut file).take(16 * 1024).read_to_end(&mut bytes)?;
+    if let Some(len) = pack::header_len(&bytes).filter(|&l| l > bytes.len()) {
+        // A damaged count must not make the reader allocate without bound.
+        let size = file.metadata()?.len() as usize;
+        file.take(len.min(size).saturating_sub(bytes.len()) as u64)
+            .read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 fn scan_snapshots(store: &Path, out: &mut Scan) {

@@ -23,8 +23,11 @@ pub(crate) const MARKER: &str = "crdtdir.store";
 /// Folder of feature markers.
 pub(crate) const FEATURES_DIR: &str = "features";
 /// Features this build understands.
-pub(crate) const KNOWN_FEATURES: &[&str] =
-    &[crate::format::snapshot::FEATURE, crate::seal::FEATURE];
+pub(crate) const KNOWN_FEATURES: &[&str] = &[
+    crate::format::snapshot::FEATURE,
+    crate::seal::FEATURE,
+    crate::format::pack::FEATURE,
+];
 
 /// The decoded store marker.
 #[derive(Debug, Clone, PartialEq, Eq)]

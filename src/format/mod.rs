@@ -9,6 +9,7 @@ pub(crate) mod beat;
 pub(crate) mod cbor;
 pub(crate) mod marker;
 pub(crate) mod opfile;
+pub(crate) mod pack;
 pub(crate) mod record;
 pub(crate) mod snapshot;
 

@@ -39,6 +39,11 @@ pub const STEPS: &[&str] = &[
     "recorded",
     "deleting",
     "republished",
+    // packing (§17)
+    "pack-kept",
+    "pack-published",
+    "loose-deleting",
+    "pack-settled",
 ];
 
 /// What happens at the chosen step.

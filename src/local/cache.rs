@@ -250,6 +250,11 @@ pub(crate) fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3
         h.update(f.as_bytes());
         h.update(b"\n");
     }
+    // A pack completed or restored in place keeps its name.
+    for p in &scan.packs {
+        h.update(crate::folder::scan::fingerprint(store, &p.rel).as_bytes());
+        h.update(b"\n");
+    }
     h.update(b"\0");
     for f in &scan.unknown_features {
         h.update(f.as_bytes());

@@ -8,7 +8,7 @@ use automerge::{ActorId, Change, ChangeHash};
 use super::state::Pending;
 use crate::folder::names;
 use crate::folder::scan::OpEntry;
-use crate::format::opfile;
+use crate::format::{opfile, pack};
 use crate::report::{Problem, ProblemKind};
 use crate::seal::Seal;
 
@@ -133,40 +133,92 @@ impl Loaded {
     }
 }
 
-/// Reads and verifies one op file. `Err` says why it is skipped.
-pub(crate) fn load(store: &Source<'_>, entry: &OpEntry) -> Result<Loaded, Problem> {
-    let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
-    let bytes = std::fs::read(store.join(&entry.rel))
-        .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
-    if names::file_hash_hex(&bytes) != entry.hash() {
-        return Err(skip(
-            ProblemKind::Damaged,
-            "content does not match the hash in its name (damaged or truncated)".into(),
-        ));
+/// The packs one loader has read, so the entries of one pack cost one read of it.
+#[derive(Default)]
+pub(crate) struct PackReader {
+    last: Option<(std::sync::Arc<str>, std::io::Result<Vec<u8>>)>,
+}
+
+impl PackReader {
+    fn bytes(&mut self, store: &Path, pack: &std::sync::Arc<str>) -> Result<&[u8], String> {
+        if self.last.as_ref().is_none_or(|(p, _)| p != pack) {
+            let bytes = std::fs::read(store.join(&**pack));
+            self.last = Some((pack.clone(), bytes));
+        }
+        match &self.last {
+            Some((_, Ok(bytes))) => Ok(bytes),
+            Some((_, Err(e))) => Err(format!("unreadable: {e}")),
+            None => unreachable!("just read"),
+        }
     }
-    let plain = store
-        .open(
-            "op",
-            &crate::seal::context(entry.actor(), entry.seq),
-            &bytes,
-        )
-        .map_err(|(kind, reason)| skip(kind, reason))?;
-    let envelope = opfile::decode(&plain).map_err(|e| skip(e.kind(), e.to_string()))?;
+}
+
+/// Reads and verifies one op file: the loose file, or else its pack's entry. `Err` says
+/// why it is skipped (the loose file's reason when both fail; a pack's entry is reported
+/// at the pack's path).
+pub(crate) fn load(
+    store: &Source<'_>,
+    entry: &OpEntry,
+    packs: &mut PackReader,
+) -> Result<Loaded, Problem> {
+    let loose = entry.loose.then(|| {
+        let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
+        let bytes = std::fs::read(store.join(&entry.rel))
+            .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
+        if names::file_hash_hex(&bytes) != entry.hash() {
+            return Err(skip(
+                ProblemKind::Damaged,
+                "content does not match the hash in its name (damaged or truncated)".into(),
+            ));
+        }
+        verify(store, entry, &bytes).map_err(|(kind, reason)| skip(kind, reason))
+    });
+    match (loose, &entry.packed) {
+        (Some(Ok(loaded)), _) => Ok(loaded),
+        (loose, Some(packed)) => {
+            let from_pack = packs
+                .bytes(store, &packed.pack)
+                .and_then(|bytes| pack::entry(bytes, &packed.row).map(<[u8]>::to_vec))
+                .map_err(|r| (ProblemKind::Damaged, r))
+                .and_then(|bytes| verify(store, entry, &bytes));
+            match (from_pack, loose) {
+                (Ok(loaded), _) => Ok(loaded),
+                (Err(_), Some(Err(problem))) => Err(problem),
+                (Err((kind, reason)), _) => Err(Problem::new(
+                    kind,
+                    packed.pack.to_string(),
+                    format!("seq {}: {reason}", entry.seq),
+                )),
+            }
+        }
+        (Some(Err(problem)), None) => Err(problem),
+        (None, None) => unreachable!("a listed op file is loose or packed"),
+    }
+}
+
+/// The change in op file bytes whose hash already matched, checked against its place.
+fn verify(
+    store: &Source<'_>,
+    entry: &OpEntry,
+    bytes: &[u8],
+) -> Result<Loaded, (ProblemKind, String)> {
+    let plain = store.open("op", &crate::seal::context(entry.actor(), entry.seq), bytes)?;
+    let envelope = opfile::decode(&plain).map_err(|e| (e.kind(), e.to_string()))?;
     let change = Change::from_bytes(envelope.change).map_err(|e| {
-        skip(
+        (
             ProblemKind::Damaged,
             format!("not an Automerge change: {e}"),
         )
     })?;
     let actor = change.actor_id().to_hex_string();
     if actor != entry.actor() {
-        return Err(skip(
+        return Err((
             ProblemKind::Damaged,
             format!("change belongs to actor {actor}, not to its folder"),
         ));
     }
     if change.seq() != entry.seq {
-        return Err(skip(
+        return Err((
             ProblemKind::Damaged,
             format!("change has seq {}, not the seq in its name", change.seq()),
         ));
@@ -183,7 +235,12 @@ pub(crate) fn load_all(store: &Source<'_>, entries: &[OpEntry]) -> (Vec<Loaded>,
     let results: Vec<Vec<Result<Loaded, Problem>>> = std::thread::scope(|s| {
         let handles: Vec<_> = entries
             .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(|e| load(store, e)).collect()))
+            .map(|part| {
+                s.spawn(move || {
+                    let mut packs = PackReader::default();
+                    part.iter().map(|e| load(store, e, &mut packs)).collect()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -198,6 +255,8 @@ pub(crate) fn load_all(store: &Source<'_>, entries: &[OpEntry]) -> (Vec<Loaded>,
             Err(p) => problems.push(p),
         }
     }
+    // Entries of one damaged pack: one problem per pack is enough to say it.
+    problems.dedup_by(|b, a| a.path == b.path && a.path.ends_with(pack::PACK_EXT));
     (loaded, problems)
 }
 

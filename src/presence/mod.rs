@@ -73,6 +73,28 @@ pub(crate) fn out_verified(
     all
 }
 
+/// This device's changes (of its actors `own`) that `beat` does not include.
+fn unmerged(state: &MergedState, own: &HashSet<String>, beat: &beat::Beat) -> Vec<ChangeHash> {
+    let known: Vec<ChangeHash> = beat
+        .heads
+        .iter()
+        .filter_map(|h| h.parse().ok())
+        .filter(|h| {
+            state
+                .doc
+                .get_missing_deps(std::slice::from_ref(h))
+                .is_empty()
+        })
+        .collect();
+    state
+        .doc
+        .get_changes_meta(&known)
+        .iter()
+        .filter(|m| own.contains(&m.actor.to_hex_string()))
+        .map(|m| m.hash)
+        .collect()
+}
+
 /// A command publishes a new heartbeat when its view changed or the last is this old.
 pub(crate) const BEAT_EVERY_SECS: i64 = 60;
 
@@ -246,24 +268,7 @@ impl Store {
                 continue;
             };
             let changed_at = rules::observe(&mut seen, &actor, beat.counter, now);
-            let known: Vec<ChangeHash> = beat
-                .heads
-                .iter()
-                .filter_map(|h| h.parse().ok())
-                .filter(|h| {
-                    state
-                        .doc
-                        .get_missing_deps(std::slice::from_ref(h))
-                        .is_empty()
-                })
-                .collect();
-            let not_merged: Vec<ChangeHash> = state
-                .doc
-                .get_changes_meta(&known)
-                .iter()
-                .filter(|m| own.contains(&m.actor.to_hex_string()))
-                .map(|m| m.hash)
-                .collect();
+            let not_merged = unmerged(state, &own, &beat);
             let unmerged = not_merged.len();
             not_merged_by_some.extend(not_merged);
             out.push(Presence {
@@ -325,6 +330,23 @@ impl Store {
                 copy.release();
             }
         }
+    }
+
+    /// This device's changes that some other device's latest beat does not include; `None`
+    /// when no other device has a beat this device can read.
+    pub(crate) fn unmerged_by_some(&self, state: &MergedState) -> Option<HashSet<ChangeHash>> {
+        let own = self.own_actors();
+        let mut out: Option<HashSet<ChangeHash>> = None;
+        for actor in crate::folder::beat_actors(&self.inner.root) {
+            if own.contains(&actor) {
+                continue;
+            }
+            if let Some((_, beat)) = self.latest_beat(&actor) {
+                out.get_or_insert_default()
+                    .extend(unmerged(state, &own, &beat));
+            }
+        }
+        out
     }
 
     pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {

@@ -47,6 +47,10 @@ pub struct Options {
     pub read_only: bool,
     /// For [`Store::init`]: make an encrypted store (see [`Options::encrypt`]).
     pub encrypt: bool,
+    /// Changes per pack, and how many of its own loose op files a device lets pile up before
+    /// it packs them ([`Store::pack`]); `Some(0)` never packs on its own. Default:
+    /// `CRDTDIR_PACK_SIZE`, else [`crate::DEFAULT_PACK_SIZE`].
+    pub pack_size: Option<usize>,
 }
 
 impl Options {
@@ -79,6 +83,19 @@ impl Options {
     pub fn encrypt(mut self, on: bool) -> Options {
         self.encrypt = on;
         self
+    }
+
+    /// Sets the pack size (see [`Options::pack_size`]); 0 turns automatic packing off.
+    pub fn pack_size(mut self, changes: usize) -> Options {
+        self.pack_size = Some(changes);
+        self
+    }
+
+    /// The pack size in effect: the option, else `CRDTDIR_PACK_SIZE`, else the default.
+    pub fn effective_pack_size(&self) -> usize {
+        self.pack_size
+            .or_else(|| std::env::var(crate::PACK_SIZE_ENV).ok()?.parse().ok())
+            .unwrap_or(crate::DEFAULT_PACK_SIZE)
     }
 
     /// Sets the device display name.
@@ -131,6 +148,10 @@ pub(crate) struct Shared {
     pub(crate) rendered: Rendered,
     /// An encrypted store's key and seal, once this device has the key.
     pub(crate) key: std::sync::OnceLock<(crate::seal::StoreKey, crate::seal::Seal)>,
+    /// Changes per pack; 0: no automatic packing ([`Options::pack_size`]).
+    pub(crate) pack_size: usize,
+    /// The highest seq this device's current actor has in a pack, once looked up.
+    pub(crate) packed_through: Mutex<Option<(String, u64)>>,
 }
 
 /// A document's JSON and the heads it is of.

@@ -248,6 +248,8 @@ impl Store {
                 marker_problem,
                 rendered: Default::default(),
                 key,
+                pack_size: options.effective_pack_size(),
+                packed_through: Mutex::new(None),
             }),
         }
     }

@@ -32,8 +32,15 @@ pub struct DeviceInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct FileCounts {
-    /// Op files (`ops/`), readable or not.
+    /// Loose op files (`ops/`), readable or not.
     pub ops: usize,
+    /// Packs (`packs/`) whose header reads.
+    pub packs: usize,
+    /// Op files those packs hold (some may be loose too, until their deletion is safe).
+    pub packed: usize,
+    /// Files packing would remove: loose op files a pack already holds, and runs of loose
+    /// op files that would become packs (at the pack size this device uses).
+    pub packing_would_save: usize,
     /// Snapshots and compaction records (`snapshots/`).
     pub snapshots: usize,
     /// Heartbeats (`devices/`).
@@ -44,7 +51,7 @@ pub struct FileCounts {
 
 /// Counts the files of the store at `root` (its own kinds; not the sync tool's or the
 /// user's).
-fn file_counts(root: &std::path::Path, scan: &scan::Scan) -> FileCounts {
+fn file_counts(root: &std::path::Path, scan: &scan::Scan, pack_size: usize) -> FileCounts {
     let files_in = |dir: std::path::PathBuf| {
         std::fs::read_dir(dir)
             .into_iter()
@@ -57,17 +64,44 @@ fn file_counts(root: &std::path::Path, scan: &scan::Scan) -> FileCounts {
         .into_iter()
         .map(|a| files_in(root.join(crate::format::beat::DEVICES_DIR).join(a)))
         .sum();
-    let ops = scan.ops.len();
+    let ops = scan.ops.iter().filter(|o| o.loose).count();
+    let packs = scan.packs.len();
+    let packed = scan.ops.iter().filter(|o| o.packed.is_some()).count();
+    let packing_would_save = packing_saves(scan, pack_size);
     let snapshots = scan.snapshots.len() + scan.records.len();
     let marker = usize::from(root.join(crate::format::marker::MARKER).is_file());
     let others = files_in(root.join(crate::format::marker::FEATURES_DIR))
         + files_in(root.join(crate::seal::KEYS_DIR));
     FileCounts {
         ops,
+        packs,
+        packed,
+        packing_would_save,
         snapshots,
         beats,
-        total: ops + snapshots + beats + marker + others,
+        total: ops + packs + snapshots + beats + marker + others,
     }
+}
+
+/// How many files packing every device's loose op files would remove: those a pack holds
+/// already, and per actor, `n` loose files in packs of `size` leave `n / size` packs and
+/// `n % size` loose files.
+fn packing_saves(scan: &scan::Scan, size: usize) -> usize {
+    let size = size.max(2);
+    let mut saves = 0;
+    let mut unpacked: std::collections::BTreeMap<&str, usize> = Default::default();
+    for o in scan.ops.iter().filter(|o| o.loose) {
+        if o.packed.is_some() {
+            saves += 1;
+        } else {
+            *unpacked.entry(o.actor()).or_default() += 1;
+        }
+    }
+    saves
+        + unpacked
+            .values()
+            .map(|n| n / size * (size - 1))
+            .sum::<usize>()
 }
 
 /// What `status` shows.
@@ -166,7 +200,7 @@ impl Store {
             changes: scan.ops.len(),
             heads: Vec::new(),
             devices: devices.into_values().collect(),
-            files: file_counts(&self.inner.root, &scan),
+            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default()),
             presence: Vec::new(),
             report: self.with_marker_problem(report),
         }
@@ -218,7 +252,7 @@ impl Store {
                 .map(ChangeHash::to_string)
                 .collect(),
             devices: devices.into_values().collect(),
-            files: file_counts(&self.inner.root, &scan),
+            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default()),
             presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
             report: self.with_marker_problem(report),
         })

@@ -182,8 +182,16 @@ impl Store {
     /// ([`crate::presence`]), so another device's `compact` sees an app that only writes.
     fn after_write<T>(&self, mut out: WriteOutcome<T>) -> WriteOutcome<T> {
         if !out.written.is_empty() {
-            if let Err(e) = self.beat_when(Due::Stale) {
-                out.notices.push(format!("no heartbeat published: {e}"));
+            let beat = match self.beat_when(Due::Stale) {
+                Ok(published) => published,
+                Err(e) => {
+                    out.notices.push(format!("no heartbeat published: {e}"));
+                    false
+                }
+            };
+            // The change is written whatever packing does: a failure is a notice.
+            if let Err(e) = self.maintain_packs(beat) {
+                out.notices.push(format!("packing stopped: {e}"));
             }
         }
         out
@@ -574,6 +582,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let scan = scan::scan(&self.inner.root);
+        // A pack in the folder holds it: not missing.
+        let packed: HashSet<&str> = scan
+            .ops
+            .iter()
+            .filter(|o| o.packed.is_some())
+            .map(|o| o.rel.as_str())
+            .collect();
+        missing.retain(|kept| !packed.contains(kept.rel().as_str()));
+        if missing.is_empty() {
+            return Ok(Vec::new());
+        }
         let covered: HashSet<String> =
             merge::load_snapshots(&self.source(), &self.inner.marker.store_id, &scan)
                 .valid
@@ -608,6 +627,10 @@ impl Store {
             // snapshots, records and feature markers.
             for dir in [
                 self.inner.root.join(OPS_DIR).join(actor),
+                self.inner
+                    .root
+                    .join(crate::format::pack::PACKS_DIR)
+                    .join(actor),
                 self.inner.root.join(beat::DEVICES_DIR).join(actor),
                 self.inner.root.join(crate::format::snapshot::SNAPSHOTS_DIR),
                 self.inner.root.join(marker::FEATURES_DIR),

@@ -10,6 +10,7 @@ pub(crate) mod init;
 pub(crate) mod key;
 pub(crate) mod log;
 pub(crate) mod merge;
+pub(crate) mod pack;
 pub(crate) mod repair;
 pub(crate) mod status;
 pub(crate) mod watch;

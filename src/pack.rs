@@ -1,0 +1,542 @@
+//! Packing: a device folds its OWN op files into packs (docs/FORMAT.md §17), so the folder
+//! holds a few files per device instead of one per change, with no need to be alone.
+//!
+//! 1. **Pack.** Runs of this device's loose op files with consecutive seqs, `pack_size` at a
+//!    time, become one pack each. A copy of the pack is kept in local state first, then the
+//!    pack is published like any file (temp, fsync, rename, fsync the folder). Nothing is
+//!    deleted yet: readers see one op file whether it is loose, packed, or both.
+//! 2. **Delete the loose files** a pack holds only once the pack in the folder reads back
+//!    whole and either every other device's latest heartbeat includes the pack's last
+//!    change (they have all of it), or the pack is older than [`PACK_GRACE_SECS`] (a device
+//!    that never beats must not keep them forever). Another device's files are never touched.
+//! 3. **Keep the copy** until every other device has the pack's changes, or a snapshot folds
+//!    them, or [`crate::RETENTION_SECS`] passed with the pack in the folder: a pack the
+//!    folder loses meanwhile is published again, byte for byte, by the next packing.
+//!
+//! ```text
+//! STATE/stores/<store id>/packs/<actor>/<name>.pack          kept copy, loose files may remain
+//! STATE/stores/<store id>/packs/<actor>/<name>.pack.settled  kept copy, loose files deleted
+//! STATE/stores/<store id>/packs/through                      "<actor> <seq>": packing checked
+//!                                                             this actor up to this seq
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use automerge::{Change, ChangeHash};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::folder::names;
+use crate::folder::scan::{self, OpEntry, Scan};
+use crate::format::marker::FEATURES_DIR;
+use crate::format::{opfile, pack};
+use crate::fs;
+use crate::merge::state::MergedState;
+use crate::store::Store;
+
+/// Changes per pack, and the loose op files a device lets pile up before it packs.
+pub const DEFAULT_PACK_SIZE: usize = 256;
+/// Environment variable that sets the pack size (see [`crate::Options::pack_size`]).
+pub const PACK_SIZE_ENV: &str = "CRDTDIR_PACK_SIZE";
+/// A pack's loose files are deleted once every other device has its changes, or once it is
+/// this old (seconds: a day).
+pub const PACK_GRACE_SECS: u64 = 24 * 3600;
+
+const SETTLED: &str = ".settled";
+
+/// What a packing did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PackOutcome {
+    /// Packs written now (paths in the store).
+    pub packs: Vec<String>,
+    /// Op files those packs hold.
+    pub packed: usize,
+    /// Loose op files of this device deleted: a pack in the folder holds each of them.
+    pub deleted: usize,
+    /// Loose op files of this device a pack holds, kept until every other device has their
+    /// changes or the grace period passes.
+    pub kept_loose: usize,
+    /// This device's packs the folder had lost, published again.
+    pub republished: Vec<String>,
+}
+
+/// Which runs become packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Every run of two or more (`crdtdir pack`).
+    All,
+    /// Only full packs (automatic packing).
+    Full,
+}
+
+/// One kept copy of this device's pack.
+struct Kept {
+    actor: String,
+    /// The pack's file name.
+    name: String,
+    path: PathBuf,
+    settled: bool,
+}
+
+impl Kept {
+    fn rel(&self) -> String {
+        format!("{}/{}/{}", pack::PACKS_DIR, self.actor, self.name)
+    }
+
+    fn age_secs(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .map_or(0, |d| d.as_secs())
+    }
+
+    /// Its bytes, if they still match the hash in its name.
+    fn bytes(&self) -> Option<Vec<u8>> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let (first, last, _) = pack::parse_name(&self.name)?;
+        (pack::file_name(first, last, &bytes) == self.name).then_some(bytes)
+    }
+}
+
+/// The kept copies of one store's packs on this device.
+fn kept_copies(dir: &Path) -> Vec<Kept> {
+    let mut out = Vec::new();
+    for actor in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let actor_name = actor.file_name().to_string_lossy().into_owned();
+        if !names::is_actor_dir(&actor_name) {
+            continue;
+        }
+        for file in std::fs::read_dir(actor.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file_name = file.file_name().to_string_lossy().into_owned();
+            let (name, settled) = match file_name.strip_suffix(SETTLED) {
+                Some(name) => (name.to_string(), true),
+                None => (file_name, false),
+            };
+            if pack::parse_name(&name).is_some() {
+                out.push(Kept {
+                    actor: actor_name.clone(),
+                    name,
+                    path: file.path(),
+                    settled,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.actor, &a.name).cmp(&(&b.actor, &b.name)));
+    out
+}
+
+/// A pack's bytes, read back whole: every entry verified, its name matching its bytes.
+/// Returns the Automerge hash of its last change.
+fn read_back(
+    store: &crate::merge::Source<'_>,
+    listing: &scan::PackListing,
+) -> std::result::Result<ChangeHash, String> {
+    let bytes = std::fs::read(store.join(&listing.rel)).map_err(|e| e.to_string())?;
+    let name = listing.rel.rsplit('/').next().unwrap_or_default();
+    if pack::file_name(listing.first, listing.last, &bytes) != name {
+        return Err("its bytes do not match its name".into());
+    }
+    let index = pack::decode_index(&bytes).map_err(|e| e.to_string())?;
+    let mut last = None;
+    for row in &index.rows {
+        last = Some((row.seq, pack::entry(&bytes, row)?));
+    }
+    let (seq, entry) = last.ok_or("empty pack")?;
+    let plain = store
+        .open("op", &crate::seal::context(&listing.actor, seq), entry)
+        .map_err(|(_, r)| r)?;
+    let envelope = opfile::decode(&plain).map_err(|e| e.to_string())?;
+    let change = Change::from_bytes(envelope.change).map_err(|e| e.to_string())?;
+    Ok(change.hash())
+}
+
+impl Store {
+    /// Packs this device's loose op files (every run of two or more consecutive changes, at
+    /// most the pack size per pack), deletes the loose files its packs hold once that is
+    /// safe, and publishes again any of its packs the folder lost. Never touches another
+    /// device's files. Writes do this on their own once the pack size is reached.
+    pub fn pack(&self) -> Result<PackOutcome> {
+        self.pack_with(Mode::All)
+    }
+
+    fn packs_dir(&self) -> PathBuf {
+        self.inner
+            .state
+            .store_dir(&self.inner.marker.store_id)
+            .join("packs")
+    }
+
+    /// After a write: packs when this device has a pack's worth of loose op files, and
+    /// deletes packed loose files when a heartbeat went out (other devices' beats are then
+    /// worth reading again).
+    pub(crate) fn maintain_packs(&self, beat_published: bool) -> Result<Option<PackOutcome>> {
+        let size = self.inner.pack_size;
+        if size == 0 || self.inner.read_only {
+            return Ok(None);
+        }
+        let Some(record) = self.inner.state.read_record(&self.inner.marker.store_id) else {
+            return Ok(None);
+        };
+        let through = self.packed_through(&record.actor);
+        let due = record.seq.saturating_sub(through) >= size as u64;
+        let unsettled = || {
+            kept_copies(&self.packs_dir())
+                .iter()
+                .any(|k| !k.settled && k.age_secs() < crate::RETENTION_SECS as u64)
+        };
+        if !(due || (beat_published && unsettled())) {
+            return Ok(None);
+        }
+        self.pack_with(Mode::Full).map(Some)
+    }
+
+    /// The seq up to which packing has checked `actor` (its packs, or a packing that found
+    /// too few loose files).
+    fn packed_through(&self, actor: &str) -> u64 {
+        let mut cached = self
+            .inner
+            .packed_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((a, seq)) = cached.as_ref().filter(|(a, _)| a == actor) {
+            let _ = a;
+            return *seq;
+        }
+        let recorded = std::fs::read_to_string(self.packs_dir().join("through"))
+            .ok()
+            .and_then(|t| {
+                let (a, seq) = t.trim().split_once(' ')?;
+                (a == actor).then(|| seq.parse().ok()).flatten()
+            });
+        let in_folder = std::fs::read_dir(self.inner.root.join(pack::PACKS_DIR).join(actor))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| pack::parse_name(&e.file_name().to_string_lossy()).map(|p| p.1))
+            .max();
+        let seq = recorded.unwrap_or(0).max(in_folder.unwrap_or(0));
+        *cached = Some((actor.to_string(), seq));
+        seq
+    }
+
+    fn set_packed_through(&self, actor: &str, seq: u64) {
+        let dir = self.packs_dir();
+        let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+            fs::replace_local(&dir.join("through"), format!("{actor} {seq}\n").as_bytes())
+        });
+        *self
+            .inner
+            .packed_through
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((actor.to_string(), seq));
+    }
+
+    /// Changes per pack: the option, or the default when automatic packing is off.
+    pub(crate) fn pack_size_or_default(&self) -> usize {
+        match self.inner.pack_size {
+            0 => DEFAULT_PACK_SIZE,
+            n => n.max(2),
+        }
+    }
+
+    pub(crate) fn pack_with(&self, mode: Mode) -> Result<PackOutcome> {
+        self.check_writable()?;
+        let size = self.pack_size_or_default();
+        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let mut out = PackOutcome::default();
+        let Some(record) = self.inner.state.read_record(&self.inner.marker.store_id) else {
+            return Ok(out);
+        };
+        let own: Vec<String> = std::iter::once(record.actor.clone())
+            .chain(record.retired.iter().cloned())
+            .collect();
+        let kept_dir = self.packs_dir();
+        let mut scan = scan::scan(&self.inner.root);
+        let (state, _, _) = self.merged(&scan, false);
+
+        // 1. This device's packs the folder lost come back.
+        out.republished = self.republish_packs(&scan, &state, &kept_dir)?;
+
+        // 2. New packs.
+        let applied: HashSet<&str> = state.files.iter().map(String::as_str).collect();
+        let rebased: HashSet<&str> = state.rebased.iter().map(|r| r.path.as_str()).collect();
+        for actor in &own {
+            let mine: Vec<&OpEntry> = scan.ops.iter().filter(|o| o.actor() == actor).collect();
+            let mut loose_left = 0u64;
+            for run in runs(&mine, |o| {
+                o.loose
+                    && o.packed.is_none()
+                    && applied.contains(o.rel.as_str())
+                    && !rebased.contains(o.rel.as_str())
+            }) {
+                for chunk in run.chunks(size) {
+                    if chunk.len() < 2 || (mode == Mode::Full && chunk.len() < size) {
+                        loose_left += chunk.len() as u64;
+                        continue;
+                    }
+                    if let Some(rel) = self.write_pack(actor, chunk, &kept_dir)? {
+                        out.packed += chunk.len();
+                        out.packs.push(rel);
+                    }
+                }
+            }
+            if actor == &record.actor {
+                self.set_packed_through(actor, record.seq.saturating_sub(loose_left));
+            }
+        }
+        if !out.packs.is_empty() || !out.republished.is_empty() {
+            scan = scan::scan(&self.inner.root);
+        }
+
+        // 3. Loose files the packs hold, when every other device has them or the grace passed.
+        let kept = kept_copies(&kept_dir);
+        let (deleted, kept_loose) = self.delete_packed_loose(&scan, &state, &own, &kept)?;
+        out.deleted = deleted;
+        out.kept_loose = kept_loose;
+
+        // 4. Kept copies settle, then go.
+        self.settle_copies(&scan, &state, &kept)?;
+        Ok(out)
+    }
+
+    /// Writes one pack of `chunk` (consecutive seqs of `actor`, loose files): the kept copy
+    /// first, then the pack in the folder. `None` when a loose file no longer reads as
+    /// listed (the next packing tries again).
+    fn write_pack(
+        &self,
+        actor: &str,
+        chunk: &[&OpEntry],
+        kept_dir: &Path,
+    ) -> Result<Option<String>> {
+        let mut files = Vec::with_capacity(chunk.len());
+        for entry in chunk {
+            match std::fs::read(self.inner.root.join(&entry.rel)) {
+                Ok(bytes) if names::file_hash_hex(&bytes) == entry.hash() => {
+                    files.push((entry.seq, bytes))
+                }
+                _ => return Ok(None),
+            }
+        }
+        let refs: Vec<(u64, &[u8])> = files.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        let bytes = pack::encode(actor, &refs);
+        let (first, last) = (chunk[0].seq, chunk[chunk.len() - 1].seq);
+        let name = pack::file_name(first, last, &bytes);
+        self.ensure_packs_feature(actor)?;
+        let copy_dir = kept_dir.join(actor);
+        fs::create_dir_durably(&copy_dir)
+            .and_then(|()| fs::replace_local(&copy_dir.join(&name), &bytes))
+            .and_then(|()| fault::at("pack-kept"))
+            .map_err(Error::io(&copy_dir))?;
+        let dir = self.inner.root.join(pack::PACKS_DIR).join(actor);
+        let staged = fs::stage(&dir, actor, &bytes).map_err(Error::io(&dir))?;
+        let target = dir.join(&name);
+        fs::publish(staged, &target)
+            .and_then(|()| fault::at("pack-published"))
+            .map_err(Error::io(&target))?;
+        Ok(Some(format!("{}/{actor}/{name}", pack::PACKS_DIR)))
+    }
+
+    /// `features/packs`, before the first pack: a build that cannot read packs must not
+    /// write (it would take packed changes for lost ones).
+    fn ensure_packs_feature(&self, owner: &str) -> Result<()> {
+        let path = self.inner.root.join(FEATURES_DIR).join(pack::FEATURE);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = self.inner.root.join(FEATURES_DIR);
+        let note = b"packs in packs/: a build that cannot read them must not write\n";
+        let staged = fs::stage(&dir, owner, note).map_err(Error::io(&dir))?;
+        fs::publish_new(staged, &path).map_err(Error::io(&path))?;
+        Ok(())
+    }
+
+    /// Publishes again the kept packs the folder lost, unless a snapshot folds all they hold.
+    fn republish_packs(
+        &self,
+        scan: &Scan,
+        state: &MergedState,
+        kept_dir: &Path,
+    ) -> Result<Vec<String>> {
+        let listed: HashSet<&str> = scan.packs.iter().map(|p| p.rel.as_str()).collect();
+        let covered: HashSet<&str> = state.covered.iter().map(String::as_str).collect();
+        let mut out = Vec::new();
+        for kept in kept_copies(kept_dir) {
+            let rel = kept.rel();
+            if listed.contains(rel.as_str()) {
+                continue;
+            }
+            let Some(bytes) = kept.bytes() else {
+                continue;
+            };
+            let Ok(index) = pack::decode_index(&bytes) else {
+                continue;
+            };
+            let folded = index.rows.iter().all(|r| {
+                covered.contains(
+                    crate::folder::op_rel(
+                        &kept.actor,
+                        &names::op_name_with_hash(r.seq, &r.name_hash()),
+                    )
+                    .as_str(),
+                )
+            });
+            if folded {
+                continue;
+            }
+            let dir = self.inner.root.join(pack::PACKS_DIR).join(&kept.actor);
+            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            let target = dir.join(&kept.name);
+            fs::publish(staged, &target)
+                .and_then(|()| fault::at("republished"))
+                .map_err(Error::io(&target))?;
+            out.push(rel);
+        }
+        Ok(out)
+    }
+
+    /// Deletes this device's loose op files that a verified pack in the folder holds, pack
+    /// by pack, when every other device has the pack's changes or the pack is older than
+    /// the grace period. Returns (deleted, kept).
+    fn delete_packed_loose(
+        &self,
+        scan: &Scan,
+        state: &MergedState,
+        own: &[String],
+        kept: &[Kept],
+    ) -> Result<(usize, usize)> {
+        let mut by_pack: BTreeMap<&str, Vec<&OpEntry>> = BTreeMap::new();
+        for o in &scan.ops {
+            if let Some(p) = o.packed.as_ref().filter(|_| o.loose) {
+                if own.iter().any(|a| a == o.actor()) {
+                    by_pack.entry(&*p.pack).or_default().push(o);
+                }
+            }
+        }
+        if by_pack.is_empty() {
+            return Ok((0, 0));
+        }
+        let unmerged = self.unmerged_by_some(state);
+        let source = self.source();
+        let (mut deleted, mut kept_loose) = (0, 0);
+        for (pack_rel, entries) in by_pack {
+            let Some(listing) = scan.packs.iter().find(|p| p.rel == pack_rel) else {
+                continue;
+            };
+            let Ok(last) = read_back(&source, listing) else {
+                kept_loose += entries.len();
+                continue;
+            };
+            let everyone_has = unmerged.as_ref().is_some_and(|u| {
+                state.doc.get_change_meta_by_hash(&last).is_some() && !u.contains(&last)
+            });
+            let aged = kept
+                .iter()
+                .find(|k| k.rel() == pack_rel)
+                .is_some_and(|k| k.age_secs() >= PACK_GRACE_SECS);
+            if !(everyone_has || aged) {
+                kept_loose += entries.len();
+                continue;
+            }
+            for (i, o) in entries.iter().enumerate() {
+                let path = self.inner.root.join(&o.rel);
+                let _ = fs::remove(&path);
+                if i == 0 {
+                    fault::at("loose-deleting").map_err(Error::io(&path))?;
+                }
+            }
+            deleted += entries.len();
+            let dir = self
+                .inner
+                .root
+                .join(crate::folder::OPS_DIR)
+                .join(&listing.actor);
+            let _ = fs::sync_dir(&dir);
+        }
+        Ok((deleted, kept_loose))
+    }
+
+    /// A kept copy whose pack no longer has a loose file beside it is settled; a settled
+    /// copy goes once every other device has its changes, a snapshot folds them, or it is
+    /// older than [`crate::RETENTION_SECS`] with its pack in the folder.
+    fn settle_copies(&self, scan: &Scan, state: &MergedState, kept: &[Kept]) -> Result<()> {
+        let loose_packed: HashSet<&str> = scan
+            .ops
+            .iter()
+            .filter(|o| o.loose)
+            .filter_map(|o| o.packed.as_ref().map(|p| &*p.pack))
+            .collect();
+        let covered: HashSet<&str> = state.covered.iter().map(String::as_str).collect();
+        let source = self.source();
+        let mut unmerged: Option<Option<HashSet<ChangeHash>>> = None;
+        for k in kept {
+            let rel = k.rel();
+            let listing = scan.packs.iter().find(|p| p.rel == rel);
+            if !k.settled {
+                if listing.is_some() && !loose_packed.contains(rel.as_str()) {
+                    let settled = k.path.with_file_name(format!("{}{SETTLED}", k.name));
+                    std::fs::rename(&k.path, &settled)
+                        .and_then(|()| fault::at("pack-settled"))
+                        .map_err(Error::io(&k.path))?;
+                }
+                continue;
+            }
+            let folded = !covered.is_empty()
+                && k.bytes()
+                    .and_then(|b| pack::decode_index(&b).ok())
+                    .is_some_and(|index| {
+                        index.rows.iter().all(|r| {
+                            let name = names::op_name_with_hash(r.seq, &r.name_hash());
+                            covered.contains(crate::folder::op_rel(&k.actor, &name).as_str())
+                        })
+                    });
+            let everyone_has = listing.is_some_and(|l| {
+                let Ok(last) = read_back(&source, l) else {
+                    return false;
+                };
+                let unmerged = unmerged.get_or_insert_with(|| self.unmerged_by_some(state));
+                unmerged.as_ref().is_some_and(|u| {
+                    state.doc.get_change_meta_by_hash(&last).is_some() && !u.contains(&last)
+                })
+            });
+            let old = listing.is_some() && k.age_secs() > crate::RETENTION_SECS as u64;
+            if folded || everyone_has || old {
+                let _ = fs::remove(&k.path);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The runs of consecutive seqs among `entries` (one actor's, sorted by seq) that `take`
+/// accepts. A seq listed twice (a fork) ends a run and is never packed.
+fn runs<'a>(entries: &[&'a OpEntry], take: impl Fn(&OpEntry) -> bool) -> Vec<Vec<&'a OpEntry>> {
+    let mut out: Vec<Vec<&OpEntry>> = Vec::new();
+    let mut current: Vec<&OpEntry> = Vec::new();
+    for (i, &o) in entries.iter().enumerate() {
+        let forked = entries.get(i + 1).is_some_and(|n| n.seq == o.seq)
+            || i.checked_sub(1).is_some_and(|p| entries[p].seq == o.seq);
+        let follows = current.last().is_none_or(|l| l.seq + 1 == o.seq);
+        if !take(o) || forked || !follows {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            if !take(o) || forked {
+                continue;
+            }
+        }
+        current.push(o);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
