@@ -70,6 +70,8 @@ pub(crate) enum Mode {
     All,
     /// Only full packs (automatic packing).
     Full,
+    /// No new pack: only the upkeep of existing ones (automatic packing is off).
+    Existing,
 }
 
 /// One kept copy of this device's pack.
@@ -180,23 +182,31 @@ impl Store {
     /// worth reading again).
     pub(crate) fn maintain_packs(&self, beat_published: bool) -> Result<Option<PackOutcome>> {
         let size = self.inner.pack_size;
-        if size == 0 || self.inner.read_only {
+        if self.inner.read_only {
             return Ok(None);
         }
         let Some(record) = self.inner.state.read_record(&self.inner.marker.store_id) else {
             return Ok(None);
         };
         let through = self.packed_through(&record.actor);
-        let due = record.seq.saturating_sub(through) >= size as u64;
-        let unsettled = || {
-            kept_copies(&self.packs_dir())
-                .iter()
-                .any(|k| !k.settled && k.age_secs() < crate::RETENTION_SECS as u64)
-        };
-        if !(due || (beat_published && unsettled())) {
+        let due = size > 0 && record.seq.saturating_sub(through) >= size as u64;
+        let kept = kept_copies(&self.packs_dir());
+        let unsettled = kept
+            .iter()
+            .any(|k| !k.settled && k.age_secs() < crate::RETENTION_SECS as u64);
+        // A pack of this device the folder lost is put back at once.
+        let lost = kept
+            .iter()
+            .any(|k| !self.inner.root.join(k.rel()).is_file());
+        if !(due || lost || (beat_published && unsettled)) {
             return Ok(None);
         }
-        self.pack_with(Mode::Full).map(Some)
+        let mode = if size == 0 {
+            Mode::Existing
+        } else {
+            Mode::Full
+        };
+        self.pack_with(mode).map(Some)
     }
 
     /// The seq up to which packing has checked `actor` (its packs, or a packing that found
@@ -260,6 +270,7 @@ impl Store {
             .chain(record.retired.iter().cloned())
             .collect();
         let kept_dir = self.packs_dir();
+        self.remove_stale_temps(&record);
         let mut scan = scan::scan(&self.inner.root);
         let (state, _, _) = self.merged(&scan, false);
 
@@ -279,7 +290,12 @@ impl Store {
                     && !rebased.contains(o.rel.as_str())
             }) {
                 for chunk in run.chunks(size) {
-                    if chunk.len() < 2 || (mode == Mode::Full && chunk.len() < size) {
+                    let skip = match mode {
+                        Mode::All => chunk.len() < 2,
+                        Mode::Full => chunk.len() < size,
+                        Mode::Existing => true,
+                    };
+                    if skip {
                         loose_left += chunk.len() as u64;
                         continue;
                     }
@@ -302,6 +318,9 @@ impl Store {
         let (deleted, kept_loose) = self.delete_packed_loose(&scan, &state, &own, &kept)?;
         out.deleted = deleted;
         out.kept_loose = kept_loose;
+        if deleted > 0 {
+            scan = scan::scan(&self.inner.root);
+        }
 
         // 4. Kept copies settle, then go.
         self.settle_copies(&scan, &state, &kept)?;
@@ -480,15 +499,8 @@ impl Store {
         for k in kept {
             let rel = k.rel();
             let listing = scan.packs.iter().find(|p| p.rel == rel);
-            if !k.settled {
-                if listing.is_some() && !loose_packed.contains(rel.as_str()) {
-                    let settled = k.path.with_file_name(format!("{}{SETTLED}", k.name));
-                    std::fs::rename(&k.path, &settled)
-                        .and_then(|()| fault::at("pack-settled"))
-                        .map_err(Error::io(&k.path))?;
-                }
-                continue;
-            }
+            // A snapshot folds all it holds: the pack is the snapshot's now (compaction may
+            // have deleted it), and the copy has nothing left to give.
             let folded = !covered.is_empty()
                 && k.bytes()
                     .and_then(|b| pack::decode_index(&b).ok())
@@ -498,6 +510,19 @@ impl Store {
                             covered.contains(crate::folder::op_rel(&k.actor, &name).as_str())
                         })
                     });
+            if folded {
+                let _ = fs::remove(&k.path);
+                continue;
+            }
+            if !k.settled {
+                if listing.is_some() && !loose_packed.contains(rel.as_str()) {
+                    let settled = k.path.with_file_name(format!("{}{SETTLED}", k.name));
+                    std::fs::rename(&k.path, &settled)
+                        .and_then(|()| fault::at("pack-settled"))
+                        .map_err(Error::io(&k.path))?;
+                }
+                continue;
+            }
             let everyone_has = listing.is_some_and(|l| {
                 let Ok(last) = read_back(&source, l) else {
                     return false;
@@ -508,7 +533,7 @@ impl Store {
                 })
             });
             let old = listing.is_some() && k.age_secs() > crate::RETENTION_SECS as u64;
-            if folded || everyone_has || old {
+            if everyone_has || old {
                 let _ = fs::remove(&k.path);
             }
         }

@@ -1756,3 +1756,44 @@ fn key_as_qr_code_and_by_passphrase() {
     );
     assert_eq!(tablet.ok(&store, &["merge"]), "{\"a\":1}\n");
 }
+
+/// `crdtdir pack` through the binary: this device's op files become one pack, the loose
+/// files go once the other device's beat has them, `status` counts it all, a read-only
+/// device is refused, and every device still merges the same.
+#[test]
+fn pack_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    for i in 0..5 {
+        a.ok(
+            &store,
+            &["append", "set", &format!("/k{i}"), &i.to_string()],
+        );
+    }
+    let status = a.ok(&store, &["status"]);
+    assert!(status.contains("packing would save"), "{status}");
+    let before = tree(&store);
+    let refused = a.run(&store, &["--read-only", "pack"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert_same(&before, &tree(&store), "read-only pack");
+    // b merges (and beats): a may delete its loose files at once.
+    let want = b.ok(&store, &["merge"]);
+    b.ok(&store, &["status"]);
+    let out: serde_json::Value = serde_json::from_str(&a.ok(&store, &["--json", "pack"])).unwrap();
+    assert_eq!(out["packed"], 5, "{out}");
+    assert_eq!(out["deleted"], 5, "{out}");
+    assert_eq!(op_files(&store).len(), 0);
+    assert_eq!(files_ending(&store, ".pack").len(), 1);
+    let status: serde_json::Value =
+        serde_json::from_str(&a.ok(&store, &["--json", "status"])).unwrap();
+    assert_eq!(status["files"]["packs"], 1, "{status}");
+    assert_eq!(status["files"]["packed"], 5, "{status}");
+    assert_eq!(status["files"]["ops"], 0, "{status}");
+    let c = Dev::new(dir.path(), "c");
+    assert_eq!(c.ok(&store, &["merge"]), want);
+    assert_eq!(b.ok(&store, &["merge"]), want);
+    let text = a.ok(&store, &["pack"]);
+    assert!(text.contains("packed 0 op file(s)"), "{text}");
+}

@@ -38,8 +38,8 @@ pub struct FileCounts {
     pub packs: usize,
     /// Op files those packs hold (some may be loose too, until their deletion is safe).
     pub packed: usize,
-    /// Files packing would remove: loose op files a pack already holds, and runs of loose
-    /// op files that would become packs (at the pack size this device uses).
+    /// Files `crdtdir pack` on every device would remove: loose op files a pack already
+    /// holds, and loose op files that would become packs (at this device's pack size).
     pub packing_would_save: usize,
     /// Snapshots and compaction records (`snapshots/`).
     pub snapshots: usize,
@@ -83,9 +83,8 @@ fn file_counts(root: &std::path::Path, scan: &scan::Scan, pack_size: usize) -> F
     }
 }
 
-/// How many files packing every device's loose op files would remove: those a pack holds
-/// already, and per actor, `n` loose files in packs of `size` leave `n / size` packs and
-/// `n % size` loose files.
+/// How many files `crdtdir pack` on every device would remove: loose op files a pack holds
+/// already, and per actor, `n` loose files become `n / size` packs, rounded up.
 fn packing_saves(scan: &scan::Scan, size: usize) -> usize {
     let size = size.max(2);
     let mut saves = 0;
@@ -100,7 +99,7 @@ fn packing_saves(scan: &scan::Scan, size: usize) -> usize {
     saves
         + unpacked
             .values()
-            .map(|n| n / size * (size - 1))
+            .map(|&n| n - n.div_ceil(size))
             .sum::<usize>()
 }
 

@@ -582,14 +582,24 @@ impl Store {
             return Ok(Vec::new());
         }
         let scan = scan::scan(&self.inner.root);
-        // A pack in the folder holds it: not missing.
-        let packed: HashSet<&str> = scan
+        // A pack in the folder holds it, and its entry reads: not missing.
+        let packed: std::collections::HashMap<&str, &scan::Packed> = scan
             .ops
             .iter()
-            .filter(|o| o.packed.is_some())
-            .map(|o| o.rel.as_str())
+            .filter_map(|o| Some((o.rel.as_str(), o.packed.as_ref()?)))
             .collect();
-        missing.retain(|kept| !packed.contains(kept.rel().as_str()));
+        let mut packs: std::collections::HashMap<&str, Option<Vec<u8>>> = Default::default();
+        missing.retain(|kept| {
+            let Some(p) = packed.get(kept.rel().as_str()) else {
+                return true;
+            };
+            let bytes = packs
+                .entry(&p.pack)
+                .or_insert_with(|| std::fs::read(self.inner.root.join(&*p.pack)).ok());
+            bytes
+                .as_ref()
+                .is_none_or(|b| crate::format::pack::entry(b, &p.row).is_err())
+        });
         if missing.is_empty() {
             return Ok(Vec::new());
         }

@@ -59,9 +59,16 @@ fn status_text(s: &crdtdir::Status) -> String {
     }
     let _ = writeln!(
         out,
-        "files in the folder: {} (op files {}, snapshots and records {}, heartbeats {})",
-        s.files.total, s.files.ops, s.files.snapshots, s.files.beats
+        "files in the folder: {} (op files {}, packs {} holding {} changes, snapshots and records {}, heartbeats {})",
+        s.files.total, s.files.ops, s.files.packs, s.files.packed, s.files.snapshots, s.files.beats
     );
+    if s.files.packing_would_save > 0 {
+        let _ = writeln!(
+            out,
+            "packing would save {} file(s): `crdtdir pack` on each device packs its own",
+            s.files.packing_would_save
+        );
+    }
     let _ = writeln!(out, "devices ({}):", s.devices.len());
     for d in &s.devices {
         let seqs: Vec<String> = d
