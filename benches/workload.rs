@@ -404,6 +404,125 @@ fn main() {
     );
     let _ = std::fs::remove_dir_all(&extra);
 
+    // Packs: the same history, each actor's op files in packs of 256 (as every device
+    // packing its own would leave it), made once per size.
+    let packed = root.join(format!("store-{devices}x{commits}-packed"));
+    if !packed.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&packed);
+        copy_tree(&store, &packed);
+        let _ = std::fs::remove_file(packed.join("complete"));
+        let t = Instant::now();
+        let mut n = 0;
+        for actor in std::fs::read_dir(packed.join("ops")).unwrap().flatten() {
+            let actor = actor.file_name().to_string_lossy().into_owned();
+            n += crdtdir::pack_folder_actor(&packed, &actor, crdtdir::DEFAULT_PACK_SIZE).unwrap();
+        }
+        std::fs::write(packed.join("complete"), b"").unwrap();
+        eprintln!("packed a copy into {n} packs in {:.1?}", t.elapsed());
+    }
+    let _ = Command::new("sync").status();
+    let files = |dir: &Path| {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file() && e.file_name() != "complete")
+            .count()
+    };
+    row(
+        "live files, loose -> packed (256 per pack)",
+        format!("{} -> {}", files(&store), files(&packed)),
+    );
+    let (loose_apparent, loose_allocated) = disk_usage(&store);
+    let (packed_apparent, packed_allocated) = disk_usage(&packed);
+    row(
+        "store on disk, packed, apparent / allocated",
+        format!(
+            "{:.1} / {:.1} MB",
+            packed_apparent as f64 / 1e6,
+            packed_allocated as f64 / 1e6
+        ),
+    );
+    row(
+        "  allocated / apparent, loose -> packed",
+        format!(
+            "{:.2}x -> {:.2}x",
+            loose_allocated as f64 / loose_apparent as f64,
+            packed_allocated as f64 / packed_apparent as f64
+        ),
+    );
+    let open_packed = |st: &Path, size: usize| {
+        Store::open(
+            &packed,
+            Options::new().state_dir(st).device("bench").pack_size(size),
+        )
+        .unwrap()
+    };
+    let packed_cold = (0..3)
+        .map(|i| {
+            let st = state(&format!("packed-cold{i}"));
+            let t = Instant::now();
+            open_packed(&st, 0).read_json().unwrap();
+            t.elapsed()
+        })
+        .min()
+        .unwrap();
+    row("cold merge, packed store (same history)", ms(packed_cold));
+    row(
+        "  ratio to the loose cold merge",
+        format!("{:.2}x", ratio(packed_cold, cold)),
+    );
+    let packed_warm = state("packed-cold0");
+    let packed_nothing = best_of(5, || {
+        open_packed(&packed_warm, 0).read_json().unwrap();
+    });
+    row("merge, nothing new, packed store", ms(packed_nothing));
+    // The write-time cost of packing: a device writes a pack's worth of changes on a copy of
+    // the packed store; one of its writes makes the pack.
+    let packer_copy = scratch.path().join("packer-store");
+    copy_tree(&packed, &packer_copy);
+    let packer = Store::open(
+        &packer_copy,
+        Options::new()
+            .state_dir(state("packer"))
+            .device("packer")
+            .pack_size(crdtdir::DEFAULT_PACK_SIZE),
+    )
+    .unwrap();
+    packer.read_json().unwrap();
+    let pack_dir_count = || files(&packer_copy.join("packs"));
+    let mut plain_writes = Vec::new();
+    let mut packing_write = None;
+    for i in 0..crdtdir::DEFAULT_PACK_SIZE {
+        let before = pack_dir_count();
+        let t = Instant::now();
+        packer.apply_patch(&[set(i)]).unwrap();
+        let took = t.elapsed();
+        if pack_dir_count() > before {
+            packing_write = Some(took);
+        } else {
+            plain_writes.push(took);
+        }
+    }
+    plain_writes.sort();
+    let plain_median = plain_writes[plain_writes.len() / 2];
+    row("append, library, packed store, median", ms(plain_median));
+    match packing_write {
+        Some(took) => {
+            row("  the append that packs 256 changes", ms(took));
+            row(
+                "  packing cost per change, amortised",
+                format!(
+                    "{:.2} ms",
+                    (took.saturating_sub(plain_median)).as_secs_f64() * 1e3
+                        / crdtdir::DEFAULT_PACK_SIZE as f64
+                ),
+            );
+        }
+        None => row("  the append that packs 256 changes", "none".into()),
+    }
+    drop(packer);
+    let _ = std::fs::remove_dir_all(&packer_copy);
+
     // Compaction of a copy of the store.
     let compacted = root.join(format!("compacted-{devices}x{commits}"));
     let _ = std::fs::remove_dir_all(&compacted);

@@ -31,6 +31,9 @@ fn main() {
     if missing("v1-encrypted") {
         encrypted(&work.path().join("encrypted"), &out.join("v1-encrypted"));
     }
+    if missing("v1-packed") {
+        packed(&work.path().join("packed"), &out.join("v1-packed"));
+    }
     if !missing("v1-clean") || !missing("v1-messy") {
         return;
     }
@@ -97,6 +100,55 @@ fn encrypted(work: &Path, out: &Path) {
         "items": ["milk", "eggs"],
         "count": 2,
         "note": "after compaction"
+    });
+    std::fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    )
+    .unwrap();
+}
+
+/// A store with packs (docs/FORMAT.md §17): the laptop's history is all in packs (its
+/// loose files deleted once the phone's beat had them), the phone's packs sit beside the
+/// loose files they hold (the laptop has not acknowledged them), and the phone's last
+/// changes are loose only.
+fn packed(work: &Path, out: &Path) {
+    let store = out.join("store");
+    let device = |name: &str| {
+        Options::new()
+            .state_dir(work.join(name))
+            .device(name)
+            .pack_size(3)
+    };
+    let laptop = Store::init(
+        &store,
+        device("laptop"),
+        Some(&json!({"title": "Packed list", "items": []})),
+    )
+    .unwrap();
+    let phone = Store::open(&store, device("phone")).unwrap();
+    let patch = |s: &Store, p: &str| {
+        s.apply_patch(&parse_patch(p).unwrap()).unwrap();
+    };
+    phone.beat().unwrap();
+    for item in ["a", "b", "c", "d", "e", "f", "g"] {
+        patch(
+            &laptop,
+            &format!(r#"{{"op":"add","path":"/items/-","value":"{item}"}}"#),
+        );
+    }
+    for n in 1..=7 {
+        patch(
+            &phone,
+            &format!(r#"{{"op":"add","path":"/n{n}","value":{n}}}"#),
+        );
+    }
+    phone.beat().unwrap();
+    laptop.pack().unwrap();
+    let expected = json!({
+        "title": "Packed list",
+        "items": ["a", "b", "c", "d", "e", "f", "g"],
+        "n1": 1, "n2": 2, "n3": 3, "n4": 4, "n5": 5, "n6": 6, "n7": 7
     });
     std::fs::write(
         out.join("expected.json"),

@@ -262,6 +262,8 @@ impl Store {
         self.check_writable()?;
         let size = self.pack_size_or_default();
         let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        // A watcher's merge in flight finishes first (as for a write).
+        let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = PackOutcome::default();
         let Some(record) = self.inner.state.read_record(&self.inner.marker.store_id) else {
             return Ok(out);
@@ -564,4 +566,44 @@ fn runs<'a>(entries: &[&'a OpEntry], take: impl Fn(&OpEntry) -> bool) -> Vec<Vec
         out.push(current);
     }
     out
+}
+
+/// Packs every run of `actor`'s loose op files in the store folder at `store` into packs of
+/// `size` and deletes the loose files: for benchmarks and tools that build stores file by
+/// file. It skips every safety rule of [`Store::pack`] (other devices' acknowledgements, the
+/// grace period, the kept copy): stores pack their own files. Returns the packs written.
+#[doc(hidden)]
+pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Result<usize> {
+    let scan = scan::scan(store);
+    let mine: Vec<&OpEntry> = scan
+        .ops
+        .iter()
+        .filter(|o| o.actor() == actor && o.loose && o.packed.is_none())
+        .collect();
+    let mut written = 0;
+    for run in runs(&mine, |_| true) {
+        for chunk in run.chunks(size.max(2)).filter(|c| c.len() >= 2) {
+            let files: Vec<(u64, Vec<u8>)> = chunk
+                .iter()
+                .map(|e| Ok((e.seq, std::fs::read(store.join(&e.rel))?)))
+                .collect::<std::io::Result<_>>()?;
+            let refs: Vec<(u64, &[u8])> = files.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+            let bytes = pack::encode(actor, &refs);
+            let name = pack::file_name(chunk[0].seq, chunk[chunk.len() - 1].seq, &bytes);
+            let dir = store.join(pack::PACKS_DIR).join(actor);
+            fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))?;
+            for e in chunk {
+                fs::remove(store.join(&e.rel))?;
+            }
+            written += 1;
+        }
+    }
+    let features = store.join(FEATURES_DIR);
+    if written > 0 && !features.join(pack::FEATURE).exists() {
+        fs::publish_new(
+            fs::stage(&features, actor, b"packs\n")?,
+            &features.join(pack::FEATURE),
+        )?;
+    }
+    Ok(written)
 }

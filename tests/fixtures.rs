@@ -112,3 +112,17 @@ fn v1_encrypted_store_reads_with_its_key_only() {
         );
     }
 }
+
+#[test]
+fn v1_packed_store_reads_as_expected() {
+    let (view, history) = check("v1-packed");
+    assert!(view.report().problems.is_empty(), "{:?}", view.report());
+    assert!(view.report().forks.is_empty());
+    let store = fixture("v1-packed").join("store");
+    let files: Vec<String> = crate::common::tree(&store).into_keys().collect();
+    let packs = files.iter().filter(|p| p.ends_with(".pack")).count();
+    let loose = files.iter().filter(|p| p.ends_with(".op")).count();
+    assert!(packs >= 4 && loose >= 1, "{files:?}");
+    // Every change counts once, whether loose, packed or both.
+    assert_eq!(history.len(), 15, "{history:?}");
+}

@@ -330,6 +330,57 @@ fn converge_through_syncthing(encrypt: bool) {
             == crdtdir(&store_b, &state_b, "phone", &["merge"]).1
     });
 
+    // Packing: the laptop packs its own op files; once the phone's beat (published by its
+    // commands) shows it has them, the loose files go. Syncthing carries the pack and the
+    // deletions, and the phone still reads every change.
+    let agreed = crdtdir(&store_a, &state_a, "laptop", &["merge"]).1;
+    let own_loose_left = |store: &Path| {
+        let files = walk(store);
+        let packed_actors: Vec<String> = files
+            .iter()
+            .filter(|f| f.ends_with(".pack"))
+            .filter_map(|f| {
+                f.split("/packs/")
+                    .nth(1)?
+                    .split('/')
+                    .next()
+                    .map(String::from)
+            })
+            .collect();
+        !packed_actors.is_empty()
+            && files.iter().any(|f| {
+                f.ends_with(".op")
+                    && packed_actors
+                        .iter()
+                        .any(|a| f.contains(&format!("/ops/{a}/")))
+            })
+    };
+    let mut packed_any = false;
+    wait_for("the laptop's packed loose files to go", &homes, || {
+        crdtdir(&store_b, &state_b, "phone", &["status"]);
+        let (ok, out, err) = crdtdir(&store_a, &state_a, "laptop", &["--json", "pack"]);
+        assert!(ok, "{err}");
+        let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+        packed_any |= out["packed"].as_u64().unwrap_or(0) > 0;
+        packed_any && !own_loose_left(&store_a)
+    });
+    wait_for(
+        "the pack and the deletions to reach the phone",
+        &homes,
+        || walk(&store_b).iter().any(|f| f.ends_with(".pack")) && !own_loose_left(&store_b),
+    );
+    assert_eq!(crdtdir(&store_b, &state_b, "phone", &["merge"]).1, agreed);
+    let packed_reader = dir.path().join("state-packed-reader");
+    if encrypt {
+        let (ok, _, err) = crdtdir(&store_b, &packed_reader, "reader", &["key", "import", &key]);
+        assert!(ok, "{err}");
+    }
+    assert_eq!(
+        crdtdir(&store_b, &packed_reader, "reader", &["merge"]).1,
+        agreed,
+        "a new device reads the packed store"
+    );
+
     // Compaction on the laptop, once the phone has gone quiet: Syncthing carries the
     // snapshot and the deletions, and the phone still sees every change.
     // The phone's last beats may still be in flight: the laptop refuses (exit 3) while

@@ -133,22 +133,33 @@ impl Loaded {
     }
 }
 
-/// The packs one loader has read, so the entries of one pack cost one read of it.
+/// The packs one loader has read lately, so the entries of one pack cost one read of it
+/// even when entries of several actors' packs come interleaved (a streaming merge takes
+/// them in seq order).
 #[derive(Default)]
 pub(crate) struct PackReader {
-    last: Option<(std::sync::Arc<str>, std::io::Result<Vec<u8>>)>,
+    recent: std::collections::VecDeque<(std::sync::Arc<str>, std::io::Result<Vec<u8>>)>,
 }
+
+/// Packs a loader keeps in memory at once.
+const RECENT_PACKS: usize = 64;
 
 impl PackReader {
     fn bytes(&mut self, store: &Path, pack: &std::sync::Arc<str>) -> Result<&[u8], String> {
-        if self.last.as_ref().is_none_or(|(p, _)| p != pack) {
-            let bytes = std::fs::read(store.join(&**pack));
-            self.last = Some((pack.clone(), bytes));
-        }
-        match &self.last {
-            Some((_, Ok(bytes))) => Ok(bytes),
-            Some((_, Err(e))) => Err(format!("unreadable: {e}")),
-            None => unreachable!("just read"),
+        let at = match self.recent.iter().position(|(p, _)| p == pack) {
+            Some(at) => at,
+            None => {
+                if self.recent.len() == RECENT_PACKS {
+                    self.recent.pop_front();
+                }
+                let bytes = std::fs::read(store.join(&**pack));
+                self.recent.push_back((pack.clone(), bytes));
+                self.recent.len() - 1
+            }
+        };
+        match &self.recent[at].1 {
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(format!("unreadable: {e}")),
         }
     }
 }

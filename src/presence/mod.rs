@@ -297,6 +297,9 @@ impl Store {
         state: &MergedState,
         not_merged_by_some: Option<&HashSet<ChangeHash>>,
     ) {
+        // Op files a pack in the folder holds count as in the folder (listed only when some
+        // entry is old enough to ask).
+        let mut packed: Option<HashSet<String>> = None;
         for kept in self.outbox().entries() {
             let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
                 kept.change_hash(&self.source()).is_some_and(|h| {
@@ -304,8 +307,21 @@ impl Store {
                 })
             });
             let rel = kept.rel();
-            let in_folder = self.inner.root.join(&rel).is_file() || state.covered.contains(&rel);
-            if merged_everywhere || (in_folder && kept.age_secs() > RETENTION_SECS as u64) {
+            let old = kept.age_secs() > RETENTION_SECS as u64;
+            let in_folder = self.inner.root.join(&rel).is_file()
+                || state.covered.contains(&rel)
+                || (old
+                    && packed
+                        .get_or_insert_with(|| {
+                            scan::scan(&self.inner.root)
+                                .ops
+                                .into_iter()
+                                .filter(|o| o.packed.is_some())
+                                .map(|o| o.rel)
+                                .collect()
+                        })
+                        .contains(&rel));
+            if merged_everywhere || (in_folder && old) {
                 kept.release();
             }
         }

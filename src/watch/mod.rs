@@ -744,7 +744,11 @@ impl Run {
             return;
         }
         self.last_beat = Some(Instant::now());
-        let _ = self.store.beat_when(Due::Stale);
+        // A new beat is when other devices' beats are worth reading again: packed loose
+        // files they now have can go.
+        if let Ok(published) = self.store.beat_when(Due::Stale) {
+            let _ = self.store.maintain_packs(published);
+        }
     }
 }
 
