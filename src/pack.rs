@@ -107,29 +107,19 @@ impl Kept {
 /// The kept copies of one store's packs on this device.
 fn kept_copies(dir: &Path) -> Vec<Kept> {
     let mut out = Vec::new();
-    for actor in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let actor_name = actor.file_name().to_string_lossy().into_owned();
-        if !names::is_actor_dir(&actor_name) {
-            continue;
-        }
-        for file in std::fs::read_dir(actor.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let file_name = file.file_name().to_string_lossy().into_owned();
-            let (name, settled) = match file_name.strip_suffix(SETTLED) {
-                Some(name) => (name.to_string(), true),
-                None => (file_name, false),
-            };
-            if pack::parse_name(&name).is_some() {
-                out.push(Kept {
-                    actor: actor_name.clone(),
-                    name,
-                    path: file.path(),
-                    settled,
-                });
-            }
+    for (actor, file) in crate::local::outbox::actor_files(dir) {
+        let file_name = file.file_name().to_string_lossy().into_owned();
+        let (name, settled) = match file_name.strip_suffix(SETTLED) {
+            Some(name) => (name.to_string(), true),
+            None => (file_name, false),
+        };
+        if pack::parse_name(&name).is_some() {
+            out.push(Kept {
+                actor,
+                name,
+                path: file.path(),
+                settled,
+            });
         }
     }
     out.sort_by(|a, b| (&a.actor, &a.name).cmp(&(&b.actor, &b.name)));

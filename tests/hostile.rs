@@ -414,20 +414,7 @@ impl World {
                 }
             }
             Action::Age { dev } => {
-                let two_days_ago =
-                    std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
-                for e in walkdir::WalkDir::new(&self.devices[dev].state)
-                    .into_iter()
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_type().is_file())
-                    .filter(|e| e.path().components().any(|c| c.as_os_str() == "packs"))
-                {
-                    std::fs::File::options()
-                        .write(true)
-                        .open(e.path())
-                        .and_then(|f| f.set_modified(two_days_ago))
-                        .unwrap();
-                }
+                crate::common::age_pack_copies(&self.devices[dev].state, 2 * 24 * 3600);
             }
             Action::LosePack { dev, pick } => {
                 let packs: Vec<(String, Vec<u8>)> = tree(&self.folders[dev])

@@ -115,21 +115,9 @@ fn carry_deletions(before: &std::collections::BTreeSet<String>, from: &Path, to:
     n
 }
 
-/// Makes every kept pack copy of `device` older than the grace period.
+/// Makes every kept pack copy of `device` `secs` seconds old.
 fn age_packs(device: &Device, secs: u64) {
-    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
-    for e in walkdir::WalkDir::new(&device.state)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .filter(|e| e.path().components().any(|c| c.as_os_str() == "packs"))
-    {
-        std::fs::File::options()
-            .write(true)
-            .open(e.path())
-            .and_then(|f| f.set_modified(then))
-            .unwrap();
-    }
+    crate::common::age_pack_copies(&device.state, secs);
 }
 
 /// A device offline for a month: the others pack, their loose files go after the grace

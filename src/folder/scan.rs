@@ -230,19 +230,8 @@ fn scan_ops(store: &Path, out: &mut Scan) {
                 continue;
             }
         };
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = format!("{OPS_DIR}/{name}");
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if !is_dir {
-            out.problems.push(Problem::foreign(rel, &name));
-        } else if !names::is_actor_dir(&name) {
-            out.problems.push(Problem::new(
-                ProblemKind::NotAFile,
-                rel,
-                "folder that is not an actor folder",
-            ));
-        } else {
-            actors.push(rel);
+        if let Some(name) = actor_dir(&entry, OPS_DIR, out) {
+            actors.push(format!("{OPS_DIR}/{name}"));
         }
     }
     // Sorted folder by folder: the op list comes out sorted by path without comparing the
@@ -253,6 +242,26 @@ fn scan_ops(store: &Path, out: &mut Scan) {
         scan_actor(&store.join(&rel), &rel, out);
         let skip = rel.len() + 1;
         out.ops[start..].sort_unstable_by(|a, b| a.rel[skip..].cmp(&b.rel[skip..]));
+    }
+}
+
+/// The name of `entry` of the folder `dir_rel` if it is an actor folder; anything else is
+/// reported.
+fn actor_dir(entry: &std::fs::DirEntry, dir_rel: &str, out: &mut Scan) -> Option<String> {
+    let name = entry.file_name().to_string_lossy().into_owned();
+    let rel = format!("{dir_rel}/{name}");
+    if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        out.problems.push(Problem::foreign(rel, &name));
+        None
+    } else if !names::is_actor_dir(&name) {
+        out.problems.push(Problem::new(
+            ProblemKind::NotAFile,
+            rel,
+            "folder that is not an actor folder",
+        ));
+        None
+    } else {
+        Some(name)
     }
 }
 
@@ -317,17 +326,7 @@ fn scan_packs(store: &Path, out: &mut Scan) {
     };
     let mut actors: Vec<String> = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = format!("{PACKS_DIR}/{name}");
-        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.problems.push(Problem::foreign(rel, &name));
-        } else if !names::is_actor_dir(&name) {
-            out.problems.push(Problem::new(
-                ProblemKind::NotAFile,
-                rel,
-                "folder that is not an actor folder",
-            ));
-        } else {
+        if let Some(name) = actor_dir(&entry, PACKS_DIR, out) {
             actors.push(name);
         }
     }

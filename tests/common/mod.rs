@@ -149,3 +149,21 @@ pub fn clone_state(from: &Device, to: &Device) {
         let _ = std::fs::remove_file(store.path().join("folder"));
     }
 }
+
+/// Makes every kept pack copy in the state dir `state` `secs` seconds old (a day passing for
+/// the packing grace period).
+pub fn age_pack_copies(state: &Path, secs: u64) {
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+    for e in walkdir::WalkDir::new(state)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .filter(|e| e.path().components().any(|c| c.as_os_str() == "packs"))
+    {
+        std::fs::File::options()
+            .write(true)
+            .open(e.path())
+            .and_then(|f| f.set_modified(then))
+            .unwrap();
+    }
+}
