@@ -180,15 +180,20 @@ impl Store {
         };
         let through = self.packed_through(&record.actor);
         let due = size > 0 && record.seq.saturating_sub(through) >= size as u64;
+        // Kept copies are few: those of packs some other device may still lack.
         let kept = kept_copies(&self.packs_dir());
-        let unsettled = kept
-            .iter()
-            .any(|k| !k.settled && k.age_secs() < crate::RETENTION_SECS as u64);
         // A pack of this device the folder lost is put back at once.
-        let lost = kept
-            .iter()
-            .any(|k| !self.inner.root.join(k.rel()).is_file());
-        if !(due || lost || (beat_published && unsettled)) {
+        let lost = || {
+            kept.iter()
+                .any(|k| !self.inner.root.join(k.rel()).is_file())
+        };
+        // When a beat went out (at most once a minute), loose files that other devices now
+        // have can go.
+        let unsettled = || {
+            kept.iter()
+                .any(|k| !k.settled && k.age_secs() < crate::RETENTION_SECS as u64)
+        };
+        if !(due || lost() || (beat_published && unsettled())) {
             return Ok(None);
         }
         let mode = if size == 0 {
@@ -596,4 +601,45 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         )?;
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs are cut at gaps, at forked seqs (never packed) and at entries not taken.
+    #[test]
+    fn runs_are_consecutive_unforked_and_taken() {
+        let entry = |seq: u64, hash: char| {
+            let name = names::op_name_with_hash(seq, &hash.to_string().repeat(32));
+            OpEntry::parse(&crate::folder::op_rel("00ff", &name)).unwrap()
+        };
+        let entries = [
+            entry(1, 'a'),
+            entry(2, 'a'),
+            entry(3, 'a'),
+            entry(5, 'a'),
+            entry(6, 'a'),
+            entry(7, 'a'),
+            entry(7, 'b'),
+            entry(8, 'a'),
+            entry(9, 'a'),
+            entry(10, 'c'),
+            entry(11, 'a'),
+        ];
+        let refs: Vec<&OpEntry> = entries.iter().collect();
+        let seqs = |runs: Vec<Vec<&OpEntry>>| -> Vec<Vec<u64>> {
+            runs.iter()
+                .map(|r| r.iter().map(|e| e.seq).collect())
+                .collect()
+        };
+        assert_eq!(
+            seqs(runs(&refs, |_| true)),
+            [vec![1, 2, 3], vec![5, 6], vec![8, 9, 10, 11]]
+        );
+        assert_eq!(
+            seqs(runs(&refs, |e| e.hash() != "c".repeat(32))),
+            [vec![1, 2, 3], vec![5, 6], vec![8, 9], vec![11]]
+        );
+    }
 }

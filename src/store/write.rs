@@ -473,16 +473,20 @@ impl Store {
         Ok(crate::seal::wrap(seal.seal(kind, context, &plain)))
     }
 
-    /// The highest seq of any op file name under `actor`, listing only its folder.
+    /// The highest seq of any op file or pack name under `actor`, listing only its folders.
     pub(crate) fn actor_max_seq(&self, actor: &str) -> u64 {
-        let Ok(entries) = std::fs::read_dir(self.inner.root.join(OPS_DIR).join(actor)) else {
-            return 0;
+        let names_in = |dir: &str| {
+            std::fs::read_dir(self.inner.root.join(dir).join(actor))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
         };
-        entries
-            .flatten()
-            .filter_map(|e| names::parse_op_name(&e.file_name().to_string_lossy()).map(|n| n.seq))
-            .max()
-            .unwrap_or(0)
+        let loose = names_in(OPS_DIR).filter_map(|n| names::parse_op_name(&n).map(|o| o.seq));
+        // Its packs' names say their last seq: packed changes count as much as loose ones.
+        let packed = names_in(crate::format::pack::PACKS_DIR)
+            .filter_map(|n| crate::format::pack::parse_name(&n).map(|p| p.1));
+        loose.chain(packed).max().unwrap_or(0)
     }
 
     /// Writes one own change: temp file (fsynced), then the record (fsynced), then the rename.
