@@ -65,7 +65,9 @@ pub use error::{Error, Result};
 pub use format::marker::FORMAT_VERSION;
 pub use local::retention::RETENTION_SECS;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
-pub use pack::{pack_folder_actor, PackOutcome, DEFAULT_PACK_SIZE, PACK_GRACE_SECS, PACK_SIZE_ENV};
+pub use pack::{
+    pack_folder_actor, PackOutcome, DEFAULT_PACK_SIZE, PACK_GRACE_SECS, PACK_SIZE_ENV, REPACK_FAN,
+};
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};

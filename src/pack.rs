@@ -50,9 +50,10 @@ const SETTLED: &str = ".settled";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct PackOutcome {
-    /// Packs written now (paths in the store).
+    /// Packs written now (paths in the store): of loose op files, and bigger packs that
+    /// fold packs ([`REPACK_FAN`] at a time).
     pub packs: Vec<String>,
-    /// Op files those packs hold.
+    /// Loose op files packed now.
     pub packed: usize,
     /// Loose op files of this device deleted: a pack in the folder holds each of them.
     pub deleted: usize,
@@ -61,6 +62,10 @@ pub struct PackOutcome {
     pub kept_loose: usize,
     /// This device's packs the folder had lost, published again.
     pub republished: Vec<String>,
+    /// This device's packs folded into bigger packs now (written among `packs`).
+    pub folded_packs: usize,
+    /// This device's packs deleted: a bigger pack of its own holds all they held.
+    pub deleted_packs: usize,
 }
 
 /// Which runs become packs.
@@ -124,6 +129,35 @@ fn kept_copies(dir: &Path) -> Vec<Kept> {
     }
     out.sort_by(|a, b| (&a.actor, &a.name).cmp(&(&b.actor, &b.name)));
     out
+}
+
+/// Whether every other device has a change, by their latest beats; asked lazily (it reads
+/// every other device's beat and walks the history once).
+struct Acks<'a> {
+    store: &'a Store,
+    state: &'a MergedState,
+    unmerged: std::cell::OnceCell<Option<HashSet<ChangeHash>>>,
+}
+
+impl<'a> Acks<'a> {
+    fn new(store: &'a Store, state: &'a MergedState) -> Acks<'a> {
+        Acks {
+            store,
+            state,
+            unmerged: Default::default(),
+        }
+    }
+
+    /// True when some other device beats and every other device's latest beat includes
+    /// `hash` (so all it depends on).
+    fn everyone_has(&self, hash: &ChangeHash) -> bool {
+        let unmerged = self
+            .unmerged
+            .get_or_init(|| self.store.unmerged_by_some(self.state));
+        unmerged.as_ref().is_some_and(|u| {
+            self.state.doc.get_change_meta_by_hash(hash).is_some() && !u.contains(hash)
+        })
+    }
 }
 
 /// A pack's bytes, read back whole: every entry verified, its name matching its bytes.
@@ -309,13 +343,27 @@ impl Store {
         if !out.packs.is_empty() || !out.republished.is_empty() {
             scan = scan::scan(&self.inner.root);
         }
+        // 2b. Packs fold into bigger packs, REPACK_FAN at a time.
+        if mode != Mode::Existing {
+            let mut repacked = false;
+            for actor in &own {
+                let (written, folded) = self.repack(&scan, actor, size, &kept_dir)?;
+                repacked |= !written.is_empty();
+                out.packs.extend(written);
+                out.folded_packs += folded;
+            }
+            if repacked {
+                scan = scan::scan(&self.inner.root);
+            }
+        }
 
         // 3. Loose files the packs hold, when every other device has them or the grace passed.
         let kept = kept_copies(&kept_dir);
         let (deleted, kept_loose) = self.delete_packed_loose(&scan, &state, &own, &kept)?;
         out.deleted = deleted;
         out.kept_loose = kept_loose;
-        if deleted > 0 {
+        out.deleted_packs = self.delete_superseded(&scan, &state, &own, &kept)?;
+        if deleted > 0 || out.deleted_packs > 0 {
             scan = scan::scan(&self.inner.root);
         }
 
@@ -342,9 +390,20 @@ impl Store {
                 _ => return Ok(None),
             }
         }
+        self.publish_pack(actor, &files, kept_dir).map(Some)
+    }
+
+    /// Publishes the pack of `files` (consecutive seqs of `actor`, op file bytes): the kept
+    /// copy first, then the pack in the folder. Returns its path in the store.
+    fn publish_pack(
+        &self,
+        actor: &str,
+        files: &[(u64, Vec<u8>)],
+        kept_dir: &Path,
+    ) -> Result<String> {
         let refs: Vec<(u64, &[u8])> = files.iter().map(|(s, b)| (*s, b.as_slice())).collect();
         let bytes = pack::encode(actor, &refs);
-        let (first, last) = (chunk[0].seq, chunk[chunk.len() - 1].seq);
+        let (first, last) = (files[0].0, files[files.len() - 1].0);
         let name = pack::file_name(first, last, &bytes);
         self.ensure_packs_feature(actor)?;
         let copy_dir = kept_dir.join(actor);
@@ -358,7 +417,89 @@ impl Store {
         fs::publish(staged, &target)
             .and_then(|()| fault::at("pack-published"))
             .map_err(Error::io(&target))?;
-        Ok(Some(format!("{}/{actor}/{name}", pack::PACKS_DIR)))
+        Ok(format!("{}/{actor}/{name}", pack::PACKS_DIR))
+    }
+
+    /// Folds runs of [`REPACK_FAN`] consecutive packs of one size (the pack size times a
+    /// power of the fan) into one pack: the file count stays logarithmic in a device's
+    /// history. The packs folded are deleted later, like loose files
+    /// ([`Store::delete_superseded`]). Returns the packs written and how many they fold.
+    fn repack(
+        &self,
+        scan: &Scan,
+        actor: &str,
+        size: usize,
+        kept_dir: &Path,
+    ) -> Result<(Vec<String>, usize)> {
+        let live = unsuperseded(scan, actor);
+        let mut written = Vec::new();
+        let mut folded = 0;
+        for group in repack_groups(&live, size, self.inner.repack_fan) {
+            let mut files = Vec::new();
+            for p in &group {
+                let Ok(bytes) = std::fs::read(self.inner.root.join(&p.rel)) else {
+                    return Ok((written, folded));
+                };
+                for row in &p.rows {
+                    match pack::entry(&bytes, row) {
+                        Ok(entry) => files.push((row.seq, entry.to_vec())),
+                        // A damaged pack is not folded: its owner's copy may replace it.
+                        Err(_) => return Ok((written, folded)),
+                    }
+                }
+            }
+            written.push(self.publish_pack(actor, &files, kept_dir)?);
+            folded += group.len();
+        }
+        Ok((written, folded))
+    }
+
+    /// Deletes this device's packs that a bigger pack of its own holds whole, once that pack
+    /// reads back whole and every other device has its changes or the grace period passed.
+    /// The kept copy goes first (a pack in the folder without one is harmless; the other
+    /// way round it would be published again). Returns how many went.
+    fn delete_superseded(
+        &self,
+        scan: &Scan,
+        state: &MergedState,
+        own: &[String],
+        kept: &[Kept],
+    ) -> Result<usize> {
+        let acks = Acks::new(self, state);
+        let source = self.source();
+        let mut deleted = 0;
+        for actor in own {
+            let mine: Vec<&scan::PackListing> =
+                scan.packs.iter().filter(|p| &p.actor == actor).collect();
+            for p in &mine {
+                // The biggest holder: it is not deleted in this pass.
+                let holder = mine
+                    .iter()
+                    .filter(|q| holds(q, p))
+                    .max_by_key(|q| q.rows.len());
+                let Some(holder) = holder else {
+                    continue;
+                };
+                let Ok(last) = read_back(&source, holder) else {
+                    continue;
+                };
+                let aged = kept
+                    .iter()
+                    .find(|k| k.rel() == holder.rel)
+                    .is_some_and(|k| k.age_secs() >= PACK_GRACE_SECS);
+                if !(aged || acks.everyone_has(&last)) {
+                    continue;
+                }
+                for k in kept.iter().filter(|k| k.rel() == p.rel) {
+                    fs::remove(&k.path).map_err(Error::io(&k.path))?;
+                }
+                let path = self.inner.root.join(&p.rel);
+                let _ = fs::remove(&path);
+                deleted += 1;
+            }
+            let _ = fs::sync_dir(&self.inner.root.join(pack::PACKS_DIR).join(actor));
+        }
+        Ok(deleted)
     }
 
     /// `features/packs`, before the first pack: a build that cannot read packs must not
@@ -440,7 +581,7 @@ impl Store {
         if by_pack.is_empty() {
             return Ok((0, 0));
         }
-        let unmerged = self.unmerged_by_some(state);
+        let acks = Acks::new(self, state);
         let source = self.source();
         let (mut deleted, mut kept_loose) = (0, 0);
         for (pack_rel, entries) in by_pack {
@@ -451,9 +592,7 @@ impl Store {
                 kept_loose += entries.len();
                 continue;
             };
-            let everyone_has = unmerged.as_ref().is_some_and(|u| {
-                state.doc.get_change_meta_by_hash(&last).is_some() && !u.contains(&last)
-            });
+            let everyone_has = acks.everyone_has(&last);
             let aged = kept
                 .iter()
                 .find(|k| k.rel() == pack_rel)
@@ -492,7 +631,7 @@ impl Store {
             .collect();
         let covered: HashSet<&str> = state.covered.iter().map(String::as_str).collect();
         let source = self.source();
-        let mut unmerged: Option<Option<HashSet<ChangeHash>>> = None;
+        let acks = Acks::new(self, state);
         for k in kept {
             let rel = k.rel();
             let listing = scan.packs.iter().find(|p| p.rel == rel);
@@ -524,10 +663,7 @@ impl Store {
                 let Ok(last) = read_back(&source, l) else {
                     return false;
                 };
-                let unmerged = unmerged.get_or_insert_with(|| self.unmerged_by_some(state));
-                unmerged.as_ref().is_some_and(|u| {
-                    state.doc.get_change_meta_by_hash(&last).is_some() && !u.contains(&last)
-                })
+                acks.everyone_has(&last)
             });
             let old = listing.is_some() && k.age_secs() > crate::RETENTION_SECS as u64;
             if everyone_has || old {
@@ -536,6 +672,59 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Packs fold into bigger ones this many at a time.
+pub const REPACK_FAN: usize = 16;
+
+/// True when pack `q` holds every seq of pack `p` and more: `p` is superseded.
+fn holds(q: &scan::PackListing, p: &scan::PackListing) -> bool {
+    q.rel != p.rel && q.first <= p.first && p.last <= q.last && q.rows.len() > p.rows.len()
+}
+
+/// `actor`'s packs in the folder that no bigger pack of its holds, by first seq.
+fn unsuperseded<'a>(scan: &'a Scan, actor: &str) -> Vec<&'a scan::PackListing> {
+    let mine: Vec<&scan::PackListing> = scan.packs.iter().filter(|p| p.actor == actor).collect();
+    let mut live: Vec<&scan::PackListing> = mine
+        .iter()
+        .filter(|p| !mine.iter().any(|q| holds(q, p)))
+        .copied()
+        .collect();
+    live.sort_by_key(|p| (p.first, p.last));
+    live
+}
+
+/// Groups of `fan` consecutive packs (by seq) that each hold exactly `size * fan^k`
+/// changes, for one `k`.
+fn repack_groups<'a>(
+    packs: &[&'a scan::PackListing],
+    size: usize,
+    fan: usize,
+) -> Vec<Vec<&'a scan::PackListing>> {
+    let levelled = |n: usize| {
+        let mut level = size;
+        while level < n {
+            level = level.saturating_mul(fan);
+        }
+        level == n
+    };
+    let mut groups = Vec::new();
+    let mut run: Vec<&scan::PackListing> = Vec::new();
+    for &p in packs {
+        let continues = run
+            .last()
+            .is_some_and(|l| l.last + 1 == p.first && l.rows.len() == p.rows.len());
+        if !continues {
+            run.clear();
+        }
+        if levelled(p.rows.len()) {
+            run.push(p);
+        }
+        if run.len() == fan {
+            groups.push(std::mem::take(&mut run));
+        }
+    }
+    groups
 }
 
 /// The runs of consecutive seqs among `entries` (one actor's, sorted by seq) that `take`

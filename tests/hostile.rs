@@ -235,6 +235,8 @@ impl World {
         let mut options = self.devices[dev].options();
         if let Some(size) = self.pack_size {
             options = options.pack_size(size);
+            // Every two packs fold into a bigger one: many levels from few changes.
+            options.repack_fan = Some(2);
         }
         Store::open(&self.folders[dev], options).ok()
     }
@@ -623,8 +625,9 @@ proptest! {
 }
 
 proptest! {
-    // Devices pack every 2 changes as they write, by hand, and after the grace period;
-    // packs are deleted, torn, lost and brought back like op files.
+    // Devices pack every 2 changes as they write, by hand, and after the grace period, and
+    // fold every 2 packs into a bigger one; packs are deleted, torn, lost and brought back
+    // like op files.
     #![proptest_config(ProptestConfig {
         cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32),
         ..ProptestConfig::default()

@@ -359,3 +359,75 @@ fn a_fork_between_a_pack_and_a_loose_file_resolves_like_any_fork() {
         serde_json::to_string(&doc).unwrap()
     );
 }
+
+/// Packs fold into bigger packs REPACK_FAN at a time, so a long history keeps few files;
+/// the small packs go once the other device has the changes, and every reader reads the
+/// same.
+#[test]
+fn packs_fold_into_bigger_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let b = Device::new(dir.path(), "b");
+    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let sb = open(&b, &store, 2);
+    sb.beat().unwrap();
+    let sa = open(&a, &store, 2);
+    let n = 2 * 2 * crdtdir::REPACK_FAN;
+    for i in 0..n {
+        set(&sa, &format!("k{i}"), i as i64);
+    }
+    // Writes packed every 2 changes and folded every REPACK_FAN packs into a bigger one.
+    let want = json_of(&sb);
+    sb.beat().unwrap();
+    let out = sa.pack().unwrap();
+    assert!(out.deleted_packs >= 2 * crdtdir::REPACK_FAN - 2, "{out:?}");
+    let packs: Vec<String> = tree(&store)
+        .into_keys()
+        .filter(|p| p.ends_with(".pack"))
+        .collect();
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    assert_eq!(count(&store, "ops/", ".op"), 0);
+    let fresh = Device::new(dir.path(), "fresh");
+    assert_eq!(json_of(&fresh.open(&store)), want);
+    assert_eq!(json_of(&sa), want);
+    let status = sa.status().unwrap();
+    assert_eq!(status.files.packed, n);
+    // A lost bigger pack comes back from its kept copy.
+    std::fs::remove_file(store.join(&packs[1])).unwrap();
+    set(&sa, "after", 1);
+    assert!(store.join(&packs[1]).exists());
+    let again = Device::new(dir.path(), "again");
+    let doc: serde_json::Value = serde_json::from_str(&json_of(&again.open(&store))).unwrap();
+    assert_eq!(doc["k63"], json!(63));
+}
+
+/// With a fan of 2, packs fold level by level: 8 changes end in one pack.
+#[test]
+fn packs_fold_level_by_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let mut options = a.options().pack_size(2);
+    options.repack_fan = Some(2);
+    let sa = Store::open(&store, options).unwrap();
+    for i in 0..8 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    let want = json_of(&sa);
+    // Alone (no other device's beat): the folded packs stay for the grace period.
+    let out = sa.pack().unwrap();
+    assert_eq!(out.deleted_packs, 0, "{out:?}");
+    crate::common::age_pack_copies(&a.state, 2 * 24 * 3600);
+    sa.pack().unwrap();
+    let packs: Vec<String> = tree(&store)
+        .into_keys()
+        .filter(|p| p.ends_with(".pack"))
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    assert!(packs[0].contains("/0000000001-0000000008-"), "{packs:?}");
+    assert_eq!(count(&store, "ops/", ".op"), 0);
+    let fresh = Device::new(dir.path(), "fresh");
+    assert_eq!(json_of(&fresh.open(&store)), want);
+}

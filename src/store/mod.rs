@@ -51,6 +51,10 @@ pub struct Options {
     /// it packs them ([`Store::pack`]); `Some(0)` never packs on its own. Default:
     /// `CRDTDIR_PACK_SIZE`, else [`crate::DEFAULT_PACK_SIZE`].
     pub pack_size: Option<usize>,
+    /// How many packs fold into one bigger pack (default [`crate::REPACK_FAN`]); for tests
+    /// that want many levels from few changes.
+    #[doc(hidden)]
+    pub repack_fan: Option<usize>,
 }
 
 impl Options {
@@ -150,6 +154,8 @@ pub(crate) struct Shared {
     pub(crate) key: std::sync::OnceLock<(crate::seal::StoreKey, crate::seal::Seal)>,
     /// Changes per pack; 0: no automatic packing ([`Options::pack_size`]).
     pub(crate) pack_size: usize,
+    /// Packs per bigger pack ([`crate::REPACK_FAN`]).
+    pub(crate) repack_fan: usize,
     /// The highest seq this device's current actor has in a pack, once looked up.
     pub(crate) packed_through: Mutex<Option<(String, u64)>>,
 }

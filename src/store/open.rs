@@ -249,6 +249,7 @@ impl Store {
                 rendered: Default::default(),
                 key,
                 pack_size: options.effective_pack_size(),
+                repack_fan: options.repack_fan.unwrap_or(crate::REPACK_FAN).max(2),
                 packed_through: Mutex::new(None),
             }),
         }

@@ -10,7 +10,7 @@ pub(crate) fn run(store: &Store) -> Result<(), Failure> {
         return print_json(&to_json(&outcome)?);
     }
     let mut text = format!(
-        "packed {} op file(s) into {} pack(s)\n",
+        "packed {} op file(s); wrote {} pack(s)\n",
         outcome.packed,
         outcome.packs.len()
     );
@@ -18,6 +18,18 @@ pub(crate) fn run(store: &Store) -> Result<(), Failure> {
         "deleted {} loose op file(s) that packs hold\n",
         outcome.deleted
     ));
+    if outcome.folded_packs > 0 {
+        text.push_str(&format!(
+            "folded {} pack(s) into bigger ones\n",
+            outcome.folded_packs
+        ));
+    }
+    if outcome.deleted_packs > 0 {
+        text.push_str(&format!(
+            "deleted {} pack(s) that bigger packs hold\n",
+            outcome.deleted_packs
+        ));
+    }
     if outcome.kept_loose > 0 {
         text.push_str(&format!(
             "kept {} loose op file(s) that packs hold, until every other device has them (or for {} h)\n",
