@@ -404,9 +404,9 @@ fn main() {
     );
     let _ = std::fs::remove_dir_all(&extra);
 
-    // Packs: the same history, each actor's op files in packs of 256 (as every device
-    // packing its own would leave it), made once per size.
-    let packed = root.join(format!("store-{devices}x{commits}-packed"));
+    // Packs: the same history, each actor's op files in packs of 256 folded 16 at a time
+    // (as every device packing its own would leave it), made once per size.
+    let packed = root.join(format!("store-{devices}x{commits}-packed-v2"));
     if !packed.join("complete").exists() {
         let _ = std::fs::remove_dir_all(&packed);
         copy_tree(&store, &packed);
@@ -418,7 +418,7 @@ fn main() {
             n += crdtdir::pack_folder_actor(&packed, &actor, crdtdir::DEFAULT_PACK_SIZE).unwrap();
         }
         std::fs::write(packed.join("complete"), b"").unwrap();
-        eprintln!("packed a copy into {n} packs in {:.1?}", t.elapsed());
+        eprintln!("packed a copy: {n} packs in {:.1?}", t.elapsed());
     }
     let _ = Command::new("sync").status();
     let files = |dir: &Path| {
@@ -429,7 +429,7 @@ fn main() {
             .count()
     };
     row(
-        "live files, loose -> packed (256 per pack)",
+        "live files, loose -> packed (256s, folded by 16)",
         format!("{} -> {}", files(&store), files(&packed)),
     );
     let (loose_apparent, loose_allocated) = disk_usage(&store);

@@ -753,43 +753,66 @@ fn runs<'a>(entries: &[&'a OpEntry], take: impl Fn(&OpEntry) -> bool) -> Vec<Vec
 }
 
 /// Packs every run of `actor`'s loose op files in the store folder at `store` into packs of
-/// `size` and deletes the loose files: for benchmarks and tools that build stores file by
-/// file. It skips every safety rule of [`Store::pack`] (other devices' acknowledgements, the
-/// grace period, the kept copy): stores pack their own files. Returns the packs written.
+/// `size`, folds the packs [`REPACK_FAN`] at a time as a device does, and deletes what the
+/// packs hold: for benchmarks and tools that build stores file by file. It skips every
+/// safety rule of [`Store::pack`] (other devices' acknowledgements, the grace period, the
+/// kept copy): stores pack their own files. Returns the packs left.
 #[doc(hidden)]
 pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Result<usize> {
+    let size = size.max(2);
+    let publish = |files: &[(u64, Vec<u8>)]| -> std::io::Result<()> {
+        let refs: Vec<(u64, &[u8])> = files.iter().map(|(s, b)| (*s, b.as_slice())).collect();
+        let bytes = pack::encode(actor, &refs);
+        let name = pack::file_name(files[0].0, files[files.len() - 1].0, &bytes);
+        let dir = store.join(pack::PACKS_DIR).join(actor);
+        fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))
+    };
+    let features = store.join(FEATURES_DIR);
+    if !features.join(pack::FEATURE).exists() {
+        fs::publish_new(
+            fs::stage(&features, actor, b"packs\n")?,
+            &features.join(pack::FEATURE),
+        )?;
+    }
     let scan = scan::scan(store);
     let mine: Vec<&OpEntry> = scan
         .ops
         .iter()
         .filter(|o| o.actor() == actor && o.loose && o.packed.is_none())
         .collect();
-    let mut written = 0;
     for run in runs(&mine, |_| true) {
-        for chunk in run.chunks(size.max(2)).filter(|c| c.len() >= 2) {
+        for chunk in run.chunks(size).filter(|c| c.len() >= 2) {
             let files: Vec<(u64, Vec<u8>)> = chunk
                 .iter()
                 .map(|e| Ok((e.seq, std::fs::read(store.join(&e.rel))?)))
                 .collect::<std::io::Result<_>>()?;
-            let refs: Vec<(u64, &[u8])> = files.iter().map(|(s, b)| (*s, b.as_slice())).collect();
-            let bytes = pack::encode(actor, &refs);
-            let name = pack::file_name(chunk[0].seq, chunk[chunk.len() - 1].seq, &bytes);
-            let dir = store.join(pack::PACKS_DIR).join(actor);
-            fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))?;
+            publish(&files)?;
             for e in chunk {
                 fs::remove(store.join(&e.rel))?;
             }
-            written += 1;
         }
     }
-    let features = store.join(FEATURES_DIR);
-    if written > 0 && !features.join(pack::FEATURE).exists() {
-        fs::publish_new(
-            fs::stage(&features, actor, b"packs\n")?,
-            &features.join(pack::FEATURE),
-        )?;
+    loop {
+        let scan = scan::scan(store);
+        let groups = repack_groups(&unsuperseded(&scan, actor), size, REPACK_FAN);
+        if groups.is_empty() {
+            return Ok(unsuperseded(&scan, actor).len());
+        }
+        for group in groups {
+            let mut files = Vec::new();
+            for p in &group {
+                let bytes = std::fs::read(store.join(&p.rel))?;
+                for row in &p.rows {
+                    let entry = pack::entry(&bytes, row).map_err(std::io::Error::other)?;
+                    files.push((row.seq, entry.to_vec()));
+                }
+            }
+            publish(&files)?;
+            for p in &group {
+                fs::remove(store.join(&p.rel))?;
+            }
+        }
     }
-    Ok(written)
 }
 
 #[cfg(test)]
