@@ -246,8 +246,7 @@ impl Store {
             .packed_through
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some((a, seq)) = cached.as_ref().filter(|(a, _)| a == actor) {
-            let _ = a;
+        if let Some((_, seq)) = cached.as_ref().filter(|(a, _)| a == actor) {
             return *seq;
         }
         let recorded = std::fs::read_to_string(self.packs_dir().join("through"))

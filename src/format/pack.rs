@@ -155,13 +155,19 @@ pub(crate) fn entry<'a>(bytes: &'a [u8], row: &Row) -> Result<&'a [u8], String> 
             row.seq
         ));
     };
+    check_entry(entry, row)?;
+    Ok(entry)
+}
+
+/// Checks an entry's bytes against its row's hash.
+pub(crate) fn check_entry(entry: &[u8], row: &Row) -> Result<(), String> {
     if blake3::hash(entry).as_bytes() != &row.hash {
         return Err(format!(
             "entry for seq {} does not match its hash (damaged)",
             row.seq
         ));
     }
-    Ok(entry)
+    Ok(())
 }
 
 /// The canonical file name of a pack with these bytes, of seqs `first..=last`.

@@ -7,7 +7,7 @@ use automerge::{ActorId, Change, ChangeHash};
 
 use super::state::Pending;
 use crate::folder::names;
-use crate::folder::scan::OpEntry;
+use crate::folder::scan::{OpEntry, Packed};
 use crate::format::{opfile, pack};
 use crate::report::{Problem, ProblemKind};
 use crate::seal::Seal;
@@ -133,34 +133,71 @@ impl Loaded {
     }
 }
 
-/// The packs one loader has read lately, so the entries of one pack cost one read of it
-/// even when entries of several actors' packs come interleaved (a streaming merge takes
-/// them in seq order).
+/// The packs one loader reads: for each of the last few, the open file and a window of its
+/// bytes, so entries of one pack cost a few large reads even when entries of several
+/// actors' packs come interleaved (a streaming merge takes them in seq order), and memory
+/// stays a few windows whatever the packs' sizes.
 #[derive(Default)]
 pub(crate) struct PackReader {
-    recent: std::collections::VecDeque<(std::sync::Arc<str>, std::io::Result<Vec<u8>>)>,
+    recent: std::collections::VecDeque<Window>,
 }
 
-/// Packs a loader keeps in memory at once.
-const RECENT_PACKS: usize = 64;
+struct Window {
+    pack: std::sync::Arc<str>,
+    file: Result<std::fs::File, String>,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+/// Packs a loader keeps open at once.
+const RECENT_PACKS: usize = 16;
+/// Bytes read from a pack at once (more when one entry is bigger).
+const WINDOW: u64 = 1 << 20;
 
 impl PackReader {
-    fn bytes(&mut self, store: &Path, pack: &std::sync::Arc<str>) -> Result<&[u8], String> {
-        let at = match self.recent.iter().position(|(p, _)| p == pack) {
+    /// The bytes of a pack entry, verified against its row.
+    fn entry(&mut self, store: &Path, packed: &Packed) -> Result<Vec<u8>, String> {
+        use std::io::{Read, Seek};
+        let row = &packed.row;
+        let end = row.offset + u64::from(row.len);
+        let at = match self.recent.iter().position(|w| w.pack == packed.pack) {
             Some(at) => at,
             None => {
                 if self.recent.len() == RECENT_PACKS {
                     self.recent.pop_front();
                 }
-                let bytes = std::fs::read(store.join(&**pack));
-                self.recent.push_back((pack.clone(), bytes));
+                self.recent.push_back(Window {
+                    pack: packed.pack.clone(),
+                    file: std::fs::File::open(store.join(&*packed.pack))
+                        .map_err(|e| format!("unreadable: {e}")),
+                    start: 0,
+                    bytes: Vec::new(),
+                });
                 self.recent.len() - 1
             }
         };
-        match &self.recent[at].1 {
-            Ok(bytes) => Ok(bytes),
-            Err(e) => Err(format!("unreadable: {e}")),
+        let w = &mut self.recent[at];
+        let held = w.start <= row.offset && end <= w.start + w.bytes.len() as u64;
+        if !held {
+            let file = w.file.as_mut().map_err(|e| e.clone())?;
+            w.bytes.clear();
+            w.start = row.offset;
+            file.seek(std::io::SeekFrom::Start(row.offset))
+                .and_then(|_| {
+                    file.take(u64::from(row.len).max(WINDOW))
+                        .read_to_end(&mut w.bytes)
+                })
+                .map_err(|e| format!("unreadable: {e}"))?;
         }
+        let from = (row.offset - w.start) as usize;
+        let bytes = w.bytes.get(from..from + row.len as usize).ok_or_else(|| {
+            format!(
+                "entry for seq {} is past the end of the pack (truncated)",
+                row.seq
+            )
+        })?;
+        pack::check_entry(bytes, row)?;
+        Ok(bytes.to_vec())
     }
 }
 
@@ -188,8 +225,7 @@ pub(crate) fn load(
         (Some(Ok(loaded)), _) => Ok(loaded),
         (loose, Some(packed)) => {
             let from_pack = packs
-                .bytes(store, &packed.pack)
-                .and_then(|bytes| pack::entry(bytes, &packed.row).map(<[u8]>::to_vec))
+                .entry(store, packed)
                 .map_err(|r| (ProblemKind::Damaged, r))
                 .and_then(|bytes| verify(store, entry, &bytes));
             match (from_pack, loose) {
