@@ -431,3 +431,44 @@ fn packs_fold_level_by_level() {
     let fresh = Device::new(dir.path(), "fresh");
     assert_eq!(json_of(&fresh.open(&store)), want);
 }
+
+/// A running watcher keeps packs up: once the other device's beat has the changes, the
+/// loose files its pack holds go without any write.
+#[test]
+fn a_watcher_deletes_packed_loose_files_once_others_have_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let b = Device::new(dir.path(), "b");
+    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let sb = open(&b, &store, 0);
+    sb.beat().unwrap();
+    let sa = open(&a, &store, 0);
+    for i in 0..4 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    let out = sa.pack().unwrap();
+    assert_eq!((out.packed, out.kept_loose), (4, 4), "{out:?}");
+    let want = json_of(&sb);
+    sb.beat().unwrap();
+    let watcher = sa
+        .watch(
+            crdtdir::WatchOptions::new()
+                .events(false)
+                .poll(std::time::Duration::from_millis(50)),
+        )
+        .unwrap();
+    let start = std::time::Instant::now();
+    while count(&store, "ops/", ".op") > 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the watcher left the loose files: {:?}",
+            tree(&store).keys()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    watcher.stop();
+    assert_eq!(count(&store, "packs/", ".pack"), 1);
+    let fresh = Device::new(dir.path(), "fresh");
+    assert_eq!(json_of(&fresh.open(&store)), want);
+}

@@ -439,6 +439,8 @@ struct Run {
     report: Option<MergeReport>,
     last_listing: Instant,
     last_beat: Option<Instant>,
+    /// When packing upkeep last ran (see [`Run::heartbeat`]).
+    last_upkeep: Option<Instant>,
 }
 
 impl Run {
@@ -467,6 +469,7 @@ impl Run {
             report: None,
             last_listing: Instant::now(),
             last_beat: None,
+            last_upkeep: None,
         };
         match remote_file_system(&run.store.inner.root) {
             Some(fs) if run.options.events => run.notices.push(format!(
@@ -744,10 +747,16 @@ impl Run {
             return;
         }
         self.last_beat = Some(Instant::now());
-        // A new beat is when other devices' beats are worth reading again: packed loose
-        // files they now have can go.
-        if let Ok(published) = self.store.beat_when(Due::Stale) {
-            let _ = self.store.maintain_packs(published);
+        let published = self.store.beat_when(Due::Stale).unwrap_or(false);
+        // Packing upkeep at start and then once a minute (or with a new beat): packed loose
+        // files the other devices now have can go, a lost pack comes back.
+        let upkeep = published
+            || self
+                .last_upkeep
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if upkeep {
+            self.last_upkeep = Some(Instant::now());
+            let _ = self.store.maintain_packs(true);
         }
     }
 }
