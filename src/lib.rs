@@ -35,6 +35,11 @@
 //! found); [`Store::watch`] follows the folder as files arrive; [`View::doc`]`.save()` is the
 //! document in Automerge's own format (`crdtdir export`).
 //!
+//! Keeping the folder small: each device folds its own op files into packs as it writes
+//! (every [`DEFAULT_PACK_SIZE`] changes, [`Options::pack_size`]; [`Store::pack`] by hand),
+//! with no need for the other devices to be offline; [`Store::compact`] folds everything into
+//! one snapshot when this device is alone.
+//!
 //! Threat model: crdtdir protects a user's data against accidents — sync tools, crashes,
 //! full disks, cloned disks, bit rot — not against a hostile device with write access to the
 //! folder. Damaged and foreign files are skipped and reported ([`MergeReport`]), never
