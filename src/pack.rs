@@ -549,11 +549,24 @@ impl Store {
                 continue;
             }
             let dir = self.inner.root.join(pack::PACKS_DIR).join(&kept.actor);
-            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
             let target = dir.join(&kept.name);
-            fs::publish(staged, &target)
-                .and_then(|()| fault::at("republished"))
-                .map_err(Error::io(&target))?;
+            // Under its name but not read by the scan: a damaged copy (a torn delivery, bit
+            // rot) that the right bytes replace; a sound one (unreadable for now) stays.
+            let damaged = match std::fs::read(&target) {
+                Ok(there) => there != bytes,
+                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            };
+            if target.exists() && !damaged {
+                continue;
+            }
+            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            if damaged {
+                fs::publish_over_damaged(staged, &target)
+            } else {
+                fs::publish(staged, &target)
+            }
+            .and_then(|()| fault::at("republished"))
+            .map_err(Error::io(&target))?;
             out.push(rel);
         }
         Ok(out)

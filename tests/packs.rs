@@ -507,3 +507,51 @@ fn the_file_budget_holds_through_automatic_packing() {
     assert_eq!(json_of(&fresh.open(&store)), want);
     assert_eq!(sa.status().unwrap().files.packed, 300);
 }
+
+/// A pack of this device that the folder holds damaged (a flipped bit in its header, a
+/// torn delivery) is replaced by its kept copy at the next packing; readers meanwhile
+/// report it and read the rest.
+#[test]
+fn a_damaged_own_pack_is_replaced_from_its_kept_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let a = Device::new(dir.path(), "a");
+    let b = Device::new(dir.path(), "b");
+    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let sa = open(&a, &store, 0);
+    for i in 0..6 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    let want = json_of(&b.open(&store));
+    // Alone, the loose files go after the grace period; the kept copy stays (no other
+    // device has said it has the changes).
+    let out = sa.pack().unwrap();
+    age_packs(&a, 2 * 24 * 3600);
+    assert_eq!(sa.pack().unwrap().deleted, 6);
+    let pack = store.join(&out.packs[0]);
+    let bytes = std::fs::read(&pack).unwrap();
+    for damage in [
+        |b: &mut Vec<u8>| b[20] ^= 0x10,
+        |b: &mut Vec<u8>| b.truncate(10),
+    ] {
+        let mut damaged = bytes.clone();
+        damage(&mut damaged);
+        std::fs::remove_file(&pack).unwrap();
+        std::fs::write(&pack, &damaged).unwrap();
+        let other = Device::new(dir.path(), "other");
+        let view = other.open(&store).read().unwrap();
+        assert!(
+            view.report()
+                .problems
+                .iter()
+                .any(|p| p.path == out.packs[0]),
+            "{:?}",
+            view.report().problems
+        );
+        let again = sa.pack().unwrap();
+        assert_eq!(again.republished, vec![out.packs[0].clone()], "{again:?}");
+        assert_eq!(std::fs::read(&pack).unwrap(), bytes);
+        let fresh = Device::new(dir.path(), &format!("fresh{}", damaged.len()));
+        assert_eq!(json_of(&fresh.open(&store)), want);
+    }
+}

@@ -66,6 +66,14 @@ pub(crate) fn publish(staged: Staged, target: &Path) -> io::Result<()> {
     sync_dir(parent_of(target))
 }
 
+/// Renames a staged file over `target`, whose bytes do not match its name (a torn or
+/// damaged copy: not a published file), and fsyncs the folder. The staged bytes are the
+/// ones the name promises.
+pub(crate) fn publish_over_damaged(staged: Staged, target: &Path) -> io::Result<()> {
+    fs::rename(&staged.temp, target)?;
+    sync_dir(parent_of(target))
+}
+
 /// Publishes a staged file only if `target` does not exist yet (no-clobber). Returns
 /// `Ok(false)` when something else is already there; the temp is then removed.
 pub(crate) fn publish_new(staged: Staged, target: &Path) -> io::Result<bool> {
