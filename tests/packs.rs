@@ -26,6 +26,14 @@ fn count(store: &Path, prefix: &str, ext: &str) -> usize {
         .count()
 }
 
+/// A new store made by device `a`, and a second device `b`.
+fn two_devices(dir: &Path) -> (std::path::PathBuf, Device, Device) {
+    let store = dir.join("store");
+    let a = Device::new(dir, "a");
+    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    (store, a, Device::new(dir, "b"))
+}
+
 fn open(device: &Device, store: &Path, pack_size: usize) -> Store {
     Store::open(store, device.options().pack_size(pack_size)).unwrap()
 }
@@ -35,10 +43,7 @@ fn open(device: &Device, store: &Path, pack_size: usize) -> Store {
 #[test]
 fn writes_pack_and_loose_files_go_once_every_device_has_them() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    let b = Device::new(dir.path(), "b");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, b) = two_devices(dir.path());
     // b is known: it has a heartbeat, at the start.
     let sb = open(&b, &store, 4);
     sb.beat().unwrap();
@@ -217,10 +222,7 @@ fn a_device_offline_for_a_month_comes_back_and_converges() {
 #[test]
 fn a_lost_or_damaged_pack_is_written_again() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    let b = Device::new(dir.path(), "b");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, b) = two_devices(dir.path());
     let sa = open(&a, &store, 0);
     for i in 0..8 {
         set(&sa, &format!("k{i}"), i);
@@ -281,9 +283,7 @@ fn a_lost_or_damaged_pack_is_written_again() {
 #[test]
 fn compaction_folds_packs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, _) = two_devices(dir.path());
     let sa = open(&a, &store, 3);
     for i in 0..10 {
         set(&sa, &format!("k{i}"), i);
@@ -366,10 +366,7 @@ fn a_fork_between_a_pack_and_a_loose_file_resolves_like_any_fork() {
 #[test]
 fn packs_fold_into_bigger_packs() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    let b = Device::new(dir.path(), "b");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, b) = two_devices(dir.path());
     let sb = open(&b, &store, 2);
     sb.beat().unwrap();
     let sa = open(&a, &store, 2);
@@ -406,9 +403,7 @@ fn packs_fold_into_bigger_packs() {
 #[test]
 fn packs_fold_level_by_level() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, _) = two_devices(dir.path());
     let mut options = a.options().pack_size(2);
     options.repack_fan = Some(2);
     let sa = Store::open(&store, options).unwrap();
@@ -437,10 +432,7 @@ fn packs_fold_level_by_level() {
 #[test]
 fn a_watcher_deletes_packed_loose_files_once_others_have_them() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    let b = Device::new(dir.path(), "b");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, b) = two_devices(dir.path());
     let sb = open(&b, &store, 0);
     sb.beat().unwrap();
     let sa = open(&a, &store, 0);
@@ -479,10 +471,7 @@ fn a_watcher_deletes_packed_loose_files_once_others_have_them() {
 #[test]
 fn the_file_budget_holds_through_automatic_packing() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    let b = Device::new(dir.path(), "b");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, b) = two_devices(dir.path());
     let sb = open(&b, &store, 0);
     sb.beat().unwrap();
     let (size, fan) = (4, 4);
@@ -514,10 +503,7 @@ fn the_file_budget_holds_through_automatic_packing() {
 #[test]
 fn a_damaged_own_pack_is_replaced_from_its_kept_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let a = Device::new(dir.path(), "a");
-    let b = Device::new(dir.path(), "b");
-    Store::init(&store, a.options(), Some(&json!({}))).unwrap();
+    let (store, a, b) = two_devices(dir.path());
     let sa = open(&a, &store, 0);
     for i in 0..6 {
         set(&sa, &format!("k{i}"), i);

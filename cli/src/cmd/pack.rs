@@ -14,34 +14,28 @@ pub(crate) fn run(store: &Store) -> Result<(), Failure> {
         outcome.packed,
         outcome.packs.len()
     );
-    text.push_str(&format!(
-        "deleted {} loose op file(s) that packs hold\n",
-        outcome.deleted
-    ));
-    if outcome.folded_packs > 0 {
-        text.push_str(&format!(
-            "folded {} pack(s) into bigger ones\n",
-            outcome.folded_packs
-        ));
-    }
-    if outcome.deleted_packs > 0 {
-        text.push_str(&format!(
-            "deleted {} pack(s) that bigger packs hold\n",
-            outcome.deleted_packs
-        ));
-    }
-    if outcome.kept_loose > 0 {
-        text.push_str(&format!(
-            "kept {} loose op file(s) that packs hold, until every other device has them (or for {} h)\n",
+    let lines = [
+        (outcome.deleted, "deleted {} loose op file(s) that packs hold".to_string()),
+        (outcome.folded_packs, "folded {} pack(s) into bigger ones".to_string()),
+        (outcome.deleted_packs, "deleted {} pack(s) that bigger packs hold".to_string()),
+        (
             outcome.kept_loose,
-            crdtdir::PACK_GRACE_SECS / 3600
-        ));
-    }
-    if !outcome.republished.is_empty() {
-        text.push_str(&format!(
-            "published again {} pack(s) the folder had lost\n",
-            outcome.republished.len()
-        ));
+            format!(
+                "kept {{}} loose op file(s) that packs hold, until every other device has them (or for {} h)",
+                crdtdir::PACK_GRACE_SECS / 3600
+            ),
+        ),
+        (
+            outcome.republished.len(),
+            "published again {} pack(s) the folder had lost".to_string(),
+        ),
+    ];
+    for (n, line) in lines {
+        // The deletions are always said; the rest when they happened.
+        if n > 0 || line.starts_with("deleted {} loose") {
+            text.push_str(&line.replacen("{}", &n.to_string(), 1));
+            text.push('\n');
+        }
     }
     write_out(&text)
 }
