@@ -639,7 +639,7 @@ impl Store {
             .ops
             .iter()
             .filter(|o| o.loose)
-            .filter_map(|o| o.packed.as_ref().map(|p| &*p.pack))
+            .flat_map(|o| o.packs().map(|p| &*p.pack))
             .collect();
         let covered: HashSet<&str> = state.covered.iter().map(String::as_str).collect();
         let source = self.source();

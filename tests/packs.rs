@@ -541,3 +541,61 @@ fn a_damaged_own_pack_is_replaced_from_its_kept_copy() {
         assert_eq!(json_of(&fresh.open(&store)), want);
     }
 }
+
+/// Regression (found by the hostile-world property): a sync tool left a torn copy of a
+/// small pack that a bigger pack folds; the reader took each change from the first pack
+/// listing it, the torn one, and the changes waited forever. Every pack that holds a change
+/// is tried now, the biggest first.
+#[test]
+fn a_torn_small_pack_beside_the_pack_that_folds_it_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = two_devices(dir.path());
+    let mut options = a.options().pack_size(2);
+    options.repack_fan = Some(2);
+    let sa = Store::open(&store, options).unwrap();
+    for i in 0..4 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    let want = json_of(&sa);
+    let files = tree(&store);
+    let small = files
+        .iter()
+        .find(|(p, _)| p.contains("/0000000001-0000000002-"))
+        .expect("the first small pack");
+    let big = files
+        .iter()
+        .find(|(p, _)| p.contains("/0000000001-0000000004-"))
+        .expect("the pack that folds it");
+    // b's folder: the marker, a torn copy of the small pack under its name, the big pack.
+    let there = dir.path().join("there");
+    crate::common::replica(&store, &there);
+    for (rel, bytes) in [
+        (small.0, &small.1[..small.1.len() / 2]),
+        (big.0, &big.1[..]),
+    ] {
+        std::fs::create_dir_all(there.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(there.join(rel), bytes).unwrap();
+    }
+    let view = b.open(&there).read().unwrap();
+    assert_eq!(serde_json::to_string(&view.to_json()).unwrap(), want);
+    assert!(view.report().waiting.is_empty(), "{:?}", view.report());
+    // The other way round: the big pack torn, the small ones whole.
+    let second = files
+        .iter()
+        .find(|(p, _)| p.contains("/0000000003-0000000004-"))
+        .expect("the second small pack");
+    let there = dir.path().join("there2");
+    crate::common::replica(&store, &there);
+    for (rel, bytes) in [
+        (big.0, &big.1[..big.1.len() / 2]),
+        (small.0, &small.1[..]),
+        (second.0, &second.1[..]),
+    ] {
+        std::fs::create_dir_all(there.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(there.join(rel), bytes).unwrap();
+    }
+    let c = Device::new(dir.path(), "c");
+    let view = c.open(&there).read().unwrap();
+    assert_eq!(serde_json::to_string(&view.to_json()).unwrap(), want);
+    assert!(view.report().waiting.is_empty(), "{:?}", view.report());
+}

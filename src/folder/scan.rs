@@ -39,8 +39,18 @@ pub(crate) struct OpEntry {
     actor_end: usize,
     /// The loose file is in the folder.
     pub(crate) loose: bool,
-    /// A pack that holds it, and where.
+    /// A pack that holds it, and where: the biggest, when several do.
     pub(crate) packed: Option<Packed>,
+    /// Other packs that hold it too (while a fold of packs is in progress): a reader tries
+    /// them when the first does not read.
+    pub(crate) also_packed: Vec<Packed>,
+}
+
+impl OpEntry {
+    /// Every pack that holds it, the first one first.
+    pub(crate) fn packs(&self) -> impl Iterator<Item = &Packed> {
+        self.packed.iter().chain(&self.also_packed)
+    }
 }
 
 /// Where in a pack an op file's bytes are.
@@ -84,6 +94,7 @@ impl OpEntry {
             actor_end: OPS_DIR.len() + 1 + actor.len(),
             loose: true,
             packed: None,
+            also_packed: Vec::new(),
         })
     }
 
@@ -310,6 +321,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
                 actor_end: dir_rel.len(),
                 loose: true,
                 packed: None,
+                also_packed: Vec::new(),
             }),
             None => out.problems.push(Problem::foreign(rel, &name)),
         }
@@ -331,7 +343,8 @@ fn scan_packs(store: &Path, out: &mut Scan) {
         }
     }
     actors.sort_unstable();
-    let mut packed: Vec<OpEntry> = Vec::new();
+    // Each pack entry with the number of entries of its pack: the biggest pack first.
+    let mut packed: Vec<(OpEntry, usize)> = Vec::new();
     for actor in actors {
         let dir_rel = format!("{PACKS_DIR}/{actor}");
         let Some(files) = read_dir_or_report(&store.join(&dir_rel), &dir_rel, out) else {
@@ -383,7 +396,7 @@ fn scan_packs(store: &Path, out: &mut Scan) {
             let actor_end = OPS_DIR.len() + 1 + actor.len();
             for row in &index.rows {
                 let name = names::op_name_with_hash(row.seq, &row.name_hash());
-                packed.push(OpEntry {
+                let entry = OpEntry {
                     rel: crate::folder::op_rel(&actor, &name),
                     seq: row.seq,
                     actor_end,
@@ -392,7 +405,9 @@ fn scan_packs(store: &Path, out: &mut Scan) {
                         pack: shared.clone(),
                         row: row.clone(),
                     }),
-                });
+                    also_packed: Vec::new(),
+                };
+                packed.push((entry, index.rows.len()));
             }
             out.packs.push(PackListing {
                 rel,
@@ -406,20 +421,19 @@ fn scan_packs(store: &Path, out: &mut Scan) {
     if packed.is_empty() {
         return;
     }
-    // Merge the two sorted lists; one path, one entry.
-    packed.sort_by(|a, b| a.rel.cmp(&b.rel));
+    // Merge the two sorted lists; one path, one entry, with every pack that holds it.
+    packed.sort_by(|(a, an), (b, bn)| a.rel.cmp(&b.rel).then(bn.cmp(an)));
     let loose = std::mem::take(&mut out.ops);
-    let mut merged = Vec::with_capacity(loose.len() + packed.len());
-    let mut packed = packed.into_iter().peekable();
+    let mut merged: Vec<OpEntry> = Vec::with_capacity(loose.len() + packed.len());
+    let mut packed = packed.into_iter().map(|(e, _)| e).peekable();
     for entry in loose {
         while let Some(p) = packed.next_if(|p| p.rel < entry.rel) {
             push_unique(&mut merged, p);
         }
-        let mut entry = entry;
-        while let Some(p) = packed.next_if(|p| p.rel == entry.rel) {
-            entry.packed.get_or_insert(p.packed.expect("a pack entry"));
-        }
         merged.push(entry);
+        while let Some(p) = packed.next_if(|p| p.rel == merged[merged.len() - 1].rel) {
+            push_unique(&mut merged, p);
+        }
     }
     for p in packed {
         push_unique(&mut merged, p);
@@ -427,12 +441,20 @@ fn scan_packs(store: &Path, out: &mut Scan) {
     out.ops = merged;
 }
 
-/// Appends a pack entry unless the last entry is the same op file (two packs holding it).
+/// Appends a pack entry, or adds its pack to the last entry when that is the same op file
+/// (loose too, or in another pack).
 fn push_unique(list: &mut Vec<OpEntry>, entry: OpEntry) {
-    if list.last().is_some_and(|l| l.rel == entry.rel) {
-        return;
+    match list.last_mut() {
+        Some(last) if last.rel == entry.rel => {
+            let pack = entry.packed.expect("a pack entry");
+            if last.packed.is_none() {
+                last.packed = Some(pack);
+            } else {
+                last.also_packed.push(pack);
+            }
+        }
+        _ => list.push(entry),
     }
-    list.push(entry);
 }
 
 /// The first bytes of a pack, enough for its header (or all of it, when shorter).

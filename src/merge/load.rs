@@ -221,25 +221,31 @@ pub(crate) fn load(
         }
         verify(store, entry, &bytes).map_err(|(kind, reason)| skip(kind, reason))
     });
-    match (loose, &entry.packed) {
-        (Some(Ok(loaded)), _) => Ok(loaded),
-        (loose, Some(packed)) => {
-            let from_pack = packs
-                .entry(store, packed)
-                .map_err(|r| (ProblemKind::Damaged, r))
-                .and_then(|bytes| verify(store, entry, &bytes));
-            match (from_pack, loose) {
-                (Ok(loaded), _) => Ok(loaded),
-                (Err(_), Some(Err(problem))) => Err(problem),
-                (Err((kind, reason)), _) => Err(Problem::new(
+    if let Some(Ok(loaded)) = loose {
+        return Ok(loaded);
+    }
+    // The packs that hold it, in turn; the first one's reason is reported.
+    let mut first_failure = None;
+    for packed in entry.packs() {
+        let from_pack = packs
+            .entry(store, packed)
+            .map_err(|r| (ProblemKind::Damaged, r))
+            .and_then(|bytes| verify(store, entry, &bytes));
+        match from_pack {
+            Ok(loaded) => return Ok(loaded),
+            Err((kind, reason)) => {
+                first_failure.get_or_insert(Problem::new(
                     kind,
                     packed.pack.to_string(),
                     format!("seq {}: {reason}", entry.seq),
-                )),
+                ));
             }
         }
-        (Some(Err(problem)), None) => Err(problem),
-        (None, None) => unreachable!("a listed op file is loose or packed"),
+    }
+    match (loose, first_failure) {
+        (Some(Err(problem)), _) => Err(problem),
+        (_, Some(problem)) => Err(problem),
+        _ => unreachable!("a listed op file is loose or packed"),
     }
 }
 

@@ -587,22 +587,25 @@ impl Store {
         }
         let scan = scan::scan(&self.inner.root);
         // A pack in the folder holds it, and its entry reads: not missing.
-        let packed: std::collections::HashMap<&str, &scan::Packed> = scan
+        let packed: std::collections::HashMap<&str, &scan::OpEntry> = scan
             .ops
             .iter()
-            .filter_map(|o| Some((o.rel.as_str(), o.packed.as_ref()?)))
+            .filter(|o| o.packed.is_some())
+            .map(|o| (o.rel.as_str(), o))
             .collect();
         let mut packs: std::collections::HashMap<&str, Option<Vec<u8>>> = Default::default();
         missing.retain(|kept| {
-            let Some(p) = packed.get(kept.rel().as_str()) else {
+            let Some(entry) = packed.get(kept.rel().as_str()) else {
                 return true;
             };
-            let bytes = packs
-                .entry(&p.pack)
-                .or_insert_with(|| std::fs::read(self.inner.root.join(&*p.pack)).ok());
-            bytes
-                .as_ref()
-                .is_none_or(|b| crate::format::pack::entry(b, &p.row).is_err())
+            !entry.packs().any(|p| {
+                let bytes = packs
+                    .entry(&p.pack)
+                    .or_insert_with(|| std::fs::read(self.inner.root.join(&*p.pack)).ok());
+                bytes
+                    .as_ref()
+                    .is_some_and(|b| crate::format::pack::entry(b, &p.row).is_ok())
+            })
         });
         if missing.is_empty() {
             return Ok(Vec::new());
