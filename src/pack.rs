@@ -131,12 +131,14 @@ fn kept_copies(dir: &Path) -> Vec<Kept> {
     out
 }
 
-/// Whether every other device has a change, by their latest beats; asked lazily (it reads
-/// every other device's beat and walks the history once).
+/// What one packing learns once and asks often: whether every other device has a change
+/// (by their latest beats: read lazily, once, since it walks the history), and whether a
+/// pack in the folder reads back whole (each pack read once).
 struct Acks<'a> {
     store: &'a Store,
     state: &'a MergedState,
     unmerged: std::cell::OnceCell<Option<HashSet<ChangeHash>>>,
+    read: std::cell::RefCell<std::collections::HashMap<String, Option<ChangeHash>>>,
 }
 
 impl<'a> Acks<'a> {
@@ -145,7 +147,18 @@ impl<'a> Acks<'a> {
             store,
             state,
             unmerged: Default::default(),
+            read: Default::default(),
         }
+    }
+
+    /// The last change of a pack in the folder that reads back whole ([`read_back`]).
+    fn read_back(&self, listing: &scan::PackListing) -> Option<ChangeHash> {
+        if let Some(known) = self.read.borrow().get(&listing.rel) {
+            return *known;
+        }
+        let last = read_back(&self.store.source(), listing).ok();
+        self.read.borrow_mut().insert(listing.rel.clone(), last);
+        last
     }
 
     /// True when some other device beats and every other device's latest beat includes
@@ -358,16 +371,17 @@ impl Store {
 
         // 3. Loose files the packs hold, when every other device has them or the grace passed.
         let kept = kept_copies(&kept_dir);
-        let (deleted, kept_loose) = self.delete_packed_loose(&scan, &state, &own, &kept)?;
+        let acks = Acks::new(self, &state);
+        let (deleted, kept_loose) = self.delete_packed_loose(&scan, &acks, &own, &kept)?;
         out.deleted = deleted;
         out.kept_loose = kept_loose;
-        out.deleted_packs = self.delete_superseded(&scan, &state, &own, &kept)?;
+        out.deleted_packs = self.delete_superseded(&scan, &acks, &own, &kept)?;
         if deleted > 0 || out.deleted_packs > 0 {
             scan = scan::scan(&self.inner.root);
         }
 
         // 4. Kept copies settle, then go.
-        self.settle_copies(&scan, &state, &kept)?;
+        self.settle_copies(&scan, &acks, &kept)?;
         Ok(out)
     }
 
@@ -460,12 +474,10 @@ impl Store {
     fn delete_superseded(
         &self,
         scan: &Scan,
-        state: &MergedState,
+        acks: &Acks<'_>,
         own: &[String],
         kept: &[Kept],
     ) -> Result<usize> {
-        let acks = Acks::new(self, state);
-        let source = self.source();
         let mut deleted = 0;
         for actor in own {
             let mine: Vec<&scan::PackListing> =
@@ -479,7 +491,7 @@ impl Store {
                 let Some(holder) = holder else {
                     continue;
                 };
-                let Ok(last) = read_back(&source, holder) else {
+                let Some(last) = acks.read_back(holder) else {
                     continue;
                 };
                 let aged = kept
@@ -536,15 +548,7 @@ impl Store {
             let Ok(index) = pack::decode_index(&bytes) else {
                 continue;
             };
-            let folded = index.rows.iter().all(|r| {
-                covered.contains(
-                    crate::folder::op_rel(
-                        &kept.actor,
-                        &names::op_name_with_hash(r.seq, &r.name_hash()),
-                    )
-                    .as_str(),
-                )
-            });
+            let folded = all_covered(&kept.actor, &index.rows, &covered);
             if folded {
                 continue;
             }
@@ -578,7 +582,7 @@ impl Store {
     fn delete_packed_loose(
         &self,
         scan: &Scan,
-        state: &MergedState,
+        acks: &Acks<'_>,
         own: &[String],
         kept: &[Kept],
     ) -> Result<(usize, usize)> {
@@ -593,14 +597,12 @@ impl Store {
         if by_pack.is_empty() {
             return Ok((0, 0));
         }
-        let acks = Acks::new(self, state);
-        let source = self.source();
         let (mut deleted, mut kept_loose) = (0, 0);
         for (pack_rel, entries) in by_pack {
             let Some(listing) = scan.packs.iter().find(|p| p.rel == pack_rel) else {
                 continue;
             };
-            let Ok(last) = read_back(&source, listing) else {
+            let Some(last) = acks.read_back(listing) else {
                 kept_loose += entries.len();
                 continue;
             };
@@ -634,16 +636,14 @@ impl Store {
     /// A kept copy whose pack no longer has a loose file beside it is settled; a settled
     /// copy goes once every other device has its changes, a snapshot folds them, or it is
     /// older than [`crate::RETENTION_SECS`] with its pack in the folder.
-    fn settle_copies(&self, scan: &Scan, state: &MergedState, kept: &[Kept]) -> Result<()> {
+    fn settle_copies(&self, scan: &Scan, acks: &Acks<'_>, kept: &[Kept]) -> Result<()> {
         let loose_packed: HashSet<&str> = scan
             .ops
             .iter()
             .filter(|o| o.loose)
             .flat_map(|o| o.packs().map(|p| &*p.pack))
             .collect();
-        let covered: HashSet<&str> = state.covered.iter().map(String::as_str).collect();
-        let source = self.source();
-        let acks = Acks::new(self, state);
+        let covered: HashSet<&str> = acks.state.covered.iter().map(String::as_str).collect();
         for k in kept {
             let rel = k.rel();
             let listing = scan.packs.iter().find(|p| p.rel == rel);
@@ -652,12 +652,7 @@ impl Store {
             let folded = !covered.is_empty()
                 && k.bytes()
                     .and_then(|b| pack::decode_index(&b).ok())
-                    .is_some_and(|index| {
-                        index.rows.iter().all(|r| {
-                            let name = names::op_name_with_hash(r.seq, &r.name_hash());
-                            covered.contains(crate::folder::op_rel(&k.actor, &name).as_str())
-                        })
-                    });
+                    .is_some_and(|index| all_covered(&k.actor, &index.rows, &covered));
             if folded {
                 let _ = fs::remove(&k.path);
                 continue;
@@ -671,12 +666,9 @@ impl Store {
                 }
                 continue;
             }
-            let everyone_has = listing.is_some_and(|l| {
-                let Ok(last) = read_back(&source, l) else {
-                    return false;
-                };
-                acks.everyone_has(&last)
-            });
+            let everyone_has = listing
+                .and_then(|l| acks.read_back(l))
+                .is_some_and(|last| acks.everyone_has(&last));
             let old = listing.is_some() && k.age_secs() > crate::RETENTION_SECS as u64;
             if everyone_has || old {
                 let _ = fs::remove(&k.path);
@@ -688,6 +680,15 @@ impl Store {
 
 /// Packs fold into bigger ones this many at a time.
 pub const REPACK_FAN: usize = 16;
+
+/// True when a snapshot folds every entry of `actor`'s pack `rows` (`covered`: the op files
+/// the folder's valid snapshots fold).
+fn all_covered(actor: &str, rows: &[pack::Row], covered: &HashSet<&str>) -> bool {
+    rows.iter().all(|r| {
+        let name = names::op_name_with_hash(r.seq, &r.name_hash());
+        covered.contains(crate::folder::op_rel(actor, &name).as_str())
+    })
+}
 
 /// True when pack `q` holds every seq of pack `p` and more: `p` is superseded.
 fn holds(q: &scan::PackListing, p: &scan::PackListing) -> bool {
