@@ -566,11 +566,7 @@ fn main() {
 }
 
 fn set(i: usize) -> PatchOp {
-    PatchOp::Set {
-        path: format!("/meta/k{}", i % 7),
-        value: serde_json::json!(i),
-        scalar: false,
-    }
+    PatchOp::set(format!("/meta/k{}", i % 7), serde_json::json!(i))
 }
 
 fn ratio(a: Duration, b: Duration) -> f64 {

@@ -15,7 +15,7 @@
 //! let laptop = Store::init(&store_dir, Options::new().state_dir(&laptop_state).device("laptop"),
 //!                          Some(&json!({"items": []})))?;
 //! let phone = Store::open(&store_dir, Options::new().state_dir(&phone_state).device("phone"))?;
-//! laptop.apply_patch(&[PatchOp::Insert { path: "/items/-".into(), value: json!("milk"), scalar: false }])?;
+//! laptop.apply_patch(&[PatchOp::insert("/items/-", json!("milk"))])?;
 //! phone.apply_patch(&crdtdir::parse_patch(r#"[{"op":"add","path":"/items/-","value":"eggs"}]"#)?)?;
 //! let items = phone.read()?.get("/items")?;
 //! assert_eq!(items.as_array().unwrap().len(), 2);
@@ -73,6 +73,7 @@ pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use pack::{
     pack_folder_actor, PackOutcome, DEFAULT_PACK_SIZE, PACK_GRACE_SECS, PACK_SIZE_ENV, REPACK_FAN,
 };
+pub use patch::typed::Text;
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};

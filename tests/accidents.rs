@@ -10,11 +10,7 @@ use crate::common::{merged, op_files, replica, sync_ops, tree, Device};
 
 fn set(d: &Device, store: &Path, key: &str, v: i64) {
     d.open(store)
-        .apply_patch(&[PatchOp::Set {
-            path: format!("/m/{key}"),
-            value: json!(v),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set(format!("/m/{key}"), json!(v))])
         .unwrap();
 }
 
@@ -212,11 +208,7 @@ fn a_folder_rolled_back_from_a_backup_is_repaired_by_a_device_that_holds_the_cha
     assert_eq!(view.report().unprovided, 3, "{:?}", view.report());
     let out = devices[1]
         .open(&store)
-        .apply_patch(&[PatchOp::Set {
-            path: "/m/after".into(),
-            value: json!(1),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/m/after", json!(1))])
         .unwrap();
     assert!(
         out.notices.iter().any(|n| n.contains("crdtdir repair")),

@@ -24,11 +24,7 @@ fn store_with_history(dir: &Path) -> (PathBuf, Device) {
     Store::init(&store, a.options(), Some(&json!({"items": [], "n": {}}))).unwrap();
     for i in 0..5 {
         a.open(&store)
-            .apply_patch(&[PatchOp::Insert {
-                path: "/items/-".into(),
-                value: json!(i),
-                scalar: false,
-            }])
+            .apply_patch(&[PatchOp::insert("/items/-", json!(i))])
             .unwrap();
     }
     (store, a)
@@ -145,11 +141,7 @@ fn the_view_follows_the_folder_and_never_goes_back() {
     let before = merged(&a, &store);
     // New file from another device.
     b.open(&store)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n/b".into(),
-            value: json!(1),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n/b", json!(1))])
         .unwrap();
     let with_b = merged(&a, &store);
     assert_ne!(with_b, before);
@@ -173,11 +165,7 @@ fn a_damaged_file_completed_in_place_is_picked_up() {
     replica(&store, &elsewhere);
     sync_ops(&store, &elsewhere, |_| true);
     b.open(&elsewhere)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n/b".into(),
-            value: json!(2),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n/b", json!(2))])
         .unwrap();
     let new_file = op_files(&elsewhere)
         .into_iter()
@@ -207,19 +195,11 @@ fn a_fork_arriving_later_rebuilds_and_agrees_with_a_cold_merge() {
     replica(&store, &elsewhere);
     sync_ops(&store, &elsewhere, |_| true);
     a.open(&store)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n/x".into(),
-            value: json!("a"),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n/x", json!("a"))])
         .unwrap();
     clone
         .open(&elsewhere)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n/x".into(),
-            value: json!("clone"),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n/x", json!("clone"))])
         .unwrap();
     merged(&a, &store); // the cache holds a's branch
     sync_ops(&elsewhere, &store, |_| true);
@@ -270,9 +250,9 @@ proptest! {
             match step {
                 Step::Write(d, v) => {
                     let patch = if v % 2 == 0 {
-                        PatchOp::Set { path: format!("/m/k{}", v.rem_euclid(5)), value: json!(v), scalar: false }
+                        PatchOp::set(format!("/m/k{}", v.rem_euclid(5)), json!(v))
                     } else {
-                        PatchOp::Insert { path: "/l/-".into(), value: json!(v), scalar: false }
+                        PatchOp::insert("/l/-", json!(v))
                     };
                     writers[*d].open(&source).apply_patch(&[patch]).unwrap();
                 }

@@ -8,11 +8,7 @@ use serde_json::json;
 use crate::common::{merged, op_files, replica, sync_ops, tree, Device};
 
 fn set(k: &str, v: i64) -> [PatchOp; 1] {
-    [PatchOp::Set {
-        path: format!("/m/{k}"),
-        value: json!(v),
-        scalar: false,
-    }]
+    [PatchOp::set(format!("/m/{k}"), json!(v))]
 }
 
 /// A store with history from three devices, all in one folder.

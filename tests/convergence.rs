@@ -60,24 +60,14 @@ fn to_patch(edit: &Edit, view: &serde_json::Value) -> PatchOp {
     let text_len = view["text"].as_str().map_or(0, |s| s.chars().count());
     let at = |frac: f64, len: usize| ((frac * len as f64) as usize).min(len);
     match edit {
-        Edit::SetKey(k, v) => PatchOp::Set {
-            path: format!("/map/k{k}"),
-            value: json!(v),
-            scalar: false,
-        },
-        Edit::SetObject(k, v) => PatchOp::Set {
-            path: format!("/map/o{k}"),
-            value: json!({"v": v, "s": format!("s{v}")}),
-            scalar: false,
-        },
+        Edit::SetKey(k, v) => PatchOp::set(format!("/map/k{k}"), json!(v)),
+        Edit::SetObject(k, v) => {
+            PatchOp::set(format!("/map/o{k}"), json!({"v": v, "s": format!("s{v}")}))
+        }
         Edit::DeleteKey(k) => PatchOp::Remove {
             path: format!("/map/k{k}"),
         },
-        Edit::ListInsert(p, v) => PatchOp::Insert {
-            path: format!("/list/{}", at(*p, list_len)),
-            value: json!(v),
-            scalar: false,
-        },
+        Edit::ListInsert(p, v) => PatchOp::insert(format!("/list/{}", at(*p, list_len)), json!(v)),
         Edit::ListDelete(p) => PatchOp::Remove {
             path: format!("/list/{}", at(*p, list_len.saturating_sub(1))),
         },

@@ -29,11 +29,7 @@ fn fault_name(step: &str) -> &'static str {
 }
 
 fn set(key: &str, v: i64) -> [PatchOp; 1] {
-    [PatchOp::Set {
-        path: format!("/{key}"),
-        value: json!(v),
-        scalar: false,
-    }]
+    [PatchOp::set(format!("/{key}"), json!(v))]
 }
 
 /// A store in a temp dir where device "a" wrote `k0`, `k1`, … one change each.
@@ -333,12 +329,8 @@ fn packing_survives_a_crash_or_a_full_disk_at_every_step() {
             Store::init(&store, a.options(), Some(&json!({}))).unwrap();
             let sa = Store::open(&store, a.options().pack_size(0)).unwrap();
             for i in 0..6 {
-                sa.apply_patch(&[PatchOp::Set {
-                    path: format!("/k{i}"),
-                    value: json!(i),
-                    scalar: false,
-                }])
-                .unwrap();
+                sa.apply_patch(&[PatchOp::set(format!("/k{i}"), json!(i))])
+                    .unwrap();
             }
             // b has everything: the loose files may go at once.
             let sb = b.open(&store);

@@ -9,11 +9,7 @@ use serde_json::json;
 use crate::common::{op_files, tree, Device};
 
 fn add(path: &str, value: serde_json::Value) -> [PatchOp; 1] {
-    [PatchOp::Add {
-        path: path.into(),
-        value,
-        scalar: false,
-    }]
+    [PatchOp::add(path, value)]
 }
 
 /// A history with secrets in values, text and device names, from two devices, compacted

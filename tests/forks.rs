@@ -10,11 +10,7 @@ use crate::common::{clone_state, merged, replica, sync_ops, Device};
 
 fn insert(d: &Device, store: &Path, item: &str) -> crdtdir::WriteOutcome {
     d.open(store)
-        .apply_patch(&[PatchOp::Insert {
-            path: "/items/-".into(),
-            value: json!(item),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::insert("/items/-", json!(item))])
         .unwrap()
 }
 

@@ -291,16 +291,8 @@ impl World {
                 let w = format!("w{}", self.next_witness);
                 self.next_witness += 1;
                 let ops = [
-                    PatchOp::Set {
-                        path: format!("/w/{w}"),
-                        value: json!(dev),
-                        scalar: false,
-                    },
-                    PatchOp::Set {
-                        path: format!("/c/k{key}"),
-                        value: json!(value),
-                        scalar: false,
-                    },
+                    PatchOp::set(format!("/w/{w}"), json!(dev)),
+                    PatchOp::set(format!("/c/k{key}"), json!(value)),
                 ];
                 // A refusal (the marker is gone) writes nothing, and is no witness.
                 if let Ok(out) = store.apply_patch(&ops) {

@@ -11,11 +11,7 @@ use crate::common::{copy_dir, tree, Device};
 
 fn set(store: &Store, key: &str, value: i64) {
     store
-        .apply_patch(&[PatchOp::Set {
-            path: format!("/{key}"),
-            value: json!(value),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set(format!("/{key}"), json!(value))])
         .unwrap();
 }
 

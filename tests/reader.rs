@@ -339,11 +339,7 @@ fn a_newer_envelope_version_is_skipped() {
 fn unknown_feature_or_newer_format_refuses_writes_but_reads() {
     let dir = tempfile::tempdir().unwrap();
     let (store, a) = base_store(dir.path());
-    let set = [crdtdir::PatchOp::Set {
-        path: "/a".into(),
-        value: json!(1),
-        scalar: false,
-    }];
+    let set = [crdtdir::PatchOp::set("/a", json!(1))];
     a.open(&store).apply_patch(&set).unwrap();
     std::fs::write(store.join("features/multi-doc"), b"later").unwrap();
     let before = tree(&store);

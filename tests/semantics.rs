@@ -132,26 +132,14 @@ fn concurrent_increments_add_up() {
 fn scalar_strings_are_atomic() {
     let t = two_devices(json!({}));
     t.a.open(&t.one)
-        .apply_patch(&[PatchOp::Set {
-            path: "/id".into(),
-            value: json!("abc"),
-            scalar: true,
-        }])
+        .apply_patch(&[PatchOp::set("/id", json!("abc")).scalar()])
         .unwrap();
     sync(&t);
     t.a.open(&t.one)
-        .apply_patch(&[PatchOp::Set {
-            path: "/id".into(),
-            value: json!("xyz"),
-            scalar: true,
-        }])
+        .apply_patch(&[PatchOp::set("/id", json!("xyz")).scalar()])
         .unwrap();
     t.b.open(&t.two)
-        .apply_patch(&[PatchOp::Set {
-            path: "/id".into(),
-            value: json!("pqr"),
-            scalar: true,
-        }])
+        .apply_patch(&[PatchOp::set("/id", json!("pqr")).scalar()])
         .unwrap();
     let out = sync(&t);
     assert!(

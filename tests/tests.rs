@@ -11,6 +11,7 @@ mod encryption;
 mod fixtures;
 mod forks;
 mod hostile;
+mod intent;
 mod packs;
 mod reader;
 mod semantics;

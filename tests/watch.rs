@@ -160,11 +160,7 @@ fn a_thousand_files_at_once_make_few_events_and_the_cold_document() {
     let writer = b.open(&there);
     for i in 0..1000 {
         writer
-            .apply_patch(&[PatchOp::Insert {
-                path: "/l/-".into(),
-                value: json!(i),
-                scalar: false,
-            }])
+            .apply_patch(&[PatchOp::insert("/l/-", json!(i))])
             .unwrap();
     }
     let watcher = a.open(&here).watch(WatchOptions::new()).unwrap();
@@ -212,11 +208,7 @@ fn without_file_events_the_listing_finds_new_files() {
         .unwrap();
     assert!(next(&watcher).initial);
     b.open(&there)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n".into(),
-            value: json!(7),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n", json!(7))])
         .unwrap();
     deliver(&there, &here);
     let event = next(&watcher);
@@ -255,11 +247,7 @@ fn a_watcher_and_a_writer_in_one_process() {
     );
     // Another device changes n; the watcher merges it; a test op on the new value passes.
     b.open(&there)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n".into(),
-            value: json!(5),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n", json!(5))])
         .unwrap();
     deliver(&there, &here);
     let event = next(&watcher);
@@ -328,12 +316,12 @@ proptest! {
                 let len = view["l"].as_array().unwrap().len();
                 let tlen = view["t"].as_str().unwrap().chars().count();
                 let op = match kind {
-                    0 => PatchOp::Insert { path: format!("/l/{}", at % (len + 1)), value: json!(text), scalar: true },
+                    0 => PatchOp::insert(format!("/l/{}", at % (len + 1)), json!(text)).scalar(),
                     1 if len > 0 => PatchOp::Remove { path: format!("/l/{}", at % len) },
                     2 => PatchOp::Splice { path: "/t".into(), pos: at % (tlen + 1), del: usize::from(tlen > 0 && at % 2 == 0), text: text.clone() },
-                    3 => PatchOp::Set { path: format!("/m/k{at}"), value: json!({"v": n, "s": text}), scalar: false },
+                    3 => PatchOp::set(format!("/m/k{at}"), json!({"v": n, "s": text})),
                     4 => PatchOp::Increment { path: "/c".into(), value: *n },
-                    _ => PatchOp::Set { path: format!("/m/k{}", at % 3), value: json!(null), scalar: false },
+                    _ => PatchOp::set(format!("/m/k{}", at % 3), json!(null)),
                 };
                 let _ = writer.apply_patch(&[op]);
             }

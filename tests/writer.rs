@@ -34,11 +34,7 @@ fn a_no_op_writes_nothing() {
     let outcome = store.change(|_tx| Ok(())).unwrap();
     assert!(outcome.written.is_empty());
     let outcome = store
-        .apply_patch(&[PatchOp::Set {
-            path: "/t".into(),
-            value: json!("x"),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/t", json!("x"))])
         .unwrap();
     assert!(outcome.written.is_empty());
     assert_eq!(tree(&store_dir), before);
@@ -141,11 +137,7 @@ fn cloned_state_scenario() -> bool {
 
     let set = |d: &Device, store: &std::path::Path, key: &str| {
         d.open(store)
-            .apply_patch(&[PatchOp::Set {
-                path: format!("/notes/{key}"),
-                value: json!(key),
-                scalar: false,
-            }])
+            .apply_patch(&[PatchOp::set(format!("/notes/{key}"), json!(key))])
             .unwrap()
     };
     set(&a, &one, "from-a");
@@ -182,11 +174,7 @@ fn cloned_state_scenario() -> bool {
     // Both write again: exactly the loser is told, and moves to a fresh actor.
     let write = |d: &Device, store: &std::path::Path, n: i64| {
         d.open(store)
-            .apply_patch(&[PatchOp::Set {
-                path: format!("/{}", d.name),
-                value: json!(n),
-                scalar: false,
-            }])
+            .apply_patch(&[PatchOp::set(format!("/{}", d.name), json!(n))])
             .unwrap()
     };
     let (out_a, out_clone) = (write(&a, &one, 1), write(&clone, &two, 2));
@@ -267,13 +255,7 @@ fn a_long_lived_store_writes_from_its_memory_and_the_folder() {
     let store_dir = dir.path().join("store");
     let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
     let app = Store::init(&store_dir, a.options(), Some(&json!({"items": []}))).unwrap();
-    let insert = |v: &str| {
-        [PatchOp::Insert {
-            path: "/items/-".into(),
-            value: json!(v),
-            scalar: false,
-        }]
-    };
+    let insert = |v: &str| [PatchOp::insert("/items/-", json!(v))];
     app.apply_patch(&insert("a1")).unwrap();
     b.open(&store_dir).apply_patch(&insert("b1")).unwrap();
     let out = app.apply_patch(&insert("a2")).unwrap();
@@ -315,20 +297,12 @@ fn a_write_adds_one_read_only_file_under_its_own_actor_and_touches_nothing_else(
     let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
     Store::init(&store_dir, a.options(), Some(&json!({"n": {}}))).unwrap();
     a.open(&store_dir)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n/a".into(),
-            value: json!(1),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n/a", json!(1))])
         .unwrap();
     let before = tree(&store_dir);
     let out = b
         .open(&store_dir)
-        .apply_patch(&[PatchOp::Set {
-            path: "/n/b".into(),
-            value: json!(2),
-            scalar: false,
-        }])
+        .apply_patch(&[PatchOp::set("/n/b", json!(2))])
         .unwrap();
     let after = tree(&store_dir);
     for (path, bytes) in &before {
@@ -378,13 +352,7 @@ fn a_stale_memory_does_not_cost_the_device_its_actor() {
     let store_dir = dir.path().join("store");
     let a = Device::new(dir.path(), "a");
     let app = Store::init(&store_dir, a.options(), Some(&json!({"n": {}}))).unwrap();
-    let set = |k: &str| {
-        [PatchOp::Set {
-            path: format!("/n/{k}"),
-            value: json!(1),
-            scalar: false,
-        }]
-    };
+    let set = |k: &str| [PatchOp::set(format!("/n/{k}"), json!(1))];
     app.apply_patch(&set("x")).unwrap();
     a.open(&store_dir).apply_patch(&set("y")).unwrap();
     let out = app.apply_patch(&set("z")).unwrap();

@@ -407,11 +407,7 @@ mod tests {
         for round in 0..6 {
             for d in ["a", "b", "c"] {
                 let s = Store::open(&store, device(d)).unwrap();
-                let op = PatchOp::Insert {
-                    path: "/l/0".into(),
-                    value: serde_json::json!(format!("{d}{round}")),
-                    scalar: false,
-                };
+                let op = PatchOp::insert("/l/0", serde_json::json!(format!("{d}{round}")));
                 s.apply_patch(&[op]).unwrap();
             }
         }

@@ -55,6 +55,10 @@ pub struct Options {
     /// that want many levels from few changes.
     #[doc(hidden)]
     pub repack_fan: Option<usize>,
+    /// The field by which whole-value writes match list elements that are objects (records),
+    /// so that an edited or moved record is recognised as itself: default `id`; `Some("")`
+    /// matches by whole value only. A patch op's `key` overrides it.
+    pub list_key: Option<String>,
 }
 
 impl Options {
@@ -100,6 +104,12 @@ impl Options {
         self.pack_size
             .or_else(|| std::env::var(crate::PACK_SIZE_ENV).ok()?.parse().ok())
             .unwrap_or(crate::DEFAULT_PACK_SIZE)
+    }
+
+    /// Sets the list key (see [`Options::list_key`]).
+    pub fn list_key(mut self, field: impl Into<String>) -> Options {
+        self.list_key = Some(field.into());
+        self
     }
 
     /// Sets the device display name.
@@ -158,6 +168,8 @@ pub(crate) struct Shared {
     pub(crate) repack_fan: usize,
     /// The highest seq this device's current actor has in a pack, once looked up.
     pub(crate) packed_through: Mutex<Option<(String, u64)>>,
+    /// Whole-value writes match list records by this field; `None`: by whole value only.
+    pub(crate) list_key: Option<String>,
 }
 
 /// A document's JSON and the heads it is of.
@@ -226,7 +238,8 @@ impl View {
     }
 
     /// The value at a JSON Pointer as a `T` (any `serde` type; `""` is the whole document).
-    /// A value that does not fit `T` is a [`PatchError::Path`] naming the pointer.
+    /// A missing value is `None` when `T` is an `Option`, else [`PatchError::Missing`]; a
+    /// value that does not fit `T` is [`PatchError::Type`] naming the pointer.
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -236,15 +249,16 @@ impl View {
     ///
     /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
     /// store.put("/settings", &Settings { theme: "dark".into(), font_size: 14 })?;
-    /// let settings: Settings = store.read()?.get_as("/settings")?;
+    /// let view = store.read()?;
+    /// let settings: Settings = view.get_as("/settings")?;
     /// assert_eq!(settings.font_size, 14);
+    /// assert_eq!(view.get_as::<Option<Settings>>("/other")?, None);
+    /// assert!(matches!(view.get_as::<Settings>("/other"), Err(crdtdir::PatchError::Missing { .. })));
+    /// assert!(matches!(view.get_as::<u32>("/settings"), Err(crdtdir::PatchError::Type { .. })));
     /// # Ok::<(), crdtdir::Error>(())
     /// ```
     pub fn get_as<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, PatchError> {
-        serde_json::from_value(self.get(path)?).map_err(|e| PatchError::Path {
-            path: path.to_string(),
-            reason: format!("the value does not fit the requested type: {e}"),
-        })
+        patch::typed::read(&self.merged.doc, path)
     }
 
     /// What the merge found: skipped files, forks, quarantined and waiting changes.

@@ -122,11 +122,7 @@ impl Store {
             state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
             let store = Store::assemble(root.clone(), marker, state.clone(), &options, None);
             if let Some(v) = initial {
-                store.apply_patch(&[PatchOp::Set {
-                    path: String::new(),
-                    value: v.clone(),
-                    scalar: false,
-                }])?;
+                store.apply_patch(&[PatchOp::set("", v.clone())])?;
             }
             Ok(store)
         })();
@@ -250,6 +246,11 @@ impl Store {
                 key,
                 pack_size: options.effective_pack_size(),
                 repack_fan: options.repack_fan.unwrap_or(crate::REPACK_FAN).max(2),
+                list_key: match options.list_key.as_deref() {
+                    None => Some("id".to_string()),
+                    Some("") => None,
+                    Some(key) => Some(key.to_string()),
+                },
                 packed_through: Mutex::new(None),
             }),
         }

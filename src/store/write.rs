@@ -67,6 +67,15 @@ impl<T> WriteOutcome<T> {
 /// does `Err("why".into())`) aborts the change, and nothing is written.
 pub type ChangeResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// A typed value as the JSON a write takes; one that is not JSON is a malformed patch.
+fn typed_json<T: Serialize + ?Sized>(path: &str, value: &T) -> Result<serde_json::Value> {
+    patch::typed::to_json(value).map_err(|e| {
+        Error::Patch(patch::PatchError::Malformed(format!(
+            "the value for {path:?} is not JSON: {e}"
+        )))
+    })
+}
+
 pub(crate) fn fresh_record(old: Option<WriterRecord>) -> WriterRecord {
     let mut retired = Vec::new();
     if let Some(old) = old {
@@ -139,23 +148,130 @@ impl Store {
         self.apply_patch_with_message(ops, None)
     }
 
-    /// Writes any `serde` value at a JSON Pointer as one change: a `set` ([`PatchOp::Set`]),
-    /// so a map key is added or replaced, a list index replaced, and an object written
-    /// onto an object is updated in place: fields that did not change are not touched, and
-    /// what other devices concurrently wrote to them survives. Strings become
-    /// collaborative text; for last-writer-wins strings use [`Store::apply_patch`] with
-    /// `scalar: true`. Read it back with [`crate::View::get_as`].
+    /// Makes the value at a JSON Pointer equal to any `serde` value, as one change that
+    /// writes only what differs (a `set`, [`PatchOp::set`]): a map key is added or replaced,
+    /// a list index replaced; fields and elements that did not change are not touched, lists
+    /// are compared by their longest common subsequence (records by their `id`,
+    /// [`crate::Options::list_key`]), and a counter moves by the difference.
+    ///
+    /// Strings: a `String` is an atomic scalar (ids, dates, names: concurrent sets keep one
+    /// of them, never a mix), a [`crate::Text`] is collaborative text. Read it back with
+    /// [`crate::View::get_as`].
+    ///
+    /// `put` makes the value *equal*: a field this device's copy no longer has is deleted,
+    /// and a field another device changed after this device read its copy goes back to this
+    /// copy's value. For a value read, edited and written back, use [`Store::update`] (read
+    /// and write under the write lock) or [`Store::put_from`] (a copy held for a while, such
+    /// as an open form): they write only the edit. `put` is right when the value is this
+    /// device's to decide as a whole (an import, a reset, a value nobody else edits).
     pub fn put<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WriteOutcome> {
-        let value = serde_json::to_value(value).map_err(|e| {
-            Error::Patch(patch::PatchError::Malformed(format!(
-                "the value for {path:?} is not JSON: {e}"
-            )))
-        })?;
-        self.apply_patch(&[PatchOp::Set {
-            path: path.to_string(),
-            value,
-            scalar: false,
-        }])
+        let value = typed_json(path, value)?;
+        self.write_typed(|tx, style| patch::write(tx, path, &value, style, patch::Mode::Set))
+    }
+
+    /// Writes the edit a device made to a value it read earlier: only what differs between
+    /// `as_read` and `edited` is written, onto the value as it is now, so edits other devices
+    /// made since (to other fields, other list elements, other parts of a text) survive. For
+    /// a value held across time, e.g. a form open for minutes. A list element another device
+    /// deleted meanwhile stays deleted; a value that is gone altogether is written anew.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// #[derive(serde::Serialize, serde::Deserialize, Clone)]
+    /// struct Settings { theme: String, lang: String }
+    ///
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// store.put("/settings", &Settings { theme: "dark".into(), lang: "en".into() })?;
+    /// let as_read: Settings = store.read()?.get_as("/settings")?; // the form opens
+    /// store.apply_patch(&[crdtdir::PatchOp::set("/settings/lang", "de".into())])?; // arrives
+    /// let mut form = as_read.clone();
+    /// form.theme = "light".into(); // the user edits the form, then saves
+    /// store.put_from("/settings", &as_read, &form)?;
+    /// assert_eq!(store.read()?.get("/settings")?, serde_json::json!({"lang": "de", "theme": "light"}));
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn put_from<T: Serialize + ?Sized>(
+        &self,
+        path: &str,
+        as_read: &T,
+        edited: &T,
+    ) -> Result<WriteOutcome> {
+        let base = typed_json(path, as_read)?;
+        let value = typed_json(path, edited)?;
+        self.write_typed(|tx, style| {
+            patch::write_from(tx, path, Some(&base), &value, style, patch::Mode::Set)
+        })
+    }
+
+    /// Reads the value at a JSON Pointer as a `T`, lets `f` edit it, and writes only the
+    /// edit (see [`Store::put_from`]), all under the write lock on the current document:
+    /// nothing another device wrote is reverted, and fields `T` does not know are left alone.
+    /// A missing value reads as `None` when `T` is an `Option`, else the write fails with
+    /// [`crate::PatchError::Missing`]. Returns what `f` returned in [`WriteOutcome::value`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Todo { id: String, title: crdtdir::Text, done: bool }
+    ///
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, None)?;
+    /// store.put("/todos", &Vec::<Todo>::new())?;
+    /// store.push("/todos", &Todo { id: "t1".into(), title: "milk".into(), done: false })?;
+    /// let left = store.update("/todos", |todos: &mut Vec<Todo>| {
+    ///     todos[0].done = true;
+    ///     todos.iter().filter(|t| !t.done).count()
+    /// })?;
+    /// assert_eq!(left.value, 0);
+    /// assert_eq!(store.read()?.get("/todos/0/done")?, serde_json::json!(true));
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn update<T, R>(&self, path: &str, f: impl FnOnce(&mut T) -> R) -> Result<WriteOutcome<R>>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+    {
+        let list_key = self.inner.list_key.clone();
+        self.write(None, |tx| {
+            let mut value: T = patch::typed::read(tx, path)?;
+            let base = typed_json(path, &value)?;
+            let out = f(&mut value);
+            let edited = typed_json(path, &value)?;
+            let style = patch::typed::style(list_key.as_deref());
+            patch::write_from(tx, path, Some(&base), &edited, style, patch::Mode::Set)?;
+            Ok(out)
+        })
+        .map(|out| self.after_write(out))
+    }
+
+    /// Inserts a typed value into a list at an index, or at the end with `-`
+    /// (`/todos/0`, `/todos/-`). Strings as in [`Store::put`].
+    pub fn insert<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WriteOutcome> {
+        let value = typed_json(path, value)?;
+        self.write_typed(|tx, style| patch::write(tx, path, &value, style, patch::Mode::Insert))
+    }
+
+    /// Appends a typed value to the list at `list` ([`Store::insert`] at `-`).
+    pub fn push<T: Serialize + ?Sized>(&self, list: &str, value: &T) -> Result<WriteOutcome> {
+        self.insert(&format!("{list}/-"), value)
+    }
+
+    /// Deletes a map key or list element ([`PatchOp::remove`]).
+    pub fn remove(&self, path: &str) -> Result<WriteOutcome> {
+        self.apply_patch(&[PatchOp::remove(path)])
+    }
+
+    /// One write of a typed value.
+    fn write_typed(
+        &self,
+        f: impl FnOnce(
+            &mut Transaction<'_>,
+            patch::Style<'_>,
+        ) -> std::result::Result<(), patch::PatchError>,
+    ) -> Result<WriteOutcome> {
+        let style = patch::typed::style(self.inner.list_key.as_deref());
+        self.write(None, |tx| f(tx, style).map_err(Error::from))
+            .map(|out| self.after_write(out))
     }
 
     /// [`Store::apply_patch`] with a commit message (see [`Store::change_with_message`]).
@@ -164,8 +280,11 @@ impl Store {
         ops: &[PatchOp],
         message: Option<&str>,
     ) -> Result<WriteOutcome> {
-        self.write(message, |tx| patch::apply(tx, ops).map_err(Error::from))
-            .map(|out| self.after_write(out))
+        let key = self.inner.list_key.as_deref();
+        self.write(message, |tx| {
+            patch::apply(tx, ops, key).map_err(Error::from)
+        })
+        .map(|out| self.after_write(out))
     }
 
     /// The one write path: lock, merge, pick a provable actor, run `f`, persist.

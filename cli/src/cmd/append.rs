@@ -22,15 +22,19 @@ pub(crate) struct Args {
 
 #[derive(clap::Subcommand)]
 enum Op {
-    /// Map key: add or replace. List index: replace that element.
+    /// Map key: add or replace. List index: replace that element. Onto an existing value,
+    /// only what differs is written (lists by their longest common subsequence, records by
+    /// their `id`; a counter moves by the difference).
     Set {
         /// JSON Pointer of the map key or list element, e.g. /title or /items/0.
         path: String,
         #[command(flatten)]
         value: Value,
-        /// Store strings as atomic last-writer-wins values, not collaborative text.
-        #[arg(long)]
-        scalar: bool,
+        #[command(flatten)]
+        strings: StringKind,
+        /// Match list elements that are objects by this field (default: id; "" for none).
+        #[arg(long, value_name = "FIELD")]
+        key: Option<String>,
     },
     /// Insert into a list at an index, or at the end with `-`.
     Insert {
@@ -38,9 +42,8 @@ enum Op {
         path: String,
         #[command(flatten)]
         value: Value,
-        /// Store strings as atomic last-writer-wins values, not collaborative text.
-        #[arg(long)]
-        scalar: bool,
+        #[command(flatten)]
+        strings: StringKind,
     },
     /// Delete a map key or list element.
     Delete {
@@ -67,6 +70,29 @@ enum Op {
         #[arg(allow_hyphen_values = true, default_value_t = 1)]
         n: i64,
     },
+}
+
+/// What the strings a write changes become.
+#[derive(clap::Args)]
+#[group(multiple = false)]
+struct StringKind {
+    /// Store strings as atomic last-writer-wins values, not collaborative text.
+    #[arg(long)]
+    scalar: bool,
+    /// Store strings as collaborative text, even over a scalar string (by default a new
+    /// string is text and an existing string keeps its kind).
+    #[arg(long)]
+    text: bool,
+}
+
+impl StringKind {
+    fn apply(&self, op: PatchOp) -> PatchOp {
+        match (self.scalar, self.text) {
+            (true, _) => op.scalar(),
+            (_, true) => op.text(),
+            _ => op,
+        }
+    }
 }
 
 /// A JSON value: on the command line, or from a file or stdin.
@@ -122,22 +148,21 @@ fn patch_op(op: &Op) -> Result<PatchOp, Failure> {
         Op::Set {
             path,
             value,
-            scalar,
-        } => PatchOp::Set {
-            path: path.clone(),
-            value: value.parse()?,
-            scalar: *scalar,
-        },
+            strings,
+            key,
+        } => {
+            let op = strings.apply(PatchOp::set(path.clone(), value.parse()?));
+            match key {
+                Some(key) => op.key(key.clone()),
+                None => op,
+            }
+        }
         Op::Insert {
             path,
             value,
-            scalar,
-        } => PatchOp::Insert {
-            path: path.clone(),
-            value: value.parse()?,
-            scalar: *scalar,
-        },
-        Op::Delete { path } => PatchOp::Remove { path: path.clone() },
+            strings,
+        } => strings.apply(PatchOp::insert(path.clone(), value.parse()?)),
+        Op::Delete { path } => PatchOp::remove(path.clone()),
         Op::Splice {
             path,
             pos,

@@ -1,7 +1,11 @@
 //! Changing the document with JSON: RFC 6902 JSON Patch (JSON Pointer paths) plus the CRDT
 //! operations JSON Patch lacks.
 //!
-//! The op table, the fields and the merge-friendly rules are on [`PatchOp`].
+//! The op table, the fields and the merge-friendly rules are on [`PatchOp`]; how a whole
+//! value is written as the smallest change is in `diff`; typed values in `typed`.
+
+pub(crate) mod diff;
+pub(crate) mod typed;
 
 use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value, ROOT};
@@ -9,31 +13,38 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::render;
+pub(crate) use diff::Style;
+use diff::{Slot, Strings};
 
 /// One operation of a patch: RFC 6902 JSON Patch (JSON Pointer paths) plus the CRDT
 /// operations JSON Patch lacks.
 ///
 /// | op          | fields                          | meaning                                          |
 /// |-------------|---------------------------------|--------------------------------------------------|
-/// | `add`       | `path`, `value`, `scalar`?      | RFC 6902: map key add/replace, list insert, `-` appends |
+/// | `add`       | `path`, `value`, `scalar`?, `key`? | RFC 6902: map key add/replace, list insert, `-` appends |
 /// | `remove`    | `path`                          | RFC 6902                                         |
-/// | `replace`   | `path`, `value`, `scalar`?      | RFC 6902 (the target must exist)                 |
+/// | `replace`   | `path`, `value`, `scalar`?, `key`? | RFC 6902 (the target must exist)              |
 /// | `move`      | `from`, `path`                  | RFC 6902                                         |
 /// | `copy`      | `from`, `path`                  | RFC 6902                                         |
 /// | `test`      | `path`, `value`                 | RFC 6902: the whole patch fails if not equal     |
 /// | `splice`    | `path`, `pos`, `del`, `text`?   | edit a text: delete `del` code points at `pos`, insert `text` |
 /// | `increment` | `path`, `value`? (default 1)    | add to a counter; a missing map key becomes one  |
-/// | `set`       | `path`, `value`, `scalar`?      | map key: add or replace; list index: replace     |
+/// | `set`       | `path`, `value`, `scalar`?, `key`? | map key: add or replace; list index: replace  |
 /// | `insert`    | `path`, `value`, `scalar`?      | list index or `-`: insert                        |
 ///
 /// Merge-friendly writing:
-/// - Strings become collaborative Text, so concurrent typing interleaves. `"scalar": true`
-///   stores every string in the value as an atomic last-writer-wins string instead (for
-///   values nobody types into: ids, dates, enum-like values; also far cheaper for big values).
-/// - Writing an object, array or string onto an existing value of the same kind updates it
-///   in place (a diff): keys and elements that did not change are not touched, so what other
-///   devices concurrently did to them survives. Writing a scalar equal to the current one is
-///   no operation at all. A change of kind replaces the value.
+/// - New strings become collaborative Text, so concurrent typing interleaves; an existing
+///   string keeps its kind. `"scalar": true` stores every string the op changes as an atomic
+///   last-writer-wins string instead (for values nobody types into: ids, dates, enum-like
+///   values; also far cheaper for big values), and `"scalar": false` as text.
+/// - Writing a value onto an existing one (`set`, `add` or `replace` onto a key or element
+///   that has a value) writes only the difference: keys and elements that did not change are
+///   not touched, so what other devices concurrently did to them survives. Lists are compared
+///   by their longest common subsequence, never by position: an insert stays an insert, a
+///   delete a delete, and a changed element is edited in place. List elements that are
+///   objects with an `id` field (or the field `key` names; `""` for none) are matched by it,
+///   so an edited record is recognised. A counter moves by the difference. Writing a value
+///   equal to the current one is no operation at all. A change of kind replaces the value.
 /// - `move` and `copy` write the JSON value of `from` anew: the copy is a new object.
 /// - Members an operation does not define are ignored (RFC 6902 §4); an unknown operation
 ///   is refused.
@@ -45,8 +56,10 @@ pub enum PatchOp {
     Add {
         path: String,
         value: Json,
-        #[serde(default, skip_serializing_if = "is_false")]
-        scalar: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scalar: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     Remove {
         path: String,
@@ -54,8 +67,10 @@ pub enum PatchOp {
     Replace {
         path: String,
         value: Json,
-        #[serde(default, skip_serializing_if = "is_false")]
-        scalar: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scalar: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     Move {
         from: String,
@@ -84,14 +99,16 @@ pub enum PatchOp {
     Set {
         path: String,
         value: Json,
-        #[serde(default, skip_serializing_if = "is_false")]
-        scalar: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scalar: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     Insert {
         path: String,
         value: Json,
-        #[serde(default, skip_serializing_if = "is_false")]
-        scalar: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scalar: Option<bool>,
     },
 }
 
@@ -99,8 +116,148 @@ fn one() -> i64 {
     1
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
+/// Constructors, so that a patch reads as what it does:
+///
+/// ```
+/// use crdtdir::PatchOp;
+/// use serde_json::json;
+/// let patch = [
+///     PatchOp::insert("/items/-", json!("milk")),
+///     PatchOp::set("/due", json!("2025-01-31")).scalar(),
+///     PatchOp::set("/todo", json!([{"id": "a", "done": true}])).key("id"),
+///     PatchOp::splice("/title", 0, 0, "Weekly "),
+///     PatchOp::increment("/visits", 1),
+///     PatchOp::remove("/note"),
+/// ];
+/// assert_eq!(
+///     serde_json::to_value(&patch[1]).unwrap(),
+///     json!({"op": "set", "path": "/due", "value": "2025-01-31", "scalar": true})
+/// );
+/// ```
+impl PatchOp {
+    /// RFC 6902 `add`.
+    pub fn add(path: impl Into<String>, value: Json) -> PatchOp {
+        PatchOp::Add {
+            path: path.into(),
+            value,
+            scalar: None,
+            key: None,
+        }
+    }
+
+    /// RFC 6902 `remove`.
+    pub fn remove(path: impl Into<String>) -> PatchOp {
+        PatchOp::Remove { path: path.into() }
+    }
+
+    /// RFC 6902 `replace`.
+    pub fn replace(path: impl Into<String>, value: Json) -> PatchOp {
+        PatchOp::Replace {
+            path: path.into(),
+            value,
+            scalar: None,
+            key: None,
+        }
+    }
+
+    /// RFC 6902 `move`.
+    pub fn move_value(from: impl Into<String>, path: impl Into<String>) -> PatchOp {
+        PatchOp::Move {
+            from: from.into(),
+            path: path.into(),
+        }
+    }
+
+    /// RFC 6902 `copy`.
+    pub fn copy(from: impl Into<String>, path: impl Into<String>) -> PatchOp {
+        PatchOp::Copy {
+            from: from.into(),
+            path: path.into(),
+        }
+    }
+
+    /// RFC 6902 `test`.
+    pub fn test(path: impl Into<String>, value: Json) -> PatchOp {
+        PatchOp::Test {
+            path: path.into(),
+            value,
+        }
+    }
+
+    /// Edit a text: delete `del` code points at `pos`, insert `text`.
+    pub fn splice(
+        path: impl Into<String>,
+        pos: usize,
+        del: usize,
+        text: impl Into<String>,
+    ) -> PatchOp {
+        PatchOp::Splice {
+            path: path.into(),
+            pos,
+            del,
+            text: text.into(),
+        }
+    }
+
+    /// Add `by` to a counter (a missing map key becomes one).
+    pub fn increment(path: impl Into<String>, by: i64) -> PatchOp {
+        PatchOp::Increment {
+            path: path.into(),
+            value: by,
+        }
+    }
+
+    /// Map key: add or replace; list index: replace (a diff onto an existing value).
+    pub fn set(path: impl Into<String>, value: Json) -> PatchOp {
+        PatchOp::Set {
+            path: path.into(),
+            value,
+            scalar: None,
+            key: None,
+        }
+    }
+
+    /// Insert into a list at an index, or at the end with `-`.
+    pub fn insert(path: impl Into<String>, value: Json) -> PatchOp {
+        PatchOp::Insert {
+            path: path.into(),
+            value,
+            scalar: None,
+        }
+    }
+
+    /// Strings this op writes are atomic last-writer-wins scalars (`"scalar": true`).
+    pub fn scalar(self) -> PatchOp {
+        self.strings(true)
+    }
+
+    /// Strings this op writes are collaborative text, even over a scalar string
+    /// (`"scalar": false`).
+    pub fn text(self) -> PatchOp {
+        self.strings(false)
+    }
+
+    fn strings(mut self, as_scalar: bool) -> PatchOp {
+        if let PatchOp::Add { scalar, .. }
+        | PatchOp::Replace { scalar, .. }
+        | PatchOp::Set { scalar, .. }
+        | PatchOp::Insert { scalar, .. } = &mut self
+        {
+            *scalar = Some(as_scalar);
+        }
+        self
+    }
+
+    /// List elements that are objects are matched by this field (`"key"`; the store's
+    /// default is `id`, [`crate::Options::list_key`]; `""` matches by whole value only).
+    pub fn key(mut self, field: impl Into<String>) -> PatchOp {
+        if let PatchOp::Add { key, .. } | PatchOp::Replace { key, .. } | PatchOp::Set { key, .. } =
+            &mut self
+        {
+            *key = Some(field.into());
+        }
+        self
+    }
 }
 
 /// Why a patch cannot be applied. The whole patch is refused; nothing is written.
@@ -110,6 +267,22 @@ pub enum PatchError {
     /// The patch is not valid JSON of the right shape.
     #[error("malformed patch: {0}")]
     Malformed(String),
+    /// Nothing is at the path (or on the way to it).
+    #[error("{path:?}: {reason}")]
+    Missing {
+        /// The JSON Pointer.
+        path: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// The value at the path does not fit the type it was read as.
+    #[error("{path:?}: the value does not fit the requested type: {reason}")]
+    Type {
+        /// The JSON Pointer.
+        path: String,
+        /// How it does not fit.
+        reason: String,
+    },
     /// A path that does not fit the document.
     #[error("{path:?}: {reason}")]
     Path {
@@ -170,14 +343,16 @@ pub fn parse_patch(text: &str) -> Result<Vec<PatchOp>, PatchError> {
         .collect()
 }
 
-/// Applies all `ops` in one transaction. On error the caller drops the transaction
-/// (nothing is committed).
+/// Applies all `ops` in one transaction; list elements that are objects are matched by
+/// `key` unless an op names its own. On error the caller drops the transaction (nothing is
+/// committed).
 pub(crate) fn apply<T: Transactable + ReadDoc>(
     tx: &mut T,
     ops: &[PatchOp],
+    key: Option<&str>,
 ) -> Result<(), PatchError> {
     for (index, op) in ops.iter().enumerate() {
-        apply_one(tx, op).map_err(|e| {
+        apply_one(tx, op, key).map_err(|e| {
             if ops.len() == 1 {
                 e
             } else {
@@ -205,28 +380,68 @@ pub fn lookup<R: ReadDoc>(doc: &R, path: &str) -> Result<Json, PatchError> {
     }
 }
 
-fn apply_one<T: Transactable + ReadDoc>(tx: &mut T, op: &PatchOp) -> Result<(), PatchError> {
+/// The style of an op: its strings and its list key.
+fn style<'a>(scalar: Option<bool>, key: Option<&'a str>) -> Style<'a> {
+    Style {
+        strings: match scalar {
+            None => Strings::Auto,
+            Some(true) => Strings::Scalar,
+            Some(false) => Strings::Text,
+        },
+        key: key.filter(|k| !k.is_empty()),
+    }
+}
+
+fn apply_one<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    op: &PatchOp,
+    default_key: Option<&str>,
+) -> Result<(), PatchError> {
+    fn keyed<'a>(key: &'a Option<String>, default: Option<&'a str>) -> Option<&'a str> {
+        key.as_deref().or(default)
+    }
     match op {
         PatchOp::Add {
             path,
             value,
             scalar,
-        } => write(tx, path, value, *scalar, Mode::Add),
+            key,
+        } => write(
+            tx,
+            path,
+            value,
+            style(*scalar, keyed(key, default_key)),
+            Mode::Add,
+        ),
         PatchOp::Replace {
             path,
             value,
             scalar,
-        } => write(tx, path, value, *scalar, Mode::Replace),
+            key,
+        } => write(
+            tx,
+            path,
+            value,
+            style(*scalar, keyed(key, default_key)),
+            Mode::Replace,
+        ),
         PatchOp::Set {
             path,
             value,
             scalar,
-        } => write(tx, path, value, *scalar, Mode::Set),
+            key,
+        } => write(
+            tx,
+            path,
+            value,
+            style(*scalar, keyed(key, default_key)),
+            Mode::Set,
+        ),
         PatchOp::Insert {
             path,
             value,
             scalar,
-        } => write(tx, path, value, *scalar, Mode::Insert),
+        } => write(tx, path, value, style(*scalar, None), Mode::Insert),
         PatchOp::Remove { path } => remove(tx, path),
         PatchOp::Move { from, path } => {
             if from == path {
@@ -240,11 +455,11 @@ fn apply_one<T: Transactable + ReadDoc>(tx: &mut T, op: &PatchOp) -> Result<(), 
             }
             let value = lookup(tx, from)?;
             remove(tx, from)?;
-            write(tx, path, &value, false, Mode::Add)
+            write(tx, path, &value, style(None, default_key), Mode::Add)
         }
         PatchOp::Copy { from, path } => {
             let value = lookup(tx, from)?;
-            write(tx, path, &value, false, Mode::Add)
+            write(tx, path, &value, style(None, default_key), Mode::Add)
         }
         PatchOp::Test { path, value } => {
             let found = lookup(tx, path)?;
@@ -268,7 +483,7 @@ fn apply_one<T: Transactable + ReadDoc>(tx: &mut T, op: &PatchOp) -> Result<(), 
 }
 
 /// RFC 6902 equality: numbers compare by value (1 == 1.0), objects ignore key order.
-fn json_equal(a: &Json, b: &Json) -> bool {
+pub(crate) fn json_equal(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(x), Some(y)) => x == y,
@@ -290,7 +505,7 @@ fn json_equal(a: &Json, b: &Json) -> bool {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Add,
     Replace,
     Set,
@@ -333,8 +548,13 @@ fn valid_escapes(token: &str) -> bool {
         .all(|(i, c)| *c != b'~' || matches!(b.get(i + 1), Some(b'0' | b'1')))
 }
 
+/// One reference token of a JSON Pointer (RFC 6901: `~` as `~0`, `/` as `~1`).
+pub(crate) fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
 fn no_such(path: &str, token: &str) -> PatchError {
-    PatchError::Path {
+    PatchError::Missing {
         path: path.into(),
         reason: format!("nothing at {token:?}"),
     }
@@ -381,7 +601,7 @@ fn existing_prop<R: ReadDoc>(
         ObjType::List => {
             let index = parse_index(path, token)?;
             if index >= doc.length(&parent.id) {
-                return Err(PatchError::Path {
+                return Err(PatchError::Missing {
                     path: path.into(),
                     reason: format!("index {index} is past the end of the list"),
                 });
@@ -404,12 +624,12 @@ fn parse_index(path: &str, token: &str) -> Result<usize, PatchError> {
 }
 
 /// What is currently at a prop.
-enum Existing {
+pub(crate) enum Existing {
     Object(ObjType, ObjId),
     Scalar(ScalarValue),
 }
 
-fn existing<R: ReadDoc>(
+pub(crate) fn existing<R: ReadDoc>(
     doc: &R,
     parent: &ObjId,
     prop: Prop,
@@ -420,27 +640,37 @@ fn existing<R: ReadDoc>(
     }))
 }
 
-fn write<T: Transactable + ReadDoc>(
+/// Writes `value` at `path` as `mode` says: a list insert is new, anything else onto an
+/// existing value is a diff ([`diff`]).
+pub(crate) fn write<T: Transactable + ReadDoc>(
     tx: &mut T,
     path: &str,
     value: &Json,
-    scalar: bool,
+    style: Style<'_>,
+    mode: Mode,
+) -> Result<(), PatchError> {
+    write_from(tx, path, None, value, style, mode)
+}
+
+/// [`write`], as the edit from `base` to `value` when there is a base (see [`diff::write`]).
+pub(crate) fn write_from<T: Transactable + ReadDoc>(
+    tx: &mut T,
+    path: &str,
+    base: Option<&Json>,
+    value: &Json,
+    style: Style<'_>,
     mode: Mode,
 ) -> Result<(), PatchError> {
     let tokens = parse_pointer(path)?;
     let Some((last, parents)) = tokens.split_last() else {
         // The whole document: the root is always a map.
-        return match (mode, value) {
-            (Mode::Insert, _) => Err(PatchError::Path {
+        if mode == Mode::Insert {
+            return Err(PatchError::Path {
                 path: path.into(),
                 reason: "insert needs a list index".into(),
-            }),
-            (_, Json::Object(map)) => update_map(tx, &ROOT, map, scalar),
-            _ => Err(PatchError::Path {
-                path: path.into(),
-                reason: "the document root must be an object".into(),
-            }),
-        };
+            });
+        }
+        return diff::write(tx, path, &Slot::Root, base, value, style);
     };
     let parent = resolve(tx, path, parents)?;
     match parent.kind {
@@ -459,10 +689,10 @@ fn write<T: Transactable + ReadDoc>(
                         reason: format!("index {index} is past the end of the list ({len})"),
                     });
                 }
-                create(tx, &parent.id, Prop::Seq(index), true, value, scalar)
+                diff::create(tx, &parent.id, Prop::Seq(index), true, value, style)
             } else {
                 let prop = existing_prop(tx, path, &parent, last)?;
-                update(tx, &parent.id, prop, value, scalar)
+                diff::write(tx, path, &Slot::At(parent.id, prop), base, value, style)
             }
         }
         _ => {
@@ -476,7 +706,7 @@ fn write<T: Transactable + ReadDoc>(
             if mode == Mode::Replace && existing(tx, &parent.id, prop.clone())?.is_none() {
                 return Err(no_such(path, last));
             }
-            update(tx, &parent.id, prop, value, scalar)
+            diff::write(tx, path, &Slot::At(parent.id, prop), base, value, style)
         }
     }
 }
@@ -564,116 +794,13 @@ fn increment<T: Transactable + ReadDoc>(tx: &mut T, path: &str, by: i64) -> Resu
     Ok(())
 }
 
-/// Writes `value` at an existing or new map key / existing list index, in place where the
-/// kinds match.
-fn update<T: Transactable + ReadDoc>(
-    tx: &mut T,
-    parent: &ObjId,
-    prop: Prop,
-    value: &Json,
-    scalar: bool,
-) -> Result<(), PatchError> {
-    match (existing(tx, parent, prop.clone())?, value) {
-        (Some(Existing::Object(ObjType::Map | ObjType::Table, id)), Json::Object(map)) => {
-            update_map(tx, &id, map, scalar)
-        }
-        (Some(Existing::Object(ObjType::List, id)), Json::Array(items)) => {
-            update_list(tx, &id, items, scalar)
-        }
-        (Some(Existing::Object(ObjType::Text, id)), Json::String(s)) if !scalar => {
-            tx.update_text(&id, s)?;
-            Ok(())
-        }
-        (Some(Existing::Scalar(old)), new) if scalar_equal(&old, new, scalar) => Ok(()),
-        _ => create(tx, parent, prop, false, value, scalar),
-    }
-}
-
-fn update_map<T: Transactable + ReadDoc>(
-    tx: &mut T,
-    map: &ObjId,
-    value: &serde_json::Map<String, Json>,
-    scalar: bool,
-) -> Result<(), PatchError> {
-    let gone: Vec<String> = tx.keys(map).filter(|k| !value.contains_key(k)).collect();
-    for key in gone {
-        tx.delete(map, key.as_str())?;
-    }
-    for (key, v) in sorted(value) {
-        update(tx, map, Prop::Map(key.clone()), v, scalar)?;
-    }
-    Ok(())
-}
-
-fn update_list<T: Transactable + ReadDoc>(
-    tx: &mut T,
-    list: &ObjId,
-    items: &[Json],
-    scalar: bool,
-) -> Result<(), PatchError> {
-    let len = tx.length(list);
-    for (i, item) in items.iter().enumerate().take(len) {
-        update(tx, list, Prop::Seq(i), item, scalar)?;
-    }
-    for i in (items.len()..len).rev() {
-        tx.delete(list, i)?;
-    }
-    for (i, item) in items.iter().enumerate().skip(len) {
-        create(tx, list, Prop::Seq(i), true, item, scalar)?;
-    }
-    Ok(())
-}
-
-/// Writes `value` as new (insert into a list, or put over whatever is there).
-fn create<T: Transactable + ReadDoc>(
-    tx: &mut T,
-    parent: &ObjId,
-    prop: Prop,
-    insert: bool,
-    value: &Json,
-    scalar: bool,
-) -> Result<(), PatchError> {
-    let make = |tx: &mut T, kind: ObjType| -> Result<ObjId, PatchError> {
-        Ok(match (&prop, insert) {
-            (Prop::Seq(i), true) => tx.insert_object(parent, *i, kind)?,
-            _ => tx.put_object(parent, prop.clone(), kind)?,
-        })
-    };
-    match value {
-        Json::Object(map) => {
-            let id = make(tx, ObjType::Map)?;
-            for (key, v) in sorted(map) {
-                create(tx, &id, Prop::Map(key.clone()), false, v, scalar)?;
-            }
-        }
-        Json::Array(items) => {
-            let id = make(tx, ObjType::List)?;
-            for (i, v) in items.iter().enumerate() {
-                create(tx, &id, Prop::Seq(i), true, v, scalar)?;
-            }
-        }
-        Json::String(s) if !scalar => {
-            let id = make(tx, ObjType::Text)?;
-            tx.splice_text(&id, 0, 0, s)?;
-        }
-        other => {
-            let v = json_scalar(other);
-            match (&prop, insert) {
-                (Prop::Seq(i), true) => tx.insert(parent, *i, v)?,
-                _ => tx.put(parent, prop.clone(), v)?,
-            }
-        }
-    }
-    Ok(())
-}
-
-fn sorted(map: &serde_json::Map<String, Json>) -> Vec<(&String, &Json)> {
+pub(crate) fn sorted(map: &serde_json::Map<String, Json>) -> Vec<(&String, &Json)> {
     let mut entries: Vec<_> = map.iter().collect();
     entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     entries
 }
 
-fn json_scalar(value: &Json) -> ScalarValue {
+pub(crate) fn json_scalar(value: &Json) -> ScalarValue {
     match value {
         Json::Null => ScalarValue::Null,
         Json::Bool(b) => ScalarValue::Boolean(*b),
@@ -688,15 +815,6 @@ fn json_scalar(value: &Json) -> ScalarValue {
         }
         Json::String(s) => ScalarValue::Str(s.as_str().into()),
         Json::Array(_) | Json::Object(_) => unreachable!("containers are not scalars"),
-    }
-}
-
-/// True when writing `new` over the scalar `old` would change nothing anyone can see.
-fn scalar_equal(old: &ScalarValue, new: &Json, scalar: bool) -> bool {
-    match (old, new) {
-        (ScalarValue::Str(a), Json::String(b)) => scalar && a.as_str() == b,
-        (_, Json::String(_) | Json::Array(_) | Json::Object(_)) => false,
-        (old, new) => json_equal(&render::scalar(old), new),
     }
 }
 
@@ -739,7 +857,7 @@ mod tests {
     fn run(doc: &mut automerge::Automerge, patch: &str) -> Result<(), PatchError> {
         let ops = parse_patch(patch)?;
         let mut tx = doc.transaction();
-        apply(&mut tx, &ops)?;
+        apply(&mut tx, &ops, Some("id"))?;
         tx.commit();
         Ok(())
     }
@@ -823,7 +941,7 @@ mod tests {
         let ops =
             parse_patch(r#"{"op":"set","path":"/m","value":{"a":"x","b":1,"c":[true]}}"#).unwrap();
         let mut tx = doc.transaction();
-        apply(&mut tx, &ops).unwrap();
+        apply(&mut tx, &ops, Some("id")).unwrap();
         assert_eq!(tx.pending_ops(), 0);
     }
 }
