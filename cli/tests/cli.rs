@@ -1845,3 +1845,216 @@ fn a_crash_at_every_packing_step_loses_nothing() {
         assert_eq!(again.ok(&store, &["merge"]), want, "{step}");
     }
 }
+
+/// Copies the op files one folder has and the other lacks, both ways (a sync tool).
+fn exchange_ops(a: &Path, b: &Path) {
+    for (from, to) in [(a, b), (b, a)] {
+        for rel in op_files(from) {
+            let target = to.join(&rel);
+            if !target.exists() {
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                std::fs::copy(from.join(&rel), &target).unwrap();
+            }
+        }
+    }
+}
+
+/// Two devices rewrite one list with `append set` while apart: the laptop puts "milk" in
+/// front, the phone changes "cheese" to "cheddar". Once the files cross both print both
+/// edits. (A diff by position printed ["milk","apples","brddarad","cheese"].) Then a `set` of
+/// a counter moves it by the difference, so a concurrent increment adds up and it stays a
+/// counter; and `--key` matches records by another field.
+#[test]
+fn append_set_keeps_both_devices_edits_and_counters_stay_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (
+        dir.path().join("laptop-sync"),
+        dir.path().join("phone-sync"),
+    );
+    let (laptop, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    let from = dir.path().join("init.json");
+    std::fs::write(
+        &from,
+        r#"{"items": ["apples", "bread", "cheese"],
+            "todo": [{"uuid": "u1", "title": "call", "done": false},
+                     {"uuid": "u2", "title": "dishes", "note": "", "done": false}]}"#,
+    )
+    .unwrap();
+    laptop.ok(&one, &["init", "--from", from.to_str().unwrap()]);
+    laptop.ok(&one, &["append", "increment", "/visits", "2"]);
+    copy_tree(&one, &two);
+    laptop.ok(
+        &one,
+        &[
+            "append",
+            "set",
+            "/items",
+            r#"["milk","apples","bread","cheese"]"#,
+        ],
+    );
+    phone.ok(
+        &two,
+        &["append", "set", "/items", r#"["apples","bread","cheddar"]"#],
+    );
+    laptop.ok(&one, &["append", "set", "/visits", "5"]);
+    phone.ok(&two, &["append", "increment", "/visits"]);
+    // The laptop rewrites most fields of u2 and puts a record in front of it; the phone
+    // ticks u2. Matched by `uuid`, u2 is edited in place and the tick survives (matched by
+    // its fields alone, it is no longer u2: deleted and written anew, without the tick).
+    laptop.ok(
+        &one,
+        &[
+            "append",
+            "set",
+            "--key",
+            "uuid",
+            "/todo",
+            r#"[{"uuid": "u1", "title": "call", "done": false},
+                {"uuid": "u3", "title": "new", "done": false},
+                {"uuid": "u2", "title": "wash every dish", "note": "and pots", "tag": "home",
+                 "done": false}]"#,
+        ],
+    );
+    phone.ok(&two, &["append", "set", "/todo/1/done", "true"]);
+    exchange_ops(&one, &two);
+    let merged = laptop.ok(&one, &["merge"]);
+    assert_eq!(merged, phone.ok(&two, &["merge"]));
+    let doc: serde_json::Value = serde_json::from_str(&merged).unwrap();
+    assert_eq!(
+        doc["items"],
+        serde_json::json!(["milk", "apples", "bread", "cheddar"])
+    );
+    assert_eq!(doc["visits"], 6);
+    assert_eq!(
+        doc["todo"],
+        serde_json::json!([
+            {"uuid": "u1", "title": "call", "done": false},
+            {"uuid": "u3", "title": "new", "done": false},
+            {"uuid": "u2", "title": "wash every dish", "note": "and pots", "tag": "home",
+             "done": true}])
+    );
+    // Still a counter.
+    phone.ok(&two, &["append", "increment", "/visits"]);
+    assert_eq!(phone.ok(&two, &["get", "/visits"]), "7\n");
+    // Another kind of value onto a counter: one line, exit 1, nothing written.
+    let before = tree(&two);
+    let out = phone.run(&two, &["append", "set", "/visits", r#""seven""#]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("a counter takes a whole number"), "{err}");
+    assert_same(&before, &tree(&two), "a refused set on a counter");
+}
+
+/// `--scalar` and `--text` pick what the strings of a `set` become; without either, a new
+/// string is text and an existing string keeps its kind.
+#[test]
+fn append_set_strings_keep_their_kind_unless_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(
+        &store,
+        &["append", "set", "--scalar", "/due", r#""2025-01-31""#],
+    );
+    me.ok(&store, &["append", "set", "/due", r#""2025-02-07""#]);
+    // Still a scalar: a splice is refused.
+    let out = me.run(&store, &["append", "splice", "/due", "0", "0", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    me.ok(
+        &store,
+        &["append", "set", "--text", "/due", r#""2025-02-08""#],
+    );
+    me.ok(&store, &["append", "splice", "/due", "0", "0", "due "]);
+    assert_eq!(me.ok(&store, &["get", "/due"]), "\"due 2025-02-08\"\n");
+    let out = me.run(
+        &store,
+        &["append", "set", "--scalar", "--text", "/due", "1"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `crdtdir watch` lines read back as `crdtdir::Event`s whose patches, applied to the first
+/// line's `doc`, give the merged document — in Rust (`JsonPatch::apply_all`) and in Python
+/// (`examples/watch_client.py`, the client README shows for other languages).
+#[test]
+fn watch_lines_rebuild_the_document_in_rust_and_in_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    let from = dir.path().join("init.json");
+    std::fs::write(
+        &from,
+        r#"{"items": ["apples", "bread", "cheese"], "note": "héllo", "m": {"a/b": 1}}"#,
+    )
+    .unwrap();
+    a.ok(&store, &["init", "--from", from.to_str().unwrap()]);
+    let (mut child, lines) = spawn_watch(&a, &store, &["--debounce", "0"]);
+    let first = line_within(&lines, 20);
+    let mut all = vec![first.to_string()];
+    let first: crdtdir::Event = serde_json::from_value(first).unwrap();
+    assert!(first.initial);
+    let mut doc = first.document.expect("the first line carries the document");
+    for args in [
+        &[
+            "append",
+            "set",
+            "/items",
+            r#"["milk","apples","bread","cheddar"]"#,
+        ][..],
+        &["append", "splice", "/note", "1", "1", "e, wörld: h"],
+        &["append", "set", "/m/a~1b", "2"],
+        &["append", "increment", "/m/n", "5"],
+        &["append", "delete", "/items/1"],
+        &[
+            "append",
+            "set",
+            "/m",
+            r#"{"a/b": 9, "n": 2, "x": [1, {"y": "z"}]}"#,
+        ],
+        &["append", "insert", "/items/0", r#""tea""#],
+    ] {
+        b.ok(&store, args);
+    }
+    let want: serde_json::Value = serde_json::from_str(&a.ok(&store, &["merge"])).unwrap();
+    let started = std::time::Instant::now();
+    while doc != want {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "stuck at {doc} wanting {want}"
+        );
+        let line = line_within(&lines, 20);
+        all.push(line.to_string());
+        let event: crdtdir::Event = serde_json::from_value(line).unwrap();
+        if event.reset {
+            doc = serde_json::json!({});
+        }
+        crdtdir::JsonPatch::apply_all(&event.patches, &mut doc).unwrap();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/watch_client.py");
+    let mut python = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    {
+        use std::io::Write;
+        let mut stdin = python.stdin.take().unwrap();
+        for line in &all {
+            writeln!(stdin, "{line}").unwrap();
+        }
+    }
+    let out = python.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let last: serde_json::Value = serde_json::from_str(printed.lines().last().unwrap()).unwrap();
+    assert_eq!(last, want);
+    assert_eq!(printed.lines().count(), all.len());
+}

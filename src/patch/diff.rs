@@ -598,8 +598,10 @@ impl<'a> Identities<'a> {
 
     /// Two unmatched elements in a run are one element edited when neither is a record with
     /// a key (records with other keys are other records), they are of one kind, and, unless
-    /// they are `alone` in their run (one element replaced by one), a string, list or object
-    /// kept at least half of its text.
+    /// they are `alone` in their run (one element replaced by one), the edit kept at least
+    /// half of it: of a string's characters, a list's elements, an object's fields (a field
+    /// counts when its value is unchanged: two records of one shape share their keys, not
+    /// their values). Scalars always pair. The score says how alike they are.
     fn pairable(&self, a: &Json, b: &Json, alone: bool) -> Option<f32> {
         if self.keyed(a).is_some() || self.keyed(b).is_some() {
             return None;
@@ -610,21 +612,41 @@ impl<'a> Identities<'a> {
                 .diff_chars(x, y)
                 .ratio()
         };
-        let text = |v: &Json| {
-            let mut out = String::new();
-            canonical(v, &mut out);
-            out
-        };
-        let score = match (Kind::of(a), Kind::of(b)) {
-            _ if alone && Kind::of(a) == Kind::of(b) => return Some(1.0),
-            (Kind::Str, Kind::Str) => {
-                let (Shape::Str(x, _), Shape::Str(y, _)) = (shape(a), shape(b)) else {
-                    unreachable!("strings")
-                };
-                ratio(x, y)
+        if alone && Kind::of(a) == Kind::of(b) {
+            return Some(1.0);
+        }
+        let score = match (shape(a), shape(b)) {
+            (Shape::Str(x, _), Shape::Str(y, _)) => ratio(x, y),
+            (Shape::Map(x), Shape::Map(y)) => {
+                let kept = x
+                    .iter()
+                    .filter(|(k, v)| y.get(*k).is_some_and(|w| same(v, w)))
+                    .count();
+                let fields = x.len() + y.keys().filter(|k| !x.contains_key(*k)).count();
+                if fields == 0 {
+                    1.0
+                } else {
+                    kept as f32 / fields as f32
+                }
             }
-            (Kind::Map, Kind::Map) | (Kind::List, Kind::List) => ratio(&text(a), &text(b)),
-            (Kind::Other, Kind::Other) => SIMILAR,
+            (Shape::List(x), Shape::List(y)) => {
+                let mut ids = Identities::new(None);
+                let xs: Vec<u32> = x.iter().map(|v| ids.of(v)).collect();
+                let ys: Vec<u32> = y.iter().map(|v| ids.of(v)).collect();
+                let kept: usize = lcs(&xs, &ys)
+                    .iter()
+                    .map(|op| match op {
+                        similar::DiffOp::Equal { len, .. } => *len,
+                        _ => 0,
+                    })
+                    .sum();
+                if x.is_empty() && y.is_empty() {
+                    1.0
+                } else {
+                    2.0 * kept as f32 / (x.len() + y.len()) as f32
+                }
+            }
+            (Shape::Scalar(_), Shape::Scalar(_)) => SIMILAR,
             _ => return None,
         };
         (score >= SIMILAR).then_some(score)
@@ -833,6 +855,12 @@ mod tests {
         assert!(ids
             .pairable(&serde_json::json!(1), &serde_json::json!(true), false)
             .is_some());
+        // Records of one shape pair by the fields they kept, not by their shared keys.
+        let u2 = serde_json::json!({"uuid": "u2", "title": "dishes", "done": false});
+        let u3 = serde_json::json!({"uuid": "u3", "title": "new", "done": false});
+        let u2_edited = serde_json::json!({"uuid": "u2", "title": "wash", "done": false});
+        assert!(ids.pairable(&u2, &u3, false).is_none());
+        assert!(ids.pairable(&u2, &u2_edited, false).is_some());
     }
 
     #[test]

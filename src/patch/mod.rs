@@ -518,7 +518,7 @@ struct Container {
     kind: ObjType,
 }
 
-fn parse_pointer(path: &str) -> Result<Vec<String>, PatchError> {
+pub(crate) fn parse_pointer(path: &str) -> Result<Vec<String>, PatchError> {
     if path.is_empty() {
         return Ok(Vec::new());
     }

@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use automerge::ChangeHash;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::error::Result;
@@ -115,8 +115,9 @@ impl WatchOptions {
 ///
 /// `patches` say what changed as JSON Pointer patches (see [`JsonPatch`]): applied in order
 /// to the JSON of the document before this event, they give the JSON after it. The first
-/// event of a watcher (`initial`) has the current heads and no changes.
-#[derive(Debug, Clone, Serialize)]
+/// event of a watcher (`initial`) has the current heads and no changes. An app in another
+/// process reads the `crdtdir watch` lines back with `serde_json::from_str::<Event>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
     /// The first event: the document as the watcher found it.
@@ -125,7 +126,8 @@ pub struct Event {
     pub heads: Vec<String>,
     /// The changes this batch merged, in causal order.
     pub changes: Vec<EventChange>,
-    /// What changed in the document's JSON.
+    /// What changed in the document's JSON ([`JsonPatch::apply_all`] applies them).
+    #[serde(default)]
     pub patches: Vec<JsonPatch>,
     /// Every change of the batch is this device's own (a write of this process, or of
     /// another process of this device).
@@ -134,19 +136,21 @@ pub struct Event {
     /// rewritten): `patches` then build the whole document from `{}`.
     pub reset: bool,
     /// The merge report, when it differs from the one the last event carried.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<MergeReport>,
-    /// The whole document, when [`WatchOptions::document`] is on.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The whole document: in the first event (the start the later events' patches apply
+    /// to), and in every event when [`WatchOptions::document`] is on. (`doc` in the lines of
+    /// `crdtdir watch`.)
+    #[serde(default, alias = "doc", skip_serializing_if = "Option::is_none")]
     pub document: Option<Json>,
     /// What the app should know about the watching itself (file events unavailable, polling
     /// instead; the inotify limit).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
 }
 
 /// One change an event merged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct EventChange {
     /// Automerge change hash.
@@ -730,7 +734,8 @@ impl Run {
             patches,
             reset,
             report: (!same_report).then(|| report.clone()),
-            document: self.options.document.then(|| render::document(&state.doc)),
+            // The first event carries the document, so that its patches have a start.
+            document: (initial || self.options.document).then(|| render::document(&state.doc)),
             notices: std::mem::take(&mut self.notices),
         };
         self.heads = heads;

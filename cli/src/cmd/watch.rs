@@ -1,13 +1,16 @@
 //! `crdtdir watch`: one JSON line per merged batch, until SIGINT, SIGTERM or a closed stdout.
 //!
 //! Each line is a JSON object:
-//! - `initial` (true on the first line only: the document as the watcher found it),
+//! - `initial` (true on the first line only: the document as the watcher found it, as `doc`),
 //! - `heads` (hex), `changes` (`hash`, `actor`, `seq`, `device`, `local`), `local` (every
 //!   change is this device's own), `reset` (the document was rebuilt: the patches build it
 //!   from `{}`),
 //! - `patches` (JSON Pointer patches: `put`, `insert`, `delete`, `splice`, `increment`),
 //!   or with `--doc` the whole document as `doc` instead,
 //! - `report` (what `status` shows) when it changed, `notices` (about the watching).
+//!
+//! A line reads back as a `crdtdir::Event`; `examples/watch_client.py` applies the patches in
+//! Python.
 
 use std::io::Write;
 use std::time::Duration;
@@ -51,8 +54,10 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     for event in watcher {
         let mut line = serde_json::to_value(&event).map_err(|e| fail(e.to_string()))?;
-        if let (true, Json::Object(map)) = (args.doc, &mut line) {
-            map.remove("patches");
+        if let Json::Object(map) = &mut line {
+            if args.doc {
+                map.remove("patches");
+            }
             if let Some(doc) = map.remove("document") {
                 map.insert("doc".into(), doc);
             }
