@@ -28,12 +28,21 @@
 //! - [`Store::change`]: edit an Automerge transaction; the closure's return value comes back
 //!   in [`WriteOutcome::value`], and a plain `Ok(())` compiles ([`ChangeResult`]).
 //!   [`Store::change_with_message`] keeps a commit message that [`Store::history`] shows.
-//! - [`Store::put`]: any `serde` value at a JSON Pointer, written as a diff; read it back with
-//!   [`View::get_as`]. (The README has an autosurgeon recipe too.)
+//! - Typed values over `serde`: [`Store::update`] (read, edit, write the edit),
+//!   [`Store::put_from`] (the edit of a copy held for a while), [`Store::put`] (make it
+//!   equal), [`Store::insert`], [`Store::push`], [`Store::remove`]; read with
+//!   [`View::get_as`]. A `String` is an atomic scalar, a [`Text`] collaborative text.
+//!   (The README has an autosurgeon recipe too.)
+//!
+//! Every whole-value write changes only what differs, so concurrent edits of other parts
+//! survive: lists are compared by their longest common subsequence (records by their `id`,
+//! [`Options::list_key`]), never by position; texts by splices; counters by the difference.
+//! The rules are on [`PatchOp`].
 //!
 //! Reading: [`Store::read`] gives a [`View`] (the document, its JSON, what the merge
-//! found); [`Store::watch`] follows the folder as files arrive; [`View::doc`]`.save()` is the
-//! document in Automerge's own format (`crdtdir export`).
+//! found); [`Store::watch`] follows the folder as files arrive, as [`Event`]s whose
+//! [`JsonPatch`]es an app applies to its copy ([`JsonPatch::apply_all`]); [`View::doc`]`.save()`
+//! is the document in Automerge's own format (`crdtdir export`).
 //!
 //! Keeping the folder small: each device folds its own op files into packs as it writes
 //! (every [`DEFAULT_PACK_SIZE`] changes, [`Options::pack_size`]; [`Store::pack`] by hand),
