@@ -237,6 +237,37 @@ impl PatchOp {
         self.strings(false)
     }
 
+    /// A value-writing op as (path, value, scalar, key, mode).
+    #[allow(clippy::type_complexity)]
+    fn write_parts(&self) -> Option<(&str, &Json, Option<bool>, Option<&str>, Mode)> {
+        Some(match self {
+            PatchOp::Add {
+                path,
+                value,
+                scalar,
+                key,
+            } => (path, value, *scalar, key.as_deref(), Mode::Add),
+            PatchOp::Replace {
+                path,
+                value,
+                scalar,
+                key,
+            } => (path, value, *scalar, key.as_deref(), Mode::Replace),
+            PatchOp::Set {
+                path,
+                value,
+                scalar,
+                key,
+            } => (path, value, *scalar, key.as_deref(), Mode::Set),
+            PatchOp::Insert {
+                path,
+                value,
+                scalar,
+            } => (path, value, *scalar, None, Mode::Insert),
+            _ => return None,
+        })
+    }
+
     fn strings(mut self, as_scalar: bool) -> PatchOp {
         if let PatchOp::Add { scalar, .. }
         | PatchOp::Replace { scalar, .. }
@@ -397,51 +428,10 @@ fn apply_one<T: Transactable + ReadDoc>(
     op: &PatchOp,
     default_key: Option<&str>,
 ) -> Result<(), PatchError> {
-    fn keyed<'a>(key: &'a Option<String>, default: Option<&'a str>) -> Option<&'a str> {
-        key.as_deref().or(default)
+    if let Some((path, value, scalar, key, mode)) = op.write_parts() {
+        return write(tx, path, value, style(scalar, key.or(default_key)), mode);
     }
     match op {
-        PatchOp::Add {
-            path,
-            value,
-            scalar,
-            key,
-        } => write(
-            tx,
-            path,
-            value,
-            style(*scalar, keyed(key, default_key)),
-            Mode::Add,
-        ),
-        PatchOp::Replace {
-            path,
-            value,
-            scalar,
-            key,
-        } => write(
-            tx,
-            path,
-            value,
-            style(*scalar, keyed(key, default_key)),
-            Mode::Replace,
-        ),
-        PatchOp::Set {
-            path,
-            value,
-            scalar,
-            key,
-        } => write(
-            tx,
-            path,
-            value,
-            style(*scalar, keyed(key, default_key)),
-            Mode::Set,
-        ),
-        PatchOp::Insert {
-            path,
-            value,
-            scalar,
-        } => write(tx, path, value, style(*scalar, None), Mode::Insert),
         PatchOp::Remove { path } => remove(tx, path),
         PatchOp::Move { from, path } => {
             if from == path {
@@ -479,6 +469,12 @@ fn apply_one<T: Transactable + ReadDoc>(
             text,
         } => splice(tx, path, *pos, *del, text),
         PatchOp::Increment { path, value } => increment(tx, path, *value),
+        PatchOp::Add { .. }
+        | PatchOp::Replace { .. }
+        | PatchOp::Set { .. }
+        | PatchOp::Insert { .. } => {
+            unreachable!("written above")
+        }
     }
 }
 
@@ -711,18 +707,29 @@ pub(crate) fn write_from<T: Transactable + ReadDoc>(
     }
 }
 
-fn remove<T: Transactable + ReadDoc>(tx: &mut T, path: &str) -> Result<(), PatchError> {
+/// The container, prop and last token of the existing element at `path` (a map key may be
+/// missing); `whole` says why the whole document is not one.
+fn element<R: ReadDoc>(
+    doc: &R,
+    path: &str,
+    whole: &str,
+) -> Result<(Container, Prop, String), PatchError> {
     let tokens = parse_pointer(path)?;
     let Some((last, parents)) = tokens.split_last() else {
         return Err(PatchError::Path {
             path: path.into(),
-            reason: "cannot remove the document".into(),
+            reason: whole.into(),
         });
     };
-    let parent = resolve(tx, path, parents)?;
-    let prop = existing_prop(tx, path, &parent, last)?;
+    let parent = resolve(doc, path, parents)?;
+    let prop = existing_prop(doc, path, &parent, last)?;
+    Ok((parent, prop, last.clone()))
+}
+
+fn remove<T: Transactable + ReadDoc>(tx: &mut T, path: &str) -> Result<(), PatchError> {
+    let (parent, prop, last) = element(tx, path, "cannot remove the document")?;
     if existing(tx, &parent.id, prop.clone())?.is_none() {
-        return Err(no_such(path, last));
+        return Err(no_such(path, &last));
     }
     tx.delete(&parent.id, prop)?;
     Ok(())
@@ -735,15 +742,7 @@ fn splice<T: Transactable + ReadDoc>(
     del: usize,
     text: &str,
 ) -> Result<(), PatchError> {
-    let tokens = parse_pointer(path)?;
-    let Some((last, parents)) = tokens.split_last() else {
-        return Err(PatchError::Path {
-            path: path.into(),
-            reason: "the document is not a text".into(),
-        });
-    };
-    let parent = resolve(tx, path, parents)?;
-    let prop = existing_prop(tx, path, &parent, last)?;
+    let (parent, prop, _) = element(tx, path, "the document is not a text")?;
     let Some(Existing::Object(ObjType::Text, id)) = existing(tx, &parent.id, prop)? else {
         return Err(PatchError::Path {
             path: path.into(),
@@ -763,15 +762,7 @@ fn splice<T: Transactable + ReadDoc>(
 }
 
 fn increment<T: Transactable + ReadDoc>(tx: &mut T, path: &str, by: i64) -> Result<(), PatchError> {
-    let tokens = parse_pointer(path)?;
-    let Some((last, parents)) = tokens.split_last() else {
-        return Err(PatchError::Path {
-            path: path.into(),
-            reason: "the document is not a counter".into(),
-        });
-    };
-    let parent = resolve(tx, path, parents)?;
-    let prop = existing_prop(tx, path, &parent, last)?;
+    let (parent, prop, _) = element(tx, path, "the document is not a counter")?;
     match existing(tx, &parent.id, prop.clone())? {
         Some(Existing::Scalar(ScalarValue::Counter(c))) => {
             // Automerge counters wrap silently at the i64 bounds: refuse instead.
