@@ -444,7 +444,17 @@ impl Store {
         size: usize,
         kept_dir: &Path,
     ) -> Result<(Vec<String>, usize)> {
-        let live = unsuperseded(scan, actor);
+        // Packs whose seqs overlap another's hold two branches of a fork (a cloned disk):
+        // they are not folded, so a bigger pack never mixes branches.
+        let all = unsuperseded(scan, actor);
+        let live: Vec<&scan::PackListing> = all
+            .iter()
+            .filter(|p| {
+                !all.iter()
+                    .any(|q| q.rel != p.rel && q.first <= p.last && p.first <= q.last)
+            })
+            .copied()
+            .collect();
         let mut written = Vec::new();
         let mut folded = 0;
         for group in repack_groups(&live, size, self.inner.repack_fan) {
@@ -690,9 +700,15 @@ fn all_covered(actor: &str, rows: &[pack::Row], covered: &HashSet<&str>) -> bool
     })
 }
 
-/// True when pack `q` holds every seq of pack `p` and more: `p` is superseded.
+/// True when pack `q` holds every entry of pack `p`, byte for byte (seq and BLAKE3 hash),
+/// and more: `p` is superseded. A range of seqs is never proof: a cloned disk packs other
+/// changes under the same seqs, and those packs hold the other branch of a fork.
 fn holds(q: &scan::PackListing, p: &scan::PackListing) -> bool {
-    q.rel != p.rel && q.first <= p.first && p.last <= q.last && q.rows.len() > p.rows.len()
+    if q.rel == p.rel || q.first > p.first || p.last > q.last || q.rows.len() <= p.rows.len() {
+        return false;
+    }
+    let entries: HashSet<(u64, &[u8; 32])> = q.rows.iter().map(|r| (r.seq, &r.hash)).collect();
+    p.rows.iter().all(|r| entries.contains(&(r.seq, &r.hash)))
 }
 
 /// `actor`'s packs in the folder that no bigger pack of its holds, by first seq.

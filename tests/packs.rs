@@ -595,3 +595,43 @@ fn a_torn_small_pack_beside_the_pack_that_folds_it_loses_nothing() {
     assert_eq!(serde_json::to_string(&view.to_json()).unwrap(), want);
     assert!(view.report().waiting.is_empty(), "{:?}", view.report());
 }
+
+/// A cloned disk (same actor) packs other changes under the same seqs; when its packs reach
+/// the original, the original's packing must not take them for its own superseded packs: a
+/// pack is deleted only when every entry it holds is byte-identical in a bigger pack. (Seq
+/// ranges deleted the clone's 9 edits everywhere: issue "no lost writes, round 2", item 1.)
+#[test]
+fn packing_never_deletes_a_cloned_disks_packs_that_hold_the_other_branch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fa, fc) = (dir.path().join("a"), dir.path().join("clone"));
+    let (a, c) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "clone"));
+    Store::init(&fa, a.options(), Some(&json!({}))).unwrap();
+    let sa = open(&a, &fa, 2);
+    for i in 0..10 {
+        set(&sa, &format!("shared{i}"), i);
+    }
+    drop(sa);
+    crate::common::clone_state(&a, &c);
+    copy_dir(&fa, &fc);
+    let (sa, sc) = (open(&a, &fa, 2), open(&c, &fc, 2));
+    for i in 0..30 {
+        set(&sa, &format!("a{i}"), i);
+    }
+    for i in 0..9 {
+        set(&sc, &format!("c{i}"), i);
+    }
+    // A day later the clone packs: its loose files go (nobody else beats).
+    age_packs(&c, 25 * 3600);
+    sc.pack().unwrap();
+    drop(sc);
+    deliver(&fc, &fa);
+    age_packs(&a, 25 * 3600);
+    let out = sa.pack().unwrap();
+    sa.pack().unwrap();
+    let fresh = Device::new(dir.path(), "fresh");
+    let doc = fresh.open(&fa).read().unwrap().to_json();
+    for k in (0..9).map(|i| format!("c{i}")).chain((0..30).map(|i| format!("a{i}"))) {
+        assert!(doc.get(&k).is_some(), "{k} lost after {out:?}: {doc}");
+    }
+    assert_eq!(json_of(&sa), serde_json::to_string(&doc).unwrap());
+}
