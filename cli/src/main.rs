@@ -121,7 +121,7 @@ fn main() -> ExitCode {
     let matches = match command().try_get_matches() {
         Ok(m) => m,
         // Help and version are not errors; usage errors with --json are JSON.
-        Err(e) if e.use_stderr() && std::env::args().any(|a| a == "--json") => {
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
             output::set_format(true, false);
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("usage error");

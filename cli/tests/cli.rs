@@ -2058,3 +2058,29 @@ fn watch_lines_rebuild_the_document_in_rust_and_in_python() {
     assert_eq!(last, want);
     assert_eq!(printed.lines().count(), all.len());
 }
+
+/// An argument that is not UTF-8 is a usage error (exit 2, one line), with or without
+/// `--json`: never a panic. (Looking for `--json` among the arguments panicked.)
+#[test]
+fn a_non_utf8_argument_is_a_usage_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let bad = std::ffi::OsStr::from_bytes(b"/ti\xfftle");
+    for json in [false, true] {
+        let mut c = me.cmd(&store, &[]);
+        if json {
+            c.arg("--json");
+        }
+        let out = c.args(["append", "delete"]).arg(bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        if json {
+            let line: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+            assert_eq!(line["error"]["code"], "usage");
+        }
+    }
+}
