@@ -281,7 +281,7 @@ impl Store {
 
     fn set_packed_through(&self, actor: &str, seq: u64) {
         let dir = self.packs_dir();
-        let _ = std::fs::create_dir_all(&dir).and_then(|()| {
+        let _ = fs::create_private_dir(&dir).and_then(|()| {
             fs::replace_local(&dir.join("through"), format!("{actor} {seq}\n").as_bytes())
         });
         *self
@@ -420,7 +420,7 @@ impl Store {
         let name = pack::file_name(first, last, &bytes);
         self.ensure_packs_feature(actor)?;
         let copy_dir = kept_dir.join(actor);
-        fs::create_dir_durably(&copy_dir)
+        fs::create_private_dir_durably(&copy_dir)
             .and_then(|()| fs::replace_local(&copy_dir.join(&name), &bytes))
             .and_then(|()| fault::at("pack-kept"))
             .map_err(Error::io(&copy_dir))?;

@@ -307,3 +307,59 @@ fn a_second_device_joins_by_passphrase_alone() {
         .import_passphrase("long enough phrase")
         .is_err());
 }
+
+/// Every folder and file of a state dir, with its mode.
+fn modes(state: &Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    walkdir::WalkDir::new(state)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| {
+            let mode = e.metadata().unwrap().permissions().mode() & 0o777;
+            (e.path().display().to_string(), mode)
+        })
+        .collect()
+}
+
+/// The local state of an encrypted store holds its plaintext (the view, the cache, the
+/// outbox, kept packs and snapshots) and its key: private from the moment it exists
+/// (folders 0700, files 0600), and a state dir made before that (0755/0644) is made private
+/// when the store opens.
+#[test]
+fn local_state_is_private_and_older_state_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, a, b) = secret_history(dir.path(), true);
+    let store = dir.path().join("store");
+    for d in [&a, &b] {
+        let s = Store::open(&store, d.options().pack_size(2)).unwrap();
+        for i in 0..3 {
+            s.apply_patch(&add(&format!("/k{i}"), json!(i))).unwrap();
+        }
+        s.read().unwrap();
+    }
+    let check = |state: &Path| {
+        let all = modes(state);
+        assert!(all.len() > 8, "{all:?}");
+        for (path, mode) in all {
+            let want = if Path::new(&path).is_dir() {
+                0o700
+            } else {
+                0o600
+            };
+            assert_eq!(mode, want, "{path} is {mode:o}");
+        }
+    };
+    check(&a.state);
+    check(&b.state);
+    // A state dir from before: open to others.
+    for e in walkdir::WalkDir::new(&a.state)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let mode = if e.file_type().is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    a.open(&store).read().unwrap();
+    check(&a.state);
+}

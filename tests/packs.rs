@@ -604,7 +604,10 @@ fn a_torn_small_pack_beside_the_pack_that_folds_it_loses_nothing() {
 fn packing_never_deletes_a_cloned_disks_packs_that_hold_the_other_branch() {
     let dir = tempfile::tempdir().unwrap();
     let (fa, fc) = (dir.path().join("a"), dir.path().join("clone"));
-    let (a, c) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "clone"));
+    let (a, c) = (
+        Device::new(dir.path(), "a"),
+        Device::new(dir.path(), "clone"),
+    );
     Store::init(&fa, a.options(), Some(&json!({}))).unwrap();
     let sa = open(&a, &fa, 2);
     for i in 0..10 {
@@ -630,7 +633,10 @@ fn packing_never_deletes_a_cloned_disks_packs_that_hold_the_other_branch() {
     sa.pack().unwrap();
     let fresh = Device::new(dir.path(), "fresh");
     let doc = fresh.open(&fa).read().unwrap().to_json();
-    for k in (0..9).map(|i| format!("c{i}")).chain((0..30).map(|i| format!("a{i}"))) {
+    for k in (0..9)
+        .map(|i| format!("c{i}"))
+        .chain((0..30).map(|i| format!("a{i}")))
+    {
         assert!(doc.get(&k).is_some(), "{k} lost after {out:?}: {doc}");
     }
     assert_eq!(json_of(&sa), serde_json::to_string(&doc).unwrap());

@@ -104,13 +104,27 @@ pub(crate) fn publish_new(staged: Staged, target: &Path) -> io::Result<bool> {
 /// Creates `dir` and any missing parents, fsyncing each parent that gained an entry, so
 /// a new folder survives a power cut together with the file about to be put in it.
 pub(crate) fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    create_dir_durably_as(dir, false)
+}
+
+/// [`create_dir_durably`] for local state: the folders it makes are private (0700).
+pub(crate) fn create_private_dir_durably(dir: &Path) -> io::Result<()> {
+    create_dir_durably_as(dir, true)
+}
+
+fn create_dir_durably_as(dir: &Path, private: bool) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        create_dir_durably(parent)?;
+        create_dir_durably_as(parent, private)?;
     }
-    match fs::create_dir(dir) {
+    let mut builder = fs::DirBuilder::new();
+    #[cfg(unix)]
+    if private {
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
+    }
+    match builder.create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
@@ -133,48 +147,118 @@ impl Staged {
     }
 }
 
-/// Atomically replaces a local (never synced) file: temp, fsync, rename, fsync the folder.
-pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_of(path);
-    fs::create_dir_all(dir)?;
-    let temp = path.with_extension("tmp");
-    {
-        let mut f = File::create(&temp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&temp, path)?;
-    sync_dir(dir)
+/// Local state (never synced) is private: it holds the plaintext of encrypted stores, keys,
+/// and this device's record. Its folders are 0700 and its files 0600 (on Unix), from the
+/// moment they exist.
+#[cfg(unix)]
+const PRIVATE_DIR: u32 = 0o700;
+#[cfg(unix)]
+const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates a folder of local state and its missing parents, private.
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, PRIVATE_DIR);
+    builder.create(dir)
 }
 
-/// [`replace_local`] for a secret: the file is readable by its owner only (on Unix), from
-/// the moment it exists.
-pub(crate) fn replace_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Opens (creating, private) a file of local state for writing; `fresh`: it must not exist.
+pub(crate) fn open_private(path: &Path, fresh: bool) -> io::Result<File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true);
+    if fresh {
+        options.create_new(true);
+    } else {
+        options.create(true).truncate(false);
+    }
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, PRIVATE_FILE);
+    options.open(path)
+}
+
+/// Writes a private temp file beside `path` and renames it over `path`.
+fn replace_private_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = parent_of(path);
-    fs::create_dir_all(dir)?;
+    create_private_dir(dir)?;
     let temp = path.with_extension("tmp");
     let _ = fs::remove_file(&temp);
     {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut f = options.open(&temp)?;
+        let mut f = open_private(&temp, true)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     fs::rename(&temp, path)?;
-    sync_dir(dir)
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Atomically replaces a local (never synced) file, private: temp, fsync, rename, fsync the
+/// folder.
+pub(crate) fn replace_local(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_private_file(path, bytes, true)
 }
 
 /// Replaces a local file that is only a cache: temp, rename, no fsync (a reader must
 /// treat it as possibly torn).
 pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = parent_of(path);
-    fs::create_dir_all(dir)?;
-    let temp = path.with_extension("tmp");
-    fs::write(&temp, bytes)?;
-    fs::rename(&temp, path)
+    replace_private_file(path, bytes, false)
+}
+
+/// Makes every folder under `root` (itself included) 0700 and every file 0600 where they
+/// are open to others: local state made before it was private. Best effort: an entry that
+/// cannot be changed (a read-only state dir) stays as it is. Returns how many changed.
+pub(crate) fn make_private(root: &Path) -> usize {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut changed = 0;
+        for entry in walkdir::WalkDir::new(root)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let Ok(meta) = entry.metadata() else { continue };
+            let mode = meta.permissions().mode();
+            let want = if meta.is_dir() {
+                PRIVATE_DIR
+            } else if meta.is_file() {
+                PRIVATE_FILE
+            } else {
+                continue;
+            };
+            if mode & 0o077 != 0 {
+                let perms = fs::Permissions::from_mode((mode & !0o777) | want);
+                if fs::set_permissions(entry.path(), perms).is_ok() {
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = root;
+        0
+    }
+}
+
+/// True when `path` exists and is open to others (group or world bits; on Unix).
+pub(crate) fn open_to_others(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        false
+    }
 }
 
 /// Fsyncs a folder so a rename inside it is durable.

@@ -22,7 +22,7 @@ pub(crate) mod writer;
 
 pub(crate) use self::writer::WriterRecord;
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -81,6 +81,33 @@ impl StateDir {
             });
         }
         Ok(())
+    }
+
+    /// Local state is private (0700 folders, 0600 files: it holds an encrypted store's
+    /// plaintext and key). A state dir made before that is made private now: its `stores`
+    /// tree and `device` file, and the state dir itself when it holds nothing else (a
+    /// `--state-dir` that is some other folder keeps its own mode).
+    pub(crate) fn make_private(&self) {
+        let stores = self.root.join("stores");
+        let device = self.root.join("device");
+        if fs::open_to_others(&stores) || fs::open_to_others(&device) {
+            fs::make_private(&stores);
+            fs::make_private(&device);
+        }
+        let only_ours = std::fs::read_dir(&self.root).is_ok_and(|entries| {
+            entries.flatten().all(|e| {
+                let name = e.file_name();
+                name == "stores" || name == "device" || name == "device.tmp"
+            })
+        });
+        if only_ours && fs::open_to_others(&self.root) {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ =
+                    std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700));
+            }
+        }
     }
 
     pub(crate) fn store_dir(&self, store_id: &str) -> PathBuf {
@@ -172,7 +199,7 @@ impl StateDir {
     /// Keeps an encrypted store's key (owner-only file `stores/<id>/key`, its text form).
     pub(crate) fn keep_key(&self, store_id: &str, key: &crate::seal::StoreKey) -> Result<()> {
         let path = self.store_dir(store_id).join("key");
-        fs::replace_private(&path, format!("{}\n", key.to_text()).as_bytes())
+        fs::replace_local(&path, format!("{}\n", key.to_text()).as_bytes())
             .map_err(Error::io(&path))
     }
 
@@ -219,14 +246,9 @@ impl StateDir {
     /// Takes the writer lock of `store_id`, waiting for another writer of this state to finish.
     pub(crate) fn lock(&self, store_id: &str) -> Result<WriterLock> {
         let dir = self.store_dir(store_id);
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        fs::create_private_dir(&dir).map_err(Error::io(&dir))?;
         let path = dir.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Error::io(&path))?;
+        let file = fs::open_private(&path, false).map_err(Error::io(&path))?;
         file.lock().map_err(Error::io(&path))?;
         Ok(WriterLock { _file: file })
     }

@@ -87,7 +87,7 @@ impl Outbox {
     /// Keeps the bytes of op file `name` of `actor`, durably.
     pub(crate) fn keep(&self, actor: &str, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let dir = self.dir.join(actor);
-        fs::create_dir_durably(&dir)?;
+        fs::create_private_dir_durably(&dir)?;
         fs::replace_local(&dir.join(name), bytes)
     }
 

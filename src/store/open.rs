@@ -40,6 +40,7 @@ impl Store {
         }
         let state = StateDir::resolve(options.state_dir.as_deref())?;
         state.check_outside(&root)?;
+        state.make_private();
         // Resolve the device name first: a bad name must not leave a half-made store.
         state.device_name(options.device.as_deref())?;
         let marker_path = root.join(MARKER);
@@ -163,6 +164,7 @@ impl Store {
         let root = path.as_ref().to_path_buf();
         let state = StateDir::resolve(options.state_dir.as_deref())?;
         state.check_outside(&root)?;
+        state.make_private();
         let (marker, marker_problem) = match crate::folder::read_marker(&root) {
             Ok(marker) => (marker, None),
             Err(e @ (Error::NoStore { .. } | Error::Corrupt { .. })) => {
