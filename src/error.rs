@@ -103,7 +103,7 @@ pub enum Error {
     /// The folder is a copy of another folder that holds the same store (`cp -r` of a store
     /// makes two folders with one store id, and they would share this device's history and
     /// local state); nothing was changed.
-    #[error("{} is a copy of the store at {} (same store id {store_id}): crdtdir will not mix two folders of one store on one device; to start a new document from this one, run `crdtdir merge --out FILE.json` here, then `crdtdir init --from FILE.json` in a new folder", path.display(), other.display())]
+    #[error("{} is a copy of the store at {} (same store id {store_id}): crdtdir will not mix two folders of one store on one device; to start a new document from this one, read it as a read-only device with a state dir of its own (`crdtdir --read-only --state-dir \"$(mktemp -d)\" merge --out FILE.json` here), then run `crdtdir init --from FILE.json` in a new folder", path.display(), other.display())]
     CopiedStore {
         /// The folder that was opened.
         path: PathBuf,

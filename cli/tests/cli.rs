@@ -963,6 +963,27 @@ fn a_copied_store_folder_is_refused_and_a_moved_one_is_followed() {
     assert_same(&folder_before, &tree(&copy), "the copy");
     assert_same(&state_before, &tree(&me.state), "the state dir");
 
+    // The advice works, word for word: read the copy as a read-only device with a state
+    // dir of its own (the copy stays as it was), then start a new store from its JSON.
+    let out = me.run(&copy, &["merge"]);
+    let advice = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        advice.contains(r#"crdtdir --read-only --state-dir "$(mktemp -d)" merge --out FILE.json"#),
+        "{advice}"
+    );
+    let fresh_state = tempfile::tempdir().unwrap();
+    let json = dir.path().join("copy.json");
+    let read = me
+        .cmd(&copy, &["--read-only", "merge", "--out", json.to_str().unwrap()])
+        .env("CRDTDIR_STATE_DIR", fresh_state.path())
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert_same(&folder_before, &tree(&copy), "the copy, read");
+    let new_store = dir.path().join("new-notes");
+    me.ok(&new_store, &["init", "--from", json.to_str().unwrap()]);
+    assert_eq!(me.ok(&new_store, &["merge"]).trim(), r#"{"a":1}"#);
+
     // Moving the folder is not copying it.
     let moved = dir.path().join("moved");
     std::fs::rename(&store, &moved).unwrap();
