@@ -974,11 +974,18 @@ fn a_copied_store_folder_is_refused_and_a_moved_one_is_followed() {
     let fresh_state = tempfile::tempdir().unwrap();
     let json = dir.path().join("copy.json");
     let read = me
-        .cmd(&copy, &["--read-only", "merge", "--out", json.to_str().unwrap()])
+        .cmd(
+            &copy,
+            &["--read-only", "merge", "--out", json.to_str().unwrap()],
+        )
         .env("CRDTDIR_STATE_DIR", fresh_state.path())
         .output()
         .unwrap();
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
     assert_same(&folder_before, &tree(&copy), "the copy, read");
     let new_store = dir.path().join("new-notes");
     me.ok(&new_store, &["init", "--from", json.to_str().unwrap()]);
@@ -2104,4 +2111,44 @@ fn a_non_utf8_argument_is_a_usage_error_not_a_panic() {
             assert_eq!(line["error"]["code"], "usage");
         }
     }
+}
+
+/// Sync tools' copies of a feature marker mark the feature: rclone bisync renames two
+/// devices' identical `features/packs` to `packs..path1` and `packs..path2` (the merge warned
+/// "skipped" on every run), OneDrive writes `packs-laptop` (the store became read-only:
+/// "needs a newer crdtdir"). A copy of a feature this build does not know still refuses.
+#[test]
+fn copies_of_feature_markers_neither_warn_nor_lock_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    for i in 0..3 {
+        me.ok(&store, &["append", "set", &format!("/k{i}"), "1"]);
+    }
+    me.ok(&store, &["pack"]);
+    let features = store.join("features");
+    assert!(features.join("packs").exists());
+    std::fs::rename(features.join("packs"), features.join("packs..path1")).unwrap();
+    std::fs::copy(features.join("packs..path1"), features.join("packs..path2")).unwrap();
+    std::fs::copy(features.join("packs..path1"), features.join("packs-laptop")).unwrap();
+    std::fs::copy(
+        features.join("packs..path1"),
+        features.join("snapshots (1)"),
+    )
+    .unwrap();
+    let out = me.run(&store, &["merge"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "a warning");
+    me.ok(&store, &["append", "set", "/k9", "2"]);
+    let status: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["--json", "status"])).unwrap();
+    let text = status.to_string();
+    assert!(!text.contains("packs..path"), "{text}");
+    assert!(!text.contains("packs-laptop"), "{text}");
+    // A copy of a feature this build does not know: reads work, writes are refused.
+    std::fs::write(features.join("zeta..path1"), b"x").unwrap();
+    let out = me.run(&store, &["append", "set", "/k9", "3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("zeta"));
 }

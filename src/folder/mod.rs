@@ -46,8 +46,44 @@ pub(crate) fn record_rel(snapshot_rel: &str) -> Option<String> {
     )?)?))
 }
 
+/// The feature an entry of the features folder marks, and whether it is a sync tool's copy
+/// of the marker: a marker is `[a-z0-9-]+`; a conflict copy of one (rclone bisync renames two
+/// devices' identical markers to `NAME..path1` and `NAME..path2`, OneDrive writes
+/// `NAME-PCNAME`, Syncthing `NAME.sync-conflict-…`, Google Drive `NAME (1)`) marks the
+/// same feature, so a sync tool can neither make a store read-only nor take a feature away.
+/// (Feature names therefore never begin with another feature's name and a hyphen.)
+/// `None`: not a marker (other clutter).
+fn feature_of(name: &str) -> Option<&str> {
+    let is_name = |n: &str| {
+        !n.is_empty()
+            && n.bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+    };
+    let copy = quirks::classify(name) == quirks::Foreign::ConflictCopy;
+    if is_name(name) {
+        // OneDrive's `packs-laptop` is a copy of `packs`; any other valid name is itself.
+        let known = marker::KNOWN_FEATURES.iter().find(|f| {
+            name.strip_prefix(**f)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+        });
+        return Some(match known {
+            Some(f) if copy => f,
+            _ => name,
+        });
+    }
+    if !copy {
+        return None;
+    }
+    let end = name
+        .find(|c: char| !matches!(c, 'a'..='z' | '0'..='9' | '-'))
+        .unwrap_or(name.len());
+    let base = name[..end].trim_end_matches('-');
+    is_name(base).then_some(base)
+}
+
 /// Reads the feature markers: the names this build does not know, and the entries of the
-/// features folder that are not feature markers at all (sync-tool clutter).
+/// features folder that are not feature markers at all (sync-tool clutter). A sync tool's
+/// copy of a marker marks its feature ([`feature_of`]).
 pub(crate) fn read_features(store: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let dir = store.join(FEATURES_DIR);
     let mut unknown = Vec::new();
@@ -60,17 +96,14 @@ pub(crate) fn read_features(store: &Path) -> Result<(Vec<String>, Vec<String>)> 
     for entry in entries {
         let entry = entry.map_err(Error::io(&dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let is_feature_name = !name.is_empty()
-            && name
-                .bytes()
-                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'));
-        if !is_feature_name {
-            clutter.push(name);
-        } else if !marker::KNOWN_FEATURES.contains(&name.as_str()) {
-            unknown.push(name);
+        match feature_of(&name) {
+            Some(feature) if marker::KNOWN_FEATURES.contains(&feature) => {}
+            Some(feature) => unknown.push(feature.to_string()),
+            None => clutter.push(name),
         }
     }
     unknown.sort();
+    unknown.dedup();
     clutter.sort();
     Ok((unknown, clutter))
 }
@@ -141,4 +174,33 @@ pub(crate) fn latest_beat(store: &crate::merge::Source<'_>, actor: &str) -> Opti
         let beat = beat::decode(&plain).ok()?;
         Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_tool_copies_of_a_feature_marker_mark_the_feature() {
+        for (name, want) in [
+            ("packs", Some("packs")),
+            ("packs..path1", Some("packs")),
+            ("packs..path2", Some("packs")),
+            ("packs.conflict1", Some("packs")),
+            ("packs-laptop", Some("packs")),
+            (
+                "snapshots.sync-conflict-20240101-120000-ABCDEFG",
+                Some("snapshots"),
+            ),
+            ("encrypted (1)", Some("encrypted")),
+            ("packs (laptop's conflicted copy 2024-01-01)", Some("packs")),
+            // A copy of a feature this build does not know is that unknown feature.
+            ("frobnicate..path1", Some("frobnicate")),
+            ("frobnicate-laptop", Some("frobnicate-laptop")),
+            ("README.txt", None),
+            (".DS_Store", None),
+        ] {
+            assert_eq!(feature_of(name), want, "{name}");
+        }
+    }
 }

@@ -64,6 +64,8 @@ pub(crate) enum Pattern {
     Around(&'static str, &'static str),
     /// The lowercased name is this.
     Exact(&'static str),
+    /// This test says so (for shapes the others cannot say).
+    Test(fn(&str) -> bool),
 }
 
 impl Pattern {
@@ -74,6 +76,7 @@ impl Pattern {
             Pattern::Suffix(p) => lower.ends_with(p),
             Pattern::Around(a, b) => name.starts_with(a) && lower.ends_with(b),
             Pattern::Exact(p) => lower == p,
+            Pattern::Test(f) => f(name),
         }
     }
 }
@@ -102,7 +105,45 @@ const fn row(tool: &'static str, pattern: Pattern, kind: Foreign, example: &'sta
 }
 
 use Foreign::{CloudPlaceholder, ConflictCopy, OsJunk, SyncTemp};
-use Pattern::{Around, Contains, Exact, Prefix, Suffix};
+use Pattern::{Around, Contains, Exact, Prefix, Suffix, Test};
+
+/// rclone bisync's copies of a file both sides changed: `NAME..path1`, `NAME..path2`
+/// (before v1.66), `NAME.conflict1`, `NAME.conflict2` (since).
+fn rclone_copy(name: &str) -> bool {
+    [".path", "conflict"].iter().any(|tag| {
+        name.rsplit_once(&format!(".{tag}"))
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+/// OneDrive's copy of a file another PC changed too: the PC's name after a hyphen, before
+/// the extension (`0000000001-<hash>-LAPTOP.op`, `packs-laptop`). Only said of names whose
+/// first part is a crdtdir name's: ten-digit seqs, or a feature's name.
+fn onedrive_copy(name: &str) -> bool {
+    let stem = name.split_once('.').map_or(name, |(stem, _)| stem);
+    let parts: Vec<&str> = stem.split('-').collect();
+    let seqs = parts
+        .iter()
+        .take_while(|p| p.len() == 10 && p.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    let hash = parts
+        .get(seqs)
+        .is_some_and(|p| p.len() == 32 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    let crdtdir_stem = seqs > 0 && hash && parts.len() > seqs + 1;
+    let feature = crate::format::marker::KNOWN_FEATURES.iter().any(|f| {
+        stem.strip_prefix(f)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+    });
+    crdtdir_stem || feature
+}
+
+/// Google Drive's (and many desktop tools') numbered copy: ` (1)` before the extension.
+fn numbered_copy(name: &str) -> bool {
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    stem.strip_suffix(')')
+        .and_then(|s| s.rsplit_once(" ("))
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// Every known habit, in the order they are tried: conflict copies first (a conflict copy of
 /// a temp is still a conflict copy).
@@ -115,6 +156,9 @@ pub(crate) static QUIRKS: &[Quirk] = &[
     row("Unison (copyonconflict)", Contains(" (conflict on "), ConflictCopy, "0000000001-aa (Conflict on laptop 2024-01-01).op"),
     row("Dropbox (case conflict)", Contains("(case conflict"), ConflictCopy, "0000000001-AA (Case Conflict).op"),
     row("Dropbox (selective sync)", Contains("(selective sync conflict"), ConflictCopy, "ops (Selective Sync Conflict)"),
+    row("rclone bisync", Test(rclone_copy), ConflictCopy, "0000000001-aa.op..path1"),
+    row("OneDrive", Test(onedrive_copy), ConflictCopy, "0000000001-0123456789abcdef0123456789abcdef-LAPTOP.op"),
+    row("Google Drive", Test(numbered_copy), ConflictCopy, "0000000001-aa (1).op"),
     row("Syncthing", Around(".syncthing.", ".tmp"), SyncTemp, ".syncthing.0000000001-aa.op.tmp"),
     row("Syncthing (Windows)", Around("~syncthing~", ".tmp"), SyncTemp, "~syncthing~0000000001-aa.op.tmp"),
     row("Unison", Prefix(".unison."), SyncTemp, ".unison.0000000001-aa.op.123.unison.tmp"),
@@ -216,7 +260,18 @@ mod tests {
             ("Thumbs.db", Foreign::OsJunk),
             ("desktop.ini", Foreign::OsJunk),
             ("._0000000001-aa.op", Foreign::OsJunk),
+            ("0000000001-aa.op.conflict2", Foreign::ConflictCopy),
+            ("packs..path2", Foreign::ConflictCopy),
+            ("packs-laptop", Foreign::ConflictCopy),
+            (
+                "0000000001-0000000004-0123456789abcdef0123456789abcdef-DESKTOP-7.pack",
+                Foreign::ConflictCopy,
+            ),
+            ("0000000001-aa (12).op", Foreign::ConflictCopy),
             ("notes.txt", Foreign::Unknown),
+            ("notes (draft).txt", Foreign::Unknown),
+            ("frobnicate-laptop", Foreign::Unknown),
+            ("0000000001-aa.path", Foreign::Unknown),
         ];
         for (name, want) in cases {
             assert_eq!(classify(name), want, "{name}");
