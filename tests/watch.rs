@@ -277,3 +277,43 @@ proptest! {
         }
     }
 }
+
+/// Changes that arrive only in a pack (the other device packed and its loose files went)
+/// make an event as soon as the pack lands, not at the next safety listing a minute later:
+/// the watcher watches `packs/` and its actor folders too.
+#[test]
+fn a_change_that_arrives_only_in_a_pack_makes_an_event_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"n": 0}));
+    let writer = Store::open(&there, b.options().pack_size(0)).unwrap();
+    for i in 0..3 {
+        writer
+            .apply_patch(&[PatchOp::set(format!("/k{i}"), json!(i))])
+            .unwrap();
+    }
+    writer.pack().unwrap();
+    let packs: Vec<String> = crate::common::tree(&there)
+        .into_keys()
+        .filter(|p| p.starts_with("packs/"))
+        .collect();
+    assert_eq!(packs.len(), 1, "{packs:?}");
+    // The pack's folder is there already (a sync tool made it); the watcher starts.
+    let target = here.join(&packs[0]);
+    let folder = target.parent().unwrap();
+    std::fs::create_dir_all(folder).unwrap();
+    let watcher = a
+        .open(&here)
+        .watch(WatchOptions::new().debounce(Duration::from_millis(0)))
+        .unwrap();
+    assert!(next(&watcher).initial);
+    // The pack alone, as a sync tool delivers it (temp, rename).
+    let started = Instant::now();
+    let temp = folder.join(".syncthing.p.tmp");
+    std::fs::copy(there.join(&packs[0]), &temp).unwrap();
+    std::fs::rename(&temp, &target).unwrap();
+    let event = watcher
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event well before the safety listing");
+    assert_eq!(event.changes.len(), 3, "{event:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -38,6 +38,7 @@ use serde_json::Value as Json;
 use crate::error::Result;
 use crate::folder::scan;
 use crate::folder::OPS_DIR;
+use crate::format::pack::PACKS_DIR;
 use crate::format::snapshot::SNAPSHOTS_DIR;
 use crate::presence::Due;
 use crate::render;
@@ -546,13 +547,20 @@ impl Run {
             return;
         };
         let root = &self.store.inner.root;
-        let mut wanted: Vec<PathBuf> = vec![root.join(OPS_DIR), root.join(SNAPSHOTS_DIR)];
-        if let Ok(dirs) = std::fs::read_dir(root.join(OPS_DIR)) {
-            wanted.extend(
-                dirs.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.path()),
-            );
+        let mut wanted: Vec<PathBuf> = vec![
+            root.join(OPS_DIR),
+            root.join(PACKS_DIR),
+            root.join(SNAPSHOTS_DIR),
+        ];
+        // Changes arrive in actor folders of ops/ and of packs/ (a device that packed).
+        for top in [OPS_DIR, PACKS_DIR] {
+            if let Ok(dirs) = std::fs::read_dir(root.join(top)) {
+                wanted.extend(
+                    dirs.flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.path()),
+                );
+            }
         }
         for dir in wanted {
             if self.watched.contains(&dir) || !dir.is_dir() {
@@ -657,7 +665,7 @@ impl Run {
         let own = store.own_actors();
         *self.own.write().unwrap_or_else(|p| p.into_inner()) = own
             .iter()
-            .map(|a| store.inner.root.join(OPS_DIR).join(a))
+            .flat_map(|a| [OPS_DIR, PACKS_DIR].map(|top| store.inner.root.join(top).join(a)))
             .collect();
         self.add_watches();
         let scan = scan::scan(&store.inner.root);
