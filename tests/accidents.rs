@@ -284,3 +284,50 @@ fn a_clock_jump_never_drops_the_only_copy() {
     me.open(&store).repair().unwrap();
     assert_eq!(cold(&store).to_json()["m"]["kept"], json!(1));
 }
+
+/// A clock 40 days ahead releases no retention copy that another device has not verified,
+/// even with its snapshot in the folder (that released it before: issue "no lost writes,
+/// round 2", item 16). A later compaction's copy holds everything an earlier one holds, so
+/// the earlier copy goes then: one copy at a time, whatever the clock.
+#[test]
+fn a_clock_jump_never_releases_an_unverified_retention_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let me = Device::new(dir.path(), "me");
+    let other = Device::new(dir.path(), "other");
+    Store::init(&store, me.options(), Some(&json!({"m": {}}))).unwrap();
+    set(&me, &store, "a", 1);
+    // Another device beats once and goes away without ever seeing a snapshot.
+    other.open(&store).beat().unwrap();
+    let first = me.open(&store).compact().unwrap().snapshot.unwrap();
+    let retention = walkdir::WalkDir::new(&me.state)
+        .into_iter()
+        .flatten()
+        .find(|e| e.file_name() == "retention")
+        .unwrap()
+        .into_path();
+    let copies = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&retention)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    age_files(&retention, 40);
+    me.open(&store).status().unwrap();
+    set(&me, &store, "b", 2);
+    assert!(store.join(&first).is_file());
+    assert_eq!(copies().len(), 1, "an unverified copy stays, however old");
+    // A second compaction: its copy holds all the first one held.
+    let second = me.open(&store).compact().unwrap().snapshot.unwrap();
+    me.open(&store).status().unwrap();
+    let hash = |snapshot: &str| {
+        snapshot
+            .trim_start_matches("snapshots/")
+            .trim_end_matches(".sqlite")
+            .to_string()
+    };
+    assert_eq!(copies(), vec![format!("{}.automerge", hash(&second))]);
+}

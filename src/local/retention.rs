@@ -7,20 +7,22 @@
 //!   compaction record is published
 //! ```
 //! A copy goes once every other device whose beat this device can read has verified its
-//! snapshot, or once it is older than [`RETENTION_SECS`] with its snapshot in the folder: age
-//! alone never drops the only copy, whatever the clock did.
+//! snapshot, or once another copy holds every change it holds. Age never releases a copy,
+//! whatever the clock did.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
-use automerge::Automerge;
+use automerge::{Automerge, ReadDoc};
 
 use crate::format::snapshot;
 use crate::fs;
 use crate::merge::TEXT_ENCODING;
 
-/// A retention copy of a compacted document is kept until every other device has verified
-/// the snapshot, or this long (30 days) at most.
+/// How long this device keeps a copy of its own changes (an outbox entry, a kept pack) that
+/// the folder holds but some other device has not acknowledged: 30 days. (A retention copy
+/// of a compacted document is kept until the other devices verified its snapshot, however
+/// long that takes.)
 pub const RETENTION_SECS: i64 = 30 * 24 * 3600;
 
 const EXT: &str = ".automerge";
@@ -33,15 +35,6 @@ pub(crate) struct Retained {
 }
 
 impl Retained {
-    /// Seconds since it was written (0 if the clock says it is from the future).
-    pub(crate) fn age_secs(&self) -> i64 {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map_or(0, |d| d.as_secs() as i64)
-    }
-
     /// Deletes it.
     pub(crate) fn release(&self) {
         let _ = fs::remove(&self.path);
@@ -90,6 +83,37 @@ impl Retention {
                 })
             })
             .collect()
+    }
+
+    /// The snapshots whose copy another copy holds whole (every change of its document is
+    /// in the other's; of two copies with the same changes, the one with the smaller name).
+    pub(crate) fn superseded(&self) -> std::collections::HashSet<String> {
+        let loaded: Vec<(String, Automerge)> = self
+            .entries()
+            .into_iter()
+            .filter_map(|r| {
+                let bytes = std::fs::read(&r.path).ok()?;
+                let doc = Automerge::load_with_options(
+                    &bytes,
+                    automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
+                )
+                .ok()?;
+                Some((r.snapshot, doc))
+            })
+            .collect();
+        let mut out = std::collections::HashSet::new();
+        for (name, doc) in &loaded {
+            let heads = doc.get_heads();
+            let held_by_another = loaded.iter().any(|(other, by)| {
+                other != name
+                    && heads.iter().all(|h| by.get_change_by_hash(h).is_some())
+                    && (by.get_heads() != heads || other > name)
+            });
+            if held_by_another {
+                out.insert(name.clone());
+            }
+        }
+        out
     }
 
     /// The documents of every retention copy that loads.

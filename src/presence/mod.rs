@@ -328,21 +328,23 @@ impl Store {
     }
 
     /// Deletes retention copies that are no longer needed: every other device whose beat
-    /// this device can read has verified the snapshot, or the copy is older than
-    /// [`RETENTION_SECS`] and its snapshot is in the folder (a clock that jumps ahead must not
-    /// drop the only copy).
+    /// this device can read has verified the snapshot, or another retention copy holds every
+    /// change this one holds (a later compaction of this device folds the earlier ones). Age
+    /// never releases a copy, whatever the clock says: a device that stays away keeps it
+    /// until `crdtdir forget` says it is gone.
     pub(crate) fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
         let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
-        for copy in retention.entries() {
+        let copies = retention.entries();
+        let superseded = if copies.len() > 1 {
+            retention.superseded()
+        } else {
+            HashSet::new()
+        };
+        for copy in copies {
             let acknowledged = verified_by_all
                 .as_ref()
                 .is_some_and(|v| v.contains(&copy.snapshot));
-            let in_folder = self
-                .inner
-                .root
-                .join(crate::folder::snapshot_rel(&copy.snapshot))
-                .is_file();
-            if acknowledged || (in_folder && copy.age_secs() > RETENTION_SECS) {
+            if acknowledged || superseded.contains(&copy.snapshot) {
                 copy.release();
             }
         }
