@@ -2152,3 +2152,107 @@ fn copies_of_feature_markers_neither_warn_nor_lock_the_store() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("zeta"));
 }
+
+/// The first use of a state dir by several processes at once (an app starting its watcher
+/// while a script merges) succeeds in every one of them: local state files are replaced
+/// through temps of their own. (They shared one temp name: one process's rename found the
+/// other's temp gone, ENOENT on `folder` or `marker`.)
+#[test]
+fn concurrent_first_use_of_a_state_dir_succeeds_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    for round in 0..4 {
+        let fresh = dir.path().join(format!("fresh-{round}"));
+        let children: Vec<std::process::Child> = (0..8)
+            .map(|i| {
+                let args: &[&str] = if i % 2 == 0 { &["merge"] } else { &["status"] };
+                me.cmd(&store, args)
+                    .env("CRDTDIR_STATE_DIR", &fresh)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A read-only tmpfs, unmounted when dropped.
+struct ReadOnlyMount(PathBuf);
+
+impl ReadOnlyMount {
+    /// Mounts a tmpfs at `at`, lets `fill` put files in it, and makes it read-only. `None`
+    /// where this machine does not let the tests mount (not root).
+    fn new(at: &Path, fill: impl FnOnce(&Path)) -> Option<ReadOnlyMount> {
+        std::fs::create_dir_all(at).unwrap();
+        let mount = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .arg(at)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !mount(&["-t", "tmpfs", "none"]) {
+            return None;
+        }
+        let guard = ReadOnlyMount(at.to_path_buf());
+        fill(at);
+        assert!(mount(&["-o", "remount,ro"]), "remount read-only");
+        Some(guard)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A state dir that cannot be written (a read-only mount) still reads: `merge`, `get` and
+/// `status` work, fresh or after the folder moved (reads wrote the folder claim and
+/// failed); a write is refused with one line and changes nothing in the folder.
+#[test]
+fn a_read_only_state_dir_still_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let moved = dir.path().join("moved");
+    std::fs::rename(&store, &moved).unwrap();
+    for (case, fill) in [("fresh", false), ("moved", true)] {
+        let at = dir.path().join(format!("ro-{case}"));
+        let state = me.state.clone();
+        let Some(_mount) = ReadOnlyMount::new(&at, |at| {
+            if fill {
+                copy_tree(&state, at);
+            }
+        }) else {
+            eprintln!("not run: this machine does not let tests mount a tmpfs");
+            return;
+        };
+        let ro = Dev {
+            state: at.clone(),
+            name: "laptop",
+        };
+        assert_eq!(ro.ok(&moved, &["merge"]), "{\"a\":1}\n", "{case}");
+        assert_eq!(ro.ok(&moved, &["get", "/a"]), "1\n", "{case}");
+        ro.ok(&moved, &["status"]);
+        let before = tree(&moved);
+        let out = ro.run(&moved, &["append", "set", "/b", "2"]);
+        assert_eq!(out.status.code(), Some(1), "{case}");
+        assert_same(&before, &tree(&moved), "a refused write");
+    }
+}

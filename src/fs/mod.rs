@@ -178,20 +178,29 @@ pub(crate) fn open_private(path: &Path, fresh: bool) -> io::Result<File> {
     options.open(path)
 }
 
-/// Writes a private temp file beside `path` and renames it over `path`.
+/// Writes a private temp file beside `path` and renames it over `path`. The temp's name is
+/// unique (`NAME.<random>.tmp`), so processes of one device that write the same file at once
+/// (an app's watcher and a CLI merge on a fresh state dir) never remove or rename each
+/// other's temp: the last rename wins, and every rename finds its own file.
 fn replace_private_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = parent_of(path);
     create_private_dir(dir)?;
-    let temp = path.with_extension("tmp");
-    let _ = fs::remove_file(&temp);
-    {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(io::Error::other)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let temp = dir.join(format!("{name}.{}{TEMP_SUFFIX}", hex::encode(nonce)));
+    let written = (|| {
         let mut f = open_private(&temp, true)?;
         f.write_all(bytes)?;
         if durable {
             f.sync_all()?;
         }
+        fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
     }
-    fs::rename(&temp, path)?;
     if durable {
         sync_dir(dir)?;
     }

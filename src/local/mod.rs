@@ -97,7 +97,11 @@ impl StateDir {
         let only_ours = std::fs::read_dir(&self.root).is_ok_and(|entries| {
             entries.flatten().all(|e| {
                 let name = e.file_name();
-                name == "stores" || name == "device" || name == "device.tmp"
+                let name = name.to_string_lossy();
+                name == "stores"
+                    || name == "device"
+                    || ((name.starts_with("device.") || name.starts_with("probe."))
+                        && name.ends_with(".tmp"))
             })
         });
         if only_ours && fs::open_to_others(&self.root) {
@@ -108,6 +112,22 @@ impl StateDir {
                     std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700));
             }
         }
+    }
+
+    /// False when nothing can be written in the state dir (a read-only mount, no space, no
+    /// permission): reads go on from what is there, writes will fail at the lock.
+    pub(crate) fn writable(&self) -> bool {
+        if fs::create_private_dir(&self.root).is_err() {
+            return false;
+        }
+        let mut nonce = [0u8; 8];
+        if getrandom::fill(&mut nonce).is_err() {
+            return false;
+        }
+        let probe = self.root.join(format!("probe.{}.tmp", hex::encode(nonce)));
+        let made = fs::open_private(&probe, true).is_ok();
+        let _ = std::fs::remove_file(&probe);
+        made
     }
 
     pub(crate) fn store_dir(&self, store_id: &str) -> PathBuf {

@@ -194,11 +194,22 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
-        state.claim_folder(&marker.store_id, &root)?;
+        // A state dir that cannot be written (a read-only mount, a full disk) still reads:
+        // the claim and the kept marker are for writes, which need the state dir anyway
+        // (the writer lock is there). A copied folder is refused all the same.
+        match state.claim_folder(&marker.store_id, &root) {
+            Err(e @ Error::CopiedStore { .. }) => return Err(e),
+            Err(_) if !state.writable() => {}
+            other => other?,
+        }
         if marker_problem.is_none() {
             // The bytes as they are (a newer writer may have added keys).
             if let Ok(bytes) = std::fs::read(root.join(MARKER)) {
-                state.keep_marker(&marker.store_id, &bytes)?;
+                if let Err(e) = state.keep_marker(&marker.store_id, &bytes) {
+                    if state.writable() {
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(Store::assemble(
