@@ -53,6 +53,9 @@ pub enum Fault {
     Crash,
     /// The step fails with an I/O error ("no space left on device").
     Fail,
+    /// The step fails every time it is reached until the guard is dropped (a disk that
+    /// stays full, a sync tool that keeps deleting temps).
+    FailAlways,
 }
 
 /// The panic payload of an injected crash: the step it happened at.
@@ -95,7 +98,9 @@ pub(crate) fn at(step: &'static str) -> io::Result<()> {
         match plan.as_ref() {
             Some((s, fault)) if s == step => {
                 let fault = *fault;
-                *plan = None;
+                if fault != Fault::FailAlways {
+                    *plan = None;
+                }
                 Some(fault)
             }
             _ => None,
@@ -104,7 +109,7 @@ pub(crate) fn at(step: &'static str) -> io::Result<()> {
     match fired {
         None => Ok(()),
         Some(Fault::Crash) => std::panic::panic_any(Crashed(step)),
-        Some(Fault::Fail) => Err(io::Error::new(
+        Some(Fault::Fail | Fault::FailAlways) => Err(io::Error::new(
             io::ErrorKind::StorageFull,
             format!("no space left on device (injected at {step})"),
         )),

@@ -123,7 +123,12 @@ impl Store {
             state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
             let store = Store::assemble(root.clone(), marker, state.clone(), &options, None);
             if let Some(v) = initial {
-                store.apply_patch(&[PatchOp::set("", v.clone())])?;
+                let out = store.apply_patch(&[PatchOp::set("", v.clone())])?;
+                // A store is made whole or not at all: its first document in the folder.
+                if let Some(w) = out.written.iter().find(|w| w.unpublished.is_some()) {
+                    let why = w.unpublished.clone().unwrap_or_default();
+                    return Err(Error::io(root.join(&w.path))(std::io::Error::other(why)));
+                }
             }
             Ok(store)
         })();

@@ -40,7 +40,15 @@ pub struct Written {
     pub seq: u64,
     /// Path of the op file relative to the store.
     pub path: String,
+    /// Why the op file is not in the folder yet, when publishing it kept failing after the
+    /// change was made durable (in this device's record and outbox): the change stands, and
+    /// the next write, `repair` or packing of this device publishes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unpublished: Option<String>,
 }
+
+/// How often a write tries to publish its op file once the change is durable.
+const PUBLISH_TRIES: usize = 3;
 
 /// What a write did, with the value the change closure returned (`()` for patches).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -482,8 +490,13 @@ impl Store {
                 ));
             }
             let written = self.persist(&state.doc, hash, &device, &mut record)?;
+            if let Some(why) = &written.unpublished {
+                outcome.notices.push(format!(
+                    "the change is saved on this device but its op file is not in the folder yet ({why}): the next command of this device publishes it"
+                ));
+            }
             state.files.push(written.path.clone());
-            if let Some(scan) = listed_scan.as_mut() {
+            if let (Some(scan), None) = (listed_scan.as_mut(), &written.unpublished) {
                 self.vouch_listing(scan, &written.path);
             }
             outcome.written.push(written);
@@ -662,16 +675,36 @@ impl Store {
             staged.discard();
             return Err(e);
         }
+        // From here on the change is durable: the record names it and the outbox holds its
+        // bytes, so it stands whatever happens to the folder, and the write must not report
+        // failure (a caller that retries would write it twice). A temp a sync tool deleted
+        // before the rename (rclone bisync, a cleaner), or a passing error, is staged again.
         let target = dir.join(&name);
-        fault::at("record-written")
-            .and_then(|()| fs::publish(staged, &target))
-            .and_then(|()| fault::at("op-published"))
-            .map_err(Error::io(&target))?;
+        let mut staged = Some(staged);
+        let mut unpublished = None;
+        for _ in 0..PUBLISH_TRIES {
+            let attempt = match staged.take() {
+                Some(s) => Ok(s),
+                None => fs::stage(&dir, &record.actor, &bytes),
+            };
+            let published = attempt
+                .and_then(|s| fault::at("record-written").map(|()| s))
+                .and_then(|s| fs::publish(s, &target))
+                .and_then(|()| fault::at("op-published"));
+            match published {
+                Ok(()) => {
+                    unpublished = None;
+                    break;
+                }
+                Err(e) => unpublished = Some(Error::io(&target)(e)),
+            }
+        }
         Ok(Written {
             hash: hash.to_string(),
             actor: record.actor.clone(),
             seq,
             path: crate::folder::op_rel(&record.actor, &name),
+            unpublished: unpublished.map(|e| e.to_string()),
         })
     }
 
