@@ -271,7 +271,7 @@ fn a_clock_jump_never_drops_the_only_copy() {
 
     // A compaction whose snapshot the folder then loses, 40 days later.
     let out = me.open(&store).compact().unwrap();
-    let snapshot = out.snapshot.unwrap();
+    let snapshot = out.snapshot.clone().unwrap_or_else(|| panic!("{out:?}"));
     std::fs::remove_file(store.join(&snapshot)).unwrap();
     let retention = outbox.with_file_name("retention");
     age_files(&retention, 40);

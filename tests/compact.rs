@@ -634,3 +634,52 @@ fn status_counts_the_files_of_the_store() {
     assert_eq!((files.ops, files.snapshots), (0, 2));
     assert_eq!(files.total, ours(&store));
 }
+
+/// `compact` on a device that holds changes the folder lost writes them back in its
+/// snapshot (it did nothing: "snapshot": null), and the op files whose change the device
+/// already held are folded like any other (they were left forever).
+#[test]
+fn compaction_writes_back_what_the_folder_lost_and_folds_every_op_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let me = Device::new(dir.path(), "me");
+    Store::init(&store, me.options(), Some(&json!({}))).unwrap();
+    for i in 0..3 {
+        me.open(&store)
+            .apply_patch(&[PatchOp::set(format!("/k{i}"), json!(i))])
+            .unwrap();
+    }
+    me.open(&store).read().unwrap();
+    // The sync tool loses every op file: the device's view keeps them.
+    for rel in crate::common::op_files(&store) {
+        std::fs::remove_file(store.join(rel)).unwrap();
+    }
+    let out = me.open(&store).compact().unwrap();
+    assert!(out.snapshot.is_some(), "{out:?}");
+    let fresh = Device::new(dir.path(), "fresh")
+        .open(&store)
+        .read()
+        .unwrap();
+    assert_eq!(fresh.to_json(), json!({"k0": 0, "k1": 1, "k2": 2}));
+    // Files the folder lost come back (a sync tool delivers them again) after the device's
+    // view held their changes: the next compaction folds them like any other.
+    for i in 3..5 {
+        me.open(&store)
+            .apply_patch(&[PatchOp::set(format!("/k{i}"), json!(i))])
+            .unwrap();
+    }
+    let saved: Vec<(String, Vec<u8>)> = crate::common::op_files(&store)
+        .into_iter()
+        .map(|rel| (rel.clone(), std::fs::read(store.join(&rel)).unwrap()))
+        .collect();
+    for (rel, _) in &saved {
+        std::fs::remove_file(store.join(rel)).unwrap();
+    }
+    assert!(me.open(&store).read().unwrap().report().unprovided > 0);
+    for (rel, bytes) in &saved {
+        std::fs::write(store.join(rel), bytes).unwrap();
+    }
+    me.open(&store).read().unwrap();
+    me.open(&store).compact().unwrap();
+    assert_eq!(crate::common::op_files(&store), Vec::<String>::new());
+}

@@ -294,6 +294,10 @@ fn a_write_whose_op_file_cannot_be_published_yet_succeeds_and_lands_with_the_nex
         "{out:?}"
     );
     assert!(!store.join(&written.path).exists());
+    // Its own view has it all along (from its outbox), and says the folder lacks it.
+    let view = a.open(&store).read().unwrap();
+    assert_eq!(view.to_json()["stuck"], json!(1));
+    assert_eq!(view.report().unprovided, 1, "{:?}", view.report());
     a.open(&store).apply_patch(&set("next", 1)).unwrap();
     assert!(
         store.join(&written.path).exists(),

@@ -641,3 +641,41 @@ fn packing_never_deletes_a_cloned_disks_packs_that_hold_the_other_branch() {
     }
     assert_eq!(json_of(&sa), serde_json::to_string(&doc).unwrap());
 }
+
+/// A writer's own changes stay in its view when the sync tool loses its packs after its
+/// loose files went (the other device had acknowledged them): a new process of the writer,
+/// with no cache (appends write none), reads them from its outbox and says the folder lost
+/// them; its next write puts them back. (Its `merge` printed `{}` and "1 waiting".)
+#[test]
+fn a_writers_own_changes_stay_in_its_view_when_the_folder_loses_its_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = two_devices(dir.path());
+    let sa = open(&a, &store, 0);
+    for i in 0..4 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    drop(sa);
+    let sb = open(&b, &store, 0);
+    sb.read().unwrap();
+    sb.beat().unwrap();
+    let out = open(&a, &store, 0).pack().unwrap();
+    assert!(out.deleted > 0, "{out:?}");
+    for rel in tree(&store).into_keys().filter(|p| p.ends_with(".pack")) {
+        std::fs::remove_file(store.join(rel)).unwrap();
+    }
+    // A new process of the writer: no cache, no memory.
+    let view = open(&a, &store, 0).read().unwrap();
+    for i in 0..4 {
+        assert_eq!(
+            view.to_json()[format!("k{i}")],
+            json!(i),
+            "{:?}",
+            view.report()
+        );
+    }
+    assert!(view.report().unprovided > 0, "{:?}", view.report());
+    set(&open(&a, &store, 0), "after", 1);
+    let fresh = Device::new(dir.path(), "fresh");
+    let doc = fresh.open(&store).read().unwrap().to_json();
+    assert_eq!((&doc["k3"], &doc["after"]), (&json!(3), &json!(1)), "{doc}");
+}

@@ -201,7 +201,9 @@ impl Store {
             });
         }
         let (ops, snaps) = folded(&scan, &state);
-        if ops.is_empty() && snaps.len() <= 1 {
+        // Nothing to fold, unless this device holds changes the folder lost: the snapshot
+        // writes them back (docs/FORMAT.md §14).
+        if ops.is_empty() && snaps.len() <= 1 && state.unprovided == 0 {
             return Ok(CompactOutcome {
                 snapshot: None,
                 files_before,

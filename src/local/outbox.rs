@@ -45,15 +45,20 @@ impl Kept {
         (names::file_hash_hex(&bytes) == name.hash).then_some(bytes)
     }
 
-    /// The Automerge hash of its change.
-    pub(crate) fn change_hash(&self, store: &crate::merge::Source<'_>) -> Option<ChangeHash> {
+    /// Its change, if it reads (and opens, in an encrypted store).
+    pub(crate) fn change(&self, store: &crate::merge::Source<'_>) -> Option<Change> {
         let bytes = self.bytes()?;
         let seq = names::parse_op_name(&self.name)?.seq;
         let plain = store
             .open("op", &crate::seal::context(&self.actor, seq), &bytes)
             .ok()?;
         let envelope = opfile::decode(&plain).ok()?;
-        Some(Change::from_bytes(envelope.change).ok()?.hash())
+        Change::from_bytes(envelope.change).ok()
+    }
+
+    /// The Automerge hash of its change.
+    pub(crate) fn change_hash(&self, store: &crate::merge::Source<'_>) -> Option<ChangeHash> {
+        Some(self.change(store)?.hash())
     }
 
     /// Seconds since it was kept.

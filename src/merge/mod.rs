@@ -61,7 +61,8 @@ pub(crate) struct Merged {
     pub(crate) report: MergeReport,
     /// Every verified change of this merge, applied or not, deduplicated, in path order.
     pub(crate) items: Vec<Loaded>,
-    /// Indices into `items` of the changes this merge applied, in path order.
+    /// Indices into `items` of the changes this merge applied, and of the op files whose
+    /// change the base held already, in path order.
     pub(crate) applied: Vec<usize>,
     /// The verified changes left out — losing fork branches, refused changes, their
     /// dependents — by index, with the reason.
@@ -352,6 +353,11 @@ pub(crate) fn merge_loaded(
     let in_base = |h: &ChangeHash| {
         base_doc.is_some_and(|d| d.get_missing_deps(std::slice::from_ref(h)).is_empty())
     };
+    // Op files whose change the base already holds are merged too (they provide it): a
+    // compaction folds them, and the folder is not taken to lack them.
+    let held: Vec<usize> = (0..items.len())
+        .filter(|&i| !items[i].rel.is_empty() && in_base(&items[i].hash))
+        .collect();
     let plan::Plan {
         index,
         to_apply,
@@ -378,9 +384,11 @@ pub(crate) fn merge_loaded(
     report.waiting.sort_by(|a, b| a.path.cmp(&b.path));
     let mut applied: Vec<usize> = to_apply
         .into_iter()
+        .chain(held)
         .filter(|i| !quarantined.contains_key(i))
         .collect();
     applied.sort_unstable();
+    applied.dedup();
     Some(Merged {
         doc,
         report,

@@ -399,26 +399,41 @@ impl Store {
                 merge::merge_cold(&self.source(), &self.inner.marker.store_id, scan, carry);
             (s, r, true)
         };
-        let run = || match base {
-            Some(cached) => match merge::merge_incremental(&self.source(), scan, cached) {
-                Ok(done) => {
-                    incremental = true;
-                    done
-                }
-                // Files gone, a fork, a refused change: decide from everything, keeping what
-                // this device has even if its files are gone — the state it had (newer than
-                // the cache files when it wrote since), with what the folder lost.
-                Err(Some(mut had)) => {
-                    if let Some(mut held) = self.inner.cache.load_held() {
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            had.doc.merge(&mut held.doc)
-                        }));
+        let run = || {
+            let merged = match base {
+                Some(cached) => match merge::merge_incremental(&self.source(), scan, cached) {
+                    Ok(done) => {
+                        incremental = true;
+                        done
                     }
-                    cold(Some(*had))
-                }
-                Err(None) => cold(self.inner.cache.load_all()),
-            },
-            None => cold(self.inner.cache.load_held()),
+                    // Files gone, a fork, a refused change: decide from everything, keeping what
+                    // this device has even if its files are gone — the state it had (newer than
+                    // the cache files when it wrote since), with what the folder lost.
+                    Err(Some(mut had)) => {
+                        if let Some(mut held) = self.inner.cache.load_held() {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                had.doc.merge(&mut held.doc)
+                            }));
+                        }
+                        cold(Some(*had))
+                    }
+                    Err(None) => cold(self.inner.cache.load_all()),
+                },
+                None => cold(self.inner.cache.load_held()),
+            };
+            // This device's own changes the folder lost (a sync tool lost its packs or op
+            // files; nothing it had saved holds them): they stay in its view, from its
+            // outbox, and count as lost from the folder (the next write publishes them).
+            let own = self.outbox_missing(&merged.0);
+            if own.is_empty() {
+                return merged;
+            }
+            incremental = false;
+            let mut carry = merged.0;
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                carry.doc.apply_changes(own)
+            }));
+            cold(Some(carry))
         };
         let ((state, report, changed), log) = if recording {
             merge::logging(run)
@@ -436,6 +451,38 @@ impl Store {
         let state = Arc::new(state);
         self.put_mem(Arc::clone(&state));
         self.finish_merge(state, report, changed, scan, save)
+    }
+
+    /// The changes of this device's outbox that `state` neither merged from the folder nor
+    /// holds: listed by name first (no file is read while the folder has them all). Only
+    /// changes that stood: the writer record names them.
+    fn outbox_missing(&self, state: &MergedState) -> Vec<automerge::Change> {
+        let entries = self.outbox().entries();
+        if entries.is_empty() {
+            return Vec::new();
+        }
+        let known: std::collections::HashSet<&str> = state
+            .files
+            .iter()
+            .chain(&state.covered)
+            .map(String::as_str)
+            .collect();
+        // An entry past the writer record's seq is a write that failed before the record
+        // named it (kept, then a crash or a full disk): it never stood.
+        let record = self.inner.state.read_record(&self.inner.marker.store_id);
+        let stood = |k: &&crate::local::outbox::Kept| {
+            record
+                .as_ref()
+                .is_some_and(|r| k.actor != r.actor || k.seq <= r.seq)
+        };
+        let source = self.source();
+        entries
+            .iter()
+            .filter(stood)
+            .filter(|k| !known.contains(k.rel().as_str()))
+            .filter_map(|k| k.change(&source))
+            .filter(|c| automerge::ReadDoc::get_change_by_hash(&state.doc, &c.hash()).is_none())
+            .collect()
     }
 
     pub(crate) fn journal(&self) -> std::sync::MutexGuard<'_, crate::watch::Journal> {
