@@ -30,11 +30,15 @@ const MAX_DEVICES: usize = 5;
 enum Action {
     /// Device `dev` writes one witness and sets a contested key.
     Edit { dev: usize, key: u8, value: i64 },
+    /// The same, while a sync tool deletes every temp before its rename (rclone bisync, a
+    /// cleaner): the write stands all the same, and its op file comes later.
+    EditTempsDeleted { dev: usize, key: u8, value: i64 },
     /// The sync tool copies some of `from`'s files to `to` (`mask` picks which).
     Deliver { from: usize, to: usize, mask: u64 },
     /// The sync tool deletes some op files from `dev`'s folder (`mask` picks which).
     Delete { dev: usize, mask: u64 },
-    /// Files deleted from `dev`'s folder come back (an old copy resurfaces).
+    /// Files deleted from `dev`'s folder — by the sync tool, or by crdtdir itself (packed
+    /// loose files, folded packs, compacted op files) — come back (an old copy resurfaces).
     Resurrect { dev: usize },
     /// The sync tool leaves one of `from`'s op files torn, under its final name, in `to`.
     Tear { from: usize, to: usize, pick: usize },
@@ -62,6 +66,7 @@ fn action(devices: usize) -> impl Strategy<Value = Action> {
     let d = 0..devices;
     prop_oneof![
         8 => (d.clone(), 0u8..3, any::<i64>()).prop_map(|(dev, key, value)| Action::Edit { dev, key, value }),
+        1 => (d.clone(), 0u8..3, any::<i64>()).prop_map(|(dev, key, value)| Action::EditTempsDeleted { dev, key, value }),
         5 => (d.clone(), d.clone(), any::<u64>()).prop_map(|(from, to, mask)| Action::Deliver { from, to, mask }),
         2 => (d.clone(), any::<u64>()).prop_map(|(dev, mask)| Action::Delete { dev, mask }),
         1 => d.clone().prop_map(|dev| Action::Resurrect { dev }),
@@ -166,6 +171,14 @@ fn decode_op(bytes: &[u8]) -> Option<(String, Vec<String>)> {
     Some((change.hash().to_string(), deps))
 }
 
+/// The op files and packs in a folder, with their bytes.
+fn history_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
+    tree(folder)
+        .into_iter()
+        .filter(|(rel, _)| rel.starts_with("ops/") || rel.starts_with("packs/"))
+        .collect()
+}
+
 /// What a sync tool copies: every file but the marker and temps, the ones `pick` accepts;
 /// a torn op file in `to` is replaced by a complete one from `from`.
 fn deliver(from: &Path, to: &Path, mut pick: impl FnMut(&str) -> bool) {
@@ -250,6 +263,11 @@ impl World {
                 key,
                 value,
             },
+            Action::EditTempsDeleted { dev, key, value } => Action::EditTempsDeleted {
+                dev: dev % n,
+                key,
+                value,
+            },
             Action::Deliver { from, to, mask } => Action::Deliver {
                 from: from % n,
                 to: to % n,
@@ -275,8 +293,31 @@ impl World {
         if tracing() {
             eprintln!("TRACE n={n} {a:?}");
         }
+        // What crdtdir itself deletes from the folder it works on goes to the graveyard too:
+        // a sync tool may bring it back.
+        let works_on = match a {
+            Action::Edit { dev, .. }
+            | Action::EditTempsDeleted { dev, .. }
+            | Action::Compact { dev }
+            | Action::Pack { dev } => Some(dev),
+            _ => None,
+        };
+        let before = works_on.map(|dev| history_files(&self.folders[dev]));
+        self.act(a);
+        if let (Some(dev), Some(before)) = (works_on, before) {
+            let after = history_files(&self.folders[dev]);
+            for (rel, bytes) in before {
+                if !after.contains_key(&rel) {
+                    self.graveyard[dev].insert(rel, bytes);
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, a: Action) {
+        let n = self.devices.len();
         match a {
-            Action::Edit { dev, key, value } => {
+            Action::Edit { dev, key, value } | Action::EditTempsDeleted { dev, key, value } => {
                 let Some(store) = self.open(dev) else { return };
                 if let Ok(view) = store.read() {
                     self.seen[dev].extend(changes_in(&view));
@@ -294,6 +335,9 @@ impl World {
                     PatchOp::set(format!("/w/{w}"), json!(dev)),
                     PatchOp::set(format!("/c/k{key}"), json!(value)),
                 ];
+                let _armed = matches!(a, Action::EditTempsDeleted { .. }).then(|| {
+                    crdtdir::fault::inject("record-written", crdtdir::fault::Fault::FailAlways)
+                });
                 // A refusal (the marker is gone) writes nothing, and is no witness.
                 if let Ok(out) = store.apply_patch(&ops) {
                     let written = out.written.last().expect("a change was written");
