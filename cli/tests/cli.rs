@@ -2256,3 +2256,44 @@ fn a_read_only_state_dir_still_reads() {
         assert_same(&before, &tree(&moved), "a refused write");
     }
 }
+
+/// A sync tool that does not carry `devices/` (a `.stignore`): the other device's changes
+/// keep arriving but its heartbeats never do, so this device looks alone. `compact` says so
+/// (nothing was lost, but "alone" was a guess); with the heartbeats carried, it does not.
+#[test]
+fn compact_warns_about_devices_that_write_without_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (
+        dir.path().join("laptop-sync"),
+        dir.path().join("phone-sync"),
+    );
+    let (laptop, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    laptop.ok(&one, &["init"]);
+    copy_tree(&one, &two);
+    phone.ok(&two, &["append", "set", "/p", "1"]);
+    laptop.ok(&one, &["append", "set", "/l", "1"]);
+    // Everything but devices/ crosses.
+    exchange_ops(&one, &two);
+    let out = laptop.run(&one, &["compact", "--yes"]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("publish no heartbeat (phone"), "{err}");
+    assert!(err.contains(".stignore"), "{err}");
+    // The heartbeats cross too: no warning.
+    phone.ok(&two, &["append", "set", "/p", "2"]);
+    exchange_ops(&one, &two);
+    copy_tree(&two.join("devices"), &one.join("devices"));
+    // The laptop sees the phone's beat, which then does not change for two seconds: the
+    // phone is offline at a threshold of 1 s.
+    laptop.ok(&one, &["status"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let out = laptop.run(&one, &["compact", "--yes", "--threshold", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("heartbeat"),
+        "{out:?}"
+    );
+}

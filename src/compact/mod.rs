@@ -40,6 +40,11 @@ pub struct CompactPlan {
     pub new_snapshot_bytes: u64,
     /// The other devices, as their heartbeats show them.
     pub others: Vec<Presence>,
+    /// Devices whose changes are in the folder but which publish no heartbeat at all
+    /// (name, or actor when unnamed): whether they are online cannot be told. A sync tool
+    /// that does not carry `devices/` (a `.stignore`, a selective sync) does this, and
+    /// then every device believes it is alone.
+    pub silent: Vec<String>,
 }
 
 impl CompactPlan {
@@ -160,7 +165,38 @@ impl Store {
             snapshot_bytes,
             new_snapshot_bytes: bytes.len() as u64,
             others: self.presence_of(&state, threshold_secs),
+            silent: self.silent_writers(&scan, &state),
         })
+    }
+
+    /// The writers of the folder's op files and packs that no heartbeat names: not this
+    /// device, not an actor any device's latest beat lists, not a rebase readers derive.
+    fn silent_writers(&self, scan: &Scan, state: &MergedState) -> Vec<String> {
+        let own = self.own_actors();
+        let mut beaten: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for actor in crate::folder::beat_actors(&self.inner.root) {
+            if let Some((_, beat)) = self.latest_beat(&actor) {
+                beaten.extend(beat.actors);
+            }
+            beaten.insert(actor);
+        }
+        let rebased: std::collections::HashSet<String> = state
+            .rebased
+            .iter()
+            .filter_map(|r| r.to.parse::<ChangeHash>().ok())
+            .filter_map(|h| state.doc.get_change_meta_by_hash(&h))
+            .map(|m| m.actor.to_hex_string())
+            .collect();
+        let writers: std::collections::BTreeSet<&str> =
+            scan.ops.iter().map(|o| o.actor()).collect();
+        writers
+            .into_iter()
+            .filter(|a| !own.contains(*a) && !beaten.contains(*a) && !rebased.contains(*a))
+            .map(|a| match state.devices.get(a).filter(|n| !n.is_empty()) {
+                Some(name) => format!("{name} ({})", &a[..a.len().min(8)]),
+                None => a.to_string(),
+            })
+            .collect()
     }
 
     /// Compacts: folds the merged document and the files it covers into one SQLite

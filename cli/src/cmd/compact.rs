@@ -31,6 +31,9 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             if plan.grows() {
                 eprintln!("crdtdir: note: {}", growth(plan));
             }
+            if let Some(silent) = silence(plan) {
+                eprintln!("crdtdir: warning: {silent}");
+            }
             return true;
         }
         if !std::io::stdin().is_terminal() {
@@ -98,6 +101,17 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     print_json(&to_json(&outcome)?)
 }
 
+/// What to say when devices write here without heartbeats: "alone" may be wrong.
+fn silence(plan: &CompactPlan) -> Option<String> {
+    (!plan.silent.is_empty()).then(|| {
+        format!(
+            "{} device(s) write to this folder but publish no heartbeat ({}): crdtdir cannot tell whether they are online. Does the sync tool skip devices/ (a .stignore, selective sync)?",
+            plan.silent.len(),
+            plan.silent.join(", ")
+        )
+    })
+}
+
 /// What the user is asked before compaction.
 fn question(plan: &CompactPlan) -> String {
     let others: Vec<String> = plan
@@ -112,8 +126,9 @@ fn question(plan: &CompactPlan) -> String {
             )
         })
         .collect();
+    let warning = silence(plan).map_or(String::new(), |s| format!("Warning: {s}\n"));
     format!(
-        "It looks like you are the only device online{}. Fold {} op files ({}){} into a snapshot{}? [y/N] ",
+        "{warning}It looks like you are the only device online{}. Fold {} op files ({}){} into a snapshot{}? [y/N] ",
         if others.is_empty() { String::new() } else { format!(" ({})", others.join("; ")) },
         plan.op_files,
         size(plan.op_bytes),
