@@ -112,6 +112,14 @@ pub enum Error {
         /// The store id both carry.
         store_id: String,
     },
+    /// `forget` named no other device this one knows (by display name or actor).
+    #[error(
+        "no other device here is named {name:?} (`crdtdir status` lists them, with their actors)"
+    )]
+    UnknownDevice {
+        /// The name given.
+        name: String,
+    },
     /// A device name that cannot be used.
     #[error("invalid device name {name:?}: {reason}")]
     DeviceName {
@@ -157,6 +165,7 @@ impl Error {
             Error::Refused { .. } => "refused",
             Error::CopiedStore { .. } => "copied-store",
             Error::DeviceName { .. } => "device-name",
+            Error::UnknownDevice { .. } => "unknown-device",
         }
     }
 

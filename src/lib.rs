@@ -84,7 +84,7 @@ pub use pack::{
 };
 pub use patch::typed::Text;
 pub use patch::{parse_patch, PatchError, PatchOp};
-pub use presence::{Presence, DEFAULT_THRESHOLD_SECS};
+pub use presence::{Forgotten, Presence, DEFAULT_THRESHOLD_SECS};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
 #[doc(hidden)]
 pub use seal::seal_op_file;

@@ -679,3 +679,49 @@ fn a_writers_own_changes_stay_in_its_view_when_the_folder_loses_its_packs() {
     let doc = fresh.open(&store).read().unwrap().to_json();
     assert_eq!((&doc["k3"], &doc["after"]), (&json!(3), &json!(1)), "{doc}");
 }
+
+/// A ghost device (a reader that ran once) holds every other device's loose files back
+/// until the grace period; `forget` it and they go once the devices that are left have
+/// them. The note lapses when the ghost beats again: then it counts once more.
+#[test]
+fn a_forgotten_ghost_holds_nothing_back_until_it_beats_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = two_devices(dir.path());
+    let ghost = Device::new(dir.path(), "ghost");
+    open(&ghost, &store, 0).beat().unwrap();
+    let sa = open(&a, &store, 0);
+    for i in 0..4 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    let sb = open(&b, &store, 0);
+    sb.read().unwrap();
+    sb.beat().unwrap();
+    let out = sa.pack().unwrap();
+    assert_eq!(
+        (out.deleted, out.kept_loose),
+        (0, 4),
+        "the ghost has not merged: {out:?}"
+    );
+    assert!(matches!(
+        sa.forget("nobody"),
+        Err(crdtdir::Error::UnknownDevice { .. })
+    ));
+    assert!(sa.forget("a").is_err(), "a device cannot forget itself");
+    let forgotten = sa.forget("ghost").unwrap();
+    assert_eq!(forgotten.name, "ghost");
+    assert!(sa.presence(300).unwrap().iter().all(|p| p.name != "ghost"));
+    let out = sa.pack().unwrap();
+    assert_eq!(out.deleted, 4, "{out:?}");
+    // Another device honours the note too.
+    assert!(sb.presence(300).unwrap().iter().all(|p| p.name != "ghost"));
+    // The ghost comes back: it counts again.
+    open(&ghost, &store, 0).beat().unwrap();
+    assert!(sa.presence(300).unwrap().iter().any(|p| p.name == "ghost"));
+    for i in 4..8 {
+        set(&sa, &format!("k{i}"), i);
+    }
+    sb.read().unwrap();
+    sb.beat().unwrap();
+    let out = sa.pack().unwrap();
+    assert_eq!((out.deleted, out.kept_loose), (0, 4), "{out:?}");
+}

@@ -82,6 +82,9 @@ enum Command {
         after_help = "Examples:\n  crdtdir pack                         # pack now, delete loose files other devices have\n  CRDTDIR_PACK_SIZE=1024 crdtdir pack  # bigger packs\n  crdtdir --json pack                  # what it did, as JSON"
     )]
     Pack,
+    /// Forget a device that is gone for good (an old laptop, a reader that ran once): no
+    /// device waits for its acknowledgement any more (packing, kept copies).
+    Forget(cmd::forget::Args),
     /// Show a real merge: two devices edit one store concurrently in a temporary folder,
     /// their files cross as a sync tool would carry them, and both print the same JSON.
     Demo,
@@ -202,6 +205,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Compact(args) => cmd::compact::run(store, args),
         Command::Repair => cmd::repair::run(store),
         Command::Pack => cmd::pack::run(store),
+        Command::Forget(args) => cmd::forget::run(store, args),
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),
     }

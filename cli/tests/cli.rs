@@ -2297,3 +2297,37 @@ fn compact_warns_about_devices_that_write_without_heartbeats() {
         "{out:?}"
     );
 }
+
+/// `crdtdir forget`: a device by name; an unknown name (or this device's own) is one line
+/// and exit 1; a read-only device refuses (exit 3); `status` lists the forgotten device no
+/// more.
+#[test]
+fn forget_a_device_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, ghost) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "ghost"),
+    );
+    me.ok(&store, &["init"]);
+    ghost.ok(&store, &["merge"]);
+    assert!(me.ok(&store, &["status"]).contains("ghost"));
+    for (name, want) in [
+        ("nobody", "no other device here is named"),
+        ("laptop", "no other device here is named"),
+    ] {
+        let before = tree(&store);
+        let out = me.run(&store, &["forget", name]);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+        assert_same(&before, &tree(&store), "a refused forget");
+    }
+    let out = me.run(&store, &["--read-only", "forget", "ghost"]);
+    assert_eq!(out.status.code(), Some(3));
+    let done: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["forget", "ghost"])).unwrap();
+    assert_eq!(done["forgotten"]["name"], "ghost");
+    assert!(!me.ok(&store, &["status"]).contains("ghost"));
+}

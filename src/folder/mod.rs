@@ -149,6 +149,37 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
     dirs
 }
 
+/// The beat folders whose device no device has forgotten (`crdtdir forget`, a note in
+/// beats, docs/FORMAT.md §13): a note holds while the forgotten device publishes no beat with
+/// a higher counter than the one it names. These are the devices whose acknowledgements
+/// count ("every other device").
+pub(crate) fn live_beat_actors(store: &crate::merge::Source<'_>) -> Vec<String> {
+    let all = beat_actors(&store.join(""));
+    let latest: Vec<(String, Option<Beat>)> = all
+        .into_iter()
+        .map(|a| {
+            let beat = latest_beat(store, &a).map(|(_, b)| b);
+            (a, beat)
+        })
+        .collect();
+    let mut forgotten: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for (actor, counter) in latest
+        .iter()
+        .flat_map(|(_, b)| b.iter().flat_map(|b| &b.forgotten))
+    {
+        let at = forgotten.entry(actor.as_str()).or_insert(0);
+        *at = (*at).max(*counter);
+    }
+    latest
+        .iter()
+        .filter(|(actor, beat)| match forgotten.get(actor.as_str()) {
+            Some(&at) => beat.as_ref().is_some_and(|b| b.counter > at),
+            None => true,
+        })
+        .map(|(actor, _)| actor.clone())
+        .collect()
+}
+
 /// The valid beat with the highest counter in `devices/<actor>/`, with its path. Only
 /// regular files are read (a FIFO named like a beat must not hang a reader).
 pub(crate) fn latest_beat(store: &crate::merge::Source<'_>, actor: &str) -> Option<(String, Beat)> {

@@ -17,6 +17,10 @@
 //!   "time"     signed         the device's wall clock, seconds since the Unix epoch
 //!   "heads"    array of text  Automerge heads of the device's merged view (hex)
 //!   "verified" array of text  snapshots the device has verified (none before compaction)
+//!   "forgotten" array of text optional: devices this device forgot (`crdtdir forget`), each
+//!              "<actor>@<counter>": the beat folder's actor and the counter of its latest
+//!              beat then; every reader leaves that device out of "every other device" until
+//!              it publishes a beat with a higher counter
 //! ```
 //! A beat is published like an op file (temp, fsync, read-only, rename, fsync the folder).
 
@@ -42,6 +46,8 @@ pub(crate) struct Beat {
     pub(crate) time: i64,
     pub(crate) heads: Vec<String>,
     pub(crate) verified: Vec<String>,
+    /// Devices this device forgot: (beat folder actor, its latest counter then).
+    pub(crate) forgotten: Vec<(String, u64)>,
 }
 
 pub(crate) fn encode(beat: &Beat) -> Vec<u8> {
@@ -61,6 +67,19 @@ pub(crate) fn encode(beat: &Beat) -> Vec<u8> {
         (Value::Text("heads".into()), texts(&beat.heads)),
         (Value::Text("verified".into()), texts(&beat.verified)),
     ]);
+    let value = match value {
+        // Only when there is one: older readers ignore keys they do not know anyway.
+        Value::Map(mut entries) if !beat.forgotten.is_empty() => {
+            let notes: Vec<String> = beat
+                .forgotten
+                .iter()
+                .map(|(actor, counter)| format!("{actor}@{counter}"))
+                .collect();
+            entries.push((Value::Text("forgotten".into()), texts(&notes)));
+            Value::Map(entries)
+        }
+        other => other,
+    };
     let mut out = Vec::new();
     ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
@@ -110,6 +129,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, DecodeError> {
             .ok_or("beat has no time")?,
         heads: texts("heads")?,
         verified: texts("verified")?,
+        forgotten: match field("forgotten") {
+            None => Vec::new(),
+            Some(_) => texts("forgotten")?
+                .iter()
+                .map(|note| {
+                    let (actor, counter) = note.split_once('@')?;
+                    Some((actor.to_string(), counter.parse().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()
+                .ok_or("beat has a malformed forgotten note")?,
+        },
     })
 }
 
@@ -148,6 +178,7 @@ mod tests {
             time: -3,
             heads: vec!["ab".into()],
             verified: vec![],
+            forgotten: vec![],
         }
     }
 
@@ -155,6 +186,13 @@ mod tests {
     fn round_trip_and_name() {
         let bytes = encode(&sample());
         assert_eq!(decode(&bytes).unwrap(), sample());
+        // A beat without notes has no "forgotten" key: the bytes older builds wrote.
+        assert!(!bytes.windows(9).any(|w| w == b"forgotten"));
+        let noted = Beat {
+            forgotten: vec![("0a0b".into(), 12)],
+            ..sample()
+        };
+        assert_eq!(decode(&encode(&noted)).unwrap(), noted);
         let name = file_name(7, &bytes);
         let (counter, hash) = parse_name(&name).unwrap();
         assert_eq!(counter, 7);

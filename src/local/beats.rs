@@ -6,6 +6,8 @@
 //!   "heads" array of text, "verified" array of text (what that beat carried)
 //! STATE/stores/<store id>/seen    CBOR map, local: per beat folder (actor) of other devices,
 //!   [counter, at]: the last counter seen and our clock when it was first seen
+//! STATE/stores/<store id>/forgotten  CBOR map, local: the devices this device forgot, beat
+//!   folder (actor) -> the counter of its latest beat then (every beat carries them)
 //! ```
 
 use std::collections::BTreeMap;
@@ -24,6 +26,9 @@ pub(crate) struct OwnBeats {
     pub(crate) heads: Vec<String>,
     #[serde(default)]
     pub(crate) verified: Vec<String>,
+    /// The forgotten devices that beat carried.
+    #[serde(default)]
+    pub(crate) forgotten: Vec<(String, u64)>,
 }
 
 /// Our memory of other devices' beats: actor -> (counter, our clock when first seen).
@@ -55,4 +60,22 @@ pub(crate) fn write_seen(dir: &Path, seen: &Seen) -> std::io::Result<()> {
     let mut out = Vec::new();
     ciborium::into_writer(seen, &mut out).map_err(std::io::Error::other)?;
     fs::replace_unsynced(&dir.join("seen"), &out)
+}
+
+/// The devices this device forgot: beat folder (actor) -> its latest counter then.
+pub(crate) fn read_forgotten(dir: &Path) -> BTreeMap<String, u64> {
+    std::fs::read(dir.join("forgotten"))
+        .ok()
+        .and_then(|b| ciborium::from_reader::<BTreeMap<String, u64>, _>(&b[..]).ok())
+        .unwrap_or_default()
+}
+
+/// Durably: a device forgotten stays forgotten in this device's every later beat.
+pub(crate) fn write_forgotten(
+    dir: &Path,
+    forgotten: &BTreeMap<String, u64>,
+) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    ciborium::into_writer(forgotten, &mut out).map_err(std::io::Error::other)?;
+    fs::replace_local(&dir.join("forgotten"), &out)
 }

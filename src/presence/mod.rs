@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::names;
 use crate::folder::scan::{self};
 use crate::format::beat;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
@@ -51,17 +50,16 @@ pub const DEFAULT_THRESHOLD_SECS: i64 = 300;
 /// The snapshots every other device (by its latest readable beat) has verified; `None`
 /// when there is no other device to ask.
 pub(crate) fn out_verified(
-    devices: &Path,
+    actors: &[String],
     own: &HashSet<String>,
     latest: impl Fn(&str) -> Option<(String, beat::Beat)>,
 ) -> Option<HashSet<String>> {
     let mut all: Option<HashSet<String>> = None;
-    for entry in std::fs::read_dir(devices).into_iter().flatten().flatten() {
-        let actor = entry.file_name().to_string_lossy().into_owned();
-        if own.contains(&actor) || !names::is_actor_dir(&actor) {
+    for actor in actors {
+        if own.contains(actor) {
             continue;
         }
-        let Some((_, beat)) = latest(&actor) else {
+        let Some((_, beat)) = latest(actor) else {
             continue;
         };
         let verified: HashSet<String> = beat.verified.into_iter().collect();
@@ -108,6 +106,18 @@ pub(crate) enum Due {
     Stale,
 }
 
+/// A device [`Store::forget`] forgot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Forgotten {
+    /// Its display name.
+    pub name: String,
+    /// Its beat folder's actor (hex).
+    pub actor: String,
+    /// The counter of its latest heartbeat: a later one brings it back.
+    pub beat_counter: u64,
+}
+
 /// The beats in one beat folder: (counter, file name).
 fn own_beats(dir: &Path) -> Vec<(u64, String)> {
     std::fs::read_dir(dir)
@@ -129,6 +139,55 @@ impl Store {
     /// is recent, and when this build must not write to the store.
     pub fn beat(&self) -> Result<bool> {
         self.beat_when(Due::Changed)
+    }
+
+    /// Forgets a device that is gone for good (an old laptop, a reader that ran once):
+    /// from now on no device waits for its acknowledgement — loose files a pack holds,
+    /// kept pack copies, retention copies and outbox entries go once the devices that are
+    /// left have what they hold — and `status` and `compact` no longer list it. `device` is
+    /// its display name or the start of its actor (as `status` shows them). The note rides
+    /// in this device's heartbeats, so every device honours it; it lapses by itself if the
+    /// forgotten device publishes a heartbeat again (it was not gone after all).
+    pub fn forget(&self, device: &str) -> Result<Forgotten> {
+        self.check_writable()?;
+        let own = self.own_actors();
+        let candidates: Vec<(String, beat::Beat)> = crate::folder::beat_actors(&self.inner.root)
+            .into_iter()
+            .filter(|a| !own.contains(a))
+            .filter_map(|a| self.latest_beat(&a).map(|(_, b)| (a, b)))
+            .filter(|(a, b)| {
+                b.device == device
+                    || (device.len() >= 4 && a.starts_with(&device.to_ascii_lowercase()))
+            })
+            .collect();
+        let (actor, beat) = match candidates.as_slice() {
+            [] => {
+                return Err(Error::UnknownDevice {
+                    name: device.to_string(),
+                })
+            }
+            [one] => one.clone(),
+            many => {
+                let actors: Vec<&str> = many.iter().map(|(a, _)| &a[..8.min(a.len())]).collect();
+                return Err(Error::Refused {
+                    reason: format!(
+                        "{device:?} names {} devices (actors {}): name the one to forget by its actor",
+                        many.len(),
+                        actors.join(", ")
+                    ),
+                });
+            }
+        };
+        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let mut forgotten = beats::read_forgotten(&local);
+        forgotten.insert(actor.clone(), beat.counter);
+        beats::write_forgotten(&local, &forgotten).map_err(Error::io(&local))?;
+        self.beat()?;
+        Ok(Forgotten {
+            name: beat.device,
+            actor,
+            beat_counter: beat.counter,
+        })
     }
 
     /// [`Store::beat`], when `due` says so.
@@ -177,7 +236,8 @@ impl Store {
         let previous = published
             .iter()
             .find(|(c, _)| own.counter > 0 && *c == own.counter);
-        let same = own.heads == heads && own.verified == verified;
+        let forgotten: Vec<(String, u64)> = beats::read_forgotten(&local).into_iter().collect();
+        let same = own.heads == heads && own.verified == verified && own.forgotten == forgotten;
         let recent = previous.is_some() && (0..BEAT_EVERY_SECS).contains(&(now - own.at));
         if recent && (same || due == Due::Stale) {
             // A crash after the last beat appeared may have left older ones.
@@ -192,6 +252,7 @@ impl Store {
             at: now,
             heads: heads.clone(),
             verified: verified.clone(),
+            forgotten: forgotten.clone(),
         };
         // The counter is recorded before the beat that uses it appears: it never repeats.
         beats::write_own(&local, &own)
@@ -206,6 +267,7 @@ impl Store {
             time: now,
             heads,
             verified,
+            forgotten,
         });
         let bytes = self.sealed_file(
             "beat",
@@ -257,8 +319,7 @@ impl Store {
         let mut seen = beats::read_seen(&local);
         let now = now();
         let mut out = Vec::new();
-        let devices = self.inner.root.join(beat::DEVICES_DIR);
-        let dirs: Vec<String> = crate::folder::beat_actors(&self.inner.root)
+        let dirs: Vec<String> = crate::folder::live_beat_actors(&self.source())
             .into_iter()
             .filter(|n| !own.contains(n))
             .collect();
@@ -283,7 +344,8 @@ impl Store {
         }
         // What was seen is remembered; failing to remember only makes devices look fresher.
         let _ = beats::write_seen(&local, &seen);
-        self.release_retention(&out_verified(&devices, &own, |a| self.latest_beat(a)));
+        let live = crate::folder::live_beat_actors(&self.source());
+        self.release_retention(&out_verified(&live, &own, |a| self.latest_beat(a)));
         self.release_outbox(state, (!out.is_empty()).then_some(&not_merged_by_some));
         out
     }
@@ -355,7 +417,7 @@ impl Store {
     pub(crate) fn unmerged_by_some(&self, state: &MergedState) -> Option<HashSet<ChangeHash>> {
         let own = self.own_actors();
         let mut out: Option<HashSet<ChangeHash>> = None;
-        for actor in crate::folder::beat_actors(&self.inner.root) {
+        for actor in crate::folder::live_beat_actors(&self.source()) {
             if own.contains(&actor) {
                 continue;
             }

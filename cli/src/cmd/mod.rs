@@ -5,6 +5,7 @@ pub(crate) mod compact;
 pub(crate) mod demo;
 pub(crate) mod docs;
 pub(crate) mod export;
+pub(crate) mod forget;
 pub(crate) mod get;
 pub(crate) mod init;
 pub(crate) mod key;

@@ -96,6 +96,15 @@ fn status_text(s: &crdtdir::Status) -> String {
             ago(p.beat_secs_ago),
             p.unmerged
         );
+        // A device silent for a day holds this one's loose files and kept copies back.
+        if !p.online && p.seen_secs_ago > crdtdir::PACK_GRACE_SECS as i64 && p.unmerged > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<24} if it is gone for good: `crdtdir forget {}` (until then this device keeps copies for it)",
+                "",
+                p.name
+            );
+        }
     }
     let r = &s.report;
     for gap in &r.incomplete {
