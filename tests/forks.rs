@@ -192,3 +192,60 @@ fn third_device_scenario() -> bool {
     assert_eq!(doc(&end)["items"].as_array().unwrap().len(), 4, "{end}");
     d_lost
 }
+
+/// The change a write reports is the one that stands: after a clone and the original meet
+/// (a fork), each device's next write is in every device's history under the hash it
+/// reported. (Readers rebased the original's next write: the reported change was in no
+/// log.) Which side loses depends on random actors: a few rounds cover both.
+///
+/// Known to fail (issue "no lost writes, round 2", item 4, open): forks are resolved per
+/// (actor, seq), so with a fork at two seqs one side can win the first and the other the
+/// second; a write made on that view (the clone goes on with its old actor) changes how
+/// readers resolve it once more files arrive, and the other device's new change, built on
+/// the rebases it published, is rebased again. Run with `--ignored`.
+#[test]
+#[ignore = "known bug: a change reported after a two-seq fork can be rebased later (issue 27, item 4)"]
+fn the_change_a_write_reports_after_a_fork_is_in_every_history() {
+    for round in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        let (a, c) = (
+            Device::new(dir.path(), "a"),
+            Device::new(dir.path(), "a-clone"),
+        );
+        crdtdir::Store::init(&one, a.options(), Some(&json!({"items": []}))).unwrap();
+        insert(&a, &one, "before");
+        crate::common::copy_dir(&one, &two);
+        clone_state(&a, &c);
+        for i in 0..2 {
+            insert(&a, &one, &format!("a{i}"));
+        }
+        for i in 0..3 {
+            insert(&c, &two, &format!("c{i}"));
+        }
+        sync_both(&one, &two);
+        let reported: Vec<String> = [(&a, &one, "a-after"), (&c, &two, "c-after")]
+            .into_iter()
+            .map(|(d, f, item)| insert(d, f, item).change().unwrap().to_string())
+            .collect();
+        sync_both(&one, &two);
+        let fresh = Device::new(dir.path(), "fresh");
+        for (d, f) in [(&a, &one), (&c, &two), (&fresh, &one)] {
+            let history: BTreeSet<String> = d
+                .open(f)
+                .history()
+                .unwrap()
+                .into_iter()
+                .map(|h| h.hash)
+                .collect();
+            for hash in &reported {
+                assert!(
+                    history.contains(hash),
+                    "round {round}: {hash} is in no history of {}",
+                    d.name
+                );
+            }
+        }
+        assert_eq!(merged(&a, &one), merged(&c, &two));
+    }
+}

@@ -461,11 +461,16 @@ impl Store {
         if entries.is_empty() {
             return Vec::new();
         }
+        // Every file the merge saw: applied, folded, rebased (a fork's losing side),
+        // refused or waiting.
         let known: std::collections::HashSet<&str> = state
             .files
             .iter()
             .chain(&state.covered)
             .map(String::as_str)
+            .chain(state.rebased.iter().map(|r| r.path.as_str()))
+            .chain(state.quarantined.iter().map(|q| q.path.as_str()))
+            .chain(state.waiting.iter().map(|w| w.path.as_str()))
             .collect();
         // An entry past the writer record's seq is a write that failed before the record
         // named it (kept, then a crash or a full disk): it never stood.
