@@ -162,8 +162,8 @@ pub struct MergeReport {
     pub incomplete: Vec<Problem>,
     /// Changes in this view that neither an op file nor a valid snapshot in the folder
     /// provides any more: the folder lost them (a folder restored from a backup, a lost
-    /// snapshot, files a sync tool deleted). `crdtdir repair` writes them back; the next write
-    /// does it by itself when no compaction record explains the gap.
+    /// snapshot, files a sync tool deleted). `crdtdir repair` writes them back at once; this
+    /// device's next write, or its running watcher, does it on its own (at most once an hour).
     #[serde(default)]
     pub unprovided: usize,
 }

@@ -187,7 +187,8 @@ fn a_new_device_that_got_the_deletions_first_knows_its_view_is_incomplete() {
 
 /// Regression (issue: "a folder rolled back from a backup"): the folder lost changes that a
 /// device's view holds; nobody was told and they were gone for new devices for good. The
-/// device that holds them says so on every read and write, and `repair` writes them back.
+/// device that holds them says so on every read and write, and its next write writes them
+/// back (as `repair` does).
 #[test]
 fn a_folder_rolled_back_from_a_backup_is_repaired_by_a_device_that_holds_the_changes() {
     let dir = tempfile::tempdir().unwrap();
@@ -210,12 +211,20 @@ fn a_folder_rolled_back_from_a_backup_is_repaired_by_a_device_that_holds_the_cha
         .open(&store)
         .apply_patch(&[PatchOp::set("/m/after", json!(1))])
         .unwrap();
+    // The write publishes its own lost op file again, says what else the folder lost, and
+    // writes that back on its own: `repair` has nothing left to do.
     assert!(
-        out.notices.iter().any(|n| n.contains("crdtdir repair")),
+        out.notices
+            .iter()
+            .any(|n| n.contains("the folder lost 2 change(s)")),
+        "{out:?}"
+    );
+    assert!(
+        out.notices.iter().any(|n| n.contains("wrote them back")),
         "{out:?}"
     );
     let repaired = devices[1].open(&store).repair().unwrap();
-    assert!(repaired.snapshot.is_some(), "{repaired:?}");
+    assert!(repaired.snapshot.is_none(), "{repaired:?}");
     let view = cold(&store);
     let v = view.to_json();
     for d in &devices {
@@ -330,4 +339,44 @@ fn a_clock_jump_never_releases_an_unverified_retention_copy() {
             .to_string()
     };
     assert_eq!(copies(), vec![format!("{}.automerge", hash(&second))]);
+}
+
+/// A folder restored from an old backup: the device that holds the newer edits — its own
+/// and another device's that is gone — writes them back on its own with its next write, so
+/// a new device sees them without anyone running `repair`. (It only said so before.)
+#[test]
+fn a_folder_rolled_back_is_written_back_by_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&store, a.options(), Some(&json!({"m": {}}))).unwrap();
+    let backup = dir.path().join("backup");
+    crate::common::copy_dir(&store, &backup);
+    set(&b, &store, "from_b", 1);
+    set(&a, &store, "from_a", 1);
+    a.open(&store).read().unwrap();
+    // The folder goes back to the backup; b is never seen again.
+    std::fs::remove_dir_all(&store).unwrap();
+    crate::common::copy_dir(&backup, &store);
+    assert!(cold(&store).to_json()["m"].get("from_b").is_none());
+    let out = a
+        .open(&store)
+        .apply_patch(&[PatchOp::set("/m/later", json!(1))])
+        .unwrap();
+    assert!(
+        out.notices.iter().any(|n| n.contains("wrote them back")),
+        "{out:?}"
+    );
+    let v = cold(&store).to_json();
+    assert_eq!(
+        (&v["m"]["from_a"], &v["m"]["from_b"], &v["m"]["later"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{v}"
+    );
+    // Settled: the next write has nothing to write back.
+    let out = a
+        .open(&store)
+        .apply_patch(&[PatchOp::set("/m/again", json!(1))])
+        .unwrap();
+    assert!(out.notices.is_empty(), "{out:?}");
 }

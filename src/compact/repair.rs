@@ -32,6 +32,9 @@ impl Repaired {
     }
 }
 
+/// How often, at most, a device writes back on its own what the folder lost.
+const WRITE_BACK_EVERY_SECS: u64 = 3600;
+
 impl Store {
     /// Publishes again this device's own op files that the folder lost (from its outbox, with
     /// the same bytes and names), then writes back, as a new snapshot that deletes nothing,
@@ -75,6 +78,37 @@ impl Store {
             republished,
             snapshot: Some(crate::folder::snapshot_rel(&name)),
         })
+    }
+
+    /// When the folder lost changes this device holds (a folder restored from a backup, a
+    /// lost snapshot), writes them back as [`Store::repair`] does, without being asked: a
+    /// write and a running watcher call this, so new devices see the newer edits without
+    /// anyone running `repair`. At most once an hour, so a write-back that does not settle
+    /// the gap never turns every write into a snapshot. `None` when there was nothing to do.
+    pub(crate) fn write_back_lost(&self) -> Result<Option<Repaired>> {
+        let unprovided = self
+            .inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |s| s.unprovided);
+        if unprovided == 0 || self.check_writable().is_err() {
+            return Ok(None);
+        }
+        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let stamp = local.join("written-back");
+        let recent = std::fs::metadata(&stamp)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() < WRITE_BACK_EVERY_SECS);
+        if recent {
+            return Ok(None);
+        }
+        fs::replace_local(&stamp, b"").map_err(Error::io(&stamp))?;
+        let repaired = self.repair()?;
+        Ok((!repaired.is_empty()).then_some(repaired))
     }
 
     /// Writes the store marker again, byte for byte from this device's copy, if it is missing

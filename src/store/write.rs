@@ -320,6 +320,16 @@ impl Store {
             if let Err(e) = self.maintain_packs(beat) {
                 out.notices.push(format!("packing stopped: {e}"));
             }
+            match self.write_back_lost() {
+                Ok(Some(r)) => out.notices.push(format!(
+                    "the folder had lost changes this device holds (a folder restored from a backup, a lost snapshot?): wrote them back{}",
+                    r.snapshot.map_or(String::new(), |s| format!(" as {s}"))
+                )),
+                Ok(None) => {}
+                Err(e) => out.notices.push(format!(
+                    "the folder lost changes this device holds, and writing them back failed ({e}): run `crdtdir repair`"
+                )),
+            }
         }
         out
     }

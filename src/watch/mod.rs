@@ -770,6 +770,9 @@ impl Run {
         if upkeep {
             self.last_upkeep = Some(Instant::now());
             let _ = self.store.maintain_packs(true);
+            // What the folder lost and this device holds goes back without a `repair`; a
+            // failure is retried at the next upkeep.
+            let _ = self.store.write_back_lost();
         }
     }
 }
