@@ -1874,6 +1874,16 @@ fn a_crash_at_every_packing_step_loses_nothing() {
     }
 }
 
+/// A laptop and a phone, each with its own synced folder (made by neither yet).
+fn laptop_and_phone(dir: &Path) -> (PathBuf, PathBuf, Dev, Dev) {
+    (
+        dir.join("laptop-sync"),
+        dir.join("phone-sync"),
+        Dev::new(dir, "laptop"),
+        Dev::new(dir, "phone"),
+    )
+}
+
 /// Copies the op files one folder has and the other lacks, both ways (a sync tool).
 fn exchange_ops(a: &Path, b: &Path) {
     for (from, to) in [(a, b), (b, a)] {
@@ -1895,14 +1905,7 @@ fn exchange_ops(a: &Path, b: &Path) {
 #[test]
 fn append_set_keeps_both_devices_edits_and_counters_stay_counters() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (
-        dir.path().join("laptop-sync"),
-        dir.path().join("phone-sync"),
-    );
-    let (laptop, phone) = (
-        Dev::new(dir.path(), "laptop"),
-        Dev::new(dir.path(), "phone"),
-    );
+    let (one, two, laptop, phone) = laptop_and_phone(dir.path());
     let from = dir.path().join("init.json");
     std::fs::write(
         &from,
@@ -2263,14 +2266,7 @@ fn a_read_only_state_dir_still_reads() {
 #[test]
 fn compact_warns_about_devices_that_write_without_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (
-        dir.path().join("laptop-sync"),
-        dir.path().join("phone-sync"),
-    );
-    let (laptop, phone) = (
-        Dev::new(dir.path(), "laptop"),
-        Dev::new(dir.path(), "phone"),
-    );
+    let (one, two, laptop, phone) = laptop_and_phone(dir.path());
     laptop.ok(&one, &["init"]);
     copy_tree(&one, &two);
     phone.ok(&two, &["append", "set", "/p", "1"]);
