@@ -61,10 +61,19 @@ impl Store {
             let mut other = retained;
             let _ = doc.merge(&mut other);
         }
-        // What the folder alone provides.
-        let (folder, _) =
+        // What the folder alone provides. A change the folder's merge rebased (a fork's
+        // losing side, and what builds on it) is provided by its rewrite: this device's view
+        // may hold the original, carried from before the fork was seen.
+        let (folder, report) =
             merge::merge_cold(&self.source(), &self.inner.marker.store_id, &scan, None);
-        let lacking = folder.doc.get_missing_deps(&doc.get_heads());
+        let rewritten: std::collections::HashSet<String> =
+            report.rebased.iter().map(|r| r.from.clone()).collect();
+        let lacking: Vec<_> = folder
+            .doc
+            .get_missing_deps(&doc.get_heads())
+            .into_iter()
+            .filter(|h| !rewritten.contains(&h.to_string()))
+            .collect();
         if lacking.is_empty() {
             return Ok(Repaired {
                 marker_restored,
