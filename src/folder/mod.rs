@@ -149,34 +149,32 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
     dirs
 }
 
-/// The beat folders whose device no device has forgotten (`crdtdir forget`, a note in
-/// beats, docs/FORMAT.md §13): a note holds while the forgotten device publishes no beat with
-/// a higher counter than the one it names. These are the devices whose acknowledgements
-/// count ("every other device").
-pub(crate) fn live_beat_actors(store: &crate::merge::Source<'_>) -> Vec<String> {
-    let all = beat_actors(&store.join(""));
-    let latest: Vec<(String, Option<Beat>)> = all
+/// The latest beat of every device no device has forgotten (`crdtdir forget`, a note in
+/// beats, docs/FORMAT.md §13), as (actor, path, beat): a note holds while the forgotten
+/// device publishes no beat with a higher counter than the one it names. These are the
+/// devices whose acknowledgements count ("every other device"). Each beat is read once.
+pub(crate) fn live_beats(store: &crate::merge::Source<'_>) -> Vec<(String, String, Beat)> {
+    let latest: Vec<(String, String, Beat)> = beat_actors(&store.join(""))
         .into_iter()
-        .map(|a| {
-            let beat = latest_beat(store, &a).map(|(_, b)| b);
-            (a, beat)
-        })
+        .filter_map(|a| latest_beat(store, &a).map(|(rel, beat)| (a, rel, beat)))
         .collect();
     let mut forgotten: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-    for (actor, counter) in latest
-        .iter()
-        .flat_map(|(_, b)| b.iter().flat_map(|b| &b.forgotten))
-    {
+    for (actor, counter) in latest.iter().flat_map(|(_, _, b)| &b.forgotten) {
         let at = forgotten.entry(actor.as_str()).or_insert(0);
         *at = (*at).max(*counter);
     }
-    latest
+    let live: Vec<bool> = latest
         .iter()
-        .filter(|(actor, beat)| match forgotten.get(actor.as_str()) {
-            Some(&at) => beat.as_ref().is_some_and(|b| b.counter > at),
-            None => true,
+        .map(|(actor, _, beat)| {
+            forgotten
+                .get(actor.as_str())
+                .is_none_or(|&at| beat.counter > at)
         })
-        .map(|(actor, _)| actor.clone())
+        .collect();
+    latest
+        .into_iter()
+        .zip(live)
+        .filter_map(|(entry, live)| live.then_some(entry))
         .collect()
 }
 

@@ -105,12 +105,7 @@ impl StateDir {
             })
         });
         if only_ours && fs::open_to_others(&self.root) {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ =
-                    std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700));
-            }
+            fs::make_private(&self.root);
         }
     }
 

@@ -673,7 +673,7 @@ impl Kind {
 }
 
 /// A written value as the writer sees it: a [`super::typed::Text`] is a string marked as text.
-pub(crate) enum Shape<'a> {
+enum Shape<'a> {
     Map(&'a Map<String, Json>),
     List(&'a [Json]),
     /// A string, and whether it is marked as text.
@@ -681,7 +681,7 @@ pub(crate) enum Shape<'a> {
     Scalar(&'a Json),
 }
 
-pub(crate) fn shape(value: &Json) -> Shape<'_> {
+fn shape(value: &Json) -> Shape<'_> {
     match value {
         Json::Object(map) => match text_mark(map) {
             Some(s) => Shape::Str(s, true),
@@ -694,7 +694,7 @@ pub(crate) fn shape(value: &Json) -> Shape<'_> {
 }
 
 /// Equal as JSON values: numbers by value, object keys in any order, text marks aside.
-pub(crate) fn same(a: &Json, b: &Json) -> bool {
+fn same(a: &Json, b: &Json) -> bool {
     match (shape(a), shape(b)) {
         (Shape::Str(x, _), Shape::Str(y, _)) => x == y,
         (Shape::Map(x), Shape::Map(y)) => {

@@ -50,19 +50,15 @@ pub const DEFAULT_THRESHOLD_SECS: i64 = 300;
 /// The snapshots every other device (by its latest readable beat) has verified; `None`
 /// when there is no other device to ask.
 pub(crate) fn out_verified(
-    actors: &[String],
+    live: &[(String, String, beat::Beat)],
     own: &HashSet<String>,
-    latest: impl Fn(&str) -> Option<(String, beat::Beat)>,
 ) -> Option<HashSet<String>> {
     let mut all: Option<HashSet<String>> = None;
-    for actor in actors {
+    for (actor, _, beat) in live {
         if own.contains(actor) {
             continue;
         }
-        let Some((_, beat)) = latest(actor) else {
-            continue;
-        };
-        let verified: HashSet<String> = beat.verified.into_iter().collect();
+        let verified: HashSet<String> = beat.verified.iter().cloned().collect();
         all = Some(match all {
             None => verified,
             Some(so_far) => so_far.intersection(&verified).cloned().collect(),
@@ -319,23 +315,17 @@ impl Store {
         let mut seen = beats::read_seen(&local);
         let now = now();
         let mut out = Vec::new();
-        let dirs: Vec<String> = crate::folder::live_beat_actors(&self.source())
-            .into_iter()
-            .filter(|n| !own.contains(n))
-            .collect();
+        let live = crate::folder::live_beats(&self.source());
         let mut not_merged_by_some: HashSet<ChangeHash> = HashSet::new();
-        for actor in dirs {
-            let Some((rel, beat)) = self.latest_beat(&actor) else {
-                continue;
-            };
-            let changed_at = rules::observe(&mut seen, &actor, beat.counter, now);
-            let not_merged = unmerged(state, &own, &beat);
+        for (actor, rel, beat) in live.iter().filter(|(a, _, _)| !own.contains(a)) {
+            let changed_at = rules::observe(&mut seen, actor, beat.counter, now);
+            let not_merged = unmerged(state, &own, beat);
             let unmerged = not_merged.len();
             not_merged_by_some.extend(not_merged);
             out.push(Presence {
-                name: beat.device,
-                actors: beat.actors,
-                beat: rel,
+                name: beat.device.clone(),
+                actors: beat.actors.clone(),
+                beat: rel.clone(),
                 seen_secs_ago: now - changed_at,
                 beat_secs_ago: now - beat.time,
                 online: rules::looks_online(changed_at, beat.time, now, threshold_secs),
@@ -344,8 +334,7 @@ impl Store {
         }
         // What was seen is remembered; failing to remember only makes devices look fresher.
         let _ = beats::write_seen(&local, &seen);
-        let live = crate::folder::live_beat_actors(&self.source());
-        self.release_retention(&out_verified(&live, &own, |a| self.latest_beat(a)));
+        self.release_retention(&out_verified(&live, &own));
         self.release_outbox(state, (!out.is_empty()).then_some(&not_merged_by_some));
         out
     }
@@ -417,11 +406,8 @@ impl Store {
     pub(crate) fn unmerged_by_some(&self, state: &MergedState) -> Option<HashSet<ChangeHash>> {
         let own = self.own_actors();
         let mut out: Option<HashSet<ChangeHash>> = None;
-        for actor in crate::folder::live_beat_actors(&self.source()) {
-            if own.contains(&actor) {
-                continue;
-            }
-            if let Some((_, beat)) = self.latest_beat(&actor) {
+        for (actor, _, beat) in crate::folder::live_beats(&self.source()) {
+            if !own.contains(&actor) {
                 out.get_or_insert_default()
                     .extend(unmerged(state, &own, &beat));
             }

@@ -472,19 +472,25 @@ impl Store {
             .chain(state.quarantined.iter().map(|q| q.path.as_str()))
             .chain(state.waiting.iter().map(|w| w.path.as_str()))
             .collect();
+        let unseen: Vec<&crate::local::outbox::Kept> = entries
+            .iter()
+            .filter(|k| !known.contains(k.rel().as_str()))
+            .collect();
+        if unseen.is_empty() {
+            return Vec::new();
+        }
         // An entry past the writer record's seq is a write that failed before the record
         // named it (kept, then a crash or a full disk): it never stood.
         let record = self.inner.state.read_record(&self.inner.marker.store_id);
-        let stood = |k: &&crate::local::outbox::Kept| {
+        let stood = |k: &&&crate::local::outbox::Kept| {
             record
                 .as_ref()
                 .is_some_and(|r| k.actor != r.actor || k.seq <= r.seq)
         };
         let source = self.source();
-        entries
+        unseen
             .iter()
             .filter(stood)
-            .filter(|k| !known.contains(k.rel().as_str()))
             .filter_map(|k| k.change(&source))
             .filter(|c| automerge::ReadDoc::get_change_by_hash(&state.doc, &c.hash()).is_none())
             .collect()

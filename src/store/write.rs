@@ -174,7 +174,7 @@ impl Store {
     /// device's to decide as a whole (an import, a reset, a value nobody else edits).
     pub fn put<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WriteOutcome> {
         let value = typed_json(path, value)?;
-        self.write_typed(|tx, style| patch::write(tx, path, &value, style, patch::Mode::Set))
+        self.write_typed(|tx, style| Ok(patch::write(tx, path, &value, style, patch::Mode::Set)?))
     }
 
     /// Writes the edit a device made to a value it read earlier: only what differs between
@@ -208,7 +208,14 @@ impl Store {
         let base = typed_json(path, as_read)?;
         let value = typed_json(path, edited)?;
         self.write_typed(|tx, style| {
-            patch::write_from(tx, path, Some(&base), &value, style, patch::Mode::Set)
+            Ok(patch::write_from(
+                tx,
+                path,
+                Some(&base),
+                &value,
+                style,
+                patch::Mode::Set,
+            )?)
         })
     }
 
@@ -239,24 +246,23 @@ impl Store {
     where
         T: Serialize + serde::de::DeserializeOwned,
     {
-        let list_key = self.inner.list_key.clone();
-        self.write(None, |tx| {
+        self.write_typed(|tx, style| {
             let mut value: T = patch::typed::read(tx, path)?;
             let base = typed_json(path, &value)?;
             let out = f(&mut value);
             let edited = typed_json(path, &value)?;
-            let style = patch::typed::style(list_key.as_deref());
             patch::write_from(tx, path, Some(&base), &edited, style, patch::Mode::Set)?;
             Ok(out)
         })
-        .map(|out| self.after_write(out))
     }
 
     /// Inserts a typed value into a list at an index, or at the end with `-`
     /// (`/todos/0`, `/todos/-`). Strings as in [`Store::put`].
     pub fn insert<T: Serialize + ?Sized>(&self, path: &str, value: &T) -> Result<WriteOutcome> {
         let value = typed_json(path, value)?;
-        self.write_typed(|tx, style| patch::write(tx, path, &value, style, patch::Mode::Insert))
+        self.write_typed(|tx, style| {
+            Ok(patch::write(tx, path, &value, style, patch::Mode::Insert)?)
+        })
     }
 
     /// Appends a typed value to the list at `list` ([`Store::insert`] at `-`).
@@ -269,16 +275,13 @@ impl Store {
         self.apply_patch(&[PatchOp::remove(path)])
     }
 
-    /// One write of a typed value.
-    fn write_typed(
+    /// One write of a typed value: `f` writes it in the typed style (plain strings scalar).
+    fn write_typed<R>(
         &self,
-        f: impl FnOnce(
-            &mut Transaction<'_>,
-            patch::Style<'_>,
-        ) -> std::result::Result<(), patch::PatchError>,
-    ) -> Result<WriteOutcome> {
+        f: impl FnOnce(&mut Transaction<'_>, patch::Style<'_>) -> Result<R>,
+    ) -> Result<WriteOutcome<R>> {
         let style = patch::typed::style(self.inner.list_key.as_deref());
-        self.write(None, |tx| f(tx, style).map_err(Error::from))
+        self.write(None, |tx| f(tx, style))
             .map(|out| self.after_write(out))
     }
 
@@ -698,7 +701,13 @@ impl Store {
                 None => fs::stage(&dir, &record.actor, &bytes),
             };
             let published = attempt
-                .and_then(|s| fault::at("record-written").map(|()| s))
+                .and_then(|s| match fault::at("record-written") {
+                    Ok(()) => Ok(s),
+                    Err(e) => {
+                        s.discard();
+                        Err(e)
+                    }
+                })
                 .and_then(|s| fs::publish(s, &target))
                 .and_then(|()| fault::at("op-published"));
             match published {
