@@ -48,7 +48,7 @@ use crate::merge::TEXT_ENCODING;
 use crate::report::{Fork, MergeReport, Rebased};
 
 /// Version of both cache files.
-const CACHE_VERSION: u32 = 2;
+const CACHE_VERSION: u32 = 3;
 /// The held document's file name.
 const HELD: &str = "held";
 
