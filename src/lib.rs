@@ -56,6 +56,7 @@
 #![deny(missing_docs)]
 
 mod compact;
+mod doc;
 mod error;
 mod folder;
 mod format;
@@ -64,6 +65,7 @@ mod fs;
 pub use fs::fault;
 mod local;
 mod merge;
+mod merged;
 mod pack;
 mod patch;
 mod presence;

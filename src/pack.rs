@@ -28,12 +28,12 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::names;
 use crate::folder::scan::{self, OpEntry, Scan};
 use crate::format::marker::FEATURES_DIR;
+use crate::format::names;
 use crate::format::{opfile, pack};
 use crate::fs;
-use crate::merge::state::MergedState;
+use crate::merged::MergedState;
 use crate::store::Store;
 
 /// Changes per pack, and the loose op files a device lets pile up before it packs.
@@ -176,7 +176,7 @@ impl<'a> Acks<'a> {
 /// A pack's bytes, read back whole: every entry verified, its name matching its bytes.
 /// Returns the Automerge hash of its last change.
 fn read_back(
-    store: &crate::merge::Source<'_>,
+    store: &crate::folder::Source<'_>,
     listing: &scan::PackListing,
 ) -> std::result::Result<ChangeHash, String> {
     let bytes = std::fs::read(store.join(&listing.rel)).map_err(|e| e.to_string())?;

@@ -111,7 +111,7 @@ mod tests {
 
     #[test]
     fn keys_sorted_by_bytes_and_types_rendered() {
-        let mut doc = crate::merge::new_doc();
+        let mut doc = crate::doc::new_doc();
         let mut tx = doc.transaction();
         tx.put(automerge::ROOT, "b", 1).unwrap();
         tx.put(automerge::ROOT, "B", 2.5).unwrap();
@@ -166,7 +166,7 @@ mod tests {
                 ObjType::Text => Json::String(doc.text(obj).unwrap()),
             }
         }
-        let mut a = crate::merge::new_doc();
+        let mut a = crate::doc::new_doc();
         let mut tx = a.transaction();
         let l = tx.put_object(automerge::ROOT, "l", ObjType::List).unwrap();
         tx.insert(&l, 0, ScalarValue::counter(1)).unwrap();

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::merge::rebase::Rebased;
-
 /// A file the reader skipped, a change it left out, or a gap in its view, and why. The file
 /// itself is left where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,12 +76,18 @@ impl Problem {
     pub(crate) fn unreadable(path: impl Into<String>, e: &std::io::Error) -> Problem {
         Problem::new(ProblemKind::Unreadable, path, format!("unreadable: {e}"))
     }
+}
 
-    /// A name the scan does not own, classified.
-    pub(crate) fn foreign(path: impl Into<String>, name: &str) -> Problem {
-        let (kind, reason) = crate::folder::quirks::describe(name);
-        Problem::new(kind.into(), path, reason)
-    }
+/// A change that lost a fork (or depends on one) and was rewritten under a new actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Rebased {
+    /// Path of the original op file ("" when known only from this device's cache).
+    pub path: String,
+    /// Automerge hash of the original change.
+    pub from: String,
+    /// Automerge hash of the rewritten change that carries its edits in the document.
+    pub to: String,
 }
 
 /// Two or more different changes with one (actor, seq): a cloned disk, a VM snapshot or a

@@ -37,7 +37,7 @@ use ciborium::Value;
 
 /// The feature marker of an encrypted store: builds that do not know it read nothing they
 /// can use and write nothing.
-pub(crate) const FEATURE: &str = "encrypted";
+pub(crate) const FEATURE: &str = crate::format::marker::ENCRYPTED_FEATURE;
 /// The sealed-file version this build writes and reads.
 pub(crate) const SEALED_VERSION: u64 = 1;
 const TEXT_PREFIX: &str = "crdtdir-key-1-";

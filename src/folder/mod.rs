@@ -10,24 +10,13 @@ use crate::format::marker::{self, Marker, FEATURES_DIR, MARKER};
 use crate::format::record;
 use crate::format::snapshot::SNAPSHOTS_DIR;
 
-pub(crate) mod names;
 pub(crate) mod quirks;
 pub(crate) mod scan;
+pub(crate) mod source;
+pub(crate) use source::Source;
 
 pub(crate) use crate::format::beat::DEVICES_DIR;
-pub(crate) use scan::OPS_DIR;
-
-/// `ops/<actor>/<name>`: the path of an op file.
-pub(crate) fn op_rel(actor: &str, name: &str) -> String {
-    format!("{OPS_DIR}/{actor}/{name}")
-}
-
-/// The actor folder and file name of an op file path `ops/<actor>/<name>`.
-pub(crate) fn split_op_rel(rel: &str) -> Option<(&str, &str)> {
-    let rest = rel.strip_prefix(OPS_DIR)?.strip_prefix('/')?;
-    let (actor, name) = rest.split_once('/')?;
-    (!name.contains('/')).then_some((actor, name))
-}
+pub(crate) use crate::format::names::{op_rel, split_op_rel, OPS_DIR};
 
 /// `snapshots/<name>`: the path of a snapshot or compaction record.
 pub(crate) fn snapshot_rel(name: &str) -> String {
@@ -143,7 +132,7 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| names::is_actor_dir(n))
+        .filter(|n| crate::format::names::is_actor_dir(n))
         .collect();
     dirs.sort();
     dirs
@@ -153,7 +142,7 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
 /// beats, docs/FORMAT.md §13), as (actor, path, beat): a note holds while the forgotten
 /// device publishes no beat with a higher counter than the one it names. These are the
 /// devices whose acknowledgements count ("every other device"). Each beat is read once.
-pub(crate) fn live_beats(store: &crate::merge::Source<'_>) -> Vec<(String, String, Beat)> {
+pub(crate) fn live_beats(store: &crate::folder::Source<'_>) -> Vec<(String, String, Beat)> {
     let latest: Vec<(String, String, Beat)> = beat_actors(&store.join(""))
         .into_iter()
         .filter_map(|a| latest_beat(store, &a).map(|(rel, beat)| (a, rel, beat)))
@@ -180,7 +169,10 @@ pub(crate) fn live_beats(store: &crate::merge::Source<'_>) -> Vec<(String, Strin
 
 /// The valid beat with the highest counter in `devices/<actor>/`, with its path. Only
 /// regular files are read (a FIFO named like a beat must not hang a reader).
-pub(crate) fn latest_beat(store: &crate::merge::Source<'_>, actor: &str) -> Option<(String, Beat)> {
+pub(crate) fn latest_beat(
+    store: &crate::folder::Source<'_>,
+    actor: &str,
+) -> Option<(String, Beat)> {
     let dir = store.join(DEVICES_DIR).join(actor);
     let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
         .ok()?
@@ -196,7 +188,7 @@ pub(crate) fn latest_beat(store: &crate::merge::Source<'_>, actor: &str) -> Opti
     names.into_iter().find_map(|(_, n)| {
         let bytes = std::fs::read(dir.join(&n)).ok()?;
         let (counter, hash) = beat::parse_name(&n)?;
-        (names::file_hash_hex(&bytes) == hash).then_some(())?;
+        (crate::format::names::file_hash_hex(&bytes) == hash).then_some(())?;
         let plain = store
             .open("beat", &crate::seal::context(actor, counter), &bytes)
             .ok()?;

@@ -204,6 +204,12 @@ pub(crate) fn classify(name: &str) -> Foreign {
     quirk_of(name).map_or(Foreign::Unknown, |q| q.kind)
 }
 
+/// The problem a name the scan does not own is: classified, with its reason.
+pub(crate) fn problem(path: impl Into<String>, name: &str) -> crate::report::Problem {
+    let (kind, reason) = describe(name);
+    crate::report::Problem::new(kind.into(), path, reason)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,15 +8,15 @@
 
 use std::path::Path;
 
-use crate::folder::names;
 use crate::folder::quirks::{self, Foreign};
 use crate::format::marker::{FEATURES_DIR, MARKER};
+use crate::format::names;
 use crate::format::pack::{self, PACKS_DIR};
 use crate::format::snapshot::{self, SNAPSHOTS_DIR};
 use crate::report::{Problem, ProblemKind};
 
 /// Folder of op files.
-pub(crate) const OPS_DIR: &str = "ops";
+pub(crate) use crate::format::names::OPS_DIR;
 /// Names in the store root that belong to the format (now or in later versions).
 const RESERVED_ROOT: &[&str] = &[
     MARKER,
@@ -176,7 +176,7 @@ pub(crate) fn scan(store: &Path) -> Scan {
             out.unknown_features = unknown;
             for name in clutter {
                 out.problems
-                    .push(Problem::foreign(format!("{FEATURES_DIR}/{name}"), &name));
+                    .push(quirks::problem(format!("{FEATURES_DIR}/{name}"), &name));
             }
         }
         Err(e) => out.problems.push(Problem::new(
@@ -262,7 +262,7 @@ fn actor_dir(entry: &std::fs::DirEntry, dir_rel: &str, out: &mut Scan) -> Option
     let name = entry.file_name().to_string_lossy().into_owned();
     let rel = format!("{dir_rel}/{name}");
     if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-        out.problems.push(Problem::foreign(rel, &name));
+        out.problems.push(quirks::problem(rel, &name));
         None
     } else if !names::is_actor_dir(&name) {
         out.problems.push(Problem::new(
@@ -323,7 +323,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
                 packed: None,
                 also_packed: Vec::new(),
             }),
-            None => out.problems.push(Problem::foreign(rel, &name)),
+            None => out.problems.push(quirks::problem(rel, &name)),
         }
     }
 }
@@ -362,7 +362,7 @@ fn scan_packs(store: &Path, out: &mut Scan) {
                     rel,
                     "not a regular file",
                 )),
-                None => out.problems.push(Problem::foreign(rel, &name)),
+                None => out.problems.push(quirks::problem(rel, &name)),
             }
         }
         found.sort_unstable();
@@ -484,7 +484,7 @@ fn scan_snapshots(store: &Path, out: &mut Scan) {
         match snapshot::parse_name(&name) {
             Some((_, false)) if is_file => out.snapshots.push(rel),
             Some((_, true)) if is_file => out.records.push(rel),
-            _ => out.problems.push(Problem::foreign(rel, &name)),
+            _ => out.problems.push(quirks::problem(rel, &name)),
         }
     }
     out.snapshots.sort();

@@ -27,7 +27,7 @@
 use ciborium::Value;
 
 use super::DecodeError;
-use crate::folder::names::HASH_HEX_LEN;
+use crate::format::names::HASH_HEX_LEN;
 
 /// The beat version this build writes and reads.
 pub(crate) const BEAT_VERSION: u64 = 1;

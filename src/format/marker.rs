@@ -22,10 +22,12 @@ pub const FORMAT_VERSION: u64 = 1;
 pub(crate) const MARKER: &str = "crdtdir.store";
 /// Folder of feature markers.
 pub(crate) const FEATURES_DIR: &str = "features";
+/// The feature marker of an encrypted store (sealed files: `crate::seal`).
+pub(crate) const ENCRYPTED_FEATURE: &str = "encrypted";
 /// Features this build understands.
 pub(crate) const KNOWN_FEATURES: &[&str] = &[
     crate::format::snapshot::FEATURE,
-    crate::seal::FEATURE,
+    ENCRYPTED_FEATURE,
     crate::format::pack::FEATURE,
 ];
 

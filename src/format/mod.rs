@@ -8,6 +8,7 @@ use crate::report::ProblemKind;
 pub(crate) mod beat;
 pub(crate) mod cbor;
 pub(crate) mod marker;
+pub(crate) mod names;
 pub(crate) mod opfile;
 pub(crate) mod pack;
 pub(crate) mod record;

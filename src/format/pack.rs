@@ -23,7 +23,7 @@
 //! verified alone against its row, so a damaged entry costs that entry only.
 
 use super::DecodeError;
-use crate::folder::names::{HASH_HEX_LEN, SEQ_WIDTH};
+use crate::format::names::{HASH_HEX_LEN, SEQ_WIDTH};
 
 /// The pack version this build writes and reads.
 pub(crate) const PACK_VERSION: u8 = 1;
@@ -222,7 +222,7 @@ mod tests {
         );
         for (row, want) in index.rows.iter().zip(&entries) {
             assert_eq!(entry(&pack, row).unwrap(), want.as_slice());
-            assert_eq!(row.name_hash(), crate::folder::names::file_hash_hex(want));
+            assert_eq!(row.name_hash(), crate::format::names::file_hash_hex(want));
         }
         // The header alone is enough for the index.
         let len = header_len(&pack).unwrap();

@@ -36,7 +36,7 @@
 use rusqlite::{Connection, OpenFlags, MAIN_DB};
 
 use super::DecodeError;
-use crate::folder::names::HASH_HEX_LEN;
+use crate::format::names::HASH_HEX_LEN;
 
 /// The snapshot schema version this build writes and reads.
 pub(crate) const SNAPSHOT_VERSION: u64 = 1;
@@ -241,8 +241,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
 
 /// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
 fn split_op_path(path: &str) -> Option<(&str, u64)> {
-    let (actor, name) = crate::folder::split_op_rel(path)?;
-    let seq = crate::folder::names::parse_op_name(name)?.seq;
+    let (actor, name) = crate::format::names::split_op_rel(path)?;
+    let seq = crate::format::names::parse_op_name(name)?.seq;
     Some((actor, seq))
 }
 

@@ -37,14 +37,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use automerge::{Automerge, LoadOptions, OnPartialLoad};
+use automerge::Automerge;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::folder::scan::Scan;
 use crate::fs;
-use crate::merge::state::{MergedState, Pending, Quarantined};
-use crate::merge::TEXT_ENCODING;
+use crate::merged::{MergedState, Pending, Quarantined};
 use crate::report::{Fork, MergeReport, Rebased};
 
 /// Version of both cache files.
@@ -111,13 +110,7 @@ impl Cache {
         if file.v != CACHE_VERSION || file.store != self.store_id {
             return None;
         }
-        let doc = Automerge::load_with_options(
-            &file.doc,
-            LoadOptions::new()
-                .on_partial_load(OnPartialLoad::Error)
-                .text_encoding(TEXT_ENCODING),
-        )
-        .ok()?;
+        let doc = crate::doc::load(&file.doc).ok()?;
         Some(MergedState {
             doc,
             files: file.files.lines().map(str::to_string).collect(),
@@ -137,13 +130,7 @@ impl Cache {
     /// lacks history loses nothing but speed.
     pub(crate) fn load_held(&self) -> Option<MergedState> {
         let bytes = std::fs::read(self.dir.join(HELD)).ok()?;
-        let doc = Automerge::load_with_options(
-            &bytes,
-            LoadOptions::new()
-                .on_partial_load(OnPartialLoad::Error)
-                .text_encoding(TEXT_ENCODING),
-        )
-        .ok()?;
+        let doc = crate::doc::load(&bytes).ok()?;
         Some(MergedState::of(doc))
     }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use automerge::{Change, ChangeHash};
 
-use crate::folder::names;
+use crate::format::names;
 use crate::format::opfile;
 use crate::fs;
 
@@ -46,7 +46,7 @@ impl Kept {
     }
 
     /// Its change, if it reads (and opens, in an encrypted store).
-    pub(crate) fn change(&self, store: &crate::merge::Source<'_>) -> Option<Change> {
+    pub(crate) fn change(&self, store: &crate::folder::Source<'_>) -> Option<Change> {
         let bytes = self.bytes()?;
         let seq = names::parse_op_name(&self.name)?.seq;
         let plain = store
@@ -57,7 +57,7 @@ impl Kept {
     }
 
     /// The Automerge hash of its change.
-    pub(crate) fn change_hash(&self, store: &crate::merge::Source<'_>) -> Option<ChangeHash> {
+    pub(crate) fn change_hash(&self, store: &crate::folder::Source<'_>) -> Option<ChangeHash> {
         Some(self.change(store)?.hash())
     }
 

@@ -17,7 +17,6 @@ use automerge::{Automerge, ReadDoc};
 
 use crate::format::snapshot;
 use crate::fs;
-use crate::merge::TEXT_ENCODING;
 
 /// How long this device keeps a copy of its own changes (an outbox entry, a kept pack) that
 /// the folder holds but some other device has not acknowledged: 30 days. (A retention copy
@@ -93,11 +92,7 @@ impl Retention {
             .into_iter()
             .filter_map(|r| {
                 let bytes = std::fs::read(&r.path).ok()?;
-                let doc = Automerge::load_with_options(
-                    &bytes,
-                    automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
-                )
-                .ok()?;
+                let doc = crate::doc::salvage(&bytes)?;
                 Some((r.snapshot, doc))
             })
             .collect();
@@ -121,13 +116,7 @@ impl Retention {
         self.entries()
             .iter()
             .filter_map(|r| std::fs::read(&r.path).ok())
-            .filter_map(|b| {
-                Automerge::load_with_options(
-                    &b,
-                    automerge::LoadOptions::new().text_encoding(TEXT_ENCODING),
-                )
-                .ok()
-            })
+            .filter_map(|b| crate::doc::salvage(&b))
             .collect()
     }
 }

@@ -1,12 +1,12 @@
 //! The incremental merge: only what is new since the cached state, or `None` when only a
 //! merge of everything gives the right answer.
 
-use crate::merge::Source;
+use crate::folder::Source;
 use std::collections::HashSet;
 
 use automerge::{ActorId, ReadDoc};
 
-use super::state::MergedState;
+use crate::merged::MergedState;
 
 use super::report::waiting_for;
 use super::{finish, into_state, load_all, merge_loaded, pending, scan_report, seq_taken, Base};

@@ -22,38 +22,31 @@ pub(crate) use self::apply::logging;
 pub(crate) mod rebase;
 mod report;
 mod snapshots;
-pub(crate) mod state;
 mod stream;
 
 use self::apply::{apply_chunk, apply_once, seq_taken};
 pub(crate) use self::incremental::merge_incremental;
 use self::load::pending;
-pub(crate) use self::load::{load_all, Loaded, Source};
+pub(crate) use self::load::{load_all, Loaded};
 use self::plan::dedup;
 use self::report::{finish, scan_report, unprovided};
 pub(crate) use self::snapshots::load_snapshots;
 use self::snapshots::Snapshots;
 use self::stream::{merge_streaming, STREAM_CHUNK};
+pub(crate) use crate::folder::Source;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use automerge::{ActorId, Automerge, ChangeHash, ReadDoc, TextEncoding};
+use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
-use self::state::{MergedState, Pending, Quarantined};
+use crate::merged::{MergedState, Pending, Quarantined};
 
 use crate::folder::scan::{OpEntry, Scan};
 use crate::report::{MergeReport, Problem, ProblemKind};
 use serde_bytes::ByteBuf;
 
-/// The text encoding of every document crdtdir builds: positions are Unicode code points,
-/// set explicitly so no Cargo feature elsewhere in an app can change it.
-pub(crate) const TEXT_ENCODING: TextEncoding = TextEncoding::UnicodeCodePoint;
-
-/// A new empty document with crdtdir's text encoding.
-pub(crate) fn new_doc() -> Automerge {
-    Automerge::new_with_encoding(TEXT_ENCODING)
-}
+pub(crate) use crate::doc::new_doc;
 
 /// The outcome of merging a set of verified changes.
 pub(crate) struct Merged {

@@ -38,27 +38,13 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use crate::merge::Loaded;
+use crate::report::{Fork, Rebased};
 use automerge::legacy::{ElementId, Key, ObjectId, OpId};
 use automerge::{ActorId, Change, ChangeHash, ExpandedChange};
-use serde::{Deserialize, Serialize};
-
-use crate::merge::Loaded;
-use crate::report::Fork;
 
 /// Domain separation for the rebased actor id.
 const ACTOR_DOMAIN: &[u8] = b"crdtdir fork rebase v1\0";
-
-/// A change that lost a fork (or depends on one) and was rewritten under a new actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Rebased {
-    /// Path of the original op file ("" when known only from this device's cache).
-    pub path: String,
-    /// Automerge hash of the original change.
-    pub from: String,
-    /// Automerge hash of the rewritten change that carries its edits in the document.
-    pub to: String,
-}
 
 /// The actor a rebased change is written under.
 pub(crate) fn rebased_actor(original: &ChangeHash) -> ActorId {

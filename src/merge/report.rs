@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use automerge::{ActorId, Automerge, ChangeHash};
 
-use super::state::MergedState;
+use crate::merged::MergedState;
 
 use super::{Loaded, Snapshots};
 use crate::folder::scan::Scan;
@@ -17,7 +17,7 @@ pub(super) fn unprovided(
     carry: &Automerge,
     snaps: &Snapshots,
     items: &[Loaded],
-    rebased: &[crate::merge::rebase::Rebased],
+    rebased: &[crate::report::Rebased],
     scan: &Scan,
 ) -> usize {
     let mut present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();

@@ -1,12 +1,10 @@
 //! Reading snapshots: each one verified (hash, SQLite integrity, schema version, store id,
 //! document and heads) before its document counts.
 
-use crate::merge::Source;
-use std::panic::catch_unwind;
+use crate::folder::Source;
 
-use automerge::{Automerge, ChangeHash};
+use automerge::Automerge;
 
-use super::TEXT_ENCODING;
 use crate::folder::scan::Scan;
 use crate::report::{Problem, ProblemKind};
 
@@ -47,20 +45,10 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
             if snapshot.store != store_id {
                 return Err((ProblemKind::Foreign, "snapshot of another store".into()));
             }
-            let doc = catch_unwind(|| {
-                Automerge::load_with_options(
-                    &snapshot.automerge,
-                    automerge::LoadOptions::new()
-                        .on_partial_load(automerge::OnPartialLoad::Error)
-                        .text_encoding(TEXT_ENCODING),
-                )
-            })
-            .map_err(|_| damaged("Automerge failed on the snapshot's document".into()))?
-            .map_err(|e| damaged(format!("the snapshot's document does not load: {e}")))?;
-            let mut heads: Vec<String> =
-                doc.get_heads().iter().map(ChangeHash::to_string).collect();
+            let doc = crate::doc::load(&snapshot.automerge)
+                .map_err(|e| damaged(format!("the snapshot's document: {e}")))?;
+            let heads = crate::doc::heads_hex(&doc.get_heads());
             let mut claimed = snapshot.heads.clone();
-            heads.sort();
             claimed.sort();
             if heads != claimed {
                 return Err(damaged(

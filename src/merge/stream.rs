@@ -1,7 +1,7 @@
 //! The streaming merge: a merge from nothing that reads the next step's files while Automerge
 //! applies this step's, for folders without forks.
 
-use crate::merge::Source;
+use crate::folder::Source;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -5,6 +5,7 @@
 //! value is written as the smallest change is in `diff`; typed values in `typed`.
 
 pub(crate) mod diff;
+pub(crate) mod json;
 pub(crate) mod typed;
 
 use automerge::transaction::Transactable;
@@ -855,7 +856,7 @@ mod tests {
 
     #[test]
     fn rfc6902_basics_and_extensions() {
-        let mut doc = crate::merge::new_doc();
+        let mut doc = crate::doc::new_doc();
         run(
             &mut doc,
             r#"[{"op":"add","path":"/a","value":{"b":[1,2]}},
@@ -879,7 +880,7 @@ mod tests {
 
     #[test]
     fn failures_name_the_problem() {
-        let mut doc = crate::merge::new_doc();
+        let mut doc = crate::doc::new_doc();
         run(
             &mut doc,
             r#"{"op":"add","path":"/s","value":"hi","scalar":true}"#,
@@ -923,7 +924,7 @@ mod tests {
 
     #[test]
     fn setting_an_equal_value_is_no_operation() {
-        let mut doc = crate::merge::new_doc();
+        let mut doc = crate::doc::new_doc();
         run(
             &mut doc,
             r#"{"op":"set","path":"/m","value":{"a":"x","b":1,"c":[true]}}"#,

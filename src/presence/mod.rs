@@ -19,7 +19,7 @@ use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::beats;
 use crate::local::retention::{Retention, RETENTION_SECS};
 use crate::local::WriterRecord;
-use crate::merge::state::MergedState;
+use crate::merged::MergedState;
 use crate::store::Store;
 use crate::store::{fresh_record, now};
 

@@ -1,5 +1,6 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
+pub(crate) mod journal;
 mod keys;
 mod open;
 mod status;
@@ -24,7 +25,7 @@ use crate::format::marker::{Marker, FORMAT_VERSION};
 use crate::local::cache::{listing, Cache};
 use crate::local::StateDir;
 use crate::merge;
-use crate::merge::state::MergedState;
+use crate::merged::MergedState;
 use crate::patch::{self, PatchError};
 use crate::render;
 use crate::report::{ChangeInfo, MergeReport, Problem};
@@ -152,9 +153,9 @@ pub(crate) struct Shared {
     /// Writes and watcher merges take turns on the document in memory.
     pub(crate) gate: Mutex<()>,
     /// What happened to the document in memory while watchers run.
-    pub(crate) journal: Mutex<crate::watch::Journal>,
+    pub(crate) journal: Mutex<crate::store::journal::Journal>,
     /// What running watchers know of the folder (see [`crate::Store::watch`]).
-    pub(crate) watched: crate::watch::Watched,
+    pub(crate) watched: crate::store::journal::Watched,
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,
@@ -288,8 +289,8 @@ impl Store {
     }
 
     /// The folder as merges read it (with the seal of an encrypted store).
-    pub(crate) fn source(&self) -> crate::merge::Source<'_> {
-        crate::merge::Source {
+    pub(crate) fn source(&self) -> crate::folder::Source<'_> {
+        crate::folder::Source {
             root: &self.inner.root,
             seal: self.inner.key.get().map(|(_, seal)| seal),
             sealed: self.inner.marker.sealed.is_some(),
@@ -443,7 +444,7 @@ impl Store {
         if recording {
             let patches = log
                 .filter(|_| incremental)
-                .map(|mut log| crate::watch::json_patches(state.doc.make_patches(&mut log)));
+                .map(|mut log| crate::patch::json::convert(state.doc.make_patches(&mut log)));
             self.journal().push(before, state.doc.get_heads(), patches);
         }
         *self.inner.listed.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -496,7 +497,7 @@ impl Store {
             .collect()
     }
 
-    pub(crate) fn journal(&self) -> std::sync::MutexGuard<'_, crate::watch::Journal> {
+    pub(crate) fn journal(&self) -> std::sync::MutexGuard<'_, crate::store::journal::Journal> {
         self.inner.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -6,9 +6,9 @@ use automerge::ChangeHash;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::folder::names;
 use crate::folder::scan::{self};
-use crate::merge::state::MergedState;
+use crate::format::names;
+use crate::merged::MergedState;
 use crate::presence::{Presence, DEFAULT_THRESHOLD_SECS};
 use crate::report::{ChangeInfo, MergeReport};
 use crate::store::Store;

@@ -14,16 +14,16 @@ use serde::Serialize;
 use super::now;
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::names;
 use crate::folder::scan::{self, OPS_DIR};
 use crate::format::beat;
 use crate::format::marker::{self};
+use crate::format::names;
 use crate::format::opfile;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::outbox::Outbox;
 use crate::local::WriterRecord;
 use crate::merge;
-use crate::merge::state::MergedState;
+use crate::merged::MergedState;
 use crate::patch::{self, PatchOp};
 use crate::presence::Due;
 use crate::store::Store;
@@ -515,7 +515,7 @@ impl Store {
             outcome.written.push(written);
             state.devices.insert(record.actor.clone(), device);
             if recording {
-                let patches = crate::watch::json_patches(state.doc.make_patches(&mut log));
+                let patches = crate::patch::json::convert(state.doc.make_patches(&mut log));
                 self.journal()
                     .push(before, state.doc.get_heads(), Some(patches));
             }

@@ -17,15 +17,11 @@
 //! reported too (marked `local`). It publishes this device's heartbeat at most once a minute
 //! while it runs, so other devices' `compact` sees it.
 
-mod patches;
-
-pub(crate) use self::patches::convert as json_patches;
-
-pub use self::patches::JsonPatch;
+pub use crate::patch::json::JsonPatch;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
@@ -257,99 +253,6 @@ impl Drop for WatchHandle {
     }
 }
 
-/// What running watchers know of the folder, shared by a store's clones: a write may skip
-/// its listing while a watcher with file events has merged every event it was told of
-/// (this device's own op files excepted: the writer knows them).
-#[derive(Debug, Default)]
-pub(crate) struct Watched {
-    /// Watchers running with file events.
-    live: AtomicUsize,
-    /// File events about other devices' files, counted by the event source.
-    events: AtomicU64,
-    /// The count of events the last finished merge had seen before it listed the folder.
-    merged: AtomicU64,
-}
-
-impl Watched {
-    /// True when a watcher with file events runs and has merged every event so far.
-    pub(crate) fn quiet(&self) -> bool {
-        self.live.load(Ordering::SeqCst) > 0
-            && self.events.load(Ordering::SeqCst) == self.merged.load(Ordering::SeqCst)
-    }
-}
-
-/// What happened to the document in memory while watchers run: each merge or write that
-/// extended it, from which heads to which, with its patches when Automerge logged them. A
-/// watcher chains the entries from the heads of its last event to the current ones; where
-/// the chain breaks (a merge from scratch, a fork), it asks Automerge for a diff instead.
-#[derive(Debug, Default)]
-pub(crate) struct Journal {
-    /// Watchers running (any kind): the journal records only while there are some.
-    watchers: usize,
-    entries: std::collections::VecDeque<Entry>,
-}
-
-#[derive(Debug)]
-struct Entry {
-    before: Vec<ChangeHash>,
-    after: Vec<ChangeHash>,
-    patches: Option<Vec<JsonPatch>>,
-}
-
-/// Entries kept at most; a watcher that falls further behind asks for a diff.
-const JOURNAL_LEN: usize = 4096;
-
-impl Journal {
-    /// True while a watcher runs: merges and writes then log their patches.
-    pub(crate) fn recording(&self) -> bool {
-        self.watchers > 0
-    }
-
-    /// Records that the document went from `before` to `after`, with these patches (`None`:
-    /// not known).
-    pub(crate) fn push(
-        &mut self,
-        before: Vec<ChangeHash>,
-        after: Vec<ChangeHash>,
-        patches: Option<Vec<JsonPatch>>,
-    ) {
-        if !self.recording() || before == after {
-            return;
-        }
-        if self.entries.len() == JOURNAL_LEN {
-            self.entries.pop_front();
-        }
-        self.entries.push_back(Entry {
-            before: sorted(before),
-            after: sorted(after),
-            patches,
-        });
-    }
-
-    /// The patches from `from` to `to`, when the entries chain them.
-    fn chain(&self, from: &[ChangeHash], to: &[ChangeHash]) -> Option<Vec<JsonPatch>> {
-        let (mut at, to) = (sorted(from.to_vec()), sorted(to.to_vec()));
-        let mut out = Vec::new();
-        let mut steps = 0;
-        while at != to {
-            let e = self.entries.iter().rev().find(|e| e.before == at)?;
-            out.extend(e.patches.iter().flatten().cloned());
-            e.patches.as_ref()?;
-            at.clone_from(&e.after);
-            steps += 1;
-            if steps > JOURNAL_LEN {
-                return None;
-            }
-        }
-        Some(out)
-    }
-}
-
-fn sorted(mut heads: Vec<ChangeHash>) -> Vec<ChangeHash> {
-    heads.sort_unstable();
-    heads
-}
-
 /// What wakes the watching thread.
 enum Signal {
     /// Files changed in a watched folder.
@@ -460,7 +363,7 @@ impl Run {
             .journal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .watchers += 1;
+            .watcher_started();
         let mut run = Run {
             store,
             options,
@@ -685,7 +588,7 @@ impl Run {
     /// nothing changed.
     fn event(
         &mut self,
-        state: &crate::merge::state::MergedState,
+        state: &crate::merged::MergedState,
         report: MergeReport,
         initial: bool,
     ) -> Option<Event> {
@@ -731,7 +634,8 @@ impl Run {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .chain(&from, &heads);
-            let patches = logged.unwrap_or_else(|| patches::between(&state.doc, &from, &heads));
+            let patches =
+                logged.unwrap_or_else(|| crate::patch::json::between(&state.doc, &from, &heads));
             (changes, patches)
         };
         let event = Event {
@@ -780,16 +684,12 @@ impl Run {
 impl Drop for Run {
     fn drop(&mut self) {
         self.drop_source();
-        let mut journal = self
-            .store
+        self.store
             .inner
             .journal
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        journal.watchers -= 1;
-        if journal.watchers == 0 {
-            journal.entries.clear();
-        }
+            .unwrap_or_else(|p| p.into_inner())
+            .watcher_stopped();
     }
 }
 

@@ -1,5 +1,5 @@
 //! The merged state: a document and what is known about the files it was made from. A
-//! merge produces one; the local cache saves and loads it (`crate::local::cache`); the store keeps
+//! merge produces one; the local cache saves and loads it; the store keeps
 //! the last one in memory.
 
 use std::collections::BTreeMap;

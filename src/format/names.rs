@@ -8,8 +8,23 @@
 //! ```
 //! A name is an op file name only in its canonical form (the one [`op_file_name`] writes), so
 //! every (actor, seq, content) has exactly one name and duplicates are visible in a listing.
-//! Anything else is classified ([`super::quirks`]), so `status` can say what it is;
+//! Anything else is classified ([`crate::folder::quirks`]), so `status` can say what it is;
 //! nothing is ever deleted.
+
+/// Folder of the op files.
+pub(crate) const OPS_DIR: &str = "ops";
+
+/// `ops/<actor>/<name>`: the path of an op file.
+pub(crate) fn op_rel(actor: &str, name: &str) -> String {
+    format!("{OPS_DIR}/{actor}/{name}")
+}
+
+/// The actor folder and file name of an op file path `ops/<actor>/<name>`.
+pub(crate) fn split_op_rel(rel: &str) -> Option<(&str, &str)> {
+    let rest = rel.strip_prefix(OPS_DIR)?.strip_prefix('/')?;
+    let (actor, name) = rest.split_once('/')?;
+    (!name.contains('/')).then_some((actor, name))
+}
 
 /// Digits of the zero-padded seq in an op file name.
 pub(crate) const SEQ_WIDTH: usize = 10;

@@ -1,0 +1,98 @@
+//! The folder as readers see it: its path, and what opens its sealed files.
+
+use std::path::Path;
+
+use crate::report::ProblemKind;
+use crate::seal::Seal;
+
+/// The folder merges read, with what opens its sealed files (an encrypted store).
+/// Dereferences to the folder's path.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub(crate) root: &'a Path,
+    /// The store's seal, when this device has the key.
+    pub(crate) seal: Option<&'a Seal>,
+    /// The store is encrypted: plain files are not trusted.
+    pub(crate) sealed: bool,
+}
+
+impl std::ops::Deref for Source<'_> {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        self.root
+    }
+}
+
+impl<'a> Source<'a> {
+    /// A plain store's folder.
+    #[cfg(test)]
+    pub(crate) fn plain(root: &'a Path) -> Source<'a> {
+        Source {
+            root,
+            seal: None,
+            sealed: false,
+        }
+    }
+
+    /// The plain bytes of a file of `kind` at `context`: opened when the store is sealed,
+    /// as they are otherwise. `Err` says why the file is not used.
+    pub(crate) fn open<'b>(
+        &self,
+        kind: &str,
+        context: &str,
+        bytes: &'b [u8],
+    ) -> Result<std::borrow::Cow<'b, [u8]>, (ProblemKind, String)> {
+        let damaged = |reason: &str| (ProblemKind::Damaged, reason.to_string());
+        match crate::seal::unwrap(bytes) {
+            Err(e) => Err((e.kind(), e.to_string())),
+            Ok(Some(sealed)) => match (self.seal, self.sealed) {
+                (Some(seal), _) => seal
+                    .open(kind, context, &sealed)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|r| (ProblemKind::Damaged, r)),
+                (None, true) => Err(damaged("sealed, and this device has no key")),
+                (None, false) => Err(damaged("a sealed file in a store that is not encrypted")),
+            },
+            Ok(None) if self.sealed => Err(damaged(
+                "a plain file in an encrypted store: not used (a store is never half encrypted)",
+            )),
+            Ok(None) => Ok(std::borrow::Cow::Borrowed(bytes)),
+        }
+    }
+}
+
+impl Source<'_> {
+    /// Opens a snapshot of an encrypted store in place: its document and its device
+    /// names. Nothing to do in a plain store.
+    pub(crate) fn open_snapshot(
+        &self,
+        snapshot: &mut crate::format::snapshot::Snapshot,
+    ) -> Result<(), (ProblemKind, String)> {
+        if !self.sealed {
+            return Ok(());
+        }
+        let seal = self.seal.ok_or((
+            ProblemKind::Damaged,
+            "sealed, and this device has no key".to_string(),
+        ))?;
+        let damaged = |r: String| (ProblemKind::Damaged, r);
+        snapshot.automerge = seal
+            .open("snapshot-document", "", &snapshot.automerge)
+            .map_err(damaged)?;
+        snapshot.devices = match &snapshot.sealed_devices {
+            Some(hex_text) => {
+                let sealed = hex::decode(hex_text)
+                    .map_err(|_| damaged("its sealed device names are not hex".into()))?;
+                let names = seal
+                    .open("snapshot-devices", "", &sealed)
+                    .map_err(damaged)?;
+                serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&names)
+                    .map_err(|e| damaged(format!("its device names do not decode: {e}")))?
+                    .into_iter()
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        Ok(())
+    }
+}
