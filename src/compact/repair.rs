@@ -2,16 +2,7 @@
 //! holds that neither a valid snapshot nor an op file in the folder provides; publishes again
 //! this device's own op files and the store marker the folder lost.
 
-use automerge::ReadDoc;
 use serde::Serialize;
-
-use crate::error::{Error, Result};
-use crate::folder::scan;
-use crate::format::marker::MARKER;
-use crate::fs;
-use crate::local::retention::Retention;
-use crate::merge;
-use crate::store::Store;
 
 /// What `repair` wrote back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -33,106 +24,4 @@ impl Repaired {
 }
 
 /// How often, at most, a device writes back on its own what the folder lost.
-const WRITE_BACK_EVERY_SECS: u64 = 3600;
-
-impl Store {
-    /// Publishes again this device's own op files that the folder lost (from its outbox, with
-    /// the same bytes and names), then writes back, as a new snapshot that deletes nothing,
-    /// every other change this device holds (in its cache or its retention copies) that no
-    /// valid snapshot or op file in the folder provides.
-    pub fn repair(&self) -> Result<Repaired> {
-        if self.inner.read_only {
-            return Err(Error::ReadOnly);
-        }
-        self.check_unlocked()?;
-        let marker_restored = self.restore_marker()?;
-        self.check_writable()?;
-        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
-        // Own op files the folder lost come back as they were.
-        let record = self.inner.state.read_record(&self.inner.marker.store_id);
-        let republished = self.republish(record.as_ref())?;
-        let scan = scan::scan(&self.inner.root);
-        let (state, _, _) = self.merged(&scan, false);
-        let mut doc = state.doc.clone();
-        for retained in
-            Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id)).documents()
-        {
-            let mut other = retained;
-            let _ = doc.merge(&mut other);
-        }
-        // What the folder alone provides. A change the folder's merge rebased (a fork's
-        // losing side, and what builds on it) is provided by its rewrite: this device's view
-        // may hold the original, carried from before the fork was seen.
-        let (folder, report) =
-            merge::merge_cold(&self.source(), &self.inner.marker.store_id, &scan, None);
-        let rewritten: std::collections::HashSet<String> =
-            report.rebased.iter().map(|r| r.from.clone()).collect();
-        let lacking: Vec<_> = folder
-            .doc
-            .get_missing_deps(&doc.get_heads())
-            .into_iter()
-            .filter(|h| !rewritten.contains(&h.to_string()))
-            .collect();
-        if lacking.is_empty() {
-            return Ok(Repaired {
-                marker_restored,
-                republished,
-                snapshot: None,
-            });
-        }
-        let name = self.publish_snapshot(&doc, &device, &[], &[], &state.devices)?;
-        Ok(Repaired {
-            marker_restored,
-            republished,
-            snapshot: Some(crate::folder::snapshot_rel(&name)),
-        })
-    }
-
-    /// When the folder lost changes this device holds (a folder restored from a backup, a
-    /// lost snapshot), writes them back as [`Store::repair`] does, without being asked: a
-    /// write and a running watcher call this, so new devices see the newer edits without
-    /// anyone running `repair`. At most once an hour, so a write-back that does not settle
-    /// the gap never turns every write into a snapshot. `None` when there was nothing to do.
-    pub(crate) fn write_back_lost(&self) -> Result<Option<Repaired>> {
-        let unprovided = self
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |s| s.unprovided);
-        if unprovided == 0 || self.check_writable().is_err() {
-            return Ok(None);
-        }
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
-        let stamp = local.join("written-back");
-        let recent = std::fs::metadata(&stamp)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age.as_secs() < WRITE_BACK_EVERY_SECS);
-        if recent {
-            return Ok(None);
-        }
-        fs::replace_local(&stamp, b"").map_err(Error::io(&stamp))?;
-        let repaired = self.repair()?;
-        Ok((!repaired.is_empty()).then_some(repaired))
-    }
-
-    /// Writes the store marker again, byte for byte from this device's copy, if it is missing
-    /// and this store was opened from what this device knows. A damaged marker is left as
-    /// it is.
-    pub(crate) fn restore_marker(&self) -> Result<bool> {
-        if self.inner.marker_problem.is_none() || self.inner.root.join(MARKER).exists() {
-            return Ok(false);
-        }
-        let path = self.inner.root.join(MARKER);
-        let Some(bytes) = self.inner.state.kept_marker(&self.inner.marker.store_id) else {
-            return Ok(false);
-        };
-        let staged = fs::stage(&self.inner.root, &self.inner.marker.store_id, &bytes)
-            .map_err(Error::io(&self.inner.root))?;
-        fs::publish_new(staged, &path).map_err(Error::io(&path))
-    }
-}
+pub(crate) const WRITE_BACK_EVERY_SECS: u64 = 3600;

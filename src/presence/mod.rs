@@ -6,22 +6,12 @@ pub(crate) mod rules;
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 
 use automerge::{ChangeHash, ReadDoc};
 use serde::Serialize;
 
-use crate::error::{Error, Result};
-use crate::fault;
-use crate::folder::scan::{self};
 use crate::format::beat;
-use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
-use crate::local::beats;
-use crate::local::retention::{Retention, RETENTION_SECS};
-use crate::local::WriterRecord;
 use crate::merged::MergedState;
-use crate::store::Store;
-use crate::store::{fresh_record, now};
 
 /// Another device, as its heartbeats show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,7 +58,11 @@ pub(crate) fn out_verified(
 }
 
 /// This device's changes (of its actors `own`) that `beat` does not include.
-fn unmerged(state: &MergedState, own: &HashSet<String>, beat: &beat::Beat) -> Vec<ChangeHash> {
+pub(crate) fn unmerged(
+    state: &MergedState,
+    own: &HashSet<String>,
+    beat: &beat::Beat,
+) -> Vec<ChangeHash> {
     let known: Vec<ChangeHash> = beat
         .heads
         .iter()
@@ -115,7 +109,7 @@ pub struct Forgotten {
 }
 
 /// The beats in one beat folder: (counter, file name).
-fn own_beats(dir: &Path) -> Vec<(u64, String)> {
+pub(crate) fn own_beats(dir: &Path) -> Vec<(u64, String)> {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -126,296 +120,4 @@ fn own_beats(dir: &Path) -> Vec<(u64, String)> {
             Some((counter, name))
         })
         .collect()
-}
-
-impl Store {
-    /// Publishes this device's heartbeat (its name, actors, a counter that only increases,
-    /// its clock and the heads of its merged view) as a new immutable file, then deletes its
-    /// older beats. Skipped (returns `false`) when the view did not change and the last beat
-    /// is recent, and when this build must not write to the store.
-    pub fn beat(&self) -> Result<bool> {
-        self.beat_when(Due::Changed)
-    }
-
-    /// Forgets a device that is gone for good (an old laptop, a reader that ran once):
-    /// from now on no device waits for its acknowledgement — loose files a pack holds,
-    /// kept pack copies, retention copies and outbox entries go once the devices that are
-    /// left have what they hold — and `status` and `compact` no longer list it. `device` is
-    /// its display name or the start of its actor (as `status` shows them). The note rides
-    /// in this device's heartbeats, so every device honours it; it lapses by itself if the
-    /// forgotten device publishes a heartbeat again (it was not gone after all).
-    pub fn forget(&self, device: &str) -> Result<Forgotten> {
-        self.check_writable()?;
-        let own = self.own_actors();
-        let candidates: Vec<(String, beat::Beat)> = crate::folder::beat_actors(&self.inner.root)
-            .into_iter()
-            .filter(|a| !own.contains(a))
-            .filter_map(|a| self.latest_beat(&a).map(|(_, b)| (a, b)))
-            .filter(|(a, b)| {
-                b.device == device
-                    || (device.len() >= 4 && a.starts_with(&device.to_ascii_lowercase()))
-            })
-            .collect();
-        let (actor, beat) = match candidates.as_slice() {
-            [] => {
-                return Err(Error::UnknownDevice {
-                    name: device.to_string(),
-                })
-            }
-            [one] => one.clone(),
-            many => {
-                let actors: Vec<&str> = many.iter().map(|(a, _)| &a[..8.min(a.len())]).collect();
-                return Err(Error::Refused {
-                    reason: format!(
-                        "{device:?} names {} devices (actors {}): name the one to forget by its actor",
-                        many.len(),
-                        actors.join(", ")
-                    ),
-                });
-            }
-        };
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
-        let mut forgotten = beats::read_forgotten(&local);
-        forgotten.insert(actor.clone(), beat.counter);
-        beats::write_forgotten(&local, &forgotten).map_err(Error::io(&local))?;
-        self.beat()?;
-        Ok(Forgotten {
-            name: beat.device,
-            actor,
-            beat_counter: beat.counter,
-        })
-    }
-
-    /// [`Store::beat`], when `due` says so.
-    pub(crate) fn beat_when(&self, due: Due) -> Result<bool> {
-        if self.check_writable().is_err() {
-            return Ok(false);
-        }
-        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
-        let record = match self.inner.state.read_record(&self.inner.marker.store_id) {
-            Some(r) => r,
-            None => {
-                let r = fresh_record(None);
-                self.inner
-                    .state
-                    .write_record(&self.inner.marker.store_id, &r)?;
-                r
-            }
-        };
-        let state = match self.take_mem() {
-            Some(state) => state,
-            None => {
-                drop(self.merged(&scan::scan(&self.inner.root), false));
-                self.take_mem().expect("a merge leaves its state in memory")
-            }
-        };
-        let heads: Vec<String> = state
-            .doc
-            .get_heads()
-            .iter()
-            .map(ChangeHash::to_string)
-            .collect();
-        // Snapshots this device read and verified are among its merged files.
-        let verified: Vec<String> = state
-            .files
-            .iter()
-            .filter_map(|f| crate::folder::snapshot_name(f))
-            .map(str::to_string)
-            .collect();
-        self.put_mem(Arc::new(state));
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
-        let mut own = beats::read_own(&local);
-        let now = now();
-        let dir = self.inner.root.join(beat::DEVICES_DIR).join(&record.actor);
-        let published = own_beats(&dir);
-        let previous = published
-            .iter()
-            .find(|(c, _)| own.counter > 0 && *c == own.counter);
-        let forgotten: Vec<(String, u64)> = beats::read_forgotten(&local).into_iter().collect();
-        let same = own.heads == heads && own.verified == verified && own.forgotten == forgotten;
-        let recent = previous.is_some() && (0..BEAT_EVERY_SECS).contains(&(now - own.at));
-        if recent && (same || due == Due::Stale) {
-            // A crash after the last beat appeared may have left older ones.
-            if let Some((_, name)) = previous.filter(|_| published.len() > 1) {
-                self.remove_older_beats(&record, name);
-            }
-            return Ok(false);
-        }
-        own = beats::OwnBeats {
-            v: 1,
-            counter: own.counter + 1,
-            at: now,
-            heads: heads.clone(),
-            verified: verified.clone(),
-            forgotten: forgotten.clone(),
-        };
-        // The counter is recorded before the beat that uses it appears: it never repeats.
-        beats::write_own(&local, &own)
-            .and_then(|()| fault::at("beat-counted"))
-            .map_err(Error::io(&local))?;
-        let mut actors = vec![record.actor.clone()];
-        actors.extend(record.retired.iter().rev().cloned());
-        let plain = beat::encode(&beat::Beat {
-            device,
-            actors,
-            counter: own.counter,
-            time: now,
-            heads,
-            verified,
-            forgotten,
-        });
-        let bytes = self.sealed_file(
-            "beat",
-            &crate::seal::context(&record.actor, own.counter),
-            plain,
-        )?;
-        let name = beat::file_name(own.counter, &bytes);
-        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
-        fs::publish(staged, &dir.join(&name))
-            .and_then(|()| fault::at("beat-published"))
-            .map_err(Error::io(&dir))?;
-        self.remove_older_beats(&record, &name);
-        Ok(true)
-    }
-
-    /// Deletes this device's own beats (under any actor it had) but `keep`, and its stale
-    /// beat temps.
-    fn remove_older_beats(&self, record: &WriterRecord, keep: &str) {
-        for actor in std::iter::once(&record.actor).chain(&record.retired) {
-            let d = self.inner.root.join(beat::DEVICES_DIR).join(actor);
-            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let n = entry.file_name().to_string_lossy().into_owned();
-                let stale_temp =
-                    n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
-                if (beat::parse_name(&n).is_some() && n != keep) || stale_temp {
-                    let _ = crate::fs::remove(entry.path());
-                }
-            }
-        }
-    }
-
-    /// The other devices' latest heartbeats, judged by this device's clock: a device may be
-    /// online if its beat counter changed within `threshold_secs` as this device observed it
-    /// (a device seen for the first time counts as just seen), or if its own clock at its
-    /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
-    pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
-        self.check_unlocked()?;
-        let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
-        Ok(self.presence_of(&state, threshold_secs))
-    }
-
-    pub(crate) fn presence_of(&self, state: &MergedState, threshold_secs: i64) -> Vec<Presence> {
-        let record = self.inner.state.read_record(&self.inner.marker.store_id);
-        let own: HashSet<String> = record
-            .iter()
-            .flat_map(|r| std::iter::once(r.actor.clone()).chain(r.retired.iter().cloned()))
-            .collect();
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
-        let mut seen = beats::read_seen(&local);
-        let now = now();
-        let mut out = Vec::new();
-        let live = crate::folder::live_beats(&self.source());
-        let mut not_merged_by_some: HashSet<ChangeHash> = HashSet::new();
-        for (actor, rel, beat) in live.iter().filter(|(a, _, _)| !own.contains(a)) {
-            let changed_at = rules::observe(&mut seen, actor, beat.counter, now);
-            let not_merged = unmerged(state, &own, beat);
-            let unmerged = not_merged.len();
-            not_merged_by_some.extend(not_merged);
-            out.push(Presence {
-                name: beat.device.clone(),
-                actors: beat.actors.clone(),
-                beat: rel.clone(),
-                seen_secs_ago: now - changed_at,
-                beat_secs_ago: now - beat.time,
-                online: rules::looks_online(changed_at, beat.time, now, threshold_secs),
-                unmerged,
-            });
-        }
-        // What was seen is remembered; failing to remember only makes devices look fresher.
-        let _ = beats::write_seen(&local, &seen);
-        self.release_retention(&out_verified(&live, &own));
-        self.release_outbox(state, (!out.is_empty()).then_some(&not_merged_by_some));
-        out
-    }
-
-    /// Forgets outbox entries every other device has merged (`not_merged_by_some` holds the
-    /// own changes some other device's latest beat lacks; `None` when no other device beats),
-    /// and entries older than [`RETENTION_SECS`] whose op file the folder holds (or a snapshot
-    /// folds): age alone never drops the only copy, whatever the clock did.
-    pub(crate) fn release_outbox(
-        &self,
-        state: &MergedState,
-        not_merged_by_some: Option<&HashSet<ChangeHash>>,
-    ) {
-        // Op files a pack in the folder holds count as in the folder (listed only when some
-        // entry is old enough to ask).
-        let mut packed: Option<HashSet<String>> = None;
-        for kept in self.outbox().entries() {
-            let merged_everywhere = not_merged_by_some.is_some_and(|missing| {
-                kept.change_hash(&self.source()).is_some_and(|h| {
-                    state.doc.get_change_meta_by_hash(&h).is_some() && !missing.contains(&h)
-                })
-            });
-            let rel = kept.rel();
-            let old = kept.age_secs() > RETENTION_SECS as u64;
-            let in_folder = self.inner.root.join(&rel).is_file()
-                || state.covered.contains(&rel)
-                || (old
-                    && packed
-                        .get_or_insert_with(|| {
-                            scan::scan(&self.inner.root)
-                                .ops
-                                .into_iter()
-                                .filter(|o| o.packed.is_some())
-                                .map(|o| o.rel)
-                                .collect()
-                        })
-                        .contains(&rel));
-            if merged_everywhere || (in_folder && old) {
-                kept.release();
-            }
-        }
-    }
-
-    /// Deletes retention copies that are no longer needed: every other device whose beat
-    /// this device can read has verified the snapshot, or another retention copy holds every
-    /// change this one holds (a later compaction of this device folds the earlier ones). Age
-    /// never releases a copy, whatever the clock says: a device that stays away keeps it
-    /// until `crdtdir forget` says it is gone.
-    pub(crate) fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
-        let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
-        let copies = retention.entries();
-        let superseded = if copies.len() > 1 {
-            retention.superseded()
-        } else {
-            HashSet::new()
-        };
-        for copy in copies {
-            let acknowledged = verified_by_all
-                .as_ref()
-                .is_some_and(|v| v.contains(&copy.snapshot));
-            if acknowledged || superseded.contains(&copy.snapshot) {
-                copy.release();
-            }
-        }
-    }
-
-    /// This device's changes that some other device's latest beat does not include; `None`
-    /// when no other device has a beat this device can read.
-    pub(crate) fn unmerged_by_some(&self, state: &MergedState) -> Option<HashSet<ChangeHash>> {
-        let own = self.own_actors();
-        let mut out: Option<HashSet<ChangeHash>> = None;
-        for (actor, _, beat) in crate::folder::live_beats(&self.source()) {
-            if !own.contains(&actor) {
-                out.get_or_insert_default()
-                    .extend(unmerged(state, &own, &beat));
-            }
-        }
-        out
-    }
-
-    pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
-        crate::folder::latest_beat(&self.source(), actor)
-    }
 }

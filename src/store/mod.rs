@@ -1,8 +1,12 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
+mod compact;
 pub(crate) mod journal;
 mod keys;
 mod open;
+mod pack;
+mod presence;
+mod repair;
 mod status;
 mod write;
 

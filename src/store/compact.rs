@@ -1,0 +1,388 @@
+//! The store's compaction protocol: plan, then publish a snapshot, verify it read back,
+//! retain a local copy, record it, and delete what it folds. The pieces are in
+//! `crate::compact`.
+
+use crate::compact::{folded, usage, verify, CompactOutcome, CompactPlan, Progress};
+use crate::error::{Error, Result};
+use crate::fault;
+use crate::folder::scan::{self, Scan};
+use crate::format::marker::FEATURES_DIR;
+use crate::format::record::{self, Record};
+use crate::format::snapshot::{self, NewSnapshot, SNAPSHOTS_DIR};
+use crate::fs;
+use crate::local::retention::Retention;
+use crate::merged::MergedState;
+use crate::presence::Presence;
+use crate::render;
+use crate::store::Store;
+use crate::store::{fresh_record, now};
+use automerge::{Automerge, ChangeHash, ReadDoc};
+use std::time::Instant;
+
+impl Store {
+    /// Compacts the way a user asked to should be: refused with [`Error::NotAlone`] while
+    /// another device looks online (its heartbeat changed within `threshold_secs`, see
+    /// [`Store::presence`]), then only if `confirm` approves the plan (the CLI asks on the
+    /// terminal; `--yes` approves) — else [`Error::NotConfirmed`] — and then as
+    /// [`Store::compact_with_progress`]. Nothing changes when it is refused.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let opts = crdtdir::Options::new().state_dir(dir.path().join("state")).device("laptop");
+    /// let store = crdtdir::Store::init(dir.path().join("store"), opts, Some(&serde_json::json!({"n": 1})))?;
+    /// let refused = store.compact_if_alone(300, |_plan| false, |_| {});
+    /// assert!(matches!(refused, Err(crdtdir::Error::NotConfirmed)));
+    /// let done = store.compact_if_alone(300, |plan| plan.op_files > 0, |_| {})?;
+    /// assert!(done.snapshot.is_some());
+    /// # Ok::<(), crdtdir::Error>(())
+    /// ```
+    pub fn compact_if_alone(
+        &self,
+        threshold_secs: i64,
+        confirm: impl FnOnce(&CompactPlan) -> bool,
+        progress: impl FnMut(Progress),
+    ) -> Result<CompactOutcome> {
+        self.check_writable()?;
+        let plan = self.compact_plan(threshold_secs)?;
+        let online: Vec<Presence> = plan.others.iter().filter(|p| p.online).cloned().collect();
+        if !online.is_empty() {
+            return Err(Error::NotAlone { devices: online });
+        }
+        if !confirm(&plan) {
+            return Err(Error::NotConfirmed);
+        }
+        self.compact_with_progress(progress)
+    }
+
+    /// What `compact` would fold; refuses when this device's view is incomplete (a record
+    /// without its snapshot): compacting then could drop history that only another device
+    /// still has.
+    pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
+        let scan = scan::scan(&self.inner.root);
+        let (state, report, _) = self.merged(&scan, true);
+        if let Some(gap) = report.incomplete.first() {
+            return Err(Error::Incomplete {
+                path: gap.path.clone(),
+                reason: gap.reason.clone(),
+            });
+        }
+        let (ops, snaps) = folded(&scan, &state);
+        let size =
+            |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
+        let folded_set: std::collections::HashSet<&str> =
+            ops.iter().map(|(p, _)| p.as_str()).collect();
+        // Loose files, and the packs the compaction deletes.
+        let op_bytes = scan
+            .ops
+            .iter()
+            .filter(|o| o.loose && folded_set.contains(o.rel.as_str()))
+            .map(|o| size(&o.rel))
+            .sum::<u64>()
+            + scan
+                .packs
+                .iter()
+                .filter(|p| p.entry_rels().all(|r| folded_set.contains(r.as_str())))
+                .map(|p| size(&p.rel))
+                .sum::<u64>();
+        let snapshot_bytes = snaps.iter().map(size).sum();
+        // Built to know its size (the device name is a placeholder: the plan writes nothing,
+        // not even a default name).
+        let device = self.inner.device.as_deref().unwrap_or("device");
+        let (bytes, ..) = self.build_snapshot(&state.doc, device, &ops, &snaps, &state.devices)?;
+        Ok(CompactPlan {
+            op_files: ops.len(),
+            op_bytes,
+            snapshots: snaps.len(),
+            snapshot_bytes,
+            new_snapshot_bytes: bytes.len() as u64,
+            others: self.presence_of(&state, threshold_secs),
+            silent: self.silent_writers(&scan, &state),
+        })
+    }
+
+    /// The writers of the folder's op files and packs that no heartbeat names: not this
+    /// device, not an actor any device's latest beat lists, not a rebase readers derive.
+    fn silent_writers(&self, scan: &Scan, state: &MergedState) -> Vec<String> {
+        let own = self.own_actors();
+        let mut beaten: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for actor in crate::folder::beat_actors(&self.inner.root) {
+            if let Some((_, beat)) = self.latest_beat(&actor) {
+                beaten.extend(beat.actors);
+            }
+            beaten.insert(actor);
+        }
+        let rebased: std::collections::HashSet<String> = state
+            .rebased
+            .iter()
+            .filter_map(|r| r.to.parse::<ChangeHash>().ok())
+            .filter_map(|h| state.doc.get_change_meta_by_hash(&h))
+            .map(|m| m.actor.to_hex_string())
+            .collect();
+        let writers: std::collections::BTreeSet<&str> =
+            scan.ops.iter().map(|o| o.actor()).collect();
+        writers
+            .into_iter()
+            .filter(|a| !own.contains(*a) && !beaten.contains(*a) && !rebased.contains(*a))
+            .map(|a| match state.devices.get(a).filter(|n| !n.is_empty()) {
+                Some(name) => format!("{name} ({})", &a[..a.len().min(8)]),
+                None => a.to_string(),
+            })
+            .collect()
+    }
+
+    /// Compacts: folds the merged document and the files it covers into one SQLite
+    /// snapshot, then deletes what it covers, in an order that never leaves a snapshot as
+    /// the only copy of history:
+    ///
+    /// 1. build the snapshot in memory, publish it (temp, fsync, read-only, rename);
+    /// 2. read it back from the folder and verify it (hash, integrity check, the document
+    ///    loads with the same heads and number of changes);
+    /// 3. keep a retention copy of the document in this device's local state;
+    /// 4. publish the compaction record;
+    /// 5. only then delete the op files and older snapshots it folds in — nothing else.
+    ///
+    /// A crash at any step leaves a folder that merges to the same document. The caller has
+    /// made sure this device is alone (the CLI asks the user); nothing is lost even when
+    /// that belief is wrong, since only files whose changes the new snapshot holds are
+    /// deleted.
+    pub fn compact(&self) -> Result<CompactOutcome> {
+        self.compact_with_progress(|_| {})
+    }
+
+    /// [`Store::compact`], telling `progress` where it is (for a progress bar).
+    pub fn compact_with_progress(
+        &self,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<CompactOutcome> {
+        let started = Instant::now();
+        self.check_writable()?;
+        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
+        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let (files_before, bytes_before) = usage(&self.inner.root);
+        let scan = scan::scan(&self.inner.root);
+        let (state, report, _) = self.merged(&scan, false);
+        if let Some(gap) = report.incomplete.first() {
+            return Err(Error::Incomplete {
+                path: gap.path.clone(),
+                reason: gap.reason.clone(),
+            });
+        }
+        let (ops, snaps) = folded(&scan, &state);
+        // Nothing to fold, unless this device holds changes the folder lost: the snapshot
+        // writes them back (docs/FORMAT.md §14).
+        if ops.is_empty() && snaps.len() <= 1 && state.unprovided == 0 {
+            return Ok(CompactOutcome {
+                snapshot: None,
+                files_before,
+                files_after: files_before,
+                bytes_before,
+                bytes_after: bytes_before,
+                millis: started.elapsed().as_millis(),
+            });
+        }
+        progress(Progress::Snapshot);
+        let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps, &state.devices)?;
+        // 5. Only now delete what the verified, recorded snapshot folds in.
+        let mut first = true;
+        for (done, (path, _)) in ops.iter().enumerate() {
+            let _ = crate::fs::remove(self.inner.root.join(path));
+            if std::mem::take(&mut first) {
+                fault::at("deleting").map_err(Error::io(self.inner.root.join(path)))?;
+            }
+            if done % 1024 == 0 {
+                progress(Progress::Deleting {
+                    done,
+                    total: ops.len(),
+                });
+            }
+        }
+        progress(Progress::Deleting {
+            done: ops.len(),
+            total: ops.len(),
+        });
+        // The verified snapshot and the retention copy now hold this device's folded changes.
+        let folded_paths: std::collections::HashSet<&str> =
+            ops.iter().map(|(p, _)| p.as_str()).collect();
+        for kept in self.outbox().entries() {
+            if folded_paths.contains(kept.rel().as_str()) {
+                kept.release();
+            }
+        }
+        // Packs whose every op file is folded go too (any device's: the snapshot holds them).
+        for p in &scan.packs {
+            if p.entry_rels().all(|r| folded_paths.contains(r.as_str())) {
+                let _ = crate::fs::remove(self.inner.root.join(&p.rel));
+            }
+        }
+        for old in &snaps {
+            let _ = crate::fs::remove(self.inner.root.join(old));
+            if let Some(record) = crate::folder::record_rel(old) {
+                let _ = crate::fs::remove(self.inner.root.join(record));
+            }
+        }
+        // Folders stay, even emptied: a sync tool that saw a folder deleted may refuse a
+        // returning device's new files in it (Unison: "deleted vs changed"). The deletions
+        // are made durable folder by folder.
+        let mut dirs: Vec<&str> = ops
+            .iter()
+            .filter_map(|(p, _)| crate::folder::split_op_rel(p).map(|(actor, _)| actor))
+            .collect();
+        dirs.dedup();
+        for d in dirs {
+            let _ = fs::sync_dir(&self.inner.root.join(crate::folder::OPS_DIR).join(d));
+        }
+        let _ = fs::sync_dir(&self.inner.root.join(SNAPSHOTS_DIR));
+        let (files_after, bytes_after) = usage(&self.inner.root);
+        Ok(CompactOutcome {
+            snapshot: Some(crate::folder::snapshot_rel(&name)),
+            files_before,
+            files_after,
+            bytes_before,
+            bytes_after,
+            millis: started.elapsed().as_millis(),
+        })
+    }
+
+    /// The snapshot of `doc` as bytes, with its heads, change count and Automerge save.
+    #[allow(clippy::type_complexity)]
+    fn build_snapshot(
+        &self,
+        doc: &Automerge,
+        device: &str,
+        ops: &[(String, String)],
+        snaps: &[String],
+        devices: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(Vec<u8>, Vec<ChangeHash>, u64, Vec<u8>)> {
+        let heads: Vec<ChangeHash> = doc.get_heads();
+        let changes = doc.stats().num_changes;
+        let automerge = doc.save();
+        let json = render::document(doc).to_string();
+        // An encrypted store seals the document, its JSON and the device names, and names
+        // no compacting device.
+        let sealed = match self.inner.key.get() {
+            Some((_, seal)) if self.is_encrypted() => {
+                let names = serde_json::to_vec(devices).expect("a map of strings serializes");
+                Some((
+                    seal.seal("snapshot-document", "", &automerge),
+                    hex::encode(seal.seal("snapshot-json", "", json.as_bytes())),
+                    hex::encode(seal.seal("snapshot-devices", "", &names)),
+                ))
+            }
+            _ if self.is_encrypted() => return Err(Error::Locked),
+            _ => None,
+        };
+        let no_devices = std::collections::BTreeMap::new();
+        let folded_snapshots: Vec<String> = snaps
+            .iter()
+            .filter_map(|s| crate::folder::snapshot_name(s))
+            .map(str::to_string)
+            .collect();
+        let bytes = snapshot::encode(&NewSnapshot {
+            store: &self.inner.marker.store_id,
+            device: if sealed.is_some() { "" } else { device },
+            created: now(),
+            heads: heads.iter().map(ChangeHash::to_string).collect(),
+            changes,
+            automerge: sealed.as_ref().map_or(&automerge, |s| &s.0),
+            json: sealed.as_ref().map_or(&json, |s| &s.1),
+            folded_ops: ops,
+            folded_snapshots: &folded_snapshots,
+            devices: if sealed.is_some() {
+                &no_devices
+            } else {
+                devices
+            },
+            sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
+        })
+        .map_err(|e| Error::Corrupt {
+            path: self.inner.root.join(SNAPSHOTS_DIR),
+            reason: e.to_string(),
+        })?;
+        Ok((bytes, heads, changes, automerge))
+    }
+
+    /// Steps 1–4: build, publish, verify, retain, record. Returns the snapshot's name.
+    pub(crate) fn publish_snapshot(
+        &self,
+        doc: &Automerge,
+        device: &str,
+        ops: &[(String, String)],
+        snaps: &[String],
+        devices: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String> {
+        let owner = match self.inner.state.read_record(&self.inner.marker.store_id) {
+            Some(r) => {
+                self.remove_stale_temps(&r);
+                r.actor
+            }
+            None => {
+                let r = fresh_record(None);
+                self.inner
+                    .state
+                    .write_record(&self.inner.marker.store_id, &r)?;
+                r.actor
+            }
+        };
+        self.ensure_feature(&owner)?;
+        let (bytes, heads, changes, automerge) =
+            self.build_snapshot(doc, device, ops, snaps, devices)?;
+        let dir = self.inner.root.join(SNAPSHOTS_DIR);
+        let name = snapshot::file_name(&bytes);
+        let target = dir.join(&name);
+        // 1. Publish.
+        let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
+        fault::at("snapshot-staged")
+            .and_then(|()| fs::publish(staged, &target))
+            .and_then(|()| fault::at("snapshot-published"))
+            .map_err(Error::io(&target))?;
+        // 2. Read it back from the folder and verify it.
+        if let Err(reason) = verify(&self.source(), &target, &name, &heads, changes) {
+            let _ = crate::fs::remove(&target);
+            return Err(Error::Corrupt {
+                path: target,
+                reason,
+            });
+        }
+        // 3. A retention copy, in local state.
+        let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
+        retention
+            .keep(&name, &automerge)
+            .and_then(|_| fault::at("retained"))
+            .map_err(Error::io(
+                self.inner.state.store_dir(&self.inner.marker.store_id),
+            ))?;
+        // 4. The compaction record, before any deletion.
+        let record = record::encode(&Record {
+            snapshot: name.clone(),
+            blake3: blake3::hash(&bytes).to_hex().to_string(),
+            size: bytes.len() as u64,
+            heads: heads.iter().map(ChangeHash::to_string).collect(),
+            device: if self.is_encrypted() {
+                String::new()
+            } else {
+                device.to_string()
+            },
+            time: now(),
+        });
+        let record_path = dir.join(record::file_name(&name).expect("a snapshot name"));
+        let staged = fs::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
+        fs::publish(staged, &record_path)
+            .and_then(|()| fault::at("recorded"))
+            .map_err(Error::io(&record_path))?;
+        Ok(name)
+    }
+
+    fn ensure_feature(&self, owner: &str) -> Result<()> {
+        let path = self.inner.root.join(FEATURES_DIR).join(snapshot::FEATURE);
+        if path.exists() {
+            return Ok(());
+        }
+        let dir = self.inner.root.join(FEATURES_DIR);
+        let note =
+            b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
+        // The temp is this device's (its actor), so only this device ever removes it.
+        let staged = fs::stage(&dir, owner, note).map_err(Error::io(&dir))?;
+        fs::publish_new(staged, &path).map_err(Error::io(&path))?;
+        Ok(())
+    }
+}
