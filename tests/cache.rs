@@ -284,3 +284,56 @@ proptest! {
         prop_assert_eq!(incremental, union);
     }
 }
+
+/// A log line's writer for the test below: everything the subscriber prints, kept.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A cache save that fails is swallowed (the cache only saves time) but logged, with the
+/// reason, for an app that installs a tracing subscriber; without one, nothing is printed.
+#[test]
+fn a_cache_save_that_fails_is_logged() {
+    use crdtdir::fault::{inject, Fault};
+    use tracing_subscriber::util::SubscriberInitExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a) = store_with_history(dir.path());
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let _default = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish()
+        .set_default();
+    {
+        let _armed = inject("cache-saved", Fault::Fail);
+        let (json, _) = a.open(&store).read_json().unwrap();
+        assert_eq!(json, cold(&store), "a failed cache save fails no read");
+    }
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("the cache was not saved"),
+        "{log:?}"
+    );
+    assert!(
+        log.contains("injected at cache-saved"),
+        "the reason: {log:?}"
+    );
+    // A save that works logs no warning.
+    captured.0.lock().unwrap().clear();
+    let dir2 = tempfile::tempdir().unwrap();
+    let (store2, b) = store_with_history(dir2.path());
+    b.open(&store2).read_json().unwrap();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(!log.contains("WARN"), "{log:?}");
+}

@@ -53,6 +53,11 @@ struct Cli {
     /// Indent JSON output.
     #[arg(long, global = true)]
     pretty: bool,
+    /// Say what crdtdir does on stderr: -v its warnings and main steps, -vv every step and
+    /// decision with timings (listing, cache, merge strategy, heartbeat), -vvv everything.
+    /// CRDTDIR_LOG takes a filter instead (e.g. CRDTDIR_LOG=crdtdir=debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,6 +144,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     output::set_format(cli.json, cli.pretty);
+    init_logging(cli.verbose);
     // Automerge can panic on a forged change; the library catches that and reports it, so
     // the default panic message would be noise. A panic that escapes is reported below.
     std::panic::set_hook(Box::new(|_| {}));
@@ -157,6 +163,37 @@ fn main() -> ExitCode {
             ExitCode::from(output::EXIT_ERROR)
         }
     }
+}
+
+/// The environment variable that filters log lines (tracing's `EnvFilter` syntax).
+const LOG_ENV: &str = "CRDTDIR_LOG";
+
+/// Log lines on stderr for `-v` or `CRDTDIR_LOG`; none otherwise.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    let filter = match std::env::var(LOG_ENV) {
+        Ok(f) if !f.trim().is_empty() => f,
+        _ => match verbose {
+            0 => return,
+            1 => "crdtdir=info".to_string(),
+            2 => "crdtdir=debug".to_string(),
+            _ => "trace".to_string(),
+        },
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("crdtdir=info"));
+    // Spans print their time when they close, so a slow step shows.
+    let spans = if verbose >= 2 || std::env::var_os(LOG_ENV).is_some() {
+        FmtSpan::CLOSE
+    } else {
+        FmtSpan::NONE
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(spans)
+        .with_timer(tracing_subscriber::fmt::time::Uptime::default())
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn options(cli: &Cli) -> Options {

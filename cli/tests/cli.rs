@@ -25,7 +25,9 @@ impl Dev {
         c.arg("--store").arg(store).args(args);
         c.env("CRDTDIR_STATE_DIR", &self.state)
             .env("CRDTDIR_DEVICE", self.name);
-        c.env_remove("CRDTDIR_STORE").env_remove("CRDTDIR_CRASH_AT");
+        c.env_remove("CRDTDIR_STORE")
+            .env_remove("CRDTDIR_CRASH_AT")
+            .env_remove("CRDTDIR_LOG");
         c.stdin(Stdio::null());
         c
     }
@@ -2326,4 +2328,40 @@ fn forget_a_device_through_the_binary() {
         serde_json::from_str(&me.ok(&store, &["forget", "ghost"])).unwrap();
     assert_eq!(done["forgotten"]["name"], "ghost");
     assert!(!me.ok(&store, &["status"]).contains("ghost"));
+}
+
+/// `-vv` says what a command did, step by step with timings, on stderr (stdout is the same);
+/// without `-v` or `CRDTDIR_LOG` nothing is logged.
+#[test]
+fn verbose_merge_shows_its_steps_and_quiet_shows_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/items", "[1]"]);
+    let quiet = me.run(&store, &["merge"]);
+    assert!(quiet.status.success());
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+    let loud = me.run(&store, &["-vv", "merge"]);
+    assert!(loud.status.success());
+    assert_eq!(loud.stdout, quiet.stdout);
+    let log = String::from_utf8(loud.stderr).unwrap();
+    for step in ["folder listed", "no merge", "beat", "time.busy="] {
+        assert!(log.contains(step), "{step:?} missing in {log}");
+    }
+    // A new change: the cache decides, and the merge says how it merged.
+    me.ok(&store, &["append", "set", "/items", "[1, 2]"]);
+    let log = String::from_utf8(me.run(&store, &["-vv", "merge"]).stderr).unwrap();
+    assert!(log.contains("base: the cache files"), "{log}");
+    assert!(log.contains("incremental merge"), "{log}");
+    let filtered = me
+        .cmd(&store, &["merge"])
+        .env("CRDTDIR_LOG", "crdtdir::folder=debug")
+        .output()
+        .unwrap();
+    let log = String::from_utf8(filtered.stderr).unwrap();
+    assert!(
+        log.contains("folder listed") && !log.contains("base:"),
+        "{log}"
+    );
 }

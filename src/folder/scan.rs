@@ -169,6 +169,7 @@ pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
 }
 
 pub(crate) fn scan(store: &Path) -> Scan {
+    let _span = tracing::debug_span!("listing").entered();
     let mut out = Scan::default();
     scan_root(store, &mut out);
     match super::read_features(store) {
@@ -189,6 +190,13 @@ pub(crate) fn scan(store: &Path) -> Scan {
     scan_packs(store, &mut out);
     scan_snapshots(store, &mut out);
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    tracing::debug!(
+        ops = out.ops.len(),
+        packs = out.packs.len(),
+        snapshots = out.snapshots.len(),
+        skipped = out.problems.len(),
+        "folder listed"
+    );
     out
 }
 

@@ -110,6 +110,9 @@ pub(crate) fn merge_cold(
     // Everything in memory, forks resolved, refused changes found by bisection: for forks,
     // changes known only from the cache or a snapshot, and anything the quick ways refuse.
     let careful = || {
+        tracing::debug!(
+            "cold merge: careful (every change in memory, forks resolved, refusals bisected)"
+        );
         let (mut loaded, problems) = load_all(store, &uncovered.ops);
         let mut have: HashSet<ChangeHash> = loaded.iter().map(|l| l.hash).collect();
         let mut devices = snapshot_devices(&snaps);
@@ -138,9 +141,15 @@ pub(crate) fn merge_cold(
     let merged = if snaps.valid.is_empty() && carry.is_none() {
         // The usual case streams.
         let streamed = if has_fork_names(scan) {
+            tracing::debug!("cold merge: two op files name one (actor, seq), not streamed");
             None
         } else {
-            merge_streaming(store, scan, STREAM_CHUNK)
+            tracing::debug!(ops = scan.ops.len(), "cold merge: streaming");
+            let streamed = merge_streaming(store, scan, STREAM_CHUNK);
+            if streamed.is_none() {
+                tracing::debug!("the streaming merge gave up (a fork or a refused change)");
+            }
+            streamed
         };
         streamed.map(|mut m| {
             // The stream reported what the scan and the loading found; the snapshots add theirs.
@@ -161,6 +170,11 @@ pub(crate) fn merge_cold(
             let mut other = s.doc.clone();
             catch_unwind(AssertUnwindSafe(|| base.merge(&mut other).is_ok())).unwrap_or(false)
         });
+        tracing::debug!(
+            snapshots = snaps.valid.len(),
+            carried = carry.is_some(),
+            "cold merge: snapshots and carried state as the base, op files on top"
+        );
         if merged_bases && !has_fork_names(scan) {
             let (mut loaded, problems) = load_all(store, &uncovered.ops);
             if let Some(c) = &carry {

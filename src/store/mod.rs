@@ -345,6 +345,7 @@ impl Store {
         self.check_unlocked()?;
         let scan = scan::scan(&self.inner.root);
         if let Some((json, report)) = self.inner.cache.view(&self.inner.root, &scan) {
+            tracing::debug!("the saved view stands for this listing: no merge");
             return Ok((json, self.with_marker_problem(report)));
         }
         let (state, report, json) = self.merged(&scan, true);
@@ -366,6 +367,7 @@ impl Store {
         scan: &scan::Scan,
         save: bool,
     ) -> (Arc<MergedState>, MergeReport, Option<String>) {
+        let _span = tracing::debug_span!("merge", ops = scan.ops.len()).entered();
         // The folder lists as it did at the last merge of the state in memory: nothing to
         // merge. (Not in a compacted store, where other devices' beats can change the
         // report.)
@@ -391,10 +393,23 @@ impl Store {
             .clone();
         if let (true, Some((digest, report)), Some(state)) = (uncompacted, last, mem) {
             if listing(&self.inner.root, scan, &report) == digest {
+                tracing::debug!(
+                    "the folder lists as at the last merge in memory: nothing to merge"
+                );
                 return self.finish_merge(state, report, false, scan, save);
             }
         }
-        let base = self.take_mem().or_else(|| self.inner.cache.load());
+        let base = match self.take_mem() {
+            Some(mem) => {
+                tracing::debug!("base: the document in memory");
+                Some(mem)
+            }
+            None => {
+                let cached = self.inner.cache.load();
+                tracing::debug!(found = cached.is_some(), "base: the cache files");
+                cached
+            }
+        };
         // While a watcher runs, the patches of an incremental merge are logged for it.
         let before = base.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
         let recording = self.journal().recording();
@@ -408,6 +423,7 @@ impl Store {
             let merged = match base {
                 Some(cached) => match merge::merge_incremental(&self.source(), scan, cached) {
                     Ok(done) => {
+                        tracing::debug!(changed = done.2, "incremental merge");
                         incremental = true;
                         done
                     }
@@ -415,6 +431,9 @@ impl Store {
                     // this device has even if its files are gone — the state it had (newer than
                     // the cache files when it wrote since), with what the folder lost.
                     Err(Some(mut had)) => {
+                        tracing::debug!(
+                            "incremental merge not possible (files gone, a fork, a refused change): merging from scratch, carrying this device's state"
+                        );
                         if let Some(mut held) = self.inner.cache.load_held() {
                             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                 had.doc.merge(&mut held.doc)
@@ -422,9 +441,15 @@ impl Store {
                         }
                         cold(Some(*had))
                     }
-                    Err(None) => cold(self.inner.cache.load_all()),
+                    Err(None) => {
+                        tracing::debug!("incremental merge not possible: merging from scratch with the cache files");
+                        cold(self.inner.cache.load_all())
+                    }
                 },
-                None => cold(self.inner.cache.load_held()),
+                None => {
+                    tracing::debug!("no base: merging from scratch");
+                    cold(self.inner.cache.load_held())
+                }
             };
             // This device's own changes the folder lost (a sync tool lost its packs or op
             // files; nothing it had saved holds them): they stay in its view, from its
@@ -433,6 +458,10 @@ impl Store {
             if own.is_empty() {
                 return merged;
             }
+            tracing::debug!(
+                changes = own.len(),
+                "own changes from the outbox the folder lacks: merged again with them"
+            );
             incremental = false;
             let mut carry = merged.0;
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -522,15 +551,26 @@ impl Store {
         self.inner.mem_dirty.store(false, Ordering::Relaxed);
         let json = render::document(&state.doc).to_string();
         // What the folder lost is held apart from the cache, and first.
-        let _ = self
+        if let Err(e) = self
             .inner
             .cache
-            .hold((state.unprovided > 0).then_some(&state.doc));
+            .hold((state.unprovided > 0).then_some(&state.doc))
+        {
+            // The changes stay in memory and in the outbox; the next merge tries again.
+            tracing::warn!(error = %e, "the document the folder lacks was not held in local state");
+        }
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
-        let _ = self
+        match self
             .inner
             .cache
-            .save(&self.inner.root, &state, scan, &json, &report);
+            .save(&self.inner.root, &state, scan, &json, &report)
+        {
+            Ok(()) => tracing::debug!("cache saved"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the cache was not saved (it only saves time: the next merge rebuilds it)"
+            ),
+        }
         (state, report, Some(json))
     }
 

@@ -80,7 +80,9 @@ impl Store {
 
     /// [`Store::beat`], when `due` says so.
     pub(crate) fn beat_when(&self, due: Due) -> Result<bool> {
+        let _span = tracing::debug_span!("beat").entered();
         if self.check_writable().is_err() {
+            tracing::debug!("no beat: this build does not write to the store");
             return Ok(false);
         }
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
@@ -132,6 +134,11 @@ impl Store {
             if let Some((_, name)) = previous.filter(|_| published.len() > 1) {
                 self.remove_older_beats(&record, name);
             }
+            tracing::debug!(
+                age_secs = now - own.at,
+                view_changed = !same,
+                "no beat: the last one is recent"
+            );
             return Ok(false);
         }
         own = beats::OwnBeats {
@@ -168,6 +175,7 @@ impl Store {
             .and_then(|()| fault::at("beat-published"))
             .map_err(Error::io(&dir))?;
         self.remove_older_beats(&record, &name);
+        tracing::debug!(counter = own.counter, "beat published");
         Ok(true)
     }
 

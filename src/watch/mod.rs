@@ -664,7 +664,10 @@ impl Run {
             return;
         }
         self.last_beat = Some(Instant::now());
-        let published = self.store.beat_when(Due::Stale).unwrap_or(false);
+        let published = self.store.beat_when(Due::Stale).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the watcher's heartbeat failed (tried again in a minute)");
+            false
+        });
         // Packing upkeep at start and then once a minute (or with a new beat): packed loose
         // files the other devices now have can go, a lost pack comes back.
         let upkeep = published
@@ -673,10 +676,15 @@ impl Run {
                 .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
         if upkeep {
             self.last_upkeep = Some(Instant::now());
-            let _ = self.store.maintain_packs(true);
+            // Packing is retried at the next upkeep; nothing is deleted before a pack reads back.
+            if let Err(e) = self.store.maintain_packs(true) {
+                tracing::warn!(error = %e, "watcher upkeep: packing failed (retried at the next upkeep)");
+            }
             // What the folder lost and this device holds goes back without a `repair`; a
             // failure is retried at the next upkeep.
-            let _ = self.store.write_back_lost();
+            if let Err(e) = self.store.write_back_lost() {
+                tracing::warn!(error = %e, "watcher upkeep: writing back lost changes failed (retried at the next upkeep)");
+            }
         }
     }
 }
