@@ -204,8 +204,8 @@ fn third_device_scenario() -> bool {
 /// readers resolve it once more files arrive, and the other device's new change, built on
 /// the rebases it published, is rebased again. Run with `--ignored`. (Ranking a candidate
 /// replaced by its published rebase last in its slot makes this pass, 24 rounds of 24, but
-/// loses a write in the hostile property's case e9a74b9d…, kept in
-/// tests/hostile.proptest-regressions: the slot rule needs more than that.)
+/// loses a write in the hostile property's case e9a74b9d…, kept in tests/hostile.open-seeds,
+/// which also loses a write in the encrypted property without it: that bug first.)
 #[test]
 #[ignore = "known bug: a change reported after a two-seq fork can be rebased later (issue 27, item 4)"]
 fn the_change_a_write_reports_after_a_fork_is_in_every_history() {
