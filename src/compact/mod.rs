@@ -137,7 +137,7 @@ pub(crate) fn usage(root: &std::path::Path) -> (usize, u64) {
     let mut files = 0;
     let mut bytes = 0;
     for dir in [
-        crate::folder::scan::OPS_DIR,
+        crate::folder::OPS_DIR,
         crate::format::pack::PACKS_DIR,
         SNAPSHOTS_DIR,
     ] {

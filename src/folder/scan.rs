@@ -16,7 +16,7 @@ use crate::format::snapshot::{self, SNAPSHOTS_DIR};
 use crate::report::{Problem, ProblemKind};
 
 /// Folder of op files.
-pub(crate) use crate::format::names::OPS_DIR;
+use crate::format::names::OPS_DIR;
 /// Names in the store root that belong to the format (now or in later versions).
 const RESERVED_ROOT: &[&str] = &[
     MARKER,

@@ -43,7 +43,7 @@ pub(crate) fn merge_incremental(
     let gone = cached
         .files
         .iter()
-        .any(|f| f.starts_with(crate::folder::scan::OPS_DIR) && !present.contains(f.as_str()));
+        .any(|f| f.starts_with(crate::folder::OPS_DIR) && !present.contains(f.as_str()));
     if gone {
         drop((known, present));
         return Err(Some(Box::new(cached)));

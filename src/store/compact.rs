@@ -19,7 +19,31 @@ use crate::store::{fresh_record, now};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use std::time::Instant;
 
+/// A merged view that compaction may fold, and what it would fold (op files, snapshots).
+type Foldable = (
+    Scan,
+    std::sync::Arc<MergedState>,
+    Vec<(String, String)>,
+    Vec<String>,
+);
+
 impl Store {
+    /// Lists and merges the folder (saving the cache with `save`) and finds what a
+    /// compaction would fold; refuses when this device's view is incomplete (a record
+    /// without its snapshot): compacting then could drop history only another device has.
+    fn foldable(&self, save: bool) -> Result<Foldable> {
+        let scan = scan::scan(&self.inner.root);
+        let (state, report, _) = self.merged(&scan, save);
+        if let Some(gap) = report.incomplete.first() {
+            return Err(Error::Incomplete {
+                path: gap.path.clone(),
+                reason: gap.reason.clone(),
+            });
+        }
+        let (ops, snaps) = folded(&scan, &state);
+        Ok((scan, state, ops, snaps))
+    }
+
     /// Compacts the way a user asked to should be: refused with [`Error::NotAlone`] while
     /// another device looks online (its heartbeat changed within `threshold_secs`, see
     /// [`Store::presence`]), then only if `confirm` approves the plan (the CLI asks on the
@@ -58,15 +82,7 @@ impl Store {
     /// without its snapshot): compacting then could drop history that only another device
     /// still has.
     pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
-        let scan = scan::scan(&self.inner.root);
-        let (state, report, _) = self.merged(&scan, true);
-        if let Some(gap) = report.incomplete.first() {
-            return Err(Error::Incomplete {
-                path: gap.path.clone(),
-                reason: gap.reason.clone(),
-            });
-        }
-        let (ops, snaps) = folded(&scan, &state);
+        let (scan, state, ops, snaps) = self.foldable(true)?;
         let size =
             |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
         let folded_set: std::collections::HashSet<&str> =
@@ -159,15 +175,7 @@ impl Store {
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
         let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
         let (files_before, bytes_before) = usage(&self.inner.root);
-        let scan = scan::scan(&self.inner.root);
-        let (state, report, _) = self.merged(&scan, false);
-        if let Some(gap) = report.incomplete.first() {
-            return Err(Error::Incomplete {
-                path: gap.path.clone(),
-                reason: gap.reason.clone(),
-            });
-        }
-        let (ops, snaps) = folded(&scan, &state);
+        let (scan, state, ops, snaps) = self.foldable(false)?;
         // Nothing to fold, unless this device holds changes the folder lost: the snapshot
         // writes them back (docs/FORMAT.md §14).
         if ops.is_empty() && snaps.len() <= 1 && state.unprovided == 0 {

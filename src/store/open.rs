@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use super::{Options, Shared, Store};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::scan::OPS_DIR;
+use crate::folder::OPS_DIR;
 use crate::format::marker::{self, Marker, FORMAT_VERSION, MARKER};
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::cache::Cache;
