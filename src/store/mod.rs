@@ -464,9 +464,29 @@ impl Store {
             );
             incremental = false;
             let mut carry = merged.0;
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                carry.doc.apply_changes(own)
-            }));
+            let changes: Vec<automerge::Change> = own.iter().map(|(_, c)| c.clone()).collect();
+            if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                carry.doc.apply_changes(changes)
+            })) {
+                tracing::warn!(?e, "own changes from the outbox refused by the document");
+            }
+            // A change built on one this merge replaced (the losing side of a fork) cannot
+            // go into the document as it is: it joins the merge as a waiting change, so the
+            // rebase of its fork carries it along, as it would its op file.
+            let device = self
+                .inner
+                .state
+                .device_name(self.inner.device.as_deref())
+                .unwrap_or_default();
+            for (rel, change) in own {
+                if automerge::ReadDoc::get_change_by_hash(&carry.doc, &change.hash()).is_none() {
+                    carry.waiting.push(crate::merged::Pending {
+                        path: rel,
+                        device: device.clone(),
+                        change: serde_bytes::ByteBuf::from(change.raw_bytes().to_vec()),
+                    });
+                }
+            }
             cold(Some(carry))
         };
         let ((state, report, changed), log) = if recording {
@@ -490,7 +510,7 @@ impl Store {
     /// The changes of this device's outbox that `state` neither merged from the folder nor
     /// holds: listed by name first (no file is read while the folder has them all). Only
     /// changes that stood: the writer record names them.
-    fn outbox_missing(&self, state: &MergedState) -> Vec<automerge::Change> {
+    fn outbox_missing(&self, state: &MergedState) -> Vec<(String, automerge::Change)> {
         let entries = self.outbox().entries();
         if entries.is_empty() {
             return Vec::new();
@@ -525,8 +545,10 @@ impl Store {
         unseen
             .iter()
             .filter(stood)
-            .filter_map(|k| k.change(&source))
-            .filter(|c| automerge::ReadDoc::get_change_by_hash(&state.doc, &c.hash()).is_none())
+            .filter_map(|k| Some((k.rel(), k.change(&source)?)))
+            .filter(|(_, c)| {
+                automerge::ReadDoc::get_change_by_hash(&state.doc, &c.hash()).is_none()
+            })
             .collect()
     }
 
