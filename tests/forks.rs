@@ -196,20 +196,13 @@ fn third_device_scenario() -> bool {
 /// The change a write reports is the one that stands: after a clone and the original meet
 /// (a fork), each device's next write is in every device's history under the hash it
 /// reported. (Readers rebased the original's next write: the reported change was in no
-/// log.) Which side loses depends on random actors: a few rounds cover both.
-///
-/// Known to fail (issue "no lost writes, round 2", item 4, open): forks are resolved per
-/// (actor, seq), so with a fork at two seqs one side can win the first and the other the
-/// second; a write made on that view (the clone goes on with its old actor) changes how
-/// readers resolve it once more files arrive, and the other device's new change, built on
-/// the rebases it published, is rebased again. Run with `--ignored`. (Ranking a candidate
-/// replaced by its published rebase last in its slot makes this pass, 24 rounds of 24, but
-/// loses a write in the hostile property's case e9a74b9d…, kept in tests/hostile.open-seeds,
-/// which also loses a write in the encrypted property without it: that bug first.)
+/// log.) Which side loses depends on random actors: many rounds cover both, and forks at
+/// two seqs where the side that lost the first has the lower hash at the second. (There, the
+/// losing side's change replaced by its published rebase took the second slot back, and the
+/// winning side's changes, with the write built on them, were rebased: 1 round in 8 failed.)
 #[test]
-#[ignore = "known bug: a change reported after a two-seq fork can be rebased later (issue 27, item 4)"]
 fn the_change_a_write_reports_after_a_fork_is_in_every_history() {
-    for round in 0..8 {
+    for round in 0..24 {
         let dir = tempfile::tempdir().unwrap();
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         let (a, c) = (

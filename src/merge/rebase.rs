@@ -3,7 +3,8 @@
 //! A fork is two different changes with one (actor, seq): a cloned disk, a VM snapshot or a
 //! restored state dir wrote again under an actor that another copy of the device also used.
 //! One Automerge document cannot hold both. At each forked (actor, seq), in (actor, seq)
-//! order, the candidate with the lowest change hash keeps its place; every other candidate,
+//! order, the candidate with the lowest change hash keeps its place (one replaced by a
+//! published rebase, below, ranks last: it lost where that rebase was made); every other candidate,
 //! and every change that depends on one (a third device may have built on it), is *rebased*:
 //! rewritten as the very same operations by a new actor, with seq 1.
 //!
@@ -111,6 +112,9 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
         }
     }
     let mut tainted = vec![false; items.len()];
+    // Changes that lost a fork or depend on one: they take no part in later slots. A change
+    // replaced by its published rebase does (it ranks last, see below), so `lost` is kept apart.
+    let mut lost = vec![false; items.len()];
     let taint = |from: usize, tainted: &mut Vec<bool>| {
         let mut stack = vec![from];
         while let Some(i) = stack.pop() {
@@ -126,12 +130,18 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
         }
     }
     for ((actor, seq), mut candidates) in forked {
-        // A candidate replaced by its published rebase still counts in the fork.
-        candidates.retain(|&i| !tainted[i] || alias[i].is_some());
+        // A candidate replaced by its published rebase, or built on one, still counts in the
+        // fork (it is reported), but ranks after every other: a published rebase says that
+        // its original lost where it was made, and a writer there built on the change that
+        // won. Letting the original win here would rebase that change, and the write built
+        // on it, once more.
+        candidates.retain(|&i| !lost[i]);
         if candidates.len() < 2 {
             continue;
         }
-        candidates.sort_by(|a, b| items[*a].hash.as_ref().cmp(items[*b].hash.as_ref()));
+        candidates.sort_by(|a, b| {
+            (tainted[*a], items[*a].hash.as_ref()).cmp(&(tainted[*b], items[*b].hash.as_ref()))
+        });
         out.forks.push(Fork {
             actor,
             seq,
@@ -143,6 +153,7 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
         });
         for &i in &candidates[1..] {
             taint(i, &mut tainted);
+            taint(i, &mut lost);
         }
     }
 
