@@ -53,7 +53,32 @@
 //! full disks, cloned disks, bit rot — not against a hostile device with write access to the
 //! folder. Damaged and foreign files are skipped and reported ([`MergeReport`]), never
 //! deleted, and never make a merge fail.
+//!
+//! # Concepts, and where each lives
+//!
+//! The on-disk format is `docs/FORMAT.md`; each file of `src/format/` opens with its layout.
+//!
+//! | concept | what it is | module |
+//! |---|---|---|
+//! | store marker, features | `crdtdir.store` (id, format version); `features/` names what a reader must understand | `format/marker.rs` |
+//! | op file | one Automerge change, immutable, named `<seq>-<hash>.op` under its actor | `format/opfile.rs`, `format/names.rs` |
+//! | pack | many op files of one actor in one file, each entry byte for byte | `format/pack.rs`, `pack.rs`, `store/pack.rs` |
+//! | snapshot + record | a compaction's SQLite file and the note naming what it folds | `format/snapshot.rs`, `format/record.rs`, `compact/`, `store/compact.rs` |
+//! | beat | a device's heartbeat: alive, and the heads it has merged | `format/beat.rs`, `presence/`, `store/presence.rs` |
+//! | sealed file | an op file, pack or snapshot encrypted under the store key | `seal.rs`, `store/keys.rs` |
+//! | the folder | listing (`Scan`), reading (`Source`), sync-tool quirks | `folder/` |
+//! | writer record | this device's actor and last seq, never reused | `local/writer.rs`, `store/write.rs` |
+//! | cache | the merged document and view, so a merge costs what is new | `local/cache.rs`, `merged.rs` |
+//! | outbox | this device's op files until every device has them | `local/outbox.rs` |
+//! | retention copy | the files a compaction deleted, kept until verified elsewhere | `local/retention.rs` |
+//! | merge | scan → load → resolve forks → apply, streaming or careful | `merge/` (`rebase.rs`: forks) |
+//! | document | the one way to make and load an Automerge document | `doc.rs` |
+//! | patch | JSON Patch in, minimal Automerge edits out; JSON Pointer patches back | `patch/` |
+//! | watcher | merges what arrives, as events | `watch/`, `store/watch.rs` |
+//! | files on disk | temp + fsync + rename, and the named crash points | `fs/` |
 #![deny(missing_docs)]
+#![warn(unreachable_pub, missing_debug_implementations)]
+#![deny(rustdoc::broken_intra_doc_links)]
 
 mod compact;
 mod doc;

@@ -76,6 +76,7 @@ pub fn inject(step: &str, fault: Fault) -> Armed {
 
 /// Keeps a fault armed; dropping it disarms the fault.
 #[must_use = "the fault is disarmed when this is dropped"]
+#[derive(Debug)]
 pub struct Armed(());
 
 impl Drop for Armed {

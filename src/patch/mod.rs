@@ -399,7 +399,7 @@ pub(crate) fn apply<T: Transactable + ReadDoc>(
 }
 
 /// The JSON value at `path` (a JSON Pointer) in `doc`.
-pub fn lookup<R: ReadDoc>(doc: &R, path: &str) -> Result<Json, PatchError> {
+pub(crate) fn lookup<R: ReadDoc>(doc: &R, path: &str) -> Result<Json, PatchError> {
     let tokens = parse_pointer(path)?;
     let Some((last, parents)) = tokens.split_last() else {
         return Ok(render::document(doc));

@@ -28,7 +28,7 @@ pub struct Presence {
     /// Our clock minus its clock at its latest beat, in seconds (large when it is old, or
     /// when its clock is behind; negative when its clock is ahead).
     pub beat_secs_ago: i64,
-    /// Whether it may be online (see the threshold given to [`Store::presence`]).
+    /// Whether it may be online (see the threshold given to [`Store::presence`](crate::Store::presence)).
     pub online: bool,
     /// How many of this device's changes its latest beat does not include.
     pub unmerged: usize,
@@ -96,7 +96,7 @@ pub(crate) enum Due {
     Stale,
 }
 
-/// A device [`Store::forget`] forgot.
+/// A device [`Store::forget`](crate::Store::forget) forgot.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Forgotten {

@@ -1,33 +1,9 @@
-//! What running watchers share with the store and its clones: whether the folder is quiet
-//! (a write may skip its listing), and the journal of what happened to the document in
-//! memory (each watcher turns it into its events).
-
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+//! The journal of what happened to the document in memory while watchers run (each watcher
+//! turns it into its events); shared by a store and its clones.
 
 use automerge::ChangeHash;
 
 use crate::patch::json::JsonPatch;
-
-/// What running watchers know of the folder, shared by a store's clones: a write may skip
-/// its listing while a watcher with file events has merged every event it was told of
-/// (this device's own op files excepted: the writer knows them).
-#[derive(Debug, Default)]
-pub(crate) struct Watched {
-    /// Watchers running with file events.
-    pub(crate) live: AtomicUsize,
-    /// File events about other devices' files, counted by the event source.
-    pub(crate) events: AtomicU64,
-    /// The count of events the last finished merge had seen before it listed the folder.
-    pub(crate) merged: AtomicU64,
-}
-
-impl Watched {
-    /// True when a watcher with file events runs and has merged every event so far.
-    pub(crate) fn quiet(&self) -> bool {
-        self.live.load(Ordering::SeqCst) > 0
-            && self.events.load(Ordering::SeqCst) == self.merged.load(Ordering::SeqCst)
-    }
-}
 
 /// What happened to the document in memory while watchers run: each merge or write that
 /// extended it, from which heads to which, with its patches when Automerge logged them. A

@@ -8,6 +8,7 @@ mod pack;
 mod presence;
 mod repair;
 mod status;
+mod watch;
 mod write;
 
 use self::status::history_of;
@@ -159,7 +160,7 @@ pub(crate) struct Shared {
     /// What happened to the document in memory while watchers run.
     pub(crate) journal: Mutex<crate::store::journal::Journal>,
     /// What running watchers know of the folder (see [`crate::Store::watch`]).
-    pub(crate) watched: crate::store::journal::Watched,
+    pub(crate) watched: crate::watch::Watched,
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,

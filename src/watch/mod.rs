@@ -12,12 +12,15 @@
 //! Only the store's own folders are watched (the root, `ops/`, each `ops/<actor>/`,
 //! `snapshots/`), not recursively; new actor folders are added as they appear.
 //!
-//! The watcher keeps the document in memory, shared with the [`Store`] it came from and its
+//! The watcher keeps the document in memory, shared with the [`Store`](crate::Store) it came from and its
 //! clones: a new file costs its apply, not a document load, and a write through any clone is
 //! reported too (marked `local`). It publishes this device's heartbeat at most once a minute
 //! while it runs, so other devices' `compact` sees it.
 
 pub use crate::patch::json::JsonPatch;
+
+mod live;
+pub(crate) use live::{Live, Watched};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -36,10 +39,8 @@ use crate::folder::scan;
 use crate::folder::OPS_DIR;
 use crate::format::pack::PACKS_DIR;
 use crate::format::snapshot::SNAPSHOTS_DIR;
-use crate::presence::Due;
 use crate::render;
 use crate::report::MergeReport;
-use crate::store::Store;
 
 /// How a watcher watches.
 #[derive(Debug, Clone)]
@@ -169,15 +170,16 @@ pub struct Watcher {
     handle: WatchHandle,
 }
 
-/// A running watcher that calls a function ([`Store::watch_with`]). Dropping it stops the
+/// A running watcher that calls a function ([`Store::watch_with`](crate::Store::watch_with)). Dropping it stops the
 /// watching thread.
+#[derive(Debug)]
 pub struct WatchHandle {
     stop: Stopper,
     thread: Option<JoinHandle<()>>,
 }
 
 /// Stops a watcher from anywhere (a signal handler, another thread); cheap to clone.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Stopper {
     flag: Arc<AtomicBool>,
     wake: Sender<Signal>,
@@ -254,6 +256,7 @@ impl Drop for WatchHandle {
 }
 
 /// What wakes the watching thread.
+#[derive(Debug)]
 enum Signal {
     /// Files changed in a watched folder.
     Files,
@@ -263,77 +266,46 @@ enum Signal {
     Stop,
 }
 
-impl Store {
-    /// Watches the folder: every batch of new files merged is an [`Event`] (heads, the
-    /// changes, JSON Pointer patches, the report when it changed).
-    ///
-    /// File events only trigger a merge; a listing decides what is new, so lost events
-    /// cost latency, never changes: any overflow lists again, a safety listing runs every
-    /// [`WatchOptions::safety_listing`], and without file events (network file systems,
-    /// FUSE mounts) the folder is listed every [`WatchOptions::poll`]. Events are debounced
-    /// and one merge runs at a time. The document stays in memory, shared with this store's
-    /// clones: writes through any of them come back as events marked `local`. While it runs,
-    /// the watcher publishes this device's heartbeat at most once a minute.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use crdtdir::{Options, Store, WatchOptions};
-    /// # let dir = tempfile::tempdir().unwrap();
-    /// # let folder = dir.path().join("todo");
-    /// let laptop = Store::init(&folder, Options::new().state_dir(dir.path().join("l")).device("laptop"),
-    ///                          Some(&serde_json::json!({"items": []})))?;
-    /// let phone = Store::open(&folder, Options::new().state_dir(dir.path().join("p")).device("phone"))?;
-    /// let watcher = laptop.watch(WatchOptions::new())?;
-    /// assert!(watcher.recv_timeout(Duration::from_secs(5)).unwrap().initial);
-    /// // Another device's change arrives (here: written into the same folder).
-    /// phone.apply_patch(&crdtdir::parse_patch(r#"[{"op":"add","path":"/items/-","value":"eggs"}]"#)?)?;
-    /// let event = watcher.recv_timeout(Duration::from_secs(10)).expect("an event");
-    /// assert!(!event.local);
-    /// assert_eq!(event.changes[0].device, "phone");
-    /// assert_eq!(serde_json::to_value(&event.patches[0])?["path"], "/items/0");
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn watch(&self, options: WatchOptions) -> Result<Watcher> {
+impl Watcher {
+    /// A watcher whose events come through a channel.
+    pub(crate) fn start(live: impl Live, options: WatchOptions) -> Result<Watcher> {
         let (tx, rx) = mpsc::channel();
-        let handle = self.watch_with(options, move |e: &Event| tx.send(e.clone()).is_ok())?;
+        let handle = spawn(live, options, move |e: &Event| tx.send(e.clone()).is_ok())?;
         Ok(Watcher { events: rx, handle })
-    }
-
-    /// Watches the folder and calls `on_event` for every [`Event`], on the watching thread;
-    /// the watcher stops when `on_event` returns `false`, when the handle is dropped or
-    /// stopped.
-    pub fn watch_with(
-        &self,
-        options: WatchOptions,
-        on_event: impl FnMut(&Event) -> bool + Send + 'static,
-    ) -> Result<WatchHandle> {
-        self.check_unlocked()?;
-        let (wake, signals) = mpsc::channel();
-        let stop = Stopper {
-            flag: Arc::new(AtomicBool::new(false)),
-            wake: wake.clone(),
-        };
-        // Merge once before returning, so errors (a folder that is gone) come back here.
-        let store = self.clone();
-        store.merged(&scan::scan(&store.inner.root), false);
-        let flag = Arc::clone(&stop.flag);
-        let thread = std::thread::Builder::new()
-            .name("crdtdir-watch".into())
-            .spawn(move || {
-                let mut run = Run::new(store, options, wake, flag);
-                run.go(signals, on_event);
-            })
-            .map_err(crate::error::Error::io(&self.inner.root))?;
-        Ok(WatchHandle {
-            stop,
-            thread: Some(thread),
-        })
     }
 }
 
+/// Starts the watching thread over `live`, calling `on_event` for every event.
+pub(crate) fn spawn(
+    live: impl Live,
+    options: WatchOptions,
+    on_event: impl FnMut(&Event) -> bool + Send + 'static,
+) -> Result<WatchHandle> {
+    let (wake, signals) = mpsc::channel();
+    let stop = Stopper {
+        flag: Arc::new(AtomicBool::new(false)),
+        wake: wake.clone(),
+    };
+    // Merge once before returning, so errors (a folder that is gone) come back here.
+    live.merge_listed(&scan::scan(live.root()));
+    let flag = Arc::clone(&stop.flag);
+    let root = live.root().to_path_buf();
+    let thread = std::thread::Builder::new()
+        .name("crdtdir-watch".into())
+        .spawn(move || {
+            let mut run = Run::new(live, options, wake, flag);
+            run.go(signals, on_event);
+        })
+        .map_err(crate::error::Error::io(&root))?;
+    Ok(WatchHandle {
+        stop,
+        thread: Some(thread),
+    })
+}
+
 /// The watching thread's state.
-struct Run {
-    store: Store,
+struct Run<L: Live> {
+    store: L,
     options: WatchOptions,
     wake: Sender<Signal>,
     stop: Arc<AtomicBool>,
@@ -351,19 +323,9 @@ struct Run {
     last_upkeep: Option<Instant>,
 }
 
-impl Run {
-    fn new(
-        store: Store,
-        options: WatchOptions,
-        wake: Sender<Signal>,
-        stop: Arc<AtomicBool>,
-    ) -> Run {
-        store
-            .inner
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .watcher_started();
+impl<L: Live> Run<L> {
+    fn new(store: L, options: WatchOptions, wake: Sender<Signal>, stop: Arc<AtomicBool>) -> Self {
+        store.watching(true);
         let mut run = Run {
             store,
             options,
@@ -379,7 +341,7 @@ impl Run {
             last_beat: None,
             last_upkeep: None,
         };
-        match remote_file_system(&run.store.inner.root) {
+        match remote_file_system(run.store.root()) {
             Some(fs) if run.options.events => run.notices.push(format!(
                 "the folder is on a {fs} file system, where file events miss other machines' changes: listing the folder every {} ms instead",
                 run.options.poll.as_millis()
@@ -411,18 +373,18 @@ impl Run {
                 e.paths.iter().all(|p| own.iter().any(|dir| p.starts_with(dir)))
             });
             if !ours {
-                store.inner.watched.events.fetch_add(1, Ordering::SeqCst);
+                store.watched().events.fetch_add(1, Ordering::SeqCst);
             }
             let _ = wake.send(signal);
         });
         match made {
             Ok(mut w) => {
-                let root = self.store.inner.root.clone();
+                let root = self.store.root().to_path_buf();
                 match w.watch(&root, notify::RecursiveMode::NonRecursive) {
                     Ok(()) => {
                         self.watched.insert(root);
                         self.source = Some(w);
-                        self.store.inner.watched.live.fetch_add(1, Ordering::SeqCst);
+                        self.store.watched().live.fetch_add(1, Ordering::SeqCst);
                     }
                     Err(e) => self.no_events(&e),
                 }
@@ -438,7 +400,7 @@ impl Run {
 
     fn drop_source(&mut self) {
         if self.source.take().is_some() {
-            self.store.inner.watched.live.fetch_sub(1, Ordering::SeqCst);
+            self.store.watched().live.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -449,7 +411,7 @@ impl Run {
         let Some(source) = self.source.as_mut() else {
             return;
         };
-        let root = &self.store.inner.root;
+        let root = self.store.root();
         let mut wanted: Vec<PathBuf> = vec![
             root.join(OPS_DIR),
             root.join(PACKS_DIR),
@@ -503,7 +465,7 @@ impl Run {
                 Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Ok(signal) => {
                     let rescan = matches!(signal, Signal::Rescan) | self.settle(&signals);
-                    rescan || !self.store.inner.watched.quiet()
+                    rescan || !self.store.watched().quiet()
                 }
                 Err(RecvTimeoutError::Timeout) => true,
             };
@@ -548,14 +510,7 @@ impl Run {
     /// The event for what this device's own writes (through any clone of the store) did to
     /// the document in memory; a full merge when there is no document in memory.
     fn own_writes(&mut self) -> Option<Event> {
-        let state = self
-            .store
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match (state, self.report.clone()) {
+        match (self.store.in_memory(), self.report.clone()) {
             (Some(state), Some(report)) => self.event(&state, report, false),
             _ => self.merge(false),
         }
@@ -564,23 +519,17 @@ impl Run {
     /// Lists and merges; the event, if anything changed (always for the first).
     fn merge(&mut self, initial: bool) -> Option<Event> {
         let store = self.store.clone();
-        let seen = store.inner.watched.events.load(Ordering::SeqCst);
+        let seen = store.watched().events.load(Ordering::SeqCst);
         let own = store.own_actors();
         *self.own.write().unwrap_or_else(|p| p.into_inner()) = own
             .iter()
-            .flat_map(|a| [OPS_DIR, PACKS_DIR].map(|top| store.inner.root.join(top).join(a)))
+            .flat_map(|a| [OPS_DIR, PACKS_DIR].map(|top| store.root().join(top).join(a)))
             .collect();
         self.add_watches();
-        let scan = scan::scan(&store.inner.root);
+        let scan = scan::scan(store.root());
         self.last_listing = Instant::now();
-        let (state, report, _) = {
-            // One at a time with writes: a write waits for this merge instead of finding
-            // the document checked out.
-            let _gate = store.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
-            store.merged(&scan, false)
-        };
-        store.inner.watched.merged.store(seen, Ordering::SeqCst);
-        let report = store.with_marker_problem(report);
+        let (state, report) = store.merge_listed(&scan);
+        store.watched().merged.store(seen, Ordering::SeqCst);
         self.event(&state, report, initial)
     }
 
@@ -627,13 +576,7 @@ impl Run {
                     }
                 })
                 .collect();
-            let logged = self
-                .store
-                .inner
-                .journal
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .chain(&from, &heads);
+            let logged = self.store.logged(&from, &heads);
             let patches =
                 logged.unwrap_or_else(|| crate::patch::json::between(&state.doc, &from, &heads));
             (changes, patches)
@@ -664,7 +607,7 @@ impl Run {
             return;
         }
         self.last_beat = Some(Instant::now());
-        let published = self.store.beat_when(Due::Stale).unwrap_or_else(|e| {
+        let published = self.store.beat_if_stale().unwrap_or_else(|e| {
             tracing::warn!(error = %e, "the watcher's heartbeat failed (tried again in a minute)");
             false
         });
@@ -677,7 +620,7 @@ impl Run {
         if upkeep {
             self.last_upkeep = Some(Instant::now());
             // Packing is retried at the next upkeep; nothing is deleted before a pack reads back.
-            if let Err(e) = self.store.maintain_packs(true) {
+            if let Err(e) = self.store.upkeep_packs() {
                 tracing::warn!(error = %e, "watcher upkeep: packing failed (retried at the next upkeep)");
             }
             // What the folder lost and this device holds goes back without a `repair`; a
@@ -689,15 +632,10 @@ impl Run {
     }
 }
 
-impl Drop for Run {
+impl<L: Live> Drop for Run<L> {
     fn drop(&mut self) {
         self.drop_source();
-        self.store
-            .inner
-            .journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .watcher_stopped();
+        self.store.watching(false);
     }
 }
 

@@ -1,0 +1,122 @@
+//! A store watched: [`Store::watch`] starts a watcher (`crate::watch`) over the store, which
+//! provides what the watcher needs ([`Live`]).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use automerge::ChangeHash;
+
+use crate::error::Result;
+use crate::folder::scan::Scan;
+use crate::merged::MergedState;
+use crate::patch::json::JsonPatch;
+use crate::presence::Due;
+use crate::report::MergeReport;
+use crate::store::Store;
+use crate::watch::{Event, Live, WatchHandle, WatchOptions, Watched, Watcher};
+
+impl Store {
+    /// Watches the folder: every batch of new files merged is an [`Event`] (heads, the
+    /// changes, JSON Pointer patches, the report when it changed).
+    ///
+    /// File events only trigger a merge; a listing decides what is new, so lost events
+    /// cost latency, never changes: any overflow lists again, a safety listing runs every
+    /// [`WatchOptions::safety_listing`], and without file events (network file systems,
+    /// FUSE mounts) the folder is listed every [`WatchOptions::poll`]. Events are debounced
+    /// and one merge runs at a time. The document stays in memory, shared with this store's
+    /// clones: writes through any of them come back as events marked `local`. While it runs,
+    /// the watcher publishes this device's heartbeat at most once a minute.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crdtdir::{Options, Store, WatchOptions};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let folder = dir.path().join("todo");
+    /// let laptop = Store::init(&folder, Options::new().state_dir(dir.path().join("l")).device("laptop"),
+    ///                          Some(&serde_json::json!({"items": []})))?;
+    /// let phone = Store::open(&folder, Options::new().state_dir(dir.path().join("p")).device("phone"))?;
+    /// let watcher = laptop.watch(WatchOptions::new())?;
+    /// assert!(watcher.recv_timeout(Duration::from_secs(5)).unwrap().initial);
+    /// // Another device's change arrives (here: written into the same folder).
+    /// phone.apply_patch(&crdtdir::parse_patch(r#"[{"op":"add","path":"/items/-","value":"eggs"}]"#)?)?;
+    /// let event = watcher.recv_timeout(Duration::from_secs(10)).expect("an event");
+    /// assert!(!event.local);
+    /// assert_eq!(event.changes[0].device, "phone");
+    /// assert_eq!(serde_json::to_value(&event.patches[0])?["path"], "/items/0");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch(&self, options: WatchOptions) -> Result<Watcher> {
+        self.check_unlocked()?;
+        Watcher::start(self.clone(), options)
+    }
+
+    /// Watches the folder and calls `on_event` for every [`Event`], on the watching thread;
+    /// the watcher stops when `on_event` returns `false`, when the handle is dropped or
+    /// stopped.
+    pub fn watch_with(
+        &self,
+        options: WatchOptions,
+        on_event: impl FnMut(&Event) -> bool + Send + 'static,
+    ) -> Result<WatchHandle> {
+        self.check_unlocked()?;
+        crate::watch::spawn(self.clone(), options, on_event)
+    }
+}
+
+impl Live for Store {
+    fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    fn watched(&self) -> &Watched {
+        &self.inner.watched
+    }
+
+    fn own_actors(&self) -> HashSet<String> {
+        Store::own_actors(self)
+    }
+
+    fn watching(&self, started: bool) {
+        let mut journal = self.journal();
+        if started {
+            journal.watcher_started();
+        } else {
+            journal.watcher_stopped();
+        }
+    }
+
+    fn logged(&self, from: &[ChangeHash], to: &[ChangeHash]) -> Option<Vec<JsonPatch>> {
+        self.journal().chain(from, to)
+    }
+
+    fn in_memory(&self) -> Option<Arc<MergedState>> {
+        self.inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn merge_listed(&self, scan: &Scan) -> (Arc<MergedState>, MergeReport) {
+        let (state, report, _) = {
+            // One at a time with writes: a write waits for this merge instead of finding
+            // the document checked out.
+            let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+            self.merged(scan, false)
+        };
+        (state, self.with_marker_problem(report))
+    }
+
+    fn beat_if_stale(&self) -> Result<bool> {
+        self.beat_when(Due::Stale)
+    }
+
+    fn upkeep_packs(&self) -> Result<()> {
+        self.maintain_packs(true).map(drop)
+    }
+
+    fn write_back_lost(&self) -> Result<()> {
+        Store::write_back_lost(self).map(drop)
+    }
+}

@@ -1,0 +1,64 @@
+//! What a watcher needs of what it watches: the folder, this device's actors, the document
+//! in memory and its journal, a merge of a listing, and the device's upkeep. [`Store`]
+//! provides it (in `store/`), so the watcher does not reach into the store.
+//!
+//! [`Store`]: crate::Store
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use automerge::ChangeHash;
+
+use crate::error::Result;
+use crate::folder::scan::Scan;
+use crate::merged::MergedState;
+use crate::patch::json::JsonPatch;
+use crate::report::MergeReport;
+
+/// What a watcher watches.
+pub(crate) trait Live: Clone + Send + 'static {
+    /// The synced folder.
+    fn root(&self) -> &Path;
+    /// The counters that running watchers share with writers.
+    fn watched(&self) -> &Watched;
+    /// This device's actors, hex (events in their folders are its own writes).
+    fn own_actors(&self) -> HashSet<String>;
+    /// A watcher starts (`true`) or stops: the journal records while one runs.
+    fn watching(&self, started: bool);
+    /// The patches from `from` to `to` when the journal chains them.
+    fn logged(&self, from: &[ChangeHash], to: &[ChangeHash]) -> Option<Vec<JsonPatch>>;
+    /// The document in memory, if any.
+    fn in_memory(&self) -> Option<Arc<MergedState>>;
+    /// Merges what `scan` lists (one at a time with writes); the report as a read gives it.
+    fn merge_listed(&self, scan: &Scan) -> (Arc<MergedState>, MergeReport);
+    /// Publishes this device's heartbeat if it is stale; true when one was published.
+    fn beat_if_stale(&self) -> Result<bool>;
+    /// Packing upkeep: packs loose files, deletes what other devices acknowledged, restores
+    /// a lost pack.
+    fn upkeep_packs(&self) -> Result<()>;
+    /// Writes back what the folder lost and this device holds.
+    fn write_back_lost(&self) -> Result<()>;
+}
+
+/// What running watchers know of the folder, shared by a store's clones: a write may skip
+/// its listing while a watcher with file events has merged every event it was told of
+/// (this device's own op files excepted: the writer knows them).
+#[derive(Debug, Default)]
+pub(crate) struct Watched {
+    /// Watchers running with file events.
+    pub(crate) live: AtomicUsize,
+    /// File events about other devices' files, counted by the event source.
+    pub(crate) events: AtomicU64,
+    /// The count of events the last finished merge had seen before it listed the folder.
+    pub(crate) merged: AtomicU64,
+}
+
+impl Watched {
+    /// True when a watcher with file events runs and has merged every event so far.
+    pub(crate) fn quiet(&self) -> bool {
+        self.live.load(Ordering::SeqCst) > 0
+            && self.events.load(Ordering::SeqCst) == self.merged.load(Ordering::SeqCst)
+    }
+}
