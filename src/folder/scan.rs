@@ -354,46 +354,8 @@ fn scan_packs(store: &Path, out: &mut Scan) {
     // Each pack entry with the number of entries of its pack: the biggest pack first.
     let mut packed: Vec<(OpEntry, usize)> = Vec::new();
     for actor in actors {
-        let dir_rel = format!("{PACKS_DIR}/{actor}");
-        let Some(files) = read_dir_or_report(&store.join(&dir_rel), &dir_rel, out) else {
-            continue;
-        };
-        let mut found = Vec::new();
-        for file in files.flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            let rel = format!("{dir_rel}/{name}");
-            let is_file = file.file_type().is_ok_and(|t| t.is_file());
-            match pack::parse_name(&name) {
-                Some((first, last, _)) if is_file => found.push((rel, first, last)),
-                Some(_) => out.problems.push(Problem::new(
-                    ProblemKind::NotAFile,
-                    rel,
-                    "not a regular file",
-                )),
-                None => out.problems.push(quirks::problem(rel, &name)),
-            }
-        }
-        found.sort_unstable();
-        for (rel, first, last) in found {
-            let index = match read_pack_header(&store.join(&rel)) {
-                Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string())),
-                Err(e) => Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
-            };
-            let index = index.and_then(|index| {
-                let rows = &index.rows;
-                if index.actor != actor
-                    || rows.first().map(|r| r.seq) != Some(first)
-                    || rows.last().map(|r| r.seq) != Some(last)
-                {
-                    Err((
-                        ProblemKind::Damaged,
-                        "pack does not hold the actor and seqs its name says".to_string(),
-                    ))
-                } else {
-                    Ok(index)
-                }
-            });
-            let index = match index {
+        for (rel, first, last) in actor_packs(store, &actor, out) {
+            let index = match pack_index(store, &rel, &actor, first, last) {
                 Ok(index) => index,
                 Err((kind, reason)) => {
                     out.problems.push(Problem::new(kind, rel, reason));
@@ -426,10 +388,65 @@ fn scan_packs(store: &Path, out: &mut Scan) {
             });
         }
     }
-    if packed.is_empty() {
-        return;
+    if !packed.is_empty() {
+        interleave(out, packed);
     }
-    // Merge the two sorted lists; one path, one entry, with every pack that holds it.
+}
+
+/// The packs of `actor` by (path, first seq, last seq), in path order; anything else in
+/// its folder is reported.
+fn actor_packs(store: &Path, actor: &str, out: &mut Scan) -> Vec<(String, u64, u64)> {
+    let dir_rel = format!("{PACKS_DIR}/{actor}");
+    let Some(files) = read_dir_or_report(&store.join(&dir_rel), &dir_rel, out) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for file in files.flatten() {
+        let name = file.file_name().to_string_lossy().into_owned();
+        let rel = format!("{dir_rel}/{name}");
+        let is_file = file.file_type().is_ok_and(|t| t.is_file());
+        match pack::parse_name(&name) {
+            Some((first, last, _)) if is_file => found.push((rel, first, last)),
+            Some(_) => out.problems.push(Problem::new(
+                ProblemKind::NotAFile,
+                rel,
+                "not a regular file",
+            )),
+            None => out.problems.push(quirks::problem(rel, &name)),
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+/// The index of the pack at `rel`, when it reads and holds the actor and seqs its name says.
+fn pack_index(
+    store: &Path,
+    rel: &str,
+    actor: &str,
+    first: u64,
+    last: u64,
+) -> Result<pack::Index, (ProblemKind, String)> {
+    let index = match read_pack_header(&store.join(rel)) {
+        Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string()))?,
+        Err(e) => return Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
+    };
+    let rows = &index.rows;
+    if index.actor != actor
+        || rows.first().map(|r| r.seq) != Some(first)
+        || rows.last().map(|r| r.seq) != Some(last)
+    {
+        return Err((
+            ProblemKind::Damaged,
+            "pack does not hold the actor and seqs its name says".to_string(),
+        ));
+    }
+    Ok(index)
+}
+
+/// Merges the pack entries (`packed`, each with its pack's entry count) into the sorted
+/// loose op files of `out`: one path, one entry, with every pack that holds it.
+fn interleave(out: &mut Scan, mut packed: Vec<(OpEntry, usize)>) {
     packed.sort_by(|(a, an), (b, bn)| a.rel.cmp(&b.rel).then(bn.cmp(an)));
     let loose = std::mem::take(&mut out.ops);
     let mut merged: Vec<OpEntry> = Vec::with_capacity(loose.len() + packed.len());

@@ -151,9 +151,9 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
     Ok(db.serialize(MAIN_DB)?.to_vec())
 }
 
-/// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
-/// version, contents. `Err` says why it is skipped.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+/// The snapshot database in `bytes`, opened in memory once its length matches its header
+/// and it passes SQLite's integrity check.
+fn open_checked(bytes: &[u8]) -> Result<Connection, DecodeError> {
     // SQLite reads a short image without complaint when the missing pages look unused: the
     // header says how long the database is, so a cut one is caught here.
     if bytes.len() < 100 || !bytes.starts_with(b"SQLite format 3\0") {
@@ -180,6 +180,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
     if check != "ok" {
         return Err(format!("snapshot fails its integrity check: {check}").into());
     }
+    Ok(db)
+}
+
+/// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
+/// version, contents. `Err` says why it is skipped.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+    let db = open_checked(bytes)?;
+    let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
     let meta = |key: &str| -> Result<String, String> {
         db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .map_err(|e| format!("snapshot has no {key}: {e}"))

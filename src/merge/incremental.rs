@@ -9,65 +9,48 @@ use automerge::{ActorId, ReadDoc};
 use crate::merged::MergedState;
 
 use super::report::waiting_for;
-use super::{finish, into_state, load_all, merge_loaded, pending, scan_report, seq_taken, Base};
+use super::report::{finish, scan_report};
+use super::{into_state, load_all, merge_loaded, pending, seq_taken, Base};
 use crate::folder::scan::{OpEntry, Scan};
 use crate::report::{MergeReport, Problem, ProblemKind};
 
-/// Merges only what is new since `cached`. `Err` when that might not give the answer a
-/// merge from nothing would give — files gone, a fork forming, Automerge refusing a change —
-/// and the caller must merge from nothing; the error gives `cached` back when it was not
-/// touched yet (the caller carries it into that merge: the view never goes back). The flag
-/// says whether anything changed.
+/// What an incremental merge came to.
+pub(crate) enum Incremental {
+    /// Merged what was new (`changed`: anything at all).
+    Merged {
+        state: Box<MergedState>,
+        report: MergeReport,
+        changed: bool,
+    },
+    /// Only a merge of everything gives the right answer; here is the cached state, not
+    /// touched (the caller carries it into that merge: the view never goes back), and why.
+    StartOver(Box<MergedState>, &'static str),
+    /// The same, once the cached state was taken apart: merge from the cache files.
+    StartOverFromCacheFiles(&'static str),
+}
+
+/// Merges only what is new since `cached`, unless that might not give the answer a merge
+/// from nothing would give — files gone, a fork forming, Automerge refusing a change.
 pub(crate) fn merge_incremental(
     store: &Source<'_>,
     scan: &Scan,
     cached: MergedState,
-) -> Result<(MergedState, MergeReport, bool), Option<Box<MergedState>>> {
-    let known: HashSet<&str> = cached
-        .files
-        .iter()
-        .map(String::as_str)
-        .chain(cached.covered.iter().map(String::as_str))
-        .chain(cached.quarantined.iter().map(|q| q.path.as_str()))
-        .chain(cached.waiting.iter().map(|p| p.path.as_str()))
-        .collect();
-    // Snapshots or compaction records came, went or changed in place: decide from
-    // everything.
-    if scan.snapshot_fingerprints(store) != cached.snapshots {
-        drop(known);
-        return Err(Some(Box::new(cached)));
-    }
+) -> Incremental {
     let present: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
-    // Op files this view merged left the folder without a snapshot that folds them (a
-    // rollback, a lost snapshot, a sync tool): count from everything what the folder lost.
-    let gone = cached
-        .files
-        .iter()
-        .any(|f| f.starts_with(crate::folder::OPS_DIR) && !present.contains(f.as_str()));
-    if gone {
-        drop((known, present));
-        return Err(Some(Box::new(cached)));
-    }
-    // Two names for one (actor, seq), one of them new: a fork may be forming.
-    let forming = scan.ops.windows(2).any(|w| {
-        w[0].actor() == w[1].actor()
-            && w[0].seq == w[1].seq
-            && !(known.contains(w[0].rel.as_str()) && known.contains(w[1].rel.as_str()))
-    });
-    if forming {
-        drop((known, present));
-        return Err(Some(Box::new(cached)));
-    }
-    let new: Vec<OpEntry> = scan
-        .ops
-        .iter()
-        .filter(|o| !known.contains(o.rel.as_str()))
-        .cloned()
-        .collect();
-    // The folder had lost changes this view holds: new files may bring them back.
-    if cached.unprovided > 0 && !new.is_empty() {
-        drop((known, present));
-        return Err(Some(Box::new(cached)));
+    let (new, why) = {
+        let known = known_files(&cached);
+        let new: Vec<OpEntry> = scan
+            .ops
+            .iter()
+            .filter(|o| !known.contains(o.rel.as_str()))
+            .cloned()
+            .collect();
+        let why = start_over(store, scan, &cached, &known, &present, !new.is_empty());
+        (new, why)
+    };
+    if let Some(why) = why {
+        drop(present);
+        return Incremental::StartOver(Box::new(cached), why);
     }
     let carried_quarantine: Vec<Problem> = cached
         .quarantined
@@ -75,7 +58,6 @@ pub(crate) fn merge_incremental(
         .filter(|q| present.contains(q.path.as_str()))
         .map(|q| Problem::new(ProblemKind::Refused, q.path.clone(), q.reason.clone()))
         .collect();
-    drop(known);
     drop(present);
     let (loaded, problems) = load_all(store, &new);
     let mut report = scan_report(scan, problems);
@@ -97,10 +79,76 @@ pub(crate) fn merge_incremental(
             .collect();
         let changed = !new.is_empty();
         let report = finish(report, store, scan, &cached);
-        return Ok((cached, report, changed));
+        return Incremental::Merged {
+            state: Box::new(cached),
+            report,
+            changed,
+        };
     }
+    extend(store, scan, cached, loaded, report)
+}
+
+/// Every file `cached` merged: applied, folded by a snapshot, refused or waiting.
+fn known_files(cached: &MergedState) -> HashSet<&str> {
+    cached
+        .files
+        .iter()
+        .map(String::as_str)
+        .chain(cached.covered.iter().map(String::as_str))
+        .chain(cached.quarantined.iter().map(|q| q.path.as_str()))
+        .chain(cached.waiting.iter().map(|p| p.path.as_str()))
+        .collect()
+}
+
+/// Why only a merge of everything gives the right answer for this listing, if it does
+/// (`known`: the files `cached` merged; `present`: the op files listed; `anything_new`:
+/// some op file is not known).
+fn start_over(
+    store: &Source<'_>,
+    scan: &Scan,
+    cached: &MergedState,
+    known: &HashSet<&str>,
+    present: &HashSet<&str>,
+    anything_new: bool,
+) -> Option<&'static str> {
+    if scan.snapshot_fingerprints(store) != cached.snapshots {
+        return Some("snapshots or compaction records came, went or changed in place");
+    }
+    // Counted from everything: what the folder lost (a rollback, a lost snapshot, a sync tool).
+    let gone = cached
+        .files
+        .iter()
+        .any(|f| f.starts_with(crate::folder::OPS_DIR) && !present.contains(f.as_str()));
+    if gone {
+        return Some("op files this view merged left the folder without a snapshot folding them");
+    }
+    let forming = scan.ops.windows(2).any(|w| {
+        w[0].actor() == w[1].actor()
+            && w[0].seq == w[1].seq
+            && !(known.contains(w[0].rel.as_str()) && known.contains(w[1].rel.as_str()))
+    });
+    if forming {
+        return Some("two names for one (actor, seq), one of them new: a fork may be forming");
+    }
+    if cached.unprovided > 0 && anything_new {
+        return Some(
+            "the folder had lost changes this view holds, and new files may bring them back",
+        );
+    }
+    None
+}
+
+/// Applies the new changes `loaded` onto the cached document, unless they meet a rebase
+/// (a published rebase, a change built on a rebased one) or Automerge refuses one.
+fn extend(
+    store: &Source<'_>,
+    scan: &Scan,
+    cached: MergedState,
+    mut loaded: Vec<super::Loaded>,
+    report: MergeReport,
+) -> Incremental {
     let MergedState {
-        doc,
+        mut doc,
         files,
         covered,
         devices,
@@ -111,11 +159,9 @@ pub(crate) fn merge_incremental(
         snapshots,
         unprovided,
     } = cached;
-    let mut loaded = loaded;
     loaded.extend(pending(&waiting));
     // A published rebase, or an original whose published rebase the document holds, must
     // meet the other in the rebase: that takes every change.
-    let mut doc = doc;
     let first_changes: HashSet<&ActorId> = loaded
         .iter()
         .filter(|l| l.change().seq() == 1 && !doc.get_missing_deps(&[l.hash]).is_empty())
@@ -133,7 +179,7 @@ pub(crate) fn merge_incremental(
         .map(|l| (crate::merge::rebase::rebased_actor(&l.hash), 1))
         .collect();
     if publishes || seq_taken(&mut doc, &rebased_actors) {
-        return Err(None);
+        return Incremental::StartOverFromCacheFiles("a published rebase meets its original");
     }
     // A change built on a rebased one must be rebased too: that takes every change.
     if !rebased.is_empty() {
@@ -144,12 +190,16 @@ pub(crate) fn merge_incremental(
                 .iter()
                 .any(|d| from.contains(&d.to_string()))
         }) {
-            return Err(None);
+            return Incremental::StartOverFromCacheFiles("a new change builds on a rebased one");
         }
     }
-    let merged = merge_loaded(Base::Cached(Box::new(doc)), loaded, report).ok_or(None)?;
+    let Some(merged) = merge_loaded(Base::Cached(Box::new(doc)), loaded, report) else {
+        return Incremental::StartOverFromCacheFiles(
+            "the cached document cannot take the new changes",
+        );
+    };
     if !merged.quarantined.is_empty() || merged.report.forks.len() != forks.len() {
-        return Err(None);
+        return Incremental::StartOverFromCacheFiles("a new change was refused or forms a fork");
     }
     let (mut state, mut report) = into_state(merged, files, devices);
     state.quarantined = quarantined;
@@ -160,5 +210,9 @@ pub(crate) fn merge_incremental(
     state.covered = covered;
     state.unprovided = unprovided;
     let report = finish(report, store, scan, &state);
-    Ok((state, report, true))
+    Incremental::Merged {
+        state: Box::new(state),
+        report,
+        changed: true,
+    }
 }

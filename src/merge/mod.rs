@@ -15,6 +15,7 @@
 //! The outcome depends only on the set of files, never on the order they arrived in.
 
 mod apply;
+mod cold;
 mod incremental;
 mod load;
 mod plan;
@@ -25,24 +26,23 @@ mod snapshots;
 mod stream;
 
 use self::apply::{apply_chunk, apply_once, seq_taken};
-pub(crate) use self::incremental::merge_incremental;
+pub(crate) use self::cold::merge_cold;
+pub(crate) use self::incremental::{merge_incremental, Incremental};
 use self::load::pending;
 pub(crate) use self::load::{load_all, Loaded};
 use self::plan::dedup;
-use self::report::{finish, scan_report, unprovided};
+
 pub(crate) use self::snapshots::load_snapshots;
 use self::snapshots::Snapshots;
-use self::stream::{merge_streaming, STREAM_CHUNK};
 pub(crate) use crate::folder::Source;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::{ActorId, Automerge, ChangeHash, ReadDoc};
 
-use crate::merged::{MergedState, Pending, Quarantined};
+use crate::merged::{MergedState, Pending};
 
-use crate::folder::scan::{OpEntry, Scan};
+use crate::folder::scan::Scan;
 use crate::report::{MergeReport, Problem, ProblemKind};
 use serde_bytes::ByteBuf;
 
@@ -71,167 +71,6 @@ pub(crate) enum Base {
     /// The cached document, taken by value (no copy): if Automerge refuses anything, the
     /// merge gives up (`None`) and the caller merges from nothing instead.
     Cached(Box<Automerge>),
-}
-
-/// Merges everything in the folder from nothing. `carry` is a cached state whose changes
-/// stay in the result even when their files are gone (the view never goes back).
-pub(crate) fn merge_cold(
-    store: &Source<'_>,
-    store_id: &str,
-    scan: &Scan,
-    carry: Option<MergedState>,
-) -> (MergedState, MergeReport) {
-    let snaps = load_snapshots(store, store_id, scan);
-    // Op files a valid snapshot folds in are its to give: not read again.
-    let covered: HashSet<&str> = snaps
-        .valid
-        .iter()
-        .flat_map(|s| s.snapshot.folded_ops.iter().map(|(p, _)| p.as_str()))
-        .collect();
-    let ops: Vec<OpEntry> = scan
-        .ops
-        .iter()
-        .filter(|o| !covered.contains(o.rel.as_str()))
-        .cloned()
-        .collect();
-    let uncovered = Scan {
-        ops,
-        ..Scan::default()
-    };
-    // What the scan, the snapshots and the loading (`load`) found.
-    let report = |load: Vec<Problem>| {
-        scan_report(
-            scan,
-            load.into_iter()
-                .chain(snaps.problems.iter().cloned())
-                .collect(),
-        )
-    };
-    // Everything in memory, forks resolved, refused changes found by bisection: for forks,
-    // changes known only from the cache or a snapshot, and anything the quick ways refuse.
-    let careful = || {
-        tracing::debug!(
-            "cold merge: careful (every change in memory, forks resolved, refusals bisected)"
-        );
-        let (mut loaded, problems) = load_all(store, &uncovered.ops);
-        let mut have: HashSet<ChangeHash> = loaded.iter().map(|l| l.hash).collect();
-        let mut devices = snapshot_devices(&snaps);
-        if let Some(c) = &carry {
-            devices.extend(c.devices.iter().map(|(a, n)| (a.clone(), n.clone())));
-        }
-        let mut extra = |doc: &Automerge, rel: &str| {
-            for change in doc.get_changes(&[]) {
-                if have.insert(change.hash()) {
-                    let actor = change.actor_id().to_hex_string();
-                    let device = devices.get(&actor).cloned().unwrap_or_default();
-                    loaded.push(Loaded::new(rel.to_string(), device, change));
-                }
-            }
-        };
-        for s in &snaps.valid {
-            extra(&s.doc, &s.rel);
-        }
-        if let Some(c) = &carry {
-            extra(&c.doc, "");
-            loaded.extend(pending(&c.waiting));
-        }
-        merge_loaded(Base::Careful, loaded, report(problems))
-            .expect("a careful merge always completes")
-    };
-    let merged = if snaps.valid.is_empty() && carry.is_none() {
-        // The usual case streams.
-        let streamed = if has_fork_names(scan) {
-            tracing::debug!("cold merge: two op files name one (actor, seq), not streamed");
-            None
-        } else {
-            tracing::debug!(ops = scan.ops.len(), "cold merge: streaming");
-            let streamed = merge_streaming(store, scan, STREAM_CHUNK);
-            if streamed.is_none() {
-                tracing::debug!("the streaming merge gave up (a fork or a refused change)");
-            }
-            streamed
-        };
-        streamed.map(|mut m| {
-            // The stream reported what the scan and the loading found; the snapshots add theirs.
-            m.report.problems.extend(snaps.problems.iter().cloned());
-            m.report.problems.sort_by(|a, b| a.path.cmp(&b.path));
-            m
-        })
-    } else {
-        // Snapshots (and what the cache knows) as the base, the op files they do not cover
-        // on top, in one batch.
-        // One snapshot is the base as it is; others (and the cache) merge into it.
-        let (mut base, rest) = match (&carry, snaps.valid.split_first()) {
-            (None, Some((first, rest))) => (first.doc.clone(), rest),
-            (Some(c), _) => (c.doc.clone(), &snaps.valid[..]),
-            (None, None) => (new_doc(), &snaps.valid[..]),
-        };
-        let merged_bases = rest.iter().all(|s| {
-            let mut other = s.doc.clone();
-            catch_unwind(AssertUnwindSafe(|| base.merge(&mut other).is_ok())).unwrap_or(false)
-        });
-        tracing::debug!(
-            snapshots = snaps.valid.len(),
-            carried = carry.is_some(),
-            "cold merge: snapshots and carried state as the base, op files on top"
-        );
-        if merged_bases && !has_fork_names(scan) {
-            let (mut loaded, problems) = load_all(store, &uncovered.ops);
-            if let Some(c) = &carry {
-                loaded.extend(pending(&c.waiting));
-            }
-            // Anything left waiting may wait for a change that only a rebase provides.
-            merge_loaded(Base::Cached(Box::new(base)), loaded, report(problems)).filter(|m| {
-                m.report.forks.is_empty() && m.quarantined.is_empty() && m.waiting.is_empty()
-            })
-        } else {
-            None
-        }
-    };
-    let merged = merged.unwrap_or_else(careful);
-    let quarantined = merged
-        .quarantined
-        .iter()
-        .map(|(&i, reason)| Quarantined {
-            path: merged.items[i].rel.clone(),
-            hash: merged.items[i].hash.to_string(),
-            reason: reason.clone(),
-        })
-        .collect();
-    let unprovided = carry.as_ref().map_or(0, |c| {
-        unprovided(&c.doc, &snaps, &merged.items, &merged.report.rebased, scan)
-    });
-    let (carried_devices, carried_rebased) =
-        carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
-    // Names of folded changes come from the snapshots; what this device knew, and the op
-    // files applied now, name actors over them.
-    let mut devices = snapshot_devices(&snaps);
-    devices.extend(carried_devices);
-    let files: Vec<String> = snaps.valid.iter().map(|s| s.rel.clone()).collect();
-    let (mut state, report) = into_state(merged, files, devices);
-    // What the snapshots fold in counts as merged: their op files are never read again.
-    state.covered = covered.iter().map(|p| p.to_string()).collect();
-    state.covered.sort_unstable();
-    state.unprovided = unprovided;
-    state.quarantined = quarantined;
-    // Rewrites this device made before stay known even when their originals are gone.
-    for r in carried_rebased {
-        if !state.rebased.iter().any(|k| k.from == r.from) {
-            state.rebased.push(r);
-        }
-    }
-    state.snapshots = scan.snapshot_fingerprints(store);
-    let report = finish(report, store, scan, &state);
-    (state, report)
-}
-
-/// The device names the valid snapshots carry, actor (hex) → name.
-fn snapshot_devices(snaps: &snapshots::Snapshots) -> BTreeMap<String, String> {
-    snaps
-        .valid
-        .iter()
-        .flat_map(|s| s.snapshot.devices.iter().cloned())
-        .collect()
 }
 
 /// The cached state after a merge: `files` and `devices` of what came before, plus what
@@ -300,6 +139,9 @@ fn has_fork_names(scan: &Scan) -> bool {
 
 /// Merges verified changes into `base`. `None` only for a cached base that Automerge
 /// refused to extend.
+///
+/// (Over 80 lines: one pipeline — dedup, rebase forks, plan, apply, report — whose steps
+/// share the items' indices.)
 pub(crate) fn merge_loaded(
     mut base: Base,
     loaded: Vec<Loaded>,
@@ -321,23 +163,7 @@ pub(crate) fn merge_loaded(
     // base derived, a fork whose other side has no file here): one document cannot hold
     // both, and Automerge must never be asked to. Decide from everything.
     if let Base::Cached(doc) = &mut base {
-        let mut first_new: HashMap<&ActorId, u64> = HashMap::new();
-        for l in &items {
-            if doc
-                .get_missing_deps(std::slice::from_ref(&l.hash))
-                .is_empty()
-            {
-                continue;
-            }
-            let seq = l.change().seq();
-            first_new
-                .entry(&l.actor)
-                .and_modify(|s| *s = (*s).min(seq))
-                .or_insert(seq);
-        }
-        let first_new: Vec<(ActorId, u64)> =
-            first_new.into_iter().map(|(a, s)| (a.clone(), s)).collect();
-        if !first_new.is_empty() && seq_taken(doc, &first_new) {
+        if takes_a_held_seq(doc, &items) {
             return None;
         }
     }
@@ -406,8 +232,32 @@ pub(crate) fn merge_loaded(
     })
 }
 
+/// True when a change of `items` the document `doc` lacks has an (actor, seq) `doc` holds
+/// under another hash.
+fn takes_a_held_seq(doc: &mut Automerge, items: &[Loaded]) -> bool {
+    let mut first_new: HashMap<&ActorId, u64> = HashMap::new();
+    for l in items {
+        if doc
+            .get_missing_deps(std::slice::from_ref(&l.hash))
+            .is_empty()
+        {
+            continue;
+        }
+        let seq = l.change().seq();
+        first_new
+            .entry(&l.actor)
+            .and_modify(|s| *s = (*s).min(seq))
+            .or_insert(seq);
+    }
+    let first_new: Vec<(ActorId, u64)> =
+        first_new.into_iter().map(|(a, s)| (a.clone(), s)).collect();
+    !first_new.is_empty() && seq_taken(doc, &first_new)
+}
+
 #[cfg(test)]
 mod tests {
+    use super::report::scan_report;
+    use super::stream::merge_streaming;
     use super::*;
     use crate::{render, Options, PatchOp, Store};
 

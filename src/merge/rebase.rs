@@ -72,37 +72,58 @@ pub(crate) struct Outcome {
 
 /// Finds the forks among `items` (deduplicated by hash) and rewrites every losing change and
 /// every change that depends on one, in place: their `held` change, `hash` and `actor`.
+/// Steps: the forked slots, their resolution ([`resolve`]), the rewrites ([`rewrite_all`]).
 pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
     let mut out = Outcome::default();
-    let index: HashMap<ChangeHash, usize> =
-        items.iter().enumerate().map(|(i, l)| (l.hash, i)).collect();
-
-    // Forked (actor, seq) slots, in order; the lowest hash keeps its place.
-    let mut slots: HashMap<(ActorId, u64), Vec<usize>> = HashMap::new();
-    for (i, l) in items.iter().enumerate() {
-        slots
-            .entry((l.actor.clone(), l.change().seq()))
-            .or_default()
-            .push(i);
-    }
     // Published rebases (see the module documentation): `alias[x]` is the published change
     // that stands for `x`, for an original and for every other published form of it.
     let (alias, published) = published_rebases(items);
-    for slot in slots.values_mut() {
-        slot.retain(|&i| !published[i]);
+    let forked = forked_slots(items, &published);
+    if forked.is_empty() && alias.iter().all(Option::is_none) {
+        return out;
+    }
+    let index: HashMap<ChangeHash, usize> =
+        items.iter().enumerate().map(|(i, l)| (l.hash, i)).collect();
+    let (tainted, forks) = resolve(items, &index, &alias, forked);
+    out.forks = forks;
+    rewrite_all(items, &index, &alias, &tainted, &mut out);
+    out.rebased
+        .sort_by(|a, b| (&a.path, &a.from).cmp(&(&b.path, &b.from)));
+    out
+}
+
+/// The (actor, seq) slots with two or more candidates (published rebases aside), in
+/// (actor hex, seq) order.
+fn forked_slots(items: &[Loaded], published: &[bool]) -> Vec<((String, u64), Vec<usize>)> {
+    let mut slots: HashMap<(ActorId, u64), Vec<usize>> = HashMap::new();
+    for (i, l) in items.iter().enumerate() {
+        if !published[i] {
+            slots
+                .entry((l.actor.clone(), l.change().seq()))
+                .or_default()
+                .push(i);
+        }
     }
     let mut forked: Vec<((String, u64), Vec<usize>)> = slots
         .into_iter()
         .filter(|(_, c)| c.len() > 1)
         .map(|((a, s), c)| ((a.to_hex_string(), s), c))
         .collect();
-    if forked.is_empty() && alias.iter().all(Option::is_none) {
-        return out;
-    }
     forked.sort();
+    forked
+}
 
-    // Resolved in (actor, seq) order: a candidate that already depends on a loser is rebased
-    // with it and takes no part in later slots; everything that depends on a loser follows it.
+/// Resolves the forked slots in (actor, seq) order: the changes to rewrite (`tainted`: the
+/// losers, the changes replaced by a published rebase, and everything that depends on
+/// them), and the forks found.
+fn resolve(
+    items: &[Loaded],
+    index: &HashMap<ChangeHash, usize>,
+    alias: &[Option<usize>],
+    forked: Vec<((String, u64), Vec<usize>)>,
+) -> (Vec<bool>, Vec<Fork>) {
+    // A candidate that already depends on a loser is rebased with it and takes no part in
+    // later slots; everything that depends on a loser follows it.
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
     for (i, l) in items.iter().enumerate() {
         for dep in l.change().deps() {
@@ -129,6 +150,7 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
             taint(i, &mut tainted);
         }
     }
+    let mut forks = Vec::new();
     for ((actor, seq), mut candidates) in forked {
         // A candidate replaced by its published rebase, or built on one, still counts in the
         // fork (it is reported), but ranks after every other: a published rebase says that
@@ -142,7 +164,7 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
         candidates.sort_by(|a, b| {
             (tainted[*a], items[*a].hash.as_ref()).cmp(&(tainted[*b], items[*b].hash.as_ref()))
         });
-        out.forks.push(Fork {
+        forks.push(Fork {
             actor,
             seq,
             kept: items[candidates[0]].hash.to_string(),
@@ -156,7 +178,18 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
             taint(i, &mut lost);
         }
     }
+    (tainted, forks)
+}
 
+/// Rewrites every tainted change, in causal order (a change after every rebased change it
+/// depends on), into `out`: rebased in place, failed, or deferred.
+fn rewrite_all(
+    items: &mut [Loaded],
+    index: &HashMap<ChangeHash, usize>,
+    alias: &[Option<usize>],
+    tainted: &[bool],
+    out: &mut Outcome,
+) {
     // Which change owns an op id: by actor, the counter ranges of the changes present.
     let mut ranges: HashMap<&ActorId, Vec<(u64, u64, usize)>> = HashMap::new();
     for (i, l) in items.iter().enumerate() {
@@ -168,14 +201,12 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
     }
     let ranges: HashMap<ActorId, Vec<(u64, u64, usize)>> =
         ranges.into_iter().map(|(a, r)| (a.clone(), r)).collect();
-
-    // Rewrite in causal order: a change after every rebased change it depends on.
     let mut state: Vec<Rewrite> = vec![Rewrite::Todo; items.len()];
     let order: Vec<usize> = (0..items.len()).filter(|&i| tainted[i]).collect();
     let ctx = Context {
-        index: &index,
-        tainted: &tainted,
-        alias: &alias,
+        index,
+        tainted,
+        alias,
         ranges: &ranges,
     };
     for &i in &order {
@@ -204,9 +235,6 @@ pub(crate) fn rebase_forks(items: &mut [Loaded]) -> Outcome {
             }
         }
     }
-    out.rebased
-        .sort_by(|a, b| (&a.path, &a.from).cmp(&(&b.path, &b.from)));
-    out
 }
 
 /// The published rebases among `items`: changes with seq 1 under the rebased actor of a

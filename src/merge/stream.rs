@@ -8,8 +8,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use automerge::{Change, ChangeHash};
 
+use super::report::scan_report;
 use super::report::waiting_for;
-use super::{load_all, new_doc, scan_report, Loaded, Merged};
+use super::{load_all, new_doc, Loaded, Merged};
 use crate::folder::scan::{OpEntry, Scan};
 use crate::report::Problem;
 
@@ -19,9 +20,9 @@ pub(super) const STREAM_CHUNK: usize = 16384;
 
 /// A merge from nothing that overlaps reading with applying and holds only a step's worth
 /// of changes besides the document. Files are taken in (seq, actor) order, which is close to
-/// causal order; Automerge holds a change whose dependencies come in a later step until
-/// they do. Only for folders without forks in their names. `None` if Automerge refuses a
-/// change: the caller then merges carefully.
+/// causal order; a change whose dependencies come in a later step is held until they do.
+/// Only for folders without forks in their names. `None` if Automerge refuses a change: the
+/// caller then merges carefully.
 pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> Option<Merged> {
     let mut order: Vec<&OpEntry> = scan.ops.iter().collect();
     order.sort_by(|a, b| (a.seq, a.actor()).cmp(&(b.seq, b.actor())));
@@ -37,62 +38,13 @@ pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> O
             }
         });
         let mut doc = new_doc();
-        let mut items: Vec<Loaded> = Vec::with_capacity(order.len());
-        let mut seen: HashMap<ChangeHash, usize> = HashMap::with_capacity(order.len());
+        let mut held = Held::with_capacity(order.len());
         let mut problems = Vec::new();
-        // A change goes to Automerge only once all its dependencies have: until then it is
-        // held here (never in Automerge's own queue, which would leak into every later
-        // question asked of the document), and what is still held at the end waits.
-        let mut applied_set: HashSet<ChangeHash> = HashSet::with_capacity(order.len());
-        let mut blocked_on: HashMap<ChangeHash, Vec<usize>> = HashMap::new();
-        let mut unmet: HashMap<usize, usize> = HashMap::new();
         for (loaded, load_problems) in receiver {
             problems.extend(load_problems);
             let mut changes: Vec<Change> = Vec::with_capacity(loaded.len());
-            for mut l in loaded {
-                match seen.entry(l.hash) {
-                    Entry::Occupied(slot) => {
-                        // The same change twice: keep the lower path, deterministically.
-                        let kept = &mut items[*slot.get()];
-                        if l.rel < kept.rel {
-                            kept.rel = std::mem::take(&mut l.rel);
-                            kept.device = std::mem::take(&mut l.device);
-                        }
-                    }
-                    Entry::Vacant(slot) => {
-                        let i = items.len();
-                        slot.insert(i);
-                        let change = l.held.take().expect("a loaded change");
-                        let missing: Vec<ChangeHash> = change
-                            .deps()
-                            .iter()
-                            .filter(|d| !applied_set.contains(*d))
-                            .copied()
-                            .collect();
-                        let hash = l.hash;
-                        if missing.is_empty() {
-                            changes.push(change);
-                            items.push(l);
-                            let released = release(
-                                hash,
-                                &items,
-                                &mut applied_set,
-                                &mut blocked_on,
-                                &mut unmet,
-                            );
-                            for j in released {
-                                changes.push(items[j].held.take().expect("a held change"));
-                            }
-                        } else {
-                            unmet.insert(i, missing.len());
-                            for d in missing {
-                                blocked_on.entry(d).or_default().push(i);
-                            }
-                            l.held = Some(change);
-                            items.push(l);
-                        }
-                    }
-                }
+            for l in loaded {
+                held.take(l, &mut changes);
             }
             doc = catch_unwind(AssertUnwindSafe(move || {
                 let mut doc = doc;
@@ -101,7 +53,95 @@ pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> O
             .ok()?
             .ok()?;
         }
-        let mut report = scan_report(scan, problems);
+        Some(held.into_merged(doc, scan_report(scan, problems)))
+    })
+}
+
+/// The changes a streaming merge has taken. A change goes to Automerge only once all its
+/// dependencies have: until then it is held here (never in Automerge's own queue, which
+/// would leak into every later question asked of the document), and what is still held at
+/// the end waits.
+struct Held {
+    items: Vec<Loaded>,
+    seen: HashMap<ChangeHash, usize>,
+    applied: HashSet<ChangeHash>,
+    /// A missing dependency → the held changes (indices into `items`) waiting for it.
+    blocked_on: HashMap<ChangeHash, Vec<usize>>,
+    /// A held change → how many of its dependencies are missing.
+    unmet: HashMap<usize, usize>,
+}
+
+impl Held {
+    fn with_capacity(n: usize) -> Held {
+        Held {
+            items: Vec::with_capacity(n),
+            seen: HashMap::with_capacity(n),
+            applied: HashSet::with_capacity(n),
+            blocked_on: HashMap::new(),
+            unmet: HashMap::new(),
+        }
+    }
+
+    /// Takes one loaded change: into `ready` (with the held changes it releases) when its
+    /// dependencies are applied, else held. The same change twice keeps the lower path.
+    fn take(&mut self, mut l: Loaded, ready: &mut Vec<Change>) {
+        match self.seen.entry(l.hash) {
+            Entry::Occupied(slot) => {
+                // The same change twice: keep the lower path, deterministically.
+                let kept = &mut self.items[*slot.get()];
+                if l.rel < kept.rel {
+                    kept.rel = std::mem::take(&mut l.rel);
+                    kept.device = std::mem::take(&mut l.device);
+                }
+            }
+            Entry::Vacant(slot) => {
+                let i = self.items.len();
+                slot.insert(i);
+                let change = l.held.take().expect("a loaded change");
+                let missing: Vec<ChangeHash> = change
+                    .deps()
+                    .iter()
+                    .filter(|d| !self.applied.contains(*d))
+                    .copied()
+                    .collect();
+                let hash = l.hash;
+                if missing.is_empty() {
+                    ready.push(change);
+                    self.items.push(l);
+                    let released = release(
+                        hash,
+                        &self.items,
+                        &mut self.applied,
+                        &mut self.blocked_on,
+                        &mut self.unmet,
+                    );
+                    for j in released {
+                        ready.push(self.items[j].held.take().expect("a held change"));
+                    }
+                } else {
+                    self.unmet.insert(i, missing.len());
+                    for d in missing {
+                        self.blocked_on.entry(d).or_default().push(i);
+                    }
+                    l.held = Some(change);
+                    self.items.push(l);
+                }
+            }
+        }
+    }
+
+    /// The merge: `doc` holds every change taken but those still held, which wait.
+    fn into_merged(
+        self,
+        doc: automerge::Automerge,
+        mut report: crate::report::MergeReport,
+    ) -> Merged {
+        let Held {
+            mut items,
+            applied: applied_set,
+            unmet,
+            ..
+        } = self;
         let mut waiting: Vec<usize> = unmet.keys().copied().collect();
         waiting.sort_unstable();
         let waiting_hashes: HashSet<ChangeHash> = waiting.iter().map(|&i| items[i].hash).collect();
@@ -122,15 +162,15 @@ pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> O
                 applied.push(i);
             }
         }
-        Some(Merged {
+        Merged {
             doc,
             report,
             items,
             applied,
             quarantined: BTreeMap::new(),
             waiting,
-        })
-    })
+        }
+    }
 }
 
 /// Marks a change applied; returns the held changes (indices into `items`) that this

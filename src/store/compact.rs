@@ -191,8 +191,32 @@ impl Store {
         progress(Progress::Snapshot);
         let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps, &state.devices)?;
         // 5. Only now delete what the verified, recorded snapshot folds in.
+        self.delete_folded(&scan, &ops, &snaps, &mut progress)?;
+        let (files_after, bytes_after) = usage(&self.inner.root);
+        Ok(CompactOutcome {
+            snapshot: Some(crate::folder::snapshot_rel(&name)),
+            files_before,
+            files_after,
+            bytes_before,
+            bytes_after,
+            millis: started.elapsed().as_millis(),
+        })
+    }
+
+    /// Compaction's last step: deletes the op files (`ops`), packs and older snapshots
+    /// (`snaps`) the verified, recorded snapshot folds in, releases the outbox entries it
+    /// holds, and makes the deletions durable. A deletion that fails leaves a file the
+    /// snapshot covers (readers skip it; the next compaction deletes it).
+    fn delete_folded(
+        &self,
+        scan: &Scan,
+        ops: &[(String, String)],
+        snaps: &[String],
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<()> {
         let mut first = true;
         for (done, (path, _)) in ops.iter().enumerate() {
+            // A file already gone (another device compacted, a sync tool) is what was wanted.
             let _ = crate::fs::remove(self.inner.root.join(path));
             if std::mem::take(&mut first) {
                 fault::at("deleting").map_err(Error::io(self.inner.root.join(path)))?;
@@ -222,7 +246,7 @@ impl Store {
                 let _ = crate::fs::remove(self.inner.root.join(&p.rel));
             }
         }
-        for old in &snaps {
+        for old in snaps {
             let _ = crate::fs::remove(self.inner.root.join(old));
             if let Some(record) = crate::folder::record_rel(old) {
                 let _ = crate::fs::remove(self.inner.root.join(record));
@@ -240,15 +264,7 @@ impl Store {
             let _ = fs::sync_dir(&self.inner.root.join(crate::folder::OPS_DIR).join(d));
         }
         let _ = fs::sync_dir(&self.inner.root.join(SNAPSHOTS_DIR));
-        let (files_after, bytes_after) = usage(&self.inner.root);
-        Ok(CompactOutcome {
-            snapshot: Some(crate::folder::snapshot_rel(&name)),
-            files_before,
-            files_after,
-            bytes_before,
-            bytes_after,
-            millis: started.elapsed().as_millis(),
-        })
+        Ok(())
     }
 
     /// The snapshot of `doc` as bytes, with its heads, change count and Automerge save.

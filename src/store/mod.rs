@@ -362,43 +362,18 @@ impl Store {
     }
 
     /// Merges through the cache and (with `save`) refreshes it; the JSON when it had to be
-    /// rendered.
+    /// rendered. Steps: nothing to merge when the folder lists as at the last merge in
+    /// memory; else a base (memory, the cache files), a merge from it ([`Store::merge_from`])
+    /// logged for running watchers, and the cache saved ([`Store::finish_merge`]).
     pub(crate) fn merged(
         &self,
         scan: &scan::Scan,
         save: bool,
     ) -> (Arc<MergedState>, MergeReport, Option<String>) {
         let _span = tracing::debug_span!("merge", ops = scan.ops.len()).entered();
-        // The folder lists as it did at the last merge of the state in memory: nothing to
-        // merge. (Not in a compacted store, where other devices' beats can change the
-        // report.)
-        let uncompacted = scan.snapshots.is_empty()
-            && scan.records.is_empty()
-            && !self
-                .inner
-                .root
-                .join(crate::format::marker::FEATURES_DIR)
-                .join(crate::format::snapshot::FEATURE)
-                .exists();
-        let last = self
-            .inner
-            .listed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let mem = self
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let (true, Some((digest, report)), Some(state)) = (uncompacted, last, mem) {
-            if listing(&self.inner.root, scan, &report) == digest {
-                tracing::debug!(
-                    "the folder lists as at the last merge in memory: nothing to merge"
-                );
-                return self.finish_merge(state, report, false, scan, save);
-            }
+        if let Some((state, report)) = self.unchanged_since_last_merge(scan) {
+            tracing::debug!("the folder lists as at the last merge in memory: nothing to merge");
+            return self.finish_merge(state, report, false, scan, save);
         }
         let base = match self.take_mem() {
             Some(mem) => {
@@ -414,83 +389,8 @@ impl Store {
         // While a watcher runs, the patches of an incremental merge are logged for it.
         let before = base.as_ref().map(|s| s.doc.get_heads()).unwrap_or_default();
         let recording = self.journal().recording();
-        let mut incremental = false;
-        let cold = |carry| {
-            let (s, r) =
-                merge::merge_cold(&self.source(), &self.inner.marker.store_id, scan, carry);
-            (s, r, true)
-        };
-        let run = || {
-            let merged = match base {
-                Some(cached) => match merge::merge_incremental(&self.source(), scan, cached) {
-                    Ok(done) => {
-                        tracing::debug!(changed = done.2, "incremental merge");
-                        incremental = true;
-                        done
-                    }
-                    // Files gone, a fork, a refused change: decide from everything, keeping what
-                    // this device has even if its files are gone — the state it had (newer than
-                    // the cache files when it wrote since), with what the folder lost.
-                    Err(Some(mut had)) => {
-                        tracing::debug!(
-                            "incremental merge not possible (files gone, a fork, a refused change): merging from scratch, carrying this device's state"
-                        );
-                        if let Some(mut held) = self.inner.cache.load_held() {
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                had.doc.merge(&mut held.doc)
-                            }));
-                        }
-                        cold(Some(*had))
-                    }
-                    Err(None) => {
-                        tracing::debug!("incremental merge not possible: merging from scratch with the cache files");
-                        cold(self.inner.cache.load_all())
-                    }
-                },
-                None => {
-                    tracing::debug!("no base: merging from scratch");
-                    cold(self.inner.cache.load_held())
-                }
-            };
-            // This device's own changes the folder lost (a sync tool lost its packs or op
-            // files; nothing it had saved holds them): they stay in its view, from its
-            // outbox, and count as lost from the folder (the next write publishes them).
-            let own = self.outbox_missing(&merged.0);
-            if own.is_empty() {
-                return merged;
-            }
-            tracing::debug!(
-                changes = own.len(),
-                "own changes from the outbox the folder lacks: merged again with them"
-            );
-            incremental = false;
-            let mut carry = merged.0;
-            let changes: Vec<automerge::Change> = own.iter().map(|(_, c)| c.clone()).collect();
-            if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                carry.doc.apply_changes(changes)
-            })) {
-                tracing::warn!(?e, "own changes from the outbox refused by the document");
-            }
-            // A change built on one this merge replaced (the losing side of a fork) cannot
-            // go into the document as it is: it joins the merge as a waiting change, so the
-            // rebase of its fork carries it along, as it would its op file.
-            let device = self
-                .inner
-                .state
-                .device_name(self.inner.device.as_deref())
-                .unwrap_or_default();
-            for (rel, change) in own {
-                if automerge::ReadDoc::get_change_by_hash(&carry.doc, &change.hash()).is_none() {
-                    carry.waiting.push(crate::merged::Pending {
-                        path: rel,
-                        device: device.clone(),
-                        change: serde_bytes::ByteBuf::from(change.raw_bytes().to_vec()),
-                    });
-                }
-            }
-            cold(Some(carry))
-        };
-        let ((state, report, changed), log) = if recording {
+        let run = || self.merge_from(scan, base);
+        let ((state, report, changed, incremental), log) = if recording {
             merge::logging(run)
         } else {
             (run(), None)
@@ -506,6 +406,142 @@ impl Store {
         let state = Arc::new(state);
         self.put_mem(Arc::clone(&state));
         self.finish_merge(state, report, changed, scan, save)
+    }
+
+    /// The state in memory and its report when the folder lists as it did at its merge:
+    /// nothing to merge. (Never in a compacted store, where other devices' beats can change
+    /// the report.)
+    fn unchanged_since_last_merge(
+        &self,
+        scan: &scan::Scan,
+    ) -> Option<(Arc<MergedState>, MergeReport)> {
+        let uncompacted = scan.snapshots.is_empty()
+            && scan.records.is_empty()
+            && !self
+                .inner
+                .root
+                .join(crate::format::marker::FEATURES_DIR)
+                .join(crate::format::snapshot::FEATURE)
+                .exists();
+        if !uncompacted {
+            return None;
+        }
+        let (digest, report) = self
+            .inner
+            .listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let state = self
+            .inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        (listing(&self.inner.root, scan, &report) == digest).then_some((state, report))
+    }
+
+    /// Merges the folder as `scan` lists it onto `base`: only what is new when it can, from
+    /// everything otherwise (carrying what this device had), and with this device's own
+    /// changes the folder lost. Also says whether the state changed and whether the merge
+    /// was incremental (its patch log then holds what changed).
+    fn merge_from(
+        &self,
+        scan: &scan::Scan,
+        base: Option<MergedState>,
+    ) -> (MergedState, MergeReport, bool, bool) {
+        let cold = |carry| {
+            let (s, r) =
+                merge::merge_cold(&self.source(), &self.inner.marker.store_id, scan, carry);
+            (s, r, true)
+        };
+        let mut incremental = false;
+        let merged = match base {
+            Some(cached) => {
+                match merge::merge_incremental(&self.source(), scan, cached) {
+                    merge::Incremental::Merged {
+                        state,
+                        report,
+                        changed,
+                    } => {
+                        tracing::debug!(changed, "incremental merge");
+                        incremental = true;
+                        (*state, report, changed)
+                    }
+                    // Keep what this device has even if its files are gone — the state it had
+                    // (newer than the cache files when it wrote since), with what the folder lost.
+                    merge::Incremental::StartOver(mut had, why) => {
+                        tracing::debug!(why, "incremental merge not possible: merging from scratch, carrying this device's state");
+                        if let Some(mut held) = self.inner.cache.load_held() {
+                            let merged =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    had.doc.merge(&mut held.doc)
+                                }));
+                            if !matches!(merged, Ok(Ok(_))) {
+                                tracing::warn!("the held document did not merge into this device's state: merged without it");
+                            }
+                        }
+                        cold(Some(*had))
+                    }
+                    merge::Incremental::StartOverFromCacheFiles(why) => {
+                        tracing::debug!(why, "incremental merge not possible: merging from scratch with the cache files");
+                        cold(self.inner.cache.load_all())
+                    }
+                }
+            }
+            None => {
+                tracing::debug!("no base: merging from scratch");
+                cold(self.inner.cache.load_held())
+            }
+        };
+        let (mut state, report, changed) = merged;
+        if self.with_own_changes(&mut state) {
+            let (s, r, changed) = cold(Some(state));
+            return (s, r, changed, false);
+        }
+        (state, report, changed, incremental)
+    }
+
+    /// This device's own changes the folder lost (a sync tool lost its packs or op files;
+    /// nothing it had saved holds them) stay in its view, from its outbox, and count as lost
+    /// from the folder (the next write publishes them): added to `carry`, which must then be
+    /// merged again (true); false when there are none.
+    fn with_own_changes(&self, carry: &mut MergedState) -> bool {
+        let own = self.outbox_missing(carry);
+        if own.is_empty() {
+            return false;
+        }
+        tracing::debug!(
+            changes = own.len(),
+            "own changes from the outbox the folder lacks: merged again with them"
+        );
+        let changes: Vec<automerge::Change> = own.iter().map(|(_, c)| c.clone()).collect();
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            carry.doc.apply_changes(changes)
+        }));
+        if !matches!(applied, Ok(Ok(()))) {
+            tracing::warn!(
+                "own changes from the outbox refused by the document (merged as waiting changes)"
+            );
+        }
+        // A change built on one this merge replaced (the losing side of a fork) cannot go
+        // into the document as it is: it joins the merge as a waiting change, so the rebase
+        // of its fork carries it along, as it would its op file.
+        let device = self
+            .inner
+            .state
+            .device_name(self.inner.device.as_deref())
+            .unwrap_or_default();
+        for (rel, change) in own {
+            if automerge::ReadDoc::get_change_by_hash(&carry.doc, &change.hash()).is_none() {
+                carry.waiting.push(crate::merged::Pending {
+                    path: rel,
+                    device: device.clone(),
+                    change: serde_bytes::ByteBuf::from(change.raw_bytes().to_vec()),
+                });
+            }
+        }
+        true
     }
 
     /// The changes of this device's outbox that `state` neither merged from the folder nor

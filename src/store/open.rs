@@ -43,110 +43,11 @@ impl Store {
         state.make_private();
         // Resolve the device name first: a bad name must not leave a half-made store.
         state.device_name(options.device.as_deref())?;
-        let marker_path = root.join(MARKER);
-        let (marker, fresh) = match std::fs::read(&marker_path) {
-            Ok(bytes) => {
-                let marker = marker::decode(&bytes).map_err(|e| Error::Corrupt {
-                    path: marker_path.clone(),
-                    reason: e.to_string(),
-                })?;
-                // An init of this device that stopped half way (a crash) is finished now,
-                // as long as nothing was written to the store since.
-                if !state.init_pending(&marker.store_id) || has_history(&root) {
-                    return Err(Error::AlreadyStore {
-                        path: root,
-                        reason: "already a crdtdir store".into(),
-                    });
-                }
-                (marker, false)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if has_history(&root) {
-                    return Err(Error::AlreadyStore {
-                        path: root,
-                        reason: "holds op files but no crdtdir.store yet: wait for the sync tool to deliver it"
-                            .into(),
-                    });
-                }
-                let mut id = [0u8; 16];
-                getrandom::fill(&mut id).map_err(|e| Error::io(&root)(std::io::Error::other(e)))?;
-                let store_id = hex::encode(id);
-                // An encrypted store's key is kept before its marker exists: no moment
-                // where the store is there and its key is not.
-                let sealed = if options.encrypt {
-                    let key = crate::seal::StoreKey::random().map_err(Error::io(&root))?;
-                    state.keep_key(&store_id, &key)?;
-                    Some(key.check(&store_id))
-                } else {
-                    None
-                };
-                let marker = Marker {
-                    format: FORMAT_VERSION,
-                    store_id,
-                    sealed,
-                };
-                // Recorded before the marker appears: a crash after it lets `init` finish.
-                state.begin_init(&marker.store_id)?;
-                let staged = fs::stage(&root, &marker.store_id, &marker::encode(&marker))
-                    .map_err(Error::io(&root))?;
-                if !fs::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
-                    state.end_init(&marker.store_id);
-                    return Err(Error::AlreadyStore {
-                        path: root,
-                        reason: "another crdtdir init made it a store at the same moment".into(),
-                    });
-                }
-                (marker, true)
-            }
-            Err(e) => return Err(Error::io(&marker_path)(e)),
-        };
+        let (marker, fresh) = claim_marker(&root, &state, &options)?;
         let store_id = marker.store_id.clone();
-        let made = (|| {
-            fault::at("marker-published").map_err(Error::io(&marker_path))?;
-            for dir in [OPS_DIR, marker::FEATURES_DIR] {
-                fs::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
-            }
-            if marker.sealed.is_some() {
-                // For builds that do not know encryption: an unknown feature, so they write
-                // nothing (the marker's key check is what this build goes by).
-                let path = root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE);
-                if !path.exists() {
-                    let dir = root.join(marker::FEATURES_DIR);
-                    let note =
-                        b"an encrypted store: every op file, heartbeat and snapshot is sealed\n";
-                    let staged =
-                        fs::stage(&dir, &marker.store_id, note).map_err(Error::io(&dir))?;
-                    fs::publish_new(staged, &path).map_err(Error::io(&path))?;
-                }
-            }
-            state.claim_folder(&marker.store_id, &root)?;
-            state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
-            let store = Store::assemble(root.clone(), marker, state.clone(), &options, None);
-            if let Some(v) = initial {
-                let out = store.apply_patch(&[PatchOp::set("", v.clone())])?;
-                // A store is made whole or not at all: its first document in the folder.
-                if let Some(w) = out.written.iter().find(|w| w.unpublished.is_some()) {
-                    let why = w.unpublished.clone().unwrap_or_default();
-                    return Err(Error::io(root.join(&w.path))(std::io::Error::other(why)));
-                }
-            }
-            Ok(store)
-        })();
-        match made {
+        match Store::lay_out(&root, marker, &state, &options, initial) {
             Ok(store) => {
-                // A marker temp an interrupted init of this store left behind (nobody else
-                // stages files under a new store's id).
-                let prefix = format!("{TEMP_PREFIX}{store_id}-");
-                for entry in std::fs::read_dir(&store.inner.root)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                        let _ = crate::fs::remove(entry.path());
-                    }
-                }
+                remove_marker_temps(&root, &store_id);
                 state.end_init(&store_id);
                 Ok(store)
             }
@@ -158,6 +59,45 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// The store's folders and feature notes, this device's claim and kept marker, and
+    /// the first document, once the marker is published: [`Store::init`]'s second half.
+    fn lay_out(
+        root: &Path,
+        marker: Marker,
+        state: &StateDir,
+        options: &Options,
+        initial: Option<&Json>,
+    ) -> Result<Store> {
+        let marker_path = root.join(MARKER);
+        fault::at("marker-published").map_err(Error::io(&marker_path))?;
+        for dir in [OPS_DIR, marker::FEATURES_DIR] {
+            fs::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
+        }
+        if marker.sealed.is_some() {
+            // For builds that do not know encryption: an unknown feature, so they write
+            // nothing (the marker's key check is what this build goes by).
+            let path = root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE);
+            if !path.exists() {
+                let dir = root.join(marker::FEATURES_DIR);
+                let note = b"an encrypted store: every op file, heartbeat and snapshot is sealed\n";
+                let staged = fs::stage(&dir, &marker.store_id, note).map_err(Error::io(&dir))?;
+                fs::publish_new(staged, &path).map_err(Error::io(&path))?;
+            }
+        }
+        state.claim_folder(&marker.store_id, root)?;
+        state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
+        let store = Store::assemble(root.to_path_buf(), marker, state.clone(), options, None);
+        if let Some(v) = initial {
+            let out = store.apply_patch(&[PatchOp::set("", v.clone())])?;
+            // A store is made whole or not at all: its first document in the folder.
+            if let Some(w) = out.written.iter().find(|w| w.unpublished.is_some()) {
+                let why = w.unpublished.clone().unwrap_or_default();
+                return Err(Error::io(root.join(&w.path))(std::io::Error::other(why)));
+            }
+        }
+        Ok(store)
     }
 
     /// Opens an existing store. Reads only.
@@ -292,6 +232,84 @@ fn has_history(root: &Path) -> bool {
                 || !actor.file_type().is_ok_and(|t| t.is_dir())
         });
     snapshots || ops
+}
+
+/// The store marker `init` goes on with: a new one, published with the store's key kept
+/// first (`true`: made here), or the one an interrupted `init` of this device published
+/// (`false`). Refused when the folder is a store already or holds history.
+fn claim_marker(root: &Path, state: &StateDir, options: &Options) -> Result<(Marker, bool)> {
+    let marker_path = root.join(MARKER);
+    let claimed = match std::fs::read(&marker_path) {
+        Ok(bytes) => {
+            let marker = marker::decode(&bytes).map_err(|e| Error::Corrupt {
+                path: marker_path.clone(),
+                reason: e.to_string(),
+            })?;
+            // An init of this device that stopped half way (a crash) is finished now,
+            // as long as nothing was written to the store since.
+            if !state.init_pending(&marker.store_id) || has_history(root) {
+                return Err(Error::AlreadyStore {
+                    path: root.to_path_buf(),
+                    reason: "already a crdtdir store".into(),
+                });
+            }
+            (marker, false)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if has_history(root) {
+                return Err(Error::AlreadyStore {
+                        path: root.to_path_buf(),
+                        reason: "holds op files but no crdtdir.store yet: wait for the sync tool to deliver it"
+                            .into(),
+                    });
+            }
+            let mut id = [0u8; 16];
+            getrandom::fill(&mut id).map_err(|e| Error::io(root)(std::io::Error::other(e)))?;
+            let store_id = hex::encode(id);
+            // An encrypted store's key is kept before its marker exists: no moment
+            // where the store is there and its key is not.
+            let sealed = if options.encrypt {
+                let key = crate::seal::StoreKey::random().map_err(Error::io(root))?;
+                state.keep_key(&store_id, &key)?;
+                Some(key.check(&store_id))
+            } else {
+                None
+            };
+            let marker = Marker {
+                format: FORMAT_VERSION,
+                store_id,
+                sealed,
+            };
+            // Recorded before the marker appears: a crash after it lets `init` finish.
+            state.begin_init(&marker.store_id)?;
+            let staged = fs::stage(root, &marker.store_id, &marker::encode(&marker))
+                .map_err(Error::io(root))?;
+            if !fs::publish_new(staged, &marker_path).map_err(Error::io(&marker_path))? {
+                state.end_init(&marker.store_id);
+                return Err(Error::AlreadyStore {
+                    path: root.to_path_buf(),
+                    reason: "another crdtdir init made it a store at the same moment".into(),
+                });
+            }
+            (marker, true)
+        }
+        Err(e) => return Err(Error::io(&marker_path)(e)),
+    };
+    Ok(claimed)
+}
+
+/// Removes a marker temp an interrupted init of store `store_id` left behind (nobody else
+/// stages files under a new store's id).
+fn remove_marker_temps(root: &Path, store_id: &str) {
+    let prefix = format!("{TEMP_PREFIX}{store_id}-");
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
+            if let Err(e) = crate::fs::remove(entry.path()) {
+                tracing::warn!(error = %e, "an interrupted init's temp was not removed (harmless: not a store file)");
+            }
+        }
+    }
 }
 
 /// Takes back what a failed `init` made: the marker, this device's files of the new store

@@ -9,6 +9,7 @@ use crate::format::marker::FEATURES_DIR;
 use crate::format::names;
 use crate::format::pack;
 use crate::fs;
+use crate::local::WriterRecord;
 use crate::merged::MergedState;
 use crate::pack::{
     all_covered, holds, kept_copies, repack_groups, runs, unsuperseded, Acks, Kept, Mode,
@@ -141,37 +142,7 @@ impl Store {
         out.republished = self.republish_packs(&scan, &state, &kept_dir)?;
 
         // 2. New packs.
-        let applied: HashSet<&str> = state.files.iter().map(String::as_str).collect();
-        let rebased: HashSet<&str> = state.rebased.iter().map(|r| r.path.as_str()).collect();
-        for actor in &own {
-            let mine: Vec<&OpEntry> = scan.ops.iter().filter(|o| o.actor() == actor).collect();
-            let mut loose_left = 0u64;
-            for run in runs(&mine, |o| {
-                o.loose
-                    && o.packed.is_none()
-                    && applied.contains(o.rel.as_str())
-                    && !rebased.contains(o.rel.as_str())
-            }) {
-                for chunk in run.chunks(size) {
-                    let skip = match mode {
-                        Mode::All => chunk.len() < 2,
-                        Mode::Full => chunk.len() < size,
-                        Mode::Existing => true,
-                    };
-                    if skip {
-                        loose_left += chunk.len() as u64;
-                        continue;
-                    }
-                    if let Some(rel) = self.write_pack(actor, chunk, &kept_dir)? {
-                        out.packed += chunk.len();
-                        out.packs.push(rel);
-                    }
-                }
-            }
-            if actor == &record.actor {
-                self.set_packed_through(actor, record.seq.saturating_sub(loose_left));
-            }
-        }
+        self.pack_loose(&scan, &state, &record, mode, &kept_dir, &mut out)?;
         if !out.packs.is_empty() || !out.republished.is_empty() {
             scan = scan::scan(&self.inner.root);
         }
@@ -204,6 +175,54 @@ impl Store {
         // 4. Kept copies settle, then go.
         self.settle_copies(&scan, &acks, &kept)?;
         Ok(out)
+    }
+
+    /// Packing's step 2: this device's loose op files that `state` applied (rebased ones
+    /// aside) go into new packs of `size`, run by run of consecutive seqs (`mode` says
+    /// which chunks); the record's actor notes how far it is packed.
+    fn pack_loose(
+        &self,
+        scan: &Scan,
+        state: &MergedState,
+        record: &WriterRecord,
+        mode: Mode,
+        kept_dir: &Path,
+        out: &mut PackOutcome,
+    ) -> Result<()> {
+        let size = self.pack_size_or_default();
+        let own = std::iter::once(&record.actor).chain(&record.retired);
+        let applied: HashSet<&str> = state.files.iter().map(String::as_str).collect();
+        let rebased: HashSet<&str> = state.rebased.iter().map(|r| r.path.as_str()).collect();
+        for actor in own {
+            let mine: Vec<&OpEntry> = scan.ops.iter().filter(|o| o.actor() == actor).collect();
+            let mut loose_left = 0u64;
+            for run in runs(&mine, |o| {
+                o.loose
+                    && o.packed.is_none()
+                    && applied.contains(o.rel.as_str())
+                    && !rebased.contains(o.rel.as_str())
+            }) {
+                for chunk in run.chunks(size) {
+                    let skip = match mode {
+                        Mode::All => chunk.len() < 2,
+                        Mode::Full => chunk.len() < size,
+                        Mode::Existing => true,
+                    };
+                    if skip {
+                        loose_left += chunk.len() as u64;
+                        continue;
+                    }
+                    if let Some(rel) = self.write_pack(actor, chunk, kept_dir)? {
+                        out.packed += chunk.len();
+                        out.packs.push(rel);
+                    }
+                }
+            }
+            if actor == &record.actor {
+                self.set_packed_through(actor, record.seq.saturating_sub(loose_left));
+            }
+        }
+        Ok(())
     }
 
     /// Writes one pack of `chunk` (consecutive seqs of `actor`, loose files): the kept copy

@@ -97,27 +97,7 @@ impl Store {
                 r
             }
         };
-        let state = match self.take_mem() {
-            Some(state) => state,
-            None => {
-                drop(self.merged(&scan::scan(&self.inner.root), false));
-                self.take_mem().expect("a merge leaves its state in memory")
-            }
-        };
-        let heads: Vec<String> = state
-            .doc
-            .get_heads()
-            .iter()
-            .map(ChangeHash::to_string)
-            .collect();
-        // Snapshots this device read and verified are among its merged files.
-        let verified: Vec<String> = state
-            .files
-            .iter()
-            .filter_map(|f| crate::folder::snapshot_name(f))
-            .map(str::to_string)
-            .collect();
-        self.put_mem(Arc::new(state));
+        let (heads, verified) = self.beat_view();
         let local = self.inner.state.store_dir(&self.inner.marker.store_id);
         let mut own = beats::read_own(&local);
         let now = now();
@@ -145,14 +125,56 @@ impl Store {
             v: 1,
             counter: own.counter + 1,
             at: now,
-            heads: heads.clone(),
-            verified: verified.clone(),
-            forgotten: forgotten.clone(),
+            heads,
+            verified,
+            forgotten,
         };
         // The counter is recorded before the beat that uses it appears: it never repeats.
         beats::write_own(&local, &own)
             .and_then(|()| fault::at("beat-counted"))
             .map_err(Error::io(&local))?;
+        let name = self.publish_beat(&record, device, &own, now)?;
+        self.remove_older_beats(&record, &name);
+        tracing::debug!(counter = own.counter, "beat published");
+        Ok(true)
+    }
+
+    /// What a beat says of this device's view: the heads of the document it has merged,
+    /// and the snapshots it read and verified (among its merged files).
+    fn beat_view(&self) -> (Vec<String>, Vec<String>) {
+        let state = match self.take_mem() {
+            Some(state) => state,
+            None => {
+                drop(self.merged(&scan::scan(&self.inner.root), false));
+                self.take_mem().expect("a merge leaves its state in memory")
+            }
+        };
+        let heads: Vec<String> = state
+            .doc
+            .get_heads()
+            .iter()
+            .map(ChangeHash::to_string)
+            .collect();
+        let verified: Vec<String> = state
+            .files
+            .iter()
+            .filter_map(|f| crate::folder::snapshot_name(f))
+            .map(str::to_string)
+            .collect();
+        self.put_mem(Arc::new(state));
+        (heads, verified)
+    }
+
+    /// Publishes the beat `own` (counted already) of `device` under its record's actor,
+    /// sealed in an encrypted store; its file name.
+    fn publish_beat(
+        &self,
+        record: &WriterRecord,
+        device: String,
+        own: &beats::OwnBeats,
+        now: i64,
+    ) -> Result<String> {
+        let dir = self.inner.root.join(beat::DEVICES_DIR).join(&record.actor);
         let mut actors = vec![record.actor.clone()];
         actors.extend(record.retired.iter().rev().cloned());
         let plain = beat::encode(&beat::Beat {
@@ -160,9 +182,9 @@ impl Store {
             actors,
             counter: own.counter,
             time: now,
-            heads,
-            verified,
-            forgotten,
+            heads: own.heads.clone(),
+            verified: own.verified.clone(),
+            forgotten: own.forgotten.clone(),
         });
         let bytes = self.sealed_file(
             "beat",
@@ -174,9 +196,7 @@ impl Store {
         fs::publish(staged, &dir.join(&name))
             .and_then(|()| fault::at("beat-published"))
             .map_err(Error::io(&dir))?;
-        self.remove_older_beats(&record, &name);
-        tracing::debug!(counter = own.counter, "beat published");
-        Ok(true)
+        Ok(name)
     }
 
     /// Deletes this device's own beats (under any actor it had) but `keep`, and its stale

@@ -338,6 +338,10 @@ impl Store {
         out
     }
 
+    /// A write, as its steps: merge the current folder ([`Store::current_state`]), publish
+    /// again own op files the folder lost, prove the writer record's actor
+    /// ([`Store::prove_actor`]), run the transaction, then make the change durable and
+    /// published ([`Store::land`]).
     pub(crate) fn write<T>(
         &self,
         message: Option<&str>,
@@ -353,109 +357,28 @@ impl Store {
         // A watcher's merge in flight finishes first: the document is not copied or reloaded.
         let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
         let record = self.inner.state.read_record(&self.inner.marker.store_id);
-        let record_max = record.as_ref().map(|r| self.actor_max_seq(&r.actor));
-        // Write on the current folder: what other devices wrote since the last merge is
-        // merged first (from memory, only what is new), so a `test` op and the new change
-        // see every change that has arrived. A running watcher with file events vouches
-        // that nothing arrived since its last merge: then not even a listing is needed.
-        // Another process of this device may have written since: then the memory lacks the
-        // recorded last change, and the folder is merged. A write leaves the cache files
-        // alone: a refused write changes nothing on disk at all.
-        let knows_last = |state: &MergedState| {
-            record.as_ref().is_none_or(|r| {
-                r.hash.parse::<ChangeHash>().is_ok_and(|h| {
-                    state
-                        .doc
-                        .get_missing_deps(std::slice::from_ref(&h))
-                        .is_empty()
-                })
-            })
-        };
-        let quiet = self.inner.watched.quiet();
-        // The listing the document in memory was merged from, when this write made one.
-        let mut listed_scan: Option<scan::Scan> = None;
-        let mut state = match self.take_mem() {
-            Some(state) if quiet && knows_last(&state) => state,
-            other => {
-                if let Some(state) = other {
-                    self.put_mem(Arc::new(state));
-                }
-                let scan = scan::scan(&self.inner.root);
-                drop(self.merged(&scan, false));
-                listed_scan = Some(scan);
-                self.take_mem().expect("a merge leaves its state in memory")
-            }
-        };
+        // The highest seq the folder names for the record's actor, before anything is
+        // republished.
+        let record_max = record.as_ref().map_or(0, |r| self.actor_max_seq(&r.actor));
+        let (mut state, mut listed_scan) = self.current_state(record.as_ref());
         if let Some(r) = &record {
             self.remove_stale_temps(r);
         }
-        let mut outcome = WriteOutcome::<()>::default();
+        let mut notices = Vec::new();
         // Own op files the folder lost come back first, under their own names: the record
         // can then prove its last seq, and changes built on them stop waiting.
-        let republished = self.republish(record.as_ref())?;
-        if !republished.is_empty() {
-            outcome.notices.push(format!(
-                "{} of this device's op files were missing from the folder (deleted by a sync tool, or a restored backup?): published them again",
-                republished.len()
-            ));
-            self.put_mem(Arc::new(state));
-            let scan = scan::scan(&self.inner.root);
-            drop(self.merged(&scan, false));
-            listed_scan = Some(scan);
-            state = self.take_mem().expect("a merge leaves its state in memory");
+        if let Some((merged, scan)) = self.republish_lost(record.as_ref(), state, &mut notices)? {
+            (state, listed_scan) = (merged, Some(scan));
+        } else {
+            state = self.take_mem().expect("kept in memory while republishing");
         }
-
         if state.unprovided > 0 {
-            outcome.notices.push(format!(
+            notices.push(format!(
                 "the folder lost {} change(s) this device still has (a restored backup, a lost snapshot, files deleted by a sync tool?): run `crdtdir repair` here to write them back",
                 state.unprovided
             ));
         }
-        // Can the record prove its last seq? Otherwise a fresh actor: never reuse a seq.
-        let mut record = match record {
-            None => fresh_record(None),
-            Some(r) => {
-                let last: Option<ChangeHash> = r.hash.parse().ok();
-                let in_doc = last.is_some_and(|h| {
-                    state
-                        .doc
-                        .get_change_meta_by_hash(&h)
-                        .is_some_and(|c| c.seq == r.seq)
-                });
-                let rebased = state.rebased.iter().find(|x| x.from == r.hash);
-                // Compaction may have taken the actor's op files: the document knows its seqs.
-                let doc_max = r.actor.parse::<ActorId>().ok().and_then(|a| {
-                    state.doc.set_actor(a);
-                    state.doc.get_last_local_change().map(|c| c.seq())
-                });
-                if let Some(rebased) = rebased {
-                    // Our last change lost a fork, or was built on a change that did: its
-                    // edits are in the document, rewritten under another actor.
-                    outcome.notices.push(format!(
-                        "this device's last change under actor {} was rebased (it lost a fork, or was built on a change that lost one: a cloned disk or restored state?); its edits are kept as change {}: writing with a fresh actor",
-                        r.actor, rebased.to
-                    ));
-                    fresh_record(Some(r))
-                } else if record_max.unwrap_or(0).max(doc_max.unwrap_or(0)) > r.seq {
-                    outcome.notices.push(format!(
-                        "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
-                        r.actor
-                    ));
-                    fresh_record(Some(r))
-                } else if in_doc {
-                    r
-                } else if r.seq == 0 && r.hash.is_empty() {
-                    // An actor made for heartbeats, never written with: nothing to prove.
-                    r
-                } else {
-                    outcome.notices.push(format!(
-                        "cannot prove the last change of actor {} (its file is missing or waiting): writing with a fresh actor",
-                        r.actor
-                    ));
-                    fresh_record(Some(r))
-                }
-            }
-        };
+        let mut record = self.prove_actor(record, record_max, &mut state, &mut notices);
         let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
             path: self.inner.root.clone(),
             reason: "bad actor id".into(),
@@ -465,56 +388,24 @@ impl Store {
         // While a watcher runs, the change's patches are logged for it.
         let recording = self.journal().recording();
         let before = state.doc.get_heads();
-        let mut tx = if recording {
-            // A fresh log belongs to no document yet: this never fails.
-            state
-                .doc
-                .transaction_log_patches(automerge::PatchLog::active())
-                .map_err(|e| Error::Corrupt {
-                    path: self.inner.root.clone(),
-                    reason: format!("Automerge patch log: {e}"),
-                })?
-        } else {
-            state.doc.transaction()
-        };
-        let value = match f(&mut tx) {
-            Ok(value) => value,
-            Err(e) => {
-                // Dropping the transaction rolls it back: the state is as it was.
-                drop(tx);
-                self.put_mem(Arc::new(state));
-                return Err(e);
-            }
-        };
-        let mut commit = CommitOptions::default().with_time(now());
-        if let Some(message) = message {
-            commit = commit.with_message(message.to_string());
-        }
-        let (hash, mut log) = tx.commit_with(commit);
+        let (value, hash, mut log) =
+            match transact(&mut state, &self.inner.root, recording, message, f) {
+                Ok(done) => done,
+                Err(e) => {
+                    // The transaction was rolled back: the state is as it was.
+                    self.put_mem(Arc::new(state));
+                    return Err(e);
+                }
+            };
+        let mut written = Vec::new();
         if let Some(hash) = hash {
             // On error the state (holding a change that is not on disk) is dropped here, so
             // nothing is ever built on top of it.
-            let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-            // The new change depends on the rebased changes in this view: they become files
-            // first, so that it never waits for a rebase that readers derive differently later.
-            let published = self.publish_rebased(&state, &device, &record.actor)?;
-            if published > 0 {
-                outcome.notices.push(format!(
-                    "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
-                ));
+            let w = self.land(&mut state, hash, &mut record, &mut notices)?;
+            if let (Some(scan), None) = (listed_scan.as_mut(), &w.unpublished) {
+                self.vouch_listing(scan, &w.path);
             }
-            let written = self.persist(&state.doc, hash, &device, &mut record)?;
-            if let Some(why) = &written.unpublished {
-                outcome.notices.push(format!(
-                    "the change is saved on this device but its op file is not in the folder yet ({why}): the next command of this device publishes it"
-                ));
-            }
-            state.files.push(written.path.clone());
-            if let (Some(scan), None) = (listed_scan.as_mut(), &written.unpublished) {
-                self.vouch_listing(scan, &written.path);
-            }
-            outcome.written.push(written);
-            state.devices.insert(record.actor.clone(), device);
+            written.push(w);
             if recording {
                 let patches = crate::patch::json::convert(state.doc.make_patches(&mut log));
                 self.journal()
@@ -524,10 +415,148 @@ impl Store {
         self.inner.mem_dirty.store(true, Ordering::Relaxed);
         self.put_mem(Arc::new(state));
         Ok(WriteOutcome {
-            written: outcome.written,
-            notices: outcome.notices,
+            written,
+            notices,
             value,
         })
+    }
+
+    /// The document a write starts from, and the listing it was merged from when this step
+    /// made one. What other devices wrote since the last merge is merged first (from memory,
+    /// only what is new), so a `test` op and the new change see every change that has
+    /// arrived. A running watcher with file events vouches that nothing arrived since its
+    /// last merge: then not even a listing is needed. Another process of this device may
+    /// have written since: then the memory lacks the recorded last change, and the folder is
+    /// merged. A write leaves the cache files alone: a refused write changes nothing on disk.
+    fn current_state(&self, record: Option<&WriterRecord>) -> (MergedState, Option<scan::Scan>) {
+        let knows_last = |state: &MergedState| {
+            record.is_none_or(|r| {
+                r.hash.parse::<ChangeHash>().is_ok_and(|h| {
+                    state
+                        .doc
+                        .get_missing_deps(std::slice::from_ref(&h))
+                        .is_empty()
+                })
+            })
+        };
+        let quiet = self.inner.watched.quiet();
+        match self.take_mem() {
+            Some(state) if quiet && knows_last(&state) => (state, None),
+            other => {
+                if let Some(state) = other {
+                    self.put_mem(Arc::new(state));
+                }
+                let scan = scan::scan(&self.inner.root);
+                drop(self.merged(&scan, false));
+                let state = self.take_mem().expect("a merge leaves its state in memory");
+                (state, Some(scan))
+            }
+        }
+    }
+
+    /// Publishes again this device's op files the folder lost ([`Store::republish`]);
+    /// when there were any, the folder merged again and its listing. `state` stays in memory
+    /// either way.
+    fn republish_lost(
+        &self,
+        record: Option<&WriterRecord>,
+        state: MergedState,
+        notices: &mut Vec<String>,
+    ) -> Result<Option<(MergedState, scan::Scan)>> {
+        self.put_mem(Arc::new(state));
+        let republished = self.republish(record)?;
+        if republished.is_empty() {
+            return Ok(None);
+        }
+        notices.push(format!(
+            "{} of this device's op files were missing from the folder (deleted by a sync tool, or a restored backup?): published them again",
+            republished.len()
+        ));
+        let scan = scan::scan(&self.inner.root);
+        drop(self.merged(&scan, false));
+        let state = self.take_mem().expect("a merge leaves its state in memory");
+        Ok(Some((state, scan)))
+    }
+
+    /// The writer record to write with: the kept one when `state` proves its last seq (the
+    /// change is there under that seq, or the actor never wrote), else a fresh actor, with a
+    /// notice saying why — a seq is never used twice. `record_max`: the highest seq the
+    /// folder names for the record's actor.
+    fn prove_actor(
+        &self,
+        record: Option<WriterRecord>,
+        record_max: u64,
+        state: &mut MergedState,
+        notices: &mut Vec<String>,
+    ) -> WriterRecord {
+        let Some(r) = record else {
+            return fresh_record(None);
+        };
+        let last: Option<ChangeHash> = r.hash.parse().ok();
+        let in_doc = last.is_some_and(|h| {
+            state
+                .doc
+                .get_change_meta_by_hash(&h)
+                .is_some_and(|c| c.seq == r.seq)
+        });
+        let rebased = state.rebased.iter().find(|x| x.from == r.hash);
+        // Compaction may have taken the actor's op files: the document knows its seqs.
+        let doc_max = r.actor.parse::<ActorId>().ok().and_then(|a| {
+            state.doc.set_actor(a);
+            state.doc.get_last_local_change().map(|c| c.seq())
+        });
+        if let Some(rebased) = rebased {
+            // Our last change lost a fork, or was built on a change that did: its
+            // edits are in the document, rewritten under another actor.
+            notices.push(format!(
+                "this device's last change under actor {} was rebased (it lost a fork, or was built on a change that lost one: a cloned disk or restored state?); its edits are kept as change {}: writing with a fresh actor",
+                r.actor, rebased.to
+            ));
+            fresh_record(Some(r))
+        } else if record_max.max(doc_max.unwrap_or(0)) > r.seq {
+            notices.push(format!(
+                "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
+                r.actor
+            ));
+            fresh_record(Some(r))
+        } else if in_doc || (r.seq == 0 && r.hash.is_empty()) {
+            // (An actor made for heartbeats, never written with, has nothing to prove.)
+            r
+        } else {
+            notices.push(format!(
+                "cannot prove the last change of actor {} (its file is missing or waiting): writing with a fresh actor",
+                r.actor
+            ));
+            fresh_record(Some(r))
+        }
+    }
+
+    /// Lands the change `hash` just committed in `state`: the rebased changes it builds on
+    /// are published first (so it never waits for a rebase that readers derive differently
+    /// later), then it is made durable and published ([`Store::persist`]).
+    fn land(
+        &self,
+        state: &mut MergedState,
+        hash: ChangeHash,
+        record: &mut WriterRecord,
+        notices: &mut Vec<String>,
+    ) -> Result<Written> {
+        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
+        let published = self.publish_rebased(state, &device, &record.actor)?;
+        if published > 0 {
+            notices.push(format!(
+                "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
+            ));
+        }
+        let written = self.persist(&state.doc, hash, &device, record)?;
+        if let Some(why) = &written.unpublished {
+            notices.push(format!(
+                "the change is saved on this device but its op file is not in the folder yet ({why}): the next command of this device publishes it"
+            ));
+        }
+        state.files.push(written.path.clone());
+        state.devices.insert(record.actor.clone(), device);
+        Ok(written)
     }
 
     /// After this device's own write, the folder lists what the write merged plus the new
@@ -691,34 +720,9 @@ impl Store {
         }
         // From here on the change is durable: the record names it and the outbox holds its
         // bytes, so it stands whatever happens to the folder, and the write must not report
-        // failure (a caller that retries would write it twice). A temp a sync tool deleted
-        // before the rename (rclone bisync, a cleaner), or a passing error, is staged again.
+        // failure (a caller that retries would write it twice).
         let target = dir.join(&name);
-        let mut staged = Some(staged);
-        let mut unpublished = None;
-        for _ in 0..PUBLISH_TRIES {
-            let attempt = match staged.take() {
-                Some(s) => Ok(s),
-                None => fs::stage(&dir, &record.actor, &bytes),
-            };
-            let published = attempt
-                .and_then(|s| match fault::at("record-written") {
-                    Ok(()) => Ok(s),
-                    Err(e) => {
-                        s.discard();
-                        Err(e)
-                    }
-                })
-                .and_then(|s| fs::publish(s, &target))
-                .and_then(|()| fault::at("op-published"));
-            match published {
-                Ok(()) => {
-                    unpublished = None;
-                    break;
-                }
-                Err(e) => unpublished = Some(Error::io(&target)(e)),
-            }
-        }
+        let unpublished = publish_durable(staged, &dir, &record.actor, &bytes, &target).err();
         Ok(Written {
             hash: hash.to_string(),
             actor: record.actor.clone(),
@@ -833,4 +837,72 @@ impl Store {
             }
         }
     }
+}
+
+/// Publishes the op file `bytes` of a durable change as `target` (`staged` first): a temp a
+/// sync tool deleted before the rename (rclone bisync, a cleaner), or a passing error, is
+/// staged again, [`PUBLISH_TRIES`] times in all.
+fn publish_durable(
+    staged: fs::Staged,
+    dir: &std::path::Path,
+    actor: &str,
+    bytes: &[u8],
+    target: &std::path::Path,
+) -> Result<()> {
+    let mut staged = Some(staged);
+    let mut last = Ok(());
+    for _ in 0..PUBLISH_TRIES {
+        let attempt = match staged.take() {
+            Some(s) => Ok(s),
+            None => fs::stage(dir, actor, bytes),
+        };
+        let published = attempt
+            .and_then(|s| match fault::at("record-written") {
+                Ok(()) => Ok(s),
+                Err(e) => {
+                    s.discard();
+                    Err(e)
+                }
+            })
+            .and_then(|s| fs::publish(s, target))
+            .and_then(|()| fault::at("op-published"));
+        match published {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Err(Error::io(target)(e)),
+        }
+    }
+    last
+}
+
+/// Runs `f` in a transaction on `state`'s document (of the store at `root`) and commits it
+/// (with `message`): the value `f` returned, the change's hash (`None`: `f` changed
+/// nothing), and the patch log (active when `recording`). When `f` fails the transaction is
+/// rolled back.
+fn transact<T>(
+    state: &mut MergedState,
+    root: &std::path::Path,
+    recording: bool,
+    message: Option<&str>,
+    f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+) -> Result<(T, Option<ChangeHash>, automerge::PatchLog)> {
+    let mut tx = if recording {
+        // A fresh log belongs to no document yet: this never fails.
+        state
+            .doc
+            .transaction_log_patches(automerge::PatchLog::active())
+            .map_err(|e| Error::Corrupt {
+                path: root.to_path_buf(),
+                reason: format!("Automerge patch log: {e}"),
+            })?
+    } else {
+        state.doc.transaction()
+    };
+    // On failure, dropping the transaction rolls it back.
+    let value = f(&mut tx)?;
+    let mut commit = CommitOptions::default().with_time(now());
+    if let Some(message) = message {
+        commit = commit.with_message(message.to_string());
+    }
+    let (hash, log) = tx.commit_with(commit);
+    Ok((value, hash, log))
 }
