@@ -325,13 +325,13 @@ fn a_clock_jump_never_releases_an_unverified_retention_copy() {
         names
     };
     age_files(&retention, 40);
-    me.open(&store).status().unwrap();
+    me.open(&store).beat().unwrap();
     set(&me, &store, "b", 2);
     assert!(store.join(&first).is_file());
     assert_eq!(copies().len(), 1, "an unverified copy stays, however old");
     // A second compaction: its copy holds all the first one held.
     let second = me.open(&store).compact().unwrap().snapshot.unwrap();
-    me.open(&store).status().unwrap();
+    me.open(&store).beat().unwrap();
     let hash = |snapshot: &str| {
         snapshot
             .trim_start_matches("snapshots/")

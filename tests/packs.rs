@@ -214,7 +214,9 @@ fn a_device_offline_for_a_month_comes_back_and_converges() {
 }
 
 /// A pack the folder loses after its loose files went is put back by its device's next
-/// write, byte for byte; a damaged pack entry is reported and the change comes back loose.
+/// write, byte for byte; a damaged pack entry is reported, and once every device has merged
+/// the pack's changes (the outbox let them go), `repair` on a device that holds them writes
+/// the change back.
 #[test]
 fn a_lost_or_damaged_pack_is_written_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -246,7 +248,7 @@ fn a_lost_or_damaged_pack_is_written_again() {
         assert_eq!(doc[format!("k{i}")], json!(i));
     }
     // Damaged: one flipped bit in the last entry. Readers report it at the pack's path and
-    // read the rest; the next write puts the change back as a loose file.
+    // read the rest.
     let mut damaged = bytes.clone();
     let at = damaged.len() - 5;
     damaged[at] ^= 1;
@@ -266,6 +268,10 @@ fn a_lost_or_damaged_pack_is_written_again() {
         view.report().problems
     );
     set(&sa, "after2", 2);
+    // Every device had merged the pack's changes, so the outbox let them go: the devices
+    // that hold them write them back with `repair` (or on their own within the hour).
+    let repaired = sa.repair().unwrap();
+    assert!(!repaired.is_empty(), "repair wrote the change back");
     let healed = Device::new(dir.path(), "healed");
     let doc: serde_json::Value = serde_json::from_str(&json_of(&healed.open(&store))).unwrap();
     for i in 0..8 {

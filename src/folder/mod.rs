@@ -138,6 +138,26 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
     dirs
 }
 
+/// A digest of the names of every file in the beat folders (no file is read): it changes
+/// when any device publishes or removes a beat.
+pub(crate) fn beats_digest(store: &Path) -> [u8; 32] {
+    let mut digest = blake3::Hasher::new();
+    for actor in beat_actors(store) {
+        let mut names: Vec<String> = std::fs::read_dir(store.join(DEVICES_DIR).join(&actor))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort_unstable();
+        for name in std::iter::once(actor).chain(names) {
+            digest.update(name.as_bytes());
+            digest.update(b"\0");
+        }
+    }
+    digest.finalize().into()
+}
+
 /// The latest beat of every device no device has forgotten (`crdtdir forget`, a note in
 /// beats, docs/FORMAT.md §13), as (actor, path, beat): a note holds while the forgotten
 /// device publishes no beat with a higher counter than the one it names. These are the

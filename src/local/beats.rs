@@ -8,6 +8,8 @@
 //!   [counter, at]: the last counter seen and our clock when it was first seen
 //! STATE/stores/<store id>/forgotten  CBOR map, local: the devices this device forgot, beat
 //!   folder (actor) -> the counter of its latest beat then (every beat carries them)
+//! STATE/stores/<store id>/tidied  32 bytes, local: BLAKE3 of the beat folders' file names
+//!   when the tidy step last ran; the step is skipped while they are the same
 //! ```
 
 use std::collections::BTreeMap;
@@ -78,4 +80,14 @@ pub(crate) fn write_forgotten(
     let mut out = Vec::new();
     ciborium::into_writer(forgotten, &mut out).map_err(std::io::Error::other)?;
     fs::replace_local(&dir.join("forgotten"), &out)
+}
+
+/// What the last tidy step saw (see the module documentation), if known.
+pub(crate) fn read_tidied(dir: &Path) -> Option<[u8; 32]> {
+    std::fs::read(dir.join("tidied")).ok()?.try_into().ok()
+}
+
+/// Not durably: a lost note only makes the next tidy step run.
+pub(crate) fn write_tidied(dir: &Path, digest: &[u8; 32]) -> std::io::Result<()> {
+    fs::replace_unsynced(&dir.join("tidied"), digest)
 }

@@ -119,6 +119,7 @@ impl Store {
                 view_changed = !same,
                 "no beat: the last one is recent"
             );
+            self.tidy(false);
             return Ok(false);
         }
         own = beats::OwnBeats {
@@ -135,6 +136,7 @@ impl Store {
             .map_err(Error::io(&local))?;
         let name = self.publish_beat(&record, device, &own, now)?;
         self.remove_older_beats(&record, &name);
+        self.tidy(true);
         tracing::debug!(counter = own.counter, "beat published");
         Ok(true)
     }
@@ -236,12 +238,9 @@ impl Store {
         let now = now();
         let mut out = Vec::new();
         let live = crate::folder::live_beats(&self.source());
-        let mut not_merged_by_some: HashSet<ChangeHash> = HashSet::new();
         for (actor, rel, beat) in live.iter().filter(|(a, _, _)| !own.contains(a)) {
             let changed_at = rules::observe(&mut seen, actor, beat.counter, now);
-            let not_merged = unmerged(state, &own, beat);
-            let unmerged = not_merged.len();
-            not_merged_by_some.extend(not_merged);
+            let unmerged = unmerged(state, &own, beat).len();
             out.push(Presence {
                 name: beat.device.clone(),
                 actors: beat.actors.clone(),
@@ -253,10 +252,40 @@ impl Store {
             });
         }
         // What was seen is remembered; failing to remember only makes devices look fresher.
-        let _ = beats::write_seen(&local, &seen);
-        self.release_retention(&out_verified(&live, &own));
-        self.release_outbox(state, (!out.is_empty()).then_some(&not_merged_by_some));
+        if let Err(e) = beats::write_seen(&local, &seen) {
+            tracing::warn!(error = %e, "when other devices' beats changed was not remembered (they may look fresher)");
+        }
         out
+    }
+
+    /// The tidy step: this device's local copies that are no longer needed go — retention
+    /// copies every other device verified (or a later copy holds), outbox entries every other
+    /// device merged (or old ones the folder holds). Runs with the writer lock held, from the
+    /// heartbeat: always when a beat is published (`force`: at least once a minute while the
+    /// device is active), else only when the beat folders changed since it last ran (no file
+    /// is read then). So reads (`status`, `presence`, `compact_plan`) only read.
+    fn tidy(&self, force: bool) {
+        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let beats_now = crate::folder::beats_digest(&self.inner.root);
+        if !force && beats::read_tidied(&local) == Some(beats_now) {
+            return;
+        }
+        let Some(state) = self
+            .inner
+            .mem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let own = self.own_actors();
+        let live = crate::folder::live_beats(&self.source());
+        self.release_retention(&out_verified(&live, &own));
+        self.release_outbox(&state, unmerged_in(&live, &own, &state).as_ref());
+        if let Err(e) = beats::write_tidied(&local, &beats_now) {
+            tracing::debug!(error = %e, "the tidy step's note was not written (it runs again)");
+        }
     }
 
     /// Forgets outbox entries every other device has merged (`not_merged_by_some` holds the
@@ -324,18 +353,28 @@ impl Store {
     /// This device's changes that some other device's latest beat does not include; `None`
     /// when no other device has a beat this device can read.
     pub(crate) fn unmerged_by_some(&self, state: &MergedState) -> Option<HashSet<ChangeHash>> {
-        let own = self.own_actors();
-        let mut out: Option<HashSet<ChangeHash>> = None;
-        for (actor, _, beat) in crate::folder::live_beats(&self.source()) {
-            if !own.contains(&actor) {
-                out.get_or_insert_default()
-                    .extend(unmerged(state, &own, &beat));
-            }
-        }
-        out
+        let live = crate::folder::live_beats(&self.source());
+        unmerged_in(&live, &self.own_actors(), state)
     }
 
     pub(crate) fn latest_beat(&self, actor: &str) -> Option<(String, beat::Beat)> {
         crate::folder::latest_beat(&self.source(), actor)
     }
+}
+
+/// This device's (`own`) changes in `state` that some other device's beat among `live`
+/// does not include; `None` when no other device has a live beat.
+fn unmerged_in(
+    live: &[(String, String, crate::format::beat::Beat)],
+    own: &HashSet<String>,
+    state: &MergedState,
+) -> Option<HashSet<ChangeHash>> {
+    let mut out: Option<HashSet<ChangeHash>> = None;
+    for (actor, _, beat) in live {
+        if !own.contains(actor) {
+            out.get_or_insert_default()
+                .extend(unmerged(state, own, beat));
+        }
+    }
+    out
 }
