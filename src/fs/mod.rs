@@ -48,6 +48,8 @@ pub(crate) fn stage(dir: &Path, owner: &str, bytes: &[u8]) -> io::Result<Staged>
         f.sync_all()
     })();
     if let Err(e) = result {
+        // The error that matters is the write's; a temp left behind is removed by a later
+        // run of its writer (temps are named by their owner).
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
@@ -143,6 +145,7 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
 impl Staged {
     /// Removes the temp file (the write was abandoned before publishing).
     pub(crate) fn discard(self) {
+        // A temp left behind is removed by a later run of its writer (named by its owner).
         let _ = fs::remove_file(&self.temp);
     }
 }
@@ -198,6 +201,7 @@ fn replace_private_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<
         fs::rename(&temp, path)
     })();
     if let Err(e) = written {
+        // The error that matters is the write's; a local temp left behind is harmless.
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
@@ -294,9 +298,29 @@ pub(crate) fn remove(path: impl AsRef<Path>) -> io::Result<()> {
     }
 }
 
+/// Removes a file that may go (`what` names it for the log). A failure is logged, never
+/// fatal: every file crdtdir deletes is redundant where it stays (a folded op file, a
+/// superseded pack or beat, a stale temp, a released local copy), readers tolerate it, and
+/// the step that deletes it runs again.
+pub(crate) fn remove_or_log(path: impl AsRef<Path>, what: &str) {
+    let path = path.as_ref();
+    if let Err(e) = remove(path) {
+        tracing::warn!(path = %path.display(), error = %e, "{what} was not deleted (harmless where it is; tried again later)");
+    }
+}
+
+/// Makes the deletions in `dir` durable. A failure is logged, never fatal: after a crash the
+/// deleted files may come back, and they were redundant (see [`remove_or_log`]).
+pub(crate) fn sync_dir_or_log(dir: &Path) {
+    if let Err(e) = sync_dir(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "the deletions in a folder were not made durable (files deleted may come back after a crash; they are redundant)");
+    }
+}
+
 /// Removes a folder only if it is empty (one crdtdir made and left empty); a folder with
 /// anything in it stays, and that is no error.
 pub(crate) fn remove_empty_dir(path: &Path) {
+    // Failing (not empty, gone) is the point of asking: nothing to report.
     let _ = fs::remove_dir(path);
 }
 

@@ -139,9 +139,14 @@ impl Cache {
         match (self.load(), self.load_held()) {
             (Some(mut cached), Some(mut held)) => {
                 // A held document Automerge cannot merge is worth less than the cache.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     cached.doc.merge(&mut held.doc)
                 }));
+                if !matches!(merged, Ok(Ok(_))) {
+                    tracing::warn!(
+                        "the held document did not merge into the cache: the cache alone is used"
+                    );
+                }
                 Some(cached)
             }
             (cached, held) => cached.or(held),

@@ -121,7 +121,7 @@ impl StateDir {
         }
         let probe = self.root.join(format!("probe.{}.tmp", hex::encode(nonce)));
         let made = fs::open_private(&probe, true).is_ok();
-        let _ = std::fs::remove_file(&probe);
+        crate::fs::remove_or_log(&probe, "a write probe in the state dir");
         made
     }
 
@@ -255,7 +255,10 @@ impl StateDir {
 
     /// The `init` of `store_id` finished.
     pub(crate) fn end_init(&self, store_id: &str) {
-        let _ = crate::fs::remove(self.store_dir(store_id).join(INIT_PENDING));
+        crate::fs::remove_or_log(
+            self.store_dir(store_id).join(INIT_PENDING),
+            "the note of an init in progress",
+        );
     }
 
     /// Takes the writer lock of `store_id`, waiting for another writer of this state to finish.

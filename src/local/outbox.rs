@@ -72,7 +72,7 @@ impl Kept {
 
     /// Forgets it.
     pub(crate) fn release(&self) {
-        let _ = crate::fs::remove(&self.path);
+        crate::fs::remove_or_log(&self.path, "a released outbox entry");
     }
 }
 

@@ -36,7 +36,7 @@ pub(crate) struct Retained {
 impl Retained {
     /// Deletes it.
     pub(crate) fn release(&self) {
-        let _ = fs::remove(&self.path);
+        fs::remove_or_log(&self.path, "a released retention copy");
     }
 }
 

@@ -216,8 +216,7 @@ impl Store {
     ) -> Result<()> {
         let mut first = true;
         for (done, (path, _)) in ops.iter().enumerate() {
-            // A file already gone (another device compacted, a sync tool) is what was wanted.
-            let _ = crate::fs::remove(self.inner.root.join(path));
+            crate::fs::remove_or_log(self.inner.root.join(path), "a folded op file");
             if std::mem::take(&mut first) {
                 fault::at("deleting").map_err(Error::io(self.inner.root.join(path)))?;
             }
@@ -243,13 +242,16 @@ impl Store {
         // Packs whose every op file is folded go too (any device's: the snapshot holds them).
         for p in &scan.packs {
             if p.entry_rels().all(|r| folded_paths.contains(r.as_str())) {
-                let _ = crate::fs::remove(self.inner.root.join(&p.rel));
+                crate::fs::remove_or_log(self.inner.root.join(&p.rel), "a folded pack");
             }
         }
         for old in snaps {
-            let _ = crate::fs::remove(self.inner.root.join(old));
+            crate::fs::remove_or_log(self.inner.root.join(old), "a folded snapshot");
             if let Some(record) = crate::folder::record_rel(old) {
-                let _ = crate::fs::remove(self.inner.root.join(record));
+                crate::fs::remove_or_log(
+                    self.inner.root.join(record),
+                    "a folded compaction record",
+                );
             }
         }
         // Folders stay, even emptied: a sync tool that saw a folder deleted may refuse a
@@ -261,9 +263,9 @@ impl Store {
             .collect();
         dirs.dedup();
         for d in dirs {
-            let _ = fs::sync_dir(&self.inner.root.join(crate::folder::OPS_DIR).join(d));
+            fs::sync_dir_or_log(&self.inner.root.join(crate::folder::OPS_DIR).join(d));
         }
-        let _ = fs::sync_dir(&self.inner.root.join(SNAPSHOTS_DIR));
+        fs::sync_dir_or_log(&self.inner.root.join(SNAPSHOTS_DIR));
         Ok(())
     }
 
@@ -361,7 +363,7 @@ impl Store {
             .map_err(Error::io(&target))?;
         // 2. Read it back from the folder and verify it.
         if let Err(reason) = verify(&self.source(), &target, &name, &heads, changes) {
-            let _ = crate::fs::remove(&target);
+            crate::fs::remove_or_log(&target, "a snapshot that failed its read-back");
             return Err(Error::Corrupt {
                 path: target,
                 reason,

@@ -38,6 +38,8 @@ impl Store {
         self.inner
             .state
             .keep_key(&self.inner.marker.store_id, key)?;
+        // Set once: a store that already has its key keeps it (it is the same key, checked
+        // against the marker above).
         let _ = self.inner.key.set((
             key.clone(),
             crate::seal::Seal::new(key, &self.inner.marker.store_id),

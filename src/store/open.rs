@@ -181,6 +181,7 @@ impl Store {
             if let Some(k) = state.kept_key(&marker.store_id) {
                 if k.check(&marker.store_id) == *check {
                     let seal = crate::seal::Seal::new(&k, &marker.store_id);
+                    // A new lock: it is empty, so this sets it.
                     let _ = key.set((k, seal));
                 }
             }
@@ -335,7 +336,7 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
             .flatten()
         {
             if ours || f.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                let _ = crate::fs::remove(f.path());
+                crate::fs::remove_or_log(f.path(), "a file of an init that failed");
             }
         }
         // Only folders this init emptied go.
@@ -343,11 +344,16 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
     }
     // The marker this init published goes, and the feature marker of an encrypted store
     // (written by this init after its marker: nobody else writes into a store this young).
-    let _ = crate::fs::remove(root.join(MARKER));
-    let _ = crate::fs::remove(root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE));
+    crate::fs::remove_or_log(root.join(MARKER), "the marker of an init that failed");
+    crate::fs::remove_or_log(
+        root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE),
+        "the feature marker of an init that failed",
+    );
     for dir in [OPS_DIR, marker::FEATURES_DIR] {
         crate::fs::remove_empty_dir(&root.join(dir));
     }
-    let _ = fs::sync_dir(root);
-    let _ = crate::fs::remove_local_tree(&state.store_dir(store_id));
+    crate::fs::sync_dir_or_log(root);
+    if let Err(e) = crate::fs::remove_local_tree(&state.store_dir(store_id)) {
+        tracing::warn!(error = %e, "the local state of an init that failed was not deleted (unused: the store id is gone)");
+    }
 }

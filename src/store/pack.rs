@@ -102,9 +102,13 @@ impl Store {
 
     fn set_packed_through(&self, actor: &str, seq: u64) {
         let dir = self.packs_dir();
-        let _ = fs::create_private_dir(&dir).and_then(|()| {
+        let noted = fs::create_private_dir(&dir).and_then(|()| {
             fs::replace_local(&dir.join("through"), format!("{actor} {seq}\n").as_bytes())
         });
+        if let Err(e) = noted {
+            // Only costs time: the next packing checks from further back.
+            tracing::debug!(error = %e, "how far packing checked was not noted");
+        }
         *self
             .inner
             .packed_through
@@ -354,11 +358,10 @@ impl Store {
                 for k in kept.iter().filter(|k| k.rel() == p.rel) {
                     fs::remove(&k.path).map_err(Error::io(&k.path))?;
                 }
-                let path = self.inner.root.join(&p.rel);
-                let _ = fs::remove(&path);
+                fs::remove_or_log(self.inner.root.join(&p.rel), "a superseded pack");
                 deleted += 1;
             }
-            let _ = fs::sync_dir(&self.inner.root.join(pack::PACKS_DIR).join(actor));
+            fs::sync_dir_or_log(&self.inner.root.join(pack::PACKS_DIR).join(actor));
         }
         Ok(deleted)
     }
@@ -467,7 +470,7 @@ impl Store {
             }
             for (i, o) in entries.iter().enumerate() {
                 let path = self.inner.root.join(&o.rel);
-                let _ = fs::remove(&path);
+                fs::remove_or_log(&path, "a loose op file a pack holds");
                 if i == 0 {
                     fault::at("loose-deleting").map_err(Error::io(&path))?;
                 }
@@ -478,7 +481,7 @@ impl Store {
                 .root
                 .join(crate::folder::OPS_DIR)
                 .join(&listing.actor);
-            let _ = fs::sync_dir(&dir);
+            fs::sync_dir_or_log(&dir);
         }
         Ok((deleted, kept_loose))
     }
@@ -504,7 +507,7 @@ impl Store {
                     .and_then(|b| pack::decode_index(&b).ok())
                     .is_some_and(|index| all_covered(&k.actor, &index.rows, &covered));
             if folded {
-                let _ = fs::remove(&k.path);
+                fs::remove_or_log(&k.path, "a kept pack copy a snapshot folds");
                 continue;
             }
             if !k.settled {
@@ -521,7 +524,7 @@ impl Store {
                 .is_some_and(|last| acks.everyone_has(&last));
             let old = listing.is_some() && k.age_secs() > crate::RETENTION_SECS as u64;
             if everyone_has || old {
-                let _ = fs::remove(&k.path);
+                fs::remove_or_log(&k.path, "a settled kept pack copy");
             }
         }
         Ok(())

@@ -211,7 +211,7 @@ impl Store {
                 let stale_temp =
                     n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
                 if (beat::parse_name(&n).is_some() && n != keep) || stale_temp {
-                    let _ = crate::fs::remove(entry.path());
+                    crate::fs::remove_or_log(entry.path(), "an older beat of this device");
                 }
             }
         }

@@ -35,7 +35,9 @@ impl Store {
             Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id)).documents()
         {
             let mut other = retained;
-            let _ = doc.merge(&mut other);
+            if let Err(e) = doc.merge(&mut other) {
+                tracing::warn!(error = %e, "a retention copy did not merge into the repaired view (repair goes on without it)");
+            }
         }
         // What the folder alone provides. A change the folder's merge rebased (a fork's
         // losing side, and what builds on it) is provided by its rewrite: this device's view

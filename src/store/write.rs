@@ -831,7 +831,7 @@ impl Store {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();
                     if name.starts_with(&prefix) && name.ends_with(TEMP_SUFFIX) {
-                        let _ = crate::fs::remove(entry.path());
+                        crate::fs::remove_or_log(entry.path(), "a stale temp of this device");
                     }
                 }
             }

@@ -189,6 +189,7 @@ impl Stopper {
     /// Asks the watcher to stop; it finishes the merge in flight, if any.
     pub fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
+        // A watcher already gone has nobody to wake.
         let _ = self.wake.send(Signal::Stop);
     }
 }
@@ -241,6 +242,7 @@ impl WatchHandle {
     /// `false`).
     pub fn join(mut self) {
         if let Some(t) = self.thread.take() {
+            // A watching thread that panicked has nothing more to say; its events ended.
             let _ = t.join();
         }
     }
@@ -250,6 +252,7 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.stop.stop();
         if let Some(t) = self.thread.take() {
+            // A watching thread that panicked has nothing more to say; its events ended.
             let _ = t.join();
         }
     }
@@ -375,6 +378,7 @@ impl<L: Live> Run<L> {
             if !ours {
                 store.watched().events.fetch_add(1, Ordering::SeqCst);
             }
+            // The watching thread stopped: nobody to wake.
             let _ = wake.send(signal);
         });
         match made {
@@ -496,6 +500,7 @@ impl<L: Live> Run<L> {
         while started.elapsed() < cap {
             match signals.recv_timeout(self.options.debounce) {
                 Ok(Signal::Stop) => {
+                    // Passed on to the loop (its own channel: it cannot be closed here).
                     let _ = self.wake.send(Signal::Stop);
                     return rescan;
                 }
