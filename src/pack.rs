@@ -27,7 +27,6 @@ use automerge::{Change, ChangeHash};
 use serde::Serialize;
 
 use crate::folder::scan::{self, OpEntry, Scan};
-use crate::format::marker::FEATURES_DIR;
 use crate::format::names;
 use crate::format::{opfile, pack};
 use crate::fs;
@@ -87,7 +86,7 @@ pub(crate) struct Kept {
 
 impl Kept {
     pub(crate) fn rel(&self) -> String {
-        format!("{}/{}/{}", pack::PACKS_DIR, self.actor, self.name)
+        crate::folder::layout::pack_rel(&self.actor, &self.name)
     }
 
     pub(crate) fn age_secs(&self) -> u64 {
@@ -308,16 +307,10 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         let refs: Vec<(u64, &[u8])> = files.iter().map(|(s, b)| (*s, b.as_slice())).collect();
         let bytes = pack::encode(actor, &refs);
         let name = pack::file_name(files[0].0, files[files.len() - 1].0, &bytes);
-        let dir = store.join(pack::PACKS_DIR).join(actor);
+        let dir = crate::folder::layout::actor_packs(store, actor);
         fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))
     };
-    let features = store.join(FEATURES_DIR);
-    if !features.join(pack::FEATURE).exists() {
-        fs::publish_new(
-            fs::stage(&features, actor, b"packs\n")?,
-            &features.join(pack::FEATURE),
-        )?;
-    }
+    crate::folder::layout::ensure_feature(store, actor, pack::FEATURE, b"packs\n")?;
     let scan = scan::scan(store);
     let mine: Vec<&OpEntry> = scan
         .ops

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::folder::scan::Scan;
-use crate::format::snapshot::{self, SNAPSHOTS_DIR};
+use crate::format::snapshot::{self};
 use crate::merged::MergedState;
 use crate::presence::Presence;
 
@@ -137,11 +137,11 @@ pub(crate) fn usage(root: &std::path::Path) -> (usize, u64) {
     let mut files = 0;
     let mut bytes = 0;
     for dir in [
-        crate::folder::OPS_DIR,
-        crate::format::pack::PACKS_DIR,
-        SNAPSHOTS_DIR,
+        crate::folder::layout::ops(root),
+        crate::folder::layout::packs(root),
+        crate::folder::layout::snapshots(root),
     ] {
-        for e in walkdir::WalkDir::new(root.join(dir))
+        for e in walkdir::WalkDir::new(dir)
             .into_iter()
             .filter_map(|e| e.ok())
         {

@@ -311,7 +311,8 @@ pub(crate) fn remove_or_log(path: impl AsRef<Path>, what: &str) {
 
 /// Makes the deletions in `dir` durable. A failure is logged, never fatal: after a crash the
 /// deleted files may come back, and they were redundant (see [`remove_or_log`]).
-pub(crate) fn sync_dir_or_log(dir: &Path) {
+pub(crate) fn sync_dir_or_log(dir: impl AsRef<Path>) {
+    let dir = dir.as_ref();
     if let Err(e) = sync_dir(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "the deletions in a folder were not made durable (files deleted may come back after a crash; they are redundant)");
     }

@@ -85,10 +85,7 @@ pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) 
     // arrived. (Elsewhere they are only files still on their way: the usual sync lag.)
     let compacted = !scan.snapshots.is_empty()
         || !scan.records.is_empty()
-        || store
-            .join(crate::format::marker::FEATURES_DIR)
-            .join(crate::format::snapshot::FEATURE)
-            .is_file();
+        || crate::folder::layout::feature(store, crate::format::snapshot::FEATURE).is_file();
     if compacted && out.is_empty() {
         for actor in crate::folder::beat_actors(store) {
             let Some((rel, beat)) = crate::folder::latest_beat(store, &actor) else {

@@ -6,9 +6,8 @@ use crate::compact::{folded, usage, verify, CompactOutcome, CompactPlan, Progres
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::scan::{self, Scan};
-use crate::format::marker::FEATURES_DIR;
 use crate::format::record::{self, Record};
-use crate::format::snapshot::{self, NewSnapshot, SNAPSHOTS_DIR};
+use crate::format::snapshot::{self, NewSnapshot};
 use crate::fs;
 use crate::local::retention::Retention;
 use crate::merged::MergedState;
@@ -263,9 +262,9 @@ impl Store {
             .collect();
         dirs.dedup();
         for d in dirs {
-            fs::sync_dir_or_log(&self.inner.root.join(crate::folder::OPS_DIR).join(d));
+            fs::sync_dir_or_log(crate::folder::layout::actor_ops(&self.inner.root, d));
         }
-        fs::sync_dir_or_log(&self.inner.root.join(SNAPSHOTS_DIR));
+        fs::sync_dir_or_log(crate::folder::layout::snapshots(&self.inner.root));
         Ok(())
     }
 
@@ -321,7 +320,7 @@ impl Store {
             sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
         })
         .map_err(|e| Error::Corrupt {
-            path: self.inner.root.join(SNAPSHOTS_DIR),
+            path: crate::folder::layout::snapshots(&self.inner.root),
             reason: e.to_string(),
         })?;
         Ok((bytes, heads, changes, automerge))
@@ -352,7 +351,7 @@ impl Store {
         self.ensure_feature(&owner)?;
         let (bytes, heads, changes, automerge) =
             self.build_snapshot(doc, device, ops, snaps, devices)?;
-        let dir = self.inner.root.join(SNAPSHOTS_DIR);
+        let dir = crate::folder::layout::snapshots(&self.inner.root);
         let name = snapshot::file_name(&bytes);
         let target = dir.join(&name);
         // 1. Publish.
@@ -399,16 +398,13 @@ impl Store {
     }
 
     fn ensure_feature(&self, owner: &str) -> Result<()> {
-        let path = self.inner.root.join(FEATURES_DIR).join(snapshot::FEATURE);
-        if path.exists() {
-            return Ok(());
-        }
-        let dir = self.inner.root.join(FEATURES_DIR);
         let note =
             b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
         // The temp is this device's (its actor), so only this device ever removes it.
-        let staged = fs::stage(&dir, owner, note).map_err(Error::io(&dir))?;
-        fs::publish_new(staged, &path).map_err(Error::io(&path))?;
-        Ok(())
+        crate::folder::layout::ensure_feature(&self.inner.root, owner, snapshot::FEATURE, note)
+            .map_err(Error::io(crate::folder::layout::feature(
+                &self.inner.root,
+                snapshot::FEATURE,
+            )))
     }
 }

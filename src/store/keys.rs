@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::fs;
-use crate::seal::{self, StoreKey, KEYS_DIR};
+use crate::seal::{self, StoreKey};
 use crate::store::Store;
 
 impl Store {
@@ -66,8 +66,8 @@ impl Store {
             });
         }
         let bytes = seal::wrap_key(key, &self.inner.marker.store_id, passphrase)
-            .map_err(Error::io(self.inner.root.join(KEYS_DIR)))?;
-        let dir = self.inner.root.join(KEYS_DIR);
+            .map_err(Error::io(crate::folder::layout::keys(&self.inner.root)))?;
+        let dir = crate::folder::layout::keys(&self.inner.root);
         fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
         let name = format!("{}.key", &blake3::hash(&bytes).to_hex()[..32]);
         let owner = self
@@ -77,7 +77,7 @@ impl Store {
             .map_or_else(|| self.inner.marker.store_id.clone(), |r| r.actor);
         let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
         fs::publish_new(staged, &dir.join(&name)).map_err(Error::io(dir.join(&name)))?;
-        Ok(format!("{KEYS_DIR}/{name}"))
+        Ok(crate::folder::layout::key_rel(&name))
     }
 
     /// Gives this device the store's key from a passphrase some device added
@@ -89,7 +89,7 @@ impl Store {
                 reason: "this store is not encrypted: it has no key".into(),
             });
         }
-        let dir = self.inner.root.join(KEYS_DIR);
+        let dir = crate::folder::layout::keys(&self.inner.root);
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()

@@ -417,11 +417,7 @@ impl Store {
     ) -> Option<(Arc<MergedState>, MergeReport)> {
         let uncompacted = scan.snapshots.is_empty()
             && scan.records.is_empty()
-            && !self
-                .inner
-                .root
-                .join(crate::format::marker::FEATURES_DIR)
-                .join(crate::format::snapshot::FEATURE)
+            && !crate::folder::layout::feature(&self.inner.root, crate::format::snapshot::FEATURE)
                 .exists();
         if !uncompacted {
             return None;

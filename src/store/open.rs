@@ -10,7 +10,6 @@ use serde_json::Value as Json;
 use super::{Options, Shared, Store};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::OPS_DIR;
 use crate::format::marker::{self, Marker, FORMAT_VERSION, MARKER};
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::cache::Cache;
@@ -70,21 +69,28 @@ impl Store {
         options: &Options,
         initial: Option<&Json>,
     ) -> Result<Store> {
-        let marker_path = root.join(MARKER);
+        let marker_path = crate::folder::layout::marker(root);
         fault::at("marker-published").map_err(Error::io(&marker_path))?;
-        for dir in [OPS_DIR, marker::FEATURES_DIR] {
-            fs::create_dir_durably(&root.join(dir)).map_err(Error::io(root.join(dir)))?;
+        for dir in [
+            crate::folder::layout::ops(root),
+            crate::folder::layout::features(root),
+        ] {
+            fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
         }
         if marker.sealed.is_some() {
             // For builds that do not know encryption: an unknown feature, so they write
             // nothing (the marker's key check is what this build goes by).
-            let path = root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE);
-            if !path.exists() {
-                let dir = root.join(marker::FEATURES_DIR);
-                let note = b"an encrypted store: every op file, heartbeat and snapshot is sealed\n";
-                let staged = fs::stage(&dir, &marker.store_id, note).map_err(Error::io(&dir))?;
-                fs::publish_new(staged, &path).map_err(Error::io(&path))?;
-            }
+            let note = b"an encrypted store: every op file, heartbeat and snapshot is sealed\n";
+            crate::folder::layout::ensure_feature(
+                root,
+                &marker.store_id,
+                crate::seal::FEATURE,
+                note,
+            )
+            .map_err(Error::io(crate::folder::layout::feature(
+                root,
+                crate::seal::FEATURE,
+            )))?;
         }
         state.claim_folder(&marker.store_id, root)?;
         state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
@@ -149,7 +155,7 @@ impl Store {
         }
         if marker_problem.is_none() {
             // The bytes as they are (a newer writer may have added keys).
-            if let Ok(bytes) = std::fs::read(root.join(MARKER)) {
+            if let Ok(bytes) = std::fs::read(crate::folder::layout::marker(&root)) {
                 if let Err(e) = state.keep_marker(&marker.store_id, &bytes) {
                     if state.writable() {
                         return Err(e);
@@ -218,9 +224,9 @@ impl Store {
 
 /// True when the folder holds an op file or a snapshot (this device's temps do not count).
 fn has_history(root: &Path) -> bool {
-    let snapshots = std::fs::read_dir(root.join(crate::format::snapshot::SNAPSHOTS_DIR))
+    let snapshots = std::fs::read_dir(crate::folder::layout::snapshots(root))
         .is_ok_and(|mut d| d.next().is_some());
-    let ops = std::fs::read_dir(root.join(OPS_DIR))
+    let ops = std::fs::read_dir(crate::folder::layout::ops(root))
         .into_iter()
         .flatten()
         .flatten()
@@ -239,7 +245,7 @@ fn has_history(root: &Path) -> bool {
 /// first (`true`: made here), or the one an interrupted `init` of this device published
 /// (`false`). Refused when the folder is a store already or holds history.
 fn claim_marker(root: &Path, state: &StateDir, options: &Options) -> Result<(Marker, bool)> {
-    let marker_path = root.join(MARKER);
+    let marker_path = crate::folder::layout::marker(root);
     let claimed = match std::fs::read(&marker_path) {
         Ok(bytes) => {
             let marker = marker::decode(&bytes).map_err(|e| Error::Corrupt {
@@ -322,7 +328,7 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
         actors.push(r.actor);
         actors.extend(r.retired);
     }
-    for dir in std::fs::read_dir(root.join(OPS_DIR))
+    for dir in std::fs::read_dir(crate::folder::layout::ops(root))
         .into_iter()
         .flatten()
         .flatten()
@@ -344,13 +350,19 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
     }
     // The marker this init published goes, and the feature marker of an encrypted store
     // (written by this init after its marker: nobody else writes into a store this young).
-    crate::fs::remove_or_log(root.join(MARKER), "the marker of an init that failed");
     crate::fs::remove_or_log(
-        root.join(marker::FEATURES_DIR).join(crate::seal::FEATURE),
+        crate::folder::layout::marker(root),
+        "the marker of an init that failed",
+    );
+    crate::fs::remove_or_log(
+        crate::folder::layout::feature(root, crate::seal::FEATURE),
         "the feature marker of an init that failed",
     );
-    for dir in [OPS_DIR, marker::FEATURES_DIR] {
-        crate::fs::remove_empty_dir(&root.join(dir));
+    for dir in [
+        crate::folder::layout::ops(root),
+        crate::folder::layout::features(root),
+    ] {
+        crate::fs::remove_empty_dir(&dir);
     }
     crate::fs::sync_dir_or_log(root);
     if let Err(e) = crate::fs::remove_local_tree(&state.store_dir(store_id)) {

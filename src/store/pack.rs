@@ -5,7 +5,6 @@
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::scan::{self, OpEntry, Scan};
-use crate::format::marker::FEATURES_DIR;
 use crate::format::names;
 use crate::format::pack;
 use crate::fs;
@@ -89,12 +88,13 @@ impl Store {
                 let (a, seq) = t.trim().split_once(' ')?;
                 (a == actor).then(|| seq.parse().ok()).flatten()
             });
-        let in_folder = std::fs::read_dir(self.inner.root.join(pack::PACKS_DIR).join(actor))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| pack::parse_name(&e.file_name().to_string_lossy()).map(|p| p.1))
-            .max();
+        let in_folder =
+            std::fs::read_dir(crate::folder::layout::actor_packs(&self.inner.root, actor))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| pack::parse_name(&e.file_name().to_string_lossy()).map(|p| p.1))
+                .max();
         let seq = recorded.unwrap_or(0).max(in_folder.unwrap_or(0));
         *cached = Some((actor.to_string(), seq));
         seq
@@ -268,13 +268,13 @@ impl Store {
             .and_then(|()| fs::replace_local(&copy_dir.join(&name), &bytes))
             .and_then(|()| fault::at("pack-kept"))
             .map_err(Error::io(&copy_dir))?;
-        let dir = self.inner.root.join(pack::PACKS_DIR).join(actor);
+        let dir = crate::folder::layout::actor_packs(&self.inner.root, actor);
         let staged = fs::stage(&dir, actor, &bytes).map_err(Error::io(&dir))?;
         let target = dir.join(&name);
         fs::publish(staged, &target)
             .and_then(|()| fault::at("pack-published"))
             .map_err(Error::io(&target))?;
-        Ok(format!("{}/{actor}/{name}", pack::PACKS_DIR))
+        Ok(crate::folder::layout::pack_rel(actor, &name))
     }
 
     /// Folds runs of [`REPACK_FAN`] consecutive packs of one size (the pack size times a
@@ -361,7 +361,7 @@ impl Store {
                 fs::remove_or_log(self.inner.root.join(&p.rel), "a superseded pack");
                 deleted += 1;
             }
-            fs::sync_dir_or_log(&self.inner.root.join(pack::PACKS_DIR).join(actor));
+            fs::sync_dir_or_log(crate::folder::layout::actor_packs(&self.inner.root, actor));
         }
         Ok(deleted)
     }
@@ -369,15 +369,13 @@ impl Store {
     /// `features/packs`, before the first pack: a build that cannot read packs must not
     /// write (it would take packed changes for lost ones).
     fn ensure_packs_feature(&self, owner: &str) -> Result<()> {
-        let path = self.inner.root.join(FEATURES_DIR).join(pack::FEATURE);
-        if path.exists() {
-            return Ok(());
-        }
-        let dir = self.inner.root.join(FEATURES_DIR);
         let note = b"packs in packs/: a build that cannot read them must not write\n";
-        let staged = fs::stage(&dir, owner, note).map_err(Error::io(&dir))?;
-        fs::publish_new(staged, &path).map_err(Error::io(&path))?;
-        Ok(())
+        crate::folder::layout::ensure_feature(&self.inner.root, owner, pack::FEATURE, note).map_err(
+            Error::io(crate::folder::layout::feature(
+                &self.inner.root,
+                pack::FEATURE,
+            )),
+        )
     }
 
     /// Publishes again the kept packs the folder lost, unless a snapshot folds all they hold.
@@ -405,7 +403,7 @@ impl Store {
             if folded {
                 continue;
             }
-            let dir = self.inner.root.join(pack::PACKS_DIR).join(&kept.actor);
+            let dir = crate::folder::layout::actor_packs(&self.inner.root, &kept.actor);
             let target = dir.join(&kept.name);
             // Under its name but not read by the scan: a damaged copy (a torn delivery, bit
             // rot) that the right bytes replace; a sound one (unreadable for now) stays.
@@ -476,12 +474,10 @@ impl Store {
                 }
             }
             deleted += entries.len();
-            let dir = self
-                .inner
-                .root
-                .join(crate::folder::OPS_DIR)
-                .join(&listing.actor);
-            fs::sync_dir_or_log(&dir);
+            fs::sync_dir_or_log(crate::folder::layout::actor_ops(
+                &self.inner.root,
+                &listing.actor,
+            ));
         }
         Ok((deleted, kept_loose))
     }

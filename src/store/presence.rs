@@ -101,7 +101,7 @@ impl Store {
         let local = self.inner.state.store_dir(&self.inner.marker.store_id);
         let mut own = beats::read_own(&local);
         let now = now();
-        let dir = self.inner.root.join(beat::DEVICES_DIR).join(&record.actor);
+        let dir = crate::folder::layout::actor_beats(&self.inner.root, &record.actor);
         let published = own_beats(&dir);
         let previous = published
             .iter()
@@ -176,7 +176,7 @@ impl Store {
         own: &beats::OwnBeats,
         now: i64,
     ) -> Result<String> {
-        let dir = self.inner.root.join(beat::DEVICES_DIR).join(&record.actor);
+        let dir = crate::folder::layout::actor_beats(&self.inner.root, &record.actor);
         let mut actors = vec![record.actor.clone()];
         actors.extend(record.retired.iter().rev().cloned());
         let plain = beat::encode(&beat::Beat {
@@ -205,7 +205,7 @@ impl Store {
     /// beat temps.
     fn remove_older_beats(&self, record: &WriterRecord, keep: &str) {
         for actor in std::iter::once(&record.actor).chain(&record.retired) {
-            let d = self.inner.root.join(beat::DEVICES_DIR).join(actor);
+            let d = crate::folder::layout::actor_beats(&self.inner.root, actor);
             for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
                 let n = entry.file_name().to_string_lossy().into_owned();
                 let stale_temp =

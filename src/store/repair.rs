@@ -4,7 +4,6 @@
 use crate::compact::repair::{Repaired, WRITE_BACK_EVERY_SECS};
 use crate::error::{Error, Result};
 use crate::folder::scan;
-use crate::format::marker::MARKER;
 use crate::fs;
 use crate::local::retention::Retention;
 use crate::merge;
@@ -102,10 +101,12 @@ impl Store {
     /// and this store was opened from what this device knows. A damaged marker is left as
     /// it is.
     pub(crate) fn restore_marker(&self) -> Result<bool> {
-        if self.inner.marker_problem.is_none() || self.inner.root.join(MARKER).exists() {
+        if self.inner.marker_problem.is_none()
+            || crate::folder::layout::marker(&self.inner.root).exists()
+        {
             return Ok(false);
         }
-        let path = self.inner.root.join(MARKER);
+        let path = crate::folder::layout::marker(&self.inner.root);
         let Some(bytes) = self.inner.state.kept_marker(&self.inner.marker.store_id) else {
             return Ok(false);
         };

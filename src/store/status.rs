@@ -62,16 +62,16 @@ fn file_counts(root: &std::path::Path, scan: &scan::Scan, pack_size: usize) -> F
     };
     let beats = crate::folder::beat_actors(root)
         .into_iter()
-        .map(|a| files_in(root.join(crate::format::beat::DEVICES_DIR).join(a)))
+        .map(|a| files_in(crate::folder::layout::actor_beats(root, &a)))
         .sum();
     let ops = scan.ops.iter().filter(|o| o.loose).count();
     let packs = scan.packs.len();
     let packed = scan.ops.iter().filter(|o| o.packed.is_some()).count();
     let packing_would_save = packing_saves(scan, pack_size);
     let snapshots = scan.snapshots.len() + scan.records.len();
-    let marker = usize::from(root.join(crate::format::marker::MARKER).is_file());
-    let others = files_in(root.join(crate::format::marker::FEATURES_DIR))
-        + files_in(root.join(crate::seal::KEYS_DIR));
+    let marker = usize::from(crate::folder::layout::marker(root).is_file());
+    let others = files_in(crate::folder::layout::features(root))
+        + files_in(crate::folder::layout::keys(root));
     FileCounts {
         ops,
         packs,

@@ -15,9 +15,6 @@ use super::now;
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::scan;
-use crate::folder::OPS_DIR;
-use crate::format::beat;
-use crate::format::marker::{self};
 use crate::format::names;
 use crate::format::opfile;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
@@ -598,7 +595,7 @@ impl Store {
                 continue;
             };
             let actor = change.actor_id().to_hex_string();
-            let dir = self.inner.root.join(OPS_DIR).join(&actor);
+            let dir = crate::folder::layout::actor_ops(&self.inner.root, &actor);
             let bytes = self.op_file_bytes(device, &change)?;
             let path = dir.join(names::op_file_name(change.seq(), &blake3::hash(&bytes)));
             // Usually this device published it before: one stat. Otherwise another device
@@ -650,16 +647,18 @@ impl Store {
 
     /// The highest seq of any op file or pack name under `actor`, listing only its folders.
     pub(crate) fn actor_max_seq(&self, actor: &str) -> u64 {
-        let names_in = |dir: &str| {
-            std::fs::read_dir(self.inner.root.join(dir).join(actor))
+        let names_in = |dir: std::path::PathBuf| {
+            std::fs::read_dir(dir)
                 .into_iter()
                 .flatten()
                 .flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
         };
-        let loose = names_in(OPS_DIR).filter_map(|n| names::parse_op_name(&n).map(|o| o.seq));
+        let root = &self.inner.root;
+        let loose = names_in(crate::folder::layout::actor_ops(root, actor))
+            .filter_map(|n| names::parse_op_name(&n).map(|o| o.seq));
         // Its packs' names say their last seq: packed changes count as much as loose ones.
-        let packed = names_in(crate::format::pack::PACKS_DIR)
+        let packed = names_in(crate::folder::layout::actor_packs(root, actor))
             .filter_map(|n| crate::format::pack::parse_name(&n).map(|p| p.1));
         loose.chain(packed).max().unwrap_or(0)
     }
@@ -696,7 +695,7 @@ impl Store {
                 .write_record(&self.inner.marker.store_id, record)?;
         }
         let bytes = self.op_file_bytes(device, &change)?;
-        let dir = self.inner.root.join(OPS_DIR).join(&record.actor);
+        let dir = crate::folder::layout::actor_ops(&self.inner.root, &record.actor);
         let name = names::op_file_name(seq, &blake3::hash(&bytes));
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         // The outbox copy exists before the record names the seq: whatever happens to the
@@ -801,7 +800,7 @@ impl Store {
             let Some(bytes) = kept.bytes() else {
                 continue;
             };
-            let dir = self.inner.root.join(OPS_DIR).join(&kept.actor);
+            let dir = crate::folder::layout::actor_ops(&self.inner.root, &kept.actor);
             let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
             let target = dir.join(&kept.name);
             fs::publish(staged, &target)
@@ -819,14 +818,11 @@ impl Store {
             // Everywhere this device stages files under that actor: op files, heartbeats,
             // snapshots, records and feature markers.
             for dir in [
-                self.inner.root.join(OPS_DIR).join(actor),
-                self.inner
-                    .root
-                    .join(crate::format::pack::PACKS_DIR)
-                    .join(actor),
-                self.inner.root.join(beat::DEVICES_DIR).join(actor),
-                self.inner.root.join(crate::format::snapshot::SNAPSHOTS_DIR),
-                self.inner.root.join(marker::FEATURES_DIR),
+                crate::folder::layout::actor_ops(&self.inner.root, actor),
+                crate::folder::layout::actor_packs(&self.inner.root, actor),
+                crate::folder::layout::actor_beats(&self.inner.root, actor),
+                crate::folder::layout::snapshots(&self.inner.root),
+                crate::folder::layout::features(&self.inner.root),
             ] {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                     let name = entry.file_name().to_string_lossy().into_owned();

@@ -36,9 +36,6 @@ use serde_json::Value as Json;
 
 use crate::error::Result;
 use crate::folder::scan;
-use crate::folder::OPS_DIR;
-use crate::format::pack::PACKS_DIR;
-use crate::format::snapshot::SNAPSHOTS_DIR;
 use crate::render;
 use crate::report::MergeReport;
 
@@ -417,13 +414,16 @@ impl<L: Live> Run<L> {
         };
         let root = self.store.root();
         let mut wanted: Vec<PathBuf> = vec![
-            root.join(OPS_DIR),
-            root.join(PACKS_DIR),
-            root.join(SNAPSHOTS_DIR),
+            crate::folder::layout::ops(root),
+            crate::folder::layout::packs(root),
+            crate::folder::layout::snapshots(root),
         ];
         // Changes arrive in actor folders of ops/ and of packs/ (a device that packed).
-        for top in [OPS_DIR, PACKS_DIR] {
-            if let Ok(dirs) = std::fs::read_dir(root.join(top)) {
+        for top in [
+            crate::folder::layout::ops(root),
+            crate::folder::layout::packs(root),
+        ] {
+            if let Ok(dirs) = std::fs::read_dir(top) {
                 wanted.extend(
                     dirs.flatten()
                         .filter(|e| e.path().is_dir())
@@ -528,7 +528,12 @@ impl<L: Live> Run<L> {
         let own = store.own_actors();
         *self.own.write().unwrap_or_else(|p| p.into_inner()) = own
             .iter()
-            .flat_map(|a| [OPS_DIR, PACKS_DIR].map(|top| store.root().join(top).join(a)))
+            .flat_map(|a| {
+                [
+                    crate::folder::layout::actor_ops(store.root(), a),
+                    crate::folder::layout::actor_packs(store.root(), a),
+                ]
+            })
             .collect();
         self.add_watches();
         let scan = scan::scan(store.root());

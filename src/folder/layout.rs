@@ -1,0 +1,89 @@
+//! Where each kind of file lives in a store folder (docs/FORMAT.md §2): the one place that
+//! joins a store's root with the layout's folder names. Everything else asks here.
+
+use std::path::{Path, PathBuf};
+
+use crate::format::beat::DEVICES_DIR;
+use crate::format::marker::{FEATURES_DIR, MARKER};
+use crate::format::names::OPS_DIR;
+use crate::format::pack::PACKS_DIR;
+use crate::format::snapshot::SNAPSHOTS_DIR;
+use crate::fs;
+use crate::seal::KEYS_DIR;
+
+/// `crdtdir.store`.
+pub(crate) fn marker(root: &Path) -> PathBuf {
+    root.join(MARKER)
+}
+
+/// `features/`.
+pub(crate) fn features(root: &Path) -> PathBuf {
+    root.join(FEATURES_DIR)
+}
+
+/// `features/<feature>`.
+pub(crate) fn feature(root: &Path, feature: &str) -> PathBuf {
+    features(root).join(feature)
+}
+
+/// `ops/`.
+pub(crate) fn ops(root: &Path) -> PathBuf {
+    root.join(OPS_DIR)
+}
+
+/// `ops/<actor>/`: an actor's op files.
+pub(crate) fn actor_ops(root: &Path, actor: &str) -> PathBuf {
+    ops(root).join(actor)
+}
+
+/// `packs/`.
+pub(crate) fn packs(root: &Path) -> PathBuf {
+    root.join(PACKS_DIR)
+}
+
+/// `packs/<actor>/`: an actor's packs.
+pub(crate) fn actor_packs(root: &Path, actor: &str) -> PathBuf {
+    packs(root).join(actor)
+}
+
+/// `devices/<actor>/`: the heartbeats a device publishes under one of its actors.
+pub(crate) fn actor_beats(root: &Path, actor: &str) -> PathBuf {
+    root.join(DEVICES_DIR).join(actor)
+}
+
+/// `snapshots/`: snapshots and compaction records.
+pub(crate) fn snapshots(root: &Path) -> PathBuf {
+    root.join(SNAPSHOTS_DIR)
+}
+
+/// `keys/`: passphrase wraps of an encrypted store's key.
+pub(crate) fn keys(root: &Path) -> PathBuf {
+    root.join(KEYS_DIR)
+}
+
+/// Publishes `features/<feature>` with `note` unless it is there (the one writer of feature
+/// markers). The temp is named by `owner` (this device's actor or the store id), so only its
+/// owner ever removes a leftover one.
+pub(crate) fn ensure_feature(
+    root: &Path,
+    owner: &str,
+    name: &str,
+    note: &[u8],
+) -> std::io::Result<()> {
+    let path = feature(root, name);
+    if path.exists() {
+        return Ok(());
+    }
+    let staged = fs::stage(&features(root), owner, note)?;
+    fs::publish_new(staged, &path).map(drop)
+}
+
+/// `packs/<actor>/<name>`: the path of a pack, relative to the store.
+pub(crate) fn pack_rel(actor: &str, name: &str) -> String {
+    format!("{PACKS_DIR}/{actor}/{name}")
+}
+
+/// `keys/<name>`: the path of a passphrase wrap, relative to the store.
+pub(crate) fn key_rel(name: &str) -> String {
+    format!("{KEYS_DIR}/{name}")
+}
