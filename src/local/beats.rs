@@ -37,7 +37,7 @@ pub(crate) struct OwnBeats {
 pub(crate) type Seen = BTreeMap<String, (u64, i64)>;
 
 pub(crate) fn read_own(dir: &Path) -> OwnBeats {
-    std::fs::read(dir.join("beats"))
+    std::fs::read(dir.join(crate::local::names::BEATS))
         .ok()
         .and_then(|b| ciborium::from_reader::<OwnBeats, _>(&b[..]).ok())
         .filter(|o| o.v == 1)
@@ -48,11 +48,11 @@ pub(crate) fn read_own(dir: &Path) -> OwnBeats {
 pub(crate) fn write_own(dir: &Path, own: &OwnBeats) -> std::io::Result<()> {
     let mut out = Vec::new();
     ciborium::into_writer(own, &mut out).map_err(std::io::Error::other)?;
-    fs::replace_local(&dir.join("beats"), &out)
+    fs::replace_local(&dir.join(crate::local::names::BEATS), &out)
 }
 
 pub(crate) fn read_seen(dir: &Path) -> Seen {
-    std::fs::read(dir.join("seen"))
+    std::fs::read(dir.join(crate::local::names::SEEN))
         .ok()
         .and_then(|b| ciborium::from_reader::<Seen, _>(&b[..]).ok())
         .unwrap_or_default()
@@ -61,12 +61,12 @@ pub(crate) fn read_seen(dir: &Path) -> Seen {
 pub(crate) fn write_seen(dir: &Path, seen: &Seen) -> std::io::Result<()> {
     let mut out = Vec::new();
     ciborium::into_writer(seen, &mut out).map_err(std::io::Error::other)?;
-    fs::replace_unsynced(&dir.join("seen"), &out)
+    fs::replace_unsynced(&dir.join(crate::local::names::SEEN), &out)
 }
 
 /// The devices this device forgot: beat folder (actor) -> its latest counter then.
 pub(crate) fn read_forgotten(dir: &Path) -> BTreeMap<String, u64> {
-    std::fs::read(dir.join("forgotten"))
+    std::fs::read(dir.join(crate::local::names::FORGOTTEN))
         .ok()
         .and_then(|b| ciborium::from_reader::<BTreeMap<String, u64>, _>(&b[..]).ok())
         .unwrap_or_default()
@@ -79,15 +79,18 @@ pub(crate) fn write_forgotten(
 ) -> std::io::Result<()> {
     let mut out = Vec::new();
     ciborium::into_writer(forgotten, &mut out).map_err(std::io::Error::other)?;
-    fs::replace_local(&dir.join("forgotten"), &out)
+    fs::replace_local(&dir.join(crate::local::names::FORGOTTEN), &out)
 }
 
 /// What the last tidy step saw (see the module documentation), if known.
 pub(crate) fn read_tidied(dir: &Path) -> Option<[u8; 32]> {
-    std::fs::read(dir.join("tidied")).ok()?.try_into().ok()
+    std::fs::read(dir.join(crate::local::names::TIDIED))
+        .ok()?
+        .try_into()
+        .ok()
 }
 
 /// Not durably: a lost note only makes the next tidy step run.
 pub(crate) fn write_tidied(dir: &Path, digest: &[u8; 32]) -> std::io::Result<()> {
-    fs::replace_unsynced(&dir.join("tidied"), digest)
+    fs::replace_unsynced(&dir.join(crate::local::names::TIDIED), digest)
 }

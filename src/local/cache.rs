@@ -48,8 +48,6 @@ use crate::report::{Fork, MergeReport, Rebased};
 
 /// Version of both cache files.
 const CACHE_VERSION: u32 = 3;
-/// The held document's file name.
-const HELD: &str = "held";
 
 #[derive(Serialize, Deserialize)]
 struct ViewFile {
@@ -94,7 +92,7 @@ impl Cache {
     /// The rendered document and report, if the folder listing is exactly the one the view
     /// was made from.
     pub(crate) fn view(&self, store: &Path, scan: &Scan) -> Option<(String, MergeReport)> {
-        let bytes = std::fs::read(self.dir.join("view")).ok()?;
+        let bytes = std::fs::read(self.dir.join(crate::local::names::VIEW)).ok()?;
         let view: ViewFile = ciborium::from_reader(&bytes[..]).ok()?;
         if view.v != CACHE_VERSION || view.store != self.store_id {
             return None;
@@ -105,7 +103,7 @@ impl Cache {
 
     /// The cached document and what it covers, or `None` if there is none to trust.
     pub(crate) fn load(&self) -> Option<MergedState> {
-        let bytes = std::fs::read(self.dir.join("cache")).ok()?;
+        let bytes = std::fs::read(self.dir.join(crate::local::names::CACHE)).ok()?;
         let file: CacheFile = ciborium::from_reader(&bytes[..]).ok()?;
         if file.v != CACHE_VERSION || file.store != self.store_id {
             return None;
@@ -129,7 +127,7 @@ impl Cache {
     /// `None`. Kept apart from the cache, so that losing the cache files while the folder
     /// lacks history loses nothing but speed.
     pub(crate) fn load_held(&self) -> Option<MergedState> {
-        let bytes = std::fs::read(self.dir.join(HELD)).ok()?;
+        let bytes = std::fs::read(self.dir.join(crate::local::names::HELD)).ok()?;
         let doc = crate::doc::load(&bytes).ok()?;
         Some(MergedState::of(doc))
     }
@@ -156,7 +154,7 @@ impl Cache {
     /// Keeps `doc` durably as the held document (the folder lacks changes it holds), or
     /// forgets it (`None`: the folder provides everything again).
     pub(crate) fn hold(&self, doc: Option<&Automerge>) -> std::io::Result<()> {
-        let path = self.dir.join(HELD);
+        let path = self.dir.join(crate::local::names::HELD);
         match doc {
             Some(doc) => {
                 fs::replace_local(&path, &doc.save()).and_then(|()| crate::fault::at("held-saved"))
@@ -191,7 +189,7 @@ impl Cache {
         };
         let mut out = Vec::new();
         ciborium::into_writer(&file, &mut out).map_err(std::io::Error::other)?;
-        fs::replace_local(&self.dir.join("cache"), &out)?;
+        fs::replace_local(&self.dir.join(crate::local::names::CACHE), &out)?;
         crate::fault::at("cache-saved")?;
         let view = ViewFile {
             v: CACHE_VERSION,
@@ -202,7 +200,7 @@ impl Cache {
         };
         let mut out = Vec::new();
         ciborium::into_writer(&view, &mut out).map_err(std::io::Error::other)?;
-        fs::replace_local(&self.dir.join("view"), &out)
+        fs::replace_local(&self.dir.join(crate::local::names::VIEW), &out)
     }
 }
 

@@ -1,21 +1,9 @@
-//! Local, per-device state. Never inside the synced folder.
-//!
-//! ```text
-//! STATE/device                       UTF-8 text: this device's default display name
-//! STATE/stores/<store id>/lock       empty file, locked exclusively by the one writer
-//! STATE/stores/<store id>/marker     the bytes of the store's crdtdir.store, kept to put a
-//!                                    lost marker back as it was (`repair`)
-//! STATE/stores/<store id>/init-pending  empty file: this device's `init` of the store has
-//!                                    not finished (it may finish it: `init` again)
-//! STATE/stores/<store id>/folder     UTF-8 text: the canonical path of the store's folder on
-//!                                    this device (a second folder with the same store id is
-//!                                    refused while the first still holds the store)
-//! STATE/stores/<store id>/writer     the writer record (`writer.rs`)
-//! ```
-//! STATE is `--state-dir` / `CRDTDIR_STATE_DIR`, else the OS data directory.
+//! Local, per-device state. Never inside the synced folder. Every file name in it is in
+//! one table: `names.rs`.
 
 pub(crate) mod beats;
 pub(crate) mod cache;
+pub(crate) mod names;
 pub(crate) mod outbox;
 pub(crate) mod retention;
 pub(crate) mod writer;
@@ -27,9 +15,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fs;
-
-/// The file that marks an `init` of this device that has not finished.
-const INIT_PENDING: &str = "init-pending";
 
 /// Environment variable naming the state directory.
 pub const STATE_DIR_ENV: &str = "CRDTDIR_STATE_DIR";
@@ -88,8 +73,8 @@ impl StateDir {
     /// tree and `device` file, and the state dir itself when it holds nothing else (a
     /// `--state-dir` that is some other folder keeps its own mode).
     pub(crate) fn make_private(&self) {
-        let stores = self.root.join("stores");
-        let device = self.root.join("device");
+        let stores = self.root.join(names::STORES);
+        let device = self.root.join(names::DEVICE);
         if fs::open_to_others(&stores) || fs::open_to_others(&device) {
             fs::make_private(&stores);
             fs::make_private(&device);
@@ -126,7 +111,7 @@ impl StateDir {
     }
 
     pub(crate) fn store_dir(&self, store_id: &str) -> PathBuf {
-        self.root.join("stores").join(store_id)
+        self.root.join(names::STORES).join(store_id)
     }
 
     /// Refuses a bad explicit or `CRDTDIR_DEVICE` name, writing nothing.
@@ -152,7 +137,7 @@ impl StateDir {
                 return check_device_name(&name);
             }
         }
-        let path = self.root.join("device");
+        let path = self.root.join(names::DEVICE);
         if let Ok(text) = std::fs::read_to_string(&path) {
             if let Ok(name) = check_device_name(text.trim()) {
                 return Ok(name);
@@ -180,7 +165,7 @@ impl StateDir {
     /// the folder); a store whose folder moved is simply claimed at its new place.
     pub(crate) fn claim_folder(&self, store_id: &str, folder: &Path) -> Result<()> {
         let here = std::fs::canonicalize(folder).map_err(Error::io(folder))?;
-        let path = self.store_dir(store_id).join("folder");
+        let path = self.store_dir(store_id).join(names::FOLDER);
         if let Ok(text) = std::fs::read_to_string(&path) {
             let other = PathBuf::from(text.trim_end_matches('\n'));
             if other == here {
@@ -204,7 +189,7 @@ impl StateDir {
     /// Keeps a copy of the store's marker bytes (once: a marker is written once and never
     /// changes), so that a marker the folder loses can be written again exactly as it was.
     pub(crate) fn keep_marker(&self, store_id: &str, bytes: &[u8]) -> Result<()> {
-        let path = self.store_dir(store_id).join("marker");
+        let path = self.store_dir(store_id).join(names::MARKER);
         if path.exists() {
             return Ok(());
         }
@@ -213,30 +198,30 @@ impl StateDir {
 
     /// Keeps an encrypted store's key (owner-only file `stores/<id>/key`, its text form).
     pub(crate) fn keep_key(&self, store_id: &str, key: &crate::seal::StoreKey) -> Result<()> {
-        let path = self.store_dir(store_id).join("key");
+        let path = self.store_dir(store_id).join(names::KEY);
         fs::replace_local(&path, format!("{}\n", key.to_text()).as_bytes())
             .map_err(Error::io(&path))
     }
 
     /// The kept key of an encrypted store, if this device has it.
     pub(crate) fn kept_key(&self, store_id: &str) -> Option<crate::seal::StoreKey> {
-        let text = std::fs::read_to_string(self.store_dir(store_id).join("key")).ok()?;
+        let text = std::fs::read_to_string(self.store_dir(store_id).join(names::KEY)).ok()?;
         crate::seal::StoreKey::parse(&text).ok()
     }
 
     /// The kept copy of the store's marker bytes.
     pub(crate) fn kept_marker(&self, store_id: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.store_dir(store_id).join("marker")).ok()
+        std::fs::read(self.store_dir(store_id).join(names::MARKER)).ok()
     }
 
     /// The store this device last used at `folder`, if any (from the `folder` records).
     pub(crate) fn store_for_folder(&self, folder: &Path) -> Option<String> {
         let here = std::fs::canonicalize(folder).ok()?;
-        std::fs::read_dir(self.root.join("stores"))
+        std::fs::read_dir(self.root.join(names::STORES))
             .ok()?
             .flatten()
             .find(|store| {
-                std::fs::read_to_string(store.path().join("folder"))
+                std::fs::read_to_string(store.path().join(names::FOLDER))
                     .is_ok_and(|text| Path::new(text.trim_end_matches('\n')) == here)
             })
             .map(|store| store.file_name().to_string_lossy().into_owned())
@@ -244,19 +229,19 @@ impl StateDir {
 
     /// Notes, durably, that this device is making store `store_id` (before its marker appears).
     pub(crate) fn begin_init(&self, store_id: &str) -> Result<()> {
-        let path = self.store_dir(store_id).join(INIT_PENDING);
+        let path = self.store_dir(store_id).join(names::INIT_PENDING);
         fs::replace_local(&path, b"").map_err(Error::io(&path))
     }
 
     /// True while an `init` of `store_id` by this device has not finished.
     pub(crate) fn init_pending(&self, store_id: &str) -> bool {
-        self.store_dir(store_id).join(INIT_PENDING).is_file()
+        self.store_dir(store_id).join(names::INIT_PENDING).is_file()
     }
 
     /// The `init` of `store_id` finished.
     pub(crate) fn end_init(&self, store_id: &str) {
         crate::fs::remove_or_log(
-            self.store_dir(store_id).join(INIT_PENDING),
+            self.store_dir(store_id).join(names::INIT_PENDING),
             "the note of an init in progress",
         );
     }
@@ -265,7 +250,7 @@ impl StateDir {
     pub(crate) fn lock(&self, store_id: &str) -> Result<WriterLock> {
         let dir = self.store_dir(store_id);
         fs::create_private_dir(&dir).map_err(Error::io(&dir))?;
-        let path = dir.join("lock");
+        let path = dir.join(names::LOCK);
         let file = fs::open_private(&path, false).map_err(Error::io(&path))?;
         file.lock().map_err(Error::io(&path))?;
         Ok(WriterLock { _file: file })
@@ -274,13 +259,13 @@ impl StateDir {
     /// The writer record, or `None` when there is none or it cannot be trusted (torn, foreign,
     /// unknown version): the caller then proves nothing and must use a fresh actor.
     pub(crate) fn read_record(&self, store_id: &str) -> Option<WriterRecord> {
-        let bytes = std::fs::read(self.store_dir(store_id).join("writer")).ok()?;
+        let bytes = std::fs::read(self.store_dir(store_id).join(names::WRITER)).ok()?;
         writer::decode(&bytes)
     }
 
     /// Durably replaces the writer record.
     pub(crate) fn write_record(&self, store_id: &str, record: &WriterRecord) -> Result<()> {
-        let path = self.store_dir(store_id).join("writer");
+        let path = self.store_dir(store_id).join(names::WRITER);
         fs::replace_local(&path, &writer::encode(record)).map_err(Error::io(&path))
     }
 }

@@ -85,7 +85,7 @@ pub(crate) struct Outbox {
 impl Outbox {
     pub(crate) fn new(store_state: &Path) -> Outbox {
         Outbox {
-            dir: store_state.join("outbox"),
+            dir: store_state.join(crate::local::names::OUTBOX),
         }
     }
 

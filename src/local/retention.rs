@@ -48,7 +48,7 @@ pub(crate) struct Retention {
 impl Retention {
     pub(crate) fn new(store_state: &Path) -> Retention {
         Retention {
-            dir: store_state.join("retention"),
+            dir: store_state.join(crate::local::names::RETENTION),
         }
     }
 

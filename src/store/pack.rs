@@ -31,7 +31,7 @@ impl Store {
         self.inner
             .state
             .store_dir(&self.inner.marker.store_id)
-            .join("packs")
+            .join(crate::local::names::PACKS)
     }
 
     /// After a write: packs when this device has a pack's worth of loose op files, and
@@ -82,12 +82,13 @@ impl Store {
         if let Some((_, seq)) = cached.as_ref().filter(|(a, _)| a == actor) {
             return *seq;
         }
-        let recorded = std::fs::read_to_string(self.packs_dir().join("through"))
-            .ok()
-            .and_then(|t| {
-                let (a, seq) = t.trim().split_once(' ')?;
-                (a == actor).then(|| seq.parse().ok()).flatten()
-            });
+        let recorded =
+            std::fs::read_to_string(self.packs_dir().join(crate::local::names::PACKED_THROUGH))
+                .ok()
+                .and_then(|t| {
+                    let (a, seq) = t.trim().split_once(' ')?;
+                    (a == actor).then(|| seq.parse().ok()).flatten()
+                });
         let in_folder =
             std::fs::read_dir(crate::folder::layout::actor_packs(&self.inner.root, actor))
                 .into_iter()
@@ -103,7 +104,10 @@ impl Store {
     fn set_packed_through(&self, actor: &str, seq: u64) {
         let dir = self.packs_dir();
         let noted = fs::create_private_dir(&dir).and_then(|()| {
-            fs::replace_local(&dir.join("through"), format!("{actor} {seq}\n").as_bytes())
+            fs::replace_local(
+                &dir.join(crate::local::names::PACKED_THROUGH),
+                format!("{actor} {seq}\n").as_bytes(),
+            )
         });
         if let Err(e) = noted {
             // Only costs time: the next packing checks from further back.

@@ -83,7 +83,7 @@ impl Store {
             return Ok(None);
         }
         let local = self.inner.state.store_dir(&self.inner.marker.store_id);
-        let stamp = local.join("written-back");
+        let stamp = local.join(crate::local::names::WRITTEN_BACK);
         let recent = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
             .ok()

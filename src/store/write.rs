@@ -739,7 +739,7 @@ impl Store {
         self.inner
             .state
             .store_dir(&self.inner.marker.store_id)
-            .join("outbox")
+            .join(crate::local::names::OUTBOX)
     }
 
     /// Publishes again, with the same bytes and name, every op file of this device's outbox

@@ -1,0 +1,55 @@
+//! Every name in the state dir, in one table (docs/FORMAT.md §11 and the sections of each
+//! file). STATE is `--state-dir` / `CRDTDIR_STATE_DIR`, else the OS data directory.
+//!
+//! ```text
+//! STATE/device                        this device's default display name
+//! STATE/stores/<store id>/            one store's state (`STORES`):
+//!   folder, marker, init-pending, lock, writer, key    (local/mod.rs, local/writer.rs)
+//!   view, cache, held                                   (local/cache.rs)
+//!   beats, seen, forgotten, tidied                      (local/beats.rs)
+//!   written-back                                        (store/repair.rs)
+//!   outbox/<actor>/<op file name>                       (local/outbox.rs)
+//!   retention/<hash>.automerge                          (local/retention.rs)
+//!   packs/<actor>/<pack name>[.settled], packs/through  (store/pack.rs)
+//! ```
+
+/// `STATE/device`: this device's default display name.
+pub(crate) const DEVICE: &str = "device";
+/// `STATE/stores/`: one folder per store id.
+pub(crate) const STORES: &str = "stores";
+/// The canonical path of the store's folder on this device.
+pub(crate) const FOLDER: &str = "folder";
+/// The bytes of the store marker as last read here.
+pub(crate) const MARKER: &str = "marker";
+/// This device's `init` of the store has not finished.
+pub(crate) const INIT_PENDING: &str = "init-pending";
+/// Locked exclusively by the one writer.
+pub(crate) const LOCK: &str = "lock";
+/// The writer record.
+pub(crate) const WRITER: &str = "writer";
+/// An encrypted store's key, as text.
+pub(crate) const KEY: &str = "key";
+/// The cache's small part: all a merge with nothing new reads.
+pub(crate) const VIEW: &str = "view";
+/// The cache: the merged document and what is known of its files.
+pub(crate) const CACHE: &str = "cache";
+/// The document the folder lacks, held apart from the cache.
+pub(crate) const HELD: &str = "held";
+/// This device's own last beat.
+pub(crate) const BEATS: &str = "beats";
+/// Other devices' beat counters as this device saw them change.
+pub(crate) const SEEN: &str = "seen";
+/// The devices this device forgot.
+pub(crate) const FORGOTTEN: &str = "forgotten";
+/// What the last tidy step saw.
+pub(crate) const TIDIED: &str = "tidied";
+/// When this device last wrote back what the folder lost.
+pub(crate) const WRITTEN_BACK: &str = "written-back";
+/// This device's op files until every device has them.
+pub(crate) const OUTBOX: &str = "outbox";
+/// Copies of what a compaction deleted.
+pub(crate) const RETENTION: &str = "retention";
+/// Kept copies of this device's packs, and `through`.
+pub(crate) const PACKS: &str = "packs";
+/// In `packs/`: how far packing has checked this device's actor.
+pub(crate) const PACKED_THROUGH: &str = "through";
