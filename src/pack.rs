@@ -21,7 +21,7 @@
 //! ```
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use automerge::{Change, ChangeHash};
 use serde::Serialize;
@@ -80,7 +80,7 @@ pub(crate) struct Kept {
     pub(crate) actor: String,
     /// The pack's file name.
     pub(crate) name: String,
-    pub(crate) path: PathBuf,
+    pub(crate) file: crate::local::kept::KeptFile,
     pub(crate) settled: bool,
 }
 
@@ -89,17 +89,9 @@ impl Kept {
         crate::folder::layout::pack_rel(&self.actor, &self.name)
     }
 
-    pub(crate) fn age_secs(&self) -> u64 {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map_or(0, |d| d.as_secs())
-    }
-
     /// Its bytes, if they still match the hash in its name.
     pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(&self.path).ok()?;
+        let bytes = std::fs::read(self.file.path()).ok()?;
         let (first, last, _) = pack::parse_name(&self.name)?;
         (pack::file_name(first, last, &bytes) == self.name).then_some(bytes)
     }
@@ -118,7 +110,7 @@ pub(crate) fn kept_copies(dir: &Path) -> Vec<Kept> {
             out.push(Kept {
                 actor,
                 name,
-                path: file.path(),
+                file: crate::local::kept::KeptFile::new(file.path()),
                 settled,
             });
         }

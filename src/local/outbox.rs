@@ -29,7 +29,7 @@ pub(crate) struct Kept {
     pub(crate) seq: u64,
     /// The op file name (`<seq>-<hash>.op`).
     pub(crate) name: String,
-    path: PathBuf,
+    pub(crate) file: crate::local::kept::KeptFile,
 }
 
 impl Kept {
@@ -40,7 +40,7 @@ impl Kept {
 
     /// Its bytes, if they still match the hash in its name.
     pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
-        let bytes = std::fs::read(&self.path).ok()?;
+        let bytes = std::fs::read(self.file.path()).ok()?;
         let name = names::parse_op_name(&self.name)?;
         (names::file_hash_hex(&bytes) == name.hash).then_some(bytes)
     }
@@ -61,18 +61,9 @@ impl Kept {
         Some(self.change(store)?.hash())
     }
 
-    /// Seconds since it was kept.
-    pub(crate) fn age_secs(&self) -> u64 {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .map_or(0, |d| d.as_secs())
-    }
-
     /// Forgets it.
     pub(crate) fn release(&self) {
-        crate::fs::remove_or_log(&self.path, "a released outbox entry");
+        self.file.release("a released outbox entry");
     }
 }
 
@@ -106,7 +97,7 @@ impl Outbox {
                 out.push(Kept {
                     actor,
                     seq: op.seq,
-                    path: file.path(),
+                    file: crate::local::kept::KeptFile::new(file.path()),
                     name,
                 });
             }

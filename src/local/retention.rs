@@ -28,7 +28,7 @@ const EXT: &str = ".automerge";
 
 /// One retention copy.
 pub(crate) struct Retained {
-    path: PathBuf,
+    file: crate::local::kept::KeptFile,
     /// The name of the snapshot it is the document of.
     pub(crate) snapshot: String,
 }
@@ -36,7 +36,11 @@ pub(crate) struct Retained {
 impl Retained {
     /// Deletes it.
     pub(crate) fn release(&self) {
-        fs::remove_or_log(&self.path, "a released retention copy");
+        self.file.release("a released retention copy");
+    }
+
+    pub(crate) fn file(&self) -> &crate::local::kept::KeptFile {
+        &self.file
     }
 }
 
@@ -77,7 +81,7 @@ impl Retention {
                 let hash = name.strip_suffix(EXT)?;
                 let snapshot = format!("{hash}.sqlite");
                 matches!(snapshot::parse_name(&snapshot), Some((_, false))).then(|| Retained {
-                    path: e.path(),
+                    file: crate::local::kept::KeptFile::new(e.path()),
                     snapshot,
                 })
             })
@@ -91,7 +95,7 @@ impl Retention {
             .entries()
             .into_iter()
             .filter_map(|r| {
-                let bytes = std::fs::read(&r.path).ok()?;
+                let bytes = std::fs::read(r.file.path()).ok()?;
                 let doc = crate::doc::salvage(&bytes)?;
                 Some((r.snapshot, doc))
             })
@@ -115,7 +119,7 @@ impl Retention {
     pub(crate) fn documents(&self) -> Vec<Automerge> {
         self.entries()
             .iter()
-            .filter_map(|r| std::fs::read(&r.path).ok())
+            .filter_map(|r| std::fs::read(r.file.path()).ok())
             .filter_map(|b| crate::doc::salvage(&b))
             .collect()
     }

@@ -8,6 +8,7 @@ use crate::folder::scan::{self, OpEntry, Scan};
 use crate::format::names;
 use crate::format::pack;
 use crate::fs;
+use crate::local::kept::Release;
 use crate::local::WriterRecord;
 use crate::merged::MergedState;
 use crate::pack::{
@@ -56,10 +57,7 @@ impl Store {
         };
         // When a beat went out (at most once a minute), loose files that other devices now
         // have can go.
-        let unsettled = || {
-            kept.iter()
-                .any(|k| !k.settled && k.age_secs() < crate::RETENTION_SECS as u64)
-        };
+        let unsettled = || kept.iter().any(|k| !k.settled && k.file.within_retention());
         if !(due || lost() || (beat_published && unsettled())) {
             return Ok(None);
         }
@@ -355,12 +353,12 @@ impl Store {
                 let aged = kept
                     .iter()
                     .find(|k| k.rel() == holder.rel)
-                    .is_some_and(|k| k.age_secs() >= PACK_GRACE_SECS);
+                    .is_some_and(|k| k.file.age_secs() >= PACK_GRACE_SECS);
                 if !(aged || acks.everyone_has(&last)) {
                     continue;
                 }
                 for k in kept.iter().filter(|k| k.rel() == p.rel) {
-                    fs::remove(&k.path).map_err(Error::io(&k.path))?;
+                    fs::remove(k.file.path()).map_err(Error::io(k.file.path()))?;
                 }
                 fs::remove_or_log(self.inner.root.join(&p.rel), "a superseded pack");
                 deleted += 1;
@@ -465,7 +463,7 @@ impl Store {
             let aged = kept
                 .iter()
                 .find(|k| k.rel() == pack_rel)
-                .is_some_and(|k| k.age_secs() >= PACK_GRACE_SECS);
+                .is_some_and(|k| k.file.age_secs() >= PACK_GRACE_SECS);
             if !(everyone_has || aged) {
                 kept_loose += entries.len();
                 continue;
@@ -506,25 +504,35 @@ impl Store {
                 && k.bytes()
                     .and_then(|b| pack::decode_index(&b).ok())
                     .is_some_and(|index| all_covered(&k.actor, &index.rows, &covered));
-            if folded {
-                fs::remove_or_log(&k.path, "a kept pack copy a snapshot folds");
+            if (Release {
+                held_elsewhere: folded,
+                ..Release::default()
+            })
+            .allows(&k.file)
+            {
+                k.file.release("a kept pack copy a snapshot folds");
                 continue;
             }
             if !k.settled {
                 if listing.is_some() && !loose_packed.contains(rel.as_str()) {
-                    let settled = k.path.with_file_name(format!("{}{SETTLED}", k.name));
-                    std::fs::rename(&k.path, &settled)
+                    let settled = k.file.path().with_file_name(format!("{}{SETTLED}", k.name));
+                    std::fs::rename(k.file.path(), &settled)
                         .and_then(|()| fault::at("pack-settled"))
-                        .map_err(Error::io(&k.path))?;
+                        .map_err(Error::io(k.file.path()))?;
                 }
                 continue;
             }
             let everyone_has = listing
                 .and_then(|l| acks.read_back(l))
                 .is_some_and(|last| acks.everyone_has(&last));
-            let old = listing.is_some() && k.age_secs() > crate::RETENTION_SECS as u64;
-            if everyone_has || old {
-                fs::remove_or_log(&k.path, "a settled kept pack copy");
+            let release = Release {
+                acknowledged: everyone_has,
+                in_folder: listing.is_some(),
+                may_age: true,
+                ..Release::default()
+            };
+            if release.allows(&k.file) {
+                k.file.release("a settled kept pack copy");
             }
         }
         Ok(())

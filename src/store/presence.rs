@@ -8,7 +8,8 @@ use crate::folder::scan::{self};
 use crate::format::beat;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::beats;
-use crate::local::retention::{Retention, RETENTION_SECS};
+use crate::local::kept::Release;
+use crate::local::retention::Retention;
 use crate::local::WriterRecord;
 use crate::merged::MergedState;
 use crate::presence::{
@@ -290,7 +291,7 @@ impl Store {
 
     /// Forgets outbox entries every other device has merged (`not_merged_by_some` holds the
     /// own changes some other device's latest beat lacks; `None` when no other device beats),
-    /// and entries older than [`RETENTION_SECS`] whose op file the folder holds (or a snapshot
+    /// and entries older than [`crate::RETENTION_SECS`] whose op file the folder holds (or a snapshot
     /// folds): age alone never drops the only copy, whatever the clock did.
     pub(crate) fn release_outbox(
         &self,
@@ -307,7 +308,7 @@ impl Store {
                 })
             });
             let rel = kept.rel();
-            let old = kept.age_secs() > RETENTION_SECS as u64;
+            let old = !kept.file.within_retention();
             let in_folder = self.inner.root.join(&rel).is_file()
                 || state.covered.contains(&rel)
                 || (old
@@ -321,7 +322,13 @@ impl Store {
                                 .collect()
                         })
                         .contains(&rel));
-            if merged_everywhere || (in_folder && old) {
+            let release = Release {
+                acknowledged: merged_everywhere,
+                in_folder,
+                may_age: true,
+                ..Release::default()
+            };
+            if release.allows(&kept.file) {
                 kept.release();
             }
         }
@@ -344,7 +351,13 @@ impl Store {
             let acknowledged = verified_by_all
                 .as_ref()
                 .is_some_and(|v| v.contains(&copy.snapshot));
-            if acknowledged || superseded.contains(&copy.snapshot) {
+            // Never by age: a device that stays away keeps its copy.
+            let release = Release {
+                acknowledged,
+                held_elsewhere: superseded.contains(&copy.snapshot),
+                ..Release::default()
+            };
+            if release.allows(copy.file()) {
                 copy.release();
             }
         }
