@@ -57,7 +57,7 @@ pub enum Error {
     /// The store is encrypted and this device has no key: nothing that needs the
     /// plaintext runs, and nothing is written. Import the key ([`crate::Store::import_key`],
     /// `crdtdir key import`).
-    #[error("this store is encrypted and this device has no key: run `crdtdir key import` (the key comes from `crdtdir key export` on a device that has it)")]
+    #[error("this store is encrypted and this device has no key")]
     Locked,
     /// A key that is not this store's (its check does not match the store marker), or a
     /// passphrase that opens none of its key files; nothing was kept.
@@ -86,24 +86,21 @@ pub enum Error {
     /// Refused because this device's view may lack history the folder once had (a
     /// compaction record without its snapshot): compacting or repairing from it could drop
     /// what only another device still has. Nothing was changed.
-    #[error("refused: this view is incomplete ({path}: {reason}); run `crdtdir repair` on a device that has the history")]
+    #[error("refused: this view is incomplete ({path}: {reason})")]
     Incomplete {
         /// The file that shows the gap (a compaction record, a heartbeat).
         path: String,
         /// What is missing.
         reason: String,
     },
-    /// Refused to keep the user's data safe for another reason (the store marker is gone
-    /// or damaged; the local state dir is inside the synced folder). Nothing was changed.
-    #[error("refused: {reason}")]
-    Refused {
-        /// Why.
-        reason: String,
-    },
+    /// Refused to keep the user's data safe, or because the request does not fit this
+    /// store (see [`Refusal`]). Nothing was changed.
+    #[error("refused: {0}")]
+    Refused(Refusal),
     /// The folder is a copy of another folder that holds the same store (`cp -r` of a store
     /// makes two folders with one store id, and they would share this device's history and
     /// local state); nothing was changed.
-    #[error("{} is a copy of the store at {} (same store id {store_id}): crdtdir will not mix two folders of one store on one device; to start a new document from this one, read it as a read-only device with a state dir of its own (`crdtdir --read-only --state-dir \"$(mktemp -d)\" merge --out FILE.json` here), then run `crdtdir init --from FILE.json` in a new folder", path.display(), other.display())]
+    #[error("{} is a copy of the store at {} (same store id {store_id}): crdtdir will not mix two folders of one store on one device", path.display(), other.display())]
     CopiedStore {
         /// The folder that was opened.
         path: PathBuf,
@@ -113,9 +110,7 @@ pub enum Error {
         store_id: String,
     },
     /// `forget` named no other device this one knows (by display name or actor).
-    #[error(
-        "no other device here is named {name:?} (`crdtdir status` lists them, with their actors)"
-    )]
+    #[error("no other device here is named {name:?}")]
     UnknownDevice {
         /// The name given.
         name: String,
@@ -127,6 +122,41 @@ pub enum Error {
         name: String,
         /// Why.
         reason: &'static str,
+    },
+}
+
+/// Why a request was refused (nothing was changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The store is not encrypted: it has no key to export, wrap or import.
+    #[error("this store is not encrypted: it has no key")]
+    NotEncrypted,
+    /// A passphrase shorter than 8 characters.
+    #[error("a passphrase needs at least 8 characters")]
+    ShortPassphrase,
+    /// No device has added a passphrase to this store (`keys/` is empty).
+    #[error("no device has added a passphrase to this store (keys/ is empty)")]
+    NoPassphrases,
+    /// The store marker is gone or damaged: writes wait until it is back.
+    #[error("{0}")]
+    Marker(String),
+    /// A device name that names more than one device (give its actor instead).
+    #[error("{name:?} names {} devices (actors {}): name the one by its actor", actors.len(), actors.join(", "))]
+    AmbiguousDevice {
+        /// The name given.
+        name: String,
+        /// The start of each actor it names.
+        actors: Vec<String>,
+    },
+    /// The local state dir is inside the synced folder: the sync tool would carry this
+    /// device's writer record to every other device.
+    #[error("the local state dir {} is inside the synced folder {}: every device would get this one's writer record", state.display(), folder.display())]
+    StateDirInFolder {
+        /// The state dir.
+        state: PathBuf,
+        /// The synced folder.
+        folder: PathBuf,
     },
 }
 
@@ -162,7 +192,7 @@ impl Error {
             Error::NotAlone { .. } => "not-alone",
             Error::NotConfirmed => "not-confirmed",
             Error::Incomplete { .. } => "incomplete",
-            Error::Refused { .. } => "refused",
+            Error::Refused(_) => "refused",
             Error::CopiedStore { .. } => "copied-store",
             Error::DeviceName { .. } => "device-name",
             Error::UnknownDevice { .. } => "unknown-device",
@@ -181,7 +211,7 @@ impl Error {
                 | Error::NotAlone { .. }
                 | Error::NotConfirmed
                 | Error::Incomplete { .. }
-                | Error::Refused { .. }
+                | Error::Refused(_)
                 | Error::CopiedStore { .. }
         )
     }

@@ -102,7 +102,7 @@ mod watch;
 
 pub use automerge;
 pub use compact::{CompactOutcome, CompactPlan, Progress, Repaired};
-pub use error::{Error, Result};
+pub use error::{Error, Refusal, Result};
 pub use format::marker::FORMAT_VERSION;
 pub use local::retention::RETENTION_SECS;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
@@ -117,8 +117,8 @@ pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, W
 pub use seal::seal_op_file;
 pub use seal::StoreKey;
 pub use store::{
-    ChangeResult, DeviceInfo, FileCounts, Options, Status, Store, View, WriteOutcome, Written,
-    READ_ONLY_ENV,
+    ChangeResult, DeviceInfo, FileCounts, Notice, Options, Status, Store, View, WriteOutcome,
+    Written, READ_ONLY_ENV,
 };
 pub use watch::{Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher};
 

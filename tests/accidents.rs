@@ -216,11 +216,13 @@ fn a_folder_rolled_back_from_a_backup_is_repaired_by_a_device_that_holds_the_cha
     assert!(
         out.notices
             .iter()
-            .any(|n| n.contains("the folder lost 2 change(s)")),
+            .any(|n| matches!(n, crdtdir::Notice::FolderLost { count: 2 })),
         "{out:?}"
     );
     assert!(
-        out.notices.iter().any(|n| n.contains("wrote them back")),
+        out.notices
+            .iter()
+            .any(|n| matches!(n, crdtdir::Notice::WroteBack { .. })),
         "{out:?}"
     );
     let repaired = devices[1].open(&store).repair().unwrap();
@@ -364,7 +366,9 @@ fn a_folder_rolled_back_is_written_back_by_the_next_write() {
         .apply_patch(&[PatchOp::set("/m/later", json!(1))])
         .unwrap();
     assert!(
-        out.notices.iter().any(|n| n.contains("wrote them back")),
+        out.notices
+            .iter()
+            .any(|n| matches!(n, crdtdir::Notice::WroteBack { .. })),
         "{out:?}"
     );
     let v = cold(&store).to_json();

@@ -127,7 +127,11 @@ fn cloned_store_scenario() -> bool {
     );
     assert_eq!(v["note"], json!("01L234567C89"), "{end}");
 
-    let lost = |o: &crdtdir::WriteOutcome| o.notices.iter().any(|n| n.contains("lost a fork"));
+    let lost = |o: &crdtdir::WriteOutcome| {
+        o.notices
+            .iter()
+            .any(|n| matches!(n, crdtdir::Notice::Rebased { .. }))
+    };
     assert!(
         lost(&laptop_after) != lost(&clone_after),
         "exactly one side lost: {laptop_after:?} {clone_after:?}"
@@ -181,7 +185,9 @@ fn third_device_scenario() -> bool {
     // d writes on; its next change is in the document everywhere.
     let out = insert(&d, &main, "d-later");
     assert_eq!(
-        out.notices.iter().any(|n| n.contains("was rebased")),
+        out.notices
+            .iter()
+            .any(|n| matches!(n, crdtdir::Notice::Rebased { .. })),
         d_lost,
         "{out:?}"
     );

@@ -178,7 +178,11 @@ fn cloned_state_scenario() -> bool {
             .unwrap()
     };
     let (out_a, out_clone) = (write(&a, &one, 1), write(&clone, &two, 2));
-    let lost = |o: &crdtdir::WriteOutcome| o.notices.iter().any(|n| n.contains("lost a fork"));
+    let lost = |o: &crdtdir::WriteOutcome| {
+        o.notices
+            .iter()
+            .any(|n| matches!(n, crdtdir::Notice::Rebased { .. }))
+    };
     assert!(lost(&out_a) != lost(&out_clone), "{out_a:?} {out_clone:?}");
     let loser = if lost(&out_a) { &out_a } else { &out_clone };
     assert_eq!(

@@ -134,7 +134,7 @@ fn main() -> ExitCode {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("usage error");
             let first = first.strip_prefix("error: ").unwrap_or(first);
-            output::report_failure(output::EXIT_USAGE, "usage", first);
+            output::report_failure(output::EXIT_USAGE, "usage", first, None);
             return ExitCode::from(output::EXIT_USAGE);
         }
         Err(e) => e.exit(),
@@ -151,7 +151,7 @@ fn main() -> ExitCode {
     match std::panic::catch_unwind(|| run(cli)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(f)) => {
-            output::report_failure(f.exit, f.code, &f.message);
+            output::report_failure(f.exit, f.code, &f.message, f.hint.as_deref());
             ExitCode::from(f.exit)
         }
         Err(_) => {
@@ -159,6 +159,7 @@ fn main() -> ExitCode {
                 output::EXIT_ERROR,
                 "internal",
                 "internal error (a bug): nothing was written after it",
+                None,
             );
             ExitCode::from(output::EXIT_ERROR)
         }

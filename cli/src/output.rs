@@ -14,12 +14,13 @@ pub(crate) const EXIT_REFUSED: u8 = 3;
 pub(crate) const EXIT_NO_STORE: u8 = 4;
 pub(crate) const EXIT_NOT_COMPACTED: u8 = 5;
 
-/// A failure: its exit code, its error code (a stable name, printed with `--json`) and its
-/// message.
+/// A failure: its exit code, its error code (a stable name, printed with `--json`), its
+/// message, and what to do next when the CLI knows (a `hint:` line).
 pub(crate) struct Failure {
     pub(crate) exit: u8,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    pub(crate) hint: Option<String>,
 }
 
 impl From<crdtdir::Error> for Failure {
@@ -33,8 +34,38 @@ impl From<crdtdir::Error> for Failure {
         Failure {
             exit,
             code: e.code(),
+            hint: error_hint(&e),
             message: e.to_string(),
         }
+    }
+}
+
+/// What to do next after a library error, in the CLI's words (the library says only what
+/// happened: an app shows its own advice).
+pub(crate) fn error_hint(e: &crdtdir::Error) -> Option<String> {
+    use crdtdir::{Error, Refusal};
+    let hint = match e {
+        Error::NoStore { .. } => "run `crdtdir init` to make a store here, pass `--store` to name another folder, or wait for the sync tool to deliver `crdtdir.store`",
+        Error::Locked => "run `crdtdir key import` (the key comes from `crdtdir key export` on a device that has it)",
+        Error::Incomplete { .. } => "run `crdtdir repair` on a device that has the history",
+        Error::CopiedStore { .. } => "to start a new document from this one, read it as a read-only device with a state dir of its own (`crdtdir --read-only --state-dir \"$(mktemp -d)\" merge --out FILE.json` here), then run `crdtdir init --from FILE.json` in a new folder",
+        Error::UnknownDevice { .. } => "`crdtdir status` lists the other devices, with their actors",
+        Error::Refused(Refusal::NoPassphrases) => "import the key itself (`crdtdir key import`), or run `crdtdir key passphrase` on a device that has it",
+        Error::Refused(Refusal::AmbiguousDevice { .. }) => "`crdtdir status` lists the devices with their actors",
+        Error::Refused(Refusal::StateDirInFolder { .. }) => "set --state-dir or CRDTDIR_STATE_DIR to a place outside the synced folder",
+        Error::Refused(Refusal::Marker(_)) => "run `crdtdir repair` to put the marker back as this device last read it",
+        _ => return None,
+    };
+    Some(hint.to_string())
+}
+
+/// What to do next after a write's notice, if anything.
+pub(crate) fn notice_hint(notice: &crdtdir::Notice) -> Option<&'static str> {
+    match notice {
+        crdtdir::Notice::FolderLost { .. } | crdtdir::Notice::WriteBackFailed { .. } => {
+            Some("run `crdtdir repair` here to write them back")
+        }
+        _ => None,
     }
 }
 
@@ -44,6 +75,7 @@ impl From<crdtdir::PatchError> for Failure {
             exit: EXIT_ERROR,
             code: "patch",
             message: e.to_string(),
+            hint: None,
         }
     }
 }
@@ -54,6 +86,7 @@ pub(crate) fn fail(message: impl Into<String>) -> Failure {
         exit: EXIT_ERROR,
         code: "error",
         message: message.into(),
+        hint: None,
     }
 }
 
@@ -63,6 +96,7 @@ pub(crate) fn bad_input(message: impl Into<String>) -> Failure {
         exit: EXIT_ERROR,
         code: "input",
         message: message.into(),
+        hint: None,
     }
 }
 
@@ -86,14 +120,21 @@ pub(crate) fn pretty() -> bool {
     PRETTY.load(Ordering::Relaxed)
 }
 
-/// Reports a failure on stderr: one line, as JSON with `--json`.
-pub(crate) fn report_failure(exit: u8, code: &str, message: &str) {
+/// Reports a failure on stderr: one line, and a `hint:` line when there is one; one line of
+/// JSON with `--json` (the hint in its `hint` field).
+pub(crate) fn report_failure(exit: u8, code: &str, message: &str, hint: Option<&str>) {
     let line = one_line(message);
     if json_wanted() {
-        let error = serde_json::json!({"error": {"code": code, "exit": exit, "message": line}});
-        eprintln!("{error}");
+        let mut error = serde_json::json!({"code": code, "exit": exit, "message": line});
+        if let Some(hint) = hint {
+            error["hint"] = Json::from(hint);
+        }
+        eprintln!("{}", serde_json::json!({ "error": error }));
     } else {
         eprintln!("crdtdir: {line}");
+        if let Some(hint) = hint {
+            eprintln!("crdtdir: hint: {hint}");
+        }
     }
 }
 

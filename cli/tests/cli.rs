@@ -109,6 +109,21 @@ fn assert_same(before: &BTreeMap<String, Vec<u8>>, after: &BTreeMap<String, Vec<
     assert!(changed.is_empty(), "{what} changed the disk: {changed:?}");
 }
 
+/// A failure on stderr: one line saying what happened, then at most one `hint:` line
+/// saying what to do next. Returns both.
+fn error_and_hint(stderr: &str) -> (&str, Option<&str>) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        !lines.is_empty() && lines.len() <= 2,
+        "one error line and at most one hint: {stderr}"
+    );
+    let hint = lines.get(1).map(|h| {
+        h.strip_prefix("crdtdir: hint: ")
+            .unwrap_or_else(|| panic!("the second line is a hint: {stderr}"))
+    });
+    (lines[0], hint)
+}
+
 fn files_ending(store: &Path, ext: &str) -> Vec<String> {
     tree(store)
         .into_keys()
@@ -270,7 +285,10 @@ fn a_missing_store_or_a_bad_device_name_writes_nothing() {
     ] {
         let out = me.run(&missing, &args);
         assert_eq!(out.status.code(), Some(4), "no store: exit 4");
-        assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let (error, hint) = error_and_hint(&stderr);
+        assert!(error.contains("no crdtdir store"), "{stderr}");
+        assert!(hint.is_some_and(|h| h.contains("crdtdir init")), "{stderr}");
         assert!(!missing.exists(), "{args:?} created the store folder");
     }
     let store = dir.path().join("s");
@@ -321,8 +339,9 @@ fn a_state_dir_inside_the_folder_and_a_negative_threshold_are_refused() {
     let out = inside.run(&store, &["init"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("inside the synced folder"), "{stderr}");
+    let (error, hint) = error_and_hint(&stderr);
+    assert!(error.contains("inside the synced folder"), "{stderr}");
+    assert!(hint.is_some_and(|h| h.contains("--state-dir")), "{stderr}");
     assert!(!store.exists(), "a refused init made the folder");
     let me = Dev::new(dir.path(), "laptop");
     me.ok(&store, &["init"]);
@@ -958,9 +977,9 @@ fn a_copied_store_folder_is_refused_and_a_moved_one_is_followed() {
         let out = me.run(&copy, args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains("is a copy of the store at"), "{stderr}");
-        assert!(stderr.contains("init --from"), "{stderr}");
+        let (error, hint) = error_and_hint(&stderr);
+        assert!(error.contains("is a copy of the store at"), "{stderr}");
+        assert!(hint.is_some_and(|h| h.contains("init --from")), "{stderr}");
     }
     assert_same(&folder_before, &tree(&copy), "the copy");
     assert_same(&state_before, &tree(&me.state), "the state dir");
@@ -1401,6 +1420,15 @@ fn scripts_get_one_json_policy() {
         "no-store",
         4,
     );
+    // What to do next rides in the same line, as "hint".
+    let out = me.run(&dir.path().join("none"), &["--json", "merge"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("crdtdir init")),
+        "{v}"
+    );
     error(&me, &store, &["--json", "frobnicate"], "usage", 2);
     me.ok(&store, &["init"]);
     error(
@@ -1671,8 +1699,12 @@ fn an_encrypted_store_and_its_key_handoff() {
         let out = phone.run(&store, args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains("crdtdir key import"), "{args:?}: {err}");
+        let (error, hint) = error_and_hint(&err);
+        assert!(error.contains("has no key"), "{args:?}: {err}");
+        assert!(
+            hint.is_some_and(|h| h.contains("crdtdir key import")),
+            "{args:?}: {err}"
+        );
         assert!(out.stdout.is_empty(), "{args:?}");
     }
     let status = phone.ok(&store, &["status"]);
@@ -2318,8 +2350,9 @@ fn forget_a_device_through_the_binary() {
         let out = me.run(&store, &["forget", name]);
         assert_eq!(out.status.code(), Some(1), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(want), "{err}");
+        let (error, hint) = error_and_hint(&err);
+        assert!(error.contains(want), "{err}");
+        assert!(hint.is_some_and(|h| h.contains("crdtdir status")), "{err}");
         assert_same(&before, &tree(&store), "a refused forget");
     }
     let out = me.run(&store, &["--read-only", "forget", "ghost"]);

@@ -58,13 +58,10 @@ impl StateDir {
         let state = resolved(&self.root);
         let folder = resolved(folder);
         if state.starts_with(&folder) {
-            return Err(Error::Refused {
-                reason: format!(
-                    "the local state dir {} is inside the synced folder {}: every device would get this one's writer record; set --state-dir or {STATE_DIR_ENV} to a place outside it",
-                    state.display(),
-                    folder.display()
-                ),
-            });
+            return Err(Error::Refused(crate::error::Refusal::StateDirInFolder {
+                state,
+                folder,
+            }));
         }
         Ok(())
     }

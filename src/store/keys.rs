@@ -1,7 +1,7 @@
 //! An encrypted store's key on this device: export, import, and passphrase wraps kept in
 //! the folder (`keys/`, docs/FORMAT.md §16).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::fs;
 use crate::seal::{self, StoreKey};
 use crate::store::Store;
@@ -21,9 +21,7 @@ impl Store {
     /// with [`Error::WrongKey`] and nothing is kept; a store that is not encrypted refuses.
     pub fn import_key(&self, key: &StoreKey) -> Result<()> {
         let Some(check) = &self.inner.marker.sealed else {
-            return Err(Error::Refused {
-                reason: "this store is not encrypted: it has no key".into(),
-            });
+            return Err(Error::Refused(Refusal::NotEncrypted));
         };
         if key.check(&self.inner.marker.store_id) != *check {
             return Err(Error::WrongKey {
@@ -56,14 +54,10 @@ impl Store {
     pub fn add_passphrase(&self, passphrase: &str) -> Result<String> {
         self.check_writable()?;
         let Some((key, _)) = self.inner.key.get() else {
-            return Err(Error::Refused {
-                reason: "this store is not encrypted: it has no key to wrap".into(),
-            });
+            return Err(Error::Refused(Refusal::NotEncrypted));
         };
         if passphrase.chars().count() < 8 {
-            return Err(Error::Refused {
-                reason: "a passphrase needs at least 8 characters".into(),
-            });
+            return Err(Error::Refused(Refusal::ShortPassphrase));
         }
         let bytes = seal::wrap_key(key, &self.inner.marker.store_id, passphrase)
             .map_err(Error::io(crate::folder::layout::keys(&self.inner.root)))?;
@@ -85,9 +79,7 @@ impl Store {
     /// when none opens with it; nothing is kept then.
     pub fn import_passphrase(&self, passphrase: &str) -> Result<()> {
         if !self.is_encrypted() {
-            return Err(Error::Refused {
-                reason: "this store is not encrypted: it has no key".into(),
-            });
+            return Err(Error::Refused(Refusal::NotEncrypted));
         }
         let dir = crate::folder::layout::keys(&self.inner.root);
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
@@ -100,9 +92,7 @@ impl Store {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(Error::Refused {
-                reason: "no device has added a passphrase to this store (keys/ is empty): import the key itself, or run `crdtdir key passphrase` on a device that has it".into(),
-            });
+            return Err(Error::Refused(Refusal::NoPassphrases));
         }
         for file in files {
             let Ok(bytes) = std::fs::read(&file) else {

@@ -3,6 +3,7 @@
 mod compact;
 pub(crate) mod journal;
 mod keys;
+pub(crate) mod notice;
 mod open;
 mod pack;
 mod presence;
@@ -11,6 +12,7 @@ mod status;
 mod watch;
 mod write;
 
+pub use self::notice::Notice;
 use self::status::history_of;
 pub use self::status::{DeviceInfo, FileCounts, Status};
 pub(crate) use self::write::fresh_record;
@@ -655,9 +657,9 @@ impl Store {
             if !crate::folder::read_marker(&self.inner.root)
                 .is_ok_and(|m| m.store_id == self.inner.marker.store_id)
             {
-                return Err(Error::Refused {
-                    reason: p.reason.clone(),
-                });
+                return Err(Error::Refused(crate::error::Refusal::Marker(
+                    p.reason.clone(),
+                )));
             }
         }
         if self.inner.marker.format > FORMAT_VERSION {

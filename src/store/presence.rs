@@ -57,14 +57,14 @@ impl Store {
             }
             [one] => one.clone(),
             many => {
-                let actors: Vec<&str> = many.iter().map(|(a, _)| &a[..8.min(a.len())]).collect();
-                return Err(Error::Refused {
-                    reason: format!(
-                        "{device:?} names {} devices (actors {}): name the one to forget by its actor",
-                        many.len(),
-                        actors.join(", ")
-                    ),
-                });
+                let actors = many
+                    .iter()
+                    .map(|(a, _)| a[..8.min(a.len())].to_string())
+                    .collect();
+                return Err(Error::Refused(crate::error::Refusal::AmbiguousDevice {
+                    name: device.to_string(),
+                    actors,
+                }));
             }
         };
         let local = self.inner.state.store_dir(&self.inner.marker.store_id);

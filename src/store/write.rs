@@ -24,6 +24,7 @@ use crate::merge;
 use crate::merged::MergedState;
 use crate::patch::{self, PatchOp};
 use crate::presence::Due;
+use crate::store::notice::Notice;
 use crate::store::Store;
 
 /// A change that was written as an op file.
@@ -55,8 +56,9 @@ pub struct WriteOutcome<T = ()> {
     /// The op files written, in seq order: empty when the change was a no-op. More than one
     /// when edits lost in a fork were written again first.
     pub written: Vec<Written>,
-    /// Things the user should know, one line each (e.g. a fresh actor and why).
-    pub notices: Vec<String>,
+    /// Things the user should know (e.g. a fresh actor and why): typed, each one line as
+    /// text.
+    pub notices: Vec<Notice>,
     /// What the change closure returned (an id it made, a count…).
     #[serde(skip)]
     pub value: T,
@@ -313,23 +315,26 @@ impl Store {
             let beat = match self.beat_when(Due::Stale) {
                 Ok(published) => published,
                 Err(e) => {
-                    out.notices.push(format!("no heartbeat published: {e}"));
+                    out.notices.push(Notice::NoBeat {
+                        error: e.to_string(),
+                    });
                     false
                 }
             };
             // The change is written whatever packing does: a failure is a notice.
             if let Err(e) = self.maintain_packs(beat) {
-                out.notices.push(format!("packing stopped: {e}"));
+                out.notices.push(Notice::PackingStopped {
+                    error: e.to_string(),
+                });
             }
             match self.write_back_lost() {
-                Ok(Some(r)) => out.notices.push(format!(
-                    "the folder had lost changes this device holds (a folder restored from a backup, a lost snapshot?): wrote them back{}",
-                    r.snapshot.map_or(String::new(), |s| format!(" as {s}"))
-                )),
+                Ok(Some(r)) => out.notices.push(Notice::WroteBack {
+                    snapshot: r.snapshot,
+                }),
                 Ok(None) => {}
-                Err(e) => out.notices.push(format!(
-                    "the folder lost changes this device holds, and writing them back failed ({e}): run `crdtdir repair`"
-                )),
+                Err(e) => out.notices.push(Notice::WriteBackFailed {
+                    error: e.to_string(),
+                }),
             }
         }
         out
@@ -370,10 +375,9 @@ impl Store {
             state = self.take_mem().expect("kept in memory while republishing");
         }
         if state.unprovided > 0 {
-            notices.push(format!(
-                "the folder lost {} change(s) this device still has (a restored backup, a lost snapshot, files deleted by a sync tool?): run `crdtdir repair` here to write them back",
-                state.unprovided
-            ));
+            notices.push(Notice::FolderLost {
+                count: state.unprovided,
+            });
         }
         let mut record = self.prove_actor(record, record_max, &mut state, &mut notices);
         let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
@@ -458,17 +462,16 @@ impl Store {
         &self,
         record: Option<&WriterRecord>,
         state: MergedState,
-        notices: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
     ) -> Result<Option<(MergedState, scan::Scan)>> {
         self.put_mem(Arc::new(state));
         let republished = self.republish(record)?;
         if republished.is_empty() {
             return Ok(None);
         }
-        notices.push(format!(
-            "{} of this device's op files were missing from the folder (deleted by a sync tool, or a restored backup?): published them again",
-            republished.len()
-        ));
+        notices.push(Notice::Republished {
+            count: republished.len(),
+        });
         let scan = scan::scan(&self.inner.root);
         drop(self.merged(&scan, false));
         let state = self.take_mem().expect("a merge leaves its state in memory");
@@ -484,7 +487,7 @@ impl Store {
         record: Option<WriterRecord>,
         record_max: u64,
         state: &mut MergedState,
-        notices: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
     ) -> WriterRecord {
         let Some(r) = record else {
             return fresh_record(None);
@@ -505,25 +508,23 @@ impl Store {
         if let Some(rebased) = rebased {
             // Our last change lost a fork, or was built on a change that did: its
             // edits are in the document, rewritten under another actor.
-            notices.push(format!(
-                "this device's last change under actor {} was rebased (it lost a fork, or was built on a change that lost one: a cloned disk or restored state?); its edits are kept as change {}: writing with a fresh actor",
-                r.actor, rebased.to
-            ));
+            notices.push(Notice::Rebased {
+                actor: r.actor.clone(),
+                kept_as: rebased.to.clone(),
+            });
             fresh_record(Some(r))
         } else if record_max.max(doc_max.unwrap_or(0)) > r.seq {
-            notices.push(format!(
-                "actor {} has changes beyond this device's record (a cloned disk or restored state?): writing with a fresh actor",
-                r.actor
-            ));
+            notices.push(Notice::BeyondRecord {
+                actor: r.actor.clone(),
+            });
             fresh_record(Some(r))
         } else if in_doc || (r.seq == 0 && r.hash.is_empty()) {
             // (An actor made for heartbeats, never written with, has nothing to prove.)
             r
         } else {
-            notices.push(format!(
-                "cannot prove the last change of actor {} (its file is missing or waiting): writing with a fresh actor",
-                r.actor
-            ));
+            notices.push(Notice::Unproven {
+                actor: r.actor.clone(),
+            });
             fresh_record(Some(r))
         }
     }
@@ -536,20 +537,16 @@ impl Store {
         state: &mut MergedState,
         hash: ChangeHash,
         record: &mut WriterRecord,
-        notices: &mut Vec<String>,
+        notices: &mut Vec<Notice>,
     ) -> Result<Written> {
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
         let published = self.publish_rebased(state, &device, &record.actor)?;
         if published > 0 {
-            notices.push(format!(
-                "published {published} rebased change(s) this change builds on (they carry edits of a fork's losing side)"
-            ));
+            notices.push(Notice::PublishedRebases { count: published });
         }
         let written = self.persist(&state.doc, hash, &device, record)?;
         if let Some(why) = &written.unpublished {
-            notices.push(format!(
-                "the change is saved on this device but its op file is not in the folder yet ({why}): the next command of this device publishes it"
-            ));
+            notices.push(Notice::Unpublished { why: why.clone() });
         }
         state.files.push(written.path.clone());
         state.devices.insert(record.actor.clone(), device);

@@ -116,6 +116,7 @@ impl Value {
                 exit: crate::output::EXIT_USAGE,
                 code: "usage",
                 message: "a value is needed: JSON, or --value-file FILE".into(),
+                hint: None,
             }),
         }
     }
@@ -130,12 +131,16 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
                 exit: crate::output::EXIT_USAGE,
                 code: "usage",
                 message: "append needs an operation or --patch FILE".into(),
+                hint: None,
             })
         }
     };
     let outcome = store.apply_patch_with_message(&ops, args.message.as_deref())?;
     for notice in &outcome.notices {
         eprintln!("crdtdir: {notice}");
+        if let Some(hint) = crate::output::notice_hint(notice) {
+            eprintln!("crdtdir: hint: {hint}");
+        }
     }
     if outcome.written.is_empty() {
         eprintln!("crdtdir: no change");

@@ -69,6 +69,7 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         exit: EXIT_NOT_COMPACTED,
         code,
         message,
+        hint: None,
     };
     let outcome = match outcome {
         Err(crdtdir::Error::NotAlone { devices }) => {
