@@ -39,6 +39,25 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A file this device just published did not read back as written (the disk, or a
+    /// sync tool, changed it): it was removed again, and nothing else changed.
+    #[error("{}: did not read back as written ({reason}); removed, nothing else changed", path.display())]
+    Unverified {
+        /// The file.
+        path: PathBuf,
+        /// What the read-back found.
+        reason: String,
+    },
+    /// No state dir was given and there is no home directory to put one in.
+    #[error("no local state dir: there is no home directory")]
+    NoStateDir,
+    /// One of crdtdir's own invariants broke (a bug): the operation stopped before writing
+    /// anything that depends on it.
+    #[error("internal error (a bug): {what}; nothing was written after it")]
+    Internal {
+        /// What broke.
+        what: String,
+    },
     /// An I/O error on a path.
     #[error("{}: {source}", path.display())]
     Io {
@@ -167,6 +186,7 @@ impl Error {
             Error::NoStore { path }
             | Error::AlreadyStore { path, .. }
             | Error::Corrupt { path, .. }
+            | Error::Unverified { path, .. }
             | Error::Io { path, .. }
             | Error::CopiedStore { path, .. } => Some(path),
             _ => None,
@@ -174,15 +194,19 @@ impl Error {
     }
 
     /// A stable, machine-readable name for the kind of error (the CLI prints it with
-    /// `--json`): `no-store`, `already-store`, `needs-newer`, `corrupt`, `io`, `patch`,
-    /// `aborted`, `read-only`, `locked`, `wrong-key`, `not-alone`, `not-confirmed`, `incomplete`, `refused`,
-    /// `copied-store`, `device-name`.
+    /// `--json`): `no-store`, `already-store`, `needs-newer`, `corrupt`, `unverified`,
+    /// `no-state-dir`, `internal`, `io`, `patch`, `aborted`, `read-only`, `locked`,
+    /// `wrong-key`, `not-alone`, `not-confirmed`, `incomplete`, `refused`, `copied-store`,
+    /// `device-name`, `unknown-device`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::NoStore { .. } => "no-store",
             Error::AlreadyStore { .. } => "already-store",
             Error::NeedsNewer { .. } => "needs-newer",
             Error::Corrupt { .. } => "corrupt",
+            Error::Unverified { .. } => "unverified",
+            Error::NoStateDir => "no-state-dir",
+            Error::Internal { .. } => "internal",
             Error::Io { .. } => "io",
             Error::Patch(_) => "patch",
             Error::Aborted(_) => "aborted",

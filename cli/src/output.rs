@@ -54,6 +54,7 @@ pub(crate) fn error_hint(e: &crdtdir::Error) -> Option<String> {
         Error::Refused(Refusal::AmbiguousDevice { .. }) => "`crdtdir status` lists the devices with their actors",
         Error::Refused(Refusal::StateDirInFolder { .. }) => "set --state-dir or CRDTDIR_STATE_DIR to a place outside the synced folder",
         Error::Refused(Refusal::Marker(_)) => "run `crdtdir repair` to put the marker back as this device last read it",
+        Error::NoStateDir => "pass --state-dir or set CRDTDIR_STATE_DIR",
         _ => return None,
     };
     Some(hint.to_string())

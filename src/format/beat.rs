@@ -90,17 +90,21 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
     let value: Value = ciborium::from_reader(&mut cursor).map_err(|e| super::cbor::describe(&e))?;
     if cursor.position() as usize != bytes.len() {
-        return Err("trailing bytes after the beat".into());
+        return Err(DecodeError::TrailingBytes { what: "beat" });
     }
     let Value::Map(entries) = value else {
-        return Err("beat is not a map".into());
+        return Err(DecodeError::NotAMap { what: "beat" });
     };
     let field = |name: &str| crate::format::cbor::field(&entries, name);
-    let uint = |name: &str| -> Result<u64, String> {
+    let missing = |field: &'static str| DecodeError::MissingField {
+        what: "beat",
+        field,
+    };
+    let uint = |name: &'static str| -> Result<u64, DecodeError> {
         field(name)
             .and_then(Value::as_integer)
             .and_then(|i| u64::try_from(i).ok())
-            .ok_or_else(|| format!("beat has no {name}"))
+            .ok_or_else(|| missing(name))
     };
     let version = uint("v")?;
     if version > BEAT_VERSION {
@@ -110,23 +114,23 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Beat, DecodeError> {
             known: BEAT_VERSION,
         });
     }
-    let texts = |name: &str| -> Result<Vec<String>, String> {
+    let texts = |name: &'static str| -> Result<Vec<String>, DecodeError> {
         field(name)
             .and_then(Value::as_array)
             .and_then(|a| a.iter().map(|v| v.as_text().map(str::to_string)).collect())
-            .ok_or_else(|| format!("beat has no {name}"))
+            .ok_or_else(|| missing(name))
     };
     Ok(Beat {
         device: field("device")
             .and_then(Value::as_text)
-            .ok_or("beat has no device")?
+            .ok_or_else(|| missing("device"))?
             .to_string(),
         actors: texts("actors")?,
         counter: uint("counter")?,
         time: field("time")
             .and_then(Value::as_integer)
             .and_then(|i| i64::try_from(i).ok())
-            .ok_or("beat has no time")?,
+            .ok_or_else(|| missing("time"))?,
         heads: texts("heads")?,
         verified: texts("verified")?,
         forgotten: match field("forgotten") {

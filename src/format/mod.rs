@@ -28,17 +28,59 @@ pub(crate) enum DecodeError {
         /// The highest version this build reads.
         known: u64,
     },
-    /// Not a valid file of this kind: damaged, truncated, or something else.
+    /// Shorter than its own structure says (a cut delivery).
+    #[error("{what} is truncated")]
+    Truncated {
+        /// The part that is cut.
+        what: &'static str,
+    },
+    /// Bytes after the end of the value (two writes in one file, a torn append).
+    #[error("trailing bytes after the {what}")]
+    TrailingBytes {
+        /// The kind of value.
+        what: &'static str,
+    },
+    /// The value is not the map the format says.
+    #[error("{what} is not a map")]
+    NotAMap {
+        /// The kind of value.
+        what: &'static str,
+    },
+    /// A field the format requires is not there.
+    #[error("{what} has no {field}")]
+    MissingField {
+        /// The kind of value.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+    /// A field is there but of the wrong type.
+    #[error("{what} {field} is not {expected}")]
+    WrongType {
+        /// The kind of value.
+        what: &'static str,
+        /// The field.
+        field: &'static str,
+        /// What it should be ("an integer", "a text string"…).
+        expected: &'static str,
+    },
+    /// The bytes do not match the check that covers them (bit rot, a torn file).
+    #[error("{what} does not match its check (damaged)")]
+    CheckMismatch {
+        /// What the check covers.
+        what: &'static str,
+    },
+    /// Not a valid file of this kind for another reason.
     #[error("{0}")]
     Damaged(String),
 }
 
 impl DecodeError {
-    /// The kind of problem a file that fails to decode is.
+    /// The kind of problem a file that fails to decode is: newer, or damaged.
     pub(crate) fn kind(&self) -> ProblemKind {
         match self {
             DecodeError::Newer { .. } => ProblemKind::Newer,
-            DecodeError::Damaged(_) => ProblemKind::Damaged,
+            _ => ProblemKind::Damaged,
         }
     }
 }

@@ -47,18 +47,27 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     let value: Value = ciborium::from_reader(&mut cursor)
         .map_err(|e| DecodeError::Damaged(format!("undecodable: {}", super::cbor::describe(&e))))?;
     if cursor.position() as usize != bytes.len() {
-        return Err("trailing bytes after the envelope".into());
+        return Err(DecodeError::TrailingBytes { what: "envelope" });
     }
     let Value::Map(entries) = value else {
-        return Err("envelope is not a map".into());
+        return Err(DecodeError::NotAMap { what: "envelope" });
+    };
+    let missing = |field: &'static str| DecodeError::MissingField {
+        what: "envelope",
+        field,
+    };
+    let wrong = |field: &'static str, expected: &'static str| DecodeError::WrongType {
+        what: "envelope",
+        field,
+        expected,
     };
     let field = |name: &str| crate::format::cbor::field(&entries, name);
     let version = match field("v") {
         Some(Value::Integer(i)) => {
             u64::try_from(*i).map_err(|_| DecodeError::from("envelope version is negative"))?
         }
-        Some(_) => return Err("envelope version is not an integer".into()),
-        None => return Err("envelope has no version".into()),
+        Some(_) => return Err(wrong("version", "an integer")),
+        None => return Err(missing("version")),
     };
     if version > ENVELOPE_VERSION {
         return Err(DecodeError::Newer {
@@ -72,13 +81,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     }
     let device = match field("device") {
         Some(Value::Text(t)) => t.clone(),
-        Some(_) => return Err("envelope device is not a text string".into()),
-        None => return Err("envelope has no device".into()),
+        Some(_) => return Err(wrong("device", "a text string")),
+        None => return Err(missing("device")),
     };
     let change = match field("change") {
         Some(Value::Bytes(b)) => b.clone(),
-        Some(_) => return Err("envelope change is not a byte string".into()),
-        None => return Err("envelope has no change".into()),
+        Some(_) => return Err(wrong("change", "a byte string")),
+        None => return Err(missing("change")),
     };
     Ok(Envelope { device, change })
 }
@@ -124,7 +133,7 @@ mod tests {
         bytes.push(0);
         assert_eq!(
             decode(&bytes),
-            Err("trailing bytes after the envelope".into())
+            Err(DecodeError::TrailingBytes { what: "envelope" })
         );
     }
 
@@ -166,7 +175,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            decode(&bytes),
+            decode(&bytes).map_err(|e| e.to_string()),
             Err("envelope change is not a byte string".into())
         );
     }

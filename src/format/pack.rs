@@ -110,11 +110,15 @@ pub(crate) fn decode_index(bytes: &[u8]) -> Result<Index, DecodeError> {
         });
     }
     let Some(len) = header_len(bytes).filter(|&l| l <= bytes.len()) else {
-        return Err("pack header is truncated".into());
+        return Err(DecodeError::Truncated {
+            what: "pack header",
+        });
     };
     let (head, check) = bytes[..len].split_at(len - CHECK);
     if &blake3::hash(head).as_bytes()[..CHECK] != check {
-        return Err("pack header does not match its check (damaged)".into());
+        return Err(DecodeError::CheckMismatch {
+            what: "pack header",
+        });
     }
     let actor_len = bytes[MAGIC.len() + 1] as usize;
     let actor_at = MAGIC.len() + 2;

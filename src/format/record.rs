@@ -59,14 +59,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
     let value: Value = ciborium::from_reader(&mut cursor).map_err(|e| super::cbor::describe(&e))?;
     if cursor.position() as usize != bytes.len() {
-        return Err("trailing bytes after the record".into());
+        return Err(DecodeError::TrailingBytes { what: "record" });
     }
     let Value::Map(entries) = value else {
-        return Err("record is not a map".into());
+        return Err(DecodeError::NotAMap { what: "record" });
     };
     let field = |name: &str| super::cbor::field(&entries, name);
-    let missing = |name: &str| DecodeError::Damaged(format!("record has no valid {name}"));
-    let uint = |name: &str| {
+    let missing = |field: &'static str| DecodeError::MissingField {
+        what: "record",
+        field,
+    };
+    let uint = |name: &'static str| {
         field(name)
             .and_then(Value::as_integer)
             .and_then(|i| u64::try_from(i).ok())
@@ -83,7 +86,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     if version == 0 {
         return Err("record version 0 does not exist".into());
     }
-    let text = |name: &str| {
+    let text = |name: &'static str| {
         field(name)
             .and_then(Value::as_text)
             .map(str::to_string)
@@ -138,10 +141,7 @@ mod tests {
     fn truncated_records_are_damaged_and_newer_ones_newer() {
         let bytes = encode(&sample());
         for len in 0..bytes.len() {
-            assert!(matches!(
-                decode(&bytes[..len]),
-                Err(DecodeError::Damaged(_))
-            ));
+            assert!(decode(&bytes[..len]).is_err_and(|e| e.kind() == crate::ProblemKind::Damaged));
         }
         let mut v: Value = ciborium::from_reader(&bytes[..]).unwrap();
         if let Value::Map(m) = &mut v {

@@ -42,10 +42,7 @@ impl StateDir {
                 Some(p) if !p.is_empty() => PathBuf::from(p),
                 _ => directories::ProjectDirs::from("", "", "crdtdir")
                     .map(|d| d.data_local_dir().to_path_buf())
-                    .ok_or_else(|| Error::Corrupt {
-                        path: PathBuf::from("~"),
-                        reason: format!("no home directory; set {STATE_DIR_ENV}"),
-                    })?,
+                    .ok_or(Error::NoStateDir)?,
             },
         };
         Ok(StateDir { root })

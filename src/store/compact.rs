@@ -319,9 +319,8 @@ impl Store {
             },
             sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
         })
-        .map_err(|e| Error::Corrupt {
-            path: crate::folder::layout::snapshots(&self.inner.root),
-            reason: e.to_string(),
+        .map_err(|e| Error::Internal {
+            what: format!("the snapshot database could not be built: {e}"),
         })?;
         Ok((bytes, heads, changes, automerge))
     }
@@ -363,7 +362,7 @@ impl Store {
         // 2. Read it back from the folder and verify it.
         if let Err(reason) = verify(&self.source(), &target, &name, &heads, changes) {
             crate::fs::remove_or_log(&target, "a snapshot that failed its read-back");
-            return Err(Error::Corrupt {
+            return Err(Error::Unverified {
                 path: target,
                 reason,
             });

@@ -381,23 +381,26 @@ impl Store {
         }
         let mut record = self.prove_actor(record, record_max, &mut state, &mut notices);
         let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
-            path: self.inner.root.clone(),
-            reason: "bad actor id".into(),
+            path: self
+                .inner
+                .state
+                .store_dir(&self.inner.marker.store_id)
+                .join(crate::local::names::WRITER),
+            reason: "the writer record's actor is not an actor id".into(),
         })?;
         state.doc.set_actor(actor);
 
         // While a watcher runs, the change's patches are logged for it.
         let recording = self.journal().recording();
         let before = state.doc.get_heads();
-        let (value, hash, mut log) =
-            match transact(&mut state, &self.inner.root, recording, message, f) {
-                Ok(done) => done,
-                Err(e) => {
-                    // The transaction was rolled back: the state is as it was.
-                    self.put_mem(Arc::new(state));
-                    return Err(e);
-                }
-            };
+        let (value, hash, mut log) = match transact(&mut state, recording, message, f) {
+            Ok(done) => done,
+            Err(e) => {
+                // The transaction was rolled back: the state is as it was.
+                self.put_mem(Arc::new(state));
+                return Err(e);
+            }
+        };
         let mut written = Vec::new();
         if let Some(hash) = hash {
             // On error the state (holding a change that is not on disk) is dropped here, so
@@ -670,16 +673,14 @@ impl Store {
     ) -> Result<Written> {
         let change = doc
             .get_change_by_hash(&hash)
-            .ok_or_else(|| Error::Corrupt {
-                path: self.inner.root.clone(),
-                reason: "a committed change vanished".into(),
+            .ok_or_else(|| Error::Internal {
+                what: "a committed change vanished".into(),
             })?;
         let seq = change.seq();
         if seq != record.seq + 1 {
-            return Err(Error::Corrupt {
-                path: self.inner.root.clone(),
-                reason: format!(
-                    "the new change has seq {seq} but the writer record's last is {} (nothing was written)",
+            return Err(Error::Internal {
+                what: format!(
+                    "the new change has seq {seq} but the writer record's last is {}",
                     record.seq
                 ),
             });
@@ -867,13 +868,11 @@ fn publish_durable(
     last
 }
 
-/// Runs `f` in a transaction on `state`'s document (of the store at `root`) and commits it
-/// (with `message`): the value `f` returned, the change's hash (`None`: `f` changed
-/// nothing), and the patch log (active when `recording`). When `f` fails the transaction is
-/// rolled back.
+/// Runs `f` in a transaction on `state`'s document and commits it (with `message`): the
+/// value `f` returned, the change's hash (`None`: `f` changed nothing), and the patch log
+/// (active when `recording`). When `f` fails the transaction is rolled back.
 fn transact<T>(
     state: &mut MergedState,
-    root: &std::path::Path,
     recording: bool,
     message: Option<&str>,
     f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
@@ -883,9 +882,8 @@ fn transact<T>(
         state
             .doc
             .transaction_log_patches(automerge::PatchLog::active())
-            .map_err(|e| Error::Corrupt {
-                path: root.to_path_buf(),
-                reason: format!("Automerge patch log: {e}"),
+            .map_err(|e| Error::Internal {
+                what: format!("Automerge patch log: {e}"),
             })?
     } else {
         state.doc.transaction()
