@@ -265,6 +265,63 @@ impl StateDir {
     }
 }
 
+/// This device's local state for one store: a [`StateDir`] bound to a store id, so that
+/// nothing above has to pass the id along. (A folder of many documents will bind one per
+/// document for what is the document's.)
+#[derive(Debug, Clone)]
+pub(crate) struct StoreState {
+    dir: StateDir,
+    store_id: String,
+}
+
+impl std::ops::Deref for StoreState {
+    type Target = StateDir;
+
+    /// What does not depend on the store: the device's name, the state dir's checks.
+    fn deref(&self) -> &StateDir {
+        &self.dir
+    }
+}
+
+impl StoreState {
+    pub(crate) fn new(dir: StateDir, store_id: &str) -> StoreState {
+        StoreState {
+            dir,
+            store_id: store_id.to_string(),
+        }
+    }
+
+    /// `STATE/stores/<store id>/`.
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.store_dir(&self.store_id)
+    }
+
+    /// The writer lock of this store on this device.
+    pub(crate) fn lock(&self) -> Result<WriterLock> {
+        self.dir.lock(&self.store_id)
+    }
+
+    /// The writer record, if it reads.
+    pub(crate) fn read_record(&self) -> Option<WriterRecord> {
+        self.dir.read_record(&self.store_id)
+    }
+
+    /// Durably replaces the writer record.
+    pub(crate) fn write_record(&self, record: &WriterRecord) -> Result<()> {
+        self.dir.write_record(&self.store_id, record)
+    }
+
+    /// Keeps the store's key (owner-only).
+    pub(crate) fn keep_key(&self, key: &crate::seal::StoreKey) -> Result<()> {
+        self.dir.keep_key(&self.store_id, key)
+    }
+
+    /// The marker as this device last read it.
+    pub(crate) fn kept_marker(&self) -> Option<Vec<u8>> {
+        self.dir.kept_marker(&self.store_id)
+    }
+}
+
 fn check_device_name(name: &str) -> Result<String> {
     let bad = |reason| Error::DeviceName {
         name: name.to_string(),

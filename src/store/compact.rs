@@ -172,7 +172,7 @@ impl Store {
         let started = Instant::now();
         self.check_writable()?;
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let _lock = self.inner.state.lock()?;
         let (files_before, bytes_before) = usage(&self.inner.root);
         let (scan, state, ops, snaps) = self.foldable(false)?;
         // Nothing to fold, unless this device holds changes the folder lost: the snapshot
@@ -334,16 +334,14 @@ impl Store {
         snaps: &[String],
         devices: &std::collections::BTreeMap<String, String>,
     ) -> Result<String> {
-        let owner = match self.inner.state.read_record(&self.inner.marker.store_id) {
+        let owner = match self.inner.state.read_record() {
             Some(r) => {
                 self.remove_stale_temps(&r);
                 r.actor
             }
             None => {
                 let r = fresh_record(None);
-                self.inner
-                    .state
-                    .write_record(&self.inner.marker.store_id, &r)?;
+                self.inner.state.write_record(&r)?;
                 r.actor
             }
         };
@@ -368,13 +366,11 @@ impl Store {
             });
         }
         // 3. A retention copy, in local state.
-        let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
+        let retention = Retention::new(&self.inner.state.path());
         retention
             .keep(&name, &automerge)
             .and_then(|_| fault::at("retained"))
-            .map_err(Error::io(
-                self.inner.state.store_dir(&self.inner.marker.store_id),
-            ))?;
+            .map_err(Error::io(self.inner.state.path()))?;
         // 4. The compaction record, before any deletion.
         let record = record::encode(&Record {
             snapshot: name.clone(),

@@ -33,9 +33,7 @@ impl Store {
                 return Ok(());
             }
         }
-        self.inner
-            .state
-            .keep_key(&self.inner.marker.store_id, key)?;
+        self.inner.state.keep_key(key)?;
         // Set once: a store that already has its key keeps it (it is the same key, checked
         // against the marker above).
         let _ = self.inner.key.set((
@@ -67,7 +65,7 @@ impl Store {
         let owner = self
             .inner
             .state
-            .read_record(&self.inner.marker.store_id)
+            .read_record()
             .map_or_else(|| self.inner.marker.store_id.clone(), |r| r.actor);
         let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
         fs::publish_new(staged, &dir.join(&name)).map_err(Error::io(dir.join(&name)))?;

@@ -30,7 +30,6 @@ use crate::error::{Error, Result};
 use crate::folder::scan::{self};
 use crate::format::marker::{Marker, FORMAT_VERSION};
 use crate::local::cache::{listing, Cache};
-use crate::local::StateDir;
 use crate::merge;
 use crate::merged::MergedState;
 use crate::patch::{self, PatchError};
@@ -144,7 +143,7 @@ pub struct Store {
 pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     pub(crate) marker: Marker,
-    pub(crate) state: StateDir,
+    pub(crate) state: crate::local::StoreState,
     pub(crate) cache: Cache,
     pub(crate) device: Option<String>,
     /// Writes nothing in the synced folder ([`Options::read_only`]).
@@ -570,7 +569,7 @@ impl Store {
         }
         // An entry past the writer record's seq is a write that failed before the record
         // named it (kept, then a crash or a full disk): it never stood.
-        let record = self.inner.state.read_record(&self.inner.marker.store_id);
+        let record = self.inner.state.read_record();
         let stood = |k: &&&crate::local::outbox::Kept| {
             record
                 .as_ref()

@@ -192,6 +192,7 @@ impl Store {
                 }
             }
         }
+        let state = crate::local::StoreState::new(state, &marker.store_id);
         Store {
             inner: Arc::new(Shared {
                 root,

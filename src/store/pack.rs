@@ -29,10 +29,7 @@ impl Store {
     }
 
     fn packs_dir(&self) -> PathBuf {
-        self.inner
-            .state
-            .store_dir(&self.inner.marker.store_id)
-            .join(crate::local::names::PACKS)
+        self.inner.state.path().join(crate::local::names::PACKS)
     }
 
     /// After a write: packs when this device has a pack's worth of loose op files, and
@@ -43,7 +40,7 @@ impl Store {
         if self.inner.read_only {
             return Ok(None);
         }
-        let Some(record) = self.inner.state.read_record(&self.inner.marker.store_id) else {
+        let Some(record) = self.inner.state.read_record() else {
             return Ok(None);
         };
         let through = self.packed_through(&record.actor);
@@ -129,11 +126,11 @@ impl Store {
     pub(crate) fn pack_with(&self, mode: Mode) -> Result<PackOutcome> {
         self.check_writable()?;
         let size = self.pack_size_or_default();
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let _lock = self.inner.state.lock()?;
         // A watcher's merge in flight finishes first (as for a write).
         let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = PackOutcome::default();
-        let Some(record) = self.inner.state.read_record(&self.inner.marker.store_id) else {
+        let Some(record) = self.inner.state.read_record() else {
             return Ok(out);
         };
         let own: Vec<String> = std::iter::once(record.actor.clone())

@@ -67,7 +67,7 @@ impl Store {
                 }));
             }
         };
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let local = self.inner.state.path();
         let mut forgotten = beats::read_forgotten(&local);
         forgotten.insert(actor.clone(), beat.counter);
         beats::write_forgotten(&local, &forgotten).map_err(Error::io(&local))?;
@@ -87,19 +87,17 @@ impl Store {
             return Ok(false);
         }
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
-        let record = match self.inner.state.read_record(&self.inner.marker.store_id) {
+        let _lock = self.inner.state.lock()?;
+        let record = match self.inner.state.read_record() {
             Some(r) => r,
             None => {
                 let r = fresh_record(None);
-                self.inner
-                    .state
-                    .write_record(&self.inner.marker.store_id, &r)?;
+                self.inner.state.write_record(&r)?;
                 r
             }
         };
         let (heads, verified) = self.beat_view();
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let local = self.inner.state.path();
         let mut own = beats::read_own(&local);
         let now = now();
         let dir = crate::folder::layout::actor_beats(&self.inner.root, &record.actor);
@@ -229,12 +227,12 @@ impl Store {
     }
 
     pub(crate) fn presence_of(&self, state: &MergedState, threshold_secs: i64) -> Vec<Presence> {
-        let record = self.inner.state.read_record(&self.inner.marker.store_id);
+        let record = self.inner.state.read_record();
         let own: HashSet<String> = record
             .iter()
             .flat_map(|r| std::iter::once(r.actor.clone()).chain(r.retired.iter().cloned()))
             .collect();
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let local = self.inner.state.path();
         let mut seen = beats::read_seen(&local);
         let now = now();
         let mut out = Vec::new();
@@ -266,7 +264,7 @@ impl Store {
     /// device is active), else only when the beat folders changed since it last ran (no file
     /// is read then). So reads (`status`, `presence`, `compact_plan`) only read.
     fn tidy(&self, force: bool) {
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let local = self.inner.state.path();
         let beats_now = crate::folder::beats_digest(&self.inner.root);
         if !force && beats::read_tidied(&local) == Some(beats_now) {
             return;
@@ -340,7 +338,7 @@ impl Store {
     /// never releases a copy, whatever the clock says: a device that stays away keeps it
     /// until `crdtdir forget` says it is gone.
     pub(crate) fn release_retention(&self, verified_by_all: &Option<HashSet<String>>) {
-        let retention = Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id));
+        let retention = Retention::new(&self.inner.state.path());
         let copies = retention.entries();
         let superseded = if copies.len() > 1 {
             retention.superseded()

@@ -23,16 +23,14 @@ impl Store {
         let marker_restored = self.restore_marker()?;
         self.check_writable()?;
         let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let _lock = self.inner.state.lock()?;
         // Own op files the folder lost come back as they were.
-        let record = self.inner.state.read_record(&self.inner.marker.store_id);
+        let record = self.inner.state.read_record();
         let republished = self.republish(record.as_ref())?;
         let scan = scan::scan(&self.inner.root);
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();
-        for retained in
-            Retention::new(&self.inner.state.store_dir(&self.inner.marker.store_id)).documents()
-        {
+        for retained in Retention::new(&self.inner.state.path()).documents() {
             let mut other = retained;
             if let Err(e) = doc.merge(&mut other) {
                 tracing::warn!(error = %e, "a retention copy did not merge into the repaired view (repair goes on without it)");
@@ -82,7 +80,7 @@ impl Store {
         if unprovided == 0 || self.check_writable().is_err() {
             return Ok(None);
         }
-        let local = self.inner.state.store_dir(&self.inner.marker.store_id);
+        let local = self.inner.state.path();
         let stamp = local.join(crate::local::names::WRITTEN_BACK);
         let recent = std::fs::metadata(&stamp)
             .and_then(|m| m.modified())
@@ -107,7 +105,7 @@ impl Store {
             return Ok(false);
         }
         let path = crate::folder::layout::marker(&self.inner.root);
-        let Some(bytes) = self.inner.state.kept_marker(&self.inner.marker.store_id) else {
+        let Some(bytes) = self.inner.state.kept_marker() else {
             return Ok(false);
         };
         let staged = fs::stage(&self.inner.root, &self.inner.marker.store_id, &bytes)

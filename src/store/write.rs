@@ -303,7 +303,7 @@ impl Store {
     pub(crate) fn own_actors(&self) -> std::collections::HashSet<String> {
         self.inner
             .state
-            .read_record(&self.inner.marker.store_id)
+            .read_record()
             .map(|r| std::iter::once(r.actor).chain(r.retired).collect())
             .unwrap_or_default()
     }
@@ -355,10 +355,10 @@ impl Store {
         self.inner
             .state
             .check_device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock(&self.inner.marker.store_id)?;
+        let _lock = self.inner.state.lock()?;
         // A watcher's merge in flight finishes first: the document is not copied or reloaded.
         let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
-        let record = self.inner.state.read_record(&self.inner.marker.store_id);
+        let record = self.inner.state.read_record();
         // The highest seq the folder names for the record's actor, before anything is
         // republished.
         let record_max = record.as_ref().map_or(0, |r| self.actor_max_seq(&r.actor));
@@ -381,11 +381,7 @@ impl Store {
         }
         let mut record = self.prove_actor(record, record_max, &mut state, &mut notices);
         let actor: ActorId = record.actor.parse().map_err(|_| Error::Corrupt {
-            path: self
-                .inner
-                .state
-                .store_dir(&self.inner.marker.store_id)
-                .join(crate::local::names::WRITER),
+            path: self.inner.state.path().join(crate::local::names::WRITER),
             reason: "the writer record's actor is not an actor id".into(),
         })?;
         state.doc.set_actor(actor);
@@ -688,9 +684,7 @@ impl Store {
         // A fresh actor is recorded before its first temp file appears, so that a crash
         // leaves no temp this device does not know to remove.
         if record.seq == 0 {
-            self.inner
-                .state
-                .write_record(&self.inner.marker.store_id, record)?;
+            self.inner.state.write_record(record)?;
         }
         let bytes = self.op_file_bytes(device, &change)?;
         let dir = crate::folder::layout::actor_ops(&self.inner.root, &record.actor);
@@ -707,11 +701,7 @@ impl Store {
         }
         record.seq = seq;
         record.hash = hash.to_string();
-        if let Err(e) = self
-            .inner
-            .state
-            .write_record(&self.inner.marker.store_id, record)
-        {
+        if let Err(e) = self.inner.state.write_record(record) {
             staged.discard();
             return Err(e);
         }
@@ -730,14 +720,11 @@ impl Store {
     }
 
     pub(crate) fn outbox(&self) -> Outbox {
-        Outbox::new(&self.inner.state.store_dir(&self.inner.marker.store_id))
+        Outbox::new(&self.inner.state.path())
     }
 
     pub(crate) fn outbox_dir(&self) -> PathBuf {
-        self.inner
-            .state
-            .store_dir(&self.inner.marker.store_id)
-            .join(crate::local::names::OUTBOX)
+        self.inner.state.path().join(crate::local::names::OUTBOX)
     }
 
     /// Publishes again, with the same bytes and name, every op file of this device's outbox
