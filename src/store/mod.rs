@@ -3,6 +3,7 @@
 mod compact;
 pub(crate) mod journal;
 mod keys;
+pub(crate) mod memory;
 pub(crate) mod notice;
 mod open;
 mod pack;
@@ -19,7 +20,7 @@ pub(crate) use self::write::fresh_record;
 pub use self::write::{ChangeResult, WriteOutcome, Written};
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,7 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 use crate::folder::scan::{self};
 use crate::format::marker::{Marker, FORMAT_VERSION};
-use crate::local::cache::{listing, Cache};
+use crate::local::cache::listing;
 use crate::merge;
 use crate::merged::MergedState;
 use crate::patch::{self, PatchError};
@@ -144,29 +145,14 @@ pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     pub(crate) marker: Marker,
     pub(crate) state: crate::local::StoreState,
-    pub(crate) cache: Cache,
     pub(crate) device: Option<String>,
     /// Writes nothing in the synced folder ([`Options::read_only`]).
     pub(crate) read_only: bool,
-    /// The last merged state, kept between calls so that a long-lived `Store` neither
-    /// reloads its document nor rescans the folder to write.
-    pub(crate) mem: Mutex<Option<Arc<MergedState>>>,
-    /// The in-memory state holds own changes the cache files do not have yet.
-    pub(crate) mem_dirty: AtomicBool,
-    /// The listing digest (see the local cache's `view`) and report of the last merge of the
-    /// state in memory.
-    pub(crate) listed: Mutex<Option<(blake3::Hash, MergeReport)>>,
-    /// Writes and watcher merges take turns on the document in memory.
-    pub(crate) gate: Mutex<()>,
-    /// What happened to the document in memory while watchers run.
-    pub(crate) journal: Mutex<crate::store::journal::Journal>,
-    /// What running watchers know of the folder (see [`crate::Store::watch`]).
-    pub(crate) watched: crate::watch::Watched,
+    /// The document: its state in memory, cache, journal and gate.
+    pub(crate) memory: memory::Memory,
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,
-    /// The JSON of the document at some heads, shared by the views of those heads.
-    pub(crate) rendered: Rendered,
     /// An encrypted store's key and seal, once this device has the key.
     pub(crate) key: std::sync::OnceLock<(crate::seal::StoreKey, crate::seal::Seal)>,
     /// Changes per pack; 0: no automatic packing ([`Options::pack_size`]).
@@ -337,7 +323,7 @@ impl Store {
             report,
             json: std::sync::OnceLock::new(),
             text: Mutex::new(text),
-            rendered: Arc::clone(&self.inner.rendered),
+            rendered: Arc::clone(&self.inner.memory.rendered),
         })
     }
 
@@ -346,7 +332,7 @@ impl Store {
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
         self.check_unlocked()?;
         let scan = scan::scan(&self.inner.root);
-        if let Some((json, report)) = self.inner.cache.view(&self.inner.root, &scan) {
+        if let Some((json, report)) = self.inner.memory.cache.view(&self.inner.root, &scan) {
             tracing::debug!("the saved view stands for this listing: no merge");
             return Ok((json, self.with_marker_problem(report)));
         }
@@ -376,13 +362,13 @@ impl Store {
             tracing::debug!("the folder lists as at the last merge in memory: nothing to merge");
             return self.finish_merge(state, report, false, scan, save);
         }
-        let base = match self.take_mem() {
+        let base = match self.inner.memory.take() {
             Some(mem) => {
                 tracing::debug!("base: the document in memory");
                 Some(mem)
             }
             None => {
-                let cached = self.inner.cache.load();
+                let cached = self.inner.memory.cache.load();
                 tracing::debug!(found = cached.is_some(), "base: the cache files");
                 cached
             }
@@ -402,10 +388,10 @@ impl Store {
                 .map(|mut log| crate::patch::json::convert(state.doc.make_patches(&mut log)));
             self.journal().push(before, state.doc.get_heads(), patches);
         }
-        *self.inner.listed.lock().unwrap_or_else(|p| p.into_inner()) =
+        *self.inner.memory.listed() =
             Some((listing(&self.inner.root, scan, &report), report.clone()));
         let state = Arc::new(state);
-        self.put_mem(Arc::clone(&state));
+        self.inner.memory.put(Arc::clone(&state));
         self.finish_merge(state, report, changed, scan, save)
     }
 
@@ -423,18 +409,8 @@ impl Store {
         if !uncompacted {
             return None;
         }
-        let (digest, report) = self
-            .inner
-            .listed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
-        let state = self
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()?;
+        let (digest, report) = self.inner.memory.listed().clone()?;
+        let state = self.inner.memory.peek()?;
         (listing(&self.inner.root, scan, &report) == digest).then_some((state, report))
     }
 
@@ -469,7 +445,7 @@ impl Store {
                     // (newer than the cache files when it wrote since), with what the folder lost.
                     merge::Incremental::StartOver(mut had, why) => {
                         tracing::debug!(why, "incremental merge not possible: merging from scratch, carrying this device's state");
-                        if let Some(mut held) = self.inner.cache.load_held() {
+                        if let Some(mut held) = self.inner.memory.cache.load_held() {
                             let merged =
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                     had.doc.merge(&mut held.doc)
@@ -482,13 +458,13 @@ impl Store {
                     }
                     merge::Incremental::StartOverFromCacheFiles(why) => {
                         tracing::debug!(why, "incremental merge not possible: merging from scratch with the cache files");
-                        cold(self.inner.cache.load_all())
+                        cold(self.inner.memory.cache.load_all())
                     }
                 }
             }
             None => {
                 tracing::debug!("no base: merging from scratch");
-                cold(self.inner.cache.load_held())
+                cold(self.inner.memory.cache.load_held())
             }
         };
         let (mut state, report, changed) = merged;
@@ -587,7 +563,7 @@ impl Store {
     }
 
     pub(crate) fn journal(&self) -> std::sync::MutexGuard<'_, crate::store::journal::Journal> {
-        self.inner.journal.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.memory.journal()
     }
 
     /// Saves the cache files when the state changed (or holds own writes they lack) and
@@ -600,15 +576,16 @@ impl Store {
         scan: &scan::Scan,
         save: bool,
     ) -> (Arc<MergedState>, MergeReport, Option<String>) {
-        let changed = changed || self.inner.mem_dirty.load(Ordering::Relaxed);
+        let changed = changed || self.inner.memory.dirty.load(Ordering::Relaxed);
         if !changed || !save {
             return (state, report, None);
         }
-        self.inner.mem_dirty.store(false, Ordering::Relaxed);
+        self.inner.memory.dirty.store(false, Ordering::Relaxed);
         let json = render::document(&state.doc).to_string();
         // What the folder lost is held apart from the cache, and first.
         if let Err(e) = self
             .inner
+            .memory
             .cache
             .hold((state.unprovided > 0).then_some(&state.doc))
         {
@@ -618,6 +595,7 @@ impl Store {
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
         match self
             .inner
+            .memory
             .cache
             .save(&self.inner.root, &state, scan, &json, &report)
         {
@@ -628,21 +606,6 @@ impl Store {
             ),
         }
         (state, report, Some(json))
-    }
-
-    /// The in-memory state, owned (copied only if a `View` still shares it).
-    pub(crate) fn take_mem(&self) -> Option<MergedState> {
-        let arc = self
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()?;
-        Some(Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()))
-    }
-
-    pub(crate) fn put_mem(&self, state: Arc<MergedState>) {
-        *self.inner.mem.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
     /// `Err(NeedsNewer)` when this build must not write to the store.

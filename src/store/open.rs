@@ -2,7 +2,6 @@
 //! copy of it when the folder's is gone).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value as Json;
@@ -198,17 +197,10 @@ impl Store {
                 root,
                 marker,
                 state,
-                cache,
+                memory: super::memory::Memory::new(cache),
                 device,
                 read_only,
-                mem: Mutex::new(None),
-                mem_dirty: AtomicBool::new(false),
-                watched: Default::default(),
-                listed: Mutex::new(None),
-                gate: Mutex::new(()),
-                journal: Default::default(),
                 marker_problem,
-                rendered: Default::default(),
                 key,
                 pack_size: options.effective_pack_size(),
                 repack_fan: options.repack_fan.unwrap_or(crate::REPACK_FAN).max(2),

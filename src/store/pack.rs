@@ -128,7 +128,7 @@ impl Store {
         let size = self.pack_size_or_default();
         let _lock = self.inner.state.lock()?;
         // A watcher's merge in flight finishes first (as for a write).
-        let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let _gate = self.inner.memory.gate();
         let mut out = PackOutcome::default();
         let Some(record) = self.inner.state.read_record() else {
             return Ok(out);

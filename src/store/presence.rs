@@ -143,11 +143,14 @@ impl Store {
     /// What a beat says of this device's view: the heads of the document it has merged,
     /// and the snapshots it read and verified (among its merged files).
     fn beat_view(&self) -> (Vec<String>, Vec<String>) {
-        let state = match self.take_mem() {
+        let state = match self.inner.memory.take() {
             Some(state) => state,
             None => {
                 drop(self.merged(&scan::scan(&self.inner.root), false));
-                self.take_mem().expect("a merge leaves its state in memory")
+                self.inner
+                    .memory
+                    .take()
+                    .expect("a merge leaves its state in memory")
             }
         };
         let heads: Vec<String> = state
@@ -162,7 +165,7 @@ impl Store {
             .filter_map(|f| crate::folder::snapshot_name(f))
             .map(str::to_string)
             .collect();
-        self.put_mem(Arc::new(state));
+        self.inner.memory.put(Arc::new(state));
         (heads, verified)
     }
 
@@ -269,13 +272,7 @@ impl Store {
         if !force && beats::read_tidied(&local) == Some(beats_now) {
             return;
         }
-        let Some(state) = self
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
+        let Some(state) = self.inner.memory.peek() else {
             return;
         };
         let own = self.own_actors();

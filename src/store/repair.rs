@@ -70,13 +70,7 @@ impl Store {
     /// anyone running `repair`. At most once an hour, so a write-back that does not settle
     /// the gap never turns every write into a snapshot. `None` when there was nothing to do.
     pub(crate) fn write_back_lost(&self) -> Result<Option<Repaired>> {
-        let unprovided = self
-            .inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |s| s.unprovided);
+        let unprovided = self.inner.memory.peek().map_or(0, |s| s.unprovided);
         if unprovided == 0 || self.check_writable().is_err() {
             return Ok(None);
         }

@@ -70,7 +70,7 @@ impl Live for Store {
     }
 
     fn watched(&self) -> &Watched {
-        &self.inner.watched
+        &self.inner.memory.watched
     }
 
     fn own_actors(&self) -> HashSet<String> {
@@ -91,18 +91,14 @@ impl Live for Store {
     }
 
     fn in_memory(&self) -> Option<Arc<MergedState>> {
-        self.inner
-            .mem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.memory.peek()
     }
 
     fn merge_listed(&self, scan: &Scan) -> (Arc<MergedState>, MergeReport) {
         let (state, report, _) = {
             // One at a time with writes: a write waits for this merge instead of finding
             // the document checked out.
-            let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+            let _gate = self.inner.memory.gate();
             self.merged(scan, false)
         };
         (state, self.with_marker_problem(report))

@@ -357,7 +357,7 @@ impl Store {
             .check_device_name(self.inner.device.as_deref())?;
         let _lock = self.inner.state.lock()?;
         // A watcher's merge in flight finishes first: the document is not copied or reloaded.
-        let _gate = self.inner.gate.lock().unwrap_or_else(|p| p.into_inner());
+        let _gate = self.inner.memory.gate();
         let record = self.inner.state.read_record();
         // The highest seq the folder names for the record's actor, before anything is
         // republished.
@@ -372,7 +372,11 @@ impl Store {
         if let Some((merged, scan)) = self.republish_lost(record.as_ref(), state, &mut notices)? {
             (state, listed_scan) = (merged, Some(scan));
         } else {
-            state = self.take_mem().expect("kept in memory while republishing");
+            state = self
+                .inner
+                .memory
+                .take()
+                .expect("kept in memory while republishing");
         }
         if state.unprovided > 0 {
             notices.push(Notice::FolderLost {
@@ -393,7 +397,7 @@ impl Store {
             Ok(done) => done,
             Err(e) => {
                 // The transaction was rolled back: the state is as it was.
-                self.put_mem(Arc::new(state));
+                self.inner.memory.put(Arc::new(state));
                 return Err(e);
             }
         };
@@ -412,8 +416,8 @@ impl Store {
                     .push(before, state.doc.get_heads(), Some(patches));
             }
         }
-        self.inner.mem_dirty.store(true, Ordering::Relaxed);
-        self.put_mem(Arc::new(state));
+        self.inner.memory.dirty.store(true, Ordering::Relaxed);
+        self.inner.memory.put(Arc::new(state));
         Ok(WriteOutcome {
             written,
             notices,
@@ -439,16 +443,20 @@ impl Store {
                 })
             })
         };
-        let quiet = self.inner.watched.quiet();
-        match self.take_mem() {
+        let quiet = self.inner.memory.watched.quiet();
+        match self.inner.memory.take() {
             Some(state) if quiet && knows_last(&state) => (state, None),
             other => {
                 if let Some(state) = other {
-                    self.put_mem(Arc::new(state));
+                    self.inner.memory.put(Arc::new(state));
                 }
                 let scan = scan::scan(&self.inner.root);
                 drop(self.merged(&scan, false));
-                let state = self.take_mem().expect("a merge leaves its state in memory");
+                let state = self
+                    .inner
+                    .memory
+                    .take()
+                    .expect("a merge leaves its state in memory");
                 (state, Some(scan))
             }
         }
@@ -463,7 +471,7 @@ impl Store {
         state: MergedState,
         notices: &mut Vec<Notice>,
     ) -> Result<Option<(MergedState, scan::Scan)>> {
-        self.put_mem(Arc::new(state));
+        self.inner.memory.put(Arc::new(state));
         let republished = self.republish(record)?;
         if republished.is_empty() {
             return Ok(None);
@@ -473,7 +481,11 @@ impl Store {
         });
         let scan = scan::scan(&self.inner.root);
         drop(self.merged(&scan, false));
-        let state = self.take_mem().expect("a merge leaves its state in memory");
+        let state = self
+            .inner
+            .memory
+            .take()
+            .expect("a merge leaves its state in memory");
         Ok(Some((state, scan)))
     }
 
@@ -561,7 +573,7 @@ impl Store {
         let Some(entry) = scan::OpEntry::parse(rel) else {
             return;
         };
-        let mut listed = self.inner.listed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut listed = self.inner.memory.listed();
         let Some((_, report)) = listed.as_ref() else {
             return;
         };
