@@ -13,6 +13,7 @@ use crate::local::retention::Retention;
 use crate::merged::MergedState;
 use crate::presence::Presence;
 use crate::render;
+use crate::store::session::Name;
 use crate::store::Store;
 use crate::store::{fresh_record, now};
 use automerge::{Automerge, ChangeHash, ReadDoc};
@@ -170,9 +171,8 @@ impl Store {
         mut progress: impl FnMut(Progress),
     ) -> Result<CompactOutcome> {
         let started = Instant::now();
-        self.check_writable()?;
-        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock()?;
+        let session = self.session(Name::Resolve)?;
+        let device = session.device.clone().unwrap_or_default();
         let (files_before, bytes_before) = usage(&self.inner.root);
         let (scan, state, ops, snaps) = self.foldable(false)?;
         // Nothing to fold, unless this device holds changes the folder lost: the snapshot

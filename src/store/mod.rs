@@ -9,6 +9,7 @@ mod open;
 mod pack;
 mod presence;
 mod repair;
+pub(crate) mod session;
 mod status;
 mod watch;
 mod write;

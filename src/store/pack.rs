@@ -15,6 +15,7 @@ use crate::pack::{
     all_covered, holds, kept_copies, repack_groups, runs, unsuperseded, Acks, Kept, Mode,
     PackOutcome, DEFAULT_PACK_SIZE, PACK_GRACE_SECS, SETTLED,
 };
+use crate::store::session::Name;
 use crate::store::Store;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -124,13 +125,12 @@ impl Store {
     }
 
     pub(crate) fn pack_with(&self, mode: Mode) -> Result<PackOutcome> {
-        self.check_writable()?;
+        let session = self.session(Name::Check)?;
         let size = self.pack_size_or_default();
-        let _lock = self.inner.state.lock()?;
         // A watcher's merge in flight finishes first (as for a write).
         let _gate = self.inner.memory.gate();
         let mut out = PackOutcome::default();
-        let Some(record) = self.inner.state.read_record() else {
+        let Some(record) = session.record.clone() else {
             return Ok(out);
         };
         let own: Vec<String> = std::iter::once(record.actor.clone())

@@ -15,6 +15,7 @@ use crate::merged::MergedState;
 use crate::presence::{
     out_verified, own_beats, rules, unmerged, Due, Forgotten, Presence, BEAT_EVERY_SECS,
 };
+use crate::store::session::Name;
 use crate::store::Store;
 use crate::store::{fresh_record, now};
 use automerge::ChangeHash;
@@ -86,9 +87,9 @@ impl Store {
             tracing::debug!("no beat: this build does not write to the store");
             return Ok(false);
         }
-        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock()?;
-        let record = match self.inner.state.read_record() {
+        let session = self.session(Name::Resolve)?;
+        let device = session.device.clone().unwrap_or_default();
+        let record = match session.record.clone() {
             Some(r) => r,
             None => {
                 let r = fresh_record(None);

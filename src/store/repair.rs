@@ -7,6 +7,7 @@ use crate::folder::scan;
 use crate::fs;
 use crate::local::retention::Retention;
 use crate::merge;
+use crate::store::session::Name;
 use crate::store::Store;
 use automerge::ReadDoc;
 
@@ -21,11 +22,10 @@ impl Store {
         }
         self.check_unlocked()?;
         let marker_restored = self.restore_marker()?;
-        self.check_writable()?;
-        let device = self.inner.state.device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock()?;
+        let session = self.session(Name::Resolve)?;
+        let device = session.device.clone().unwrap_or_default();
         // Own op files the folder lost come back as they were.
-        let record = self.inner.state.read_record();
+        let record = session.record.clone();
         let republished = self.republish(record.as_ref())?;
         let scan = scan::scan(&self.inner.root);
         let (state, _, _) = self.merged(&scan, false);

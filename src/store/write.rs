@@ -25,6 +25,7 @@ use crate::merged::MergedState;
 use crate::patch::{self, PatchOp};
 use crate::presence::Due;
 use crate::store::notice::Notice;
+use crate::store::session::Name;
 use crate::store::Store;
 
 /// A change that was written as an op file.
@@ -349,16 +350,12 @@ impl Store {
         message: Option<&str>,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<WriteOutcome<T>> {
-        self.check_writable()?;
         // A bad name is refused now; a default name is made and kept only once there is a
         // change to write (a refused patch leaves the local state as it was).
-        self.inner
-            .state
-            .check_device_name(self.inner.device.as_deref())?;
-        let _lock = self.inner.state.lock()?;
+        let session = self.session(Name::Check)?;
         // A watcher's merge in flight finishes first: the document is not copied or reloaded.
         let _gate = self.inner.memory.gate();
-        let record = self.inner.state.read_record();
+        let record = session.record.clone();
         // The highest seq the folder names for the record's actor, before anything is
         // republished.
         let record_max = record.as_ref().map_or(0, |r| self.actor_max_seq(&r.actor));
