@@ -2,6 +2,8 @@
 //! retain a local copy, record it, and delete what it folds. The pieces are in
 //! `crate::compact`.
 
+use std::path::{Path, PathBuf};
+
 use crate::compact::{folded, usage, verify, CompactOutcome, CompactPlan, Progress};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -348,33 +350,66 @@ impl Store {
         self.ensure_feature(&owner)?;
         let (bytes, heads, changes, automerge) =
             self.build_snapshot(doc, device, ops, snaps, devices)?;
-        let dir = crate::folder::layout::snapshots(&self.inner.root);
         let name = snapshot::file_name(&bytes);
-        let target = dir.join(&name);
-        // 1. Publish.
-        let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
+        let target = self.publish_snapshot_file(&owner, &name, &bytes)?;
+        self.verify_read_back(&target, &name, &heads, changes)?;
+        self.retain(&name, &automerge)?;
+        self.publish_record(&owner, &name, &bytes, &heads, device)?;
+        Ok(name)
+    }
+
+    /// Compaction step 1: the snapshot's bytes go into `snapshots/` under `name`.
+    fn publish_snapshot_file(&self, owner: &str, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let dir = crate::folder::layout::snapshots(&self.inner.root);
+        let target = dir.join(name);
+        let staged = fs::stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
         fault::at("snapshot-staged")
             .and_then(|()| fs::publish(staged, &target))
             .and_then(|()| fault::at("snapshot-published"))
             .map_err(Error::io(&target))?;
-        // 2. Read it back from the folder and verify it.
-        if let Err(reason) = verify(&self.source(), &target, &name, &heads, changes) {
-            crate::fs::remove_or_log(&target, "a snapshot that failed its read-back");
+        Ok(target)
+    }
+
+    /// Compaction step 2: the snapshot is read back from the folder and verified, with the
+    /// reader's own rules; one that does not read back as written is removed again.
+    fn verify_read_back(
+        &self,
+        target: &Path,
+        name: &str,
+        heads: &[ChangeHash],
+        changes: u64,
+    ) -> Result<()> {
+        if let Err(reason) = verify(&self.source(), target, name, heads, changes) {
+            crate::fs::remove_or_log(target, "a snapshot that failed its read-back");
             return Err(Error::Unverified {
-                path: target,
+                path: target.to_path_buf(),
                 reason,
             });
         }
-        // 3. A retention copy, in local state.
-        let retention = Retention::new(&self.inner.state.path());
-        retention
-            .keep(&name, &automerge)
+        Ok(())
+    }
+
+    /// Compaction step 3: a retention copy of the document, in local state.
+    fn retain(&self, name: &str, automerge: &[u8]) -> Result<()> {
+        Retention::new(&self.inner.state.path())
+            .keep(name, automerge)
             .and_then(|_| fault::at("retained"))
             .map_err(Error::io(self.inner.state.path()))?;
-        // 4. The compaction record, before any deletion.
+        Ok(())
+    }
+
+    /// Compaction step 4: the compaction record, before any deletion.
+    fn publish_record(
+        &self,
+        owner: &str,
+        name: &str,
+        bytes: &[u8],
+        heads: &[ChangeHash],
+        device: &str,
+    ) -> Result<()> {
         let record = record::encode(&Record {
-            snapshot: name.clone(),
-            blake3: blake3::hash(&bytes).to_hex().to_string(),
+            snapshot: name.to_string(),
+            blake3: blake3::hash(bytes).to_hex().to_string(),
             size: bytes.len() as u64,
             heads: heads.iter().map(ChangeHash::to_string).collect(),
             device: if self.is_encrypted() {
@@ -384,12 +419,13 @@ impl Store {
             },
             time: now(),
         });
-        let record_path = dir.join(record::file_name(&name).expect("a snapshot name"));
-        let staged = fs::stage(&dir, &owner, &record).map_err(Error::io(&dir))?;
+        let dir = crate::folder::layout::snapshots(&self.inner.root);
+        let record_path = dir.join(record::file_name(name).expect("a snapshot name"));
+        let staged = fs::stage(&dir, owner, &record).map_err(Error::io(&dir))?;
         fs::publish(staged, &record_path)
             .and_then(|()| fault::at("recorded"))
             .map_err(Error::io(&record_path))?;
-        Ok(name)
+        Ok(())
     }
 
     fn ensure_feature(&self, owner: &str) -> Result<()> {
