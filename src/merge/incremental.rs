@@ -1,5 +1,5 @@
-//! The incremental merge: only what is new since the cached state, or `None` when only a
-//! merge of everything gives the right answer.
+//! The incremental merge: only what is new since the cached state, or why only a merge of
+//! everything gives the right answer ([`Incremental`]).
 
 use crate::folder::Source;
 use std::collections::HashSet;

@@ -146,13 +146,7 @@ impl Store {
     fn beat_view(&self) -> (Vec<String>, Vec<String>) {
         let state = match self.inner.memory.take() {
             Some(state) => state,
-            None => {
-                drop(self.merged(&scan::scan(&self.inner.root), false));
-                self.inner
-                    .memory
-                    .take()
-                    .expect("a merge leaves its state in memory")
-            }
+            None => self.merge_and_check_out().0,
         };
         let heads: Vec<String> = state
             .doc

@@ -447,13 +447,7 @@ impl Store {
                 if let Some(state) = other {
                     self.inner.memory.put(Arc::new(state));
                 }
-                let scan = scan::scan(&self.inner.root);
-                drop(self.merged(&scan, false));
-                let state = self
-                    .inner
-                    .memory
-                    .take()
-                    .expect("a merge leaves its state in memory");
+                let (state, scan) = self.merge_and_check_out();
                 (state, Some(scan))
             }
         }
@@ -476,6 +470,12 @@ impl Store {
         notices.push(Notice::Republished {
             count: republished.len(),
         });
+        Ok(Some(self.merge_and_check_out()))
+    }
+
+    /// Lists and merges the folder, then checks the merged state out of memory (with the
+    /// listing it stands for).
+    pub(crate) fn merge_and_check_out(&self) -> (MergedState, scan::Scan) {
         let scan = scan::scan(&self.inner.root);
         drop(self.merged(&scan, false));
         let state = self
@@ -483,7 +483,7 @@ impl Store {
             .memory
             .take()
             .expect("a merge leaves its state in memory");
-        Ok(Some((state, scan)))
+        (state, scan)
     }
 
     /// The writer record to write with: the kept one when `state` proves its last seq (the
