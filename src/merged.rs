@@ -47,6 +47,16 @@ pub(crate) struct MergedState {
 }
 
 impl MergedState {
+    /// The names of the snapshots this state was merged from (read and verified: they are
+    /// among its files).
+    pub(crate) fn verified_snapshots(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter_map(|f| crate::folder::snapshot_name(f))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// A state that knows only `doc`: every change in it is carried, no file is known.
     pub(crate) fn of(doc: Automerge) -> MergedState {
         MergedState {

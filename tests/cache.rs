@@ -337,3 +337,35 @@ fn a_cache_save_that_fails_is_logged() {
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!log.contains("WARN"), "{log:?}");
 }
+
+/// A command that merges nothing new publishes its heartbeat from the saved view (no
+/// document is loaded), and the beat says what the device has really merged: another
+/// device's presence shows nothing of its own changes missing there.
+#[test]
+fn a_beat_from_the_saved_view_names_what_was_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a) = store_with_history(dir.path());
+    let b = Device::new(dir.path(), "b");
+    b.open(&store)
+        .apply_patch(&[PatchOp::insert("/items/-", json!("from b"))])
+        .unwrap();
+    // a merges b's change (and saves its view); its last beat is from before.
+    let seen = a.open(&store).read().unwrap();
+    assert!(seen.to_json()["items"].to_string().contains("from b"));
+    let unmerged_at_b = || {
+        b.open(&store)
+            .presence(3600)
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "a")
+            .map(|p| p.unmerged)
+    };
+    assert_eq!(unmerged_at_b(), Some(1), "a's beat predates b's change");
+    // A new process of a, nothing new in the folder: its beat comes from the view.
+    assert!(a.open(&store).beat().unwrap(), "a beat was published");
+    assert_eq!(
+        unmerged_at_b(),
+        Some(0),
+        "the beat names b's change as merged"
+    );
+}

@@ -2382,6 +2382,20 @@ fn verbose_merge_shows_its_steps_and_quiet_shows_none() {
     for step in ["folder listed", "no merge", "beat", "time.busy="] {
         assert!(log.contains(step), "{step:?} missing in {log}");
     }
+    // Nothing new: the heartbeat takes its heads from the saved view and loads no document.
+    assert!(log.contains("heads from the saved view"), "{log}");
+    assert!(!log.contains("base: the cache files"), "{log}");
+    // Nor does `get` of a value that is there; one that is not gets the library's error.
+    let got = me.run(&store, &["-vv", "get", "/items/0"]);
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "1");
+    let log = String::from_utf8(got.stderr).unwrap();
+    assert!(!log.contains("base: the cache files"), "{log}");
+    let missing = me.run(&store, &["get", "/items/5"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/items/5"),
+        "{missing:?}"
+    );
     // A new change: the cache decides, and the merge says how it merged.
     me.ok(&store, &["append", "set", "/items", "[1, 2]"]);
     let log = String::from_utf8(me.run(&store, &["-vv", "merge"]).stderr).unwrap();

@@ -9,6 +9,10 @@
 //!   "listing"  bytes(32)  BLAKE3 of the folder listing the view was made from (see `listing`)
 //!   "json"     text       the rendered document
 //!   "report"   map        what the merge found (serde form of MergeReport)
+//!   "heads"    array      hex heads of the merged document
+//!   "verified" array      names of the snapshots the merge read and verified
+//!                         (heads and verified are what a heartbeat says: a beat of a
+//!                         folder that lists the same needs no document)
 //! STATE/stores/<store id>/cache   CBOR map
 //!   "v", "store"          as above
 //!   "doc"      bytes      Automerge `save()` of the merged document: a SUPERSET of the
@@ -47,7 +51,7 @@ use crate::merged::{MergedState, Pending, Quarantined};
 use crate::report::{Fork, MergeReport, Rebased};
 
 /// Version of both cache files.
-const CACHE_VERSION: u32 = 3;
+const CACHE_VERSION: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct ViewFile {
@@ -56,6 +60,8 @@ struct ViewFile {
     listing: ByteBuf,
     json: String,
     report: MergeReport,
+    heads: Vec<String>,
+    verified: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,13 +98,26 @@ impl Cache {
     /// The rendered document and report, if the folder listing is exactly the one the view
     /// was made from.
     pub(crate) fn view(&self, store: &Path, scan: &Scan) -> Option<(String, MergeReport)> {
+        self.view_file(store, scan).map(|v| (v.json, v.report))
+    }
+
+    /// What a heartbeat says of the document (its heads, the snapshots it verified), if the
+    /// folder listing is exactly the one the view was made from: no document is loaded.
+    pub(crate) fn beat_view(
+        &self,
+        store: &Path,
+        scan: &Scan,
+    ) -> Option<(Vec<String>, Vec<String>)> {
+        self.view_file(store, scan).map(|v| (v.heads, v.verified))
+    }
+
+    fn view_file(&self, store: &Path, scan: &Scan) -> Option<ViewFile> {
         let bytes = std::fs::read(self.dir.join(crate::local::names::VIEW)).ok()?;
         let view: ViewFile = ciborium::from_reader(&bytes[..]).ok()?;
         if view.v != CACHE_VERSION || view.store != self.store_id {
             return None;
         }
-        (view.listing.as_ref() == listing(store, scan, &view.report).as_bytes())
-            .then_some((view.json, view.report))
+        (view.listing.as_ref() == listing(store, scan, &view.report).as_bytes()).then_some(view)
     }
 
     /// The cached document and what it covers, or `None` if there is none to trust.
@@ -197,6 +216,13 @@ impl Cache {
             listing: ByteBuf::from(listing(store, scan, report).as_bytes().to_vec()),
             json: json.to_string(),
             report: report.clone(),
+            heads: cached
+                .doc
+                .get_heads()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            verified: cached.verified_snapshots(),
         };
         let mut out = Vec::new();
         ciborium::into_writer(&view, &mut out).map_err(std::io::Error::other)?;

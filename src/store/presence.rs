@@ -142,11 +142,20 @@ impl Store {
     }
 
     /// What a beat says of this device's view: the heads of the document it has merged,
-    /// and the snapshots it read and verified (among its merged files).
+    /// and the snapshots it read and verified (among its merged files). From the state in
+    /// memory; else from the saved view when the folder lists as it did then (a command that
+    /// merged nothing new loads no document for its beat); else from a merge.
     fn beat_view(&self) -> (Vec<String>, Vec<String>) {
         let state = match self.inner.memory.take() {
             Some(state) => state,
-            None => self.merge_and_check_out().0,
+            None => {
+                let scan = scan::scan(&self.inner.root);
+                if let Some(seen) = self.inner.memory.cache.beat_view(&self.inner.root, &scan) {
+                    tracing::debug!("beat: heads from the saved view, no document loaded");
+                    return seen;
+                }
+                self.merge_and_check_out().0
+            }
         };
         let heads: Vec<String> = state
             .doc
@@ -154,12 +163,7 @@ impl Store {
             .iter()
             .map(ChangeHash::to_string)
             .collect();
-        let verified: Vec<String> = state
-            .files
-            .iter()
-            .filter_map(|f| crate::folder::snapshot_name(f))
-            .map(str::to_string)
-            .collect();
+        let verified = state.verified_snapshots();
         self.inner.memory.put(Arc::new(state));
         (heads, verified)
     }
@@ -258,17 +262,27 @@ impl Store {
     /// The tidy step: this device's local copies that are no longer needed go — retention
     /// copies every other device verified (or a later copy holds), outbox entries every other
     /// device merged (or old ones the folder holds). Runs with the writer lock held, from the
-    /// heartbeat: always when a beat is published (`force`: at least once a minute while the
-    /// device is active), else only when the beat folders changed since it last ran (no file
-    /// is read then). So reads (`status`, `presence`, `compact_plan`) only read.
+    /// heartbeat: when the beat folders changed since it last ran (no file is read to know),
+    /// and whenever a beat is published while the document is in memory (`force`: at least
+    /// once a minute while the device is active). A command that merged nothing new loads the
+    /// document for it only when other devices' beats changed. So reads (`status`,
+    /// `presence`, `compact_plan`) only read.
     fn tidy(&self, force: bool) {
         let local = self.inner.state.path();
         let beats_now = crate::folder::beats_digest(&self.inner.root);
-        if !force && beats::read_tidied(&local) == Some(beats_now) {
+        let in_memory = self.inner.memory.peek();
+        let changed = beats::read_tidied(&local) != Some(beats_now);
+        let due = changed || (force && in_memory.is_some());
+        if !due {
             return;
         }
-        let Some(state) = self.inner.memory.peek() else {
-            return;
+        let state = match in_memory {
+            Some(state) => state,
+            None => {
+                let state = Arc::new(self.merge_and_check_out().0);
+                self.inner.memory.put(Arc::clone(&state));
+                state
+            }
         };
         let own = self.own_actors();
         let live = crate::folder::live_beats(&self.source());

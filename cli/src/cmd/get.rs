@@ -22,8 +22,18 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         warn_report(&report);
         return crate::output::write_out(&format!("{json}\n"));
     }
+    // A value that is there: from the saved JSON when nothing is new (no document loaded).
+    let (json, report) = store.read_json()?;
+    if let Some(value) = serde_json::from_str::<serde_json::Value>(&json)
+        .ok()
+        .and_then(|doc| doc.pointer(&args.path).cloned())
+    {
+        warn_report(&report);
+        return print_json(&value);
+    }
+    // Anything else (a path that is not there, a document too deep to parse as text) from
+    // the document itself, with the library's own errors.
     let view = store.read()?;
     warn_report(view.report());
-    // From the document itself, not by parsing JSON text: no nesting limit.
     print_json(&view.get(&args.path)?)
 }
