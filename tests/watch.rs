@@ -322,3 +322,39 @@ fn a_change_that_arrives_only_in_a_pack_makes_an_event_at_once() {
     }
     assert_eq!(changes, 3);
 }
+
+/// A write of this device made by another process (here: a second store opened apart, with
+/// the same state dir, as `crdtdir append` in another terminal) is an event at once, not at
+/// the next safety listing a minute later; the watcher's own process's writes still come
+/// back as local events without a listing.
+#[test]
+fn another_process_of_this_device_writes_and_the_watcher_sees_it_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (here, _there, a, _b) = two_folders(dir.path(), json!({"n": 1}));
+    let watching = a.open(&here);
+    let watcher = watching
+        .watch(WatchOptions::new().safety_listing(std::time::Duration::from_secs(600)))
+        .unwrap();
+    assert!(next(&watcher).initial);
+    // Not a clone: its own memory, like another process.
+    let other_process = a.open(&here);
+    other_process
+        .apply_patch(&[PatchOp::set("/n", json!(2))])
+        .unwrap();
+    let event = next(&watcher);
+    assert!(event.local, "this device's change: {event:?}");
+    assert_eq!(
+        serde_json::to_value(&event.patches).unwrap(),
+        json!([{"op": "put", "path": "/n", "value": 2, "conflict": false}])
+    );
+    // Its own process's write: an event too, from memory.
+    watching
+        .apply_patch(&[PatchOp::set("/n", json!(3))])
+        .unwrap();
+    let event = next(&watcher);
+    assert!(event.local);
+    assert_eq!(
+        serde_json::to_value(&event.patches).unwrap(),
+        json!([{"op": "put", "path": "/n", "value": 3, "conflict": false}])
+    );
+}

@@ -270,6 +270,8 @@ impl Store {
         let dir = crate::folder::layout::actor_packs(&self.inner.root, actor);
         let staged = fs::stage(&dir, actor, &bytes).map_err(Error::io(&dir))?;
         let target = dir.join(&name);
+        // Noted first: a running watcher's event for it may come before this returns.
+        self.inner.memory.watched.published(target.clone());
         fs::publish(staged, &target)
             .and_then(|()| fault::at("pack-published"))
             .map_err(Error::io(&target))?;

@@ -718,6 +718,8 @@ impl Store {
         // bytes, so it stands whatever happens to the folder, and the write must not report
         // failure (a caller that retries would write it twice).
         let target = dir.join(&name);
+        // Noted first: a running watcher's event for it may come before this call returns.
+        self.inner.memory.watched.published(target.clone());
         let unpublished = publish_durable(staged, &dir, &record.actor, &bytes, &target).err();
         Ok(Written {
             hash: hash.to_string(),

@@ -44,18 +44,44 @@ pub(crate) trait Live: Clone + Send + 'static {
 
 /// What running watchers know of the folder, shared by a store's clones: a write may skip
 /// its listing while a watcher with file events has merged every event it was told of
-/// (this device's own op files excepted: the writer knows them).
+/// (files this process published excepted: the writer knows them).
 #[derive(Debug, Default)]
 pub(crate) struct Watched {
     /// Watchers running with file events.
     pub(crate) live: AtomicUsize,
-    /// File events about other devices' files, counted by the event source.
+    /// File events about files this process did not publish, counted by the event source.
     pub(crate) events: AtomicU64,
     /// The count of events the last finished merge had seen before it listed the folder.
     pub(crate) merged: AtomicU64,
+    /// The files this process published lately in this device's own folders: events about
+    /// them are its own. (Another process of this device writes in the same folders, and
+    /// its files are news here.)
+    recent: std::sync::Mutex<std::collections::VecDeque<std::path::PathBuf>>,
 }
 
+/// How many of its own recent publications a process remembers (events come within
+/// moments of them).
+const RECENT: usize = 1024;
+
 impl Watched {
+    /// This process published `path` (an op file or a pack of its own).
+    pub(crate) fn published(&self, path: std::path::PathBuf) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(path);
+    }
+
+    /// True when this process published `path` lately.
+    pub(crate) fn published_here(&self, path: &Path) -> bool {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|p| p == path)
+    }
+
     /// True when a watcher with file events runs and has merged every event so far.
     pub(crate) fn quiet(&self) -> bool {
         self.live.load(Ordering::SeqCst) > 0

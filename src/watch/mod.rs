@@ -367,10 +367,16 @@ impl<L: Live> Run<L> {
                 Ok(_) => Signal::Files,
                 Err(_) => Signal::Rescan,
             };
-            // This device's own op files and temps: the writer knows them already.
+            // In this device's own folders: temps, removals (packing; no removal brings
+            // news) and files this process published are known already. A file another
+            // process of this device published is news.
             let ours = matches!(&res, Ok(e) if !e.need_rescan() && !e.paths.is_empty() && {
                 let own = own.read().unwrap_or_else(|p| p.into_inner());
-                e.paths.iter().all(|p| own.iter().any(|dir| p.starts_with(dir)))
+                let removal = matches!(e.kind, notify::EventKind::Remove(_));
+                e.paths.iter().all(|p| {
+                    own.iter().any(|dir| p.starts_with(dir))
+                        && (removal || is_temp(p) || store.watched().published_here(p))
+                })
             });
             if !ours {
                 store.watched().events.fetch_add(1, Ordering::SeqCst);
@@ -686,6 +692,15 @@ fn remote_in(mounts: &str, real: &std::path::Path) -> Option<String> {
     // container's root) is local.
     let fuse = (fs == "fuse" || fs.starts_with("fuse.")) && !fs.contains("overlay");
     (remote.contains(&fs.as_str()) || fuse).then_some(fs)
+}
+
+/// True for a staged temp (a write in progress, of this process or another).
+fn is_temp(path: &std::path::Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| {
+            n.starts_with(crate::fs::TEMP_PREFIX) && n.ends_with(crate::fs::TEMP_SUFFIX)
+        })
 }
 
 /// Why there are no file events, and what the watcher does instead.
