@@ -2412,3 +2412,72 @@ fn verbose_merge_shows_its_steps_and_quiet_shows_none() {
         "{log}"
     );
 }
+
+/// The README's `crdtdir watch` example is what the binary prints: the first line carries
+/// the document, and a string inserted into a list comes as an empty text and a splice. The
+/// append runs as another process of the same device, as a new user tries it first, and
+/// shows up at once (not at the safety listing a minute later).
+#[test]
+fn the_readme_watch_example_is_what_watch_prints() {
+    use std::io::BufRead;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let example: Vec<serde_json::Value> = readme
+        .split("$ crdtdir watch\n")
+        .nth(1)
+        .expect("the watch example")
+        .lines()
+        .take_while(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(&l.replace('…', "")).unwrap_or_else(|_| {
+            // Elided values ("93c5…", {…}) are not JSON: compare the patches only.
+            let patches = l.split("\"patches\":").nth(1).unwrap();
+            let end = patches.find("],\"").unwrap() + 1;
+            serde_json::json!({ "patches": serde_json::from_str::<serde_json::Value>(&patches[..end]).unwrap() })
+        }))
+        .collect();
+    assert_eq!(example.len(), 2, "{example:?}");
+    let first_line = readme
+        .split("$ crdtdir watch\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
+    assert!(
+        first_line.contains(r#""doc":{"items":["milk","eggs"]}"#),
+        "{first_line}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/items", r#"["milk","eggs"]"#]);
+    let mut watch = me
+        .cmd(&store, &["watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait = std::time::Duration::from_secs(20);
+    let first: serde_json::Value = serde_json::from_str(&rx.recv_timeout(wait).unwrap()).unwrap();
+    assert_eq!(first["initial"], true);
+    assert_eq!(first["doc"], serde_json::json!({"items": ["milk", "eggs"]}));
+    me.ok(&store, &["append", "insert", "/items/-", "\"tea\""]);
+    let second: serde_json::Value =
+        serde_json::from_str(&rx.recv_timeout(wait).expect("an event at once")).unwrap();
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert_eq!(second["patches"], example[1]["patches"], "{second}");
+}
