@@ -32,7 +32,8 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 no store, 5 compaction refused.
 With --json, an error is one JSON line on stderr: {\"error\":{\"code\",\"exit\",\"message\"}}."
 )]
 struct Cli {
-    /// The store folder.
+    /// The store folder. Default: the current folder, or the nearest folder above it that
+    /// holds a store (`crdtdir.store`), as git finds its repository.
     #[arg(long, global = true, env = "CRDTDIR_STORE", default_value = ".")]
     store: PathBuf,
     /// This device's display name.
@@ -139,10 +140,22 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // No --store and no CRDTDIR_STORE: the current folder, or a store above it. (`init`
+    // makes a store here, never above.)
+    let default_store =
+        matches.value_source("store") == Some(clap::parser::ValueSource::DefaultValue);
+    if default_store && !matches!(cli.command, Command::Init(_)) {
+        if let Some(found) = std::env::current_dir()
+            .ok()
+            .and_then(|cwd| crdtdir::find_store(&cwd).filter(|found| *found != cwd))
+        {
+            cli.store = found;
+        }
+    }
     output::set_format(cli.json, cli.pretty);
     init_logging(cli.verbose);
     // Automerge can panic on a forged change; the library catches that and reports it, so

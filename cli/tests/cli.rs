@@ -2481,3 +2481,44 @@ fn the_readme_watch_example_is_what_watch_prints() {
     watch.wait().unwrap();
     assert_eq!(second["patches"], example[1]["patches"], "{second}");
 }
+
+/// Store discovery and the no-store message: without --store, a command run inside a
+/// store's folders acts on the store (as git finds its repository); a folder with no store
+/// says so with its absolute path (exit 4), even when the state dir is inside it (`$HOME`),
+/// where it said "the state dir is inside the synced folder" (exit 3).
+#[test]
+fn a_store_is_found_from_inside_it_and_no_store_says_where() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let inside = store.join("ops");
+    let here = |cwd: &Path, state: &Path, args: &[&str]| {
+        Command::new(BIN)
+            .current_dir(cwd)
+            .args(args)
+            .env("CRDTDIR_STATE_DIR", state)
+            .env("CRDTDIR_DEVICE", "laptop")
+            .env_remove("CRDTDIR_STORE")
+            .env_remove("CRDTDIR_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = here(&inside, &me.state, &["merge"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), r#"{"a":1}"#);
+    // A home folder: no store in it or above, and the state dir inside it.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let out = here(&home, &home.join(".local/crdtdir"), &["merge"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (error, hint) = error_and_hint(&stderr);
+    assert!(
+        error.contains(&format!("no crdtdir store at {}", home.display())),
+        "the absolute path: {stderr}"
+    );
+    assert!(!home.join(".local").exists(), "nothing written");
+    assert!(hint.is_some_and(|h| h.contains("crdtdir init")), "{stderr}");
+}

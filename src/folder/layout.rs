@@ -87,3 +87,13 @@ pub(crate) fn pack_rel(actor: &str, name: &str) -> String {
 pub(crate) fn key_rel(name: &str) -> String {
     format!("{KEYS_DIR}/{name}")
 }
+
+/// The nearest folder at or above `start` that holds a store marker (`crdtdir.store`), as
+/// `git` and `jj` find their repository: a command run inside a store's `ops/` acts on the
+/// store. `None` when no folder up to the root holds one.
+pub fn find_store(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| marker(dir).is_file())
+        .map(Path::to_path_buf)
+}

@@ -113,9 +113,17 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Store> {
         let root = path.as_ref().to_path_buf();
         let state = StateDir::resolve(options.state_dir.as_deref())?;
+        let read = crate::folder::read_marker(&root);
+        // No store here and none this device knows here: say that first (a state dir
+        // inside a folder that is no store, `$HOME`, is not the problem then).
+        if matches!(read, Err(Error::NoStore { .. })) && state.store_for_folder(&root).is_none() {
+            return Err(Error::NoStore {
+                path: std::path::absolute(&root).unwrap_or(root),
+            });
+        }
         state.check_outside(&root)?;
         state.make_private();
-        let (marker, marker_problem) = match crate::folder::read_marker(&root) {
+        let (marker, marker_problem) = match read {
             Ok(marker) => (marker, None),
             Err(e @ (Error::NoStore { .. } | Error::Corrupt { .. })) => {
                 let known = state.store_for_folder(&root).and_then(|id| {
