@@ -134,6 +134,12 @@ pub enum Error {
         /// The name given.
         name: String,
     },
+    /// No passphrase wrap in `keys/` has this id.
+    #[error("no passphrase file here has the id {id:?}")]
+    UnknownPassphrase {
+        /// The id given.
+        id: String,
+    },
     /// A device name that cannot be used.
     #[error("invalid device name {name:?}: {reason}")]
     DeviceName {
@@ -197,7 +203,7 @@ impl Error {
     /// `--json`): `no-store`, `already-store`, `needs-newer`, `corrupt`, `unverified`,
     /// `no-state-dir`, `internal`, `io`, `patch`, `aborted`, `read-only`, `locked`,
     /// `wrong-key`, `not-alone`, `not-confirmed`, `incomplete`, `refused`, `copied-store`,
-    /// `device-name`, `unknown-device`.
+    /// `device-name`, `unknown-device`, `unknown-passphrase`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::NoStore { .. } => "no-store",
@@ -220,6 +226,7 @@ impl Error {
             Error::CopiedStore { .. } => "copied-store",
             Error::DeviceName { .. } => "device-name",
             Error::UnknownDevice { .. } => "unknown-device",
+            Error::UnknownPassphrase { .. } => "unknown-passphrase",
         }
     }
 

@@ -2522,3 +2522,83 @@ fn a_store_is_found_from_inside_it_and_no_store_says_where() {
     assert!(!home.join(".local").exists(), "nothing written");
     assert!(hint.is_some_and(|h| h.contains("crdtdir init")), "{stderr}");
 }
+
+/// Passphrase files can be listed and removed, and a passphrase can come from a file or a
+/// command (as restic's --password-file and --password-command): a removed passphrase no
+/// longer lets a device join, removal asks (refused without a terminal or --yes), and an
+/// unknown id is one line and exit 1.
+#[test]
+fn passphrase_files_are_listed_removed_and_read_from_a_file_or_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone, tablet) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+        Dev::new(dir.path(), "tablet"),
+    );
+    me.ok(&store, &["init", "--encrypt"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    assert_eq!(me.ok(&store, &["key", "list"]), "");
+    let file = dir.path().join("pass.txt");
+    std::fs::write(&file, "a long passphrase here\nignored second line\n").unwrap();
+    let added: serde_json::Value = serde_json::from_str(&me.ok(
+        &store,
+        &[
+            "key",
+            "passphrase",
+            "--passphrase-file",
+            file.to_str().unwrap(),
+        ],
+    ))
+    .unwrap();
+    let listed = me.ok(&store, &["key", "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    let id = listed.split_whitespace().next().unwrap().to_string();
+    assert_eq!(
+        listed.split_whitespace().nth(1).unwrap(),
+        added["file"].as_str().unwrap()
+    );
+    let json_line = me.ok(&store, &["--json", "key", "list"]);
+    let v: serde_json::Value = serde_json::from_str(json_line.trim()).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    // From a command.
+    phone.ok(
+        &store,
+        &[
+            "key",
+            "import",
+            "--passphrase",
+            "--passphrase-command",
+            "printf 'a long passphrase here\\n'",
+        ],
+    );
+    assert_eq!(phone.ok(&store, &["merge"]), "{\"a\":1}\n");
+    // Removal asks; without a terminal it needs --yes.
+    let before = tree(&store);
+    let out = me.run(&store, &["key", "remove", &id]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_same(&before, &tree(&store), "an unconfirmed removal");
+    let out = me.run(&store, &["key", "remove", "nope", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+    assert_same(&before, &tree(&store), "an unknown id");
+    me.ok(&store, &["key", "remove", &id, "--yes"]);
+    assert_eq!(me.ok(&store, &["key", "list"]), "");
+    let out = tablet.run(
+        &store,
+        &[
+            "key",
+            "import",
+            "--passphrase",
+            "--passphrase-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "nothing to open any more: {out:?}"
+    );
+    // The devices that have the key keep it.
+    assert_eq!(phone.ok(&store, &["merge"]), "{\"a\":1}\n");
+}

@@ -72,13 +72,42 @@ impl Store {
         Ok(crate::folder::layout::key_rel(&name))
     }
 
-    /// Gives this device the store's key from a passphrase some device added
-    /// ([`Store::add_passphrase`]): every `keys/*.key` file is tried. [`Error::WrongKey`]
-    /// when none opens with it; nothing is kept then.
-    pub fn import_passphrase(&self, passphrase: &str) -> Result<()> {
-        if !self.is_encrypted() {
-            return Err(Error::Refused(Refusal::NotEncrypted));
-        }
+    /// The passphrase wraps in the folder (`keys/`), by id (the name of the file without
+    /// `.key`), in id order. None in a store that is not encrypted.
+    pub fn passphrases(&self) -> Vec<Passphrase> {
+        let mut out: Vec<Passphrase> = self
+            .key_files()
+            .into_iter()
+            .filter_map(|path| {
+                let name = path.file_name()?.to_string_lossy().into_owned();
+                let id = name.strip_suffix(".key")?.to_string();
+                Some(Passphrase {
+                    file: crate::folder::layout::key_rel(&name),
+                    id,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// Removes the passphrase wrap `id` (see [`Store::passphrases`]) from the folder: that
+    /// passphrase no longer lets a device join. Devices that have the key keep it.
+    /// [`Error::UnknownPassphrase`] when there is none with that id; refused on a device
+    /// that must not write.
+    pub fn remove_passphrase(&self, id: &str) -> Result<()> {
+        self.check_writable()?;
+        let Some(found) = self.passphrases().into_iter().find(|p| p.id == id) else {
+            return Err(Error::UnknownPassphrase { id: id.to_string() });
+        };
+        let path = self.inner.root.join(&found.file);
+        crate::fs::remove(&path).map_err(Error::io(&path))?;
+        crate::fs::sync_dir(&crate::folder::layout::keys(&self.inner.root))
+            .map_err(Error::io(crate::folder::layout::keys(&self.inner.root)))
+    }
+
+    /// The `keys/*.key` files (regular files only), in name order.
+    fn key_files(&self) -> Vec<std::path::PathBuf> {
         let dir = crate::folder::layout::keys(&self.inner.root);
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
@@ -89,6 +118,17 @@ impl Store {
             .map(|e| e.path())
             .collect();
         files.sort();
+        files
+    }
+
+    /// Gives this device the store's key from a passphrase some device added
+    /// ([`Store::add_passphrase`]): every `keys/*.key` file is tried. [`Error::WrongKey`]
+    /// when none opens with it; nothing is kept then.
+    pub fn import_passphrase(&self, passphrase: &str) -> Result<()> {
+        if !self.is_encrypted() {
+            return Err(Error::Refused(Refusal::NotEncrypted));
+        }
+        let files = self.key_files();
         if files.is_empty() {
             return Err(Error::Refused(Refusal::NoPassphrases));
         }
@@ -106,4 +146,14 @@ impl Store {
             reason: "this passphrase opens none of the store's key files (keys/)".into(),
         })
     }
+}
+
+/// A passphrase wrap of the store's key in the folder (`keys/`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Passphrase {
+    /// Its id: the name of its file without `.key`.
+    pub id: String,
+    /// Its path in the store.
+    pub file: String,
 }

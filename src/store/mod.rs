@@ -2,7 +2,7 @@
 
 mod compact;
 pub(crate) mod journal;
-mod keys;
+pub(crate) mod keys;
 pub(crate) mod memory;
 pub(crate) mod notice;
 mod open;

@@ -38,6 +38,8 @@ Examples:
         /// Join with a passphrase a device added (`key passphrase`) instead of the key.
         #[arg(long)]
         passphrase: bool,
+        #[command(flatten)]
+        source: PassphraseSource,
     },
     /// Wrap the key with a passphrase, in a file of its own in the folder (keys/): another
     /// device then joins with `key import --passphrase`. Asks on a terminal; otherwise reads
@@ -49,7 +51,49 @@ Examples:
 
 The file is only as strong as the passphrase: whoever holds the folder can try passphrases
 against it (Argon2id with 64 MiB and 3 passes makes each try slow).")]
-    Passphrase,
+    Passphrase {
+        #[command(flatten)]
+        source: PassphraseSource,
+    },
+    /// List the passphrase files in the folder (keys/), one per line: its id and its path.
+    #[command(after_help = "\
+Examples:
+  crdtdir key list
+  crdtdir --json key list           # one JSON object per line: {\"id\", \"file\"}")]
+    List,
+    /// Remove a passphrase file (by its id, from `key list`): that passphrase no longer lets
+    /// a device join. Devices that have the key keep it. Asks on a terminal; `--yes` for
+    /// scripts.
+    #[command(after_help = "\
+Examples:
+  crdtdir key list
+  crdtdir key remove 3f2a9c…          # asks first
+  crdtdir key remove 3f2a9c… --yes")]
+    Remove {
+        /// The id of the passphrase file (its name without .key).
+        id: String,
+        /// Remove without asking.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// Where a passphrase comes from besides a terminal or stdin (as restic's
+/// `--password-file` and `--password-command`).
+#[derive(clap::Args)]
+pub(crate) struct PassphraseSource {
+    /// Read the passphrase from the first line of FILE.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CRDTDIR_PASSPHRASE_FILE",
+        conflicts_with = "passphrase_command"
+    )]
+    passphrase_file: Option<std::path::PathBuf>,
+    /// Run COMMAND (with `sh -c`) and take the first line it prints as the passphrase (a
+    /// password manager's CLI, for one).
+    #[arg(long, value_name = "COMMAND", env = "CRDTDIR_PASSPHRASE_COMMAND")]
+    passphrase_command: Option<String>,
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
@@ -74,17 +118,66 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             }
             write_out(&format!("{text}\n"))
         }
-        Args::Passphrase => {
-            let passphrase = read_passphrase(true)?;
+        Args::Passphrase { source } => {
+            let passphrase = read_passphrase(source, true)?;
             let file = store.add_passphrase(&passphrase)?;
             print_json(&serde_json::json!({"store": store.id(), "file": file}))
         }
         Args::Import {
-            passphrase: true, ..
+            passphrase: true,
+            source,
+            ..
         } => {
-            let passphrase = read_passphrase(false)?;
+            let passphrase = read_passphrase(source, false)?;
             store.import_passphrase(&passphrase)?;
             print_json(&serde_json::json!({"store": store.id(), "key": "imported"}))
+        }
+        Args::List => {
+            let lines: Vec<String> = store
+                .passphrases()
+                .iter()
+                .map(|p| {
+                    if crate::output::json_wanted() {
+                        serde_json::json!({"id": p.id, "file": p.file}).to_string()
+                    } else {
+                        format!("{}  {}", p.id, p.file)
+                    }
+                })
+                .collect();
+            if lines.is_empty() {
+                return Ok(());
+            }
+            write_out(&format!("{}\n", lines.join("\n")))
+        }
+        Args::Remove { id, yes } => {
+            if !*yes {
+                use std::io::IsTerminal;
+                if !std::io::stdin().is_terminal() {
+                    return Err(Failure {
+                        exit: crate::output::EXIT_REFUSED,
+                        code: "not-confirmed",
+                        message: "removing a passphrase file needs confirmation: run it on a terminal, or pass --yes".into(),
+                        hint: None,
+                    });
+                }
+                let asked = dialoguer::Confirm::new()
+                    .with_prompt(format!(
+                        "Remove passphrase file {id}? Devices then cannot join with that passphrase"
+                    ))
+                    .default(false)
+                    .interact()
+                    .map_err(|e| bad_input(format!("confirmation: {e}")))?;
+                if !asked {
+                    return Err(Failure {
+                        exit: crate::output::EXIT_REFUSED,
+                        code: "not-confirmed",
+                        message: "not removed: not confirmed".into(),
+                        hint: None,
+                    });
+                }
+            }
+            store.remove_passphrase(id)?;
+            print_json(&serde_json::json!({"store": store.id(), "removed": id}))
         }
         Args::Import { key, .. } => {
             let text = if key.is_empty() {
@@ -113,9 +206,41 @@ fn qr_code(text: &str) -> Result<String, Failure> {
         .build())
 }
 
-/// A passphrase: asked on a terminal (twice when it is new), else the first line of stdin.
-fn read_passphrase(new: bool) -> Result<String, Failure> {
+/// A passphrase: from `--passphrase-file` or `--passphrase-command` when given; else asked
+/// on a terminal (twice when it is new), else the first line of stdin.
+fn read_passphrase(source: &PassphraseSource, new: bool) -> Result<String, Failure> {
     use std::io::IsTerminal;
+    let first_line = |text: &str, from: &str| {
+        let line = text.lines().next().unwrap_or("").to_string();
+        if line.is_empty() {
+            return Err(bad_input(format!("no passphrase in {from}")));
+        }
+        Ok(line)
+    };
+    if let Some(file) = &source.passphrase_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| bad_input(format!("{}: {e}", file.display())))?;
+        return first_line(&text, &file.display().to_string());
+    }
+    if let Some(command) = &source.passphrase_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| bad_input(format!("--passphrase-command: {e}")))?;
+        if !out.status.success() {
+            return Err(bad_input(format!(
+                "--passphrase-command failed ({})",
+                out.status
+            )));
+        }
+        return first_line(
+            &String::from_utf8_lossy(&out.stdout),
+            "the command's output",
+        );
+    }
     if std::io::stdin().is_terminal() {
         let mut ask = dialoguer::Password::new().with_prompt("Passphrase");
         if new {
