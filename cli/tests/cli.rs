@@ -2602,3 +2602,42 @@ fn passphrase_files_are_listed_removed_and_read_from_a_file_or_a_command() {
     // The devices that have the key keep it.
     assert_eq!(phone.ok(&store, &["merge"]), "{\"a\":1}\n");
 }
+
+/// `compact --dry-run` prints the plan — what it would fold, the snapshot's size, the other
+/// devices and whether they look online — and changes nothing in the folder, not even a
+/// heartbeat; the compaction itself then goes as planned.
+#[test]
+fn compact_dry_run_prints_the_plan_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    me.ok(&store, &["init"]);
+    for i in 0..5 {
+        me.ok(&store, &["append", "set", &format!("/k{i}"), "1"]);
+    }
+    phone.ok(&store, &["append", "set", "/p", "1"]);
+    let before = tree(&store);
+    let plan: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["compact", "--dry-run"])).unwrap();
+    assert_same(&before, &tree(&store), "a dry run");
+    assert_eq!(plan["dry_run"], true);
+    assert_eq!(plan["op_files"], 6, "five appends here, one there: {plan}");
+    assert!(plan["new_snapshot_bytes"].as_u64().unwrap() > 0, "{plan}");
+    let others = plan["others"].as_array().unwrap();
+    assert_eq!(others.len(), 1, "{plan}");
+    assert_eq!(others[0]["name"], "phone");
+    assert_eq!(others[0]["online"], true, "phone just wrote: {plan}");
+    assert_eq!(plan["alone"], false);
+    // As planned: refused while the phone looks online.
+    let out = me.run(&store, &["compact", "--yes"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let out = me.run(&store, &["compact", "--dry-run", "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--dry-run and --yes do not go together"
+    );
+}

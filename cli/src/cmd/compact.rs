@@ -10,12 +10,17 @@ use crate::output::{ago, print_json, to_json, Failure, EXIT_NOT_COMPACTED};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  crdtdir compact                      # asks first\n  crdtdir compact --yes                # scripts: refused (exit 5) while another device looks online"
+    after_help = "Examples:\n  crdtdir compact                      # asks first\n  crdtdir compact --yes                # scripts: refused (exit 5) while another device looks online\n  crdtdir compact --dry-run            # the plan: files, bytes, the other devices and whether they look online"
 )]
 pub(crate) struct Args {
     /// Confirm without asking (for scripts).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     yes: bool,
+    /// Print the plan (the files and bytes it would fold, the snapshot it would write, the
+    /// other devices with when their heartbeat last changed and whether they look online, the
+    /// devices that write without heartbeats) and change nothing, not even a heartbeat.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
     /// Another device counts as possibly online if seen within SECS (default 300).
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(i64).range(0..))]
     threshold: Option<i64>,
@@ -23,6 +28,14 @@ pub(crate) struct Args {
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     let threshold = args.threshold.unwrap_or(crdtdir::DEFAULT_THRESHOLD_SECS);
+    if args.dry_run {
+        let plan = store.compact_plan(threshold)?;
+        let mut json = to_json(&plan)?;
+        json["dry_run"] = serde_json::Value::Bool(true);
+        json["alone"] = serde_json::Value::Bool(plan.others.iter().all(|p| !p.online));
+        json["grows"] = serde_json::Value::Bool(plan.grows());
+        return print_json(&json);
+    }
     // Why a confirmation was not given, when it was not.
     let mut unasked: Option<&str> = None;
     let mut stdin_error: Option<std::io::Error> = None;
