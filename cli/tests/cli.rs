@@ -2641,3 +2641,19 @@ fn compact_dry_run_prints_the_plan_and_changes_nothing() {
         "--dry-run and --yes do not go together"
     );
 }
+
+/// `log --since` takes a date alone (its midnight, UTC), as well as RFC 3339 and an age.
+#[test]
+fn log_since_takes_a_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    let all = me.ok(&store, &["log", "--json", "--since", "2000-01-01"]);
+    assert_eq!(all.lines().count(), 1, "{all}");
+    let none = me.ok(&store, &["log", "--json", "--since", "2999-01-01"]);
+    assert_eq!(none.lines().count(), 0, "{none}");
+    let out = me.run(&store, &["log", "--since", "2026-13-01"]);
+    assert_eq!(out.status.code(), Some(2), "not a date: {out:?}");
+}

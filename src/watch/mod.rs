@@ -707,8 +707,12 @@ fn is_temp(path: &std::path::Path) -> bool {
 fn explain(e: &notify::Error, poll: Duration) -> String {
     let limit = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
         || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
+    // Creating an inotify instance past the per-user limit fails with EMFILE.
+    let instances = matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(24));
     let why = if limit {
         "the system's limit of watched folders is reached (Linux: raise fs.inotify.max_user_watches, e.g. `sysctl fs.inotify.max_user_watches=524288`)".to_string()
+    } else if instances {
+        "too many file watchers are open (Linux allows 128 per user by default: raise fs.inotify.max_user_instances, e.g. `sysctl fs.inotify.max_user_instances=1024`, or stop other watchers)".to_string()
     } else {
         e.to_string()
     };
@@ -721,6 +725,20 @@ fn explain(e: &notify::Error, poll: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    /// The two inotify limits are named with the setting that raises them.
+    #[test]
+    fn running_out_of_watches_or_watchers_names_the_setting() {
+        let poll = std::time::Duration::from_secs(1);
+        let watchers = notify::Error::io(std::io::Error::from_raw_os_error(24));
+        let said = super::explain(&watchers, poll);
+        assert!(said.contains("fs.inotify.max_user_instances"), "{said}");
+        let watches = notify::Error::io(std::io::Error::from_raw_os_error(28));
+        let said = super::explain(&watches, poll);
+        assert!(said.contains("fs.inotify.max_user_watches"), "{said}");
+        let other = notify::Error::io(std::io::Error::from_raw_os_error(13));
+        assert!(!super::explain(&other, poll).contains("fs.inotify"));
+    }
 
     /// Network and FUSE mounts are found by the longest mount point holding the folder.
     #[test]

@@ -15,18 +15,33 @@ pub(crate) struct Args {
     /// Only the N most recent changes.
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Only changes made since TIME: RFC 3339 (2026-12-01T09:00:00Z) or an age (2h, 3days).
+    /// Only changes made since TIME: RFC 3339 (2026-12-01T09:00:00Z), a date (2026-12-01:
+    /// its midnight, UTC) or an age (2h, 3days).
     #[arg(long, value_name = "TIME", value_parser = parse_since)]
     since: Option<i64>,
 }
 
-/// A time as Unix seconds: RFC 3339, or an age before now.
+/// A time as Unix seconds: RFC 3339, a date (its midnight, UTC), or an age before now.
 fn parse_since(text: &str) -> Result<i64, String> {
+    let is_date = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let text = if is_date {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    let text = text.as_str();
     let when = match humantime::parse_rfc3339_weak(text) {
         Ok(t) => t,
         Err(_) => {
             let age = humantime::parse_duration(text).map_err(|_| {
-                format!("{text:?} is neither an RFC 3339 time (2026-12-01T09:00:00Z) nor an age (2h, 3days)")
+                format!("{text:?} is neither an RFC 3339 time (2026-12-01T09:00:00Z), a date (2026-12-01) nor an age (2h, 3days)")
             })?;
             SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH)
         }
