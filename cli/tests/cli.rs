@@ -1709,6 +1709,10 @@ fn an_encrypted_store_and_its_key_handoff() {
     }
     let status = phone.ok(&store, &["status"]);
     assert!(status.contains("no key"), "{status}");
+    assert!(
+        status.contains("(name sealed)"),
+        "no empty name column: {status}"
+    );
     assert_same(&before, &tree(&store), "a device without the key");
     // A key of another store is refused.
     let other_store = dir.path().join("other");

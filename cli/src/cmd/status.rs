@@ -76,10 +76,17 @@ fn status_text(s: &crdtdir::Status) -> String {
             .iter()
             .map(|(a, q)| format!("{}…@{q}", &a[..a.len().min(8)]))
             .collect();
+        // A device's name is sealed in an encrypted store this device has no key for; changes
+        // of some older builds carry none.
+        let name = match (d.name.is_empty(), s.locked) {
+            (false, _) => d.name.as_str(),
+            (true, true) => "(name sealed)",
+            (true, false) => "(unnamed)",
+        };
         let _ = writeln!(
             out,
             "  {:<24} {} change(s), actors {}",
-            d.name,
+            name,
             d.ops,
             seqs.join(", ")
         );
