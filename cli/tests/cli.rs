@@ -1758,20 +1758,26 @@ fn an_encrypted_store_and_its_key_handoff() {
     }
 }
 
+/// An encrypted store with `{"a":1}` written by the laptop, and two devices without its key.
+fn encrypted_with_three_devices(dir: &Path) -> (PathBuf, Dev, Dev, Dev) {
+    let store = dir.join("s");
+    let (me, phone, tablet) = (
+        Dev::new(dir, "laptop"),
+        Dev::new(dir, "phone"),
+        Dev::new(dir, "tablet"),
+    );
+    me.ok(&store, &["init", "--encrypt"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    (store, me, phone, tablet)
+}
+
 /// `key export --qr` prints a QR code that a QR reader (rqrr) decodes back to the key text,
 /// and that key imports; `key passphrase` and `key import --passphrase` read the passphrase
 /// from stdin when it is not a terminal.
 #[test]
 fn key_as_qr_code_and_by_passphrase() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("s");
-    let (me, phone, tablet) = (
-        Dev::new(dir.path(), "laptop"),
-        Dev::new(dir.path(), "phone"),
-        Dev::new(dir.path(), "tablet"),
-    );
-    me.ok(&store, &["init", "--encrypt"]);
-    me.ok(&store, &["append", "set", "/a", "1"]);
+    let (store, me, phone, tablet) = encrypted_with_three_devices(dir.path());
     let text = me.ok(&store, &["key", "export"]);
     let art = me.ok(&store, &["key", "export", "--qr"]);
     // Each character is two modules: upper and lower half.
@@ -2534,14 +2540,7 @@ fn a_store_is_found_from_inside_it_and_no_store_says_where() {
 #[test]
 fn passphrase_files_are_listed_removed_and_read_from_a_file_or_a_command() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("s");
-    let (me, phone, tablet) = (
-        Dev::new(dir.path(), "laptop"),
-        Dev::new(dir.path(), "phone"),
-        Dev::new(dir.path(), "tablet"),
-    );
-    me.ok(&store, &["init", "--encrypt"]);
-    me.ok(&store, &["append", "set", "/a", "1"]);
+    let (store, me, phone, tablet) = encrypted_with_three_devices(dir.path());
     assert_eq!(me.ok(&store, &["key", "list"]), "");
     let file = dir.path().join("pass.txt");
     std::fs::write(&file, "a long passphrase here\nignored second line\n").unwrap();
