@@ -29,7 +29,7 @@ Examples:
   crdtdir --json status | jq .presence
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 no store, 5 compaction refused.
-With --json, an error is one JSON line on stderr: {\"error\":{\"code\",\"exit\",\"message\"}}."
+With --json, an error is one JSON line on stderr: {\"error\":{\"code\",\"exit\",\"message\",\"hint\"}}."
 )]
 struct Cli {
     /// The store folder. Default: the current folder, or the nearest folder above it that
@@ -43,12 +43,13 @@ struct Cli {
     #[arg(long, global = true, env = "CRDTDIR_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// This device writes nothing to the synced folder (no op file, heartbeat, snapshot or
-    /// temp): it merges, reads, shows status and watches; append, compact and repair are
-    /// refused (exit 3).
+    /// temp): it merges, reads, shows status and watches; append, compact, repair, pack and
+    /// init are refused (exit 3).
     #[arg(long, global = true, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     read_only: bool,
-    /// JSON output for every command (status and log print text otherwise), and errors as
-    /// one JSON line on stderr: {"error":{"code":…,"exit":…,"message":…}}.
+    /// JSON output for every command (status, log, pack and key export print text
+    /// otherwise), and errors as one JSON line on stderr:
+    /// {"error":{"code":…,"exit":…,"message":…,"hint":…}}.
     #[arg(long, global = true)]
     json: bool,
     /// Indent JSON output.

@@ -2660,3 +2660,67 @@ fn log_since_takes_a_date() {
     let out = me.run(&store, &["log", "--since", "2026-13-01"]);
     assert_eq!(out.status.code(), Some(2), "not a date: {out:?}");
 }
+
+/// The global options' help says what the binary does: every command `--read-only`'s help
+/// names as refused is refused (exit 3), and every command `--json`'s help names as printing
+/// text prints text without it and JSON with it.
+#[test]
+fn the_help_of_read_only_and_json_is_what_the_binary_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    let help = me.ok(&store, &["--help"]);
+    let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let listed = |after: &str, before: &str| -> Vec<String> {
+        let from = flat
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {flat}"))
+            + after.len();
+        let to = from + flat[from..].find(before).unwrap();
+        flat[from..to]
+            .replace(" and ", ", ")
+            .split(", ")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
+    let refused = listed("shows status and watches; ", " are refused (exit 3)");
+    assert!(refused.len() >= 5, "{refused:?}");
+    let elsewhere = dir.path().join("other");
+    for command in &refused {
+        let args: Vec<&str> = match command.as_str() {
+            "append" => vec!["--read-only", "append", "set", "/a", "1"],
+            "compact" => vec!["--read-only", "compact", "--yes"],
+            "init" => vec!["--read-only", "init"],
+            other => vec!["--read-only", other],
+        };
+        let target = if command == "init" {
+            &elsewhere
+        } else {
+            &store
+        };
+        if command != "init" && !store.exists() {
+            me.ok(&store, &["init", "--encrypt"]);
+            me.ok(&store, &["append", "set", "/a", "1"]);
+        }
+        let out = me.run(target, &args);
+        assert_eq!(out.status.code(), Some(3), "{command}: {out:?}");
+    }
+    let text = listed("JSON output for every command (", " print text otherwise)");
+    for command in &text {
+        let args: Vec<&str> = command.split(' ').collect();
+        let plain = me.ok(&store, &args);
+        assert!(
+            serde_json::from_str::<serde_json::Value>(plain.trim()).is_err()
+                || plain.trim().is_empty(),
+            "{command} prints text: {plain}"
+        );
+        let mut json_args = vec!["--json"];
+        json_args.extend(&args);
+        let json = me.ok(&store, &json_args);
+        for line in json.lines() {
+            serde_json::from_str::<serde_json::Value>(line)
+                .unwrap_or_else(|e| panic!("{command} --json: {e}: {line}"));
+        }
+    }
+}
