@@ -80,6 +80,14 @@ struct CacheFile {
     unprovided: usize,
 }
 
+/// The saved view of a folder listing.
+pub(crate) struct SavedView {
+    pub(crate) json: String,
+    pub(crate) report: MergeReport,
+    /// What a heartbeat says of it: its heads and the snapshots it verified (hex, names).
+    pub(crate) beat: (Vec<String>, Vec<String>),
+}
+
 /// The cache files of one store on this device.
 #[derive(Debug)]
 pub(crate) struct Cache {
@@ -95,29 +103,21 @@ impl Cache {
         }
     }
 
-    /// The rendered document and report, if the folder listing is exactly the one the view
-    /// was made from.
-    pub(crate) fn view(&self, store: &Path, scan: &Scan) -> Option<(String, MergeReport)> {
-        self.view_file(store, scan).map(|v| (v.json, v.report))
-    }
-
-    /// What a heartbeat says of the document (its heads, the snapshots it verified), if the
-    /// folder listing is exactly the one the view was made from: no document is loaded.
-    pub(crate) fn beat_view(
-        &self,
-        store: &Path,
-        scan: &Scan,
-    ) -> Option<(Vec<String>, Vec<String>)> {
-        self.view_file(store, scan).map(|v| (v.heads, v.verified))
-    }
-
-    fn view_file(&self, store: &Path, scan: &Scan) -> Option<ViewFile> {
+    /// The saved view, if the folder listing is exactly the one it was made from: the
+    /// rendered document and report, and what a heartbeat says of it (no document loaded).
+    pub(crate) fn view(&self, store: &Path, scan: &Scan) -> Option<SavedView> {
         let bytes = std::fs::read(self.dir.join(crate::local::names::VIEW)).ok()?;
         let view: ViewFile = ciborium::from_reader(&bytes[..]).ok()?;
         if view.v != CACHE_VERSION || view.store != self.store_id {
             return None;
         }
-        (view.listing.as_ref() == listing(store, scan, &view.report).as_bytes()).then_some(view)
+        (view.listing.as_ref() == listing(store, scan, &view.report).as_bytes()).then_some(
+            SavedView {
+                json: view.json,
+                report: view.report,
+                beat: (view.heads, view.verified),
+            },
+        )
     }
 
     /// The cached document and what it covers, or `None` if there is none to trust.

@@ -35,6 +35,9 @@ pub(crate) struct Memory {
     pub(crate) watched: Watched,
     /// The JSON of the document at some heads, shared by the views of those heads.
     pub(crate) rendered: Rendered,
+    /// What this process last answered from the saved view without the document in memory:
+    /// its heartbeat's heads and verified snapshots, so the beat after it lists nothing.
+    served: Mutex<Option<(Vec<String>, Vec<String>)>>,
 }
 
 /// A poisoned lock still holds good data here (every writer leaves it consistent).
@@ -53,6 +56,7 @@ impl Memory {
             journal: Mutex::default(),
             watched: Watched::default(),
             rendered: Rendered::default(),
+            served: Mutex::new(None),
         }
     }
 
@@ -76,6 +80,16 @@ impl Memory {
     /// Waits for the merge or write in flight, and keeps others out while held.
     pub(crate) fn gate(&self) -> MutexGuard<'_, ()> {
         held(&self.gate)
+    }
+
+    /// This process answered from the saved view: what it says for a heartbeat.
+    pub(crate) fn served(&self, beat: (Vec<String>, Vec<String>)) {
+        *held(&self.served) = Some(beat);
+    }
+
+    /// What the last answer from the saved view says for a heartbeat, once.
+    pub(crate) fn take_served(&self) -> Option<(Vec<String>, Vec<String>)> {
+        held(&self.served).take()
     }
 
     pub(crate) fn journal(&self) -> MutexGuard<'_, Journal> {

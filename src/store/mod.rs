@@ -333,9 +333,10 @@ impl Store {
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
         self.check_unlocked()?;
         let scan = scan::scan(&self.inner.root);
-        if let Some((json, report)) = self.inner.memory.cache.view(&self.inner.root, &scan) {
+        if let Some(view) = self.inner.memory.cache.view(&self.inner.root, &scan) {
             tracing::debug!("the saved view stands for this listing: no merge");
-            return Ok((json, self.with_marker_problem(report)));
+            self.inner.memory.served(view.beat);
+            return Ok((view.json, self.with_marker_problem(view.report)));
         }
         let (state, report, json) = self.merged(&scan, true);
         let json = json.unwrap_or_else(|| render::document(&state.doc).to_string());

@@ -143,18 +143,24 @@ impl Store {
 
     /// What a beat says of this device's view: the heads of the document it has merged,
     /// and the snapshots it read and verified (among its merged files). From the state in
-    /// memory; else from the saved view when the folder lists as it did then (a command that
-    /// merged nothing new loads no document for its beat); else from a merge.
+    /// memory; else from the saved view this process just answered from, or that stands for
+    /// the folder's listing (a command that merged nothing new loads no document for its
+    /// beat); else from a merge.
     fn beat_view(&self) -> (Vec<String>, Vec<String>) {
         let state = match self.inner.memory.take() {
             Some(state) => state,
             None => {
-                let scan = scan::scan(&self.inner.root);
-                if let Some(seen) = self.inner.memory.cache.beat_view(&self.inner.root, &scan) {
+                // What this process just answered from the saved view: no listing either.
+                if let Some(served) = self.inner.memory.take_served() {
                     tracing::debug!("beat: heads from the saved view, no document loaded");
-                    return seen;
+                    return served;
                 }
-                self.merge_and_check_out().0
+                let scan = scan::scan(&self.inner.root);
+                if let Some(view) = self.inner.memory.cache.view(&self.inner.root, &scan) {
+                    tracing::debug!("beat: heads from the saved view, no document loaded");
+                    return view.beat;
+                }
+                self.check_out_merged(&scan)
             }
         };
         let heads: Vec<String> = state

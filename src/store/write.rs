@@ -477,13 +477,16 @@ impl Store {
     /// listing it stands for).
     pub(crate) fn merge_and_check_out(&self) -> (MergedState, scan::Scan) {
         let scan = scan::scan(&self.inner.root);
-        drop(self.merged(&scan, false));
-        let state = self
-            .inner
+        (self.check_out_merged(&scan), scan)
+    }
+
+    /// Merges what `scan` lists, then checks the merged state out of memory.
+    pub(crate) fn check_out_merged(&self, scan: &scan::Scan) -> MergedState {
+        drop(self.merged(scan, false));
+        self.inner
             .memory
             .take()
-            .expect("a merge leaves its state in memory");
-        (state, scan)
+            .expect("a merge leaves its state in memory")
     }
 
     /// The writer record to write with: the kept one when `state` proves its last seq (the
