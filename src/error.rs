@@ -140,6 +140,20 @@ pub enum Error {
         /// The id given.
         id: String,
     },
+    /// No document of the store has this id (not created, not delivered yet, or not an id).
+    #[error("no document {id} in this store{}", if *deleted { " (it was deleted)" } else { "" })]
+    UnknownDocument {
+        /// The id given.
+        id: String,
+        /// The document was there and is deleted.
+        deleted: bool,
+    },
+    /// Not a document id: 32 lowercase hex digits, or `crdtdir:` and them.
+    #[error("not a document id: {given:?} (32 lowercase hex digits, or crdtdir:<id>)")]
+    DocId {
+        /// What was given.
+        given: String,
+    },
     /// A device name that cannot be used.
     #[error("invalid device name {name:?}: {reason}")]
     DeviceName {
@@ -174,6 +188,19 @@ pub enum Refusal {
         /// The start of each actor it names.
         actors: Vec<String>,
     },
+    /// An operation of the whole store asked of one document's handle.
+    #[error("{what} works on the whole store, not on one document")]
+    WholeStore {
+        /// The operation.
+        what: &'static str,
+    },
+    /// The root document is the store's own: it is never deleted.
+    #[error("the root document is the store's own: it cannot be deleted")]
+    RootDocument,
+    /// Documents beside the root one in an encrypted store (their ids would show in file
+    /// names).
+    #[error("an encrypted store holds one document in this version (the ids of more would show in file names)")]
+    EncryptedDocuments,
     /// The local state dir is inside the synced folder: the sync tool would carry this
     /// device's writer record to every other device.
     #[error("the local state dir {} is inside the synced folder {}: every device would get this one's writer record", state.display(), folder.display())]
@@ -203,7 +230,7 @@ impl Error {
     /// `--json`): `no-store`, `already-store`, `needs-newer`, `corrupt`, `unverified`,
     /// `no-state-dir`, `internal`, `io`, `patch`, `aborted`, `read-only`, `locked`,
     /// `wrong-key`, `not-alone`, `not-confirmed`, `incomplete`, `refused`, `copied-store`,
-    /// `device-name`, `unknown-device`, `unknown-passphrase`.
+    /// `device-name`, `unknown-device`, `unknown-passphrase`, `unknown-document`, `doc-id`.
     pub fn code(&self) -> &'static str {
         match self {
             Error::NoStore { .. } => "no-store",
@@ -227,6 +254,8 @@ impl Error {
             Error::DeviceName { .. } => "device-name",
             Error::UnknownDevice { .. } => "unknown-device",
             Error::UnknownPassphrase { .. } => "unknown-passphrase",
+            Error::UnknownDocument { .. } => "unknown-document",
+            Error::DocId { .. } => "doc-id",
         }
     }
 

@@ -95,6 +95,7 @@ mod pack;
 mod patch;
 mod presence;
 mod render;
+mod repo;
 mod report;
 mod seal;
 mod store;
@@ -113,6 +114,7 @@ pub use pack::{
 pub use patch::typed::Text;
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Forgotten, Presence, DEFAULT_THRESHOLD_SECS};
+pub use repo::{DocId, DocInfo, Repo, DELETED};
 pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
 #[doc(hidden)]
 pub use seal::seal_op_file;

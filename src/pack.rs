@@ -303,7 +303,7 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))
     };
     crate::folder::layout::ensure_feature(store, actor, pack::FEATURE, b"packs\n")?;
-    let scan = scan::scan(store);
+    let scan = scan::scan(store, None);
     let mine: Vec<&OpEntry> = scan
         .ops
         .iter()
@@ -322,7 +322,7 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         }
     }
     loop {
-        let scan = scan::scan(store);
+        let scan = scan::scan(store, None);
         let groups = repack_groups(&unsuperseded(&scan, actor), size, REPACK_FAN);
         if groups.is_empty() {
             return Ok(unsuperseded(&scan, actor).len());

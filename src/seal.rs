@@ -209,6 +209,16 @@ pub(crate) fn context(actor: &str, n: u64) -> String {
     format!("{actor}/{n}")
 }
 
+/// The context of a sealed op file of document `doc` (`None`: the root document, whose
+/// context is format 1's `<actor>/<seq>`): `<doc>/<actor>/<seq>`, so a file moved to
+/// another document does not open.
+pub(crate) fn op_context(doc: Option<&str>, actor: &str, seq: u64) -> String {
+    match doc {
+        None => context(actor, seq),
+        Some(doc) => format!("{doc}/{actor}/{seq}"),
+    }
+}
+
 /// The sealed op file, in the encrypted store `store_id` whose key is `key`, of a plain op
 /// file (`plain`) of the change at `actor`/`seq`: for tools and benchmarks that build stores
 /// file by file. Stores write their own files.

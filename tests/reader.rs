@@ -313,7 +313,7 @@ fn a_newer_envelope_version_is_skipped() {
         tx.put(ROOT, "a", 1).unwrap();
     });
     let value = Value::Map(vec![
-        (Value::Text("v".into()), Value::Integer(2.into())),
+        (Value::Text("v".into()), Value::Integer(3.into())),
         (Value::Text("device".into()), Value::Text("future".into())),
         (
             Value::Text("change".into()),
@@ -332,6 +332,42 @@ fn a_newer_envelope_version_is_skipped() {
         .find(|p| p.path == rel)
         .unwrap();
     assert!(p.reason.contains("newer"), "{}", p.reason);
+}
+
+/// A change to another document under a root document's name (a renamed file) is skipped and
+/// reported, never merged into the root document.
+#[test]
+fn another_documents_change_under_a_root_name_is_skipped() {
+    use ciborium::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, reader) = base_store(dir.path());
+    let c = change_on(&Automerge::new(), &ActorId::random(), |tx| {
+        tx.put(ROOT, "a", 1).unwrap();
+    });
+    let value = Value::Map(vec![
+        (Value::Text("v".into()), Value::Integer(2.into())),
+        (
+            Value::Text("doc".into()),
+            Value::Text("0123456789abcdef0123456789abcdef".into()),
+        ),
+        (Value::Text("device".into()), Value::Text("other".into())),
+        (
+            Value::Text("change".into()),
+            Value::Bytes(c.raw_bytes().to_vec()),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&value, &mut bytes).unwrap();
+    let rel = put_op_bytes(&store, &c.actor_id().to_hex_string(), 1, &bytes);
+    let view = reader.open(&store).read().unwrap();
+    assert_eq!(view.to_json(), json!({}));
+    let p = view
+        .report()
+        .problems
+        .iter()
+        .find(|p| p.path == rel)
+        .unwrap();
+    assert!(p.reason.contains("a change to document"), "{}", p.reason);
 }
 
 /// Unknown features and newer format versions: read what we can, refuse every write.

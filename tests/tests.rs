@@ -7,6 +7,7 @@ mod cache;
 mod compact;
 mod convergence;
 mod crashes;
+mod docs;
 mod encryption;
 mod fixtures;
 mod forks;

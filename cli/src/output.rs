@@ -50,6 +50,7 @@ pub(crate) fn error_hint(e: &crdtdir::Error) -> Option<String> {
         Error::Incomplete { .. } => "run `crdtdir repair` on a device that has the history",
         Error::CopiedStore { .. } => "to start a new document from this one, read it as a read-only device with a state dir of its own (`crdtdir --read-only --state-dir \"$(mktemp -d)\" merge --out FILE.json` here), then run `crdtdir init --from FILE.json` in a new folder",
         Error::UnknownDevice { .. } => "`crdtdir status` lists the other devices, with their actors",
+        Error::UnknownDocument { .. } => "`crdtdir docs` lists the documents of the store",
         Error::Refused(Refusal::NoPassphrases) => "import the key itself (`crdtdir key import`), or run `crdtdir key passphrase` on a device that has it",
         Error::Refused(Refusal::AmbiguousDevice { .. }) => "`crdtdir status` lists the devices with their actors",
         Error::Refused(Refusal::StateDirInFolder { .. }) => "set --state-dir or CRDTDIR_STATE_DIR to a place outside the synced folder",

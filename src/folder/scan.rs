@@ -84,7 +84,7 @@ impl PackListing {
 }
 
 impl OpEntry {
-    /// The entry of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
+    /// The entry of a canonical op file path `ops/<actor>/[<doc>-]<seq>-<hash>.op`.
     pub(crate) fn parse(rel: &str) -> Option<OpEntry> {
         let (actor, name) = crate::folder::split_op_rel(rel)?;
         let op = names::parse_op_name(name)?;
@@ -168,7 +168,10 @@ pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
     )
 }
 
-pub(crate) fn scan(store: &Path) -> Scan {
+/// Lists the folder for the root document (`doc` `None`) or for document `doc`: its op
+/// files; the other documents' op files are neither listed nor reported. Packs and snapshots
+/// hold the root document's changes only.
+pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
     let _span = tracing::debug_span!("listing").entered();
     let mut out = Scan::default();
     scan_root(store, &mut out);
@@ -186,9 +189,11 @@ pub(crate) fn scan(store: &Path) -> Scan {
             e.to_string(),
         )),
     }
-    scan_ops(store, &mut out);
-    scan_packs(store, &mut out);
-    scan_snapshots(store, &mut out);
+    scan_ops(store, doc, &mut out);
+    if doc.is_none() {
+        scan_packs(store, &mut out);
+        scan_snapshots(store, &mut out);
+    }
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     tracing::debug!(
         ops = out.ops.len(),
@@ -235,7 +240,7 @@ fn read_dir_or_report(dir: &Path, rel: &str, out: &mut Scan) -> Option<std::fs::
     }
 }
 
-fn scan_ops(store: &Path, out: &mut Scan) {
+fn scan_ops(store: &Path, doc: Option<&str>, out: &mut Scan) {
     let ops = store.join(OPS_DIR);
     let Some(entries) = read_dir_or_report(&ops, OPS_DIR, out) else {
         return;
@@ -258,7 +263,7 @@ fn scan_ops(store: &Path, out: &mut Scan) {
     actors.sort_unstable();
     for rel in actors {
         let start = out.ops.len();
-        scan_actor(&store.join(&rel), &rel, out);
+        scan_actor(&store.join(&rel), &rel, doc, out);
         let skip = rel.len() + 1;
         out.ops[start..].sort_unstable_by(|a, b| a.rel[skip..].cmp(&b.rel[skip..]));
     }
@@ -284,7 +289,7 @@ fn actor_dir(entry: &std::fs::DirEntry, dir_rel: &str, out: &mut Scan) -> Option
     }
 }
 
-fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
+fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => return out.problems.push(Problem::unreadable(dir_rel, &e)),
@@ -323,6 +328,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, out: &mut Scan) {
             }
         }
         match names::parse_op_name(&name) {
+            Some(op) if op.doc != doc => {}
             Some(op) => out.ops.push(OpEntry {
                 rel,
                 seq: op.seq,

@@ -14,6 +14,8 @@ pub(crate) struct Source<'a> {
     pub(crate) seal: Option<&'a Seal>,
     /// The store is encrypted: plain files are not trusted.
     pub(crate) sealed: bool,
+    /// The document read (`None`: the root document): an op file of another is not used.
+    pub(crate) doc: Option<&'a str>,
 }
 
 impl std::ops::Deref for Source<'_> {
@@ -31,6 +33,7 @@ impl<'a> Source<'a> {
             root,
             seal: None,
             sealed: false,
+            doc: None,
         }
     }
 

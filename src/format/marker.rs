@@ -29,7 +29,10 @@ pub(crate) const KNOWN_FEATURES: &[&str] = &[
     crate::format::snapshot::FEATURE,
     ENCRYPTED_FEATURE,
     crate::format::pack::FEATURE,
+    DOCS_FEATURE,
 ];
+/// The feature marker of a store with documents beside its root one (`crate::repo`).
+pub(crate) const DOCS_FEATURE: &str = "docs";
 
 /// The decoded store marker.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,10 +2,13 @@
 //!
 //! ```text
 //! op file = CBOR map (definite length), exactly these keys in this order:
-//!   "v"      unsigned integer   envelope format version, ENVELOPE_VERSION (= 1)
+//!   "v"      unsigned integer   1 for a change to the root document, 2 for any other
+//!   "doc"    text string        (v2 only) the document's id, 32 lowercase hex digits
 //!   "device" text string        display name of the device that wrote the change
 //!   "change" byte string        the Automerge change chunk (automerge `Change::raw_bytes`)
 //! ```
+//! A change to a document other than the root one is version 2, so a reader that knows no
+//! documents skips it as newer instead of taking it for a change to the root document.
 //! The envelope is a pure function of the change and the device name (no clock of its own:
 //! the change carries its timestamp), so writing one change twice yields the same bytes and
 //! the same file name. Readers ignore keys they do not know (room for additions within v1),
@@ -16,26 +19,34 @@ use ciborium::Value;
 
 use super::DecodeError;
 
-/// The envelope version this build writes and the highest it reads.
-pub(crate) const ENVELOPE_VERSION: u64 = 1;
+/// The highest envelope version this build reads (and writes, for a document's change).
+pub(crate) const ENVELOPE_VERSION: u64 = 2;
+/// The envelope version of a change to the root document.
+const ROOT_VERSION: u64 = 1;
 
 /// A decoded envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Envelope {
+    /// The document, for a change to a document other than the root one.
+    pub(crate) doc: Option<String>,
     pub(crate) device: String,
     pub(crate) change: Vec<u8>,
 }
 
-/// Encodes an envelope.
-pub(crate) fn encode(device: &str, change: &[u8]) -> Vec<u8> {
-    let value = Value::Map(vec![
-        (
-            Value::Text("v".into()),
-            Value::Integer(ENVELOPE_VERSION.into()),
-        ),
-        (Value::Text("device".into()), Value::Text(device.into())),
-        (Value::Text("change".into()), Value::Bytes(change.to_vec())),
-    ]);
+/// Encodes an envelope of a change to `doc` (`None`: the root document).
+pub(crate) fn encode(device: &str, doc: Option<&str>, change: &[u8]) -> Vec<u8> {
+    let version = if doc.is_some() {
+        ENVELOPE_VERSION
+    } else {
+        ROOT_VERSION
+    };
+    let mut pairs = vec![(Value::Text("v".into()), Value::Integer(version.into()))];
+    if let Some(doc) = doc {
+        pairs.push((Value::Text("doc".into()), Value::Text(doc.into())));
+    }
+    pairs.push((Value::Text("device".into()), Value::Text(device.into())));
+    pairs.push((Value::Text("change".into()), Value::Bytes(change.to_vec())));
+    let value = Value::Map(pairs);
     let mut out = Vec::with_capacity(change.len() + device.len() + 24);
     ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
@@ -79,6 +90,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     if version == 0 {
         return Err("envelope version 0 does not exist".into());
     }
+    let doc = match (version, field("doc")) {
+        (ROOT_VERSION, _) => None,
+        (_, Some(Value::Text(t))) if crate::format::names::is_doc_id(t) => Some(t.clone()),
+        (_, Some(_)) => return Err(wrong("doc", "a document id")),
+        (_, None) => return Err(missing("doc")),
+    };
     let device = match field("device") {
         Some(Value::Text(t)) => t.clone(),
         Some(_) => return Err(wrong("device", "a text string")),
@@ -89,7 +106,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
         Some(_) => return Err(wrong("change", "a byte string")),
         None => return Err(missing("change")),
     };
-    Ok(Envelope { device, change })
+    Ok(Envelope {
+        doc,
+        device,
+        change,
+    })
 }
 
 #[cfg(test)]
@@ -108,17 +129,44 @@ mod tests {
     #[test]
     fn round_trip() {
         let change = sample_change();
-        let bytes = encode("laptop", &change);
+        let bytes = encode("laptop", None, &change);
         let env = decode(&bytes).unwrap();
         assert_eq!(env.device, "laptop");
+        assert_eq!(env.doc, None);
         assert_eq!(env.change, change);
         // A pure function: same input, same bytes.
-        assert_eq!(encode("laptop", &change), bytes);
+        assert_eq!(encode("laptop", None, &change), bytes);
+        // The root document's envelope is format 1's, byte for byte.
+        assert_eq!(&bytes[..4], &[0xa3, 0x61, 0x76, 0x01]);
+        let doc = "0123456789abcdef0123456789abcdef";
+        let bytes = encode("laptop", Some(doc), &change);
+        assert_eq!(&bytes[..4], &[0xa4, 0x61, 0x76, 0x02]);
+        let env = decode(&bytes).unwrap();
+        assert_eq!(env.doc.as_deref(), Some(doc));
+        assert_eq!(env.change, change);
+    }
+
+    #[test]
+    fn a_document_envelope_needs_its_document() {
+        let value = Value::Map(vec![
+            (Value::Text("v".into()), Value::Integer(2.into())),
+            (Value::Text("device".into()), Value::Text("x".into())),
+            (Value::Text("change".into()), Value::Bytes(sample_change())),
+        ]);
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&value, &mut bytes).unwrap();
+        assert_eq!(
+            decode(&bytes),
+            Err(DecodeError::MissingField {
+                what: "envelope",
+                field: "doc"
+            })
+        );
     }
 
     #[test]
     fn every_truncation_is_refused() {
-        let bytes = encode("laptop", &sample_change());
+        let bytes = encode("laptop", Some(&"a".repeat(32)), &sample_change());
         for len in 0..bytes.len() {
             assert!(
                 decode(&bytes[..len]).is_err(),
@@ -129,7 +177,7 @@ mod tests {
 
     #[test]
     fn trailing_bytes_are_refused() {
-        let mut bytes = encode("laptop", &sample_change());
+        let mut bytes = encode("laptop", None, &sample_change());
         bytes.push(0);
         assert_eq!(
             decode(&bytes),
@@ -140,7 +188,7 @@ mod tests {
     #[test]
     fn future_version_is_refused() {
         let value = Value::Map(vec![
-            (Value::Text("v".into()), Value::Integer(2.into())),
+            (Value::Text("v".into()), Value::Integer(3.into())),
             (Value::Text("device".into()), Value::Text("x".into())),
             (Value::Text("change".into()), Value::Bytes(sample_change())),
         ]);
@@ -150,8 +198,8 @@ mod tests {
             decode(&bytes),
             Err(DecodeError::Newer {
                 what: "envelope",
-                found: 2,
-                known: 1
+                found: 3,
+                known: 2
             })
         );
     }
@@ -209,7 +257,7 @@ mod fuzz {
             let _ = crate::format::beat::decode(&bytes);
             let _ = crate::format::record::decode(&bytes);
             let _ = crate::format::snapshot::decode(&bytes);
-            let mut valid = super::encode("dev", &bytes);
+            let mut valid = super::encode("dev", None, &bytes);
             let i = at % valid.len();
             valid[i] ^= flip;
             let _ = super::decode(&valid);

@@ -250,8 +250,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
 /// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
 fn split_op_path(path: &str) -> Option<(&str, u64)> {
     let (actor, name) = crate::format::names::split_op_rel(path)?;
-    let seq = crate::format::names::parse_op_name(name)?.seq;
-    Some((actor, seq))
+    // A snapshot folds the root document's changes: another document's op file is not one.
+    let op = crate::format::names::parse_op_name(name).filter(|op| op.doc.is_none())?;
+    Some((actor, op.seq))
 }
 
 /// The canonical file name of a snapshot with these bytes.

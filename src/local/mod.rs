@@ -257,21 +257,18 @@ impl StateDir {
         let bytes = std::fs::read(self.store_dir(store_id).join(names::WRITER)).ok()?;
         writer::decode(&bytes)
     }
-
-    /// Durably replaces the writer record.
-    pub(crate) fn write_record(&self, store_id: &str, record: &WriterRecord) -> Result<()> {
-        let path = self.store_dir(store_id).join(names::WRITER);
-        fs::replace_local(&path, &writer::encode(record)).map_err(Error::io(&path))
-    }
 }
 
-/// This device's local state for one store: a [`StateDir`] bound to a store id, so that
-/// nothing above has to pass the id along. (A folder of many documents will bind one per
-/// document for what is the document's.)
+/// This device's local state for one document of a store: a [`StateDir`] bound to a store
+/// id and a document, so that nothing above has to pass them along. What is the store's
+/// (its folder, marker, key, writer lock) is under `STATE/stores/<store id>/`; what is the
+/// document's (writer record, cache, outbox…) there too for the root document, and under
+/// `STATE/stores/<store id>/docs/<doc id>/` for any other.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreState {
     dir: StateDir,
     store_id: String,
+    doc: Option<String>,
 }
 
 impl std::ops::Deref for StoreState {
@@ -284,31 +281,59 @@ impl std::ops::Deref for StoreState {
 }
 
 impl StoreState {
-    pub(crate) fn new(dir: StateDir, store_id: &str) -> StoreState {
+    pub(crate) fn new(dir: StateDir, store_id: &str, doc: Option<&str>) -> StoreState {
         StoreState {
             dir,
             store_id: store_id.to_string(),
+            doc: doc.map(str::to_string),
         }
     }
 
-    /// `STATE/stores/<store id>/`.
-    pub(crate) fn path(&self) -> PathBuf {
-        self.dir.store_dir(&self.store_id)
+    /// The state dir.
+    pub(crate) fn dir(&self) -> &StateDir {
+        &self.dir
     }
 
-    /// The writer lock of this store on this device.
+    /// The same store's state for document `doc` (`None`: the root document).
+    pub(crate) fn for_doc(&self, doc: Option<&str>) -> StoreState {
+        StoreState::new(self.dir.clone(), &self.store_id, doc)
+    }
+
+    /// The document's state: `STATE/stores/<store id>/` for the root document,
+    /// `STATE/stores/<store id>/docs/<doc id>/` for any other.
+    pub(crate) fn path(&self) -> PathBuf {
+        let store = self.dir.store_dir(&self.store_id);
+        match &self.doc {
+            None => store,
+            Some(doc) => store.join(names::DOCS).join(doc),
+        }
+    }
+
+    /// The writer lock of this store on this device (one for all its documents: their
+    /// changes share this device's actor folders, and their temps).
     pub(crate) fn lock(&self) -> Result<WriterLock> {
         self.dir.lock(&self.store_id)
     }
 
-    /// The writer record, if it reads.
+    /// The writer record of the document, if it reads.
     pub(crate) fn read_record(&self) -> Option<WriterRecord> {
+        let bytes = std::fs::read(self.path().join(names::WRITER)).ok()?;
+        writer::decode(&bytes)
+    }
+
+    /// The writer record of the store's root document, if it reads.
+    pub(crate) fn root_record(&self) -> Option<WriterRecord> {
         self.dir.read_record(&self.store_id)
     }
 
-    /// Durably replaces the writer record.
+    /// Durably replaces the document's writer record.
     pub(crate) fn write_record(&self, record: &WriterRecord) -> Result<()> {
-        self.dir.write_record(&self.store_id, record)
+        let dir = self.path();
+        if self.doc.is_some() {
+            fs::create_private_dir_durably(&dir).map_err(Error::io(&dir))?;
+        }
+        let path = dir.join(names::WRITER);
+        fs::replace_local(&path, &writer::encode(record)).map_err(Error::io(&path))
     }
 
     /// Keeps the store's key (owner-only).

@@ -11,6 +11,9 @@
 //!   outbox/<actor>/<op file name>                       (local/outbox.rs)
 //!   retention/<hash>.automerge                          (local/retention.rs)
 //!   packs/<actor>/<pack name>[.settled], packs/through  (store/pack.rs)
+//!   docs/<doc id>/                                      a document's own state: writer,
+//!                                                       view, cache, held, outbox (as above)
+//!   catalog                                             what `docs` lists (repo/catalog.rs)
 //! ```
 
 /// `STATE/device`: this device's default display name.
@@ -43,6 +46,10 @@ pub(crate) const SEEN: &str = "seen";
 pub(crate) const FORGOTTEN: &str = "forgotten";
 /// What the last tidy step saw.
 pub(crate) const TIDIED: &str = "tidied";
+/// `STATE/stores/<id>/docs/`: one folder per document other than the root one.
+pub(crate) const DOCS: &str = "docs";
+/// The catalog of documents as last listed.
+pub(crate) const CATALOG: &str = "catalog";
 /// When this device last wrote back what the folder lost.
 pub(crate) const WRITTEN_BACK: &str = "written-back";
 /// This device's op files until every device has them.

@@ -48,10 +48,9 @@ impl Kept {
     /// Its change, if it reads (and opens, in an encrypted store).
     pub(crate) fn change(&self, store: &crate::folder::Source<'_>) -> Option<Change> {
         let bytes = self.bytes()?;
-        let seq = names::parse_op_name(&self.name)?.seq;
-        let plain = store
-            .open("op", &crate::seal::context(&self.actor, seq), &bytes)
-            .ok()?;
+        let name = names::parse_op_name(&self.name)?;
+        let context = crate::seal::op_context(name.doc, &self.actor, name.seq);
+        let plain = store.open("op", &context, &bytes).ok()?;
         let envelope = opfile::decode(&plain).ok()?;
         Change::from_bytes(envelope.change).ok()
     }

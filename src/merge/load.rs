@@ -163,8 +163,21 @@ fn verify(
     entry: &OpEntry,
     bytes: &[u8],
 ) -> Result<Loaded, (ProblemKind, String)> {
-    let plain = store.open("op", &crate::seal::context(entry.actor(), entry.seq), bytes)?;
+    let plain = store.open(
+        "op",
+        &crate::seal::op_context(store.doc, entry.actor(), entry.seq),
+        bytes,
+    )?;
     let envelope = opfile::decode(&plain).map_err(|e| (e.kind(), e.to_string()))?;
+    if envelope.doc.as_deref() != store.doc {
+        return Err((
+            ProblemKind::Damaged,
+            match &envelope.doc {
+                Some(doc) => format!("a change to document {doc}, not to the one its name says"),
+                None => "a change to the root document, not to the one its name says".into(),
+            },
+        ));
+    }
     let change = Change::from_bytes(envelope.change).map_err(|e| {
         (
             ProblemKind::Damaged,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::compact::{folded, usage, verify, CompactOutcome, CompactPlan, Progress};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::scan::{self, Scan};
+use crate::folder::scan::Scan;
 use crate::format::record::{self, Record};
 use crate::format::snapshot::{self, NewSnapshot};
 use crate::fs;
@@ -34,7 +34,7 @@ impl Store {
     /// compaction would fold; refuses when this device's view is incomplete (a record
     /// without its snapshot): compacting then could drop history only another device has.
     fn foldable(&self, save: bool) -> Result<Foldable> {
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         let (state, report, _) = self.merged(&scan, save);
         if let Some(gap) = report.incomplete.first() {
             return Err(Error::Incomplete {
@@ -69,6 +69,7 @@ impl Store {
         progress: impl FnMut(Progress),
     ) -> Result<CompactOutcome> {
         self.check_writable()?;
+        self.whole_store("compact")?;
         let plan = self.compact_plan(threshold_secs)?;
         let online: Vec<Presence> = plan.others.iter().filter(|p| p.online).cloned().collect();
         if !online.is_empty() {
@@ -84,6 +85,7 @@ impl Store {
     /// without its snapshot): compacting then could drop history that only another device
     /// still has.
     pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
+        self.whole_store("compact")?;
         let (scan, state, ops, snaps) = self.foldable(true)?;
         let size =
             |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
@@ -173,6 +175,7 @@ impl Store {
         mut progress: impl FnMut(Progress),
     ) -> Result<CompactOutcome> {
         let started = Instant::now();
+        self.whole_store("compact")?;
         let session = self.session(Name::Resolve)?;
         let device = session.device.clone().unwrap_or_default();
         let (files_before, bytes_before) = usage(&self.inner.root);

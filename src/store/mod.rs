@@ -144,6 +144,8 @@ pub struct Store {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) root: PathBuf,
+    /// The document this handle is of: `None` for the store's root document.
+    pub(crate) doc: Option<String>,
     pub(crate) marker: Marker,
     pub(crate) state: crate::local::StoreState,
     pub(crate) device: Option<String>,
@@ -287,7 +289,21 @@ impl Store {
             root: &self.inner.root,
             seal: self.inner.key.get().map(|(_, seal)| seal),
             sealed: self.inner.marker.sealed.is_some(),
+            doc: self.inner.doc.as_deref(),
         }
+    }
+
+    /// Refuses `what`, an operation of the whole store, on a document's handle.
+    pub(crate) fn whole_store(&self, what: &'static str) -> Result<()> {
+        match self.inner.doc {
+            None => Ok(()),
+            Some(_) => Err(Error::Refused(crate::error::Refusal::WholeStore { what })),
+        }
+    }
+
+    /// Lists the folder for this handle's document.
+    pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
+        crate::folder::scan::scan(&self.inner.root, self.inner.doc.as_deref())
     }
 
     /// True for an encrypted store ([`crate::Options::encrypt`]).
@@ -317,7 +333,7 @@ impl Store {
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
         self.check_unlocked()?;
-        let (state, report, text) = self.merged(&scan::scan(&self.inner.root), true);
+        let (state, report, text) = self.merged(&self.scan(), true);
         let report = self.with_marker_problem(report);
         Ok(View {
             merged: state,
@@ -332,7 +348,7 @@ impl Store {
     /// changed in the folder since the last merge, this only lists the folder.
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
         self.check_unlocked()?;
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         if let Some(view) = self.inner.memory.cache.view(&self.inner.root, &scan) {
             tracing::debug!("the saved view stands for this listing: no merge");
             self.inner.memory.served(view.beat);
@@ -346,7 +362,7 @@ impl Store {
     /// Every change in the merged document, in causal order.
     pub fn history(&self) -> Result<Vec<ChangeInfo>> {
         self.check_unlocked()?;
-        let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
+        let (state, _, _) = self.merged(&self.scan(), true);
         Ok(history_of(&state))
     }
 

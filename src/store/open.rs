@@ -93,7 +93,14 @@ impl Store {
         }
         state.claim_folder(&marker.store_id, root)?;
         state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
-        let store = Store::assemble(root.to_path_buf(), marker, state.clone(), options, None);
+        let store = Store::assemble(
+            root.to_path_buf(),
+            marker,
+            state.clone(),
+            options,
+            None,
+            None,
+        );
         if let Some(v) = initial {
             let out = store.apply_patch(&[PatchOp::set("", v.clone())])?;
             // A store is made whole or not at all: its first document in the folder.
@@ -176,6 +183,7 @@ impl Store {
             state,
             &options,
             marker_problem,
+            None,
         ))
     }
 
@@ -185,13 +193,15 @@ impl Store {
         state: StateDir,
         options: &Options,
         marker_problem: Option<Problem>,
+        doc: Option<&str>,
     ) -> Store {
         let device = options.device.clone();
         let read_only = options.is_read_only();
-        let cache = Cache::new(state.store_dir(&marker.store_id), &marker.store_id);
+        let state = crate::local::StoreState::new(state, &marker.store_id, doc);
+        let cache = Cache::new(state.path(), &marker.store_id);
         let key = std::sync::OnceLock::new();
         if let Some(check) = &marker.sealed {
-            if let Some(k) = state.kept_key(&marker.store_id) {
+            if let Some(k) = state.dir().kept_key(&marker.store_id) {
                 if k.check(&marker.store_id) == *check {
                     let seal = crate::seal::Seal::new(&k, &marker.store_id);
                     // A new lock: it is empty, so this sets it.
@@ -199,10 +209,10 @@ impl Store {
                 }
             }
         }
-        let state = crate::local::StoreState::new(state, &marker.store_id);
         Store {
             inner: Arc::new(Shared {
                 root,
+                doc: doc.map(str::to_string),
                 marker,
                 state,
                 memory: super::memory::Memory::new(cache),
@@ -217,6 +227,38 @@ impl Store {
                     Some("") => None,
                     Some(key) => Some(key.to_string()),
                 },
+                packed_through: Mutex::new(None),
+            }),
+        }
+    }
+}
+
+impl Store {
+    /// A handle of the same store for document `doc` (`None`: the root document), with its
+    /// own memory and cache: nothing of the document is read until it is used.
+    pub(crate) fn for_doc(&self, doc: Option<&str>) -> Store {
+        let inner = &self.inner;
+        let state = inner.state.for_doc(doc);
+        let cache = Cache::new(state.path(), &inner.marker.store_id);
+        let key = std::sync::OnceLock::new();
+        if let Some((k, _)) = inner.key.get() {
+            let seal = crate::seal::Seal::new(k, &inner.marker.store_id);
+            let _ = key.set((k.clone(), seal));
+        }
+        Store {
+            inner: Arc::new(Shared {
+                root: inner.root.clone(),
+                doc: doc.map(str::to_string),
+                marker: inner.marker.clone(),
+                state,
+                memory: super::memory::Memory::new(cache),
+                device: inner.device.clone(),
+                read_only: inner.read_only,
+                marker_problem: inner.marker_problem.clone(),
+                key,
+                pack_size: inner.pack_size,
+                repack_fan: inner.repack_fan,
+                list_key: inner.list_key.clone(),
                 packed_through: Mutex::new(None),
             }),
         }

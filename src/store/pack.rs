@@ -26,6 +26,7 @@ impl Store {
     /// safe, and publishes again any of its packs the folder lost. Never touches another
     /// device's files. Writes do this on their own once the pack size is reached.
     pub fn pack(&self) -> Result<PackOutcome> {
+        self.whole_store("pack")?;
         self.pack_with(Mode::All)
     }
 
@@ -38,7 +39,8 @@ impl Store {
     /// worth reading again).
     pub(crate) fn maintain_packs(&self, beat_published: bool) -> Result<Option<PackOutcome>> {
         let size = self.inner.pack_size;
-        if self.inner.read_only {
+        // Packs hold the root document's changes (in this version).
+        if self.inner.read_only || self.inner.doc.is_some() {
             return Ok(None);
         }
         let Some(record) = self.inner.state.read_record() else {
@@ -138,7 +140,7 @@ impl Store {
             .collect();
         let kept_dir = self.packs_dir();
         self.remove_stale_temps(&record);
-        let mut scan = scan::scan(&self.inner.root);
+        let mut scan = self.scan();
         let (state, _, _) = self.merged(&scan, false);
 
         // 1. This device's packs the folder lost come back.
@@ -147,7 +149,7 @@ impl Store {
         // 2. New packs.
         self.pack_loose(&scan, &state, &record, mode, &kept_dir, &mut out)?;
         if !out.packs.is_empty() || !out.republished.is_empty() {
-            scan = scan::scan(&self.inner.root);
+            scan = self.scan();
         }
         // 2b. Packs fold into bigger packs, REPACK_FAN at a time.
         if mode != Mode::Existing {
@@ -159,7 +161,7 @@ impl Store {
                 out.folded_packs += folded;
             }
             if repacked {
-                scan = scan::scan(&self.inner.root);
+                scan = self.scan();
             }
         }
 
@@ -172,7 +174,7 @@ impl Store {
         out.kept_loose = kept_loose;
         out.deleted_packs = self.delete_superseded(&scan, &acks, &own, &kept)?;
         if deleted > 0 || out.deleted_packs > 0 {
-            scan = scan::scan(&self.inner.root);
+            scan = self.scan();
         }
 
         // 4. Kept copies settle, then go.

@@ -4,7 +4,6 @@
 
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::folder::scan::{self};
 use crate::format::beat;
 use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::beats;
@@ -40,6 +39,7 @@ impl Store {
     /// forgotten device publishes a heartbeat again (it was not gone after all).
     pub fn forget(&self, device: &str) -> Result<Forgotten> {
         self.check_writable()?;
+        self.whole_store("forget")?;
         let own = self.own_actors();
         let candidates: Vec<(String, beat::Beat)> = crate::folder::beat_actors(&self.inner.root)
             .into_iter()
@@ -83,6 +83,10 @@ impl Store {
     /// [`Store::beat`], when `due` says so.
     pub(crate) fn beat_when(&self, due: Due) -> Result<bool> {
         let _span = tracing::debug_span!("beat").entered();
+        if self.inner.doc.is_some() {
+            // The device's beats are the root document's handle's (in this version).
+            return Ok(false);
+        }
         if self.check_writable().is_err() {
             tracing::debug!("no beat: this build does not write to the store");
             return Ok(false);
@@ -155,7 +159,7 @@ impl Store {
                     tracing::debug!("beat: heads from the saved view, no document loaded");
                     return served;
                 }
-                let scan = scan::scan(&self.inner.root);
+                let scan = self.scan();
                 if let Some(view) = self.inner.memory.cache.view(&self.inner.root, &scan) {
                     tracing::debug!("beat: heads from the saved view, no document loaded");
                     return view.beat;
@@ -230,7 +234,7 @@ impl Store {
     /// latest beat is within `threshold_secs` of ours. Remembers what it saw (local state).
     pub fn presence(&self, threshold_secs: i64) -> Result<Vec<Presence>> {
         self.check_unlocked()?;
-        let (state, _, _) = self.merged(&scan::scan(&self.inner.root), true);
+        let (state, _, _) = self.merged(&self.scan(), true);
         Ok(self.presence_of(&state, threshold_secs))
     }
 
@@ -324,7 +328,7 @@ impl Store {
                 || (old
                     && packed
                         .get_or_insert_with(|| {
-                            scan::scan(&self.inner.root)
+                            self.scan()
                                 .ops
                                 .into_iter()
                                 .filter(|o| o.packed.is_some())

@@ -3,7 +3,6 @@
 
 use crate::compact::repair::{Repaired, WRITE_BACK_EVERY_SECS};
 use crate::error::{Error, Result};
-use crate::folder::scan;
 use crate::fs;
 use crate::local::retention::Retention;
 use crate::merge;
@@ -20,6 +19,7 @@ impl Store {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
+        self.whole_store("repair")?;
         self.check_unlocked()?;
         let marker_restored = self.restore_marker()?;
         let session = self.session(Name::Resolve)?;
@@ -27,7 +27,7 @@ impl Store {
         // Own op files the folder lost come back as they were.
         let record = session.record.clone();
         let republished = self.republish(record.as_ref())?;
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();
         for retained in Retention::new(&self.inner.state.path()).documents() {
@@ -71,7 +71,8 @@ impl Store {
     /// the gap never turns every write into a snapshot. `None` when there was nothing to do.
     pub(crate) fn write_back_lost(&self) -> Result<Option<Repaired>> {
         let unprovided = self.inner.memory.peek().map_or(0, |s| s.unprovided);
-        if unprovided == 0 || self.check_writable().is_err() {
+        // (A document's handle has no snapshots to write back into, in this version.)
+        if unprovided == 0 || self.inner.doc.is_some() || self.check_writable().is_err() {
             return Ok(None);
         }
         let local = self.inner.state.path();

@@ -38,6 +38,29 @@ impl Store {
     /// Opens a session: refuses a store this device must not write to, resolves or checks
     /// the device name, takes the writer lock (waiting for another writer of this device),
     /// and reads the writer record.
+    /// A document's first writer record on this device: the root document's actor, when it
+    /// has no change to this document in the folder (a seq is per actor and document), so a
+    /// device's changes to every document share its actor folders (a device that never
+    /// wrote gets its root record first, as its first heartbeat would). `None` for the root
+    /// document, and when the root's actor cannot be used: a fresh actor then.
+    fn adopted_record(&self) -> Option<WriterRecord> {
+        self.inner.doc.as_ref()?;
+        let root = match self.inner.state.root_record() {
+            Some(record) => record,
+            None => {
+                let record = crate::store::write::fresh_record(None);
+                self.inner.state.for_doc(None).write_record(&record).ok()?;
+                record
+            }
+        };
+        (self.actor_max_seq(&root.actor) == 0).then(|| WriterRecord {
+            actor: root.actor,
+            seq: 0,
+            hash: String::new(),
+            retired: Vec::new(),
+        })
+    }
+
     pub(crate) fn session(&self, name: Name) -> Result<Session> {
         self.check_writable()?;
         let explicit = self.inner.device.as_deref();
@@ -49,7 +72,11 @@ impl Store {
             }
         };
         let lock = self.inner.state.lock()?;
-        let record = self.inner.state.read_record();
+        let record = self
+            .inner
+            .state
+            .read_record()
+            .or_else(|| self.adopted_record());
         Ok(Session {
             device,
             record,

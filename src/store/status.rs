@@ -170,7 +170,7 @@ impl Store {
     /// What a device without the key of an encrypted store can tell: the op files per
     /// actor (names and content are sealed) and the files the scan skipped.
     fn locked_status(&self) -> Status {
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         let mut devices: BTreeMap<String, DeviceInfo> = BTreeMap::new();
         for op in &scan.ops {
             let d = devices
@@ -211,7 +211,7 @@ impl Store {
             return Ok(self.locked_status());
         }
         // One scan and one merge serve the history, the presence and the report.
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         let (state, report, _) = self.merged(&scan, true);
         let history = history_of(&state);
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();

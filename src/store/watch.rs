@@ -69,6 +69,10 @@ impl Live for Store {
         &self.inner.root
     }
 
+    fn scan(&self) -> crate::folder::scan::Scan {
+        Store::scan(self)
+    }
+
     fn watched(&self) -> &Watched {
         &self.inner.memory.watched
     }

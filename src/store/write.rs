@@ -350,6 +350,17 @@ impl Store {
         message: Option<&str>,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
     ) -> Result<WriteOutcome<T>> {
+        self.write_change(message, false, f)
+    }
+
+    /// [`Store::write`]; with `empty`, a change with no operations is written too (a
+    /// document's first change, a deletion).
+    pub(crate) fn write_change<T>(
+        &self,
+        message: Option<&str>,
+        empty: bool,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
+    ) -> Result<WriteOutcome<T>> {
         // A bad name is refused now; a default name is made and kept only once there is a
         // change to write (a refused patch leaves the local state as it was).
         let session = self.session(Name::Check)?;
@@ -390,7 +401,7 @@ impl Store {
         // While a watcher runs, the change's patches are logged for it.
         let recording = self.journal().recording();
         let before = state.doc.get_heads();
-        let (value, hash, mut log) = match transact(&mut state, recording, message, f) {
+        let (value, hash, mut log) = match transact(&mut state, recording, message, empty, f) {
             Ok(done) => done,
             Err(e) => {
                 // The transaction was rolled back: the state is as it was.
@@ -476,7 +487,7 @@ impl Store {
     /// Lists and merges the folder, then checks the merged state out of memory (with the
     /// listing it stands for).
     pub(crate) fn merge_and_check_out(&self) -> (MergedState, scan::Scan) {
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         (self.check_out_merged(&scan), scan)
     }
 
@@ -605,7 +616,12 @@ impl Store {
             let actor = change.actor_id().to_hex_string();
             let dir = crate::folder::layout::actor_ops(&self.inner.root, &actor);
             let bytes = self.op_file_bytes(device, &change)?;
-            let path = dir.join(names::op_file_name(change.seq(), &blake3::hash(&bytes)));
+            let doc = self.inner.doc.as_deref();
+            let path = dir.join(names::op_file_name(
+                doc,
+                change.seq(),
+                &blake3::hash(&bytes),
+            ));
             // Usually this device published it before: one stat. Otherwise another device
             // may have (its file names differ by the device name in the envelope).
             let carried = path.exists()
@@ -613,10 +629,13 @@ impl Store {
                     .into_iter()
                     .flatten()
                     .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".op"))
+                    .filter(|e| {
+                        names::parse_op_name(&e.file_name().to_string_lossy())
+                            .is_some_and(|op| op.doc == doc && op.seq == change.seq())
+                    })
                     .filter_map(|e| std::fs::read(e.path()).ok())
                     .filter_map(|bytes| {
-                        let context = crate::seal::context(&actor, change.seq());
+                        let context = crate::seal::op_context(doc, &actor, change.seq());
                         let plain = self.source().open("op", &context, &bytes).ok()?;
                         opfile::decode(&plain).ok()
                     })
@@ -639,8 +658,14 @@ impl Store {
         device: &str,
         change: &automerge::Change,
     ) -> Result<Vec<u8>> {
-        let context = crate::seal::context(&change.actor_id().to_hex_string(), change.seq());
-        self.sealed_file("op", &context, opfile::encode(device, change.raw_bytes()))
+        let doc = self.inner.doc.as_deref();
+        let actor = change.actor_id().to_hex_string();
+        let context = crate::seal::op_context(doc, &actor, change.seq());
+        self.sealed_file(
+            "op",
+            &context,
+            opfile::encode(device, doc, change.raw_bytes()),
+        )
     }
 
     /// A file's bytes as the folder gets them: sealed in an encrypted store (kind and
@@ -663,11 +688,20 @@ impl Store {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
         };
         let root = &self.inner.root;
-        let loose = names_in(crate::folder::layout::actor_ops(root, actor))
-            .filter_map(|n| names::parse_op_name(&n).map(|o| o.seq));
+        let doc = self.inner.doc.as_deref();
+        let loose = names_in(crate::folder::layout::actor_ops(root, actor)).filter_map(|n| {
+            names::parse_op_name(&n)
+                .filter(|o| o.doc == doc)
+                .map(|o| o.seq)
+        });
         // Its packs' names say their last seq: packed changes count as much as loose ones.
-        let packed = names_in(crate::folder::layout::actor_packs(root, actor))
-            .filter_map(|n| crate::format::pack::parse_name(&n).map(|p| p.1));
+        // (Packs hold the root document's changes only.)
+        let packs = match doc {
+            None => crate::folder::layout::actor_packs(root, actor),
+            Some(_) => std::path::PathBuf::new(),
+        };
+        let packed =
+            names_in(packs).filter_map(|n| crate::format::pack::parse_name(&n).map(|p| p.1));
         loose.chain(packed).max().unwrap_or(0)
     }
 
@@ -698,9 +732,18 @@ impl Store {
         if record.seq == 0 {
             self.inner.state.write_record(record)?;
         }
+        if self.inner.doc.is_some() {
+            // Before a document's first op file: a build that knows no documents must not
+            // write (it would see none of their changes).
+            let root = &self.inner.root;
+            let note = b"documents beside the root one (ops/<actor>/<doc>-<seq>-<hash>.op): a build that does not know them must not write\n";
+            let feature = crate::format::marker::DOCS_FEATURE;
+            crate::folder::layout::ensure_feature(root, &record.actor, feature, note)
+                .map_err(Error::io(crate::folder::layout::feature(root, feature)))?;
+        }
         let bytes = self.op_file_bytes(device, &change)?;
         let dir = crate::folder::layout::actor_ops(&self.inner.root, &record.actor);
-        let name = names::op_file_name(seq, &blake3::hash(&bytes));
+        let name = names::op_file_name(self.inner.doc.as_deref(), seq, &blake3::hash(&bytes));
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         // The outbox copy exists before the record names the seq: whatever happens to the
         // folder from here on, this device can publish the same file again.
@@ -759,7 +802,7 @@ impl Store {
         if missing.is_empty() {
             return Ok(Vec::new());
         }
-        let scan = scan::scan(&self.inner.root);
+        let scan = self.scan();
         // A pack in the folder holds it, and its entry reads: not missing.
         let packed: std::collections::HashMap<&str, &scan::OpEntry> = scan
             .ops
@@ -876,6 +919,7 @@ fn transact<T>(
     state: &mut MergedState,
     recording: bool,
     message: Option<&str>,
+    empty: bool,
     f: impl FnOnce(&mut Transaction<'_>) -> Result<T>,
 ) -> Result<(T, Option<ChangeHash>, automerge::PatchLog)> {
     let mut tx = if recording {
@@ -891,10 +935,17 @@ fn transact<T>(
     };
     // On failure, dropping the transaction rolls it back.
     let value = f(&mut tx)?;
-    let mut commit = CommitOptions::default().with_time(now());
-    if let Some(message) = message {
-        commit = commit.with_message(message.to_string());
-    }
-    let (hash, log) = tx.commit_with(commit);
+    let commit = || {
+        let commit = CommitOptions::default().with_time(now());
+        match message {
+            Some(message) => commit.with_message(message.to_string()),
+            None => commit,
+        }
+    };
+    let (hash, log) = tx.commit_with(commit());
+    let hash = match hash {
+        None if empty => Some(state.doc.empty_commit(commit())),
+        hash => hash,
+    };
     Ok((value, hash, log))
 }

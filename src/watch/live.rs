@@ -21,6 +21,8 @@ use crate::report::MergeReport;
 pub(crate) trait Live: Clone + Send + 'static {
     /// The synced folder.
     fn root(&self) -> &Path;
+    /// Lists the folder for the watched document.
+    fn scan(&self) -> Scan;
     /// The counters that running watchers share with writers.
     fn watched(&self) -> &Watched;
     /// This device's actors, hex (events in their folders are its own writes).

@@ -35,7 +35,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::error::Result;
-use crate::folder::scan;
 use crate::render;
 use crate::report::MergeReport;
 
@@ -287,7 +286,7 @@ pub(crate) fn spawn(
         wake: wake.clone(),
     };
     // Merge once before returning, so errors (a folder that is gone) come back here.
-    live.merge_listed(&scan::scan(live.root()));
+    live.merge_listed(&live.scan());
     let flag = Arc::clone(&stop.flag);
     let root = live.root().to_path_buf();
     let thread = std::thread::Builder::new()
@@ -542,7 +541,7 @@ impl<L: Live> Run<L> {
             })
             .collect();
         self.add_watches();
-        let scan = scan::scan(store.root());
+        let scan = store.scan();
         self.last_listing = Instant::now();
         let (state, report) = store.merge_listed(&scan);
         store.watched().merged.store(seen, Ordering::SeqCst);

@@ -1,0 +1,343 @@
+//! Many documents in one folder: a repo's documents, each read and written through its own
+//! handle, synced as files like the root document's.
+
+use std::collections::BTreeMap;
+
+use crdtdir::{DocId, Error, PatchOp, Repo};
+use proptest::prelude::*;
+use serde_json::json;
+
+use crate::common::{self, Device};
+
+fn repo(device: &Device, store: &std::path::Path) -> Repo {
+    Repo::open(store, device.options()).expect("open repo")
+}
+
+/// Copies every file of the store folder `from` that `to` lacks (op files, features,
+/// beats), as a sync tool would.
+fn sync_all(from: &std::path::Path, to: &std::path::Path) {
+    for (rel, bytes) in common::tree(from) {
+        let target = to.join(&rel);
+        if !target.exists() && !rel.contains(".crdtdir-") {
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::write(&target, bytes).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_document_made_on_one_device_is_found_and_edited_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&a_dir, laptop.options(), Some(&json!({"app": "notes"}))).unwrap();
+    let id = a
+        .create(Some(&json!({"title": "Groceries", "items": ["milk"]})))
+        .unwrap();
+    assert!(a_dir.join("features/docs").is_file());
+    common::replica(&a_dir, &b_dir);
+    sync_all(&a_dir, &b_dir);
+    let b = repo(&phone, &b_dir);
+    let on_b = b.find(&id).unwrap();
+    assert_eq!(on_b.read().unwrap().get("/items/0").unwrap(), json!("milk"));
+    // Concurrent edits of the same list on both devices: both survive.
+    a.find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("eggs"))])
+        .unwrap();
+    on_b.apply_patch(&[PatchOp::insert("/items/0", json!("bread"))])
+        .unwrap();
+    sync_all(&a_dir, &b_dir);
+    sync_all(&b_dir, &a_dir);
+    let on_a = a.find(&id).unwrap().read().unwrap().to_json();
+    let on_b = b.find(&id).unwrap().read().unwrap().to_json();
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_a["items"], json!(["bread", "milk", "eggs"]));
+    // The root document is untouched by the other one's changes.
+    for r in [&a, &b] {
+        assert_eq!(r.root().read().unwrap().to_json(), json!({"app": "notes"}));
+    }
+    // Both devices list the same documents.
+    let ids = |r: &Repo| -> Vec<(DocId, bool, Option<String>)> {
+        r.docs()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d.root, d.title))
+            .collect()
+    };
+    assert_eq!(ids(&a), ids(&b));
+    assert_eq!(ids(&a).len(), 2);
+    assert_eq!(ids(&a)[1].2.as_deref(), Some("Groceries"));
+}
+
+#[test]
+fn a_devices_changes_to_every_document_share_its_actor_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(&store, laptop.options(), Some(&json!({"n": 0}))).unwrap();
+    for i in 0..5 {
+        let id = r.create(Some(&json!({"n": i}))).unwrap();
+        r.find(&id)
+            .unwrap()
+            .apply_patch(&[PatchOp::set("/n", json!(i + 100))])
+            .unwrap();
+    }
+    let actors: Vec<_> = std::fs::read_dir(store.join("ops")).unwrap().collect();
+    assert_eq!(
+        actors.len(),
+        1,
+        "one actor folder for the root and five documents"
+    );
+    assert_eq!(common::op_files(&store).len(), 1 + 5 * 2);
+}
+
+#[test]
+fn a_document_opens_with_only_its_own_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(&store, laptop.options(), None).unwrap();
+    let ids: Vec<DocId> = (0..3)
+        .map(|i| r.create(Some(&json!({"i": i}))).unwrap())
+        .collect();
+    // Another document's op file torn: the others read whole, with nothing to report.
+    let victim = common::op_files(&store)
+        .into_iter()
+        .find(|p| p.contains(&format!("/{}-", ids[0])))
+        .unwrap();
+    std::fs::write(store.join(&victim), b"torn").unwrap();
+    let view = r.find(&ids[1]).unwrap().read().unwrap();
+    assert_eq!(view.to_json(), json!({"i": 1}));
+    assert!(view.report().problems.is_empty(), "{:?}", view.report());
+    let root = r.root().read().unwrap();
+    assert!(root.report().problems.is_empty(), "{:?}", root.report());
+}
+
+#[test]
+fn a_deleted_document_is_listed_as_deleted_and_a_concurrent_write_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&a_dir, laptop.options(), None).unwrap();
+    let gone = a.create(Some(&json!({"t": "gone"}))).unwrap();
+    let kept = a.create(Some(&json!({"t": "kept", "l": []}))).unwrap();
+    common::replica(&a_dir, &b_dir);
+    sync_all(&a_dir, &b_dir);
+    let b = repo(&phone, &b_dir);
+    a.delete(&gone).unwrap();
+    a.delete(&kept).unwrap();
+    assert!(matches!(
+        a.find(&gone),
+        Err(Error::UnknownDocument { deleted: true, .. })
+    ));
+    // The phone, not having seen the deletion, writes to `kept`.
+    b.find(&kept)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/l/-", json!("written"))])
+        .unwrap();
+    sync_all(&a_dir, &b_dir);
+    sync_all(&b_dir, &a_dir);
+    for r in [&a, &b] {
+        let listed: BTreeMap<DocId, bool> = r
+            .docs()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d.deleted))
+            .collect();
+        assert!(listed[&gone]);
+        assert!(!listed[&kept]);
+        let doc = r.find(&kept).unwrap().read().unwrap().to_json();
+        assert_eq!(doc["l"], json!(["written"]));
+        assert!(matches!(
+            r.find(&gone),
+            Err(Error::UnknownDocument { deleted: true, .. })
+        ));
+    }
+    assert!(matches!(
+        a.delete(&a.root().doc_id()),
+        Err(Error::Refused(_))
+    ));
+}
+
+#[test]
+fn whole_store_operations_are_refused_on_a_documents_handle_and_compaction_keeps_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(&store, laptop.options(), Some(&json!({"root": 1}))).unwrap();
+    let id = r.create(Some(&json!({"doc": 1}))).unwrap();
+    let doc = r.find(&id).unwrap();
+    doc.apply_patch(&[PatchOp::set("/doc", json!(2))]).unwrap();
+    for refused in [
+        doc.compact().map(drop),
+        doc.pack().map(drop),
+        doc.repair().map(drop),
+        doc.forget("someone").map(drop),
+    ] {
+        assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
+    }
+    r.root()
+        .apply_patch(&[PatchOp::set("/root", json!(2))])
+        .unwrap();
+    let doc_files: Vec<String> = common::op_files(&store)
+        .into_iter()
+        .filter(|p| p.contains(id.as_str()))
+        .collect();
+    r.root().compact().unwrap();
+    // The root's op files are folded; the document's are all still there.
+    let after = common::op_files(&store);
+    assert_eq!(after, doc_files);
+    assert_eq!(r.root().read().unwrap().to_json(), json!({"root": 2}));
+    let fresh = Device::new(dir.path(), "fresh");
+    let seen = repo(&fresh, &store)
+        .find(&id)
+        .unwrap()
+        .read()
+        .unwrap()
+        .to_json();
+    assert_eq!(seen, json!({"doc": 2}));
+}
+
+#[test]
+fn ids_parse_in_both_forms_and_nothing_else() {
+    let id = DocId::random().unwrap();
+    assert_eq!(id.as_str().parse::<DocId>().unwrap(), id);
+    assert_eq!(id.url().parse::<DocId>().unwrap(), id);
+    for bad in ["", "xyz", &id.as_str()[..31], &id.as_str().to_uppercase()] {
+        assert!(
+            matches!(bad.parse::<DocId>(), Err(Error::DocId { .. })),
+            "{bad}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(dir.path().join("s"), laptop.options(), None).unwrap();
+    assert!(matches!(
+        r.find(&id),
+        Err(Error::UnknownDocument { deleted: false, .. })
+    ));
+}
+
+/// One step of the property below.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Device `d` makes a document.
+    Create { d: usize },
+    /// Device `d` inserts into the list of its `k`-th known document.
+    Insert { d: usize, k: usize, at: usize },
+    /// Device `d` deletes an item of that list.
+    Remove { d: usize, k: usize, at: usize },
+    /// Folder `from` delivers to folder `to`.
+    Sync { from: usize, to: usize },
+}
+
+fn step(devices: usize) -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => (0..devices).prop_map(|d| Step::Create { d }),
+        4 => (0..devices, 0..8usize, 0..8usize).prop_map(|(d, k, at)| Step::Insert { d, k, at }),
+        1 => (0..devices, 0..8usize, 0..8usize).prop_map(|(d, k, at)| Step::Remove { d, k, at }),
+        2 => (0..devices, 0..devices).prop_map(|(from, to)| Step::Sync { from, to }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// 2–4 devices make documents and edit their lists while their folders sync in any
+    /// order: after everything is delivered, every device reads every document the same,
+    /// every insert that was not removed is there, and the root document is untouched.
+    #[test]
+    fn every_device_ends_with_every_write_of_every_document(
+        devices in 2usize..=4,
+        steps in proptest::collection::vec(step(4), 1..40),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let folders: Vec<_> = (0..devices).map(|i| dir.path().join(format!("f{i}"))).collect();
+        let devs: Vec<_> = (0..devices).map(|i| Device::new(dir.path(), &format!("d{i}"))).collect();
+        Repo::init(&folders[0], devs[0].options(), Some(&json!({"root": true}))).unwrap();
+        for f in &folders[1..] {
+            common::replica(&folders[0], f);
+        }
+        let repos: Vec<Repo> = (0..devices).map(|i| repo(&devs[i], &folders[i])).collect();
+        // What each device knows of: documents (by creation order) and the values it
+        // inserted that it has not removed.
+        let mut known: Vec<Vec<DocId>> = vec![Vec::new(); devices];
+        let mut alive: BTreeMap<DocId, Vec<String>> = BTreeMap::new();
+        let mut removed: Vec<String> = Vec::new();
+        let mut n = 0;
+        for s in steps {
+            match s {
+                Step::Create { d } => {
+                    let d = d % devices;
+                    let id = repos[d].create(Some(&json!({"items": []}))).unwrap();
+                    known[d].push(id.clone());
+                    alive.insert(id, Vec::new());
+                }
+                Step::Insert { d, k, at } => {
+                    let d = d % devices;
+                    let Some(id) = known[d].get(k % known[d].len().max(1)).cloned() else { continue };
+                    let doc = repos[d].find(&id).unwrap();
+                    let len = doc.read().unwrap().to_json()["items"].as_array().unwrap().len();
+                    n += 1;
+                    let value = format!("v{n}");
+                    doc.apply_patch(&[PatchOp::insert(format!("/items/{}", at % (len + 1)), json!(value))]).unwrap();
+                    alive.get_mut(&id).unwrap().push(value);
+                }
+                Step::Remove { d, k, at } => {
+                    let d = d % devices;
+                    let Some(id) = known[d].get(k % known[d].len().max(1)).cloned() else { continue };
+                    let doc = repos[d].find(&id).unwrap();
+                    let items = doc.read().unwrap().to_json()["items"].as_array().unwrap().clone();
+                    if items.is_empty() { continue }
+                    let at = at % items.len();
+                    doc.apply_patch(&[PatchOp::remove(format!("/items/{at}"))]).unwrap();
+                    removed.push(items[at].as_str().unwrap().to_string());
+                }
+                Step::Sync { from, to } => {
+                    let (from, to) = (from % devices, to % devices);
+                    if from != to {
+                        sync_all(&folders[from], &folders[to]);
+                        for info in repos[to].docs().unwrap() {
+                            if !info.root && !known[to].contains(&info.id) {
+                                known[to].push(info.id);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for i in 0..devices {
+            for j in 0..devices {
+                sync_all(&folders[i], &folders[j]);
+            }
+        }
+        let first: Vec<(DocId, serde_json::Value)> = alive
+            .keys()
+            .map(|id| (id.clone(), repos[0].find(id).unwrap().read().unwrap().to_json()))
+            .collect();
+        for (id, doc) in &first {
+            let items: Vec<String> = doc["items"].as_array().unwrap().iter()
+                .map(|v| v.as_str().unwrap().to_string()).collect();
+            for v in &alive[id] {
+                prop_assert!(items.contains(v) || removed.contains(v), "{v} lost from {id}: {items:?}");
+            }
+            for v in &removed {
+                prop_assert!(!items.contains(v), "{v} removed but still in {id}");
+            }
+        }
+        for r in &repos[1..] {
+            for (id, doc) in &first {
+                prop_assert_eq!(&r.find(id).unwrap().read().unwrap().to_json(), doc);
+            }
+            prop_assert_eq!(r.root().read().unwrap().to_json(), json!({"root": true}));
+            prop_assert_eq!(r.docs().unwrap().len(), alive.len() + 1);
+        }
+    }
+}
