@@ -39,6 +39,10 @@ struct Cli {
     /// This device's display name.
     #[arg(long, global = true, env = "CRDTDIR_DEVICE")]
     device: Option<String>,
+    /// The document to act on, by id or crdtdir: URL (`crdtdir docs` lists them). Default:
+    /// the store's root document.
+    #[arg(long, global = true, env = "CRDTDIR_DOC", value_name = "ID")]
+    doc: Option<String>,
     /// Local state directory (never inside the synced folder).
     #[arg(long, global = true, env = "CRDTDIR_STATE_DIR")]
     state_dir: Option<PathBuf>,
@@ -47,7 +51,7 @@ struct Cli {
     /// init are refused (exit 3).
     #[arg(long, global = true, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     read_only: bool,
-    /// JSON output for every command (status, log, pack and key export print text
+    /// JSON output for every command (status, log, pack, docs and key export print text
     /// otherwise), and errors as one JSON line on stderr:
     /// {"error":{"code":…,"exit":…,"message":…,"hint":…}}.
     #[arg(long, global = true)]
@@ -105,6 +109,8 @@ enum Command {
     Key(cmd::key::Args),
     /// Write the merged document as an .automerge file (Automerge's own format).
     Export(cmd::export::Args),
+    /// The documents of the store: list them, make one (`new`), delete one (`delete ID`).
+    Docs(cmd::documents::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(cmd::docs::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
@@ -231,7 +237,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Init(args) => cmd::init::run(&cli.store, opts, args)?,
         command => {
             let store = Store::open(&cli.store, opts)?;
-            on_store(&store, command)?;
+            match &cli.doc {
+                // The root document's handle beats below, for the whole device.
+                Some(id) => on_store(
+                    &crdtdir::Repo::from(store.clone()).find(&id.parse()?)?,
+                    command,
+                )?,
+                None => on_store(&store, command)?,
+            }
             store
         }
     };
@@ -264,6 +277,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Forget(args) => cmd::forget::run(store, args),
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),
+        Command::Docs(args) => cmd::documents::run(store, args),
     }
 }
 

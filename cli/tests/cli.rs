@@ -1134,7 +1134,7 @@ fn watch_prints_a_line_per_batch_and_ends_cleanly_on_sigterm() {
     let store = dir.path().join("s");
     let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
     a.ok(&store, &["init"]);
-    for (args, signal) in [(&[][..], "TERM"), (&["--doc"][..], "INT")] {
+    for (args, signal) in [(&[][..], "TERM"), (&["--whole"][..], "INT")] {
         let (mut child, lines) = spawn_watch(&a, &store, args);
         let first = line_within(&lines, 20);
         assert_eq!(first["initial"], true, "{first}");
@@ -2723,4 +2723,107 @@ fn the_help_of_read_only_and_json_is_what_the_binary_does() {
                 .unwrap_or_else(|e| panic!("{command} --json: {e}: {line}"));
         }
     }
+}
+
+/// Many documents through the binary: `docs new`, `--doc` on append, get, log, merge and
+/// export, `docs` listing, `status` counting, `docs delete`; bad ids and whole-store commands
+/// on a document are refused with nothing changed on disk.
+#[test]
+fn documents_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/app", "\"notes\""]);
+    let out = me.run_with_input(
+        &store,
+        &["docs", "new", "--from", "-"],
+        r#"{"title": "Groceries", "items": []}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    assert_eq!(made["url"], format!("crdtdir:{id}"));
+    let url = format!("crdtdir:{id}");
+    me.ok(
+        &store,
+        &["--doc", &id, "append", "insert", "/items/-", "\"milk\""],
+    );
+    phone.ok(
+        &store,
+        &["--doc", &url, "append", "insert", "/items/-", "\"eggs\""],
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&phone.ok(&store, &["--doc", &id, "get"])).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({"title": "Groceries", "items": ["milk", "eggs"]})
+    );
+    let merged: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["--doc", &id, "merge"])).unwrap();
+    assert_eq!(merged, doc);
+    assert_eq!(me.ok(&store, &["get"]).trim(), r#"{"app":"notes"}"#);
+    let log = me.ok(&store, &["--json", "--doc", &id, "log"]);
+    assert_eq!(log.lines().count(), 3, "{log}");
+    let export = dir.path().join("doc.automerge");
+    me.ok(&store, &["--doc", &id, "export", export.to_str().unwrap()]);
+    assert!(std::fs::metadata(&export).unwrap().len() > 0);
+    // The listing, as text and as JSON.
+    let text = me.ok(&store, &["docs"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&id) && l.ends_with("Groceries")),
+        "{text}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["--json", "docs"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed[0]["root"], true);
+    assert_eq!(listed[1]["id"], id.as_str());
+    let status: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["--json", "status"])).unwrap();
+    assert_eq!(status["documents"], 2);
+    assert!(me.ok(&store, &["status"]).contains("2 documents"));
+    // Refused with one line and nothing changed.
+    let before = tree(&store);
+    for (args, code) in [
+        (vec!["--doc", "nope", "get"], 1),
+        (
+            vec![
+                "--doc",
+                "0123456789abcdef0123456789abcdef",
+                "append",
+                "set",
+                "/a",
+                "1",
+            ],
+            1,
+        ),
+        (vec!["--doc", &id, "compact", "--yes"], 3),
+        (vec!["--doc", &id, "pack"], 3),
+        (
+            vec!["docs", "delete", "0123456789abcdef0123456789abcdef"],
+            1,
+        ),
+    ] {
+        let out = me.run(&store, &args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.lines().filter(|l| !l.contains("hint:")).count(),
+            1,
+            "{err}"
+        );
+    }
+    assert_eq!(tree(&store), before);
+    // Deleted: gone from the listing (but for --all), and refused by --doc.
+    me.ok(&store, &["docs", "delete", &id]);
+    assert_eq!(me.ok(&store, &["docs"]).lines().count(), 1);
+    assert!(me.ok(&store, &["docs", "--all"]).contains("deleted"));
+    let out = me.run(&store, &["--doc", &id, "get"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deleted"));
 }

@@ -88,6 +88,17 @@ fn actor_entries(root: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry
         })
 }
 
+/// How many op files each document has in `ops/` (`None`: the root document).
+pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
+    let mut out = BTreeMap::new();
+    for (_, entry) in actor_entries(root) {
+        if let Some(op) = names::parse_op_name(&entry.file_name().to_string_lossy()) {
+            *out.entry(op.doc.map(str::to_string)).or_default() += 1;
+        }
+    }
+    out
+}
+
 /// Every document's op files, by document (`None`: the root document).
 fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
     let mut out: BTreeMap<Option<String>, Files> = BTreeMap::new();

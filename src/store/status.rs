@@ -45,13 +45,21 @@ pub struct FileCounts {
     pub snapshots: usize,
     /// Heartbeats (`devices/`).
     pub beats: usize,
+    /// Loose op files of the store's other documents (those of the root document, or of
+    /// documents beside it, that this handle's document is not).
+    pub other_docs_ops: usize,
     /// All of them, with the marker, feature markers and key files.
     pub total: usize,
 }
 
 /// Counts the files of the store at `root` (its own kinds; not the sync tool's or the
 /// user's).
-fn file_counts(root: &std::path::Path, scan: &scan::Scan, pack_size: usize) -> FileCounts {
+fn file_counts(
+    root: &std::path::Path,
+    scan: &scan::Scan,
+    pack_size: usize,
+    other_docs_ops: usize,
+) -> FileCounts {
     let files_in = |dir: std::path::PathBuf| {
         std::fs::read_dir(dir)
             .into_iter()
@@ -79,7 +87,8 @@ fn file_counts(root: &std::path::Path, scan: &scan::Scan, pack_size: usize) -> F
         packing_would_save,
         snapshots,
         beats,
-        total: ops + packs + snapshots + beats + marker + others,
+        other_docs_ops,
+        total: ops + packs + snapshots + beats + marker + others + other_docs_ops,
     }
 }
 
@@ -120,6 +129,9 @@ pub struct Status {
     pub locked: bool,
     /// Changes in the merged document.
     pub changes: usize,
+    /// Documents in the folder: the root one and each other one with an op file in `ops/`
+    /// ([`crate::Repo::docs`] lists them).
+    pub documents: usize,
     /// Heads of the merged document.
     pub heads: Vec<String>,
     /// Devices, by name.
@@ -167,10 +179,24 @@ pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
 }
 
 impl Store {
+    /// How many documents the folder has (the root one and each other one with an op file
+    /// in `ops/`), and how many loose op files belong to documents other than this one.
+    fn documents(&self) -> (usize, usize) {
+        let counts = crate::repo::catalog::counts(&self.inner.root);
+        let others = counts
+            .iter()
+            .filter(|(doc, _)| doc.as_deref() != self.inner.doc.as_deref())
+            .map(|(_, n)| n)
+            .sum();
+        let documents = 1 + counts.keys().filter(|doc| doc.is_some()).count();
+        (documents, others)
+    }
+
     /// What a device without the key of an encrypted store can tell: the op files per
     /// actor (names and content are sealed) and the files the scan skipped.
     fn locked_status(&self) -> Status {
         let scan = self.scan();
+        let (documents, others) = self.documents();
         let mut devices: BTreeMap<String, DeviceInfo> = BTreeMap::new();
         for op in &scan.ops {
             let d = devices
@@ -199,7 +225,8 @@ impl Store {
             changes: scan.ops.len(),
             heads: Vec::new(),
             devices: devices.into_values().collect(),
-            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default()),
+            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default(), others),
+            documents,
             presence: Vec::new(),
             report: self.with_marker_problem(report),
         }
@@ -212,6 +239,7 @@ impl Store {
         }
         // One scan and one merge serve the history, the presence and the report.
         let scan = self.scan();
+        let (documents, others) = self.documents();
         let (state, report, _) = self.merged(&scan, true);
         let history = history_of(&state);
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
@@ -251,7 +279,8 @@ impl Store {
                 .map(ChangeHash::to_string)
                 .collect(),
             devices: devices.into_values().collect(),
-            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default()),
+            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default(), others),
+            documents,
             presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
             report: self.with_marker_problem(report),
         })

@@ -4,6 +4,7 @@ pub(crate) mod append;
 pub(crate) mod compact;
 pub(crate) mod demo;
 pub(crate) mod docs;
+pub(crate) mod documents;
 pub(crate) mod export;
 pub(crate) mod forget;
 pub(crate) mod get;

@@ -46,6 +46,14 @@ fn status_text(s: &crdtdir::Status) -> String {
         "store {} (format {}), {} change(s)",
         s.store_id, s.format, s.changes
     );
+    if s.documents > 1 {
+        let _ = writeln!(
+            out,
+            "{} documents: the root one and {} more (`crdtdir docs` lists them)",
+            s.documents,
+            s.documents - 1
+        );
+    }
     if s.locked {
         let _ = writeln!(
             out,
@@ -62,6 +70,13 @@ fn status_text(s: &crdtdir::Status) -> String {
         "files in the folder: {} (op files {}, packs {} holding {} changes, snapshots and records {}, heartbeats {})",
         s.files.total, s.files.ops, s.files.packs, s.files.packed, s.files.snapshots, s.files.beats
     );
+    if s.files.other_docs_ops > 0 {
+        let _ = writeln!(
+            out,
+            "op files of the other documents: {}",
+            s.files.other_docs_ops
+        );
+    }
     if s.files.packing_would_save > 0 {
         let _ = writeln!(
             out,

@@ -6,7 +6,7 @@
 //!   change is this device's own), `reset` (the document was rebuilt: the patches build it
 //!   from `{}`),
 //! - `patches` (JSON Pointer patches: `put`, `insert`, `delete`, `splice`, `increment`),
-//!   or with `--doc` the whole document as `doc` instead,
+//!   or with `--whole` the whole document as `doc` instead,
 //! - `report` (what `status` shows) when it changed, `notices` (about the watching).
 //!
 //! A line reads back as a `crdtdir::Event`; `examples/watch_client.py` applies the patches in
@@ -22,12 +22,12 @@ use crate::output::{fail, Failure};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  crdtdir watch\n  crdtdir watch --doc | jq -c .doc\n  crdtdir watch --poll 2000               # network folders and FUSE mounts"
+    after_help = "Examples:\n  crdtdir watch\n  crdtdir watch --whole | jq -c .doc\n  crdtdir --doc 5f0c… watch              # one document of the store\n  crdtdir watch --poll 2000               # network folders and FUSE mounts"
 )]
 pub(crate) struct Args {
     /// Print the whole document in each line (`doc`) instead of patches.
     #[arg(long)]
-    doc: bool,
+    whole: bool,
     /// Quiet time after file events before a merge, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     debounce: u64,
@@ -40,7 +40,7 @@ pub(crate) struct Args {
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     let mut options = WatchOptions::new()
         .debounce(Duration::from_millis(args.debounce))
-        .document(args.doc);
+        .document(args.whole);
     if let Some(ms) = args.poll {
         options = options
             .events(false)
@@ -55,7 +55,7 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     for event in watcher {
         let mut line = serde_json::to_value(&event).map_err(|e| fail(e.to_string()))?;
         if let Json::Object(map) = &mut line {
-            if args.doc {
+            if args.whole {
                 map.remove("patches");
             }
             if let Some(doc) = map.remove("document") {
