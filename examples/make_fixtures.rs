@@ -34,6 +34,9 @@ fn main() {
     if missing("v1-packed") {
         packed(&work.path().join("packed"), &out.join("v1-packed"));
     }
+    if missing("v1-docs") {
+        documents(&work.path().join("docs"), &out.join("v1-docs"));
+    }
     if !missing("v1-clean") || !missing("v1-messy") {
         return;
     }
@@ -203,6 +206,81 @@ fn copy_ops(from: &Path, to: &Path) {
             }
         }
     }
+}
+
+/// A store with documents beside its root one (`features/docs`): two devices, each with its
+/// own folder. A note both edit concurrently between syncs, a note made empty and filled
+/// later, and a note deleted. `expected.json` holds the root document, every document by
+/// id, and the ids of the deleted ones.
+fn documents(work: &Path, out: &Path) {
+    use crdtdir::{PatchOp, Repo};
+    let store = out.join("store");
+    let dev = |name: &str, folder: PathBuf| Dev {
+        folder,
+        options: Options::new()
+            .state_dir(work.join(format!("state-{name}")))
+            .device(name),
+    };
+    let laptop = dev("laptop", store.clone());
+    let phone = dev("phone", work.join("phone"));
+    let on_laptop = Repo::init(
+        &store,
+        laptop.options.clone(),
+        Some(&json!({"app": "notes"})),
+    )
+    .unwrap();
+    std::fs::create_dir_all(phone.folder.join("ops")).unwrap();
+    std::fs::copy(
+        store.join("crdtdir.store"),
+        phone.folder.join("crdtdir.store"),
+    )
+    .unwrap();
+    let groceries = on_laptop
+        .create(Some(&json!({"title": "Groceries", "items": ["milk"]})))
+        .unwrap();
+    let empty = on_laptop.create(None).unwrap();
+    let gone = on_laptop.create(Some(&json!({"title": "Old"}))).unwrap();
+    let on_phone = Repo::open(&phone.folder, phone.options.clone()).unwrap();
+    sync_all(&[&laptop, &phone]);
+    std::fs::create_dir_all(phone.folder.join("features")).unwrap();
+    std::fs::copy(
+        store.join("features/docs"),
+        phone.folder.join("features/docs"),
+    )
+    .unwrap();
+    // Concurrent, in different places.
+    let insert = |repo: &Repo, id, path: &str, value: &str| {
+        repo.find(id)
+            .unwrap()
+            .apply_patch(&[PatchOp::insert(path, json!(value))])
+            .unwrap();
+    };
+    insert(&on_laptop, &groceries, "/items/-", "bread");
+    insert(&on_phone, &groceries, "/items/0", "eggs");
+    on_phone
+        .find(&empty)
+        .unwrap()
+        .apply_patch(&[PatchOp::set("/title", json!("Ideas"))])
+        .unwrap();
+    on_laptop.delete(&gone).unwrap();
+    on_phone
+        .root()
+        .apply_patch(&[PatchOp::set("/theme", json!("dark"))])
+        .unwrap();
+    sync_all(&[&laptop, &phone]);
+    let expected = json!({
+        "root": {"app": "notes", "theme": "dark"},
+        "docs": {
+            groceries.as_str(): {"title": "Groceries", "items": ["eggs", "milk", "bread"]},
+            empty.as_str(): {"title": "Ideas"},
+        },
+        "deleted": [gone.as_str()],
+    });
+    std::fs::write(
+        out.join("expected.json"),
+        serde_json::to_string_pretty(&expected).unwrap() + "\n",
+    )
+    .unwrap();
 }
 
 /// Three devices, each with its own folder, edit concurrently between syncs; `store` ends

@@ -126,3 +126,69 @@ fn v1_packed_store_reads_as_expected() {
     // Every change counts once, whether loose, packed or both.
     assert_eq!(history.len(), 15, "{history:?}");
 }
+
+/// A store of an earlier build is a repo of one document: its root one, which reads as the
+/// store did.
+#[test]
+fn a_v1_store_opens_as_a_repo_of_one_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = Device::new(dir.path(), "reader");
+    let repo = crdtdir::Repo::open(fixture("v1-clean").join("store"), reader.options()).unwrap();
+    let docs = repo.docs().unwrap();
+    assert_eq!(docs.len(), 1, "{docs:?}");
+    assert!(docs[0].root && !docs[0].deleted);
+    assert_eq!(docs[0].id, repo.root().doc_id());
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("v1-clean").join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        repo.find(&docs[0].id).unwrap().read().unwrap().to_json(),
+        expected
+    );
+}
+
+/// A store with documents beside its root one (`features/docs`) reads as expected: every
+/// document, the deleted one listed as deleted, nothing reported.
+#[test]
+fn v1_docs_store_reads_every_document_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let reader = Device::new(dir.path(), "reader");
+    let store = fixture("v1-docs").join("store");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("v1-docs").join("expected.json")).unwrap(),
+    )
+    .unwrap();
+    let repo = crdtdir::Repo::open(&store, reader.options()).unwrap();
+    let root = repo.root().read().unwrap();
+    assert_eq!(root.to_json(), expected["root"]);
+    assert!(root.report().problems.is_empty(), "{:?}", root.report());
+    let docs = repo.docs().unwrap();
+    let deleted: Vec<&str> = expected["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        docs.len(),
+        1 + expected["docs"].as_object().unwrap().len() + deleted.len()
+    );
+    for info in &docs[1..] {
+        let id = info.id.as_str();
+        assert_eq!(info.deleted, deleted.contains(&id), "{id}");
+        if info.deleted {
+            assert!(repo.find(&info.id).is_err());
+            continue;
+        }
+        let view = repo.find(&info.id).unwrap().read().unwrap();
+        assert_eq!(view.to_json(), expected["docs"][id], "{id}");
+        assert!(view.report().problems.is_empty(), "{:?}", view.report());
+        assert_eq!(
+            info.title.as_deref(),
+            expected["docs"][id]["title"].as_str()
+        );
+    }
+    // A build that knows no documents finds a feature it does not know: it writes nothing.
+    assert!(store.join("features/docs").is_file());
+}

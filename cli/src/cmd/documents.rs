@@ -85,13 +85,13 @@ fn list(repo: &Repo, all: bool) -> Result<(), Failure> {
         let when = d
             .last_change
             .map_or("-".to_string(), crate::output::rfc3339);
-        let _ = writeln!(
-            out,
+        let line = format!(
             "{}  {what:<7}  {:>5} file(s)  {when}  {}",
             d.id,
             d.files,
             d.title.as_deref().unwrap_or("")
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     crate::output::write_out(&out)
 }
