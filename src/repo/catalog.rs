@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! STATE/stores/<store id>/catalog = JSON, a cache (unsynced, rebuilt when it does not read):
-//!   {"v": 1, "docs": {"<doc id>": {"files": "<digest of its op file names>",
+//!   {"v": 1, "docs": {"<doc id>": {"files": "<digest of its op file names>", "bytes": <n>,
 //!                                  "last_change": <secs>|null, "title": "…"|null,
 //!                                  "deleted": true|false}}}
 //! ```
@@ -26,6 +26,8 @@ use super::{is_deleted, DocId, DocInfo};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     files: String,
+    /// The bytes of its op files (names carry their content's hash: same names, same bytes).
+    bytes: u64,
     last_change: Option<i64>,
     title: Option<String>,
     deleted: bool,
@@ -40,33 +42,31 @@ struct Catalog {
 /// One document's op files in `ops/`, as listed.
 #[derive(Debug, Default)]
 struct Files {
-    /// `<actor>/<name>` and size of each.
-    names: Vec<(String, u64)>,
+    /// `<actor>/<name>` of each.
+    names: Vec<String>,
 }
 
 impl Files {
-    fn bytes(&self) -> u64 {
-        self.names.iter().map(|(_, size)| size).sum()
+    /// What the files hold now (one `stat` each).
+    fn bytes(&self, root: &Path) -> u64 {
+        let ops = crate::folder::layout::ops(root);
+        self.names
+            .iter()
+            .filter_map(|rel| std::fs::metadata(ops.join(rel)).ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// The digest of the names (sorted): it changes when the files do.
     fn digest(&mut self) -> String {
         self.names.sort_unstable();
         let mut hasher = blake3::Hasher::new();
-        for (name, _) in &self.names {
+        for name in &self.names {
             hasher.update(name.as_bytes());
             hasher.update(b"\n");
         }
         hasher.finalize().to_hex()[..32].to_string()
     }
-}
-
-/// True when some actor folder of `ops/` holds an op file of document `doc`.
-pub(crate) fn has_files(root: &Path, doc: &str) -> bool {
-    actor_entries(root).any(|(_, entry)| {
-        names::parse_op_name(&entry.file_name().to_string_lossy())
-            .is_some_and(|o| o.doc == Some(doc))
-    })
 }
 
 /// The entries of every actor folder of `ops/`, with the folder's name.
@@ -108,18 +108,32 @@ fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
             continue;
         };
         let doc = op.doc.map(str::to_string);
-        let size = entry.metadata().map_or(0, |m| m.len());
         out.entry(doc)
             .or_default()
             .names
-            .push((format!("{actor}/{name}"), size));
+            .push(format!("{actor}/{name}"));
     }
     out
 }
 
-/// What a document's view says of it.
-fn entry_of(doc: &Store, files: String) -> Result<Entry> {
-    let view = doc.read()?;
+/// What a document's view says of it; `listed`: its op files from a listing made for every
+/// document, whose bytes it counts (`None`: list the folder for it, and count none).
+fn entry_of(doc: &Store, files: String, listed: Option<&Files>) -> Result<Entry> {
+    let view = match listed {
+        None => doc.read()?,
+        Some(listed) => {
+            let mut scan = crate::folder::scan::Scan::default();
+            scan.ops = listed
+                .names
+                .iter()
+                .filter_map(|rel| {
+                    crate::folder::scan::OpEntry::parse(&format!("{}/{rel}", names::OPS_DIR))
+                })
+                .collect();
+            scan.ops.sort_by(|a, b| a.rel.cmp(&b.rel));
+            doc.read_listed(&scan)?
+        }
+    };
     let automerge = view.doc();
     let last_change = automerge
         .get_heads()
@@ -132,6 +146,7 @@ fn entry_of(doc: &Store, files: String) -> Result<Entry> {
         .and_then(|t| t.as_str())
         .map(str::to_string);
     Ok(Entry {
+        bytes: listed.map_or(0, |l| l.bytes(doc.path())),
         files,
         last_change,
         title,
@@ -144,7 +159,7 @@ fn info(id: DocId, root: bool, files: &Files, entry: &Entry) -> DocInfo {
         id,
         root,
         files: files.names.len(),
-        bytes: files.bytes(),
+        bytes: entry.bytes,
         last_change: entry.last_change,
         title: entry.title.clone(),
         deleted: entry.deleted,
@@ -162,12 +177,10 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
     let mut listed = listing(root.path());
     let mut root_files = listed.remove(&None).unwrap_or_default();
     let digest = root_files.digest();
-    let mut out = vec![info(
-        root.doc_id(),
-        true,
-        &root_files,
-        &entry_of(root, digest)?,
-    )];
+    // The root document: its own view (cached), and its loose op files as listed.
+    let mut root_entry = entry_of(root, digest, None)?;
+    root_entry.bytes = root_files.bytes(root.path());
+    let mut out = vec![info(root.doc_id(), true, &root_files, &root_entry)];
     let mut changed = false;
     let mut kept = BTreeMap::new();
     for (doc, mut files) in listed {
@@ -177,7 +190,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
             Some(entry) if entry.files == digest => entry,
             _ => {
                 changed = true;
-                entry_of(&root.for_doc(Some(&doc)), digest)?
+                entry_of(&root.for_doc(Some(&doc)), digest, Some(&files))?
             }
         };
         out.push(info(DocId(doc.clone()), false, &files, &entry));

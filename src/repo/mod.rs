@@ -189,10 +189,18 @@ impl Repo {
             deleted,
         };
         let doc = self.root.for_doc(Some(id.as_str()));
-        if !catalog::has_files(self.root.path(), id.as_str()) && !doc.wrote_here() {
-            return Err(unknown(false));
-        }
-        if is_deleted(doc.read()?.doc()) {
+        // A document this device opened before has its local state; any other must have a
+        // file in the folder (a mistyped id leaves nothing behind). One listing either way.
+        let view = if doc.known_here() {
+            doc.read()?
+        } else {
+            let scan = doc.scan();
+            if scan.ops.is_empty() {
+                return Err(unknown(false));
+            }
+            doc.read_listed(&scan)?
+        };
+        if is_deleted(view.doc()) {
             return Err(unknown(true));
         }
         Ok(doc)
@@ -234,9 +242,9 @@ impl Store {
         self.inner.doc.is_none()
     }
 
-    /// True when this device wrote to this document (its writer record is here).
-    pub(crate) fn wrote_here(&self) -> bool {
-        self.inner.state.read_record().is_some_and(|r| r.seq > 0)
+    /// True when this device has local state of this document (it read or wrote it).
+    pub(crate) fn known_here(&self) -> bool {
+        self.inner.state.path().is_dir()
     }
 }
 

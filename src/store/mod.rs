@@ -332,8 +332,13 @@ impl Store {
 
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
+        self.read_listed(&self.scan())
+    }
+
+    /// [`Store::read`] of what `scan` lists (a listing made for many documents at once).
+    pub(crate) fn read_listed(&self, scan: &crate::folder::scan::Scan) -> Result<View> {
         self.check_unlocked()?;
-        let (state, report, text) = self.merged(&self.scan(), true);
+        let (state, report, text) = self.merged(scan, true);
         let report = self.with_marker_problem(report);
         Ok(View {
             merged: state,
