@@ -178,7 +178,6 @@ fn whole_store_operations_are_refused_on_a_documents_handle_and_compaction_keeps
     for refused in [
         doc.compact().map(drop),
         doc.pack().map(drop),
-        doc.repair().map(drop),
         doc.forget("someone").map(drop),
     ] {
         assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
@@ -203,6 +202,68 @@ fn whole_store_operations_are_refused_on_a_documents_handle_and_compaction_keeps
         .unwrap()
         .to_json();
     assert_eq!(seen, json!({"doc": 2}));
+}
+
+/// The folder loses a document's op file and its author's local state goes back to a backup
+/// from before it: another device that merged it writes it back (a snapshot of that
+/// document), and a new device reads it.
+#[test]
+fn a_document_change_only_another_devices_view_holds_is_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&store, laptop.options(), Some(&json!({"root": 1}))).unwrap();
+    let id = a.create(Some(&json!({"items": []}))).unwrap();
+    let backup = dir.path().join("laptop-backup");
+    common::copy_dir(&laptop.state, &backup);
+    let out = a
+        .find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("precious"))])
+        .unwrap();
+    let b = repo(&phone, &store);
+    assert_eq!(
+        b.find(&id)
+            .unwrap()
+            .read()
+            .unwrap()
+            .get("/items/0")
+            .unwrap(),
+        json!("precious")
+    );
+    // The sync tool loses the op file; the laptop's state dir comes back from the backup.
+    std::fs::remove_file(store.join(&out.written[0].path)).unwrap();
+    std::fs::remove_dir_all(&laptop.state).unwrap();
+    common::copy_dir(&backup, &laptop.state);
+    let on_phone = b.find(&id).unwrap();
+    assert_eq!(on_phone.read().unwrap().report().unprovided, 1);
+    let repaired = on_phone.repair().unwrap();
+    let snapshot = repaired.snapshot.expect("a snapshot written back");
+    assert!(
+        snapshot.starts_with(&format!("snapshots/{id}-")),
+        "{snapshot}"
+    );
+    // A new device reads the document whole; the root document has no snapshot of it.
+    let fresh = Device::new(dir.path(), "fresh");
+    let c = repo(&fresh, &store);
+    let doc = c.find(&id).unwrap().read().unwrap();
+    assert_eq!(doc.get("/items").unwrap(), json!(["precious"]));
+    assert!(doc.report().problems.is_empty(), "{:?}", doc.report());
+    let root = c.root().read().unwrap();
+    assert_eq!(root.to_json(), json!({"root": 1}));
+    assert!(root.report().problems.is_empty(), "{:?}", root.report());
+    // The laptop's next write to it stands on the written-back history.
+    a.find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("after"))])
+        .unwrap();
+    assert_eq!(
+        c.find(&id).unwrap().read().unwrap().get("/items").unwrap(),
+        json!(["precious", "after"])
+    );
 }
 
 #[test]

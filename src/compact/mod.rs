@@ -114,7 +114,7 @@ pub(crate) fn verify(
     changes: u64,
 ) -> Result<(), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))?;
-    if snapshot::file_name(&bytes) != name {
+    if snapshot::file_name(&bytes) != snapshot::split_doc(name).1 {
         return Err("read back with other bytes".into());
     }
     let mut snap = snapshot::decode(&bytes).map_err(|e| e.to_string())?;

@@ -170,7 +170,7 @@ pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
 
 /// Lists the folder for the root document (`doc` `None`) or for document `doc`: its op
 /// files; the other documents' op files are neither listed nor reported. Packs and snapshots
-/// hold the root document's changes only.
+/// hold the root document's changes only; snapshots are each of one document (§18).
 pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
     let _span = tracing::debug_span!("listing").entered();
     let mut out = Scan::default();
@@ -192,8 +192,8 @@ pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
     scan_ops(store, doc, &mut out);
     if doc.is_none() {
         scan_packs(store, &mut out);
-        scan_snapshots(store, &mut out);
     }
+    scan_snapshots(store, doc, &mut out);
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     tracing::debug!(
         ops = out.ops.len(),
@@ -304,6 +304,10 @@ fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
         };
         let os_name = entry.file_name();
         let name = os_name.to_string_lossy();
+        // Listing for one document: the others' op files (most of the folder) go at a glance.
+        if doc.is_some_and(|d| !name.starts_with(d)) && name.ends_with(names::OP_EXT) {
+            continue;
+        }
         let mut rel = String::with_capacity(dir_rel.len() + 1 + name.len());
         rel.push_str(dir_rel);
         rel.push('/');
@@ -503,7 +507,7 @@ fn read_pack_header(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn scan_snapshots(store: &Path, out: &mut Scan) {
+fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
     let dir = store.join(SNAPSHOTS_DIR);
     let Some(entries) = read_dir_or_report(&dir, SNAPSHOTS_DIR, out) else {
         return;
@@ -513,6 +517,8 @@ fn scan_snapshots(store: &Path, out: &mut Scan) {
         let rel = super::snapshot_rel(&name);
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match snapshot::parse_name(&name) {
+            // Another document's snapshot or record: not this document's business.
+            Some(_) if snapshot::split_doc(&name).0 != doc => {}
             Some((_, false)) if is_file => out.snapshots.push(rel),
             Some((_, true)) if is_file => out.records.push(rel),
             _ => out.problems.push(quirks::problem(rel, &name)),

@@ -111,8 +111,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 /// The name of the record of the snapshot named `snapshot` (`<hash>.sqlite`); `None` for
 /// a name that is not a canonical snapshot name.
 pub(crate) fn file_name(snapshot: &str) -> Option<String> {
+    let prefix = match super::snapshot::split_doc(snapshot).0 {
+        Some(doc) => format!("{doc}-"),
+        None => String::new(),
+    };
     match super::snapshot::parse_name(snapshot)? {
-        (hash, false) => Some(format!("{hash}{RECORD_EXT}")),
+        (hash, false) => Some(format!("{prefix}{hash}{RECORD_EXT}")),
         (_, true) => None,
     }
 }

@@ -260,8 +260,33 @@ pub(crate) fn file_name(bytes: &[u8]) -> String {
     format!("{}.sqlite", &blake3::hash(bytes).to_hex()[..HASH_HEX_LEN])
 }
 
-/// The hash part of a canonical snapshot (`.sqlite`) or record (`.record`) name.
+/// The canonical file name of a snapshot of document `doc` (`None`: the root document) with
+/// these bytes: `<hash>.sqlite`, or `<doc>-<hash>.sqlite` (docs/FORMAT.md §18).
+pub(crate) fn doc_file_name(doc: Option<&str>, bytes: &[u8]) -> String {
+    match doc {
+        None => file_name(bytes),
+        Some(doc) => format!("{doc}-{}", file_name(bytes)),
+    }
+}
+
+/// The document of a snapshot or record name (`None`: the root document's), and the name
+/// without it.
+pub(crate) fn split_doc(name: &str) -> (Option<&str>, &str) {
+    match name.split_at_checked(crate::format::names::DOC_ID_LEN + 1) {
+        Some((prefix, rest))
+            if prefix.ends_with('-')
+                && crate::format::names::is_doc_id(&prefix[..prefix.len() - 1]) =>
+        {
+            (Some(&prefix[..prefix.len() - 1]), rest)
+        }
+        _ => (None, name),
+    }
+}
+
+/// The hash part of a canonical snapshot (`.sqlite`) or record (`.record`) name, of the root
+/// document or of another one (`<doc>-<hash>.sqlite`).
 pub(crate) fn parse_name(name: &str) -> Option<(&str, bool)> {
+    let name = split_doc(name).1;
     let (stem, is_record) = match name.strip_suffix(".sqlite") {
         Some(stem) => (stem, false),
         None => (name.strip_suffix(".record")?, true),

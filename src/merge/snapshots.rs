@@ -34,7 +34,9 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
             let bytes = std::fs::read(store.join(rel))
                 .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
             let name = crate::folder::snapshot_name(rel).unwrap_or_default();
-            if crate::format::snapshot::file_name(&bytes) != name {
+            if crate::format::snapshot::file_name(&bytes)
+                != crate::format::snapshot::split_doc(name).1
+            {
                 return Err(damaged(
                     "content does not match the hash in its name (damaged)".into(),
                 ));

@@ -339,7 +339,12 @@ impl Store {
         snaps: &[String],
         devices: &std::collections::BTreeMap<String, String>,
     ) -> Result<String> {
-        let owner = match self.inner.state.read_record() {
+        let owner = match self
+            .inner
+            .state
+            .read_record()
+            .or_else(|| self.adopted_record())
+        {
             Some(r) => {
                 self.remove_stale_temps(&r);
                 r.actor
@@ -353,7 +358,7 @@ impl Store {
         self.ensure_feature(&owner)?;
         let (bytes, heads, changes, automerge) =
             self.build_snapshot(doc, device, ops, snaps, devices)?;
-        let name = snapshot::file_name(&bytes);
+        let name = snapshot::doc_file_name(self.inner.doc.as_deref(), &bytes);
         let target = self.publish_snapshot_file(&owner, &name, &bytes)?;
         self.verify_read_back(&target, &name, &heads, changes)?;
         self.retain(&name, &automerge)?;

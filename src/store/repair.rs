@@ -19,7 +19,6 @@ impl Store {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        self.whole_store("repair")?;
         self.check_unlocked()?;
         let marker_restored = self.restore_marker()?;
         let session = self.session(Name::Resolve)?;
@@ -71,8 +70,7 @@ impl Store {
     /// the gap never turns every write into a snapshot. `None` when there was nothing to do.
     pub(crate) fn write_back_lost(&self) -> Result<Option<Repaired>> {
         let unprovided = self.inner.memory.peek().map_or(0, |s| s.unprovided);
-        // (A document's handle has no snapshots to write back into, in this version.)
-        if unprovided == 0 || self.inner.doc.is_some() || self.check_writable().is_err() {
+        if unprovided == 0 || self.check_writable().is_err() {
             return Ok(None);
         }
         let local = self.inner.state.path();

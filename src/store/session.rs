@@ -43,7 +43,7 @@ impl Store {
     /// device's changes to every document share its actor folders (a device that never
     /// wrote gets its root record first, as its first heartbeat would). `None` for the root
     /// document, and when the root's actor cannot be used: a fresh actor then.
-    fn adopted_record(&self) -> Option<WriterRecord> {
+    pub(crate) fn adopted_record(&self) -> Option<WriterRecord> {
         self.inner.doc.as_ref()?;
         let root = match self.inner.state.root_record() {
             Some(record) => record,
