@@ -60,6 +60,16 @@ enum Action {
     Age { dev: usize },
     /// The sync tool deletes a pack from `dev`'s folder (it may come back).
     LosePack { dev: usize, pick: usize },
+    /// Device `dev` writes one witness into document `doc` (of the world's documents) and
+    /// sets a contested key there.
+    EditDoc {
+        dev: usize,
+        doc: usize,
+        key: u8,
+        value: i64,
+    },
+    /// Device `dev` makes a new document.
+    CreateDoc { dev: usize },
 }
 
 fn action(devices: usize) -> impl Strategy<Value = Action> {
@@ -81,6 +91,27 @@ fn action(devices: usize) -> impl Strategy<Value = Action> {
         1 => d.clone().prop_map(|dev| Action::Age { dev }),
         1 => (d, any::<usize>()).prop_map(|(dev, pick)| Action::LosePack { dev, pick }),
     ]
+}
+
+/// The hostile world's actions plus edits of documents beside the root one, and new
+/// documents, spliced in.
+fn doc_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
+    let doc_action = prop_oneof![
+        6 => (0..MAX_DEVICES, 0..4usize, 0u8..3, any::<i64>())
+            .prop_map(|(dev, doc, key, value)| Action::EditDoc { dev, doc, key, value }),
+        1 => (0..MAX_DEVICES).prop_map(|dev| Action::CreateDoc { dev }),
+    ];
+    (
+        scenario(),
+        proptest::collection::vec((any::<usize>(), doc_action), 1..24),
+    )
+        .prop_map(|((n, mut actions), inserts)| {
+            for (at, a) in inserts {
+                let at = at % (actions.len() + 1);
+                actions.insert(at, a);
+            }
+            (n, actions)
+        })
 }
 
 fn scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
@@ -107,6 +138,10 @@ struct World {
     next_witness: usize,
     /// The pack size devices use (`None`: the default).
     pack_size: Option<usize>,
+    /// Documents beside the root one, in the order they were made.
+    docs: Vec<crdtdir::DocId>,
+    /// Witness -> the document it was written to (none: the root document).
+    witness_doc: BTreeMap<String, crdtdir::DocId>,
 }
 
 /// `CRDTDIR_TRACE=1`: print each action and each case's outcome (for a failing case).
@@ -232,6 +267,8 @@ impl World {
             witnesses: BTreeMap::new(),
             next_witness: 0,
             pack_size: None,
+            docs: Vec::new(),
+            witness_doc: BTreeMap::new(),
         }
     }
 
@@ -289,6 +326,18 @@ impl World {
             Action::Pack { dev } => Action::Pack { dev: dev % n },
             Action::Age { dev } => Action::Age { dev: dev % n },
             Action::LosePack { dev, pick } => Action::LosePack { dev: dev % n, pick },
+            Action::EditDoc {
+                dev,
+                doc,
+                key,
+                value,
+            } => Action::EditDoc {
+                dev: dev % n,
+                doc,
+                key,
+                value,
+            },
+            Action::CreateDoc { dev } => Action::CreateDoc { dev: dev % n },
         };
         if tracing() {
             eprintln!("TRACE n={n} {a:?}");
@@ -297,6 +346,8 @@ impl World {
         // a sync tool may bring it back.
         let works_on = match a {
             Action::Edit { dev, .. }
+            | Action::EditDoc { dev, .. }
+            | Action::CreateDoc { dev }
             | Action::EditTempsDeleted { dev, .. }
             | Action::Compact { dev }
             | Action::Pack { dev } => Some(dev),
@@ -345,6 +396,51 @@ impl World {
                         eprintln!("TRACE   {w} -> {:?} {:?}", out.written, out.notices);
                     }
                     self.witnesses.insert(w, written.hash.clone());
+                    self.seen[dev].extend(out.written.iter().map(|w| w.hash.clone()));
+                }
+            }
+            Action::CreateDoc { dev } => {
+                let Some(store) = self.open(dev) else { return };
+                // A refusal (the marker is gone) makes nothing.
+                if let Ok(id) = crdtdir::Repo::from(store).create(Some(&json!({"w": {}, "c": {}})))
+                {
+                    if tracing() {
+                        eprintln!("TRACE   doc {} = {id}", self.docs.len());
+                    }
+                    self.docs.push(id);
+                }
+            }
+            Action::EditDoc {
+                dev,
+                doc,
+                key,
+                value,
+            } => {
+                if self.docs.is_empty() {
+                    return;
+                }
+                let id = self.docs[doc % self.docs.len()].clone();
+                let Some(store) = self.open(dev) else { return };
+                // Not delivered here yet (or every file of it lost): nothing to edit.
+                let Ok(handle) = crdtdir::Repo::from(store).find(&id) else {
+                    return;
+                };
+                if let Ok(view) = handle.read() {
+                    self.seen[dev].extend(changes_in(&view));
+                }
+                let w = format!("w{}", self.next_witness);
+                self.next_witness += 1;
+                let ops = [
+                    PatchOp::set(format!("/w/{w}"), json!(dev)),
+                    PatchOp::set(format!("/c/k{key}"), json!(value)),
+                ];
+                if let Ok(out) = handle.apply_patch(&ops) {
+                    let written = out.written.last().expect("a change was written");
+                    if tracing() {
+                        eprintln!("TRACE   {w} in {id} -> {:?} {:?}", out.written, out.notices);
+                    }
+                    self.witnesses.insert(w.clone(), written.hash.clone());
+                    self.witness_doc.insert(w, id);
                     self.seen[dev].extend(out.written.iter().map(|w| w.hash.clone()));
                 }
             }
@@ -524,6 +620,12 @@ impl World {
             for dev in 0..n {
                 if let Some(store) = self.open(dev) {
                     store.repair().expect("repair");
+                    let repo = crdtdir::Repo::from(store);
+                    for id in &self.docs {
+                        if let Ok(doc) = repo.find(id) {
+                            doc.repair().expect("repair of a document");
+                        }
+                    }
                 }
             }
             let good = self
@@ -610,7 +712,36 @@ fn run_packed(
         );
     }
     let doc: serde_json::Value = serde_json::from_str(&outputs[0]).unwrap();
-    let present = World::witnesses_in(&doc);
+    let mut present: BTreeSet<String> = World::witnesses_in(&doc)
+        .into_iter()
+        .filter(|w| !world.witness_doc.contains_key(w))
+        .collect();
+    // Every other document: every device reads it the same (or none has it at all), and
+    // its witnesses are its own.
+    for id in &world.docs {
+        let outputs: Vec<Option<String>> = (0..world.devices.len())
+            .map(|i| {
+                let repo = crdtdir::Repo::from(world.open(i).unwrap());
+                let Ok(doc) = repo.find(id) else {
+                    return Ok(None);
+                };
+                let view = doc.read().unwrap();
+                prop_assert_eq!(view.report().unprovided, 0, "device {} document {}", i, id);
+                Ok(Some(serde_json::to_string(&view.to_json()).unwrap()))
+            })
+            .collect::<Result<_, _>>()?;
+        for (i, o) in outputs.iter().enumerate() {
+            prop_assert_eq!(o, &outputs[0], "device {} disagrees on document {}", i, id);
+        }
+        if let Some(text) = &outputs[0] {
+            let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+            present.extend(
+                World::witnesses_in(&doc)
+                    .into_iter()
+                    .filter(|w| world.witness_doc.get(w) == Some(id)),
+            );
+        }
+    }
     let lost: Vec<&String> = held.difference(&present).collect();
     if tracing() && !lost.is_empty() {
         eprintln!("LOST {lost:?}");
@@ -668,6 +799,19 @@ proptest! {
     #[test]
     fn no_write_is_lost_in_an_encrypted_store_either((n, actions) in scenario()) {
         run(n, &actions, true)?;
+    }
+}
+
+proptest! {
+    // The same world with documents beside the root one: devices make documents and write
+    // witnesses into them while every accident above happens to their files too.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32),
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn no_write_to_any_document_is_lost((n, actions) in doc_scenario()) {
+        run(n, &actions, false)?;
     }
 }
 
