@@ -266,6 +266,54 @@ fn a_document_change_only_another_devices_view_holds_is_written_back() {
     );
 }
 
+/// A document's outbox entries (its author's copies of its op files) go once they are older
+/// than the retention time and the folder holds their op files; younger ones, and ones the
+/// folder lost, stay.
+#[test]
+fn a_documents_outbox_entries_go_by_age_once_the_folder_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(&store, laptop.options(), None).unwrap();
+    let id = r.create(Some(&json!({"n": 0}))).unwrap();
+    let doc = r.find(&id).unwrap();
+    let lost = doc.apply_patch(&[PatchOp::set("/n", json!(1))]).unwrap();
+    std::fs::remove_file(store.join(&lost.written[0].path)).unwrap();
+    let outbox = laptop
+        .state
+        .join("stores")
+        .join(r.root().id())
+        .join("docs")
+        .join(id.as_str())
+        .join("outbox");
+    let entries = || -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(&outbox)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect()
+    };
+    assert_eq!(entries().len(), 2);
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 24 * 3600);
+    for path in entries() {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(then))
+            .unwrap();
+    }
+    // The next write puts the lost file back first, then releases what is old and held.
+    let out = doc.apply_patch(&[PatchOp::set("/n", json!(2))]).unwrap();
+    assert!(store.join(&lost.written[0].path).is_file(), "republished");
+    let left: Vec<String> = entries()
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let newest = out.written[0].path.rsplit('/').next().unwrap().to_string();
+    assert_eq!(left, vec![newest], "the new entry stays, the old ones go");
+}
+
 #[test]
 fn ids_parse_in_both_forms_and_nothing_else() {
     let id = DocId::random().unwrap();
