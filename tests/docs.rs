@@ -314,6 +314,85 @@ fn a_documents_outbox_entries_go_by_age_once_the_folder_holds_them() {
     assert_eq!(left, vec![newest], "the new entry stays, the old ones go");
 }
 
+/// Many small documents take a few files: a device's changes to every document go into its
+/// documents' packs; their loose files go after the grace period; every device reads every
+/// document as before, a root compaction leaves them, and a lost pack comes back.
+#[test]
+fn documents_changes_go_into_packs_of_many_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::open(
+        {
+            Repo::init(&store, laptop.options(), Some(&json!({"root": 0}))).unwrap();
+            &store
+        },
+        laptop.options().pack_size(8),
+    )
+    .unwrap();
+    let mut expected = BTreeMap::new();
+    for i in 0..30 {
+        let id = r.create(Some(&json!({"i": i, "l": []}))).unwrap();
+        let doc = r.find(&id).unwrap();
+        for j in 0..2 {
+            doc.apply_patch(&[PatchOp::insert("/l/-", json!(j))])
+                .unwrap();
+        }
+        expected.insert(id, json!({"i": i, "l": [0, 1]}));
+    }
+    let doc_files = |store: &std::path::Path| {
+        common::op_files(store)
+            .into_iter()
+            .filter(|p| p.rsplit('/').next().unwrap().len() > 60)
+            .count()
+    };
+    let packs = |store: &std::path::Path| -> Vec<String> {
+        common::tree(store)
+            .into_keys()
+            .filter(|p| p.starts_with("packs/") && p.contains("/docs-"))
+            .collect()
+    };
+    // Automatic: every 8 writes to documents, a documents' pack of 8.
+    assert_eq!(packs(&store).len(), 90 / 8, "{:?}", packs(&store));
+    assert_eq!(
+        doc_files(&store),
+        90,
+        "loose files stay for the grace period"
+    );
+    let fresh = Device::new(dir.path(), "fresh");
+    let check = |who: &Device| {
+        let seen = repo(who, &store);
+        for (id, want) in &expected {
+            let view = seen.find(id).unwrap().read().unwrap();
+            assert_eq!(&view.to_json(), want, "{id}");
+            assert!(view.report().problems.is_empty(), "{:?}", view.report());
+        }
+    };
+    check(&fresh);
+    // A day later, by hand: the rest is packed and the packed loose files go.
+    common::age_pack_copies(&laptop.state, 2 * 24 * 3600);
+    let out = r.root().pack().unwrap();
+    assert_eq!(out.deleted, 88, "{out:?}");
+    common::age_pack_copies(&laptop.state, 2 * 24 * 3600);
+    let out = r.root().pack().unwrap();
+    assert_eq!(doc_files(&store), 0, "{out:?}");
+    assert_eq!(packs(&store).len(), 12);
+    let fresh2 = Device::new(dir.path(), "fresh2");
+    check(&fresh2);
+    // The sync tool loses a pack: the next packing puts it back, byte for byte.
+    let lost = packs(&store)[3].clone();
+    let bytes = std::fs::read(store.join(&lost)).unwrap();
+    std::fs::remove_file(store.join(&lost)).unwrap();
+    let out = r.root().pack().unwrap();
+    assert_eq!(out.republished, vec![lost.clone()]);
+    assert_eq!(std::fs::read(store.join(&lost)).unwrap(), bytes);
+    // A compaction of the root document leaves the documents' packs alone.
+    r.root().compact().unwrap();
+    assert_eq!(packs(&store).len(), 12);
+    check(&Device::new(dir.path(), "fresh3"));
+    assert_eq!(r.docs().unwrap().len(), 31);
+}
+
 #[test]
 fn ids_parse_in_both_forms_and_nothing_else() {
     let id = DocId::random().unwrap();

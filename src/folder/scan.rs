@@ -103,6 +103,12 @@ impl OpEntry {
         &self.rel[OPS_DIR.len() + 1..self.actor_end]
     }
 
+    /// The document of a change to a document beside the root one.
+    pub(crate) fn doc(&self) -> Option<&str> {
+        let name = &self.rel[self.actor_end + 1..];
+        names::parse_op_name(name).and_then(|op| op.doc)
+    }
+
     /// The hash part of the file name.
     pub(crate) fn hash(&self) -> &str {
         let end = self.rel.len() - names::OP_EXT.len();
@@ -190,9 +196,7 @@ pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
         )),
     }
     scan_ops(store, doc, &mut out);
-    if doc.is_none() {
-        scan_packs(store, &mut out);
-    }
+    scan_packs(store, doc, &mut out);
     scan_snapshots(store, doc, &mut out);
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     tracing::debug!(
@@ -350,7 +354,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
 /// entries to the op list under their loose names. An op file both loose and packed is
 /// listed once. A pack whose header does not read is reported and its entries are not
 /// listed (the loose files, or the device that wrote it, still hold them).
-fn scan_packs(store: &Path, out: &mut Scan) {
+fn scan_packs(store: &Path, doc: Option<&str>, out: &mut Scan) {
     let Some(entries) = read_dir_or_report(&store.join(PACKS_DIR), PACKS_DIR, out) else {
         return;
     };
@@ -364,6 +368,16 @@ fn scan_packs(store: &Path, out: &mut Scan) {
     // Each pack entry with the number of entries of its pack: the biggest pack first.
     let mut packed: Vec<(OpEntry, usize)> = Vec::new();
     for actor in actors {
+        if let Some(doc) = doc {
+            for (rel, index) in docs_packs(store, &actor, Some(&mut *out)) {
+                packed.extend(
+                    docs_pack_entries(&rel, &actor, index)
+                        .into_iter()
+                        .filter(|(e, _)| e.doc() == Some(doc)),
+                );
+            }
+            continue;
+        }
         for (rel, first, last) in actor_packs(store, &actor, out) {
             let index = match pack_index(store, &rel, &actor, first, last) {
                 Ok(index) => index,
@@ -403,8 +417,98 @@ fn scan_packs(store: &Path, out: &mut Scan) {
     }
 }
 
+/// The entries of the documents' pack at `rel` of `actor`, under their loose names, each
+/// with the pack's entry count.
+pub(crate) fn docs_pack_entries(
+    rel: &str,
+    actor: &str,
+    index: pack::Index,
+) -> Vec<(OpEntry, usize)> {
+    let shared: std::sync::Arc<str> = rel.into();
+    let actor_end = OPS_DIR.len() + 1 + actor.len();
+    let count = index.rows.len();
+    index
+        .rows
+        .into_iter()
+        .map(|row| {
+            let doc = row.doc.clone().unwrap_or_default();
+            let name = format!(
+                "{doc}-{}",
+                names::op_name_with_hash(row.seq, &row.name_hash())
+            );
+            let entry = OpEntry {
+                rel: crate::folder::op_rel(actor, &name),
+                seq: row.seq,
+                actor_end,
+                loose: false,
+                packed: Some(Packed {
+                    pack: shared.clone(),
+                    row,
+                }),
+                also_packed: Vec::new(),
+            };
+            (entry, count)
+        })
+        .collect()
+}
+
+/// `loose` op files (sorted by path) with the pack entries `packed` among them: one path,
+/// one entry, with every pack that holds it.
+pub(crate) fn with_packed(loose: Vec<OpEntry>, packed: Vec<(OpEntry, usize)>) -> Vec<OpEntry> {
+    let mut out = Scan {
+        ops: loose,
+        ..Scan::default()
+    };
+    interleave(&mut out, packed);
+    out.ops
+}
+
+/// The documents' packs of `actor` (`packs/<actor>/docs-<hash>.pack`, docs/FORMAT.md §18)
+/// whose header reads, with their index, in path order. One whose header does not read is
+/// reported in `out` (when given) and left out.
+pub(crate) fn docs_packs(
+    store: &Path,
+    actor: &str,
+    mut out: Option<&mut Scan>,
+) -> Vec<(String, pack::Index)> {
+    let dir_rel = format!("{PACKS_DIR}/{actor}");
+    let mut names: Vec<String> = std::fs::read_dir(store.join(&dir_rel))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|name| pack::parse_docs_name(name).is_some())
+        .collect();
+    names.sort_unstable();
+    let mut found = Vec::new();
+    for name in names {
+        let rel = format!("{dir_rel}/{name}");
+        let index = match read_pack_header(&store.join(&rel)) {
+            Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string())),
+            Err(e) => Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
+        };
+        let index = index.and_then(|index| {
+            let whole = index.actor == actor && index.rows.iter().all(|r| r.doc.is_some());
+            whole.then_some(index).ok_or((
+                ProblemKind::Damaged,
+                "pack does not hold the actor and documents its name says".to_string(),
+            ))
+        });
+        match index {
+            Ok(index) => found.push((rel, index)),
+            Err((kind, reason)) => {
+                if let Some(out) = out.as_deref_mut() {
+                    out.problems.push(Problem::new(kind, rel, reason));
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The packs of `actor` by (path, first seq, last seq), in path order; anything else in
-/// its folder is reported.
+/// its folder is reported (documents' packs are not the root document's business).
 fn actor_packs(store: &Path, actor: &str, out: &mut Scan) -> Vec<(String, u64, u64)> {
     let dir_rel = format!("{PACKS_DIR}/{actor}");
     let Some(files) = read_dir_or_report(&store.join(&dir_rel), &dir_rel, out) else {
@@ -416,6 +520,7 @@ fn actor_packs(store: &Path, actor: &str, out: &mut Scan) -> Vec<(String, u64, u
         let rel = format!("{dir_rel}/{name}");
         let is_file = file.file_type().is_ok_and(|t| t.is_file());
         match pack::parse_name(&name) {
+            _ if pack::parse_docs_name(&name).is_some() => {}
             Some((first, last, _)) if is_file => found.push((rel, first, last)),
             Some(_) => out.problems.push(Problem::new(
                 ProblemKind::NotAFile,
@@ -443,6 +548,7 @@ fn pack_index(
     };
     let rows = &index.rows;
     if index.actor != actor
+        || rows.iter().any(|r| r.doc.is_some())
         || rows.first().map(|r| r.seq) != Some(first)
         || rows.last().map(|r| r.seq) != Some(last)
     {

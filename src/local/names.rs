@@ -11,6 +11,7 @@
 //!   outbox/<actor>/<op file name>                       (local/outbox.rs)
 //!   retention/<hash>.automerge                          (local/retention.rs)
 //!   packs/<actor>/<pack name>[.settled], packs/through  (store/pack.rs)
+//!   packs/<actor>/docs-<hash>.pack, packs/docs-written  (store/doc_packs.rs)
 //!   docs/<doc id>/                                      a document's own state: writer,
 //!                                                       view, cache, held, outbox (as above)
 //!   catalog                                             what `docs` lists (repo/catalog.rs)
@@ -48,6 +49,8 @@ pub(crate) const FORGOTTEN: &str = "forgotten";
 pub(crate) const TIDIED: &str = "tidied";
 /// `STATE/stores/<id>/docs/`: one folder per document other than the root one.
 pub(crate) const DOCS: &str = "docs";
+/// In `packs/`: writes to documents beside the root one since their last packing (a hint).
+pub(crate) const DOCS_WRITTEN: &str = "docs-written";
 /// The catalog of documents as last listed.
 pub(crate) const CATALOG: &str = "catalog";
 /// When this device last wrote back what the folder lost.

@@ -17,6 +17,7 @@ use automerge::ReadDoc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::folder::scan::OpEntry;
 use crate::format::names;
 use crate::store::Store;
 
@@ -39,30 +40,44 @@ struct Catalog {
     docs: BTreeMap<String, Entry>,
 }
 
-/// One document's op files in `ops/`, as listed.
+/// One document's op files, loose in `ops/` or in documents' packs, as listed.
 #[derive(Debug, Default)]
 struct Files {
-    /// `<actor>/<name>` of each.
-    names: Vec<String>,
+    /// Loose op files, sorted by path.
+    loose: Vec<OpEntry>,
+    /// Pack entries, each with its pack's entry count.
+    packed: Vec<(OpEntry, usize)>,
 }
 
 impl Files {
-    /// What the files hold now (one `stat` each).
+    /// Its op files, one entry per path (`Scan::ops` of the document).
+    fn entries(&self) -> Vec<OpEntry> {
+        let mut loose = self.loose.clone();
+        loose.sort_by(|a, b| a.rel.cmp(&b.rel));
+        crate::folder::scan::with_packed(loose, self.packed.clone())
+    }
+
+    /// What the files hold now: a loose file's size (one `stat` each), else its entry's.
     fn bytes(&self, root: &Path) -> u64 {
-        let ops = crate::folder::layout::ops(root);
-        self.names
+        self.entries()
             .iter()
-            .filter_map(|rel| std::fs::metadata(ops.join(rel)).ok())
-            .map(|m| m.len())
+            .map(|e| match (&e.packed, e.loose) {
+                (Some(p), _) if !root.join(&e.rel).is_file() => u64::from(p.row.len),
+                _ => std::fs::metadata(root.join(&e.rel)).map_or(0, |m| m.len()),
+            })
             .sum()
     }
 
-    /// The digest of the names (sorted): it changes when the files do.
-    fn digest(&mut self) -> String {
-        self.names.sort_unstable();
+    /// How many op files (each path once).
+    fn count(&self) -> usize {
+        self.entries().len()
+    }
+
+    /// The digest of the paths (sorted, each once): it changes when the files do.
+    fn digest(&self) -> String {
         let mut hasher = blake3::Hasher::new();
-        for name in &self.names {
-            hasher.update(name.as_bytes());
+        for e in self.entries() {
+            hasher.update(e.rel.as_bytes());
             hasher.update(b"\n");
         }
         hasher.finalize().to_hex()[..32].to_string()
@@ -88,18 +103,27 @@ fn actor_entries(root: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry
         })
 }
 
-/// How many op files each document has in `ops/` (`None`: the root document).
-pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
-    let mut out = BTreeMap::new();
-    for (_, entry) in actor_entries(root) {
-        if let Some(op) = names::parse_op_name(&entry.file_name().to_string_lossy()) {
-            *out.entry(op.doc.map(str::to_string)).or_default() += 1;
-        }
-    }
-    out
+/// The actors with a folder in `packs/`.
+fn pack_actors(root: &Path) -> Vec<String> {
+    std::fs::read_dir(crate::folder::layout::packs(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|a| a.file_name().to_string_lossy().into_owned())
+        .filter(|a| names::is_actor_dir(a))
+        .collect()
 }
 
-/// Every document's op files, by document (`None`: the root document).
+/// How many op files each document has, loose or in documents' packs (`None`: the root
+/// document's loose ones).
+pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
+    listing(root)
+        .into_iter()
+        .map(|(doc, files)| (doc, files.count()))
+        .collect()
+}
+
+/// Every document's op files, by document (`None`: the root document, loose ones only).
 fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
     let mut out: BTreeMap<Option<String>, Files> = BTreeMap::new();
     for (actor, entry) in actor_entries(root) {
@@ -108,10 +132,17 @@ fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
             continue;
         };
         let doc = op.doc.map(str::to_string);
-        out.entry(doc)
-            .or_default()
-            .names
-            .push(format!("{actor}/{name}"));
+        if let Some(e) = OpEntry::parse(&crate::folder::op_rel(&actor, &name)) {
+            out.entry(doc).or_default().loose.push(e);
+        }
+    }
+    for actor in pack_actors(root) {
+        for (rel, index) in crate::folder::scan::docs_packs(root, &actor, None) {
+            for (e, count) in crate::folder::scan::docs_pack_entries(&rel, &actor, index) {
+                let doc = e.doc().map(str::to_string);
+                out.entry(doc).or_default().packed.push((e, count));
+            }
+        }
     }
     out
 }
@@ -122,15 +153,10 @@ fn entry_of(doc: &Store, files: String, listed: Option<&Files>) -> Result<Entry>
     let view = match listed {
         None => doc.read()?,
         Some(listed) => {
-            let mut scan = crate::folder::scan::Scan::default();
-            scan.ops = listed
-                .names
-                .iter()
-                .filter_map(|rel| {
-                    crate::folder::scan::OpEntry::parse(&format!("{}/{rel}", names::OPS_DIR))
-                })
-                .collect();
-            scan.ops.sort_by(|a, b| a.rel.cmp(&b.rel));
+            let scan = crate::folder::scan::Scan {
+                ops: listed.entries(),
+                ..crate::folder::scan::Scan::default()
+            };
             doc.read_listed(&scan)?
         }
     };
@@ -158,7 +184,7 @@ fn info(id: DocId, root: bool, files: &Files, entry: &Entry) -> DocInfo {
     DocInfo {
         id,
         root,
-        files: files.names.len(),
+        files: files.count(),
         bytes: entry.bytes,
         last_change: entry.last_change,
         title: entry.title.clone(),
@@ -175,7 +201,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         .filter(|c: &Catalog| c.v == 1)
         .unwrap_or_default();
     let mut listed = listing(root.path());
-    let mut root_files = listed.remove(&None).unwrap_or_default();
+    let root_files = listed.remove(&None).unwrap_or_default();
     let digest = root_files.digest();
     // The root document: its own view (cached), and its loose op files as listed.
     let mut root_entry = entry_of(root, digest, None)?;
@@ -183,7 +209,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
     let mut out = vec![info(root.doc_id(), true, &root_files, &root_entry)];
     let mut changed = false;
     let mut kept = BTreeMap::new();
-    for (doc, mut files) in listed {
+    for (doc, files) in listed {
         let Some(doc) = doc else { continue };
         let digest = files.digest();
         let entry = match catalog.docs.remove(&doc) {

@@ -1,6 +1,7 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
 mod compact;
+mod doc_packs;
 pub(crate) mod journal;
 pub(crate) mod keys;
 pub(crate) mod memory;

@@ -39,9 +39,11 @@ impl Store {
     /// worth reading again).
     pub(crate) fn maintain_packs(&self, beat_published: bool) -> Result<Option<PackOutcome>> {
         let size = self.inner.pack_size;
-        // Packs hold the root document's changes (in this version).
-        if self.inner.read_only || self.inner.doc.is_some() {
+        if self.inner.read_only {
             return Ok(None);
+        }
+        if self.inner.doc.is_some() {
+            return self.count_doc_write();
         }
         let Some(record) = self.inner.state.read_record() else {
             return Ok(None);
@@ -67,6 +69,34 @@ impl Store {
             Mode::Full
         };
         self.pack_with(mode).map(Some)
+    }
+
+    /// After a write to a document beside the root one: every pack size of such writes on
+    /// this device, the root document's handle packs (documents' packs with it). The count
+    /// is a hint in local state (`packs/docs-written`): lost, packing comes a little later.
+    fn count_doc_write(&self) -> Result<Option<PackOutcome>> {
+        let size = self.inner.pack_size;
+        if size == 0 {
+            return Ok(None);
+        }
+        let root = self.for_doc(None);
+        let path = root.packs_dir().join(crate::local::names::DOCS_WRITTEN);
+        let written = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+            + 1;
+        if written < size {
+            if let Err(e) = fs::replace_unsynced(&path, written.to_string().as_bytes()) {
+                tracing::debug!(error = %e, "the count of document writes was not kept");
+            }
+            return Ok(None);
+        }
+        let out = root.pack_with(Mode::Full)?;
+        if let Err(e) = fs::replace_unsynced(&path, b"0") {
+            tracing::debug!(error = %e, "the count of document writes was not reset");
+        }
+        Ok(Some(out))
     }
 
     /// The seq up to which packing has checked `actor` (its packs, or a packing that found
@@ -179,6 +209,9 @@ impl Store {
 
         // 4. Kept copies settle, then go.
         self.settle_copies(&scan, &acks, &kept)?;
+
+        // 5. The documents beside the root one: their own packs.
+        self.pack_docs(&own, mode, &kept_dir, &mut out)?;
         Ok(out)
     }
 
