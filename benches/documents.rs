@@ -225,6 +225,102 @@ fn main() {
             ms(took[took.len() / 2]),
         );
     }
+    packed_rows(
+        &root,
+        &store,
+        &ids,
+        scratch.path(),
+        &format!("docs-{docs}x{per_doc}"),
+    );
+}
+
+/// The rows of a store that holds the same repo with each device's changes in documents'
+/// packs of 256 (made once, beside the loose one, by `pack_folder_docs_actor`).
+fn packed_rows(root: &Path, store: &Path, ids: &[DocId], scratch: &Path, label: &str) {
+    let packed = root.join(format!("{label}-packed"));
+    if !packed.join("complete").exists() {
+        let _ = std::fs::remove_dir_all(&packed);
+        for e in walkdir::WalkDir::new(store)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let target = packed
+                .join("store")
+                .join(e.path().strip_prefix(store).unwrap());
+            if e.file_type().is_dir() {
+                std::fs::create_dir_all(&target).unwrap();
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+            }
+        }
+        let pstore = packed.join("store");
+        for actor in std::fs::read_dir(pstore.join("ops")).unwrap().flatten() {
+            let actor = actor.file_name().to_string_lossy().into_owned();
+            crdtdir::pack_folder_docs_actor(&pstore, &actor, 256).unwrap();
+        }
+        std::fs::write(packed.join("complete"), b"").unwrap();
+    }
+    let store = packed.join("store");
+    let opts = |name: &str| Options::new().state_dir(scratch.join(name)).device("bench");
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let row = |what: &str, figure: String| println!("{what:<60} {figure:>16}");
+    println!("the same repo, each device's changes in documents' packs of 256:");
+    row(
+        "  live files in the folder",
+        format!("{}", count_files(&store)),
+    );
+    let mut took: Vec<Duration> = (0..21)
+        .map(|i| {
+            let id = &ids[(i * 7919) % ids.len()];
+            let t = Instant::now();
+            let repo = Repo::open(&store, opts(&format!("packed-cold-{i}"))).unwrap();
+            repo.find(id).unwrap().read().unwrap();
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    row(
+        "  open one document, cold (median)",
+        ms(took[took.len() / 2]),
+    );
+    let warm = Repo::open(&store, opts("packed-cold-0")).unwrap();
+    let again = best_of(5, || {
+        warm.find(&ids[0]).unwrap().read().unwrap();
+    });
+    row("  open the same document again (its cache)", ms(again));
+    let lister = Repo::open(&store, opts("packed-lister")).unwrap();
+    let t = Instant::now();
+    assert_eq!(lister.docs().unwrap().len(), ids.len() + 1);
+    row("  list all documents, first time", ms(t.elapsed()));
+    let later = best_of(5, || {
+        lister.docs().unwrap();
+    });
+    row("  list all documents, catalog warm", ms(later));
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/crdtdir");
+    if bin.is_file() {
+        let cli = |args: &[&str]| {
+            let out = Command::new(&bin)
+                .arg("--store")
+                .arg(&store)
+                .args(args)
+                .env("CRDTDIR_STATE_DIR", scratch.join("packed-cli"))
+                .env("CRDTDIR_DEVICE", "bench")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        };
+        let id = ids[ids.len() / 2].as_str();
+        cli(&["--doc", id, "get"]);
+        row(
+            "  CLI get --doc (median)",
+            ms(median(11, |_| cli(&["--doc", id, "get"]))),
+        );
+        let append = median(11, |i| {
+            let value = format!("\"bench {i}\"");
+            cli(&["--doc", id, "append", "insert", "/items/-", &value])
+        });
+        row("  CLI append --doc (median)", ms(append));
+    }
 }
 
 /// Opens the repo and reads each document named, keeping them open; prints peak RSS.

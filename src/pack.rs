@@ -344,6 +344,48 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
     }
 }
 
+/// Packs `actor`'s loose op files of documents beside the root one in the store folder at
+/// `store` into documents' packs of `size` (docs/FORMAT.md §18) and deletes what the packs
+/// hold: for benchmarks and tools that build stores file by file. It skips every safety rule
+/// of [`Store::pack`] (the grace period, the kept copy): stores pack their own files.
+/// Returns the packs written.
+#[doc(hidden)]
+pub fn pack_folder_docs_actor(store: &Path, actor: &str, size: usize) -> std::io::Result<usize> {
+    let dir = crate::folder::layout::actor_ops(store, actor);
+    let mut loose: Vec<(String, u64, String)> = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let op = names::parse_op_name(&name)?;
+            Some((op.doc?.to_string(), op.seq, name))
+        })
+        .collect();
+    loose.sort();
+    let mut written = 0;
+    for chunk in loose.chunks(size.max(2)) {
+        let files: Vec<Vec<u8>> = chunk
+            .iter()
+            .map(|(_, _, name)| std::fs::read(dir.join(name)))
+            .collect::<std::io::Result<_>>()?;
+        let refs: Vec<(&str, u64, &[u8])> = chunk
+            .iter()
+            .zip(&files)
+            .map(|((doc, seq, _), b)| (doc.as_str(), *seq, b.as_slice()))
+            .collect();
+        let bytes = pack::encode_docs(actor, &refs);
+        let packs = crate::folder::layout::actor_packs(store, actor);
+        fs::publish(
+            fs::stage(&packs, actor, &bytes)?,
+            &packs.join(pack::docs_file_name(&bytes)),
+        )?;
+        for (_, _, name) in chunk {
+            fs::remove(dir.join(name))?;
+        }
+        written += 1;
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
