@@ -393,6 +393,61 @@ fn documents_changes_go_into_packs_of_many_documents() {
     assert_eq!(r.docs().unwrap().len(), 31);
 }
 
+/// Opening a document reads the headers of the documents' packs that hold it only, once
+/// this device has read each pack's header: its index of packs says which documents each
+/// holds (a pack's name is the hash of its bytes). A pack it does not know yet is read.
+#[test]
+fn opening_a_document_reads_only_the_packs_that_hold_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    Repo::init(&store, laptop.options(), None).unwrap();
+    let r = Repo::open(&store, laptop.options().pack_size(2)).unwrap();
+    let first = r.create(Some(&json!({"n": 1}))).unwrap();
+    r.find(&first)
+        .unwrap()
+        .apply_patch(&[PatchOp::set("/n", json!(2))])
+        .unwrap();
+    let packs = || -> Vec<String> {
+        common::tree(&store)
+            .into_keys()
+            .filter(|p| p.contains("/docs-"))
+            .collect()
+    };
+    let holds_first = packs();
+    assert_eq!(holds_first.len(), 1);
+    let second = r.create(Some(&json!({"n": 10}))).unwrap();
+    r.find(&second)
+        .unwrap()
+        .apply_patch(&[PatchOp::set("/n", json!(20))])
+        .unwrap();
+    let other: Vec<String> = packs()
+        .into_iter()
+        .filter(|p| !holds_first.contains(p))
+        .collect();
+    assert_eq!(other.len(), 1);
+    let reader = Device::new(dir.path(), "reader");
+    let seen = repo(&reader, &store);
+    assert_eq!(
+        seen.find(&first).unwrap().read().unwrap().to_json(),
+        json!({"n": 2})
+    );
+    // The pack of the other document is damaged in place: opening the first document again
+    // does not read it; a device that never read its header does, and reports it.
+    std::fs::write(store.join(&other[0]), b"not a pack any more").unwrap();
+    let again = seen.find(&first).unwrap().read().unwrap();
+    assert_eq!(again.to_json(), json!({"n": 2}));
+    assert!(again.report().problems.is_empty(), "{:?}", again.report());
+    let fresh = Device::new(dir.path(), "fresh");
+    let view = repo(&fresh, &store).find(&first).unwrap().read().unwrap();
+    assert_eq!(view.to_json(), json!({"n": 2}));
+    assert!(
+        view.report().problems.iter().any(|p| p.path == other[0]),
+        "{:?}",
+        view.report()
+    );
+}
+
 #[test]
 fn ids_parse_in_both_forms_and_nothing_else() {
     let id = DocId::random().unwrap();

@@ -178,6 +178,16 @@ pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
 /// files; the other documents' op files are neither listed nor reported. Packs and snapshots
 /// hold the root document's changes only; snapshots are each of one document (§18).
 pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
+    scan_with(store, doc, None)
+}
+
+/// [`scan`] for document `doc`, with the index of documents' packs at `index` (a cache in
+/// local state, `crate::local::docs_index`): only the packs that hold the document are read.
+pub(crate) fn scan_doc(store: &Path, doc: &str, index: &Path) -> Scan {
+    scan_with(store, Some(doc), Some(index))
+}
+
+fn scan_with(store: &Path, doc: Option<&str>, index: Option<&Path>) -> Scan {
     let _span = tracing::debug_span!("listing").entered();
     let mut out = Scan::default();
     scan_root(store, &mut out);
@@ -196,7 +206,7 @@ pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
         )),
     }
     scan_ops(store, doc, &mut out);
-    scan_packs(store, doc, &mut out);
+    scan_packs(store, doc, index, &mut out);
     scan_snapshots(store, doc, &mut out);
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     tracing::debug!(
@@ -354,7 +364,7 @@ fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
 /// entries to the op list under their loose names. An op file both loose and packed is
 /// listed once. A pack whose header does not read is reported and its entries are not
 /// listed (the loose files, or the device that wrote it, still hold them).
-fn scan_packs(store: &Path, doc: Option<&str>, out: &mut Scan) {
+fn scan_packs(store: &Path, doc: Option<&str>, index: Option<&Path>, out: &mut Scan) {
     let Some(entries) = read_dir_or_report(&store.join(PACKS_DIR), PACKS_DIR, out) else {
         return;
     };
@@ -367,17 +377,14 @@ fn scan_packs(store: &Path, doc: Option<&str>, out: &mut Scan) {
     actors.sort_unstable();
     // Each pack entry with the number of entries of its pack: the biggest pack first.
     let mut packed: Vec<(OpEntry, usize)> = Vec::new();
-    for actor in actors {
-        if let Some(doc) = doc {
-            for (rel, index) in docs_packs(store, &actor, Some(&mut *out)) {
-                packed.extend(
-                    docs_pack_entries(&rel, &actor, index)
-                        .into_iter()
-                        .filter(|(e, _)| e.doc() == Some(doc)),
-                );
-            }
-            continue;
+    if let Some(doc) = doc {
+        packed = docs_pack_entries_of(store, &actors, doc, index, out);
+        if !packed.is_empty() {
+            interleave(out, packed);
         }
+        return;
+    }
+    for actor in actors {
         for (rel, first, last) in actor_packs(store, &actor, out) {
             let index = match pack_index(store, &rel, &actor, first, last) {
                 Ok(index) => index,
@@ -415,6 +422,94 @@ fn scan_packs(store: &Path, doc: Option<&str>, out: &mut Scan) {
     if !packed.is_empty() {
         interleave(out, packed);
     }
+}
+
+/// The entries of document `doc` in the documents' packs of `actors`: with an index
+/// (`index`, loaded and saved here), only the packs it says hold the document, and those it
+/// does not know yet, are read.
+fn docs_pack_entries_of(
+    store: &Path,
+    actors: &[String],
+    doc: &str,
+    index: Option<&Path>,
+    out: &mut Scan,
+) -> Vec<(OpEntry, usize)> {
+    use crate::local::docs_index::{self, DocsPacks};
+    let key = docs_index::key(doc);
+    let mut known = index.map(DocsPacks::load).unwrap_or_default();
+    let mut listed = std::collections::HashSet::new();
+    let mut changed = false;
+    let mut entries = Vec::new();
+    for actor in actors {
+        for rel in docs_pack_rels(store, actor) {
+            listed.insert(rel.clone());
+            if key.is_some_and(|k| known.holds(&rel, &k) == Some(false)) {
+                continue;
+            }
+            let pack = match read_docs_pack(store, &rel, actor) {
+                Ok(pack) => pack,
+                Err((kind, reason)) => {
+                    out.problems.push(Problem::new(kind, rel, reason));
+                    continue;
+                }
+            };
+            if !known.packs.contains_key(&rel) {
+                let mut docs: Vec<docs_index::DocKey> = pack
+                    .rows
+                    .iter()
+                    .filter_map(|r| docs_index::key(r.doc.as_deref()?))
+                    .collect();
+                docs.dedup();
+                known.packs.insert(rel.clone(), docs);
+                changed = true;
+            }
+            entries.extend(
+                docs_pack_entries(&rel, actor, pack)
+                    .into_iter()
+                    .filter(|(e, _)| e.doc() == Some(doc)),
+            );
+        }
+    }
+    let before = known.packs.len();
+    known.packs.retain(|rel, _| listed.contains(rel));
+    if let Some(path) = index.filter(|_| changed || known.packs.len() != before) {
+        known.save(path);
+    }
+    entries
+}
+
+/// The paths of `actor`'s documents' packs, in path order.
+fn docs_pack_rels(store: &Path, actor: &str) -> Vec<String> {
+    let dir_rel = format!("{PACKS_DIR}/{actor}");
+    let mut rels: Vec<String> = std::fs::read_dir(store.join(&dir_rel))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|name| pack::parse_docs_name(name).is_some())
+        .map(|name| format!("{dir_rel}/{name}"))
+        .collect();
+    rels.sort_unstable();
+    rels
+}
+
+/// The index of the documents' pack at `rel` of `actor`, when its header reads and holds
+/// that actor's changes to documents.
+fn read_docs_pack(
+    store: &Path,
+    rel: &str,
+    actor: &str,
+) -> Result<pack::Index, (ProblemKind, String)> {
+    let index = match read_pack_header(&store.join(rel)) {
+        Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string()))?,
+        Err(e) => return Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
+    };
+    let whole = index.actor == actor && index.rows.iter().all(|r| r.doc.is_some());
+    whole.then_some(index).ok_or((
+        ProblemKind::Damaged,
+        "pack does not hold the actor and documents its name says".to_string(),
+    ))
 }
 
 /// The entries of the documents' pack at `rel` of `actor`, under their loose names, each
@@ -471,31 +566,9 @@ pub(crate) fn docs_packs(
     actor: &str,
     mut out: Option<&mut Scan>,
 ) -> Vec<(String, pack::Index)> {
-    let dir_rel = format!("{PACKS_DIR}/{actor}");
-    let mut names: Vec<String> = std::fs::read_dir(store.join(&dir_rel))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
-        .map(|f| f.file_name().to_string_lossy().into_owned())
-        .filter(|name| pack::parse_docs_name(name).is_some())
-        .collect();
-    names.sort_unstable();
     let mut found = Vec::new();
-    for name in names {
-        let rel = format!("{dir_rel}/{name}");
-        let index = match read_pack_header(&store.join(&rel)) {
-            Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string())),
-            Err(e) => Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
-        };
-        let index = index.and_then(|index| {
-            let whole = index.actor == actor && index.rows.iter().all(|r| r.doc.is_some());
-            whole.then_some(index).ok_or((
-                ProblemKind::Damaged,
-                "pack does not hold the actor and documents its name says".to_string(),
-            ))
-        });
-        match index {
+    for rel in docs_pack_rels(store, actor) {
+        match read_docs_pack(store, &rel, actor) {
             Ok(index) => found.push((rel, index)),
             Err((kind, reason)) => {
                 if let Some(out) = out.as_deref_mut() {

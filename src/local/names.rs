@@ -15,6 +15,8 @@
 //!   docs/<doc id>/                                      a document's own state: writer,
 //!                                                       view, cache, held, outbox (as above)
 //!   catalog                                             what `docs` lists (repo/catalog.rs)
+//!   docs-packs                                          documents each documents' pack holds
+//!                                                       (local/docs_index.rs)
 //! ```
 
 /// `STATE/device`: this device's default display name.
@@ -51,6 +53,8 @@ pub(crate) const TIDIED: &str = "tidied";
 pub(crate) const DOCS: &str = "docs";
 /// In `packs/`: writes to documents beside the root one since their last packing (a hint).
 pub(crate) const DOCS_WRITTEN: &str = "docs-written";
+/// Which documents each documents' pack holds (local/docs_index.rs).
+pub(crate) const DOCS_PACKS: &str = "docs-packs";
 /// The catalog of documents as last listed.
 pub(crate) const CATALOG: &str = "catalog";
 /// When this device last wrote back what the folder lost.

@@ -304,7 +304,14 @@ impl Store {
 
     /// Lists the folder for this handle's document.
     pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
-        crate::folder::scan::scan(&self.inner.root, self.inner.doc.as_deref())
+        match self.inner.doc.as_deref() {
+            None => crate::folder::scan::scan(&self.inner.root, None),
+            Some(doc) => {
+                let index = self.inner.state.for_doc(None).path();
+                let index = index.join(crate::local::names::DOCS_PACKS);
+                crate::folder::scan::scan_doc(&self.inner.root, doc, &index)
+            }
+        }
     }
 
     /// True for an encrypted store ([`crate::Options::encrypt`]).
