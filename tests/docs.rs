@@ -71,6 +71,14 @@ fn a_document_made_on_one_device_is_found_and_edited_on_another() {
     assert_eq!(ids(&a), ids(&b));
     assert_eq!(ids(&a).len(), 2);
     assert_eq!(ids(&a)[1].2.as_deref(), Some("Groceries"));
+    // A change after the listing shows in the next one (the catalog reopens what changed).
+    b.find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::set("/title", json!("Shopping"))])
+        .unwrap();
+    sync_all(&b_dir, &a_dir);
+    assert_eq!(ids(&a)[1].2.as_deref(), Some("Shopping"));
+    assert_eq!(ids(&a), ids(&b));
 }
 
 #[test]

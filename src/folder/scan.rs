@@ -478,6 +478,48 @@ fn docs_pack_entries_of(
     entries
 }
 
+/// The index of documents' packs at `index` brought up to the folder: the headers of packs
+/// it does not know yet are read, packs the folder no longer lists are dropped, and it is
+/// saved when it changed. A pack whose header does not read is left out (and read again
+/// next time).
+pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::local::docs_index::DocsPacks {
+    use crate::local::docs_index::{self, DocsPacks};
+    let mut known = DocsPacks::load(index);
+    let actors: Vec<String> = std::fs::read_dir(store.join(PACKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|a| a.file_name().to_string_lossy().into_owned())
+        .filter(|a| names::is_actor_dir(a))
+        .collect();
+    let mut listed = std::collections::HashSet::new();
+    let mut changed = false;
+    for actor in &actors {
+        for rel in docs_pack_rels(store, actor) {
+            listed.insert(rel.clone());
+            if known.packs.contains_key(&rel) {
+                continue;
+            }
+            if let Ok(pack) = read_docs_pack(store, &rel, actor) {
+                let mut docs: Vec<docs_index::DocKey> = pack
+                    .rows
+                    .iter()
+                    .filter_map(|r| docs_index::key(r.doc.as_deref()?))
+                    .collect();
+                docs.dedup();
+                known.packs.insert(rel, docs);
+                changed = true;
+            }
+        }
+    }
+    let before = known.packs.len();
+    known.packs.retain(|rel, _| listed.contains(rel));
+    if changed || known.packs.len() != before {
+        known.save(index);
+    }
+    known
+}
+
 /// The paths of `actor`'s documents' packs, in path order.
 fn docs_pack_rels(store: &Path, actor: &str) -> Vec<String> {
     let dir_rel = format!("{PACKS_DIR}/{actor}");

@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! STATE/stores/<store id>/catalog = JSON, a cache (unsynced, rebuilt when it does not read):
-//!   {"v": 1, "docs": {"<doc id>": {"files": "<digest of its op file names>", "bytes": <n>,
+//!   {"v": 2, "docs": {"<doc id>": {"files": "<digest of its op files>", "count": <n>, "bytes": <n>,
 //!                                  "last_change": <secs>|null, "title": "…"|null,
 //!                                  "deleted": true|false}}}
 //! ```
-//! A document's op file names carry the hashes of their bytes, so the digest of its names
-//! changes exactly when its files do: only then is the document opened (merged) again.
+//! A document's digest covers its loose op files' names and the names of the documents'
+//! packs that hold it (from the index of packs, `crate::local::docs_index`); names carry the
+//! hashes of their bytes, so the digest changes exactly when its files do: only then is the
+//! document opened (merged) again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,10 +25,19 @@ use crate::store::Store;
 
 use super::{is_deleted, DocId, DocInfo};
 
+/// The version of the catalog file this build reads and writes (any other is rebuilt).
+const VERSION: u32 = 2;
+
+/// Above this many documents whose files changed since the last listing, a listing reads
+/// every documents' pack header once instead of listing the folder for each document.
+const FEW: usize = 16;
+
 /// What the catalog keeps of one document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
     files: String,
+    /// How many op files it has (each once, loose or packed).
+    count: usize,
     /// The bytes of its op files (names carry their content's hash: same names, same bytes).
     bytes: u64,
     last_change: Option<i64>,
@@ -57,30 +68,9 @@ impl Files {
         crate::folder::scan::with_packed(loose, self.packed.clone())
     }
 
-    /// What the files hold now: a loose file's size (one `stat` each), else its entry's.
-    fn bytes(&self, root: &Path) -> u64 {
-        self.entries()
-            .iter()
-            .map(|e| match (&e.packed, e.loose) {
-                (Some(p), _) if !root.join(&e.rel).is_file() => u64::from(p.row.len),
-                _ => std::fs::metadata(root.join(&e.rel)).map_or(0, |m| m.len()),
-            })
-            .sum()
-    }
-
     /// How many op files (each path once).
     fn count(&self) -> usize {
         self.entries().len()
-    }
-
-    /// The digest of the paths (sorted, each once): it changes when the files do.
-    fn digest(&self) -> String {
-        let mut hasher = blake3::Hasher::new();
-        for e in self.entries() {
-            hasher.update(e.rel.as_bytes());
-            hasher.update(b"\n");
-        }
-        hasher.finalize().to_hex()[..32].to_string()
     }
 }
 
@@ -147,19 +137,19 @@ fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
     out
 }
 
-/// What a document's view says of it; `listed`: its op files from a listing made for every
-/// document, whose bytes it counts (`None`: list the folder for it, and count none).
-fn entry_of(doc: &Store, files: String, listed: Option<&Files>) -> Result<Entry> {
-    let view = match listed {
-        None => doc.read()?,
-        Some(listed) => {
-            let scan = crate::folder::scan::Scan {
-                ops: listed.entries(),
-                ..crate::folder::scan::Scan::default()
-            };
-            doc.read_listed(&scan)?
-        }
-    };
+/// What a document's view says of it, from `scan` (its op files: listed for it, or taken
+/// from a listing made for every document).
+fn entry_of(doc: &Store, files: String, scan: &crate::folder::scan::Scan) -> Result<Entry> {
+    let view = doc.read_listed(scan)?;
+    let root = doc.path();
+    let bytes = scan
+        .ops
+        .iter()
+        .map(|e| match &e.packed {
+            Some(p) if !(e.loose && root.join(&e.rel).is_file()) => u64::from(p.row.len),
+            _ => std::fs::metadata(root.join(&e.rel)).map_or(0, |m| m.len()),
+        })
+        .sum();
     let automerge = view.doc();
     let last_change = automerge
         .get_heads()
@@ -172,19 +162,20 @@ fn entry_of(doc: &Store, files: String, listed: Option<&Files>) -> Result<Entry>
         .and_then(|t| t.as_str())
         .map(str::to_string);
     Ok(Entry {
-        bytes: listed.map_or(0, |l| l.bytes(doc.path())),
         files,
+        count: scan.ops.len(),
+        bytes,
         last_change,
         title,
         deleted: is_deleted(automerge),
     })
 }
 
-fn info(id: DocId, root: bool, files: &Files, entry: &Entry) -> DocInfo {
+fn info(id: DocId, root: bool, entry: &Entry) -> DocInfo {
     DocInfo {
         id,
         root,
-        files: files.count(),
+        files: entry.count,
         bytes: entry.bytes,
         last_change: entry.last_change,
         title: entry.title.clone(),
@@ -192,44 +183,109 @@ fn info(id: DocId, root: bool, files: &Files, entry: &Entry) -> DocInfo {
     }
 }
 
-/// The documents of `root`'s store ([`crate::Repo::docs`]).
+/// The documents of `root`'s store ([`crate::Repo::docs`]): one listing of `ops/`, the
+/// index of documents' packs (headers read only for packs it does not know), and the
+/// catalog; a document is opened only when its files changed since the last listing.
 pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
-    let path = root.inner.state.path().join(crate::local::names::CATALOG);
+    let state = root.inner.state.path();
+    let path = state.join(crate::local::names::CATALOG);
     let mut catalog: Catalog = std::fs::read(&path)
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .filter(|c: &Catalog| c.v == 1)
+        .filter(|c: &Catalog| c.v == VERSION)
         .unwrap_or_default();
-    let mut listed = listing(root.path());
-    let root_files = listed.remove(&None).unwrap_or_default();
-    let digest = root_files.digest();
-    // The root document: its own view (cached), and its loose op files as listed.
-    let mut root_entry = entry_of(root, digest, None)?;
-    root_entry.bytes = root_files.bytes(root.path());
-    let mut out = vec![info(root.doc_id(), true, &root_files, &root_entry)];
+    let loose = loose_listing(root.path());
+    let index = crate::folder::scan::docs_packs_index(
+        root.path(),
+        &state.join(crate::local::names::DOCS_PACKS),
+    );
+    let mut holding: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (rel, docs) in &index.packs {
+        for doc in docs {
+            holding.entry(hex::encode(doc)).or_default().push(rel);
+        }
+    }
+    let mut docs: std::collections::BTreeSet<&str> = holding.keys().map(String::as_str).collect();
+    docs.extend(loose.keys().filter_map(|d| d.as_deref()));
+    // The root document: its own view (cached) and listing.
+    let mut out = vec![info(
+        root.doc_id(),
+        true,
+        &entry_of(root, String::new(), &root.scan())?,
+    )];
+    let digest = |doc: &str| {
+        let mut hasher = blake3::Hasher::new();
+        for rel in loose.get(&Some(doc.to_string())).into_iter().flatten() {
+            hasher.update(rel.as_bytes());
+            hasher.update(b"\n");
+        }
+        for rel in holding.get(doc).into_iter().flatten() {
+            hasher.update(b"pack ");
+            hasher.update(rel.as_bytes());
+            hasher.update(b"\n");
+        }
+        hasher.finalize().to_hex()[..32].to_string()
+    };
+    let digests: Vec<(&str, String)> = docs.iter().map(|d| (*d, digest(d))).collect();
+    let stale = digests
+        .iter()
+        .filter(|(d, g)| catalog.docs.get(*d).is_none_or(|e| e.files != *g))
+        .count();
+    // Many documents changed (a first listing): one read of every pack header for all.
+    let mut everything = (stale > FEW).then(|| listing(root.path()));
     let mut changed = false;
     let mut kept = BTreeMap::new();
-    for (doc, files) in listed {
-        let Some(doc) = doc else { continue };
-        let digest = files.digest();
-        let entry = match catalog.docs.remove(&doc) {
+    for (doc, digest) in digests {
+        let entry = match catalog.docs.remove(doc) {
             Some(entry) if entry.files == digest => entry,
             _ => {
                 changed = true;
-                entry_of(&root.for_doc(Some(&doc)), digest, Some(&files))?
+                let handle = root.for_doc(Some(doc));
+                let scan = match everything.as_mut() {
+                    Some(all) => crate::folder::scan::Scan {
+                        ops: all
+                            .remove(&Some(doc.to_string()))
+                            .unwrap_or_default()
+                            .entries(),
+                        ..crate::folder::scan::Scan::default()
+                    },
+                    None => handle.scan(),
+                };
+                entry_of(&handle, digest, &scan)?
             }
         };
-        out.push(info(DocId(doc.clone()), false, &files, &entry));
-        kept.insert(doc, entry);
+        out.push(info(DocId(doc.to_string()), false, &entry));
+        kept.insert(doc.to_string(), entry);
     }
     // Documents whose files all went (compacted away, or never delivered) are forgotten.
     changed |= !catalog.docs.is_empty();
     if changed {
-        let catalog = Catalog { v: 1, docs: kept };
+        let catalog = Catalog {
+            v: VERSION,
+            docs: kept,
+        };
         let bytes = serde_json::to_vec(&catalog).expect("a catalog serializes");
         if let Err(e) = crate::fs::replace_unsynced(&path, &bytes) {
             tracing::debug!(error = %e, "the catalog was not saved (it is rebuilt next time)");
         }
     }
     Ok(out)
+}
+
+/// The loose op files' paths in `ops/`, by document (`None`: the root document).
+fn loose_listing(root: &Path) -> BTreeMap<Option<String>, Vec<String>> {
+    let mut out: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for (actor, entry) in actor_entries(root) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(op) = names::parse_op_name(&name) {
+            let doc = op.doc.map(str::to_string);
+            out.entry(doc)
+                .or_default()
+                .push(crate::folder::op_rel(&actor, &name));
+        }
+    }
+    for rels in out.values_mut() {
+        rels.sort_unstable();
+    }
+    out
 }
