@@ -197,10 +197,6 @@ pub enum Refusal {
     /// The root document is the store's own: it is never deleted.
     #[error("the root document is the store's own: it cannot be deleted")]
     RootDocument,
-    /// Documents beside the root one in an encrypted store (their ids would show in file
-    /// names).
-    #[error("an encrypted store holds one document in this version (the ids of more would show in file names)")]
-    EncryptedDocuments,
     /// The local state dir is inside the synced folder: the sync tool would carry this
     /// device's writer record to every other device.
     #[error("the local state dir {} is inside the synced folder {}: every device would get this one's writer record", state.display(), folder.display())]

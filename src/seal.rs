@@ -125,6 +125,8 @@ impl StoreKey {
 pub(crate) struct Seal {
     aead: XChaCha20Poly1305,
     nonce_key: [u8; 32],
+    /// Keys the names documents have in file names (docs/FORMAT.md §18).
+    name_key: [u8; 32],
     store_id: String,
 }
 
@@ -140,8 +142,15 @@ impl Seal {
         Seal {
             aead: XChaCha20Poly1305::new(&seal_key.into()),
             nonce_key: key.derive("crdtdir 2026-12 nonce"),
+            name_key: key.derive("crdtdir 2026-12 document name"),
             store_id: store_id.to_string(),
         }
+    }
+
+    /// The name document `id` has in file names of an encrypted store: 32 hex digits of a
+    /// keyed hash, so the folder shows no document id (docs/FORMAT.md §18).
+    pub(crate) fn doc_name(&self, id: &str) -> String {
+        blake3::keyed_hash(&self.name_key, id.as_bytes()).to_hex()[..32].to_string()
     }
 
     fn aad(&self, kind: &str, context: &str) -> Vec<u8> {

@@ -456,6 +456,60 @@ fn opening_a_document_reads_only_the_packs_that_hold_it() {
     );
 }
 
+/// An encrypted store's documents: their ids are in no file name and their content in no
+/// file; a device with the key lists, finds and edits them; one without it is refused.
+#[test]
+fn an_encrypted_stores_documents_show_neither_ids_nor_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&a_dir, laptop.options().encrypt(true), None).unwrap();
+    let id = a
+        .create(Some(
+            &json!({"title": "Secret plans", "items": ["zeppelin"]}),
+        ))
+        .unwrap();
+    a.find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("submarine"))])
+        .unwrap();
+    common::age_pack_copies(&laptop.state, 0);
+    a.root().pack().unwrap();
+    for (rel, bytes) in common::tree(&a_dir) {
+        assert!(!rel.contains(id.as_str()), "{rel} shows the id");
+        for secret in [id.as_str(), "Secret plans", "zeppelin", "submarine"] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{rel} shows {secret}"
+            );
+        }
+    }
+    common::replica(&a_dir, &b_dir);
+    sync_all(&a_dir, &b_dir);
+    // Without the key: refused, with one clear error.
+    let b = repo(&phone, &b_dir);
+    assert!(matches!(b.find(&id), Err(Error::Locked)));
+    assert!(matches!(b.docs(), Err(Error::Locked)));
+    b.root().import_key(&a.root().key().unwrap()).unwrap();
+    let b = repo(&phone, &b_dir);
+    let listed = b.docs().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].id, id);
+    assert_eq!(listed[1].title.as_deref(), Some("Secret plans"));
+    b.find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/0", json!("balloon"))])
+        .unwrap();
+    sync_all(&b_dir, &a_dir);
+    assert_eq!(
+        a.find(&id).unwrap().read().unwrap().get("/items").unwrap(),
+        json!(["balloon", "zeppelin", "submarine"])
+    );
+}
+
 #[test]
 fn ids_parse_in_both_forms_and_nothing_else() {
     let id = DocId::random().unwrap();

@@ -205,19 +205,43 @@ fn changes_in(view: &crdtdir::View) -> BTreeSet<String> {
         .collect()
 }
 
-/// The hash and dependencies of the change in an op file, if it decodes.
+/// The changes a view of document `doc` holds, as the model names them (`doc_key`).
+fn doc_changes_in(doc: &crdtdir::DocId, view: &crdtdir::View) -> BTreeSet<String> {
+    changes_in(view)
+        .into_iter()
+        .map(|h| doc_key(Some(doc.as_str()), &h))
+        .collect()
+}
+
+/// How the model names a change: its hash for the root document, `<doc>:<hash>` for
+/// another (two documents may hold byte-identical changes: one actor making two documents
+/// alike in one second).
+fn doc_key(doc: Option<&str>, hash: &str) -> String {
+    match doc {
+        None => hash.to_string(),
+        Some(doc) => format!("{doc}:{hash}"),
+    }
+}
+
+/// The change in an op file, if it decodes: its name and its dependencies' (`doc_key`, by
+/// the document its envelope names).
 fn decode_op(bytes: &[u8]) -> Option<(String, Vec<String>)> {
     let value: ciborium::Value = ciborium::from_reader(bytes).ok()?;
-    let change = value
-        .as_map()?
-        .iter()
-        .find(|(k, _)| k.as_text() == Some("change"))?
-        .1
-        .as_bytes()?
-        .clone();
+    let map = value.as_map()?;
+    let field = |name: &str| {
+        map.iter()
+            .find(|(k, _)| k.as_text() == Some(name))
+            .map(|e| &e.1)
+    };
+    let change = field("change")?.as_bytes()?.clone();
+    let doc = field("doc").and_then(|d| d.as_text()).map(str::to_string);
     let change = crdtdir::automerge::Change::try_from(&change[..]).ok()?;
-    let deps = change.deps().iter().map(|h| h.to_string()).collect();
-    Some((change.hash().to_string(), deps))
+    let deps = change
+        .deps()
+        .iter()
+        .map(|h| doc_key(doc.as_deref(), &h.to_string()))
+        .collect();
+    Some((doc_key(doc.as_deref(), &change.hash().to_string()), deps))
 }
 
 /// The op files and packs in a folder, with their bytes.
@@ -440,7 +464,7 @@ impl World {
                     return;
                 };
                 if let Ok(view) = handle.read() {
-                    self.seen[dev].extend(changes_in(&view));
+                    self.seen[dev].extend(doc_changes_in(&id, &view));
                 }
                 let w = format!("w{}", self.next_witness);
                 self.next_witness += 1;
@@ -453,9 +477,10 @@ impl World {
                     if tracing() {
                         eprintln!("TRACE   {w} in {id} -> {:?} {:?}", out.written, out.notices);
                     }
-                    self.witnesses.insert(w.clone(), written.hash.clone());
+                    let key = |hash: &str| doc_key(Some(id.as_str()), hash);
+                    self.witnesses.insert(w.clone(), key(&written.hash));
+                    self.seen[dev].extend(out.written.iter().map(|w| key(&w.hash)));
                     self.witness_doc.insert(w, id);
-                    self.seen[dev].extend(out.written.iter().map(|w| w.hash.clone()));
                 }
             }
             Action::Deliver { from, to, mask } if from != to => {
@@ -682,6 +707,47 @@ fn run_packed(
     }
     let held = world.held();
     let stat_world = (world.devices.len(), world.witnesses.len(), held.len());
+    let before_heal: Vec<Vec<String>> = if tracing() {
+        world
+            .folders
+            .iter()
+            .map(|f| {
+                tree(f)
+                    .into_iter()
+                    .map(|(rel, bytes)| {
+                        let mut hashes: Vec<String> = Vec::new();
+                        if rel.ends_with(".op") {
+                            hashes.extend(decode_op(&bytes).map(|(h, d)| {
+                                format!(
+                                    "{}<-{:?}",
+                                    &h[..8],
+                                    d.iter().map(|x| &x[..8]).collect::<Vec<_>>()
+                                )
+                            }));
+                        }
+                        if rel.ends_with(".pack") {
+                            hashes.extend(
+                                pack_entries(&bytes)
+                                    .iter()
+                                    .filter_map(|e| decode_op(e))
+                                    .map(|(h, d)| {
+                                        format!(
+                                            "{}<-{:?}",
+                                            &h[..8],
+                                            d.iter().map(|x| &x[..8]).collect::<Vec<_>>()
+                                        )
+                                    }),
+                            );
+                        }
+                        format!("{rel} complete={} {hashes:?}", complete(&rel, &bytes))
+                    })
+                    .collect()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let seen_before = world.seen.clone();
     world.heal();
     let outputs: Vec<String> = (0..world.devices.len())
         .map(|i| {
@@ -758,7 +824,19 @@ fn run_packed(
     }
     let lost: Vec<&String> = held.difference(&present).collect();
     if tracing() && !lost.is_empty() {
-        eprintln!("LOST {lost:?}");
+        eprintln!(
+            "LOST {lost:?} {:?}",
+            lost.iter()
+                .map(|w| &world.witnesses[*w][..8])
+                .collect::<Vec<_>>()
+        );
+        for (i, names) in before_heal.iter().enumerate() {
+            eprintln!("BEFORE HEAL folder {i}: {names:?}");
+        }
+        for (i, seen) in seen_before.iter().enumerate() {
+            let short: Vec<&str> = seen.iter().map(|h| &h[..8]).collect();
+            eprintln!("BEFORE HEAL seen {i}: {short:?}");
+        }
         for i in 0..world.devices.len() {
             let v = world.open(i).unwrap().read().unwrap();
             let r = v.report();
@@ -769,6 +847,32 @@ fn run_packed(
                 "DUMP folder {i}: {:?}",
                 tree(f).into_keys().collect::<Vec<_>>()
             );
+        }
+        for (i, f) in world.folders.iter().enumerate() {
+            for (rel, bytes) in tree(f) {
+                if rel.ends_with(".pack") {
+                    let hashes: Vec<String> = pack_entries(&bytes)
+                        .iter()
+                        .filter_map(|e| decode_op(e).map(|(h, _)| h[..8].to_string()))
+                        .collect();
+                    eprintln!(
+                        "DUMP pack {i} {rel} complete={} {hashes:?}",
+                        complete(&rel, &bytes)
+                    );
+                }
+            }
+        }
+        for id in &world.docs {
+            for i in 0..world.devices.len() {
+                let repo = crdtdir::Repo::from(world.open(i).unwrap());
+                match repo.find(id) {
+                    Ok(d) => {
+                        let v = d.read().unwrap();
+                        eprintln!("DUMP doc {id} dev {i}: {} {:?}", v.to_json(), v.report());
+                    }
+                    Err(e) => eprintln!("DUMP doc {id} dev {i}: {e}"),
+                }
+            }
         }
     }
     prop_assert!(
@@ -824,8 +928,8 @@ proptest! {
         ..ProptestConfig::default()
     })]
     #[test]
-    fn no_write_to_any_document_is_lost((n, actions) in doc_scenario()) {
-        run(n, &actions, false)?;
+    fn no_write_to_any_document_is_lost((n, actions) in doc_scenario(), encrypt in any::<bool>()) {
+        run(n, &actions, encrypt)?;
     }
 }
 

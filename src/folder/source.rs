@@ -14,7 +14,8 @@ pub(crate) struct Source<'a> {
     pub(crate) seal: Option<&'a Seal>,
     /// The store is encrypted: plain files are not trusted.
     pub(crate) sealed: bool,
-    /// The document read (`None`: the root document): an op file of another is not used.
+    /// The name in file names of the document read (`None`: the root document; its id in a
+    /// plain store, §18): an op file of another is not used.
     pub(crate) doc: Option<&'a str>,
 }
 
@@ -65,6 +66,16 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
+    /// The name document `id` has in file names: its id in a plain store, a keyed hash of it
+    /// in an encrypted one (`None` there without the key).
+    pub(crate) fn doc_name(&self, id: &str) -> Option<String> {
+        match (self.sealed, self.seal) {
+            (false, _) => Some(id.to_string()),
+            (true, Some(seal)) => Some(seal.doc_name(id)),
+            (true, None) => None,
+        }
+    }
+
     /// Opens a snapshot of an encrypted store in place: its document and its device
     /// names. Nothing to do in a plain store.
     pub(crate) fn open_snapshot(

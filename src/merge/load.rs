@@ -169,7 +169,8 @@ fn verify(
         bytes,
     )?;
     let envelope = opfile::decode(&plain).map_err(|e| (e.kind(), e.to_string()))?;
-    if envelope.doc.as_deref() != store.doc {
+    let named = envelope.doc.as_deref().and_then(|id| store.doc_name(id));
+    if named.as_deref() != store.doc {
         return Err((
             ProblemKind::Damaged,
             match &envelope.doc {

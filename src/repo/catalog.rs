@@ -26,7 +26,7 @@ use crate::store::Store;
 use super::{is_deleted, DocId, DocInfo};
 
 /// The version of the catalog file this build reads and writes (any other is rebuilt).
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Above this many documents whose files changed since the last listing, a listing reads
 /// every documents' pack header once instead of listing the folder for each document.
@@ -35,6 +35,9 @@ const FEW: usize = 16;
 /// What the catalog keeps of one document.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
+    /// The document's id (its name in file names is a keyed hash of it in an encrypted
+    /// store).
+    id: String,
     files: String,
     /// How many op files it has (each once, loose or packed).
     count: usize,
@@ -139,7 +142,12 @@ fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
 
 /// What a document's view says of it, from `scan` (its op files: listed for it, or taken
 /// from a listing made for every document).
-fn entry_of(doc: &Store, files: String, scan: &crate::folder::scan::Scan) -> Result<Entry> {
+fn entry_of(
+    doc: &Store,
+    id: String,
+    files: String,
+    scan: &crate::folder::scan::Scan,
+) -> Result<Entry> {
     let view = doc.read_listed(scan)?;
     let root = doc.path();
     let bytes = scan
@@ -162,6 +170,7 @@ fn entry_of(doc: &Store, files: String, scan: &crate::folder::scan::Scan) -> Res
         .and_then(|t| t.as_str())
         .map(str::to_string);
     Ok(Entry {
+        id,
         files,
         count: scan.ops.len(),
         bytes,
@@ -171,9 +180,9 @@ fn entry_of(doc: &Store, files: String, scan: &crate::folder::scan::Scan) -> Res
     })
 }
 
-fn info(id: DocId, root: bool, entry: &Entry) -> DocInfo {
+fn info(root: bool, entry: &Entry) -> DocInfo {
     DocInfo {
-        id,
+        id: DocId(entry.id.clone()),
         root,
         files: entry.count,
         bytes: entry.bytes,
@@ -208,10 +217,11 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
     let mut docs: std::collections::BTreeSet<&str> = holding.keys().map(String::as_str).collect();
     docs.extend(loose.keys().filter_map(|d| d.as_deref()));
     // The root document: its own view (cached) and listing.
+    root.check_unlocked()?;
+    let root_id = root.id().to_string();
     let mut out = vec![info(
-        root.doc_id(),
         true,
-        &entry_of(root, String::new(), &root.scan())?,
+        &entry_of(root, root_id, String::new(), &root.scan())?,
     )];
     let digest = |doc: &str| {
         let mut hasher = blake3::Hasher::new();
@@ -240,7 +250,8 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
             Some(entry) if entry.files == digest => entry,
             _ => {
                 changed = true;
-                let handle = root.for_doc(Some(doc));
+                // A handle by name lists the document's files; its id is in their envelopes.
+                let named = root.for_doc_named(Some(doc), Some(doc));
                 let scan = match everything.as_mut() {
                     Some(all) => crate::folder::scan::Scan {
                         ops: all
@@ -249,12 +260,18 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
                             .entries(),
                         ..crate::folder::scan::Scan::default()
                     },
-                    None => handle.scan(),
+                    None => named.scan(),
                 };
-                entry_of(&handle, digest, &scan)?
+                let Some(id) = id_of(&named, doc, &scan) else {
+                    // No file of it opens (all damaged, or sealed by another key): not
+                    // listed until one does.
+                    continue;
+                };
+                let handle = root.for_doc_named(Some(&id), Some(doc));
+                entry_of(&handle, id, digest, &scan)?
             }
         };
-        out.push(info(DocId(doc.to_string()), false, &entry));
+        out.push(info(false, &entry));
         kept.insert(doc.to_string(), entry);
     }
     // Documents whose files all went (compacted away, or never delivered) are forgotten.
@@ -270,6 +287,33 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         }
     }
     Ok(out)
+}
+
+/// The id of the document named `name` in file names: the name itself in a plain store; in
+/// an encrypted one, the id the envelope of one of its op files (`scan`) names, when its
+/// keyed hash is the name.
+fn id_of(named: &Store, name: &str, scan: &crate::folder::scan::Scan) -> Option<String> {
+    if !named.is_encrypted() {
+        return Some(name.to_string());
+    }
+    let source = named.source();
+    scan.ops.iter().find_map(|e| {
+        let bytes = e
+            .loose
+            .then(|| std::fs::read(named.path().join(&e.rel)).ok())
+            .flatten()
+            .or_else(|| {
+                let p = e.packed.as_ref()?;
+                let all = std::fs::read(named.path().join(&*p.pack)).ok()?;
+                crate::format::pack::entry(&all, &p.row)
+                    .ok()
+                    .map(<[u8]>::to_vec)
+            })?;
+        let context = crate::seal::op_context(Some(name), e.actor(), e.seq);
+        let plain = source.open("op", &context, &bytes).ok()?;
+        let id = crate::format::opfile::decode(&plain).ok()?.doc?;
+        (source.doc_name(&id).as_deref() == Some(name)).then_some(id)
+    })
 }
 
 /// The loose op files' paths in `ops/`, by document (`None`: the root document).

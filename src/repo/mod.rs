@@ -155,9 +155,7 @@ impl Repo {
     /// published with its next write) before this returns.
     pub fn create(&self, initial: Option<&Json>) -> Result<DocId> {
         self.root.check_writable()?;
-        if self.root.is_encrypted() {
-            return Err(Error::Refused(Refusal::EncryptedDocuments));
-        }
+        self.root.check_unlocked()?;
         if initial.is_some_and(|v| !v.is_object()) {
             return Err(crate::PatchError::Path {
                 path: String::new(),
@@ -184,6 +182,7 @@ impl Repo {
         if id.as_str() == self.root.id() {
             return Ok(self.root.clone());
         }
+        self.root.check_unlocked()?;
         let unknown = |deleted| Error::UnknownDocument {
             id: id.to_string(),
             deleted,

@@ -358,7 +358,7 @@ impl Store {
         self.ensure_feature(&owner)?;
         let (bytes, heads, changes, automerge) =
             self.build_snapshot(doc, device, ops, snaps, devices)?;
-        let name = snapshot::doc_file_name(self.inner.doc.as_deref(), &bytes);
+        let name = snapshot::doc_file_name(self.inner.doc_name.as_deref(), &bytes);
         let target = self.publish_snapshot_file(&owner, &name, &bytes)?;
         self.verify_read_back(&target, &name, &heads, changes)?;
         self.retain(&name, &automerge)?;

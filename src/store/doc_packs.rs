@@ -257,7 +257,11 @@ impl Store {
             .open("op", &context, entry)
             .map_err(|(_, r)| r)?;
         let envelope = opfile::decode(&plain).map_err(|e| e.to_string())?;
-        if envelope.doc != row.doc {
+        let named = envelope
+            .doc
+            .as_deref()
+            .and_then(|id| self.source().doc_name(id));
+        if named != row.doc {
             return Err("an entry of another document than its row says".into());
         }
         automerge::Change::from_bytes(envelope.change).map_err(|e| e.to_string())?;

@@ -147,6 +147,9 @@ pub(crate) struct Shared {
     pub(crate) root: PathBuf,
     /// The document this handle is of: `None` for the store's root document.
     pub(crate) doc: Option<String>,
+    /// Its name in file names: its id in a plain store, a keyed hash of it in an encrypted
+    /// one (docs/FORMAT.md §18); its local state is under this name too.
+    pub(crate) doc_name: Option<String>,
     pub(crate) marker: Marker,
     pub(crate) state: crate::local::StoreState,
     pub(crate) device: Option<String>,
@@ -290,7 +293,7 @@ impl Store {
             root: &self.inner.root,
             seal: self.inner.key.get().map(|(_, seal)| seal),
             sealed: self.inner.marker.sealed.is_some(),
-            doc: self.inner.doc.as_deref(),
+            doc: self.inner.doc_name.as_deref(),
         }
     }
 
@@ -304,7 +307,7 @@ impl Store {
 
     /// Lists the folder for this handle's document.
     pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
-        match self.inner.doc.as_deref() {
+        match self.inner.doc_name.as_deref() {
             None => crate::folder::scan::scan(&self.inner.root, None),
             Some(doc) => {
                 let index = self.inner.state.for_doc(None).path();

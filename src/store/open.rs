@@ -213,6 +213,7 @@ impl Store {
             inner: Arc::new(Shared {
                 root,
                 doc: doc.map(str::to_string),
+                doc_name: doc.map(str::to_string),
                 marker,
                 state,
                 memory: super::memory::Memory::new(cache),
@@ -237,8 +238,15 @@ impl Store {
     /// A handle of the same store for document `doc` (`None`: the root document), with its
     /// own memory and cache: nothing of the document is read until it is used.
     pub(crate) fn for_doc(&self, doc: Option<&str>) -> Store {
+        // Its name in file names, and of its local state (the id itself without the key).
+        let name = doc.map(|id| self.source().doc_name(id).unwrap_or_else(|| id.to_string()));
+        self.for_doc_named(doc, name.as_deref())
+    }
+
+    /// [`Store::for_doc`] for document `doc` whose name in file names is `name`.
+    pub(crate) fn for_doc_named(&self, doc: Option<&str>, name: Option<&str>) -> Store {
         let inner = &self.inner;
-        let state = inner.state.for_doc(doc);
+        let state = inner.state.for_doc(name);
         let cache = Cache::new(state.path(), &inner.marker.store_id);
         let key = std::sync::OnceLock::new();
         if let Some((k, _)) = inner.key.get() {
@@ -249,6 +257,7 @@ impl Store {
             inner: Arc::new(Shared {
                 root: inner.root.clone(),
                 doc: doc.map(str::to_string),
+                doc_name: name.map(str::to_string),
                 marker: inner.marker.clone(),
                 state,
                 memory: super::memory::Memory::new(cache),

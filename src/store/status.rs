@@ -185,7 +185,7 @@ impl Store {
         let counts = crate::repo::catalog::counts(&self.inner.root);
         let others = counts
             .iter()
-            .filter(|(doc, _)| doc.as_deref() != self.inner.doc.as_deref())
+            .filter(|(doc, _)| doc.as_deref() != self.inner.doc_name.as_deref())
             .map(|(_, n)| n)
             .sum();
         let documents = 1 + counts.keys().filter(|doc| doc.is_some()).count();

@@ -616,7 +616,7 @@ impl Store {
             let actor = change.actor_id().to_hex_string();
             let dir = crate::folder::layout::actor_ops(&self.inner.root, &actor);
             let bytes = self.op_file_bytes(device, &change)?;
-            let doc = self.inner.doc.as_deref();
+            let doc = self.inner.doc_name.as_deref();
             let path = dir.join(names::op_file_name(
                 doc,
                 change.seq(),
@@ -658,9 +658,10 @@ impl Store {
         device: &str,
         change: &automerge::Change,
     ) -> Result<Vec<u8>> {
-        let doc = self.inner.doc.as_deref();
         let actor = change.actor_id().to_hex_string();
-        let context = crate::seal::op_context(doc, &actor, change.seq());
+        let name = self.inner.doc_name.as_deref();
+        let context = crate::seal::op_context(name, &actor, change.seq());
+        let doc = self.inner.doc.as_deref();
         self.sealed_file(
             "op",
             &context,
@@ -688,7 +689,7 @@ impl Store {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
         };
         let root = &self.inner.root;
-        let doc = self.inner.doc.as_deref();
+        let doc = self.inner.doc_name.as_deref();
         let loose = names_in(crate::folder::layout::actor_ops(root, actor)).filter_map(|n| {
             names::parse_op_name(&n)
                 .filter(|o| o.doc == doc)
@@ -743,7 +744,7 @@ impl Store {
         }
         let bytes = self.op_file_bytes(device, &change)?;
         let dir = crate::folder::layout::actor_ops(&self.inner.root, &record.actor);
-        let name = names::op_file_name(self.inner.doc.as_deref(), seq, &blake3::hash(&bytes));
+        let name = names::op_file_name(self.inner.doc_name.as_deref(), seq, &blake3::hash(&bytes));
         let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
         // The outbox copy exists before the record names the seq: whatever happens to the
         // folder from here on, this device can publish the same file again.
