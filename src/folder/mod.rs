@@ -10,6 +10,8 @@ use crate::format::marker::{self, Marker, FEATURES_DIR, MARKER};
 use crate::format::record;
 use crate::format::snapshot::SNAPSHOTS_DIR;
 
+pub(crate) mod docs_index;
+pub(crate) mod documents;
 pub(crate) mod layout;
 pub(crate) mod quirks;
 pub(crate) mod scan;

@@ -182,7 +182,7 @@ pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
 }
 
 /// [`scan`] for document `doc`, with the index of documents' packs at `index` (a cache in
-/// local state, `crate::local::docs_index`): only the packs that hold the document are read.
+/// local state, `crate::folder::docs_index`): only the packs that hold the document are read.
 pub(crate) fn scan_doc(store: &Path, doc: &str, index: &Path) -> Scan {
     scan_with(store, Some(doc), Some(index))
 }
@@ -434,7 +434,7 @@ fn docs_pack_entries_of(
     index: Option<&Path>,
     out: &mut Scan,
 ) -> Vec<(OpEntry, usize)> {
-    use crate::local::docs_index::{self, DocsPacks};
+    use crate::folder::docs_index::{self, DocsPacks};
     let key = docs_index::key(doc);
     let mut known = index.map(DocsPacks::load).unwrap_or_default();
     let mut listed = std::collections::HashSet::new();
@@ -482,8 +482,8 @@ fn docs_pack_entries_of(
 /// it does not know yet are read, packs the folder no longer lists are dropped, and it is
 /// saved when it changed. A pack whose header does not read is left out (and read again
 /// next time).
-pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::local::docs_index::DocsPacks {
-    use crate::local::docs_index::{self, DocsPacks};
+pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::folder::docs_index::DocsPacks {
+    use crate::folder::docs_index::{self, DocsPacks};
     let mut known = DocsPacks::load(index);
     let actors: Vec<String> = std::fs::read_dir(store.join(PACKS_DIR))
         .into_iter()

@@ -3,7 +3,6 @@
 
 pub(crate) mod beats;
 pub(crate) mod cache;
-pub(crate) mod docs_index;
 pub(crate) mod kept;
 pub(crate) mod names;
 pub(crate) mod outbox;

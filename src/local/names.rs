@@ -16,7 +16,7 @@
 //!                                                       view, cache, held, outbox (as above)
 //!   catalog                                             what `docs` lists (repo/catalog.rs)
 //!   docs-packs                                          documents each documents' pack holds
-//!                                                       (local/docs_index.rs)
+//!                                                       (folder/docs_index.rs)
 //! ```
 
 /// `STATE/device`: this device's default display name.

@@ -8,19 +8,17 @@
 //!                                  "deleted": true|false}}}
 //! ```
 //! A document's digest covers its loose op files' names and the names of the documents'
-//! packs that hold it (from the index of packs, `crate::local::docs_index`); names carry the
+//! packs that hold it (from the index of packs, `crate::folder::docs_index`); names carry the
 //! hashes of their bytes, so the digest changes exactly when its files do: only then is the
 //! document opened (merged) again.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use automerge::ReadDoc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::folder::scan::OpEntry;
-use crate::format::names;
+use crate::folder::documents::{listing, loose_listing};
 use crate::store::Store;
 
 use super::{is_deleted, DocId, DocInfo};
@@ -52,92 +50,6 @@ struct Entry {
 struct Catalog {
     v: u32,
     docs: BTreeMap<String, Entry>,
-}
-
-/// One document's op files, loose in `ops/` or in documents' packs, as listed.
-#[derive(Debug, Default)]
-struct Files {
-    /// Loose op files, sorted by path.
-    loose: Vec<OpEntry>,
-    /// Pack entries, each with its pack's entry count.
-    packed: Vec<(OpEntry, usize)>,
-}
-
-impl Files {
-    /// Its op files, one entry per path (`Scan::ops` of the document).
-    fn entries(&self) -> Vec<OpEntry> {
-        let mut loose = self.loose.clone();
-        loose.sort_by(|a, b| a.rel.cmp(&b.rel));
-        crate::folder::scan::with_packed(loose, self.packed.clone())
-    }
-
-    /// How many op files (each path once).
-    fn count(&self) -> usize {
-        self.entries().len()
-    }
-}
-
-/// The entries of every actor folder of `ops/`, with the folder's name.
-fn actor_entries(root: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry)> {
-    std::fs::read_dir(crate::folder::layout::ops(root))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|actor| {
-            let name = actor.file_name().to_string_lossy().into_owned();
-            names::is_actor_dir(&name).then(|| (name, actor.path()))
-        })
-        .flat_map(|(actor, path)| {
-            std::fs::read_dir(path)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(move |entry| (actor.clone(), entry))
-        })
-}
-
-/// The actors with a folder in `packs/`.
-fn pack_actors(root: &Path) -> Vec<String> {
-    std::fs::read_dir(crate::folder::layout::packs(root))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|a| a.file_name().to_string_lossy().into_owned())
-        .filter(|a| names::is_actor_dir(a))
-        .collect()
-}
-
-/// How many op files each document has, loose or in documents' packs (`None`: the root
-/// document's loose ones).
-pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
-    listing(root)
-        .into_iter()
-        .map(|(doc, files)| (doc, files.count()))
-        .collect()
-}
-
-/// Every document's op files, by document (`None`: the root document, loose ones only).
-fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
-    let mut out: BTreeMap<Option<String>, Files> = BTreeMap::new();
-    for (actor, entry) in actor_entries(root) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(op) = names::parse_op_name(&name) else {
-            continue;
-        };
-        let doc = op.doc.map(str::to_string);
-        if let Some(e) = OpEntry::parse(&crate::folder::op_rel(&actor, &name)) {
-            out.entry(doc).or_default().loose.push(e);
-        }
-    }
-    for actor in pack_actors(root) {
-        for (rel, index) in crate::folder::scan::docs_packs(root, &actor, None) {
-            for (e, count) in crate::folder::scan::docs_pack_entries(&rel, &actor, index) {
-                let doc = e.doc().map(str::to_string);
-                out.entry(doc).or_default().packed.push((e, count));
-            }
-        }
-    }
-    out
 }
 
 /// What a document's view says of it, from `scan` (its op files: listed for it, or taken
@@ -314,22 +226,4 @@ fn id_of(named: &Store, name: &str, scan: &crate::folder::scan::Scan) -> Option<
         let id = crate::format::opfile::decode(&plain).ok()?.doc?;
         (source.doc_name(&id).as_deref() == Some(name)).then_some(id)
     })
-}
-
-/// The loose op files' paths in `ops/`, by document (`None`: the root document).
-fn loose_listing(root: &Path) -> BTreeMap<Option<String>, Vec<String>> {
-    let mut out: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-    for (actor, entry) in actor_entries(root) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(op) = names::parse_op_name(&name) {
-            let doc = op.doc.map(str::to_string);
-            out.entry(doc)
-                .or_default()
-                .push(crate::folder::op_rel(&actor, &name));
-        }
-    }
-    for rels in out.values_mut() {
-        rels.sort_unstable();
-    }
-    out
 }

@@ -11,7 +11,7 @@
 //! deleted while every head of its history is such a change. A write concurrent with the
 //! deletion (one that did not see it) keeps the document, with both.
 
-pub(crate) mod catalog;
+mod catalog;
 
 use std::fmt;
 use std::path::Path;
@@ -88,8 +88,7 @@ pub struct DocInfo {
     pub id: DocId,
     /// It is the store's root document.
     pub root: bool,
-    /// Its op files in `ops/` (packed and compacted changes of the root document are not
-    /// counted).
+    /// Its op files, loose or packed, each once (a compacted history is not counted).
     pub files: usize,
     /// Their bytes.
     pub bytes: u64,

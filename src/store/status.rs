@@ -182,7 +182,7 @@ impl Store {
     /// How many documents the folder has (the root one and each other one with an op file
     /// in `ops/`), and how many loose op files belong to documents other than this one.
     fn documents(&self) -> (usize, usize) {
-        let counts = crate::repo::catalog::counts(&self.inner.root);
+        let counts = crate::folder::documents::counts(&self.inner.root);
         let others = counts
             .iter()
             .filter(|(doc, _)| doc.as_deref() != self.inner.doc_name.as_deref())

@@ -1,0 +1,113 @@
+//! The store folder by document: every document's op files, loose in `ops/` or in
+//! documents' packs (docs/FORMAT.md §18), from one listing — for the catalog of documents
+//! and for `status`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::folder::scan::OpEntry;
+use crate::format::names;
+
+/// One document's op files, loose in `ops/` or in documents' packs, as listed.
+#[derive(Debug, Default)]
+pub(crate) struct Files {
+    /// Loose op files, sorted by path.
+    loose: Vec<OpEntry>,
+    /// Pack entries, each with its pack's entry count.
+    packed: Vec<(OpEntry, usize)>,
+}
+
+impl Files {
+    /// Its op files, one entry per path (`Scan::ops` of the document).
+    pub(crate) fn entries(&self) -> Vec<OpEntry> {
+        let mut loose = self.loose.clone();
+        loose.sort_by(|a, b| a.rel.cmp(&b.rel));
+        crate::folder::scan::with_packed(loose, self.packed.clone())
+    }
+
+    /// How many op files (each path once).
+    pub(crate) fn count(&self) -> usize {
+        self.entries().len()
+    }
+}
+
+/// The entries of every actor folder of `ops/`, with the folder's name.
+fn actor_entries(root: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry)> {
+    std::fs::read_dir(crate::folder::layout::ops(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|actor| {
+            let name = actor.file_name().to_string_lossy().into_owned();
+            names::is_actor_dir(&name).then(|| (name, actor.path()))
+        })
+        .flat_map(|(actor, path)| {
+            std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |entry| (actor.clone(), entry))
+        })
+}
+
+/// The actors with a folder in `packs/`.
+fn pack_actors(root: &Path) -> Vec<String> {
+    std::fs::read_dir(crate::folder::layout::packs(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|a| a.file_name().to_string_lossy().into_owned())
+        .filter(|a| names::is_actor_dir(a))
+        .collect()
+}
+
+/// How many op files each document has, loose or in documents' packs (`None`: the root
+/// document's loose ones).
+pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
+    listing(root)
+        .into_iter()
+        .map(|(doc, files)| (doc, files.count()))
+        .collect()
+}
+
+/// Every document's op files, by document (`None`: the root document, loose ones only).
+pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
+    let mut out: BTreeMap<Option<String>, Files> = BTreeMap::new();
+    for (actor, entry) in actor_entries(root) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(op) = names::parse_op_name(&name) else {
+            continue;
+        };
+        let doc = op.doc.map(str::to_string);
+        if let Some(e) = OpEntry::parse(&crate::folder::op_rel(&actor, &name)) {
+            out.entry(doc).or_default().loose.push(e);
+        }
+    }
+    for actor in pack_actors(root) {
+        for (rel, index) in crate::folder::scan::docs_packs(root, &actor, None) {
+            for (e, count) in crate::folder::scan::docs_pack_entries(&rel, &actor, index) {
+                let doc = e.doc().map(str::to_string);
+                out.entry(doc).or_default().packed.push((e, count));
+            }
+        }
+    }
+    out
+}
+
+/// The loose op files' paths in `ops/`, by document (`None`: the root document).
+pub(crate) fn loose_listing(root: &Path) -> BTreeMap<Option<String>, Vec<String>> {
+    let mut out: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for (actor, entry) in actor_entries(root) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(op) = names::parse_op_name(&name) {
+            let doc = op.doc.map(str::to_string);
+            out.entry(doc)
+                .or_default()
+                .push(crate::folder::op_rel(&actor, &name));
+        }
+    }
+    for rels in out.values_mut() {
+        rels.sort_unstable();
+    }
+    out
+}
