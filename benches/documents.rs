@@ -19,7 +19,10 @@ use crdtdir::automerge::transaction::Transactable;
 use crdtdir::automerge::{ActorId, Automerge, Change, ObjType, ReadDoc, ROOT};
 use crdtdir::{DocId, Options, Repo, Store, WatchOptions};
 use rand::rngs::SmallRng;
+
+mod support;
 use rand::{RngExt, SeedableRng};
+use support::{best_of, median, peak_rss};
 
 const DEVICES: usize = 5;
 
@@ -503,39 +506,4 @@ fn count_files(store: &Path) -> usize {
         .filter_map(Result::ok)
         .filter(|e| e.file_type().is_file())
         .count()
-}
-
-fn best_of(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
-}
-
-fn median(n: usize, mut f: impl FnMut(usize)) -> Duration {
-    let mut times: Vec<Duration> = (0..n)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n / 2]
-}
-
-/// This process's peak resident memory, from /proc (Linux).
-fn peak_rss() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    format!("{:.0} MB", kb * 1024.0 / 1e6)
 }

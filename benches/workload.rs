@@ -16,7 +16,10 @@ use crdtdir::automerge::transaction::Transactable;
 use crdtdir::automerge::{ActorId, Automerge, Change, ObjType, ReadDoc, ROOT};
 use crdtdir::{Options, PatchOp, Store, WatchOptions};
 use rand::rngs::SmallRng;
+
+mod support;
 use rand::{RngExt, SeedableRng};
+use support::{best_of, median, peak_rss};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -573,48 +576,10 @@ fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
 
-fn best_of(n: usize, mut f: impl FnMut()) -> Duration {
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap()
-}
-
-fn median(n: usize, mut f: impl FnMut(usize)) -> Duration {
-    let mut times: Vec<Duration> = (0..n)
-        .map(|i| {
-            let t = Instant::now();
-            f(i);
-            t.elapsed()
-        })
-        .collect();
-    times.sort();
-    times[n / 2]
-}
-
 fn child_cold_merge(store: &Path, state: &Path) {
     let s = Store::open(store, Options::new().state_dir(state).device("bench")).unwrap();
     s.read_json().unwrap();
     println!("{}", peak_rss());
-}
-
-/// This process's peak resident memory, from /proc (Linux).
-fn peak_rss() -> String {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM"))
-        .unwrap_or("VmHWM: ? kB");
-    let kb: f64 = hwm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    format!("{:.0} MB", kb * 1024.0 / 1e6)
 }
 
 /// The plain pipeline crdtdir's own overhead is measured against: single-threaded walk,

@@ -100,7 +100,7 @@ impl Kept {
 /// The kept copies of one store's packs on this device.
 pub(crate) fn kept_copies(dir: &Path) -> Vec<Kept> {
     let mut out = Vec::new();
-    for (actor, file) in crate::local::outbox::actor_files(dir) {
+    for (actor, file) in crate::folder::actor_files(dir) {
         let file_name = file.file_name().to_string_lossy().into_owned();
         let (name, settled) = match file_name.strip_suffix(SETTLED) {
             Some(name) => (name.to_string(), true),

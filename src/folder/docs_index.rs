@@ -61,6 +61,17 @@ impl DocsPacks {
     }
 }
 
+/// The documents a documents' pack holds, sorted, each once (its rows are in document order).
+pub(crate) fn docs_of(pack: &crate::format::pack::Index) -> Vec<DocKey> {
+    let mut docs: Vec<DocKey> = pack
+        .rows
+        .iter()
+        .filter_map(|r| key(r.doc.as_deref()?))
+        .collect();
+    docs.dedup();
+    docs
+}
+
 /// The document id `doc` (hex) as 16 bytes.
 pub(crate) fn key(doc: &str) -> Option<DocKey> {
     hex::decode(doc).ok()?.try_into().ok()

@@ -31,25 +31,6 @@ impl Files {
     }
 }
 
-/// The entries of every actor folder of `ops/`, with the folder's name.
-fn actor_entries(root: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry)> {
-    std::fs::read_dir(crate::folder::layout::ops(root))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|actor| {
-            let name = actor.file_name().to_string_lossy().into_owned();
-            names::is_actor_dir(&name).then(|| (name, actor.path()))
-        })
-        .flat_map(|(actor, path)| {
-            std::fs::read_dir(path)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(move |entry| (actor.clone(), entry))
-        })
-}
-
 /// The actors with a folder in `packs/`.
 fn pack_actors(root: &Path) -> Vec<String> {
     std::fs::read_dir(crate::folder::layout::packs(root))
@@ -73,7 +54,7 @@ pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
 /// Every document's op files, by document (`None`: the root document, loose ones only).
 pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
     let mut out: BTreeMap<Option<String>, Files> = BTreeMap::new();
-    for (actor, entry) in actor_entries(root) {
+    for (actor, entry) in crate::folder::actor_files(&crate::folder::layout::ops(root)) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(op) = names::parse_op_name(&name) else {
             continue;
@@ -97,7 +78,7 @@ pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
 /// The loose op files' paths in `ops/`, by document (`None`: the root document).
 pub(crate) fn loose_listing(root: &Path) -> BTreeMap<Option<String>, Vec<String>> {
     let mut out: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-    for (actor, entry) in actor_entries(root) {
+    for (actor, entry) in crate::folder::actor_files(&crate::folder::layout::ops(root)) {
         let name = entry.file_name().to_string_lossy().into_owned();
         if let Some(op) = names::parse_op_name(&name) {
             let doc = op.doc.map(str::to_string);

@@ -21,6 +21,26 @@ pub(crate) use source::Source;
 pub(crate) use crate::format::beat::DEVICES_DIR;
 pub(crate) use crate::format::names::{op_rel, split_op_rel, OPS_DIR};
 
+/// The entries of the actor folders `<dir>/<actor>/` (`ops/`, or the same layout in local
+/// state), each with its actor; anything unreadable is simply not there.
+pub(crate) fn actor_files(dir: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry)> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|actor| {
+            let name = actor.file_name().to_string_lossy().into_owned();
+            crate::format::names::is_actor_dir(&name).then(|| (name, actor.path()))
+        })
+        .flat_map(|(name, path)| {
+            std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |file| (name.clone(), file))
+        })
+}
+
 /// `snapshots/<name>`: the path of a snapshot or compaction record.
 pub(crate) fn snapshot_rel(name: &str) -> String {
     format!("{SNAPSHOTS_DIR}/{name}")

@@ -454,13 +454,7 @@ fn docs_pack_entries_of(
                 }
             };
             if !known.packs.contains_key(&rel) {
-                let mut docs: Vec<docs_index::DocKey> = pack
-                    .rows
-                    .iter()
-                    .filter_map(|r| docs_index::key(r.doc.as_deref()?))
-                    .collect();
-                docs.dedup();
-                known.packs.insert(rel.clone(), docs);
+                known.packs.insert(rel.clone(), docs_index::docs_of(&pack));
                 changed = true;
             }
             entries.extend(
@@ -501,13 +495,7 @@ pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::folder::doc
                 continue;
             }
             if let Ok(pack) = read_docs_pack(store, &rel, actor) {
-                let mut docs: Vec<docs_index::DocKey> = pack
-                    .rows
-                    .iter()
-                    .filter_map(|r| docs_index::key(r.doc.as_deref()?))
-                    .collect();
-                docs.dedup();
-                known.packs.insert(rel, docs);
+                known.packs.insert(rel, docs_index::docs_of(&pack));
                 changed = true;
             }
         }

@@ -89,7 +89,7 @@ impl Outbox {
     /// Every kept op file, by actor and seq.
     pub(crate) fn entries(&self) -> Vec<Kept> {
         let mut out = Vec::new();
-        for (actor, file) in actor_files(&self.dir) {
+        for (actor, file) in crate::folder::actor_files(&self.dir) {
             let name = file.file_name().to_string_lossy().into_owned();
             let is_file = file.file_type().is_ok_and(|t| t.is_file());
             if let Some(op) = names::parse_op_name(&name).filter(|_| is_file) {
@@ -104,24 +104,4 @@ impl Outbox {
         out.sort_by(|a, b| (&a.actor, a.seq).cmp(&(&b.actor, b.seq)));
         out
     }
-}
-
-/// The entries of the actor folders `<dir>/<actor>/`, each with its actor (local state:
-/// anything unreadable is simply not there).
-pub(crate) fn actor_files(dir: &Path) -> impl Iterator<Item = (String, std::fs::DirEntry)> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|actor| {
-            let name = actor.file_name().to_string_lossy().into_owned();
-            names::is_actor_dir(&name).then(|| (name, actor.path()))
-        })
-        .flat_map(|(name, path)| {
-            std::fs::read_dir(path)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(move |file| (name.clone(), file))
-        })
 }
