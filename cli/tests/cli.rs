@@ -2827,3 +2827,40 @@ fn documents_through_the_binary() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deleted"));
 }
+
+/// `--doc` on watch: the lines are that document's, from its first state on, and another
+/// document's writes (the root one's here) make none.
+#[test]
+fn watch_follows_the_document_doc_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    let out = a.run_with_input(
+        &store,
+        &["docs", "new", "--from", "-"],
+        r#"{"items": ["bread"]}"#,
+    );
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (mut child, lines) = spawn_watch(&a, &store, &["--doc", &id, "--debounce", "0"]);
+    let first = line_within(&lines, 20);
+    assert_eq!(first["initial"], true);
+    assert_eq!(first["doc"], serde_json::json!({"items": ["bread"]}));
+    b.ok(&store, &["append", "set", "/root", "1"]);
+    b.ok(
+        &store,
+        &["--doc", &id, "append", "insert", "/items/-", "\"milk\""],
+    );
+    // Lines that only say the report changed (a temp in flight) may come first.
+    let next = (0..10)
+        .map(|_| line_within(&lines, 20))
+        .find(|l| l["changes"].as_array().is_some_and(|c| !c.is_empty()))
+        .expect("a line with a change");
+    let text = next["patches"].to_string();
+    assert!(text.contains("milk") && !text.contains("root"), "{next}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
