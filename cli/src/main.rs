@@ -27,6 +27,7 @@ Examples:
   crdtdir append insert /items/- '\"milk\"'
   crdtdir merge --pretty
   crdtdir --json status | jq .presence
+  crdtdir docs new --from note.json              # another document in the same folder
 
 Exit codes: 0 ok, 1 error, 2 usage, 3 refused, 4 no store, 5 compaction refused.
 With --json, an error is one JSON line on stderr: {\"error\":{\"code\",\"exit\",\"message\",\"hint\"}}."
