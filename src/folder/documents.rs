@@ -31,17 +31,6 @@ impl Files {
     }
 }
 
-/// The actors with a folder in `packs/`.
-fn pack_actors(root: &Path) -> Vec<String> {
-    std::fs::read_dir(crate::folder::layout::packs(root))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|a| a.file_name().to_string_lossy().into_owned())
-        .filter(|a| names::is_actor_dir(a))
-        .collect()
-}
-
 /// How many op files each document has, loose or in documents' packs (`None`: the root
 /// document's loose ones).
 pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
@@ -64,8 +53,8 @@ pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
             out.entry(doc).or_default().loose.push(e);
         }
     }
-    for actor in pack_actors(root) {
-        for (rel, index) in crate::folder::scan::docs_packs(root, &actor, None) {
+    for actor in crate::folder::scan::pack_actors(root) {
+        for (rel, index) in crate::folder::scan::docs_packs(root, &actor) {
             for (e, count) in crate::folder::scan::docs_pack_entries(&rel, &actor, index) {
                 let doc = e.doc().map(str::to_string);
                 out.entry(doc).or_default().packed.push((e, count));

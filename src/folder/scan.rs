@@ -479,13 +479,7 @@ fn docs_pack_entries_of(
 pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::folder::docs_index::DocsPacks {
     use crate::folder::docs_index::{self, DocsPacks};
     let mut known = DocsPacks::load(index);
-    let actors: Vec<String> = std::fs::read_dir(store.join(PACKS_DIR))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|a| a.file_name().to_string_lossy().into_owned())
-        .filter(|a| names::is_actor_dir(a))
-        .collect();
+    let actors = pack_actors(store);
     let mut listed = std::collections::HashSet::new();
     let mut changed = false;
     for actor in &actors {
@@ -589,25 +583,27 @@ pub(crate) fn with_packed(loose: Vec<OpEntry>, packed: Vec<(OpEntry, usize)>) ->
 }
 
 /// The documents' packs of `actor` (`packs/<actor>/docs-<hash>.pack`, docs/FORMAT.md §18)
-/// whose header reads, with their index, in path order. One whose header does not read is
-/// reported in `out` (when given) and left out.
-pub(crate) fn docs_packs(
-    store: &Path,
-    actor: &str,
-    mut out: Option<&mut Scan>,
-) -> Vec<(String, pack::Index)> {
-    let mut found = Vec::new();
-    for rel in docs_pack_rels(store, actor) {
-        match read_docs_pack(store, &rel, actor) {
-            Ok(index) => found.push((rel, index)),
-            Err((kind, reason)) => {
-                if let Some(out) = out.as_deref_mut() {
-                    out.problems.push(Problem::new(kind, rel, reason));
-                }
-            }
-        }
-    }
-    found
+/// whose header reads, with their index, in path order (one that does not read is left out:
+/// a document's listing reports it).
+pub(crate) fn docs_packs(store: &Path, actor: &str) -> Vec<(String, pack::Index)> {
+    docs_pack_rels(store, actor)
+        .into_iter()
+        .filter_map(|rel| {
+            let index = read_docs_pack(store, &rel, actor).ok()?;
+            Some((rel, index))
+        })
+        .collect()
+}
+
+/// The actors with a folder in `packs/`.
+pub(crate) fn pack_actors(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join(PACKS_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|a| a.file_name().to_string_lossy().into_owned())
+        .filter(|a| names::is_actor_dir(a))
+        .collect()
 }
 
 /// The packs of `actor` by (path, first seq, last seq), in path order; anything else in

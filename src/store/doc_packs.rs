@@ -52,7 +52,7 @@ impl Store {
             let copies = kept_docs_copies(&kept_dir.join(actor));
             out.republished
                 .extend(self.republish_docs_packs(actor, &copies)?);
-            let published = crate::folder::scan::docs_packs(&self.inner.root, actor, None);
+            let published = crate::folder::scan::docs_packs(&self.inner.root, actor);
             let packed: HashSet<(String, u64, String)> = published
                 .iter()
                 .flat_map(|(_, index)| &index.rows)
@@ -78,7 +78,7 @@ impl Store {
                 }
             }
             let published = if wrote {
-                crate::folder::scan::docs_packs(&self.inner.root, actor, None)
+                crate::folder::scan::docs_packs(&self.inner.root, actor)
             } else {
                 published
             };
