@@ -75,7 +75,7 @@
 //! | document | the one way to make and load an Automerge document | `doc.rs` |
 //! | patch | JSON Patch in, minimal Automerge edits out; JSON Pointer patches back | `patch/` |
 //! | watcher | merges what arrives, as events | `watch/`, `store/watch.rs` |
-//! | repo, document | a folder of many documents; each a `Store` handle, its id, deletion | `repo/` |
+//! | repo, document | a folder of many documents; each a `Store` handle, its id, deletion | `repo/`, `store/documents.rs` |
 //! | document name | a document's op files, snapshots and pack rows carry it (a keyed hash of its id when encrypted) | `format/names.rs`, `seal.rs` |
 //! | documents' pack | a device's changes to many documents in one file; which documents each holds | `store/doc_packs.rs`, `folder/docs_index.rs` |
 //! | catalog | what `docs` lists, without opening documents whose files did not change | `repo/catalog.rs`, `folder/documents.rs` |

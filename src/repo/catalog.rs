@@ -21,7 +21,8 @@ use crate::error::Result;
 use crate::folder::documents::{listing, loose_listing};
 use crate::store::Store;
 
-use super::{is_deleted, DocId, DocInfo};
+use super::{DocId, DocInfo};
+use crate::store::documents::is_deleted;
 
 /// The version of the catalog file this build reads and writes (any other is rebuilt).
 const VERSION: u32 = 3;

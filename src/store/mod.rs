@@ -2,6 +2,7 @@
 
 mod compact;
 mod doc_packs;
+pub(crate) mod documents;
 pub(crate) mod journal;
 pub(crate) mod keys;
 pub(crate) mod memory;
