@@ -22,7 +22,7 @@ use rand::rngs::SmallRng;
 
 mod support;
 use rand::{RngExt, SeedableRng};
-use support::{best_of, median, peak_rss};
+use support::{best_of, flag, median, peak_rss};
 
 const DEVICES: usize = 5;
 
@@ -31,13 +31,7 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("--child-open") {
         return child_open(Path::new(&args[2]), Path::new(&args[3]), &args[4..]);
     }
-    let flag = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let flag = |name: &str, default: usize| flag(&args, name, default);
     let docs = flag("--docs", 10_000);
     let per_doc = flag("--changes", 10);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/crdtdir-bench");
@@ -78,17 +72,7 @@ fn main() {
     );
 
     // Opening one document cold: a device that never opened it (a state dir of its own).
-    let mut took: Vec<Duration> = (0..21)
-        .map(|i| {
-            let id = &ids[(i * 7919) % ids.len()];
-            let t = Instant::now();
-            let repo = Repo::open(&store, opts(&format!("cold-{i}"))).unwrap();
-            repo.find(id).unwrap().read().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    took.sort();
-    let open_one = took[took.len() / 2];
+    let open_one = open_cold(&store, &ids, &state("cold"));
     row(
         &format!("open one document of {per_doc} changes, cold (median)"),
         ms(open_one),
@@ -272,19 +256,9 @@ fn packed_rows(root: &Path, store: &Path, ids: &[DocId], scratch: &Path, label: 
         "  live files in the folder",
         format!("{}", count_files(&store)),
     );
-    let mut took: Vec<Duration> = (0..21)
-        .map(|i| {
-            let id = &ids[(i * 7919) % ids.len()];
-            let t = Instant::now();
-            let repo = Repo::open(&store, opts(&format!("packed-cold-{i}"))).unwrap();
-            repo.find(id).unwrap().read().unwrap();
-            t.elapsed()
-        })
-        .collect();
-    took.sort();
     row(
         "  open one document, cold (median)",
-        ms(took[took.len() / 2]),
+        ms(open_cold(&store, ids, &scratch.join("packed-cold"))),
     );
     let warm = Repo::open(&store, opts("packed-cold-0")).unwrap();
     let again = best_of(5, || {
@@ -337,6 +311,23 @@ fn packed_rows(root: &Path, store: &Path, ids: &[DocId], scratch: &Path, label: 
         });
         row("  CLI append --doc (median)", ms(append));
     }
+}
+
+/// The median time of opening one document on a device that never opened any: 21 of them,
+/// each with a state dir of its own (`<state>-<i>`).
+fn open_cold(store: &Path, ids: &[DocId], state: &Path) -> Duration {
+    median(21, |i| {
+        let id = &ids[(i * 7919) % ids.len()];
+        let options = Options::new()
+            .state_dir(format!("{}-{i}", state.display()))
+            .device("bench");
+        Repo::open(store, options)
+            .unwrap()
+            .find(id)
+            .unwrap()
+            .read()
+            .unwrap();
+    })
 }
 
 /// Opens the repo and reads each document named, keeping them open; prints peak RSS.

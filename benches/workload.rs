@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 
 mod support;
 use rand::{RngExt, SeedableRng};
-use support::{best_of, median, peak_rss};
+use support::{best_of, flag, median, peak_rss};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -30,13 +30,7 @@ fn main() {
         reference_pipeline(Path::new(&args[2]));
         return println!("{}", peak_rss());
     }
-    let flag = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let flag = |name: &str, default: usize| flag(&args, name, default);
     let devices = flag("--devices", 5);
     let commits = flag("--commits", 20_000);
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/crdtdir-bench");

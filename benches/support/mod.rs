@@ -39,3 +39,12 @@ pub fn peak_rss() -> String {
         .unwrap_or(0.0);
     format!("{:.0} MB", kb * 1024.0 / 1e6)
 }
+
+/// The number after `name` among the command line's `args`, else `default`.
+pub fn flag(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
