@@ -175,7 +175,7 @@ fn a_deleted_document_is_listed_as_deleted_and_a_concurrent_write_keeps_it() {
 }
 
 #[test]
-fn whole_store_operations_are_refused_on_a_documents_handle_and_compaction_keeps_documents() {
+fn whole_store_operations_are_refused_on_a_documents_handle() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("s");
     let laptop = Device::new(dir.path(), "laptop");
@@ -183,6 +183,7 @@ fn whole_store_operations_are_refused_on_a_documents_handle_and_compaction_keeps
     let id = r.create(Some(&json!({"doc": 1}))).unwrap();
     let doc = r.find(&id).unwrap();
     doc.apply_patch(&[PatchOp::set("/doc", json!(2))]).unwrap();
+    let before = common::tree(&store);
     for refused in [
         doc.compact().map(drop),
         doc.pack().map(drop),
@@ -190,26 +191,129 @@ fn whole_store_operations_are_refused_on_a_documents_handle_and_compaction_keeps
     ] {
         assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
     }
-    r.root()
-        .apply_patch(&[PatchOp::set("/root", json!(2))])
-        .unwrap();
-    let doc_files: Vec<String> = common::op_files(&store)
-        .into_iter()
-        .filter(|p| p.contains(id.as_str()))
+    assert_eq!(common::tree(&store), before);
+}
+
+/// One compaction folds every document: the root document's snapshot holds a row per
+/// document, their op files and documents' packs go, every document reads the same on a
+/// new device, and a deleted document's history goes (it stays listed as deleted).
+#[test]
+fn a_compaction_folds_every_document_and_drops_a_deleted_ones_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(&store, laptop.options(), Some(&json!({"root": 1}))).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = r
+            .create(Some(&json!({"title": format!("note {n}"), "items": []})))
+            .unwrap();
+        for i in 0..3 {
+            r.find(&id)
+                .unwrap()
+                .apply_patch(&[PatchOp::insert("/items/-", json!(i))])
+                .unwrap();
+        }
+        ids.push(id);
+    }
+    // Some of them packed, one deleted.
+    r.root().pack().unwrap();
+    r.delete(&ids[4]).unwrap();
+    let listed = |repo: &Repo| -> Vec<(DocId, bool, Option<String>)> {
+        repo.docs()
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.id, d.deleted, d.title))
+            .collect()
+    };
+    let before = listed(&r);
+    let docs_before: Vec<_> = ids[..4]
+        .iter()
+        .map(|id| r.find(id).unwrap().read().unwrap().to_json())
         .collect();
-    r.root().compact().unwrap();
-    // The root's op files are folded; the document's are all still there.
-    let after = common::op_files(&store);
-    assert_eq!(after, doc_files);
-    assert_eq!(r.root().read().unwrap().to_json(), json!({"root": 2}));
+    let done = r.root().compact().unwrap();
+    assert!(done.snapshot.is_some());
+    assert_eq!(common::op_files(&store), Vec::<String>::new());
+    let packs: Vec<String> = common::tree(&store)
+        .into_keys()
+        .filter(|p| p.starts_with("packs/") && p.ends_with(".pack"))
+        .collect();
+    assert_eq!(packs, Vec::<String>::new());
+    assert!(store.join("features/folded-docs").is_file());
+    // A new device reads every document, lists them the same, the deleted one as deleted.
     let fresh = Device::new(dir.path(), "fresh");
-    let seen = repo(&fresh, &store)
-        .find(&id)
+    let f = repo(&fresh, &store);
+    for (id, want) in ids.iter().zip(&docs_before) {
+        let view = f.find(id).unwrap().read().unwrap();
+        assert_eq!(&view.to_json(), want);
+        assert!(view.report().problems.is_empty(), "{:?}", view.report());
+        assert!(view.is_complete(), "{:?}", view.report());
+    }
+    // The deleted one's title went with its history.
+    let expected: Vec<_> = before
+        .iter()
+        .map(|(id, deleted, title)| (id.clone(), *deleted, title.clone().filter(|_| !deleted)))
+        .collect();
+    assert_eq!(listed(&f), expected);
+    assert!(matches!(
+        f.find(&ids[4]),
+        Err(Error::UnknownDocument { deleted: true, .. })
+    ));
+    // Its history is gone from the folder: the snapshot's row keeps no change of it.
+    let snapshot = store.join(done.snapshot.as_ref().unwrap());
+    let db = rusqlite::Connection::open(&snapshot).unwrap();
+    let (changes, save): (i64, Option<Vec<u8>>) = db
+        .query_row(
+            "SELECT changes, automerge FROM documents WHERE id = ?1",
+            [ids[4].as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((changes, save), (0, None));
+    let json: String = db
+        .query_row(
+            "SELECT json FROM documents WHERE id = ?1",
+            [ids[0].as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+        docs_before[0]
+    );
+    drop(db);
+    // Writes go on after it, on both devices, and a second compaction folds the first.
+    f.find(&ids[0])
         .unwrap()
-        .read()
-        .unwrap()
-        .to_json();
-    assert_eq!(seen, json!({"doc": 2}));
+        .apply_patch(&[PatchOp::insert("/items/-", json!("after"))])
+        .unwrap();
+    let new_id = r.create(Some(&json!({"title": "new"}))).unwrap();
+    let second = r.root().compact().unwrap();
+    assert_ne!(second.snapshot, done.snapshot);
+    assert!(!snapshot.exists());
+    assert_eq!(common::op_files(&store), Vec::<String>::new());
+    let again = Device::new(dir.path(), "again");
+    let g = repo(&again, &store);
+    assert_eq!(
+        g.find(&ids[0])
+            .unwrap()
+            .read()
+            .unwrap()
+            .get("/items")
+            .unwrap(),
+        json!([0, 1, 2, "after"])
+    );
+    assert_eq!(
+        g.find(&new_id)
+            .unwrap()
+            .read()
+            .unwrap()
+            .get("/title")
+            .unwrap(),
+        json!("new")
+    );
+    assert_eq!(listed(&g), listed(&r));
+    assert_eq!(listed(&g).len(), 7);
 }
 
 /// The folder loses a document's op file and its author's local state goes back to a backup
@@ -394,9 +498,12 @@ fn documents_changes_go_into_packs_of_many_documents() {
     let out = r.root().pack().unwrap();
     assert_eq!(out.republished, vec![lost.clone()]);
     assert_eq!(std::fs::read(store.join(&lost)).unwrap(), bytes);
-    // A compaction of the root document leaves the documents' packs alone.
+    // A compaction folds the documents' packs; their kept copies do not bring them back.
     r.root().compact().unwrap();
-    assert_eq!(packs(&store).len(), 12);
+    assert_eq!(packs(&store).len(), 0);
+    let out = r.root().pack().unwrap();
+    assert_eq!(out.republished, Vec::<String>::new());
+    assert_eq!(packs(&store).len(), 0);
     check(&Device::new(dir.path(), "fresh3"));
     assert_eq!(r.docs().unwrap().len(), 31);
 }

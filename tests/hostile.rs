@@ -802,8 +802,14 @@ fn run_packed(
         let outputs: Vec<Option<String>> = (0..world.devices.len())
             .map(|i| {
                 let repo = crdtdir::Repo::from(world.open(i).unwrap());
-                let Ok(doc) = repo.find(id) else {
-                    return Ok(None);
+                let doc = match repo.find(id) {
+                    Ok(doc) => doc,
+                    Err(e) => {
+                        if tracing() {
+                            eprintln!("FIND device {i} document {id}: {e}");
+                        }
+                        return Ok(None);
+                    }
                 };
                 let view = doc.read().unwrap();
                 prop_assert_eq!(view.report().unprovided, 0, "device {} document {}", i, id);

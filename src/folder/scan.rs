@@ -175,8 +175,8 @@ pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
 }
 
 /// Lists the folder for the root document (`doc` `None`) or for document `doc`: its op
-/// files; the other documents' op files are neither listed nor reported. Packs and snapshots
-/// hold the root document's changes only; snapshots are each of one document (§18).
+/// files; the other documents' op files are neither listed nor reported. A document's
+/// listing has its own snapshots and the root document's, which may hold a row of it (§18).
 pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
     scan_with(store, doc, None)
 }
@@ -712,6 +712,14 @@ fn read_pack_header(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The snapshots and compaction records a listing of document `doc` has (its own and the
+/// root document's; `None`: the root document's), as [`scan`] lists them.
+pub(crate) fn snapshots_of(store: &Path, doc: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let mut out = Scan::default();
+    scan_snapshots(store, doc, &mut out);
+    (out.snapshots, out.records)
+}
+
 fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
     let dir = store.join(SNAPSHOTS_DIR);
     let Some(entries) = read_dir_or_report(&dir, SNAPSHOTS_DIR, out) else {
@@ -722,8 +730,12 @@ fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
         let rel = super::snapshot_rel(&name);
         let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match snapshot::parse_name(&name) {
-            // Another document's snapshot or record: not this document's business.
-            Some(_) if snapshot::split_doc(&name).0 != doc => {}
+            // Another document's snapshot or record: not this document's business. The
+            // root document's are every document's: they may hold rows of them (§18).
+            Some(_)
+                if snapshot::split_doc(&name)
+                    .0
+                    .is_some_and(|named| Some(named) != doc) => {}
             Some((_, false)) if is_file => out.snapshots.push(rel),
             Some((_, true)) if is_file => out.records.push(rel),
             _ => out.problems.push(quirks::problem(rel, &name)),

@@ -90,9 +90,16 @@ impl Source<'_> {
             "sealed, and this device has no key".to_string(),
         ))?;
         let damaged = |r: String| (ProblemKind::Damaged, r);
-        snapshot.automerge = seal
-            .open("snapshot-document", "", &snapshot.automerge)
-            .map_err(damaged)?;
+        // A repo snapshot's document row is bound to the document's name.
+        if !snapshot.dropped {
+            snapshot.automerge = seal
+                .open(
+                    "snapshot-document",
+                    snapshot.doc.as_deref().unwrap_or(""),
+                    &snapshot.automerge,
+                )
+                .map_err(damaged)?;
+        }
         snapshot.devices = match &snapshot.sealed_devices {
             Some(hex_text) => {
                 let sealed = hex::decode(hex_text)

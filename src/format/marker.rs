@@ -30,6 +30,7 @@ pub(crate) const KNOWN_FEATURES: &[&str] = &[
     ENCRYPTED_FEATURE,
     crate::format::pack::FEATURE,
     DOCS_FEATURE,
+    crate::format::snapshot::DOCS_FEATURE,
 ];
 /// The feature marker of a store with documents beside its root one (`crate::repo`).
 pub(crate) const DOCS_FEATURE: &str = "docs";

@@ -24,6 +24,16 @@
 //!     folded_op_files(path, hash)   a view giving those paths, for people and sqlite3
 //!     folded_snapshots(name TEXT PRIMARY KEY)
 //!       older snapshots it folds in (deleted with their records)
+//!   A snapshot of a repo's documents (docs/FORMAT.md §18, feature `folded-docs`) adds:
+//!     documents(name TEXT PRIMARY KEY, id TEXT NOT NULL, heads TEXT NOT NULL,
+//!               changes INTEGER NOT NULL, automerge BLOB, json TEXT)
+//!       each document beside the root one: its name in file names, its id, heads (JSON)
+//!       and change count, its save and JSON; both NULL for a deleted document whose
+//!       history the compaction dropped
+//!     folded_doc_ops(name TEXT NOT NULL, actor_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+//!                    hash BLOB NOT NULL, PRIMARY KEY (name, actor_id, seq, hash)) WITHOUT ROWID
+//!       the documents' op files it folds: ops/<actors.hex>/<name>-<seq>-<hash>.op
+//!     folded_doc_op_files(name, path, hash)   a view that spells those paths out
 //!   In an encrypted store (docs/FORMAT.md §16): document.automerge is the sealed save,
 //!   document.json the sealed JSON in hex, meta device is empty, the devices table is
 //!   empty and meta devices holds the sealed actor → name map (JSON) in hex.
@@ -33,7 +43,7 @@
 //!       snapshot without this table (older builds) names no device
 //! ```
 
-use rusqlite::{Connection, OpenFlags, MAIN_DB};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, MAIN_DB};
 
 use super::DecodeError;
 use crate::format::names::HASH_HEX_LEN;
@@ -45,6 +55,9 @@ pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
 /// The feature marker a store gets with its first snapshot: builds that do not know
 /// snapshots then refuse to write (they would not see what the snapshot holds).
 pub(crate) const FEATURE: &str = "snapshots";
+/// The feature marker a store gets with its first snapshot that folds documents beside the
+/// root one: builds that read documents from their own files only then refuse to write.
+pub(crate) const DOCS_FEATURE: &str = "folded-docs";
 
 /// What a snapshot holds, read back.
 #[derive(Debug, Clone)]
@@ -58,6 +71,28 @@ pub(crate) struct Snapshot {
     pub(crate) devices: Vec<(String, String)>,
     /// An encrypted store's sealed device names (hex), from meta `devices`.
     pub(crate) sealed_devices: Option<String>,
+    /// The name of the document whose row of a repo's snapshot this is (`None`: the root
+    /// document): what its sealed save is bound to.
+    pub(crate) doc: Option<String>,
+    /// A deleted document whose history the snapshot dropped (no save; its folded files
+    /// are listed all the same).
+    pub(crate) dropped: bool,
+}
+
+/// A document beside the root one, as a snapshot of the repo holds it (docs/FORMAT.md §18).
+#[derive(Debug, Clone)]
+pub(crate) struct DocRow {
+    /// Its name in file names.
+    pub(crate) name: String,
+    /// Its id (sealed, in hex, in an encrypted store).
+    pub(crate) id: String,
+    pub(crate) heads: Vec<String>,
+    pub(crate) changes: u64,
+    /// Its save and JSON (sealed in an encrypted store); `None` for a deleted document
+    /// whose history the compaction drops.
+    pub(crate) content: Option<(Vec<u8>, String)>,
+    /// The op files of it the snapshot folds: (actor, seq, hash hex).
+    pub(crate) folded: Vec<(String, u64, String)>,
 }
 
 /// What goes into a new snapshot.
@@ -74,6 +109,8 @@ pub(crate) struct NewSnapshot<'a> {
     pub(crate) devices: &'a std::collections::BTreeMap<String, String>,
     /// An encrypted store's sealed device names (hex), kept in meta `devices`.
     pub(crate) sealed_devices: Option<&'a str>,
+    /// The documents beside the root one (a repo's compaction), by name.
+    pub(crate) docs: &'a [DocRow],
 }
 
 /// Builds the database in memory and returns its bytes.
@@ -81,7 +118,13 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
     let mut db = Connection::open_in_memory()?;
     // A small document gets small pages: SQLite keeps at least one page per table and
     // index, and 4 KiB pages made a store of a few tiny op files grow to 45 KB.
-    let small = s.automerge.len() + s.json.len() < 64 * 1024;
+    let docs_size: usize = s
+        .docs
+        .iter()
+        .filter_map(|d| d.content.as_ref())
+        .map(|(a, j)| a.len() + j.len())
+        .sum();
+    let small = s.automerge.len() + s.json.len() + docs_size < 64 * 1024;
     db.execute_batch(if small {
         "PRAGMA page_size = 512;"
     } else {
@@ -103,6 +146,22 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
          CREATE TABLE folded_snapshots (name TEXT PRIMARY KEY);
          CREATE TABLE devices (actor TEXT PRIMARY KEY, name TEXT NOT NULL);",
     )?;
+    if !s.docs.is_empty() {
+        db.execute_batch(
+            "CREATE TABLE documents (name TEXT PRIMARY KEY, id TEXT NOT NULL,
+                                     heads TEXT NOT NULL, changes INTEGER NOT NULL,
+                                     automerge BLOB, json TEXT);
+             CREATE TABLE folded_doc_ops (name TEXT NOT NULL, actor_id INTEGER NOT NULL,
+                                          seq INTEGER NOT NULL, hash BLOB NOT NULL,
+                                          PRIMARY KEY (name, actor_id, seq, hash))
+                                          WITHOUT ROWID;
+             CREATE VIEW folded_doc_op_files AS
+               SELECT o.name AS name,
+                      'ops/' || a.hex || '/' || o.name || '-' || printf('%010d', o.seq) || '-'
+                      || lower(hex(o.hash)) || '.op' AS path, lower(hex(o.hash)) AS hash
+               FROM folded_doc_ops o JOIN actors a USING (actor_id);",
+        )?;
+    }
     let tx = db.transaction()?;
     {
         let mut meta = tx.prepare("INSERT INTO meta (key, value) VALUES (?1, ?2)")?;
@@ -137,6 +196,32 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
             }
             let hash = hex::decode(hash).map_err(|_| rusqlite::Error::InvalidQuery)?;
             ops.execute((id, seq as i64, hash))?;
+        }
+        if !s.docs.is_empty() {
+            let mut docs = tx.prepare(
+                "INSERT INTO documents (name, id, heads, changes, automerge, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            let mut doc_ops = tx.prepare(
+                "INSERT INTO folded_doc_ops (name, actor_id, seq, hash) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for d in s.docs {
+                let heads = serde_json::to_string(&d.heads).expect("strings serialize");
+                let (automerge, json) = match &d.content {
+                    Some((a, j)) => (Some(a.as_slice()), Some(j.as_str())),
+                    None => (None, None),
+                };
+                docs.execute((&d.name, &d.id, heads, d.changes as i64, automerge, json))?;
+                for (actor, seq, hash) in &d.folded {
+                    let next = ids.len() as i64;
+                    let id = *ids.entry(actor.as_str()).or_insert_with(|| next);
+                    if id == next {
+                        actors.execute((id, actor))?;
+                    }
+                    let hash = hex::decode(hash).map_err(|_| rusqlite::Error::InvalidQuery)?;
+                    doc_ops.execute((&d.name, id, *seq as i64, hash))?;
+                }
+            }
         }
         let mut snaps = tx.prepare("INSERT INTO folded_snapshots (name) VALUES (?1)")?;
         for name in s.folded_snapshots {
@@ -244,7 +329,188 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         changes,
         automerge,
         folded_ops,
+        doc: None,
+        dropped: false,
     })
+}
+
+/// A snapshot file opened where it lies, read-only, for the rows of documents (docs/FORMAT.md
+/// §18): its length must match its header, its schema version be known and its store be
+/// `store`. Opening one document reads its row and the pages that lead to it, not the file.
+pub(crate) struct DocRows {
+    db: Connection,
+    store: String,
+    has_docs: bool,
+    devices: Vec<(String, String)>,
+    sealed_devices: Option<String>,
+}
+
+impl DocRows {
+    pub(crate) fn open(path: &std::path::Path) -> Result<DocRows, DecodeError> {
+        use std::io::Read;
+        let mut head = [0u8; 100];
+        let mut file = std::fs::File::open(path).map_err(|e| format!("unreadable: {e}"))?;
+        let size = file
+            .metadata()
+            .map_err(|e| format!("unreadable: {e}"))?
+            .len();
+        file.read_exact(&mut head)
+            .map_err(|_| "not an SQLite database".to_string())?;
+        if !head.starts_with(b"SQLite format 3\0") {
+            return Err("not an SQLite database".into());
+        }
+        let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+            1 => 65536,
+            n => u64::from(n),
+        };
+        let pages = u64::from(u32::from_be_bytes([head[28], head[29], head[30], head[31]]));
+        if page_size * pages != size {
+            return Err("snapshot is truncated (its length does not match its header)".into());
+        }
+        let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
+        let db = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(fail)?;
+        let meta = |key: &str| -> Result<String, String> {
+            db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .map_err(|e| format!("snapshot has no {key}: {e}"))
+        };
+        let version: u64 = meta("format")?
+            .parse()
+            .map_err(|_| "bad snapshot format".to_string())?;
+        if version > SNAPSHOT_VERSION {
+            return Err(DecodeError::Newer {
+                what: "snapshot",
+                found: version,
+                known: SNAPSHOT_VERSION,
+            });
+        }
+        let has = |table: &str| -> Result<bool, String> {
+            db.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(fail)
+        };
+        let has_docs = has("documents")?;
+        let devices = if has("devices")? {
+            let mut q = db
+                .prepare("SELECT actor, name FROM devices ORDER BY actor")
+                .map_err(fail)?;
+            let rows = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(fail)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail)?
+        } else {
+            Vec::new()
+        };
+        let store = meta("store")?;
+        let sealed_devices = meta("devices").ok();
+        Ok(DocRows {
+            db,
+            store,
+            has_docs,
+            devices,
+            sealed_devices,
+        })
+    }
+
+    /// The row of document `name`, as a [`Snapshot`] of it (sealed as written); `None` when
+    /// the snapshot holds no such document.
+    pub(crate) fn row(&self, name: &str) -> Result<Option<Snapshot>, DecodeError> {
+        if !self.has_docs {
+            return Ok(None);
+        }
+        let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
+        let row = self
+            .db
+            .query_row(
+                "SELECT heads, changes, automerge FROM documents WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(fail)?;
+        let Some((heads, changes, automerge)) = row else {
+            return Ok(None);
+        };
+        let heads: Vec<String> =
+            serde_json::from_str(&heads).map_err(|e| format!("bad heads: {e}"))?;
+        let mut q = self
+            .db
+            .prepare("SELECT path, hash FROM folded_doc_op_files WHERE name = ?1 ORDER BY path")
+            .map_err(fail)?;
+        let folded_ops = q
+            .query_map([name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(fail)?
+            .collect::<rusqlite::Result<Vec<(String, String)>>>()
+            .map_err(fail)?;
+        Ok(Some(Snapshot {
+            store: self.store.clone(),
+            heads,
+            changes: u64::try_from(changes).map_err(|_| "bad change count".to_string())?,
+            dropped: automerge.is_none(),
+            automerge: automerge.unwrap_or_default(),
+            folded_ops,
+            devices: self.devices.clone(),
+            sealed_devices: self.sealed_devices.clone(),
+            doc: Some(name.to_string()),
+        }))
+    }
+
+    /// Every document the snapshot holds: (name, id as written, dropped).
+    pub(crate) fn names(&self) -> Result<Vec<(String, String, bool)>, DecodeError> {
+        if !self.has_docs {
+            return Ok(Vec::new());
+        }
+        let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
+        let mut q = self
+            .db
+            .prepare("SELECT name, id, automerge IS NULL FROM documents ORDER BY name")
+            .map_err(fail)?;
+        let rows = q
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(fail)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>().map_err(fail)?)
+    }
+
+    /// The documents' op files it folds (paths), every document's.
+    pub(crate) fn folded_doc_files(&self) -> Vec<String> {
+        if !self.has_docs {
+            return Vec::new();
+        }
+        let Ok(mut q) = self.db.prepare("SELECT path FROM folded_doc_op_files") else {
+            return Vec::new();
+        };
+        q.query_map([], |r| r.get(0))
+            .map(|rows| rows.filter_map(|r| r.ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the snapshot folds the snapshot named `name` (its `folded_snapshots`).
+    pub(crate) fn folds(&self, name: &str) -> bool {
+        self.db
+            .query_row(
+                "SELECT count(*) > 0 FROM folded_snapshots WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap_or(false)
+    }
+
+    /// The store id the snapshot names.
+    pub(crate) fn store(&self) -> &str {
+        &self.store
+    }
 }
 
 /// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
@@ -316,6 +582,7 @@ mod tests {
             folded_snapshots: &[],
             devices: &[("aa".to_string(), "laptop".to_string())].into(),
             sealed_devices: None,
+            docs: &[],
         })
         .unwrap();
         let snap = decode(&bytes).unwrap();
@@ -355,6 +622,7 @@ mod fuzz {
                 folded_snapshots: &[],
                 devices: &Default::default(),
                 sealed_devices: None,
+                docs: &[],
             })
             .unwrap();
             let mut damaged = bytes.clone();

@@ -88,6 +88,28 @@ impl Retention {
             .collect()
     }
 
+    /// Releases, with the root document's copy of `snapshot` (this retention is the root
+    /// document's), every other document's copy of the same snapshot (a repo's compaction
+    /// keeps one per document, in the document's own local state).
+    pub(crate) fn release_documents(&self, snapshot: &str) {
+        let Some((hash, false)) = snapshot::parse_name(snapshot) else {
+            return;
+        };
+        let Some(store_state) = self.dir.parent() else {
+            return;
+        };
+        let docs = store_state.join(crate::local::names::DOCS);
+        for doc in std::fs::read_dir(docs).into_iter().flatten().flatten() {
+            let copy = doc
+                .path()
+                .join(crate::local::names::RETENTION)
+                .join(format!("{hash}{EXT}"));
+            if copy.is_file() {
+                fs::remove_or_log(&copy, "a released retention copy");
+            }
+        }
+    }
+
     /// The snapshots whose copy another copy holds whole (every change of its document is
     /// in the other's; of two copies with the same changes, the one with the smaller name).
     pub(crate) fn superseded(&self) -> std::collections::HashSet<String> {

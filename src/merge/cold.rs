@@ -31,6 +31,7 @@ pub(crate) fn merge_cold(
     carry: Option<MergedState>,
 ) -> (MergedState, MergeReport) {
     let snaps = load_snapshots(store, store_id, scan);
+    let carry = carry.filter(|c| !dropped(&snaps, c));
     // Op files a valid snapshot folds in are its to give: not read again.
     let covered: HashSet<&str> = snaps
         .valid
@@ -218,4 +219,18 @@ fn snapshot_devices(snaps: &Snapshots) -> BTreeMap<String, String> {
         .iter()
         .flat_map(|s| s.snapshot.devices.iter().cloned())
         .collect()
+}
+
+/// True when a compaction dropped the history `carry` holds: a valid snapshot's row says the
+/// document was deleted at exactly the heads `carry` has (docs/FORMAT.md §18). A carried
+/// state with anything more (a write that did not see the deletion) is kept.
+fn dropped(snaps: &Snapshots, carry: &MergedState) -> bool {
+    let mut heads = crate::doc::heads_hex(&carry.doc.get_heads());
+    heads.sort();
+    !heads.is_empty()
+        && snaps.valid.iter().any(|s| {
+            let mut at = s.snapshot.heads.clone();
+            at.sort();
+            s.snapshot.dropped && at == heads
+        })
 }

@@ -72,7 +72,18 @@ pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) 
             h.parse::<ChangeHash>()
                 .is_ok_and(|h| state.doc.get_change_meta_by_hash(&h).is_some())
         });
-        if !held {
+        // A later snapshot this view merged folds it (a record the sync tool brought back).
+        let folded = || {
+            state
+                .files
+                .iter()
+                .filter(|f| crate::folder::snapshot_name(f).is_some())
+                .any(|f| {
+                    crate::format::snapshot::DocRows::open(&store.join(f))
+                        .is_ok_and(|rows| rows.folds(&record.snapshot))
+                })
+        };
+        if !held && !folded() {
             out.push(Problem::new(
                 ProblemKind::Gap,
                 rel.clone(),
@@ -86,7 +97,9 @@ pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) 
     let compacted = !scan.snapshots.is_empty()
         || !scan.records.is_empty()
         || crate::folder::layout::feature(store, crate::format::snapshot::FEATURE).is_file();
-    if compacted && out.is_empty() {
+    // Heartbeats name the root document's heads only: a document's reader has no such rule
+    // (docs/FORMAT.md §18).
+    if compacted && out.is_empty() && store.doc.is_none() {
         for actor in crate::folder::beat_actors(store) {
             let Some((rel, beat)) = crate::folder::latest_beat(store, &actor) else {
                 continue;

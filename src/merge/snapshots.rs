@@ -29,6 +29,14 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
         problems: Vec::new(),
     };
     for rel in &scan.snapshots {
+        let name = crate::folder::snapshot_name(rel).unwrap_or_default();
+        if let (Some(doc), (None, _)) = (store.doc, crate::format::snapshot::split_doc(name)) {
+            match doc_row(store, store_id, rel, doc) {
+                Ok(v) => out.valid.push(v),
+                Err((kind, reason)) => out.problems.push(Problem::new(kind, rel.clone(), reason)),
+            }
+            continue;
+        }
         let verdict = (|| -> Result<ValidSnapshot, (ProblemKind, String)> {
             let damaged = |reason: String| (ProblemKind::Damaged, reason);
             let bytes = std::fs::read(store.join(rel))
@@ -47,16 +55,7 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
             if snapshot.store != store_id {
                 return Err((ProblemKind::Foreign, "snapshot of another store".into()));
             }
-            let doc = crate::doc::load(&snapshot.automerge)
-                .map_err(|e| damaged(format!("the snapshot's document: {e}")))?;
-            let heads = crate::doc::heads_hex(&doc.get_heads());
-            let mut claimed = snapshot.heads.clone();
-            claimed.sort();
-            if heads != claimed {
-                return Err(damaged(
-                    "the snapshot's document does not have the heads it claims".into(),
-                ));
-            }
+            let doc = loaded(&snapshot)?;
             Ok(ValidSnapshot {
                 rel: rel.clone(),
                 snapshot,
@@ -69,6 +68,12 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
         }
     }
     for rel in &scan.records {
+        if store.doc.is_some()
+            && crate::folder::snapshot_name(rel)
+                .is_some_and(|n| crate::format::snapshot::split_doc(n).0.is_none())
+        {
+            continue; // the root document's reader reports it
+        }
         let problem = match std::fs::read(store.join(rel)) {
             Err(e) => Problem::unreadable(rel.clone(), &e),
             Ok(bytes) => match crate::format::record::decode(&bytes) {
@@ -83,4 +88,73 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
         out.problems.push(problem);
     }
     out
+}
+
+/// The document a verified snapshot (or a row of one) holds, loaded by the reader's rule,
+/// with the heads it claims.
+fn loaded(
+    snapshot: &crate::format::snapshot::Snapshot,
+) -> Result<Automerge, (ProblemKind, String)> {
+    let damaged = |reason: String| (ProblemKind::Damaged, reason);
+    let doc = crate::doc::load(&snapshot.automerge)
+        .map_err(|e| damaged(format!("the snapshot's document: {e}")))?;
+    let heads = crate::doc::heads_hex(&doc.get_heads());
+    let mut claimed = snapshot.heads.clone();
+    claimed.sort();
+    if heads != claimed {
+        return Err(damaged(
+            "the snapshot's document does not have the heads it claims".into(),
+        ));
+    }
+    Ok(doc)
+}
+
+/// Document `doc`'s row of a snapshot of the root document (a repo's compaction folds every
+/// document, docs/FORMAT.md §18), read where the file lies: its length against its header,
+/// its schema and store, and the row's document with the heads it claims. The whole file's
+/// hash and integrity are the root document's reader's to check. A snapshot without a row
+/// of the document is an empty base (it was made before the document, or without
+/// documents); a deleted document whose history it dropped is one too, with its folded
+/// files.
+fn doc_row(
+    store: &Source<'_>,
+    store_id: &str,
+    rel: &str,
+    doc: &str,
+) -> Result<ValidSnapshot, (ProblemKind, String)> {
+    let rows = crate::format::snapshot::DocRows::open(&store.join(rel))
+        .map_err(|e| (e.kind(), e.to_string()))?;
+    if rows.store() != store_id {
+        return Err((ProblemKind::Foreign, "snapshot of another store".into()));
+    }
+    let row = rows.row(doc).map_err(|e| (e.kind(), e.to_string()))?;
+    let Some(mut snapshot) = row else {
+        let snapshot = crate::format::snapshot::Snapshot {
+            store: store_id.to_string(),
+            heads: Vec::new(),
+            changes: 0,
+            automerge: Vec::new(),
+            folded_ops: Vec::new(),
+            devices: Vec::new(),
+            sealed_devices: None,
+            doc: Some(doc.to_string()),
+            dropped: false,
+        };
+        return Ok(ValidSnapshot {
+            rel: rel.to_string(),
+            snapshot,
+            doc: crate::doc::new_doc(),
+        });
+    };
+    store.open_snapshot(&mut snapshot)?;
+    let doc = if snapshot.dropped {
+        crate::doc::new_doc()
+    } else {
+        loaded(&snapshot)?
+    };
+    Ok(ValidSnapshot {
+        rel: rel.to_string(),
+        snapshot,
+        doc,
+    })
 }

@@ -127,8 +127,36 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
             holding.entry(hex::encode(doc)).or_default().push(rel);
         }
     }
+    // Documents a snapshot of the root document holds (a repo's compaction folded them).
+    let rows = root.repo_snapshot_rows();
+    let mut in_snapshots: BTreeMap<&str, Vec<&crate::store::compact_docs::RowName>> =
+        BTreeMap::new();
+    for row in &rows {
+        in_snapshots.entry(row.name.as_str()).or_default().push(row);
+    }
     let mut docs: std::collections::BTreeSet<&str> = holding.keys().map(String::as_str).collect();
     docs.extend(loose.keys().filter_map(|d| d.as_deref()));
+    docs.extend(in_snapshots.keys());
+    // Each document's own snapshots and records, from one listing of `snapshots/`.
+    let mut own_snapshots: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let snapshots_dir = crate::folder::layout::snapshots(root.path());
+    for entry in std::fs::read_dir(snapshots_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if let (Some(doc), _) = crate::format::snapshot::split_doc(&file) {
+            own_snapshots
+                .entry(doc.to_string())
+                .or_default()
+                .push(file.clone());
+        }
+    }
+    for files in own_snapshots.values_mut() {
+        files.sort_unstable();
+    }
+    docs.extend(own_snapshots.keys().map(String::as_str));
     // The root document: its own view (cached) and listing.
     root.check_unlocked()?;
     let root_id = root.id().to_string();
@@ -145,6 +173,17 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         for rel in holding.get(doc).into_iter().flatten() {
             hasher.update(b"pack ");
             hasher.update(rel.as_bytes());
+            hasher.update(b"\n");
+        }
+        for row in in_snapshots.get(doc).into_iter().flatten() {
+            hasher.update(b"snapshot ");
+            hasher.update(row.snapshot.as_bytes());
+            hasher.update(b"\n");
+        }
+        // Its own snapshots (write-backs) change its view too.
+        for file in own_snapshots.get(doc).into_iter().flatten() {
+            hasher.update(b"own ");
+            hasher.update(file.as_bytes());
             hasher.update(b"\n");
         }
         hasher.finalize().to_hex()[..32].to_string()
@@ -166,22 +205,34 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
                 // A handle by name lists the document's files; its id is in their envelopes.
                 let named = root.for_doc_named(Some(doc), Some(doc));
                 let scan = match everything.as_mut() {
-                    Some(all) => crate::folder::scan::Scan {
-                        ops: all
-                            .remove(&Some(doc.to_string()))
-                            .unwrap_or_default()
-                            .entries(),
-                        ..crate::folder::scan::Scan::default()
-                    },
+                    Some(all) => {
+                        let (snapshots, records) =
+                            crate::folder::scan::snapshots_of(root.path(), Some(doc));
+                        crate::folder::scan::Scan {
+                            ops: all
+                                .remove(&Some(doc.to_string()))
+                                .unwrap_or_default()
+                                .entries(),
+                            snapshots,
+                            records,
+                            ..crate::folder::scan::Scan::default()
+                        }
+                    }
                     None => named.scan(),
                 };
-                let Some(id) = id_of(&named, doc, &scan) else {
+                let rows = in_snapshots.get(doc).map(Vec::as_slice).unwrap_or_default();
+                let id = id_of(&named, doc, &scan)
+                    .or_else(|| rows.iter().find_map(|r| root.row_id(doc, &r.id)));
+                let Some(id) = id else {
                     // No file of it opens (all damaged, or sealed by another key): not
                     // listed until one does.
                     continue;
                 };
                 let handle = root.for_doc_named(Some(&id), Some(doc));
-                entry_of(&handle, id, digest, &scan)?
+                let mut entry = entry_of(&handle, id, digest, &scan)?;
+                // A deleted document whose history a compaction dropped, and nothing since.
+                entry.deleted |= entry.last_change.is_none() && rows.iter().any(|r| r.dropped);
+                entry
             }
         };
         out.push(info(false, &entry));

@@ -11,7 +11,7 @@
 //! deleted while every head of its history is such a change. A write concurrent with the
 //! deletion (one that did not see it) keeps the document, with both.
 
-mod catalog;
+pub(crate) mod catalog;
 
 use std::path::Path;
 
@@ -132,17 +132,28 @@ impl Repo {
         let doc = self.root.for_doc(Some(id.as_str()));
         // A document this device opened before has its local state; any other must have a
         // file in the folder (a mistyped id leaves nothing behind). One listing either way.
+        let row = || doc.snapshot_row_of();
         let view = if doc.known_here() {
             doc.read()?
         } else {
             let scan = doc.scan();
-            if scan.ops.is_empty() {
+            // Its files: op files, its own snapshots (write-backs), or a row of a snapshot
+            // of the root document (a compaction).
+            let own_snapshot = scan.snapshots.iter().any(|rel| {
+                crate::folder::snapshot_name(rel)
+                    .is_some_and(|n| crate::format::snapshot::split_doc(n).0.is_some())
+            });
+            if scan.ops.is_empty() && !own_snapshot && row().is_none() {
                 return Err(unknown(false));
             }
             doc.read_listed(&scan)?
         };
         if is_deleted(view.doc()) {
             return Err(unknown(true));
+        }
+        // Nothing of it but a row of a compaction that dropped it (or no file at all).
+        if view.doc().get_heads().is_empty() {
+            return Err(unknown(row() == Some(true)));
         }
         Ok(doc)
     }

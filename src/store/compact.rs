@@ -15,6 +15,7 @@ use crate::local::retention::Retention;
 use crate::merged::MergedState;
 use crate::presence::Presence;
 use crate::render;
+use crate::store::compact_docs::{verify_rows, DocFold};
 use crate::store::session::Name;
 use crate::store::Store;
 use crate::store::{fresh_record, now};
@@ -87,6 +88,7 @@ impl Store {
     pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
         self.whole_store("compact")?;
         let (scan, state, ops, snaps) = self.foldable(true)?;
+        let docs = self.fold_documents(true)?;
         let size =
             |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
         let folded_set: std::collections::HashSet<&str> =
@@ -104,15 +106,21 @@ impl Store {
                 .filter(|p| p.entry_rels().all(|r| folded_set.contains(r.as_str())))
                 .map(|p| size(&p.rel))
                 .sum::<u64>();
-        let snapshot_bytes = snaps.iter().map(size).sum();
+        let (doc_files, doc_bytes) = self.documents_usage(&docs);
+        let snapshot_bytes = snaps
+            .iter()
+            .chain(docs.iter().flat_map(|d| &d.snaps))
+            .map(size)
+            .sum();
         // Built to know its size (the device name is a placeholder: the plan writes nothing,
         // not even a default name).
         let device = self.inner.device.as_deref().unwrap_or("device");
-        let (bytes, ..) = self.build_snapshot(&state.doc, device, &ops, &snaps, &state.devices)?;
+        let (bytes, ..) =
+            self.build_snapshot(&state.doc, device, &ops, &snaps, &state.devices, &docs)?;
         Ok(CompactPlan {
-            op_files: ops.len(),
-            op_bytes,
-            snapshots: snaps.len(),
+            op_files: ops.len() + doc_files,
+            op_bytes: op_bytes + doc_bytes,
+            snapshots: snaps.len() + docs.iter().map(|d| d.snaps.len()).sum::<usize>(),
             snapshot_bytes,
             new_snapshot_bytes: bytes.len() as u64,
             others: self.presence_of(&state, threshold_secs),
@@ -180,9 +188,14 @@ impl Store {
         let device = session.device.clone().unwrap_or_default();
         let (files_before, bytes_before) = usage(&self.inner.root);
         let (scan, state, ops, snaps) = self.foldable(false)?;
+        let docs = self.fold_documents(false)?;
         // Nothing to fold, unless this device holds changes the folder lost: the snapshot
         // writes them back (docs/FORMAT.md §14).
-        if ops.is_empty() && snaps.len() <= 1 && state.unprovided == 0 {
+        if ops.is_empty()
+            && snaps.len() <= 1
+            && state.unprovided == 0
+            && docs.iter().all(|d| d.ops.is_empty() && d.snaps.is_empty())
+        {
             return Ok(CompactOutcome {
                 snapshot: None,
                 files_before,
@@ -193,9 +206,12 @@ impl Store {
             });
         }
         progress(Progress::Snapshot);
-        let name = self.publish_snapshot(&state.doc, &device, &ops, &snaps, &state.devices)?;
+        self.keeps_every_document(&snaps, &docs)?;
+        let name =
+            self.publish_snapshot(&state.doc, &device, &ops, &snaps, &state.devices, &docs)?;
         // 5. Only now delete what the verified, recorded snapshot folds in.
         self.delete_folded(&scan, &ops, &snaps, &mut progress)?;
+        self.delete_folded_documents(&docs);
         let (files_after, bytes_after) = usage(&self.inner.root);
         Ok(CompactOutcome {
             snapshot: Some(crate::folder::snapshot_rel(&name)),
@@ -282,6 +298,7 @@ impl Store {
         ops: &[(String, String)],
         snaps: &[String],
         devices: &std::collections::BTreeMap<String, String>,
+        docs: &[DocFold],
     ) -> Result<(Vec<u8>, Vec<ChangeHash>, u64, Vec<u8>)> {
         let heads: Vec<ChangeHash> = doc.get_heads();
         let changes = doc.stats().num_changes;
@@ -304,9 +321,11 @@ impl Store {
         let no_devices = std::collections::BTreeMap::new();
         let folded_snapshots: Vec<String> = snaps
             .iter()
+            .chain(docs.iter().flat_map(|d| &d.snaps))
             .filter_map(|s| crate::folder::snapshot_name(s))
             .map(str::to_string)
             .collect();
+        let rows: Vec<_> = docs.iter().map(|d| d.row.clone()).collect();
         let bytes = snapshot::encode(&NewSnapshot {
             store: &self.inner.marker.store_id,
             device: if sealed.is_some() { "" } else { device },
@@ -323,6 +342,7 @@ impl Store {
                 devices
             },
             sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
+            docs: &rows,
         })
         .map_err(|e| Error::Internal {
             what: format!("the snapshot database could not be built: {e}"),
@@ -338,6 +358,7 @@ impl Store {
         ops: &[(String, String)],
         snaps: &[String],
         devices: &std::collections::BTreeMap<String, String>,
+        docs: &[DocFold],
     ) -> Result<String> {
         let owner = match self
             .inner
@@ -355,13 +376,17 @@ impl Store {
                 r.actor
             }
         };
-        self.ensure_feature(&owner)?;
+        self.ensure_feature(&owner, snapshot::FEATURE)?;
+        if !docs.is_empty() {
+            self.ensure_feature(&owner, snapshot::DOCS_FEATURE)?;
+        }
         let (bytes, heads, changes, automerge) =
-            self.build_snapshot(doc, device, ops, snaps, devices)?;
+            self.build_snapshot(doc, device, ops, snaps, devices, docs)?;
         let name = snapshot::doc_file_name(self.inner.doc_name.as_deref(), &bytes);
         let target = self.publish_snapshot_file(&owner, &name, &bytes)?;
-        self.verify_read_back(&target, &name, &heads, changes)?;
+        self.verify_read_back(&target, &name, &heads, changes, docs)?;
         self.retain(&name, &automerge)?;
+        self.retain_documents(&name, docs)?;
         self.publish_record(&owner, &name, &bytes, &heads, device)?;
         Ok(name)
     }
@@ -386,8 +411,11 @@ impl Store {
         name: &str,
         heads: &[ChangeHash],
         changes: u64,
+        docs: &[DocFold],
     ) -> Result<()> {
-        if let Err(reason) = verify(&self.source(), target, name, heads, changes) {
+        let checked = verify(&self.source(), target, name, heads, changes)
+            .and_then(|()| verify_rows(&self.source(), target, docs));
+        if let Err(reason) = checked {
             crate::fs::remove_or_log(target, "a snapshot that failed its read-back");
             return Err(Error::Unverified {
                 path: target.to_path_buf(),
@@ -398,7 +426,7 @@ impl Store {
     }
 
     /// Compaction step 3: a retention copy of the document, in local state.
-    fn retain(&self, name: &str, automerge: &[u8]) -> Result<()> {
+    pub(crate) fn retain(&self, name: &str, automerge: &[u8]) -> Result<()> {
         Retention::new(&self.inner.state.path())
             .keep(name, automerge)
             .and_then(|_| fault::at("retained"))
@@ -436,14 +464,69 @@ impl Store {
         Ok(())
     }
 
-    fn ensure_feature(&self, owner: &str) -> Result<()> {
-        let note =
-            b"compaction snapshots in snapshots/: a build that cannot read them must not write\n";
+    fn ensure_feature(&self, owner: &str, feature: &str) -> Result<()> {
+        let note: &[u8] = if feature == snapshot::DOCS_FEATURE {
+            b"snapshots in snapshots/ fold documents beside the root one: a build that reads documents only from their own files must not write\n"
+        } else {
+            b"compaction snapshots in snapshots/: a build that cannot read them must not write\n"
+        };
         // The temp is this device's (its actor), so only this device ever removes it.
-        crate::folder::layout::ensure_feature(&self.inner.root, owner, snapshot::FEATURE, note)
-            .map_err(Error::io(crate::folder::layout::feature(
-                &self.inner.root,
-                snapshot::FEATURE,
-            )))
+        crate::folder::layout::ensure_feature(&self.inner.root, owner, feature, note).map_err(
+            Error::io(crate::folder::layout::feature(&self.inner.root, feature)),
+        )
+    }
+
+    /// Refuses to fold away a snapshot of the root document that holds a document this
+    /// compaction has no row for (one this device cannot open): its history would go.
+    fn keeps_every_document(&self, snaps: &[String], docs: &[DocFold]) -> Result<()> {
+        let kept: std::collections::HashSet<&str> =
+            docs.iter().map(|d| d.row.name.as_str()).collect();
+        for rel in snaps {
+            let Ok(rows) = snapshot::DocRows::open(&self.inner.root.join(rel)) else {
+                continue;
+            };
+            for (name, _, _) in rows.names().unwrap_or_default() {
+                if !kept.contains(name.as_str()) {
+                    return Err(Error::Incomplete {
+                        path: rel.clone(),
+                        reason: format!(
+                            "it holds document {name}, which this device cannot open: compacting would drop its history"
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The documents' op files a compaction deletes (loose ones, and the documents' packs
+    /// all of whose entries it folds), and their bytes.
+    fn documents_usage(&self, docs: &[DocFold]) -> (usize, u64) {
+        let root = &self.inner.root;
+        let folded: std::collections::HashSet<&str> = docs
+            .iter()
+            .flat_map(|d| &d.ops)
+            .map(String::as_str)
+            .collect();
+        let mut files = 0;
+        let mut bytes = 0;
+        for rel in &folded {
+            if let Ok(m) = std::fs::metadata(root.join(rel)) {
+                files += 1;
+                bytes += m.len();
+            }
+        }
+        for actor in crate::folder::scan::pack_actors(root) {
+            for (rel, index) in crate::folder::scan::docs_packs(root, &actor) {
+                let entries = crate::folder::scan::docs_pack_entries(&rel, &actor, index);
+                if !entries.is_empty()
+                    && entries.iter().all(|(e, _)| folded.contains(e.rel.as_str()))
+                {
+                    files += 1;
+                    bytes += std::fs::metadata(root.join(&rel)).map_or(0, |m| m.len());
+                }
+            }
+        }
+        (files, bytes)
     }
 }

@@ -179,16 +179,42 @@ impl Store {
     /// again. Returns their paths.
     fn republish_docs_packs(&self, actor: &str, copies: &[DocsCopy]) -> Result<Vec<String>> {
         let mut out = Vec::new();
+        let mut folded: Option<HashSet<String>> = None;
         for copy in copies {
             let rel = crate::folder::layout::pack_rel(actor, &copy.name);
             if self.reads_back_whole(&rel).is_ok() {
                 continue;
             }
             let Some(bytes) = copy.bytes() else { continue };
+            // A pack a compaction folded went on purpose: its copy is released instead.
+            let folded = folded.get_or_insert_with(|| self.folded_doc_files());
+            let all_folded = pack::decode_index(&bytes).is_ok_and(|index| {
+                crate::folder::scan::docs_pack_entries(&rel, actor, index)
+                    .iter()
+                    .all(|(e, _)| folded.contains(&e.rel))
+            });
+            if all_folded {
+                copy.file.release("a kept copy of a folded documents' pack");
+                continue;
+            }
             self.publish_docs_pack(actor, &copy.name, &bytes)?;
             out.push(rel);
         }
         Ok(out)
+    }
+
+    /// The documents' op files (paths) the snapshots of the root document in the folder
+    /// fold, whichever document's.
+    fn folded_doc_files(&self) -> HashSet<String> {
+        let (snapshots, _) = crate::folder::scan::snapshots_of(&self.inner.root, None);
+        snapshots
+            .iter()
+            .filter_map(|rel| {
+                crate::format::snapshot::DocRows::open(&self.inner.root.join(rel)).ok()
+            })
+            .filter(|rows| rows.store() == self.inner.marker.store_id)
+            .flat_map(|rows| rows.folded_doc_files())
+            .collect()
     }
 
     /// Step 3: the loose files the packs hold go, pack by pack, once the pack reads back

@@ -1,6 +1,7 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
 mod compact;
+pub(crate) mod compact_docs;
 mod doc_packs;
 pub(crate) mod documents;
 pub(crate) mod journal;

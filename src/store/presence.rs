@@ -381,6 +381,9 @@ impl Store {
             };
             if release.allows(copy.file()) {
                 copy.release();
+                if self.inner.doc.is_none() {
+                    retention.release_documents(&copy.snapshot);
+                }
             }
         }
     }

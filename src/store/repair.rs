@@ -55,7 +55,7 @@ impl Store {
                 snapshot: None,
             });
         }
-        let name = self.publish_snapshot(&doc, &device, &[], &[], &state.devices)?;
+        let name = self.publish_snapshot(&doc, &device, &[], &[], &state.devices, &[])?;
         Ok(Repaired {
             marker_restored,
             republished,
