@@ -753,3 +753,220 @@ proptest! {
         }
     }
 }
+
+/// The sync tool delivers a compaction's deletions and loses its snapshot: a new device's
+/// view of a document says it is incomplete (never a silent empty document), a device that
+/// had merged keeps its view, and its repair writes the document back.
+#[test]
+fn a_lost_compaction_snapshot_leaves_documents_incomplete_until_a_device_writes_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&a_dir, laptop.options(), Some(&json!({"root": 1}))).unwrap();
+    let id = a.create(Some(&json!({"items": ["precious"]}))).unwrap();
+    common::replica(&a_dir, &b_dir);
+    sync_all(&a_dir, &b_dir);
+    let b = repo(&phone, &b_dir);
+    assert_eq!(
+        b.find(&id)
+            .unwrap()
+            .read()
+            .unwrap()
+            .get("/items/0")
+            .unwrap(),
+        json!("precious")
+    );
+    let done = a.root().compact().unwrap();
+    // b's folder: the deletions and the record arrive, the snapshot never does.
+    let snapshot = done.snapshot.unwrap();
+    for (rel, bytes) in common::tree(&a_dir) {
+        if rel != snapshot && !b_dir.join(&rel).exists() && !rel.contains(".crdtdir-") {
+            std::fs::create_dir_all(b_dir.join(&rel).parent().unwrap()).unwrap();
+            std::fs::write(b_dir.join(&rel), bytes).unwrap();
+        }
+    }
+    for rel in common::op_files(&b_dir) {
+        if !a_dir.join(&rel).exists() {
+            std::fs::remove_file(b_dir.join(&rel)).unwrap();
+        }
+    }
+    assert!(common::op_files(&b_dir).is_empty());
+    let fresh = Device::new(dir.path(), "fresh");
+    let f = repo(&fresh, &b_dir);
+    // The fresh device has no file of the document but the record: it cannot open it, and
+    // the root document's view says why.
+    assert!(f.find(&id).is_err());
+    assert!(!f.root().read().unwrap().is_complete());
+    // The phone had merged: its view keeps the document and its repair writes it back.
+    let on_b = b.find(&id).unwrap();
+    let view = on_b.read().unwrap();
+    assert_eq!(view.get("/items/0").unwrap(), json!("precious"));
+    assert!(view.report().unprovided > 0, "{:?}", view.report());
+    let repaired = on_b.repair().unwrap();
+    assert!(repaired.snapshot.is_some(), "{repaired:?}");
+    let again = Device::new(dir.path(), "again");
+    let doc = repo(&again, &b_dir).find(&id).unwrap().read().unwrap();
+    assert_eq!(doc.get("/items/0").unwrap(), json!("precious"));
+}
+
+/// Two devices compact at once, each folding the documents it has: both snapshots stay
+/// valid where both arrive, every document reads whole, and the next compaction folds both.
+#[test]
+fn two_devices_compacting_documents_at_once_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&a_dir, laptop.options(), Some(&json!({"root": 1}))).unwrap();
+    let shared = a.create(Some(&json!({"items": []}))).unwrap();
+    common::replica(&a_dir, &b_dir);
+    sync_all(&a_dir, &b_dir);
+    let b = repo(&phone, &b_dir);
+    // Apart: each edits the shared document and makes one of its own, then compacts.
+    a.find(&shared)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("from a"))])
+        .unwrap();
+    b.find(&shared)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("from b"))])
+        .unwrap();
+    let only_a = a.create(Some(&json!({"title": "a's"}))).unwrap();
+    let only_b = b.create(Some(&json!({"title": "b's"}))).unwrap();
+    a.root().compact().unwrap();
+    b.root().compact().unwrap();
+    // The sync tool brings each side's new files to the other; deletions too.
+    sync_all(&a_dir, &b_dir);
+    sync_all(&b_dir, &a_dir);
+    for rel in common::op_files(&a_dir) {
+        if !b_dir.join(&rel).exists() {
+            std::fs::remove_file(a_dir.join(&rel)).unwrap();
+        }
+    }
+    for rel in common::op_files(&b_dir) {
+        if !a_dir.join(&rel).exists() {
+            std::fs::remove_file(b_dir.join(&rel)).unwrap();
+        }
+    }
+    let check = |r: &Repo| {
+        let items = r
+            .find(&shared)
+            .unwrap()
+            .read()
+            .unwrap()
+            .get("/items")
+            .unwrap();
+        let mut items: Vec<String> = serde_json::from_value(items).unwrap();
+        items.sort();
+        assert_eq!(items, ["from a", "from b"]);
+        for (id, title) in [(&only_a, "a's"), (&only_b, "b's")] {
+            let view = r.find(id).unwrap().read().unwrap();
+            assert_eq!(view.get("/title").unwrap(), json!(title));
+            assert!(view.is_complete(), "{:?}", view.report());
+        }
+    };
+    let fresh = Device::new(dir.path(), "fresh");
+    check(&repo(&fresh, &a_dir));
+    check(&a);
+    check(&b);
+    let snapshots = |d: &std::path::Path| {
+        common::tree(d)
+            .into_keys()
+            .filter(|p| p.ends_with(".sqlite"))
+            .count()
+    };
+    assert_eq!(snapshots(&a_dir), 2);
+    a.root().compact().unwrap();
+    assert_eq!(snapshots(&a_dir), 1);
+    check(&repo(&Device::new(dir.path(), "later"), &a_dir));
+}
+
+/// A deleted document's history goes at compaction; the sync tool bringing its old files
+/// back does not bring the document back, and a write that did not see the deletion (made
+/// on a device that was away) comes back whole once that device writes it back.
+#[test]
+fn a_deleted_documents_history_goes_and_a_write_that_missed_the_deletion_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (laptop, phone) = (
+        Device::new(dir.path(), "laptop"),
+        Device::new(dir.path(), "phone"),
+    );
+    let a = Repo::init(&a_dir, laptop.options(), Some(&json!({"root": 1}))).unwrap();
+    let id = a.create(Some(&json!({"items": ["old"]}))).unwrap();
+    common::replica(&a_dir, &b_dir);
+    sync_all(&a_dir, &b_dir);
+    let b = repo(&phone, &b_dir);
+    let old_files = common::op_files(&a_dir);
+    // The laptop deletes it and compacts; the phone, away, edits it meanwhile.
+    a.delete(&id).unwrap();
+    a.root().compact().unwrap();
+    assert!(common::op_files(&a_dir).is_empty());
+    b.find(&id)
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("late"))])
+        .unwrap();
+    // A resurrected old file does not bring the document back.
+    for rel in &old_files {
+        std::fs::copy(b_dir.join(rel), a_dir.join(rel)).unwrap();
+    }
+    let fresh = Device::new(dir.path(), "fresh");
+    assert!(matches!(
+        repo(&fresh, &a_dir).find(&id),
+        Err(Error::UnknownDocument { deleted: true, .. })
+    ));
+    // The phone's late write arrives; so do the compaction's files and deletions.
+    sync_all(&b_dir, &a_dir);
+    sync_all(&a_dir, &b_dir);
+    for rel in &old_files {
+        let _ = std::fs::remove_file(b_dir.join(rel));
+        let _ = std::fs::remove_file(a_dir.join(rel));
+    }
+    // The phone holds the history its write stands on: its repair writes it back.
+    let on_b = b.find(&id).unwrap();
+    assert_eq!(
+        on_b.read().unwrap().get("/items").unwrap(),
+        json!(["old", "late"])
+    );
+    on_b.repair().unwrap();
+    sync_all(&b_dir, &a_dir);
+    let later = Device::new(dir.path(), "later");
+    let view = repo(&later, &a_dir).find(&id).unwrap().read().unwrap();
+    assert_eq!(view.get("/items").unwrap(), json!(["old", "late"]));
+    assert_eq!(
+        a.find(&id).unwrap().read().unwrap().get("/items").unwrap(),
+        json!(["old", "late"])
+    );
+}
+
+/// An encrypted repo's compaction: the snapshot's rows carry neither ids nor content in
+/// the plain, and a device with the key reads every document from it.
+#[test]
+fn an_encrypted_repos_compaction_hides_ids_and_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let laptop = Device::new(dir.path(), "laptop");
+    let r = Repo::init(
+        &store,
+        laptop.options().encrypt(true),
+        Some(&json!({"root": 1})),
+    )
+    .unwrap();
+    let id = r.create(Some(&json!({"title": "Secret plans"}))).unwrap();
+    let done = r.root().compact().unwrap();
+    assert!(common::op_files(&store).is_empty());
+    let bytes = std::fs::read(store.join(done.snapshot.unwrap())).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.contains(id.as_str()));
+    assert!(!text.contains("Secret plans"));
+    let view = r.find(&id).unwrap().read().unwrap();
+    assert_eq!(view.get("/title").unwrap(), json!("Secret plans"));
+    let listed = r.docs().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[1].title.as_deref(), Some("Secret plans"));
+}

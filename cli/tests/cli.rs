@@ -893,9 +893,9 @@ fn heartbeats_are_own_immutable_files_and_status_reads_them() {
     );
 }
 
-/// Compaction, crashed after each of its steps: the folder still merges to exactly the
-/// document it had, for the compactor and for a device that never saw the op files, and
-/// compacting again succeeds.
+/// Compaction of a store with documents, crashed after each of its steps: the folder still
+/// merges to exactly the documents it had, for the compactor and for a device that never
+/// saw the op files, and compacting again succeeds and folds every document.
 #[test]
 fn a_crash_at_every_step_of_compaction_loses_nothing() {
     for step in [
@@ -915,6 +915,25 @@ fn a_crash_at_every_step_of_compaction_loses_nothing() {
                 &["append", "set", &format!("/k{i}"), &i.to_string()],
             );
         }
+        let mut ids = Vec::new();
+        for n in 0..2 {
+            let out = me.run_with_input(
+                &store,
+                &["docs", "new", "--from", "-"],
+                &format!(r#"{{"title": "note {n}", "items": []}}"#),
+            );
+            assert!(out.status.success(), "{out:?}");
+            let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let id = made["id"].as_str().unwrap().to_string();
+            me.ok(&store, &["--doc", &id, "append", "insert", "/items/-", "1"]);
+            ids.push(id);
+        }
+        let docs = |dev: &Dev| -> Vec<String> {
+            ids.iter()
+                .map(|id| dev.ok(&store, &["--doc", id, "merge"]))
+                .collect()
+        };
+        let docs_before = docs(&me);
         let before = me.ok(&store, &["merge"]);
         let out = me
             .cmd(&store, &["compact", "--yes"])
@@ -927,19 +946,63 @@ fn a_crash_at_every_step_of_compaction_loses_nothing() {
         );
         let fresh = Dev::new(dir.path(), "fresh");
         assert_eq!(fresh.ok(&store, &["merge"]), before, "{step}: a new device");
+        assert_eq!(
+            docs(&fresh),
+            docs_before,
+            "{step}: a new device's documents"
+        );
         assert_eq!(me.ok(&store, &["merge"]), before, "{step}: the compactor");
+        assert_eq!(docs(&me), docs_before, "{step}: the compactor's documents");
         // The fresh device's beat is recent. Once this device has seen it and it has not
         // changed for longer than the threshold, the fresh device counts as offline.
         me.ok(&store, &["status"]);
         std::thread::sleep(std::time::Duration::from_millis(1100));
         me.ok(&store, &["compact", "--yes", "--threshold", "0"]);
         assert!(op_files(&store).is_empty(), "{step}");
-        assert_eq!(
-            Dev::new(dir.path(), "later").ok(&store, &["merge"]),
-            before,
-            "{step}: after"
-        );
+        let later = Dev::new(dir.path(), "later");
+        assert_eq!(later.ok(&store, &["merge"]), before, "{step}: after");
+        assert_eq!(docs(&later), docs_before, "{step}: the documents after");
     }
+}
+
+/// The snapshot of a compaction that folded documents is queryable with the real `sqlite3`:
+/// a row per document, with its id and JSON.
+#[test]
+fn a_compacted_stores_documents_are_queryable_with_sqlite3() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let out = me.run_with_input(
+        &store,
+        &["docs", "new", "--from", "-"],
+        r#"{"title": "Groceries", "items": ["milk"]}"#,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = made["id"].as_str().unwrap().to_string();
+    let done: serde_json::Value =
+        serde_json::from_str(&me.ok(&store, &["compact", "--yes"])).unwrap();
+    let snapshot = store.join(done["snapshot"].as_str().unwrap());
+    let out = std::process::Command::new("sqlite3")
+        .args(["-readonly", snapshot.to_str().unwrap()])
+        .arg("select id, json from documents")
+        .output()
+        .expect("sqlite3 runs (.ci/run installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (got_id, json) = text.trim().split_once('|').expect("id|json");
+    assert_eq!(got_id, id);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(json).unwrap(),
+        serde_json::json!({"title": "Groceries", "items": ["milk"]})
+    );
+    let out = std::process::Command::new("sqlite3")
+        .args(["-readonly", snapshot.to_str().unwrap()])
+        .arg("select count(*) from folded_doc_op_files")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), "1");
 }
 
 /// Regression (issue: "compaction deletes emptied actor folders"): Unison then skipped a
