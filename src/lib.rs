@@ -129,7 +129,9 @@ pub use store::{
     ChangeResult, DeviceInfo, FileCounts, Notice, Options, Status, Store, View, WriteOutcome,
     Written, READ_ONLY_ENV,
 };
-pub use watch::{Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher};
+pub use watch::{
+    DocEvent, Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher,
+};
 
 /// The Rust examples of README.md, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -358,3 +358,87 @@ fn another_process_of_this_device_writes_and_the_watcher_sees_it_at_once() {
         json!([{"op": "put", "path": "/n", "value": 3, "conflict": false}])
     );
 }
+
+/// One watcher for a repo's documents: each delivered change an event of its own document
+/// only, a new document an `initial` event, a deletion a `deleted` one; a watcher of some
+/// documents hears of those only. (Its one thread and one inotify instance are counted
+/// through the binary, in `cli/tests`.)
+#[test]
+fn one_watcher_follows_every_document_of_a_repo() {
+    use crdtdir::{DocEvent, Repo};
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"app": "notes"}));
+    let there_repo = Repo::open(&there, b.options()).unwrap();
+    let ids: Vec<crdtdir::DocId> = (0..40)
+        .map(|n| {
+            there_repo
+                .create(Some(&json!({"n": n, "items": []})))
+                .unwrap()
+        })
+        .collect();
+    deliver(&there, &here);
+    let repo = Repo::open(&here, a.options()).unwrap();
+    let watcher = repo.watch(WatchOptions::new()).unwrap();
+    let some = repo
+        .watch_docs(WatchOptions::new(), &[ids[3].clone()])
+        .unwrap();
+    let next_of = |w: &crdtdir::Watcher<DocEvent>| -> DocEvent {
+        w.recv_timeout(WAIT).expect("an event in time")
+    };
+    // The first events: every document as found, the root one among them.
+    let mut initial = std::collections::BTreeMap::new();
+    for _ in 0..41 {
+        let e = next_of(&watcher);
+        assert!(e.event.initial, "{e:?}");
+        initial.insert(e.id.clone(), e);
+    }
+    assert_eq!(initial.len(), 41);
+    assert!(initial[repo.root().id()].root);
+    assert_eq!(
+        initial[ids[7].as_str()].event.document,
+        Some(json!({"n": 7, "items": []}))
+    );
+    let first = next_of(&some);
+    assert_eq!(first.id, ids[3].as_str());
+    // A change to one document: an event of that document only, with its patch.
+    there_repo
+        .find(&ids[3])
+        .unwrap()
+        .apply_patch(&[PatchOp::insert("/items/-", json!("milk"))])
+        .unwrap();
+    deliver(&there, &here);
+    let e = next_of(&watcher);
+    assert_eq!(e.id, ids[3].as_str());
+    assert!(!e.root && !e.event.initial && !e.event.local);
+    assert_eq!(
+        serde_json::to_value(&e.event.patches[0]).unwrap()["path"],
+        "/items/0"
+    );
+    assert!(watcher.recv_timeout(Duration::from_millis(500)).is_none());
+    assert_eq!(next_of(&some).id, ids[3].as_str());
+    // A new document, and a deletion.
+    let new = there_repo.create(Some(&json!({"title": "new"}))).unwrap();
+    there_repo.delete(&ids[5]).unwrap();
+    deliver(&there, &here);
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 2 {
+        let e = next_of(&watcher);
+        seen.insert(e.id.clone(), e);
+    }
+    assert!(seen[new.as_str()].event.initial);
+    assert_eq!(
+        seen[new.as_str()].event.document,
+        Some(json!({"title": "new"}))
+    );
+    assert!(seen[ids[5].as_str()].deleted);
+    // The watcher of one document heard of none of that.
+    assert!(some.recv_timeout(Duration::from_millis(300)).is_none());
+    // A write of this process through another handle is an event too, marked local.
+    repo.find(&ids[9])
+        .unwrap()
+        .apply_patch(&[PatchOp::set("/n", json!(99))])
+        .unwrap();
+    let e = next_of(&watcher);
+    assert_eq!(e.id, ids[9].as_str());
+    assert!(e.event.local);
+}

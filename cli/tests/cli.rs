@@ -2927,3 +2927,68 @@ fn watch_follows_the_document_doc_names() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// `watch --all`: one process, one watching thread and one inotify instance follow every
+/// document of a store (not one per document); each line names its document, a change to
+/// one is a line of that one only, and its first line is the document as found.
+#[test]
+fn watch_all_follows_every_document_with_one_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    let ids: Vec<String> = (0..30)
+        .map(|n| {
+            let out = a.run_with_input(
+                &store,
+                &["docs", "new", "--from", "-"],
+                &format!(r#"{{"n": {n}, "items": []}}"#),
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let (mut child, lines) = spawn_watch(&a, &store, &["--all", "--debounce", "0"]);
+    let mut initial = std::collections::BTreeMap::new();
+    for _ in 0..31 {
+        let line = line_within(&lines, 20);
+        assert_eq!(line["initial"], true, "{line}");
+        initial.insert(line["id"].as_str().unwrap().to_string(), line);
+    }
+    assert_eq!(
+        initial[&ids[4]]["doc"],
+        serde_json::json!({"n": 4, "items": []})
+    );
+    assert_eq!(initial[&ids[4]]["root"], false);
+    // The process: its threads (main, the signal handler, the watcher, notify's) and one
+    // inotify instance, for thirty-one documents.
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{}", child.id()));
+    let threads = std::fs::read_dir(proc_dir.join("task")).unwrap().count();
+    let inotify = std::fs::read_dir(proc_dir.join("fd"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("inotify"))
+        })
+        .count();
+    assert!(threads <= 5, "{threads} threads");
+    assert_eq!(inotify, 1);
+    b.ok(
+        &store,
+        &["--doc", &ids[7], "append", "insert", "/items/-", "\"milk\""],
+    );
+    let next = (0..10)
+        .map(|_| line_within(&lines, 20))
+        .find(|l| l["changes"].as_array().is_some_and(|c| !c.is_empty()))
+        .expect("a line with a change");
+    assert_eq!(next["id"], ids[7].as_str());
+    assert!(next["patches"].to_string().contains("milk"), "{next}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // --all with --doc is refused with one line.
+    let out = a.run(&store, &["--doc", &ids[0], "watch", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("leave out --doc"));
+}

@@ -698,6 +698,16 @@ fn push_unique(list: &mut Vec<OpEntry>, entry: OpEntry) {
 }
 
 /// The first bytes of a pack, enough for its header (or all of it, when shorter).
+/// The documents (names) whose changes the documents' pack at `path` holds, from its
+/// header; `None` when it does not read.
+pub(crate) fn docs_in_pack(path: &Path) -> Option<Vec<String>> {
+    let bytes = read_pack_header(path).ok()?;
+    let index = pack::decode_index(&bytes).ok()?;
+    let mut names: Vec<String> = index.rows.into_iter().filter_map(|r| r.doc).collect();
+    names.dedup();
+    Some(names)
+}
+
 fn read_pack_header(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut file = std::fs::File::open(path)?;

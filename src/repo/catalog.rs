@@ -105,6 +105,109 @@ fn info(root: bool, entry: &Entry) -> DocInfo {
     }
 }
 
+/// What says which files each document beside the root one has, from one listing of the
+/// folder: its loose op files, the documents' packs that hold it (from the index of
+/// packs), the rows of snapshots of the root document, and its own snapshots.
+pub(crate) struct Files {
+    loose: BTreeMap<Option<String>, Vec<String>>,
+    holding: BTreeMap<String, Vec<String>>,
+    rows: Vec<crate::store::compact_docs::RowName>,
+    own_snapshots: BTreeMap<String, Vec<String>>,
+}
+
+impl Files {
+    /// Lists the folder of `root`'s store.
+    pub(crate) fn list(root: &Store) -> Files {
+        let state = root.inner.state.path();
+        let index = crate::folder::scan::docs_packs_index(
+            root.path(),
+            &state.join(crate::local::names::DOCS_PACKS),
+        );
+        let mut holding: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (rel, docs) in &index.packs {
+            for doc in docs {
+                holding
+                    .entry(hex::encode(doc))
+                    .or_default()
+                    .push(rel.clone());
+            }
+        }
+        let mut own_snapshots: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let snapshots_dir = crate::folder::layout::snapshots(root.path());
+        for entry in std::fs::read_dir(snapshots_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let (Some(doc), _) = crate::format::snapshot::split_doc(&file) {
+                own_snapshots
+                    .entry(doc.to_string())
+                    .or_default()
+                    .push(file.clone());
+            }
+        }
+        for files in own_snapshots.values_mut() {
+            files.sort_unstable();
+        }
+        Files {
+            loose: loose_listing(root.path()),
+            holding,
+            rows: root.repo_snapshot_rows(),
+            own_snapshots,
+        }
+    }
+
+    /// The rows of snapshots of the root document, by document name.
+    pub(crate) fn rows_by_name(&self) -> BTreeMap<&str, Vec<&crate::store::compact_docs::RowName>> {
+        let mut out: BTreeMap<&str, Vec<&crate::store::compact_docs::RowName>> = BTreeMap::new();
+        for row in &self.rows {
+            out.entry(row.name.as_str()).or_default().push(row);
+        }
+        out
+    }
+
+    /// Every document beside the root one (by name) with a digest of its files: names carry
+    /// the hashes of their bytes, so the digest changes exactly when its files do.
+    pub(crate) fn digests(&self) -> BTreeMap<String, String> {
+        let rows = self.rows_by_name();
+        let mut docs: std::collections::BTreeSet<&str> =
+            self.holding.keys().map(String::as_str).collect();
+        docs.extend(self.loose.keys().filter_map(|d| d.as_deref()));
+        docs.extend(rows.keys());
+        docs.extend(self.own_snapshots.keys().map(String::as_str));
+        docs.into_iter()
+            .map(|doc| {
+                let mut hasher = blake3::Hasher::new();
+                for rel in self.loose.get(&Some(doc.to_string())).into_iter().flatten() {
+                    hasher.update(rel.as_bytes());
+                    hasher.update(b"\n");
+                }
+                for rel in self.holding.get(doc).into_iter().flatten() {
+                    hasher.update(b"pack ");
+                    hasher.update(rel.as_bytes());
+                    hasher.update(b"\n");
+                }
+                for row in rows.get(doc).into_iter().flatten() {
+                    hasher.update(b"snapshot ");
+                    hasher.update(row.snapshot.as_bytes());
+                    hasher.update(b"\n");
+                }
+                // Its own snapshots (write-backs) change its view too.
+                for file in self.own_snapshots.get(doc).into_iter().flatten() {
+                    hasher.update(b"own ");
+                    hasher.update(file.as_bytes());
+                    hasher.update(b"\n");
+                }
+                (
+                    doc.to_string(),
+                    hasher.finalize().to_hex()[..32].to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
 /// The documents of `root`'s store ([`crate::Repo::docs`]): one listing of `ops/`, the
 /// index of documents' packs (headers read only for packs it does not know), and the
 /// catalog; a document is opened only when its files changed since the last listing.
@@ -116,47 +219,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .filter(|c: &Catalog| c.v == VERSION)
         .unwrap_or_default();
-    let loose = loose_listing(root.path());
-    let index = crate::folder::scan::docs_packs_index(
-        root.path(),
-        &state.join(crate::local::names::DOCS_PACKS),
-    );
-    let mut holding: BTreeMap<String, Vec<&str>> = BTreeMap::new();
-    for (rel, docs) in &index.packs {
-        for doc in docs {
-            holding.entry(hex::encode(doc)).or_default().push(rel);
-        }
-    }
-    // Documents a snapshot of the root document holds (a repo's compaction folded them).
-    let rows = root.repo_snapshot_rows();
-    let mut in_snapshots: BTreeMap<&str, Vec<&crate::store::compact_docs::RowName>> =
-        BTreeMap::new();
-    for row in &rows {
-        in_snapshots.entry(row.name.as_str()).or_default().push(row);
-    }
-    let mut docs: std::collections::BTreeSet<&str> = holding.keys().map(String::as_str).collect();
-    docs.extend(loose.keys().filter_map(|d| d.as_deref()));
-    docs.extend(in_snapshots.keys());
-    // Each document's own snapshots and records, from one listing of `snapshots/`.
-    let mut own_snapshots: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let snapshots_dir = crate::folder::layout::snapshots(root.path());
-    for entry in std::fs::read_dir(snapshots_dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let file = entry.file_name().to_string_lossy().into_owned();
-        if let (Some(doc), _) = crate::format::snapshot::split_doc(&file) {
-            own_snapshots
-                .entry(doc.to_string())
-                .or_default()
-                .push(file.clone());
-        }
-    }
-    for files in own_snapshots.values_mut() {
-        files.sort_unstable();
-    }
-    docs.extend(own_snapshots.keys().map(String::as_str));
+    let files = Files::list(root);
     // The root document: its own view (cached) and listing.
     root.check_unlocked()?;
     let root_id = root.id().to_string();
@@ -164,40 +227,18 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         true,
         &entry_of(root, root_id, String::new(), &root.scan())?,
     )];
-    let digest = |doc: &str| {
-        let mut hasher = blake3::Hasher::new();
-        for rel in loose.get(&Some(doc.to_string())).into_iter().flatten() {
-            hasher.update(rel.as_bytes());
-            hasher.update(b"\n");
-        }
-        for rel in holding.get(doc).into_iter().flatten() {
-            hasher.update(b"pack ");
-            hasher.update(rel.as_bytes());
-            hasher.update(b"\n");
-        }
-        for row in in_snapshots.get(doc).into_iter().flatten() {
-            hasher.update(b"snapshot ");
-            hasher.update(row.snapshot.as_bytes());
-            hasher.update(b"\n");
-        }
-        // Its own snapshots (write-backs) change its view too.
-        for file in own_snapshots.get(doc).into_iter().flatten() {
-            hasher.update(b"own ");
-            hasher.update(file.as_bytes());
-            hasher.update(b"\n");
-        }
-        hasher.finalize().to_hex()[..32].to_string()
-    };
-    let digests: Vec<(&str, String)> = docs.iter().map(|d| (*d, digest(d))).collect();
+    let digests = files.digests();
+    let in_snapshots = files.rows_by_name();
     let stale = digests
         .iter()
-        .filter(|(d, g)| catalog.docs.get(*d).is_none_or(|e| e.files != *g))
+        .filter(|(d, g)| catalog.docs.get(*d).is_none_or(|e| &e.files != *g))
         .count();
     // Many documents changed (a first listing): one read of every pack header for all.
     let mut everything = (stale > FEW).then(|| listing(root.path()));
     let mut changed = false;
     let mut kept = BTreeMap::new();
-    for (doc, digest) in digests {
+    for (doc, digest) in &digests {
+        let (doc, digest) = (doc.as_str(), digest.clone());
         let entry = match catalog.docs.remove(doc) {
             Some(entry) if entry.files == digest => entry,
             _ => {
@@ -277,5 +318,20 @@ fn id_of(named: &Store, name: &str, scan: &crate::folder::scan::Scan) -> Option<
         let plain = source.open("op", &context, &bytes).ok()?;
         let id = crate::format::opfile::decode(&plain).ok()?.doc?;
         (source.doc_name(&id).as_deref() == Some(name)).then_some(id)
+    })
+}
+
+/// The id of the document named `name` in file names (see [`id_of`]; or from a row of a
+/// snapshot of the root document).
+pub(crate) fn id_of_name(root: &Store, name: &str) -> Option<String> {
+    if !root.is_encrypted() {
+        return Some(name.to_string());
+    }
+    let named = root.for_doc_named(Some(name), Some(name));
+    id_of(&named, name, &named.scan()).or_else(|| {
+        root.repo_snapshot_rows()
+            .iter()
+            .filter(|r| r.name == name)
+            .find_map(|r| root.row_id(name, &r.id))
     })
 }

@@ -22,6 +22,7 @@ use crate::patch::PatchOp;
 use crate::store::documents::is_deleted;
 pub use crate::store::documents::{DocId, DELETED};
 use crate::store::{Options, Store};
+use crate::watch::{DocEvent, WatchOptions, Watcher};
 
 /// One document as [`Repo::docs`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -163,6 +164,64 @@ impl Repo {
     /// documents whose files changed since the last listing are opened.
     pub fn docs(&self) -> Result<Vec<DocInfo>> {
         catalog::list(&self.root)
+    }
+
+    /// Watches every document of the repo with one watcher: one thread and one file event
+    /// source for the whole folder, however many documents. Each file event goes to the
+    /// document its file names, and each document that changed gives a [`DocEvent`] (its id
+    /// and the [`Event`](crate::Event) a watcher of it alone would give). Every document
+    /// gets an `initial` event first, when the watcher starts or when it first appears
+    /// (made here, or delivered); a deletion is its last (`deleted`). No document stays in
+    /// memory between its events. Otherwise as [`Store::watch`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use crdtdir::{Options, Repo, WatchOptions};
+    /// use serde_json::json;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let folder = dir.path().join("notes");
+    /// let laptop = Repo::init(&folder, Options::new().state_dir(dir.path().join("l")), None)?;
+    /// let phone = Repo::open(&folder, Options::new().state_dir(dir.path().join("p")).device("phone"))?;
+    /// let watcher = laptop.watch(WatchOptions::new())?;
+    /// assert!(watcher.recv_timeout(Duration::from_secs(5)).unwrap().root);
+    /// // The phone makes a note: the laptop's one watcher tells of it.
+    /// let id = phone.create(Some(&json!({"title": "Groceries"})))?;
+    /// let event = watcher.recv_timeout(Duration::from_secs(10)).expect("an event");
+    /// assert_eq!(event.id, id.as_str());
+    /// assert!(event.event.initial);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn watch(&self, options: WatchOptions) -> Result<Watcher<DocEvent>> {
+        self.watch_some(options, None)
+    }
+
+    /// [`Repo::watch`] for the documents `ids` only (the root document's id is the store's).
+    pub fn watch_docs(&self, options: WatchOptions, ids: &[DocId]) -> Result<Watcher<DocEvent>> {
+        self.watch_some(options, Some(ids))
+    }
+
+    fn watch_some(
+        &self,
+        options: WatchOptions,
+        ids: Option<&[DocId]>,
+    ) -> Result<Watcher<DocEvent>> {
+        self.root.check_unlocked()?;
+        // Errors (a folder that is gone) come back here.
+        self.root.read()?;
+        let only = ids.map(|ids| {
+            ids.iter()
+                .map(|id| {
+                    (id.as_str() != self.root.id())
+                        .then(|| self.root.source().doc_name(id.as_str()))
+                        .map(|name| name.unwrap_or_else(|| id.to_string()))
+                })
+                .collect()
+        });
+        let document = options.document;
+        Watcher::start_target(
+            crate::watch::repo::Many::new(self.root.clone(), only, document),
+            options,
+        )
     }
 
     /// Deletes the document `id`: a change with no operations and the message [`DELETED`].

@@ -14,6 +14,7 @@ use crate::patch::json::JsonPatch;
 use crate::presence::Due;
 use crate::report::MergeReport;
 use crate::store::Store;
+use crate::watch::repo::Documents;
 use crate::watch::{Event, Live, WatchHandle, WatchOptions, Watched, Watcher};
 
 impl Store {
@@ -118,5 +119,30 @@ impl Live for Store {
 
     fn write_back_lost(&self) -> Result<()> {
         Store::write_back_lost(self).map(drop)
+    }
+}
+
+impl Documents for Store {
+    fn open_doc(&self, name: Option<&str>, id: Option<&str>) -> Option<(String, Store)> {
+        let Some(name) = name else {
+            return Some((self.id().to_string(), self.clone()));
+        };
+        let id = match id {
+            Some(id) => id.to_string(),
+            None => crate::repo::catalog::id_of_name(self, name)?,
+        };
+        Some((id.clone(), self.for_doc_named(Some(&id), Some(name))))
+    }
+
+    fn doc_digests(&self) -> std::collections::BTreeMap<String, String> {
+        crate::repo::catalog::Files::list(self).digests()
+    }
+
+    fn docs_in_pack(&self, path: &Path) -> Option<Vec<String>> {
+        crate::folder::scan::docs_in_pack(path)
+    }
+
+    fn is_deleted(&self, state: &MergedState) -> bool {
+        crate::store::documents::is_deleted(&state.doc)
     }
 }

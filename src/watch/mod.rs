@@ -20,22 +20,22 @@
 pub use crate::patch::json::JsonPatch;
 
 mod live;
+pub(crate) mod repo;
+mod run;
 pub(crate) use live::{Live, Watched};
+pub use repo::DocEvent;
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::error::Result;
-use crate::render;
 use crate::report::MergeReport;
 
 /// How a watcher watches.
@@ -161,8 +161,11 @@ pub struct EventChange {
 
 /// A running watcher: its events as an iterator (blocking) or one at a time. Dropping it
 /// stops the watching thread.
-pub struct Watcher {
-    events: Receiver<Event>,
+///
+/// A watcher of one document ([`Store::watch`](crate::Store::watch)) gives [`Event`]s; one of
+/// a repo's documents ([`Repo::watch`](crate::Repo::watch)) gives [`DocEvent`]s.
+pub struct Watcher<E = Event> {
+    events: Receiver<E>,
     handle: WatchHandle,
 }
 
@@ -190,20 +193,20 @@ impl Stopper {
     }
 }
 
-impl std::fmt::Debug for Watcher {
+impl<E> std::fmt::Debug for Watcher<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher").finish_non_exhaustive()
     }
 }
 
-impl Watcher {
+impl<E> Watcher<E> {
     /// The next event, waiting at most `timeout`; `None` on timeout or once stopped.
-    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<E> {
         self.events.recv_timeout(timeout).ok()
     }
 
     /// The next event if one is ready.
-    pub fn try_recv(&self) -> Option<Event> {
+    pub fn try_recv(&self) -> Option<E> {
         self.events.try_recv().ok()
     }
 
@@ -216,11 +219,11 @@ impl Watcher {
     pub fn stop(self) {}
 }
 
-impl Iterator for Watcher {
-    type Item = Event;
+impl<E> Iterator for Watcher<E> {
+    type Item = E;
 
     /// Blocks until the next event; `None` once the watcher stopped.
-    fn next(&mut self) -> Option<Event> {
+    fn next(&mut self) -> Option<E> {
         self.events.recv().ok()
     }
 }
@@ -257,8 +260,8 @@ impl Drop for WatchHandle {
 /// What wakes the watching thread.
 #[derive(Debug)]
 enum Signal {
-    /// Files changed in a watched folder.
-    Files,
+    /// Files changed in a watched folder (these paths).
+    Files(Vec<PathBuf>),
     /// The event source overflowed or failed: list everything.
     Rescan,
     /// Stop.
@@ -268,31 +271,55 @@ enum Signal {
 impl Watcher {
     /// A watcher whose events come through a channel.
     pub(crate) fn start(live: impl Live, options: WatchOptions) -> Result<Watcher> {
+        // Merge once before returning, so errors (a folder that is gone) come back here.
+        live.merge_listed(&live.scan());
+        let document = options.document;
+        Watcher::start_target(run::One::new(live, document), options)
+    }
+}
+
+impl<E: Clone + Send + 'static> Watcher<E> {
+    /// A watcher of `target` whose events come through a channel.
+    pub(crate) fn start_target<T: run::Target<Out = E>>(
+        target: T,
+        options: WatchOptions,
+    ) -> Result<Watcher<E>> {
         let (tx, rx) = mpsc::channel();
-        let handle = spawn(live, options, move |e: &Event| tx.send(e.clone()).is_ok())?;
+        let handle = spawn_target(target, options, move |e: &E| tx.send(e.clone()).is_ok())?;
         Ok(Watcher { events: rx, handle })
     }
 }
 
-/// Starts the watching thread over `live`, calling `on_event` for every event.
+/// Starts the watching thread over one document (`live`), calling `on_event` for every
+/// event.
 pub(crate) fn spawn(
     live: impl Live,
     options: WatchOptions,
     on_event: impl FnMut(&Event) -> bool + Send + 'static,
+) -> Result<WatchHandle> {
+    // Merge once before returning, so errors (a folder that is gone) come back here.
+    live.merge_listed(&live.scan());
+    let document = options.document;
+    spawn_target(run::One::new(live, document), options, on_event)
+}
+
+/// Starts the watching thread over `target`, calling `on_event` for every event.
+pub(crate) fn spawn_target<T: run::Target>(
+    target: T,
+    options: WatchOptions,
+    on_event: impl FnMut(&T::Out) -> bool + Send + 'static,
 ) -> Result<WatchHandle> {
     let (wake, signals) = mpsc::channel();
     let stop = Stopper {
         flag: Arc::new(AtomicBool::new(false)),
         wake: wake.clone(),
     };
-    // Merge once before returning, so errors (a folder that is gone) come back here.
-    live.merge_listed(&live.scan());
     let flag = Arc::clone(&stop.flag);
-    let root = live.root().to_path_buf();
+    let root = target.live().root().to_path_buf();
     let thread = std::thread::Builder::new()
         .name("crdtdir-watch".into())
         .spawn(move || {
-            let mut run = Run::new(live, options, wake, flag);
+            let mut run = run::Run::new(target, options, wake, flag);
             run.go(signals, on_event);
         })
         .map_err(crate::error::Error::io(&root))?;
@@ -300,358 +327,6 @@ pub(crate) fn spawn(
         stop,
         thread: Some(thread),
     })
-}
-
-/// The watching thread's state.
-struct Run<L: Live> {
-    store: L,
-    options: WatchOptions,
-    wake: Sender<Signal>,
-    stop: Arc<AtomicBool>,
-    /// The file event source, when there is one, and the folders it watches.
-    source: Option<notify::RecommendedWatcher>,
-    /// This device's own actor folders under `ops/` (events there are its own writes).
-    own: Arc<RwLock<Vec<PathBuf>>>,
-    watched: BTreeSet<PathBuf>,
-    notices: Vec<String>,
-    heads: Vec<ChangeHash>,
-    report: Option<MergeReport>,
-    last_listing: Instant,
-    last_beat: Option<Instant>,
-    /// When packing upkeep last ran (see [`Run::heartbeat`]).
-    last_upkeep: Option<Instant>,
-}
-
-impl<L: Live> Run<L> {
-    fn new(store: L, options: WatchOptions, wake: Sender<Signal>, stop: Arc<AtomicBool>) -> Self {
-        store.watching(true);
-        let mut run = Run {
-            store,
-            options,
-            wake,
-            stop,
-            source: None,
-            own: Arc::new(RwLock::new(Vec::new())),
-            watched: BTreeSet::new(),
-            notices: Vec::new(),
-            heads: Vec::new(),
-            report: None,
-            last_listing: Instant::now(),
-            last_beat: None,
-            last_upkeep: None,
-        };
-        match remote_file_system(run.store.root()) {
-            Some(fs) if run.options.events => run.notices.push(format!(
-                "the folder is on a {fs} file system, where file events miss other machines' changes: listing the folder every {} ms instead",
-                run.options.poll.as_millis()
-            )),
-            _ if run.options.events => run.start_events(),
-            _ => {}
-        }
-        run
-    }
-
-    fn start_events(&mut self) {
-        use notify::Watcher as _;
-        let wake = self.wake.clone();
-        let store = self.store.clone();
-        let own = Arc::clone(&self.own);
-        let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Reading a folder (this watcher's own listings among them) is no change.
-            if matches!(&res, Ok(e) if matches!(e.kind, notify::EventKind::Access(_))) {
-                return;
-            }
-            let signal = match &res {
-                Ok(e) if e.need_rescan() => Signal::Rescan,
-                Ok(_) => Signal::Files,
-                Err(_) => Signal::Rescan,
-            };
-            // In this device's own folders: temps, removals (packing; no removal brings
-            // news) and files this process published are known already. A file another
-            // process of this device published is news.
-            let ours = matches!(&res, Ok(e) if !e.need_rescan() && !e.paths.is_empty() && {
-                let own = own.read().unwrap_or_else(|p| p.into_inner());
-                let removal = matches!(e.kind, notify::EventKind::Remove(_));
-                e.paths.iter().all(|p| {
-                    own.iter().any(|dir| p.starts_with(dir))
-                        && (removal || is_temp(p) || store.watched().published_here(p))
-                })
-            });
-            if !ours {
-                store.watched().events.fetch_add(1, Ordering::SeqCst);
-            }
-            // The watching thread stopped: nobody to wake.
-            let _ = wake.send(signal);
-        });
-        match made {
-            Ok(mut w) => {
-                let root = self.store.root().to_path_buf();
-                match w.watch(&root, notify::RecursiveMode::NonRecursive) {
-                    Ok(()) => {
-                        self.watched.insert(root);
-                        self.source = Some(w);
-                        self.store.watched().live.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => self.no_events(&e),
-                }
-            }
-            Err(e) => self.no_events(&e),
-        }
-    }
-
-    fn no_events(&mut self, e: &notify::Error) {
-        self.drop_source();
-        self.notices.push(explain(e, self.options.poll));
-    }
-
-    fn drop_source(&mut self) {
-        if self.source.take().is_some() {
-            self.store.watched().live.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Watches the store's folders that exist and are not watched yet (new actor folders).
-    /// Runs before each listing, so a file that arrives after the listing has an event.
-    fn add_watches(&mut self) {
-        use notify::Watcher as _;
-        let Some(source) = self.source.as_mut() else {
-            return;
-        };
-        let root = self.store.root();
-        let mut wanted: Vec<PathBuf> = vec![
-            crate::folder::layout::ops(root),
-            crate::folder::layout::packs(root),
-            crate::folder::layout::snapshots(root),
-        ];
-        // Changes arrive in actor folders of ops/ and of packs/ (a device that packed).
-        for top in [
-            crate::folder::layout::ops(root),
-            crate::folder::layout::packs(root),
-        ] {
-            if let Ok(dirs) = std::fs::read_dir(top) {
-                wanted.extend(
-                    dirs.flatten()
-                        .filter(|e| e.path().is_dir())
-                        .map(|e| e.path()),
-                );
-            }
-        }
-        for dir in wanted {
-            if self.watched.contains(&dir) || !dir.is_dir() {
-                continue;
-            }
-            match source.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                Ok(()) => {
-                    self.watched.insert(dir);
-                }
-                Err(e) => {
-                    self.no_events(&e);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn go(&mut self, signals: Receiver<Signal>, mut on_event: impl FnMut(&Event) -> bool) {
-        // The first event: where the document is now.
-        if let Some(event) = self.merge(true) {
-            if !on_event(&event) {
-                return;
-            }
-        }
-        while !self.stop.load(Ordering::SeqCst) {
-            let wait = match self.source {
-                Some(_) => self
-                    .options
-                    .safety_listing
-                    .saturating_sub(self.last_listing.elapsed()),
-                None => self.options.poll,
-            };
-            // Only this device's own writes since the last merge (the document in memory
-            // has them): no listing needed. Timeouts (the safety listing, polling) and
-            // rescans list.
-            let list = match signals.recv_timeout(wait) {
-                Ok(Signal::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(signal) => {
-                    let rescan = matches!(signal, Signal::Rescan) | self.settle(&signals);
-                    rescan || !self.store.watched().quiet()
-                }
-                Err(RecvTimeoutError::Timeout) => true,
-            };
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            let event = if list {
-                self.merge(false)
-            } else {
-                self.own_writes()
-            };
-            if let Some(event) = event {
-                if !on_event(&event) {
-                    break;
-                }
-            }
-            self.heartbeat();
-        }
-    }
-
-    /// Waits until the file events have been quiet for the debounce time (at most ten
-    /// times that in all, so a steady stream is still merged in batches). True when a
-    /// rescan was asked for meanwhile.
-    fn settle(&self, signals: &Receiver<Signal>) -> bool {
-        let started = Instant::now();
-        let cap = self.options.debounce * 10;
-        let mut rescan = false;
-        while started.elapsed() < cap {
-            match signals.recv_timeout(self.options.debounce) {
-                Ok(Signal::Stop) => {
-                    // Passed on to the loop (its own channel: it cannot be closed here).
-                    let _ = self.wake.send(Signal::Stop);
-                    return rescan;
-                }
-                Ok(Signal::Rescan) => rescan = true,
-                Ok(Signal::Files) => {}
-                Err(_) => return rescan,
-            }
-        }
-        rescan
-    }
-
-    /// The event for what this device's own writes (through any clone of the store) did to
-    /// the document in memory; a full merge when there is no document in memory.
-    fn own_writes(&mut self) -> Option<Event> {
-        match (self.store.in_memory(), self.report.clone()) {
-            (Some(state), Some(report)) => self.event(&state, report, false),
-            _ => self.merge(false),
-        }
-    }
-
-    /// Lists and merges; the event, if anything changed (always for the first).
-    fn merge(&mut self, initial: bool) -> Option<Event> {
-        let store = self.store.clone();
-        let seen = store.watched().events.load(Ordering::SeqCst);
-        let own = store.own_actors();
-        *self.own.write().unwrap_or_else(|p| p.into_inner()) = own
-            .iter()
-            .flat_map(|a| {
-                [
-                    crate::folder::layout::actor_ops(store.root(), a),
-                    crate::folder::layout::actor_packs(store.root(), a),
-                ]
-            })
-            .collect();
-        self.add_watches();
-        let scan = store.scan();
-        self.last_listing = Instant::now();
-        let (state, report) = store.merge_listed(&scan);
-        store.watched().merged.store(seen, Ordering::SeqCst);
-        self.event(&state, report, initial)
-    }
-
-    /// The event that takes the app from the last event's heads to `state`; `None` when
-    /// nothing changed.
-    fn event(
-        &mut self,
-        state: &crate::merged::MergedState,
-        report: MergeReport,
-        initial: bool,
-    ) -> Option<Event> {
-        let heads = state.doc.get_heads();
-        let same_report = self.report.as_ref() == Some(&report);
-        if !initial && heads == self.heads && same_report && self.notices.is_empty() {
-            return None;
-        }
-        // Read only when there is an event to make: most listings find nothing new.
-        let own = self.store.own_actors();
-        let reset = !initial
-            && self
-                .heads
-                .iter()
-                .any(|h| state.doc.get_change_meta_by_hash(h).is_none());
-        let from: Vec<ChangeHash> = if reset {
-            Vec::new()
-        } else {
-            self.heads.clone()
-        };
-        let (changes, patches) = if initial {
-            (Vec::new(), Vec::new())
-        } else {
-            let changes: Vec<EventChange> = state
-                .doc
-                .get_changes_meta(&from)
-                .into_iter()
-                .map(|m| {
-                    let actor = m.actor.to_hex_string();
-                    EventChange {
-                        hash: m.hash.to_string(),
-                        seq: m.seq,
-                        device: state.devices.get(&actor).cloned().unwrap_or_default(),
-                        local: own.contains(&actor),
-                        actor,
-                    }
-                })
-                .collect();
-            let logged = self.store.logged(&from, &heads);
-            let patches =
-                logged.unwrap_or_else(|| crate::patch::json::between(&state.doc, &from, &heads));
-            (changes, patches)
-        };
-        let event = Event {
-            initial,
-            heads: heads.iter().map(ChangeHash::to_string).collect(),
-            local: !changes.is_empty() && changes.iter().all(|c| c.local),
-            changes,
-            patches,
-            reset,
-            report: (!same_report).then(|| report.clone()),
-            // The first event carries the document, so that its patches have a start.
-            document: (initial || self.options.document).then(|| render::document(&state.doc)),
-            notices: std::mem::take(&mut self.notices),
-        };
-        self.heads = heads;
-        self.report = Some(report);
-        Some(event)
-    }
-
-    /// This device is alive: a heartbeat at most once a minute (checked every 10 s).
-    fn heartbeat(&mut self) {
-        if self
-            .last_beat
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
-        {
-            return;
-        }
-        self.last_beat = Some(Instant::now());
-        let published = self.store.beat_if_stale().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "the watcher's heartbeat failed (tried again in a minute)");
-            false
-        });
-        // Packing upkeep at start and then once a minute (or with a new beat): packed loose
-        // files the other devices now have can go, a lost pack comes back.
-        let upkeep = published
-            || self
-                .last_upkeep
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-        if upkeep {
-            self.last_upkeep = Some(Instant::now());
-            // Packing is retried at the next upkeep; nothing is deleted before a pack reads back.
-            if let Err(e) = self.store.upkeep_packs() {
-                tracing::warn!(error = %e, "watcher upkeep: packing failed (retried at the next upkeep)");
-            }
-            // What the folder lost and this device holds goes back without a `repair`; a
-            // failure is retried at the next upkeep.
-            if let Err(e) = self.store.write_back_lost() {
-                tracing::warn!(error = %e, "watcher upkeep: writing back lost changes failed (retried at the next upkeep)");
-            }
-        }
-    }
-}
-
-impl<L: Live> Drop for Run<L> {
-    fn drop(&mut self) {
-        self.drop_source();
-        self.store.watching(false);
-    }
 }
 
 /// The type of the file system `path` is on, when it is one where file events do not see

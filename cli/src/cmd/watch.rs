@@ -9,25 +9,32 @@
 //!   or with `--whole` the whole document as `doc` instead,
 //! - `report` (what `status` shows) when it changed, `notices` (about the watching).
 //!
-//! A line reads back as a `crdtdir::Event`; `examples/watch_client.py` applies the patches in
-//! Python.
+//! With `--all`, one watcher follows every document of the store and each line also has
+//! `id` (the document's id), `root` and `deleted`; a document's first line is `initial`.
+//!
+//! A line reads back as a `crdtdir::Event` (with `--all`, a `crdtdir::DocEvent`);
+//! `examples/watch_client.py` applies the patches in Python.
 
 use std::io::Write;
 use std::time::Duration;
 
-use crdtdir::{Store, WatchOptions};
+use crdtdir::{Repo, Store, WatchOptions};
 use serde_json::Value as Json;
 
 use crate::output::{fail, Failure};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  crdtdir watch\n  crdtdir watch --whole | jq -c .doc\n  crdtdir --doc 5f0c… watch              # one document of the store\n  crdtdir watch --poll 2000               # network folders and FUSE mounts"
+    after_help = "Examples:\n  crdtdir watch\n  crdtdir watch --whole | jq -c .doc\n  crdtdir --doc 5f0c… watch              # one document of the store\n  crdtdir watch --all                     # every document, one watcher\n  crdtdir watch --poll 2000               # network folders and FUSE mounts"
 )]
 pub(crate) struct Args {
     /// Print the whole document in each line (`doc`) instead of patches.
     #[arg(long)]
     whole: bool,
+    /// Follow every document of the store with one watcher; each line names its document
+    /// (`id`).
+    #[arg(long)]
+    all: bool,
     /// Quiet time after file events before a merge, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 100)]
     debounce: u64,
@@ -46,7 +53,24 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             .events(false)
             .poll(Duration::from_millis(ms.max(10)));
     }
-    let watcher = store.watch(options)?;
+    if args.all && !store.is_root_doc() {
+        return Err(fail(
+            "`watch --all` follows every document of the store: leave out --doc",
+        ));
+    }
+    if args.all {
+        let watcher = Repo::from(store.clone()).watch(options)?;
+        print_lines(watcher, args.whole)
+    } else {
+        print_lines(store.watch(options)?, args.whole)
+    }
+}
+
+/// Prints each event of `watcher` as a line, until it stops or stdout closes.
+fn print_lines<E: serde::Serialize>(
+    watcher: crdtdir::Watcher<E>,
+    whole: bool,
+) -> Result<(), Failure> {
     // SIGINT, SIGTERM (and SIGHUP) stop the watcher between merges: no write is cut.
     let stopper = watcher.stopper();
     ctrlc::set_handler(move || stopper.stop())
@@ -55,7 +79,7 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     for event in watcher {
         let mut line = serde_json::to_value(&event).map_err(|e| fail(e.to_string()))?;
         if let Json::Object(map) = &mut line {
-            if args.whole {
+            if whole {
                 map.remove("patches");
             }
             if let Some(doc) = map.remove("document") {
