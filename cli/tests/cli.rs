@@ -2992,3 +2992,35 @@ fn watch_all_follows_every_document_with_one_watcher() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("leave out --doc"));
 }
+
+/// `crdtdir repair` repairs every document this device holds: a document's op file the
+/// folder lost is published again, and the line names the document.
+#[test]
+fn repair_covers_every_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    let out = me.run_with_input(&store, &["docs", "new", "--from", "-"], r#"{"a": 1}"#);
+    let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lost: Vec<String> = op_files(&store)
+        .into_iter()
+        .filter(|p| p.contains(&id))
+        .collect();
+    assert_eq!(lost.len(), 1);
+    std::fs::remove_file(store.join(&lost[0])).unwrap();
+    let repaired: serde_json::Value = serde_json::from_str(&me.ok(&store, &["repair"])).unwrap();
+    assert_eq!(
+        repaired["documents"][&id]["republished"],
+        serde_json::json!([lost[0]])
+    );
+    assert!(store.join(&lost[0]).is_file());
+    let fresh = Dev::new(dir.path(), "fresh");
+    assert_eq!(
+        fresh.ok(&store, &["--doc", &id, "get"]).trim(),
+        r#"{"a":1}"#
+    );
+}

@@ -17,6 +17,7 @@ use std::path::Path;
 
 use serde_json::Value as Json;
 
+use crate::compact::Repaired;
 use crate::error::{Error, Refusal, Result};
 use crate::patch::PatchOp;
 use crate::store::documents::is_deleted;
@@ -222,6 +223,36 @@ impl Repo {
             crate::watch::repo::Many::new(self.root.clone(), only, document),
             options,
         )
+    }
+
+    /// Repairs every document this device holds changes of: [`Store::repair`] on the root
+    /// document, then on each document with local state on this device (only those can
+    /// hold what the folder lost). Returns the root document's outcome and the documents'
+    /// that did something, by id.
+    pub fn repair(&self) -> Result<(Repaired, Vec<(DocId, Repaired)>)> {
+        let root = self.root.repair()?;
+        let mut docs = Vec::new();
+        let dir = self.root.inner.state.path().join(crate::local::names::DOCS);
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| crate::format::names::is_doc_id(n))
+            .collect();
+        names.sort();
+        for name in names {
+            let Some(id) = catalog::id_of_name(&self.root, &name) else {
+                tracing::warn!(name = %name, "a document this device has local state of has no file that names its id here: not repaired (repair it with its id)");
+                continue;
+            };
+            let repaired = self.root.for_doc_named(Some(&id), Some(&name)).repair()?;
+            if !repaired.is_empty() {
+                docs.push((DocId(id), repaired));
+            }
+        }
+        Ok((root, docs))
     }
 
     /// Deletes the document `id`: a change with no operations and the message [`DELETED`].
