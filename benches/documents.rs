@@ -311,6 +311,115 @@ fn packed_rows(root: &Path, store: &Path, ids: &[DocId], scratch: &Path, label: 
         });
         row("  CLI append --doc (median)", ms(append));
     }
+    repo_watcher_row(&store, ids, scratch);
+    compaction_rows(&store, ids, scratch);
+}
+
+/// One watcher for every document (`Repo::watch`): another device's write to one document
+/// (published into the folder as a sync tool delivers) until the watcher's event names it.
+fn repo_watcher_row(store: &Path, ids: &[DocId], scratch: &Path) {
+    let opts = |name: &str| Options::new().state_dir(scratch.join(name)).device("bench");
+    let repo = Repo::open(store, opts("repo-watch")).unwrap();
+    let writer = Repo::open(store, opts("repo-watch-writer")).unwrap();
+    let t = Instant::now();
+    let watcher = repo
+        .watch(WatchOptions::new().debounce(Duration::from_millis(0)))
+        .unwrap();
+    // The first events: every document as found.
+    let mut initial = 0;
+    while initial < ids.len() + 1 {
+        watcher.recv_timeout(Duration::from_secs(600)).unwrap();
+        initial += 1;
+    }
+    let started = t.elapsed();
+    let mut took: Vec<Duration> = (0..20)
+        .map(|i| {
+            let id = &ids[(i * 7919 + 13) % ids.len()];
+            let doc = writer.find(id).unwrap();
+            let t = Instant::now();
+            let out = doc
+                .apply_patch(&[crdtdir::PatchOp::insert(
+                    "/items/-",
+                    serde_json::json!(format!("r{i}")),
+                )])
+                .unwrap();
+            let hash = out.change().unwrap().to_string();
+            loop {
+                let e = watcher
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("an event");
+                if e.event.changes.iter().any(|c| c.hash == hash) {
+                    break;
+                }
+            }
+            let d = t.elapsed();
+            std::thread::sleep(Duration::from_millis(150));
+            d
+        })
+        .collect();
+    took.sort();
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let row = |what: &str, figure: String| println!("{what:<60} {figure:>16}");
+    row(
+        "  one watcher for every document: start (every first event)",
+        ms(started),
+    );
+    row(
+        "  one watcher for every document: a write -> its event, p50",
+        ms(took[took.len() / 2]),
+    );
+}
+
+/// One compaction of the whole repo (a copy of it): its time, the files before and after,
+/// and opening a document cold from the snapshot.
+fn compaction_rows(store: &Path, ids: &[DocId], scratch: &Path) {
+    let copy = scratch.join("compacted");
+    for e in walkdir::WalkDir::new(store)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let target = copy.join(e.path().strip_prefix(store).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let row = |what: &str, figure: String| println!("{what:<60} {figure:>16}");
+    let opts = |name: &str| Options::new().state_dir(scratch.join(name)).device("bench");
+    let repo = Repo::open(&copy, opts("compactor")).unwrap();
+    let before = count_files(&copy);
+    let t = Instant::now();
+    let done = repo.root().compact().unwrap();
+    row("  compact the whole repo (every document)", ms(t.elapsed()));
+    row(
+        "  live files before -> after",
+        format!("{before} -> {}", count_files(&copy)),
+    );
+    let snapshot = copy.join(done.snapshot.unwrap());
+    row(
+        "  the snapshot's size",
+        format!(
+            "{:.1} MB",
+            std::fs::metadata(&snapshot).unwrap().len() as f64 / 1e6
+        ),
+    );
+    row(
+        "  after it: open one document, cold (median)",
+        ms(open_cold(&copy, ids, &scratch.join("compacted-cold"))),
+    );
+    let lister = Repo::open(&copy, opts("compacted-lister")).unwrap();
+    let t = Instant::now();
+    assert_eq!(lister.docs().unwrap().len(), ids.len() + 1);
+    row(
+        "  after it: list all documents, first time",
+        ms(t.elapsed()),
+    );
+    let later = best_of(5, || {
+        lister.docs().unwrap();
+    });
+    row("  after it: list all documents, catalog warm", ms(later));
 }
 
 /// The median time of opening one document on a device that never opened any: 21 of them,

@@ -4,6 +4,7 @@
 //! `cmd/`.
 
 mod cmd;
+mod forward;
 mod output;
 
 use std::path::PathBuf;
@@ -112,6 +113,10 @@ enum Command {
     Export(cmd::export::Args),
     /// The documents of the store: list them, make one (`new`), delete one (`delete ID`).
     Docs(cmd::documents::Args),
+    /// Serve this device's store to apps and to this device's commands: JSON lines on
+    /// stdin/stdout and on a socket in the local state (`append`, `get` and `merge` use it
+    /// when it runs).
+    Serve(cmd::serve::Args),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(cmd::docs::CompletionsArgs),
     /// Print the man page (or write one per command with --dir).
@@ -230,6 +235,7 @@ fn options(cli: &Cli) -> Options {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    forward::set_options(cli.device.clone(), cli.read_only);
     let opts = options(&cli);
     let store = match &cli.command {
         Command::Demo => return cmd::demo::run(),
@@ -252,7 +258,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     // A command that succeeded on the store says so in a heartbeat (rate-limited; a store
     // this build must not write to gets none; a dry run changes nothing).
     let dry_run = matches!(&cli.command, Command::Compact(args) if args.dry_run);
-    if dry_run {
+    // A command a server answered: the server beats for the device.
+    if dry_run || forward::forwarded() {
         return Ok(());
     }
     if let Err(e) = store.beat() {
@@ -279,6 +286,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),
         Command::Docs(args) => cmd::documents::run(store, args),
+        Command::Serve(args) => cmd::serve::run(store, args),
     }
 }
 

@@ -3024,3 +3024,187 @@ fn repair_covers_every_document() {
         r#"{"a":1}"#
     );
 }
+
+/// Starts `crdtdir serve --socket-only` for `dev` and waits for its socket.
+fn spawn_serve(dev: &Dev, store: &Path) -> (std::process::Child, PathBuf) {
+    let status: serde_json::Value =
+        serde_json::from_str(&dev.ok(store, &["--json", "status"])).unwrap();
+    let socket = dev
+        .state
+        .join("stores")
+        .join(status["store_id"].as_str().unwrap())
+        .join("serve.sock");
+    let child = dev
+        .cmd(store, &["serve", "--socket-only"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (child, socket)
+}
+
+/// `crdtdir serve`: this device's `append`, `get` and `merge` go to it (a fresh device's
+/// `get` reads the change back), a second server is refused, the Python and JavaScript
+/// clients of examples/ talk to it with the real `python3` and `node`, a watch over the
+/// socket hears another device's write, and a server killed in the middle of a stream of
+/// appends has lost none it answered.
+#[test]
+fn serve_answers_this_devices_commands_and_apps_in_other_languages() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, other) = (Dev::new(dir.path(), "me"), Dev::new(dir.path(), "other"));
+    me.run_with_input(&store, &["init", "--from", "-"], r#"{"items": []}"#);
+    let (mut server, socket) = spawn_serve(&me, &store);
+    // Forwarded: the command itself lists nothing (no library step in its -vv log).
+    let out = me.run(&store, &["-vv", "append", "insert", "/items/-", "\"milk\""]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("crdtdir::"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(written["written"][0]["path"]
+        .as_str()
+        .unwrap()
+        .starts_with("ops/"));
+    assert_eq!(me.ok(&store, &["get", "/items"]).trim(), r#"["milk"]"#);
+    assert_eq!(me.ok(&store, &["merge"]).trim(), r#"{"items":["milk"]}"#);
+    // CRDTDIR_SERVE=0 runs here, and says so in its log; a fresh device reads the change.
+    let local = me
+        .cmd(&store, &["-vv", "get", "/items"])
+        .env("CRDTDIR_SERVE", "0")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&local.stderr).contains("crdtdir::"));
+    assert_eq!(other.ok(&store, &["get", "/items"]).trim(), r#"["milk"]"#);
+    // An error comes back as the command's own error.
+    let bad = me.run(&store, &["get", "/nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
+    // One server per store and device.
+    let second = me.run(&store, &["serve", "--socket-only"]);
+    assert_eq!(second.status.code(), Some(3), "{second:?}");
+    // The clients of examples/, with the real interpreters.
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let py = Command::new("python3")
+        .arg(examples.join("serve_client.py"))
+        .arg(&socket)
+        .arg("eggs")
+        .output()
+        .expect("python3 runs");
+    assert!(py.status.success(), "{py:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        r#"["milk", "eggs"]"#
+    );
+    let js = Command::new("node")
+        .arg(examples.join("serve_client.js"))
+        .arg(&socket)
+        .arg("bread")
+        .output()
+        .expect("node runs (.ci/run installs it)");
+    assert!(js.status.success(), "{js:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&js.stdout).trim(),
+        r#"["milk","eggs","bread"]"#
+    );
+    // A watch over the socket: another device's write is an event line of that request.
+    let conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let mut lines = std::io::BufReader::new(conn.try_clone().unwrap()).lines();
+    let mut send = conn.try_clone().unwrap();
+    send.write_all(b"{\"id\":\"w\",\"op\":\"watch\"}\n")
+        .unwrap();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.push(next());
+    }
+    assert!(
+        seen.iter().any(|l| l["result"]["watching"] == true),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|l| l["event"]["initial"] == true),
+        "{seen:?}"
+    );
+    other.ok(&store, &["append", "insert", "/items/-", "\"tea\""]);
+    let event = (0..20)
+        .map(|_| next())
+        .find(|l| l["event"]["patches"].to_string().contains("tea"))
+        .expect("an event with the other device's write");
+    assert_eq!(event["id"], "w");
+    drop(send);
+    // A stream of appends, and the server killed while it answers them: every change it
+    // answered is in the folder.
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    for i in 0..60 {
+        let request = serde_json::json!({"id": i, "op": "append",
+            "patch": [{"op": "add", "path": "/items/-", "value": format!("n{i}")}]});
+        conn.write_all(format!("{request}\n").as_bytes()).unwrap();
+    }
+    let mut answered = Vec::new();
+    for line in reader.lines() {
+        let line: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        assert!(line.get("error").is_none(), "{line}");
+        answered.push(format!("n{}", line["id"]));
+        if answered.len() == 10 {
+            server.kill().unwrap();
+            break;
+        }
+    }
+    server.wait().unwrap();
+    let items: Vec<String> =
+        serde_json::from_str(other.ok(&store, &["get", "/items"]).trim()).unwrap();
+    for a in &answered {
+        assert!(
+            items.contains(a),
+            "{a} was answered and is not in {items:?}"
+        );
+    }
+    // The socket of the killed server is left behind: commands run here again.
+    assert!(socket.exists());
+    let local: Vec<String> =
+        serde_json::from_str(me.ok(&store, &["get", "/items"]).trim()).unwrap();
+    assert_eq!(local, items);
+}
+
+/// `crdtdir serve` on stdin and stdout: an answer per request line, bad lines answered
+/// with an error, and the server ends when its input does (the app that started it went).
+#[test]
+fn serve_on_stdio_answers_each_line_and_ends_with_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "me");
+    me.run_with_input(&store, &["init", "--from", "-"], r#"{"items": []}"#);
+    let input = concat!(
+        r#"{"id": 1, "op": "append", "patch": [{"op": "add", "path": "/items/-", "value": "x"}]}"#,
+        "\n",
+        "not json\n",
+        r#"{"id": 2, "op": "get", "path": "/items"}"#,
+        "\n",
+        r#"{"id": 3, "op": "fly"}"#,
+        "\n",
+    );
+    let out = me.run_with_input(&store, &["serve"], input);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines[0]["result"]["change"].is_string());
+    assert_eq!(lines[1]["error"]["code"], "input");
+    assert_eq!(lines[2]["result"], serde_json::json!(["x"]));
+    assert_eq!(lines[3]["error"]["code"], "input");
+    // Its socket went with it.
+    assert_eq!(me.ok(&store, &["get", "/items"]).trim(), r#"["x"]"#);
+}

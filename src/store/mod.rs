@@ -343,6 +343,16 @@ impl Store {
         &self.inner.marker.store_id
     }
 
+    /// This device's local state for the store (`STATE/stores/<store id>/`, outside the
+    /// synced folder, private to this user): where a tool of this device that serves the
+    /// store puts what other processes of the device find (`crdtdir serve`'s socket).
+    pub fn local_dir(&self) -> PathBuf {
+        self.inner
+            .state
+            .dir()
+            .store_dir(&self.inner.marker.store_id)
+    }
+
     /// The merged document: the local cache plus only what is new in the folder.
     pub fn read(&self) -> Result<View> {
         self.read_listed(&self.scan())

@@ -135,17 +135,46 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             })
         }
     };
-    let outcome = store.apply_patch_with_message(&ops, args.message.as_deref())?;
+    if let Some(answer) = crate::forward::ask(
+        store,
+        json!({"op": "append", "patch": ops, "message": args.message}),
+        true,
+    ) {
+        let (result, notes) = answer?;
+        for note in notes {
+            eprintln!("{note}");
+        }
+        return print_json(&result);
+    }
+    let (result, notes) = apply(store, &ops, args.message.as_deref())?;
+    for note in notes {
+        eprintln!("{note}");
+    }
+    print_json(&result)
+}
+
+/// Applies `ops` as one change: what `crdtdir append` prints, and its stderr lines
+/// (notices with their hints, "no change").
+pub(crate) fn apply(
+    store: &Store,
+    ops: &[PatchOp],
+    message: Option<&str>,
+) -> Result<(serde_json::Value, Vec<String>), Failure> {
+    let outcome = store.apply_patch_with_message(ops, message)?;
+    let mut notes = Vec::new();
     for notice in &outcome.notices {
-        eprintln!("crdtdir: {notice}");
+        notes.push(format!("crdtdir: {notice}"));
         if let Some(hint) = crate::output::notice_hint(notice) {
-            eprintln!("crdtdir: hint: {hint}");
+            notes.push(format!("crdtdir: hint: {hint}"));
         }
     }
     if outcome.written.is_empty() {
-        eprintln!("crdtdir: no change");
+        notes.push("crdtdir: no change".to_string());
     }
-    print_json(&json!({"change": outcome.change(), "written": outcome.written}))
+    Ok((
+        json!({"change": outcome.change(), "written": outcome.written}),
+        notes,
+    ))
 }
 
 fn patch_op(op: &Op) -> Result<PatchOp, Failure> {

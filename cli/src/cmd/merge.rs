@@ -18,6 +18,13 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
+    if !crate::output::pretty() && args.out.is_none() {
+        if let Some(answer) = crate::forward::ask(store, serde_json::json!({"op": "merge"}), false)
+        {
+            let (doc, _) = answer?;
+            return crate::output::print_json(&doc);
+        }
+    }
     let mut text = if crate::output::pretty() {
         // From the document itself, not by parsing the JSON text: no nesting limit.
         let view = store.read()?;

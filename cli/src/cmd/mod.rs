@@ -14,5 +14,6 @@ pub(crate) mod log;
 pub(crate) mod merge;
 pub(crate) mod pack;
 pub(crate) mod repair;
+pub(crate) mod serve;
 pub(crate) mod status;
 pub(crate) mod watch;

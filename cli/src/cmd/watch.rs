@@ -77,16 +77,7 @@ fn print_lines<E: serde::Serialize>(
         .map_err(|e| fail(format!("cannot handle signals: {e}")))?;
     let mut out = std::io::stdout().lock();
     for event in watcher {
-        let mut line = serde_json::to_value(&event).map_err(|e| fail(e.to_string()))?;
-        if let Json::Object(map) = &mut line {
-            if whole {
-                map.remove("patches");
-            }
-            if let Some(doc) = map.remove("document") {
-                map.insert("doc".into(), doc);
-            }
-        }
-        let text = crate::output::json_text(&line)?;
+        let text = crate::output::json_text(&line(&event, whole)?)?;
         let written = out
             .write_all(text.as_bytes())
             .and_then(|()| out.write_all(b"\n"))
@@ -99,4 +90,19 @@ fn print_lines<E: serde::Serialize>(
         }
     }
     Ok(())
+}
+
+/// An event as a line of `crdtdir watch` prints it: the document as `doc`, and with
+/// `--whole` no patches.
+pub(crate) fn line(event: &impl serde::Serialize, whole: bool) -> Result<Json, Failure> {
+    let mut line = serde_json::to_value(event).map_err(|e| fail(e.to_string()))?;
+    if let Json::Object(map) = &mut line {
+        if whole {
+            map.remove("patches");
+        }
+        if let Some(doc) = map.remove("document") {
+            map.insert("doc".into(), doc);
+        }
+    }
+    Ok(line)
 }
