@@ -284,6 +284,38 @@ fn main() {
                 &format!("append, CLI process, {}-change store", n_files + 1000),
                 ms(median(3, |i| cli(&extra, &big_state, i + 100))),
             );
+            // The same with `crdtdir serve` running for the device: the CLI asks it.
+            let mut server = Command::new(&bin)
+                .arg("--store")
+                .arg(&extra)
+                .arg("--state-dir")
+                .arg(&big_state)
+                .args(["--device", "bench", "serve", "--socket-only"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let socket = big_state
+                .join("stores")
+                .join(
+                    Store::open(&extra, Options::new().state_dir(&big_state))
+                        .unwrap()
+                        .id(),
+                )
+                .join("serve.sock");
+            while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            cli(&extra, &big_state, 200);
+            row(
+                &format!(
+                    "append, CLI process, {}-change store, `crdtdir serve` running",
+                    n_files + 1000
+                ),
+                ms(median(10, |i| cli(&extra, &big_state, i + 300))),
+            );
+            server.kill().unwrap();
+            server.wait().unwrap();
+            let _ = std::fs::remove_file(&socket);
         }
         None => row(
             "append, CLI (build it: cargo build --release -p crdtdir-cli)",
