@@ -95,6 +95,8 @@ pub use fs::fault;
 mod local;
 mod merge;
 mod merged;
+#[cfg(feature = "async")]
+pub mod nonblocking;
 mod pack;
 mod patch;
 mod presence;

@@ -442,3 +442,60 @@ fn one_watcher_follows_every_document_of_a_repo() {
     assert_eq!(e.id, ids[9].as_str());
     assert!(e.event.local);
 }
+
+/// The async API under a real tokio runtime: a watcher's events as a `Stream` (another
+/// device's delivered write arrives as an event), a repo's events as one, and the blocking
+/// calls awaited without blocking the runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_api_runs_under_tokio() {
+    use futures_lite::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (here, there, a, b) = two_folders(dir.path(), json!({"items": []}));
+    let store = Store::open(&here, a.options()).unwrap();
+    let mut events = store.watch_stream(WatchOptions::new()).unwrap();
+    let first = tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.initial);
+    let other = Store::open(&there, b.options()).unwrap().nonblocking();
+    other
+        .apply_patch(vec![PatchOp::insert("/items/-", json!("milk"))])
+        .await
+        .unwrap();
+    deliver(&there, &here);
+    let event = loop {
+        let e = tokio::time::timeout(WAIT, events.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if !e.changes.is_empty() {
+            break e;
+        }
+    };
+    assert!(!event.local);
+    assert_eq!(
+        store.nonblocking().read_json().await.unwrap().0,
+        r#"{"items":["milk"]}"#
+    );
+    // A repo's events: a document made here comes as its first event.
+    let repo = crdtdir::Repo::from(store.clone());
+    let mut docs = repo.watch_stream(WatchOptions::new()).unwrap();
+    let root = tokio::time::timeout(WAIT, docs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(root.root);
+    let id = repo
+        .create_nonblocking(Some(json!({"title": "async"})))
+        .await
+        .unwrap();
+    let made = tokio::time::timeout(WAIT, docs.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(made.id, id.as_str());
+    assert!(made.event.initial);
+    let listed = repo.docs_nonblocking().await.unwrap();
+    assert_eq!(listed.len(), 2);
+}

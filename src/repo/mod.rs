@@ -201,11 +201,34 @@ impl Repo {
         self.watch_some(options, Some(ids))
     }
 
+    /// [`Repo::watch`] (`ids` `None`) or [`Repo::watch_docs`], calling `on_event` for every
+    /// [`DocEvent`] on the watching thread; it stops when `on_event` returns `false`, or
+    /// when the handle is dropped or stopped.
+    pub fn watch_with(
+        &self,
+        options: WatchOptions,
+        ids: Option<&[DocId]>,
+        on_event: impl FnMut(&DocEvent) -> bool + Send + 'static,
+    ) -> Result<crate::watch::WatchHandle> {
+        let target = self.watch_target(&options, ids)?;
+        crate::watch::spawn_target(target, options, on_event)
+    }
+
     fn watch_some(
         &self,
         options: WatchOptions,
         ids: Option<&[DocId]>,
     ) -> Result<Watcher<DocEvent>> {
+        let target = self.watch_target(&options, ids)?;
+        Watcher::start_target(target, options)
+    }
+
+    /// What a watcher of the documents `ids` (`None`: all) watches.
+    fn watch_target(
+        &self,
+        options: &WatchOptions,
+        ids: Option<&[DocId]>,
+    ) -> Result<crate::watch::repo::Many<Store>> {
         self.root.check_unlocked()?;
         // Errors (a folder that is gone) come back here.
         self.root.read()?;
@@ -218,11 +241,11 @@ impl Repo {
                 })
                 .collect()
         });
-        let document = options.document;
-        Watcher::start_target(
-            crate::watch::repo::Many::new(self.root.clone(), only, document),
-            options,
-        )
+        Ok(crate::watch::repo::Many::new(
+            self.root.clone(),
+            only,
+            options.document,
+        ))
     }
 
     /// Repairs every document this device holds changes of: [`Store::repair`] on the root
