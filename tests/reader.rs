@@ -361,3 +361,40 @@ fn unknown_feature_or_newer_format_refuses_writes_but_reads() {
     assert_eq!(merged(&a, &store), r#"{"a":1}"#);
     assert_eq!(tree(&store), before);
 }
+
+/// A merge from nothing of many op files says how far it is (for a progress bar): reports
+/// that only go up, ending at every file read.
+#[test]
+fn a_cold_merge_of_many_files_reports_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let writer = Device::new(dir.path(), "writer");
+    Store::init(&store, writer.options(), None).unwrap();
+    let mut doc = crdtdir::automerge::AutoCommit::new().with_actor(ActorId::random());
+    for i in 0..5000 {
+        doc.put(ROOT, format!("k{}", i % 50), i as i64).unwrap();
+        doc.commit();
+    }
+    for change in doc.document().get_changes(&[]) {
+        put_change(&store, "writer", &change);
+    }
+    let total = op_files(&store).len();
+    let fresh = Device::new(dir.path(), "fresh");
+    let s = Store::open(&store, fresh.options()).unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = std::sync::Arc::clone(&seen);
+    assert!(s.set_progress(move |p| into.lock().unwrap().push(p)));
+    assert!(!s.set_progress(|_| {}), "once per handle");
+    s.read().unwrap();
+    let seen = seen.lock().unwrap();
+    let reading: Vec<(usize, usize)> = seen
+        .iter()
+        .filter_map(|p| match p {
+            crdtdir::Progress::Reading { done, total } => Some((*done, *total)),
+            _ => None,
+        })
+        .collect();
+    assert!(reading.len() >= 2, "{seen:?}");
+    assert!(reading.windows(2).all(|w| w[0].0 <= w[1].0), "{reading:?}");
+    assert_eq!(*reading.last().unwrap(), (total, total));
+}

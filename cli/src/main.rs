@@ -244,6 +244,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Init(args) => cmd::init::run(&cli.store, opts, args)?,
         command => {
             let store = Store::open(&cli.store, opts)?;
+            output::progress_bar(&store);
             match &cli.doc {
                 // The root document's handle beats below, for the whole device.
                 Some(id) => on_store(

@@ -287,3 +287,41 @@ pub(crate) fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     temp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
+
+/// A progress bar on stderr for `store`'s long work (a merge from nothing, packing), once
+/// it has taken a second: only on a terminal, never on a pipe or with `--json`.
+pub(crate) fn progress_bar(store: &crdtdir::Store) {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() || json_wanted() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let bar: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+    store.set_progress(move |p| {
+        let (what, done, total) = match p {
+            crdtdir::Progress::Reading { done, total } => ("reading op files", done, total),
+            crdtdir::Progress::Packing { done, total } => ("packing", done, total),
+            _ => return,
+        };
+        let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+        if bar.is_none() && (done >= total || started.elapsed().as_secs_f64() < 1.0) {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} ({eta})")
+            {
+                b.set_style(style);
+            }
+            b
+        });
+        b.set_message(what);
+        b.set_length(total as u64);
+        b.set_position(done as u64);
+        if done >= total {
+            b.finish_and_clear();
+            *bar = None;
+        }
+    });
+}

@@ -3208,3 +3208,54 @@ fn serve_on_stdio_answers_each_line_and_ends_with_its_input() {
     // Its socket went with it.
     assert_eq!(me.ok(&store, &["get", "/items"]).trim(), r#"["x"]"#);
 }
+
+/// Long work shows a progress bar on a terminal only: a merge from nothing of thousands of
+/// op files with stderr on a pipe (and with --json) prints nothing there, not a bar.
+#[test]
+fn no_progress_bar_on_a_pipe() {
+    use crdtdir::automerge::transaction::Transactable;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "me");
+    me.ok(&store, &["init"]);
+    let mut doc = crdtdir::automerge::AutoCommit::new();
+    for i in 0..4500 {
+        doc.put(crdtdir::automerge::ROOT, format!("k{}", i % 40), i as i64)
+            .unwrap();
+        doc.commit();
+    }
+    for change in doc.document().get_changes(&[]) {
+        let mut bytes = Vec::new();
+        ciborium::into_writer(
+            &ciborium::Value::Map(vec![
+                (
+                    ciborium::Value::Text("v".into()),
+                    ciborium::Value::Integer(1.into()),
+                ),
+                (
+                    ciborium::Value::Text("device".into()),
+                    ciborium::Value::Text("gen".into()),
+                ),
+                (
+                    ciborium::Value::Text("change".into()),
+                    ciborium::Value::Bytes(change.raw_bytes().to_vec()),
+                ),
+            ]),
+            &mut bytes,
+        )
+        .unwrap();
+        let hash = &blake3::hash(&bytes).to_hex()[..32];
+        let dir = store.join("ops").join(change.actor_id().to_hex_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{:010}-{hash}.op", change.seq())), &bytes).unwrap();
+    }
+    for args in [&["merge"][..], &["--json", "merge"]] {
+        let fresh = Dev::new(dir.path(), "fresh");
+        let _ = std::fs::remove_dir_all(&fresh.state);
+        let out = fresh.run(&store, args);
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc.as_object().unwrap().len(), 40);
+    }
+}

@@ -46,7 +46,11 @@ impl CompactPlan {
     }
 }
 
-/// Where a compaction is.
+/// Where long work is: a compaction ([`Store::compact_with_progress`]), or, through
+/// [`Store::set_progress`], a merge from nothing and packing.
+///
+/// [`Store::compact_with_progress`]: crate::Store::compact_with_progress
+/// [`Store::set_progress`]: crate::Store::set_progress
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Progress {
@@ -57,6 +61,20 @@ pub enum Progress {
         /// Deleted so far.
         done: usize,
         /// To delete.
+        total: usize,
+    },
+    /// Reading and checking the op files of a merge (of all of them, from nothing).
+    Reading {
+        /// Read so far.
+        done: usize,
+        /// To read.
+        total: usize,
+    },
+    /// Packing this device's loose op files.
+    Packing {
+        /// Packed so far.
+        done: usize,
+        /// To pack.
         total: usize,
     },
 }

@@ -17,6 +17,8 @@ pub(crate) struct Source<'a> {
     /// The name in file names of the document read (`None`: the root document; its id in a
     /// plain store, §18): an op file of another is not used.
     pub(crate) doc: Option<&'a str>,
+    /// Told how far long work is ([`crate::Store::set_progress`]).
+    pub(crate) progress: Option<&'a (dyn Fn(crate::Progress) + Send + Sync)>,
 }
 
 impl std::ops::Deref for Source<'_> {
@@ -35,6 +37,7 @@ impl<'a> Source<'a> {
             seal: None,
             sealed: false,
             doc: None,
+            progress: None,
         }
     }
 
@@ -66,6 +69,13 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
+    /// Tells the progress callback, if any.
+    pub(crate) fn tell(&self, p: crate::Progress) {
+        if let Some(f) = self.progress {
+            f(p);
+        }
+    }
+
     /// The name document `id` has in file names: its id in a plain store, a keyed hash of it
     /// in an encrypted one (`None` there without the key).
     pub(crate) fn doc_name(&self, id: &str) -> Option<String> {

@@ -201,19 +201,35 @@ fn verify(
     Ok(Loaded::new(entry.rel.clone(), envelope.device, change))
 }
 
+/// How many op files between two progress reports of a merge.
+pub(crate) const PROGRESS_EVERY: usize = 4096;
+
 /// Reads and verifies op files on every core; results come back in the order of `entries`.
 pub(crate) fn load_all(store: &Source<'_>, entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
     let chunk = entries.len().div_ceil(workers).max(256);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = entries.len();
+    // Long work says how far it is (every 4,096 files, and at the end).
+    let tell = |n: usize| store.tell(crate::Progress::Reading { done: n, total });
     let results: Vec<Vec<Result<Loaded, Problem>>> = std::thread::scope(|s| {
         let handles: Vec<_> = entries
             .chunks(chunk)
             .map(|part| {
+                let (done, tell) = (&done, &tell);
                 s.spawn(move || {
                     let mut packs = PackReader::default();
-                    part.iter().map(|e| load(store, e, &mut packs)).collect()
+                    part.iter()
+                        .map(|e| {
+                            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            if n.is_multiple_of(PROGRESS_EVERY) {
+                                tell(n);
+                            }
+                            load(store, e, &mut packs)
+                        })
+                        .collect()
                 })
             })
             .collect();
@@ -222,6 +238,9 @@ pub(crate) fn load_all(store: &Source<'_>, entries: &[OpEntry]) -> (Vec<Loaded>,
             .map(|h| h.join().expect("loading op files panicked"))
             .collect()
     });
+    if total > 0 && !total.is_multiple_of(PROGRESS_EVERY) {
+        tell(total);
+    }
     let mut loaded = Vec::with_capacity(entries.len());
     let mut problems = Vec::new();
     for r in results.into_iter().flatten() {

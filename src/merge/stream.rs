@@ -27,12 +27,26 @@ pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> O
     let mut order: Vec<&OpEntry> = scan.ops.iter().collect();
     order.sort_by(|a, b| (a.seq, a.actor()).cmp(&(b.seq, b.actor())));
     let (sender, receiver) = std::sync::mpsc::sync_channel::<(Vec<Loaded>, Vec<Problem>)>(1);
+    let total = order.len();
     std::thread::scope(|s| {
         let order = &order;
         s.spawn(move || {
-            for step in order.chunks(step) {
-                let step: Vec<OpEntry> = step.iter().map(|e| (*e).clone()).collect();
-                if sender.send(load_all(store, &step)).is_err() {
+            for (i, part) in order.chunks(step).enumerate() {
+                let part: Vec<OpEntry> = part.iter().map(|e| (*e).clone()).collect();
+                // A step's reading says how far the whole merge is.
+                let tell = |p: crate::Progress| {
+                    if let crate::Progress::Reading { done, .. } = p {
+                        store.tell(crate::Progress::Reading {
+                            done: i * step + done,
+                            total,
+                        });
+                    }
+                };
+                let source = Source {
+                    progress: Some(&tell),
+                    ..*store
+                };
+                if sender.send(load_all(&source, &part)).is_err() {
                     break;
                 }
             }

@@ -172,6 +172,17 @@ pub(crate) struct Shared {
     pub(crate) packed_through: Mutex<Option<(String, u64)>>,
     /// Whole-value writes match list records by this field; `None`: by whole value only.
     pub(crate) list_key: Option<String>,
+    /// Told how far long work is ([`Store::set_progress`]).
+    pub(crate) progress: std::sync::OnceLock<ProgressFn>,
+}
+
+/// A progress callback.
+pub(crate) struct ProgressFn(pub(crate) Box<dyn Fn(crate::Progress) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressFn")
+    }
 }
 
 /// A document's JSON and the heads it is of.
@@ -296,7 +307,18 @@ impl Store {
             seal: self.inner.key.get().map(|(_, seal)| seal),
             sealed: self.inner.marker.sealed.is_some(),
             doc: self.inner.doc_name.as_deref(),
+            progress: self.inner.progress.get().map(|f| &*f.0),
         }
+    }
+
+    /// Tells `progress` how far long work of this handle is: reading the op files of a
+    /// merge from nothing (a new device, a folder that changed a lot), and packing —
+    /// for a progress bar. Once per handle (and its clones): `false` when one was set.
+    pub fn set_progress(&self, progress: impl Fn(crate::Progress) + Send + Sync + 'static) -> bool {
+        self.inner
+            .progress
+            .set(ProgressFn(Box::new(progress)))
+            .is_ok()
     }
 
     /// Refuses `what`, an operation of the whole store, on a document's handle.

@@ -211,6 +211,7 @@ impl Store {
         }
         Store {
             inner: Arc::new(Shared {
+                progress: std::sync::OnceLock::new(),
                 root,
                 doc: doc.map(str::to_string),
                 doc_name: doc.map(str::to_string),
@@ -255,6 +256,7 @@ impl Store {
         }
         Store {
             inner: Arc::new(Shared {
+                progress: std::sync::OnceLock::new(),
                 root: inner.root.clone(),
                 doc: doc.map(str::to_string),
                 doc_name: name.map(str::to_string),

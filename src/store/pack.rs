@@ -233,6 +233,11 @@ impl Store {
         let rebased: HashSet<&str> = state.rebased.iter().map(|r| r.path.as_str()).collect();
         for actor in own {
             let mine: Vec<&OpEntry> = scan.ops.iter().filter(|o| o.actor() == actor).collect();
+            let total = mine
+                .iter()
+                .filter(|o| o.loose && o.packed.is_none())
+                .count();
+            let mut done = 0;
             let mut loose_left = 0u64;
             for run in runs(&mine, |o| {
                 o.loose
@@ -254,6 +259,11 @@ impl Store {
                         out.packed += chunk.len();
                         out.packs.push(rel);
                     }
+                    done += chunk.len();
+                    self.source().tell(crate::Progress::Packing {
+                        done: done.min(total),
+                        total,
+                    });
                 }
             }
             if actor == &record.actor {
