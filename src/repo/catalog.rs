@@ -25,7 +25,7 @@ use super::{DocId, DocInfo};
 use crate::store::documents::is_deleted;
 
 /// The version of the catalog file this build reads and writes (any other is rebuilt).
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// Above this many documents whose files changed since the last listing, a listing reads
 /// every documents' pack header once instead of listing the folder for each document.
@@ -50,6 +50,9 @@ struct Entry {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Catalog {
     v: u32,
+    /// [`folder_digest`] when it was made: the same again, and nothing changed.
+    #[serde(default)]
+    listing: String,
     docs: BTreeMap<String, Entry>,
 }
 
@@ -219,7 +222,6 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .filter(|c: &Catalog| c.v == VERSION)
         .unwrap_or_default();
-    let files = Files::list(root);
     // The root document: its own view (cached) and listing.
     root.check_unlocked()?;
     let root_id = root.id().to_string();
@@ -227,6 +229,13 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         true,
         &entry_of(root, root_id, String::new(), &root.scan())?,
     )];
+    // No file came or went since the catalog was made: it is the answer.
+    let quick = folder_digest(root.path());
+    if !catalog.listing.is_empty() && catalog.listing == quick {
+        out.extend(catalog.docs.values().map(|e| info(false, e)));
+        return Ok(out);
+    }
+    let files = Files::list(root);
     let digests = files.digests();
     let in_snapshots = files.rows_by_name();
     let stale = digests
@@ -280,10 +289,11 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         kept.insert(doc.to_string(), entry);
     }
     // Documents whose files all went (compacted away, or never delivered) are forgotten.
-    changed |= !catalog.docs.is_empty();
+    changed |= !catalog.docs.is_empty() || catalog.listing != quick;
     if changed {
         let catalog = Catalog {
             v: VERSION,
+            listing: quick,
             docs: kept,
         };
         let bytes = serde_json::to_vec(&catalog).expect("a catalog serializes");
@@ -334,4 +344,38 @@ pub(crate) fn id_of_name(root: &Store, name: &str) -> Option<String> {
             .filter(|r| r.name == name)
             .find_map(|r| root.row_id(name, &r.id))
     })
+}
+
+/// A digest of the names of every file in `ops/`, `packs/` and `snapshots/` (any
+/// document's, and the root one's): names carry the hashes of their bytes, so the same
+/// digest means the same files. Taken before a listing, so a file that comes during it
+/// makes the next one list again.
+fn folder_digest(root: &std::path::Path) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for top in [
+        crate::folder::layout::ops(root),
+        crate::folder::layout::packs(root),
+    ] {
+        for actor in std::fs::read_dir(top).into_iter().flatten().flatten() {
+            let dir = actor.file_name().to_string_lossy().into_owned();
+            for file in std::fs::read_dir(actor.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                names.push(format!("{dir}/{}", file.file_name().to_string_lossy()));
+            }
+        }
+    }
+    let snapshots = crate::folder::layout::snapshots(root);
+    for file in std::fs::read_dir(snapshots).into_iter().flatten().flatten() {
+        names.push(format!("snapshots/{}", file.file_name().to_string_lossy()));
+    }
+    names.sort_unstable();
+    let mut hasher = blake3::Hasher::new();
+    for name in &names {
+        hasher.update(name.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher.finalize().to_hex()[..32].to_string()
 }
