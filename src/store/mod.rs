@@ -375,9 +375,37 @@ impl Store {
             .store_dir(&self.inner.marker.store_id)
     }
 
-    /// The merged document: the local cache plus only what is new in the folder.
+    /// The merged document: the local cache plus only what is new in the folder. While a
+    /// watcher of this store (or a clone) runs with file events and has merged every event
+    /// it was told of, the document in memory is that, and nothing is listed (as a write
+    /// then skips its listing; the watcher's safety listing covers events the system lost).
     pub fn read(&self) -> Result<View> {
+        if let Some(view) = self.read_from_memory()? {
+            return Ok(view);
+        }
         self.read_listed(&self.scan())
+    }
+
+    /// The document in memory as a view, when a running watcher keeps it current.
+    fn read_from_memory(&self) -> Result<Option<View>> {
+        self.check_unlocked()?;
+        if !self.inner.memory.watched.quiet() {
+            return Ok(None);
+        }
+        let Some(state) = self.inner.memory.peek() else {
+            return Ok(None);
+        };
+        let Some((_, report)) = self.inner.memory.listed().clone() else {
+            return Ok(None);
+        };
+        tracing::debug!("a watcher keeps the document in memory current: no listing");
+        Ok(Some(View {
+            merged: state,
+            report: self.with_marker_problem(report),
+            json: std::sync::OnceLock::new(),
+            text: Mutex::new(None),
+            rendered: Arc::clone(&self.inner.memory.rendered),
+        }))
     }
 
     /// [`Store::read`] of what `scan` lists (a listing made for many documents at once).

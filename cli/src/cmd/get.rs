@@ -32,29 +32,18 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         warn_report(&report);
         return crate::output::write_out(&format!("{json}\n"));
     }
-    let (value, report) = value(store, &args.path)?;
-    if let Some(report) = report {
-        warn_report(&report);
-    }
-    print_json(&value)
-}
-
-/// The JSON value at `path` (a JSON Pointer; empty: the whole document), and the report of
-/// the merge when it should be warned about.
-pub(crate) fn value(
-    store: &Store,
-    path: &str,
-) -> Result<(serde_json::Value, Option<crdtdir::MergeReport>), Failure> {
     // A value that is there: from the saved JSON when nothing is new (no document loaded).
     let (json, report) = store.read_json()?;
     if let Some(value) = serde_json::from_str::<serde_json::Value>(&json)
         .ok()
-        .and_then(|doc| doc.pointer(path).cloned())
+        .and_then(|doc| doc.pointer(&args.path).cloned())
     {
-        return Ok((value, Some(report)));
+        warn_report(&report);
+        return print_json(&value);
     }
     // Anything else (a path that is not there, a document too deep to parse as text) from
     // the document itself, with the library's own errors.
     let view = store.read()?;
-    Ok((view.get(path)?, Some(view.report().clone())))
+    warn_report(view.report());
+    print_json(&view.get(&args.path)?)
 }

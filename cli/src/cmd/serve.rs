@@ -213,11 +213,9 @@ fn answer(
             "path": server.root.path(),
             "version": env!("CARGO_PKG_VERSION"),
         })),
-        "get" => plain(super::get::value(&store, &text("path"))?.0),
-        "merge" => {
-            let (json, _) = store.read_json()?;
-            plain(serde_json::from_str(&json).map_err(|e| fail(e.to_string()))?)
-        }
+        // From the document in memory (the server's watcher keeps it current).
+        "get" => plain(store.read()?.get(&text("path"))?),
+        "merge" => plain(store.read()?.to_json()),
         "append" => {
             let ops: Vec<PatchOp> = crdtdir::parse_patch(&request["patch"].to_string())?;
             let message = request["message"].as_str();
