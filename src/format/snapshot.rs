@@ -239,19 +239,7 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
 /// The snapshot database in `bytes`, opened in memory once its length matches its header
 /// and it passes SQLite's integrity check.
 fn open_checked(bytes: &[u8]) -> Result<Connection, DecodeError> {
-    // SQLite reads a short image without complaint when the missing pages look unused: the
-    // header says how long the database is, so a cut one is caught here.
-    if bytes.len() < 100 || !bytes.starts_with(b"SQLite format 3\0") {
-        return Err("not an SQLite database".into());
-    }
-    let page_size = match u16::from_be_bytes([bytes[16], bytes[17]]) {
-        1 => 65536,
-        n => usize::from(n),
-    };
-    let pages = u32::from_be_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]) as usize;
-    if page_size.checked_mul(pages) != Some(bytes.len()) {
-        return Err("snapshot is truncated (its length does not match its header)".into());
-    }
+    check_length(bytes.get(..100).unwrap_or(bytes), bytes.len() as u64)?;
     let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
     let mut db = Connection::open_in_memory_with_flags(
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -266,6 +254,24 @@ fn open_checked(bytes: &[u8]) -> Result<Connection, DecodeError> {
         return Err(format!("snapshot fails its integrity check: {check}").into());
     }
     Ok(db)
+}
+
+/// Checks an SQLite file's first 100 bytes (`head`) against its length: SQLite reads a short
+/// image without complaint when the missing pages look unused, and the header says how long
+/// the database is, so a cut one is caught here.
+fn check_length(head: &[u8], size: u64) -> Result<(), DecodeError> {
+    if head.len() < 100 || !head.starts_with(b"SQLite format 3\0") {
+        return Err("not an SQLite database".into());
+    }
+    let page_size = match u16::from_be_bytes([head[16], head[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    let pages = u64::from(u32::from_be_bytes([head[28], head[29], head[30], head[31]]));
+    if page_size.checked_mul(pages) != Some(size) {
+        return Err("snapshot is truncated (its length does not match its header)".into());
+    }
+    Ok(())
 }
 
 /// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
@@ -356,17 +362,7 @@ impl DocRows {
             .len();
         file.read_exact(&mut head)
             .map_err(|_| "not an SQLite database".to_string())?;
-        if !head.starts_with(b"SQLite format 3\0") {
-            return Err("not an SQLite database".into());
-        }
-        let page_size = match u16::from_be_bytes([head[16], head[17]]) {
-            1 => 65536,
-            n => u64::from(n),
-        };
-        let pages = u64::from(u32::from_be_bytes([head[28], head[29], head[30], head[31]]));
-        if page_size * pages != size {
-            return Err("snapshot is truncated (its length does not match its header)".into());
-        }
+        check_length(&head, size)?;
         let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
         let db = Connection::open_with_flags(
             path,

@@ -23,7 +23,7 @@ use automerge::{Automerge, ChangeHash, ReadDoc};
 use std::time::Instant;
 
 /// A merged view that compaction may fold, and what it would fold (op files, snapshots).
-type Foldable = (
+pub(crate) type Foldable = (
     Scan,
     std::sync::Arc<MergedState>,
     Vec<(String, String)>,
@@ -34,7 +34,7 @@ impl Store {
     /// Lists and merges the folder (saving the cache with `save`) and finds what a
     /// compaction would fold; refuses when this device's view is incomplete (a record
     /// without its snapshot): compacting then could drop history only another device has.
-    fn foldable(&self, save: bool) -> Result<Foldable> {
+    pub(crate) fn foldable(&self, save: bool) -> Result<Foldable> {
         let scan = self.scan();
         let (state, report, _) = self.merged(&scan, save);
         if let Some(gap) = report.incomplete.first() {

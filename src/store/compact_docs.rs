@@ -10,7 +10,6 @@ use std::path::Path;
 
 use automerge::ReadDoc;
 
-use crate::compact::folded;
 use crate::error::{Error, Result};
 use crate::format::snapshot::{DocRow, DocRows};
 use crate::fs;
@@ -68,15 +67,7 @@ impl Store {
 
     /// This (document) handle's part of a repo's compaction.
     fn fold_one(&self, save: bool, tombstones: &HashSet<String>) -> Result<DocFold> {
-        let scan = self.scan();
-        let (state, report, _) = self.merged(&scan, save);
-        if let Some(gap) = report.incomplete.first() {
-            return Err(Error::Incomplete {
-                path: gap.path.clone(),
-                reason: gap.reason.clone(),
-            });
-        }
-        let (ops, snaps) = folded(&scan, &state);
+        let (_, state, ops, snaps) = self.foldable(save)?;
         let name = self.inner.doc_name.clone().unwrap_or_default();
         let id = self.inner.doc.clone().unwrap_or_default();
         // Its own snapshots; the root document's are the root's to fold.
