@@ -3259,3 +3259,40 @@ fn no_progress_bar_on_a_pipe() {
         assert_eq!(doc.as_object().unwrap().len(), 40);
     }
 }
+
+/// `status` with nothing new answers from the saved view and what the last status found,
+/// without loading the document (its -vv log says so), and says the same; a change from
+/// another device makes it merge again.
+#[test]
+fn status_with_nothing_new_loads_no_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone) = (Dev::new(dir.path(), "me"), Dev::new(dir.path(), "phone"));
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/a", "1"]);
+    phone.ok(&store, &["append", "set", "/b", "2"]);
+    let status = |dev: &Dev| -> (serde_json::Value, String) {
+        let out = dev.run(&store, &["-vv", "--json", "status"]);
+        assert!(out.status.success(), "{out:?}");
+        let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Ages move with the clock.
+        for p in json["presence"].as_array_mut().unwrap() {
+            for key in ["seen_secs_ago", "beat_secs_ago", "seen_at", "beat_time"] {
+                p.as_object_mut().unwrap().remove(key);
+            }
+        }
+        (json, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, log) = status(&me);
+    assert!(!log.contains("status from the saved view"), "{log}");
+    let (second, log) = status(&me);
+    assert!(log.contains("status from the saved view"), "{log}");
+    assert_eq!(second, first);
+    assert_eq!(first["changes"], 2);
+    // Another device's change: merged again, and counted.
+    phone.ok(&store, &["append", "set", "/c", "3"]);
+    let (third, log) = status(&me);
+    assert!(!log.contains("status from the saved view"), "{log}");
+    assert_eq!(third["changes"], 3);
+    assert_eq!(status(&me).0, third);
+}

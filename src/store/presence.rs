@@ -247,6 +247,20 @@ impl Store {
     }
 
     pub(crate) fn presence_of(&self, state: &MergedState, threshold_secs: i64) -> Vec<Presence> {
+        self.presence_with(threshold_secs, |own, _, beat| {
+            Some(unmerged(state, own, beat).len())
+        })
+        .unwrap_or_default()
+    }
+
+    /// The other devices, with `unmerged` telling, for a device's latest beat (this
+    /// device's actors, its path, the beat), how many of this device's changes it has not
+    /// merged; `None` when `unmerged` cannot tell for one of them (nothing is remembered).
+    pub(crate) fn presence_with(
+        &self,
+        threshold_secs: i64,
+        unmerged: impl Fn(&HashSet<String>, &str, &beat::Beat) -> Option<usize>,
+    ) -> Option<Vec<Presence>> {
         let record = self.inner.state.read_record();
         let own: HashSet<String> = record
             .iter()
@@ -259,7 +273,7 @@ impl Store {
         let live = crate::folder::live_beats(&self.source());
         for (actor, rel, beat) in live.iter().filter(|(a, _, _)| !own.contains(a)) {
             let changed_at = rules::observe(&mut seen, actor, beat.counter, now);
-            let unmerged = unmerged(state, &own, beat).len();
+            let unmerged = unmerged(&own, rel, beat)?;
             out.push(Presence {
                 name: beat.device.clone(),
                 actors: beat.actors.clone(),
@@ -274,7 +288,7 @@ impl Store {
         if let Err(e) = beats::write_seen(&local, &seen) {
             tracing::warn!(error = %e, "when other devices' beats changed was not remembered (they may look fresher)");
         }
-        out
+        Some(out)
     }
 
     /// The tidy step: this device's local copies that are no longer needed go — retention

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use automerge::ChangeHash;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::folder::scan::{self};
@@ -14,7 +14,7 @@ use crate::report::{ChangeInfo, MergeReport};
 use crate::store::Store;
 
 /// One device as seen in the folder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeviceInfo {
     /// Display name.
@@ -182,6 +182,12 @@ impl Store {
     /// How many documents the folder has (the root one and each other one with an op file
     /// in `ops/`), and how many loose op files belong to documents other than this one.
     fn documents(&self) -> (usize, usize) {
+        // A store that never had another document: nothing to list.
+        if !crate::folder::layout::feature(&self.inner.root, crate::format::marker::DOCS_FEATURE)
+            .exists()
+        {
+            return (1, 0);
+        }
         let counts = crate::folder::documents::counts(&self.inner.root);
         let others = counts
             .iter()
@@ -232,7 +238,10 @@ impl Store {
         }
     }
 
-    /// Status: devices, problems, forks, quarantined and waiting changes.
+    /// Status: devices, problems, forks, quarantined and waiting changes. When nothing
+    /// came or went since the last status that merged (the saved view stands for the
+    /// listing, and no other device's beat is new), it is answered from what that one
+    /// found, without loading the document.
     pub fn status(&self) -> Result<Status> {
         if self.check_unlocked().is_err() {
             return Ok(self.locked_status());
@@ -240,6 +249,10 @@ impl Store {
         // One scan and one merge serve the history, the presence and the report.
         let scan = self.scan();
         let (documents, others) = self.documents();
+        if let Some(status) = self.status_from_cache(&scan, documents, others) {
+            tracing::debug!("status from the saved view and the last status: no document loaded");
+            return Ok(status);
+        }
         let (state, report, _) = self.merged(&scan, true);
         let history = history_of(&state);
         let mut by_actor: BTreeMap<String, (String, u64, usize)> = BTreeMap::new();
@@ -265,7 +278,7 @@ impl Store {
             d.ops += ops;
             d.max_seq.insert(actor, max_seq);
         }
-        Ok(Status {
+        let status = Status {
             store_id: self.inner.marker.store_id.clone(),
             format: self.inner.marker.format,
             read_only: self.check_writable().err().map(|e| e.to_string()),
@@ -283,6 +296,82 @@ impl Store {
             documents,
             presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
             report: self.with_marker_problem(report),
+        };
+        self.save_status(&status);
+        Ok(status)
+    }
+
+    /// What the last status that merged found, if the saved view still stands for `scan`,
+    /// is of the same heads, and every other device's latest beat is one it counted.
+    fn status_from_cache(
+        &self,
+        scan: &scan::Scan,
+        documents: usize,
+        others: usize,
+    ) -> Option<Status> {
+        let view = self.inner.memory.cache.view(&self.inner.root, scan)?;
+        let bytes = std::fs::read(self.inner.state.path().join(STATUS_FILE)).ok()?;
+        let cached: StatusCache = serde_json::from_slice(&bytes).ok()?;
+        let mut heads = cached.heads.clone();
+        heads.sort();
+        if cached.v != STATUS_VERSION || heads != view.beat.0 {
+            return None;
+        }
+        let presence = self.presence_with(DEFAULT_THRESHOLD_SECS, |_, rel, _| {
+            cached.unmerged.get(rel).copied()
+        })?;
+        // The heartbeat that follows takes its heads from here too.
+        self.inner.memory.served(view.beat.clone());
+        Some(Status {
+            store_id: self.inner.marker.store_id.clone(),
+            format: self.inner.marker.format,
+            read_only: self.check_writable().err().map(|e| e.to_string()),
+            encrypted: self.is_encrypted(),
+            locked: false,
+            changes: cached.changes,
+            heads: cached.heads,
+            devices: cached.devices,
+            files: file_counts(&self.inner.root, scan, self.pack_size_or_default(), others),
+            documents,
+            presence,
+            report: self.with_marker_problem(view.report),
         })
     }
+
+    /// Remembers what `status` found that needs the document (a cache in local state).
+    fn save_status(&self, status: &Status) {
+        let cached = StatusCache {
+            v: STATUS_VERSION,
+            heads: status.heads.clone(),
+            changes: status.changes,
+            devices: status.devices.clone(),
+            unmerged: status
+                .presence
+                .iter()
+                .map(|p| (p.beat.clone(), p.unmerged))
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&cached).expect("a status cache serializes");
+        let path = self.inner.state.path().join(STATUS_FILE);
+        if let Err(e) = crate::fs::replace_unsynced(&path, &bytes) {
+            tracing::debug!(error = %e, "the status cache was not saved (the next status merges)");
+        }
+    }
+}
+
+/// The local file of what the last status that merged found (a cache: any other version,
+/// or one that does not read, is ignored).
+const STATUS_FILE: &str = "status";
+const STATUS_VERSION: u32 = 1;
+
+/// What `status` remembers of the document it loaded: of these heads, its changes and
+/// devices, and how many of this device's changes each other device's beat (by path) has
+/// not merged.
+#[derive(Debug, Serialize, Deserialize)]
+struct StatusCache {
+    v: u32,
+    heads: Vec<String>,
+    changes: usize,
+    devices: Vec<DeviceInfo>,
+    unmerged: BTreeMap<String, usize>,
 }
