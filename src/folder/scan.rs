@@ -117,7 +117,7 @@ impl OpEntry {
 }
 
 /// Everything a scan found.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Scan {
     /// Op files, loose or in packs, sorted by path, each path once.
     pub(crate) ops: Vec<OpEntry>,
@@ -722,6 +722,74 @@ fn read_pack_header(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// `last` (a listing of document `doc`) brought up to date after file events that name
+/// `paths`, listing only what they name: a new op file of the document is added; for any
+/// other file in an actor folder (a temp, coming or going: a rename's destination is not
+/// always reported), that actor folder is listed again and its new op files added. `None`
+/// for anything else (an op file that went, a pack, a snapshot, another folder): the caller
+/// lists the folder.
+pub(crate) fn with_new_files(
+    mut last: Scan,
+    store: &Path,
+    doc: Option<&str>,
+    paths: &[std::path::PathBuf],
+) -> Option<Scan> {
+    let mut relist: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut added: Vec<OpEntry> = Vec::new();
+    for path in paths {
+        let rel = path.strip_prefix(store).ok()?;
+        let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
+        let [OPS_DIR, actor, name] = parts.as_slice() else {
+            return None;
+        };
+        if !names::is_actor_dir(actor) {
+            return None;
+        }
+        match names::parse_op_name(name) {
+            Some(op) if op.doc == doc && path.is_file() => {
+                added.push(OpEntry::parse(&super::op_rel(actor, name))?);
+            }
+            // Another document's new file is not this one's business.
+            Some(op) if op.doc != doc && path.is_file() => {}
+            // A temp (or any other file that is no op file): its actor folder is listed
+            // again. Skipped files in it are reported by the next listing of everything.
+            None => {
+                relist.insert((*actor).to_string());
+            }
+            _ => return None,
+        }
+    }
+    for actor in relist {
+        let dir = super::layout::actor_ops(store, &actor);
+        let mut here = std::collections::HashSet::new();
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if names::parse_op_name(&name).is_some_and(|op| op.doc == doc) {
+                here.insert(super::op_rel(&actor, &name));
+            }
+        }
+        // A loose file of it that went (packing, compaction): a listing says what stands.
+        let went = last
+            .ops
+            .iter()
+            .filter(|o| o.actor() == actor && o.packed.is_none())
+            .any(|o| !here.contains(&o.rel));
+        if went {
+            return None;
+        }
+        added.extend(here.iter().filter_map(|rel| OpEntry::parse(rel)));
+    }
+    for entry in added {
+        if let Err(at) = last.ops.binary_search_by(|o| o.rel.cmp(&entry.rel)) {
+            last.ops.insert(at, entry);
+        }
+    }
+    // A skipped file that went since (a sync tool's temp, renamed into an op file) is no
+    // longer reported.
+    last.problems.retain(|p| store.join(&p.path).exists());
+    Some(last)
+}
+
 /// The snapshots and compaction records a listing of document `doc` has (its own and the
 /// root document's; `None`: the root document's), as [`scan`] lists them.
 pub(crate) fn snapshots_of(store: &Path, doc: Option<&str>) -> (Vec<String>, Vec<String>) {
@@ -753,4 +821,48 @@ fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
     }
     out.snapshots.sort();
     out.records.sort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listing brought up to date with new op files equals a new listing; anything but a
+    /// new op file of the document (a temp, another document's file, a file that is gone)
+    /// asks for a listing instead.
+    #[test]
+    fn new_files_named_by_events_update_the_last_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path();
+        let actor = "0123456789abcdef0123456789abcdef";
+        let ops = store.join("ops").join(actor);
+        std::fs::create_dir_all(&ops).unwrap();
+        let name = |seq: u64| names::op_name_with_hash(seq, &format!("{seq:032x}"));
+        std::fs::write(ops.join(name(1)), b"1").unwrap();
+        std::fs::write(ops.join(name(3)), b"3").unwrap();
+        let last = scan(store, None);
+        assert_eq!(last.ops.len(), 2);
+        // Seq 2 arrives between the two: in its place, as a new listing has it.
+        std::fs::write(ops.join(name(2)), b"2").unwrap();
+        let updated = with_new_files(last, store, None, &[ops.join(name(2))]).unwrap();
+        let fresh = scan(store, None);
+        let rels = |s: &Scan| s.ops.iter().map(|o| o.rel.clone()).collect::<Vec<_>>();
+        assert_eq!(rels(&updated), rels(&fresh));
+        // A temp that is gone (renamed: the destination may not be named): its actor
+        // folder is listed again.
+        std::fs::write(ops.join(name(4)), b"4").unwrap();
+        let went = ops.join(".syncthing.y.tmp");
+        let relisted = with_new_files(updated.clone(), store, None, &[went]).unwrap();
+        assert_eq!(rels(&relisted), rels(&scan(store, None)));
+        // An op file that went, a snapshot: list instead.
+        let gone = ops.join(name(9));
+        for path in [gone, store.join("snapshots/x.sqlite")] {
+            assert!(
+                with_new_files(scan(store, None), store, None, std::slice::from_ref(&path))
+                    .is_none(),
+                "{}",
+                path.display()
+            );
+        }
+    }
 }

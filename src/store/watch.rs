@@ -74,6 +74,15 @@ impl Live for Store {
         Store::scan(self)
     }
 
+    fn scan_after(&self, last: Scan, paths: &[std::path::PathBuf]) -> Option<Scan> {
+        crate::folder::scan::with_new_files(
+            last,
+            &self.inner.root,
+            self.inner.doc_name.as_deref(),
+            paths,
+        )
+    }
+
     fn watched(&self) -> &Watched {
         &self.inner.memory.watched
     }

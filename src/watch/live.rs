@@ -23,6 +23,9 @@ pub(crate) trait Live: Clone + Send + 'static {
     fn root(&self) -> &Path;
     /// Lists the folder for the watched document.
     fn scan(&self) -> Scan;
+    /// `last` with the new op files `paths` of the watched document, when every path is
+    /// one (see `crate::folder::scan::with_new_files`); `None`: list instead.
+    fn scan_after(&self, last: Scan, paths: &[std::path::PathBuf]) -> Option<Scan>;
     /// The counters that running watchers share with writers.
     fn watched(&self) -> &Watched;
     /// This device's actors, hex (events in their folders are its own writes).

@@ -437,6 +437,8 @@ pub(crate) struct One<L: Live> {
     store: L,
     follow: Follow,
     document: bool,
+    /// The last listing, brought up to date with the new files events name.
+    last: Option<crate::folder::scan::Scan>,
 }
 
 impl<L: Live> One<L> {
@@ -445,6 +447,7 @@ impl<L: Live> One<L> {
             store,
             follow: Follow::default(),
             document,
+            last: None,
         }
     }
 }
@@ -452,6 +455,8 @@ impl<L: Live> One<L> {
 impl<L: Live> Target for One<L> {
     type Out = Event;
     type L = L;
+    // New op files that events name are added to the last listing: nothing is listed.
+    const ROUTES: bool = true;
 
     fn live(&self) -> &L {
         &self.store
@@ -464,11 +469,19 @@ impl<L: Live> Target for One<L> {
     fn merge(
         &mut self,
         _initial: bool,
-        _paths: Option<&[PathBuf]>,
+        paths: Option<&[PathBuf]>,
         notices: &mut Vec<String>,
     ) -> Vec<Event> {
-        let scan = self.store.scan();
+        let scan = match (paths, self.last.take()) {
+            (Some(paths), Some(last)) => {
+                let updated = self.store.scan_after(last, paths);
+                tracing::debug!(?paths, listed = updated.is_none(), "file events");
+                updated.unwrap_or_else(|| self.store.scan())
+            }
+            _ => self.store.scan(),
+        };
         let (state, report) = self.store.merge_listed(&scan);
+        self.last = Some(scan);
         self.follow
             .event(&self.store, &state, report, self.document, notices)
             .into_iter()
