@@ -3,14 +3,17 @@
 //!
 //! ```text
 //! STATE/stores/<store id>/catalog = JSON, a cache (unsynced, rebuilt when it does not read):
-//!   {"v": 2, "docs": {"<doc id>": {"files": "<digest of its op files>", "count": <n>, "bytes": <n>,
-//!                                  "last_change": <secs>|null, "title": "…"|null,
-//!                                  "deleted": true|false}}}
+//!   {"v": 4, "listing": "<digest of every name in ops/, packs/, snapshots/>",
+//!    "docs": {"<doc name>": {"id": "<doc id>", "files": "<digest of its files>",
+//!                            "count": <n>, "bytes": <n>, "last_change": <secs>|null,
+//!                            "title": "…"|null, "deleted": true|false}}}
 //! ```
-//! A document's digest covers its loose op files' names and the names of the documents'
-//! packs that hold it (from the index of packs, `crate::folder::docs_index`); names carry the
-//! hashes of their bytes, so the digest changes exactly when its files do: only then is the
-//! document opened (merged) again.
+//! When no name in the folder changed since (`listing`), the catalog is the answer. Else a
+//! document's digest covers its loose op files' names, the names of the documents' packs
+//! that hold it (from the index of packs, `crate::folder::docs_index`), of the snapshots of
+//! the root document with a row of it, and of its own snapshots; names carry the hashes of
+//! their bytes, so the digest changes exactly when its files do: only then is the document
+//! opened (merged) again.
 
 use std::collections::BTreeMap;
 
