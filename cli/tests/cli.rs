@@ -3296,3 +3296,25 @@ fn status_with_nothing_new_loads_no_document() {
     assert_eq!(third["changes"], 3);
     assert_eq!(status(&me).0, third);
 }
+
+/// `crdtdir serve` on a device without an encrypted store's key is refused with the
+/// locked error, and leaves no socket behind (this device's commands then run by
+/// themselves and say the same).
+#[test]
+fn serve_without_the_key_is_refused_and_leaves_no_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (me, phone) = (Dev::new(dir.path(), "me"), Dev::new(dir.path(), "phone"));
+    me.ok(&store, &["init", "--encrypt"]);
+    let out = phone.run(&store, &["serve", "--socket-only"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("key"),
+        "{out:?}"
+    );
+    let sockets: Vec<String> = tree(&phone.state)
+        .into_keys()
+        .filter(|p| p.ends_with("serve.sock"))
+        .collect();
+    assert!(sockets.is_empty(), "{sockets:?}");
+}

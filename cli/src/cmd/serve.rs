@@ -93,6 +93,9 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             hint: None,
         });
     }
+    // The root document stays in memory and up to date; the device's heartbeat goes on.
+    // (First: a store that cannot be watched, a locked one, leaves no socket behind.)
+    let _watching: WatchHandle = store.watch_with(WatchOptions::new(), |_| true)?;
     // A socket left by a server that died: nobody listens on it.
     let _ = std::fs::remove_file(&path);
     let listener =
@@ -102,8 +105,6 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         root: store.clone(),
         docs: Mutex::new(HashMap::new()),
     });
-    // The root document stays in memory and up to date; the device's heartbeat goes on.
-    let _watching: WatchHandle = store.watch_with(WatchOptions::new(), |_| true)?;
     let gone = path.clone();
     ctrlc::set_handler(move || {
         let _ = std::fs::remove_file(&gone);
