@@ -274,16 +274,16 @@ fn check_length(head: &[u8], size: u64) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
-/// version, contents. `Err` says why it is skipped.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
-    let db = open_checked(bytes)?;
-    let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
-    let meta = |key: &str| -> Result<String, String> {
-        db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .map_err(|e| format!("snapshot has no {key}: {e}"))
-    };
-    let version: u64 = meta("format")?
+/// A snapshot's `meta` value under `key`.
+fn meta(db: &Connection, key: &str) -> Result<String, String> {
+    db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .map_err(|e| format!("snapshot has no {key}: {e}"))
+}
+
+/// Refuses a snapshot of a schema version this build does not know (newer: reported as
+/// newer, not as damage).
+fn check_version(db: &Connection) -> Result<(), DecodeError> {
+    let version: u64 = meta(db, "format")?
         .parse()
         .map_err(|_| "bad snapshot format".to_string())?;
     if version > SNAPSHOT_VERSION {
@@ -293,6 +293,16 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
             known: SNAPSHOT_VERSION,
         });
     }
+    Ok(())
+}
+
+/// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
+/// version, contents. `Err` says why it is skipped.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
+    let db = open_checked(bytes)?;
+    let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
+    let meta = |key: &str| meta(&db, key);
+    check_version(&db)?;
     let heads: Vec<String> =
         serde_json::from_str(&meta("heads")?).map_err(|e| format!("bad heads: {e}"))?;
     let changes: u64 = meta("changes")?
@@ -369,20 +379,8 @@ impl DocRows {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(fail)?;
-        let meta = |key: &str| -> Result<String, String> {
-            db.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-                .map_err(|e| format!("snapshot has no {key}: {e}"))
-        };
-        let version: u64 = meta("format")?
-            .parse()
-            .map_err(|_| "bad snapshot format".to_string())?;
-        if version > SNAPSHOT_VERSION {
-            return Err(DecodeError::Newer {
-                what: "snapshot",
-                found: version,
-                known: SNAPSHOT_VERSION,
-            });
-        }
+        let meta = |key: &str| meta(&db, key);
+        check_version(&db)?;
         let has = |table: &str| -> Result<bool, String> {
             db.query_row(
                 "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
