@@ -27,7 +27,7 @@ use crate::error::Result;
 use crate::patch::PatchOp;
 use crate::repo::{DocId, DocInfo, Repo};
 use crate::store::{Status, Store, WriteOutcome};
-use crate::watch::{DocEvent, Event, WatchHandle, WatchOptions};
+use crate::watch::{DocEvent, WatchHandle, WatchOptions};
 use crate::{PackOutcome, Repaired, View};
 
 /// A watcher's events as a [`Stream`](futures_core::Stream) ([`Store::watch_stream`],
@@ -54,7 +54,7 @@ impl<E> futures_core::Stream for WatchStream<E> {
 
 impl<E: Clone + Send + 'static> WatchStream<E> {
     /// A stream whose events a watcher started by `start` (given where to put them) sends.
-    fn start(
+    pub(crate) fn start(
         start: impl FnOnce(Box<dyn FnMut(&E) -> bool + Send>) -> Result<WatchHandle>,
     ) -> Result<WatchStream<E>> {
         let (tx, rx) = async_channel::unbounded();
@@ -64,22 +64,6 @@ impl<E: Clone + Send + 'static> WatchStream<E> {
             events: Box::pin(rx),
             _handle: handle,
         })
-    }
-}
-
-impl Store {
-    /// [`Store::watch`] as a [`Stream`](futures_core::Stream) of [`Event`]s, for any async
-    /// runtime. Dropping the stream stops the watcher.
-    pub fn watch_stream(&self, options: WatchOptions) -> Result<WatchStream<Event>> {
-        WatchStream::start(|on_event| self.watch_with(options, on_event))
-    }
-
-    /// This store's blocking calls as futures (each runs on the `blocking` crate's thread
-    /// pool).
-    pub fn nonblocking(&self) -> NonBlocking {
-        NonBlocking {
-            store: self.clone(),
-        }
     }
 }
 
@@ -114,7 +98,7 @@ impl Repo {
 /// smol) and never blocks the task that awaits it.
 #[derive(Debug, Clone)]
 pub struct NonBlocking {
-    store: Store,
+    pub(crate) store: Store,
 }
 
 impl NonBlocking {

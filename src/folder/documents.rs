@@ -31,6 +31,19 @@ impl Files {
     }
 }
 
+/// Document `doc`'s listing from its `files` of a listing made for every document (its op
+/// files, and its own snapshots and the root document's): what [`crate::folder::scan::scan`]
+/// lists for it, skipped files aside.
+pub(crate) fn scan_of(root: &Path, doc: &str, files: Files) -> crate::folder::scan::Scan {
+    let (snapshots, records) = crate::folder::scan::snapshots_of(root, Some(doc));
+    crate::folder::scan::Scan {
+        ops: files.entries(),
+        snapshots,
+        records,
+        ..crate::folder::scan::Scan::default()
+    }
+}
+
 /// How many op files each document has, loose or in documents' packs (`None`: the root
 /// document's loose ones).
 pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {

@@ -21,7 +21,7 @@ use automerge::ReadDoc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::folder::documents::{listing, loose_listing};
+use crate::folder::documents::{listing, loose_listing, scan_of};
 use crate::store::Store;
 
 use super::{DocId, DocInfo};
@@ -258,19 +258,11 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
                 // A handle by name lists the document's files; its id is in their envelopes.
                 let named = root.for_doc_named(Some(doc), Some(doc));
                 let scan = match everything.as_mut() {
-                    Some(all) => {
-                        let (snapshots, records) =
-                            crate::folder::scan::snapshots_of(root.path(), Some(doc));
-                        crate::folder::scan::Scan {
-                            ops: all
-                                .remove(&Some(doc.to_string()))
-                                .unwrap_or_default()
-                                .entries(),
-                            snapshots,
-                            records,
-                            ..crate::folder::scan::Scan::default()
-                        }
-                    }
+                    Some(all) => scan_of(
+                        root.path(),
+                        doc,
+                        all.remove(&Some(doc.to_string())).unwrap_or_default(),
+                    ),
                     None => named.scan(),
                 };
                 let rows = in_snapshots.get(doc).map(Vec::as_slice).unwrap_or_default();

@@ -65,6 +65,26 @@ impl Store {
     }
 }
 
+#[cfg(feature = "async")]
+impl Store {
+    /// [`Store::watch`] as a [`Stream`](futures_core::Stream) of [`Event`]s, for any async
+    /// runtime. Dropping the stream stops the watcher.
+    pub fn watch_stream(
+        &self,
+        options: WatchOptions,
+    ) -> Result<crate::nonblocking::WatchStream<Event>> {
+        crate::nonblocking::WatchStream::start(|on_event| self.watch_with(options, on_event))
+    }
+
+    /// This store's blocking calls as futures (each runs on the `blocking` crate's thread
+    /// pool).
+    pub fn nonblocking(&self) -> crate::nonblocking::NonBlocking {
+        crate::nonblocking::NonBlocking {
+            store: self.clone(),
+        }
+    }
+}
+
 impl Live for Store {
     fn root(&self) -> &Path {
         &self.inner.root
@@ -145,6 +165,17 @@ impl Documents for Store {
 
     fn doc_digests(&self) -> std::collections::BTreeMap<String, String> {
         crate::repo::catalog::Files::list(self).digests()
+    }
+
+    fn doc_scans(&self) -> std::collections::BTreeMap<String, Scan> {
+        crate::folder::documents::listing(&self.inner.root)
+            .into_iter()
+            .filter_map(|(doc, files)| {
+                let doc = doc?;
+                let scan = crate::folder::documents::scan_of(&self.inner.root, &doc, files);
+                Some((doc, scan))
+            })
+            .collect()
     }
 
     fn docs_in_pack(&self, path: &Path) -> Option<Vec<String>> {

@@ -43,6 +43,9 @@ pub(crate) trait Documents: Live {
     /// Every document beside the root one, by name, with a digest of its files (from one
     /// listing of the folder).
     fn doc_digests(&self) -> BTreeMap<String, String>;
+    /// Every document beside the root one, by name, with its listing, from one listing of
+    /// the folder (skipped files aside).
+    fn doc_scans(&self) -> BTreeMap<String, crate::folder::scan::Scan>;
     /// The names of the documents whose changes the documents' pack at `path` holds; `None`
     /// when its header does not read.
     fn docs_in_pack(&self, path: &Path) -> Option<Vec<String>>;
@@ -104,6 +107,9 @@ fn route(root: &Path, path: &Path) -> Route {
         _ => Route::All,
     }
 }
+
+/// Above this many documents to merge at once, they are listed together.
+const MANY: usize = 16;
 
 /// One document followed: its id and what the app was last told of it.
 struct Followed {
@@ -178,11 +184,17 @@ impl<D: Documents> Many<D> {
         out
     }
 
-    /// Merges document `name` and makes its event, if any.
-    fn merge_one(&mut self, name: Option<String>, notices: &mut Vec<String>) -> Option<DocEvent> {
+    /// Merges document `name` (with `scan`, its listing, when one was made for all) and
+    /// makes its event, if any.
+    fn merge_one(
+        &mut self,
+        name: Option<String>,
+        scan: Option<crate::folder::scan::Scan>,
+        notices: &mut Vec<String>,
+    ) -> Option<DocEvent> {
         let known = self.follows.get(&name).map(|f| f.id.clone());
         let (id, store) = self.root.open_doc(name.as_deref(), known.as_deref())?;
-        let scan = store.scan();
+        let scan = scan.unwrap_or_else(|| store.scan());
         let (state, report) = store.merge_listed(&scan);
         let deleted = name.is_some() && self.root.is_deleted(&state);
         let followed = self
@@ -212,7 +224,6 @@ impl<D: Documents> Many<D> {
 impl<D: Documents> Target for Many<D> {
     type Out = DocEvent;
     type L = D;
-    const ROUTES: bool = true;
 
     fn live(&self) -> &D {
         &self.root
@@ -227,9 +238,16 @@ impl<D: Documents> Target for Many<D> {
         notices: &mut Vec<String>,
     ) -> Vec<DocEvent> {
         let names = self.concerned(paths);
+        // Many documents (the first merge, a listing of everything): one listing for all,
+        // not one per document.
+        let mut listed = (names.len() > MANY).then(|| self.root.doc_scans());
         let mut out = Vec::new();
         for name in names {
-            out.extend(self.merge_one(name, notices));
+            let scan = listed
+                .as_mut()
+                .zip(name.as_ref())
+                .and_then(|(all, n)| all.remove(n));
+            out.extend(self.merge_one(name, scan, notices));
         }
         out
     }

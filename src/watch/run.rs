@@ -19,8 +19,6 @@ use crate::report::MergeReport;
 pub(crate) trait Target: Send + 'static {
     /// What an event is.
     type Out: Send;
-    /// Its merges of what file events name list only that (else every merge lists all).
-    const ROUTES: bool = false;
     /// The store whose folder, counters, actors and upkeep the watcher uses.
     type L: Live;
     fn live(&self) -> &Self::L;
@@ -294,7 +292,8 @@ impl<T: Target> Run<T> {
             })
             .collect();
         self.add_watches();
-        if paths.is_none() || !T::ROUTES {
+        // A merge of what events name lists only that: the safety listing stays due.
+        if paths.is_none() {
             self.last_listing = Instant::now();
         }
         let mut notices = std::mem::take(&mut self.notices);
@@ -455,8 +454,6 @@ impl<L: Live> One<L> {
 impl<L: Live> Target for One<L> {
     type Out = Event;
     type L = L;
-    // New op files that events name are added to the last listing: nothing is listed.
-    const ROUTES: bool = true;
 
     fn live(&self) -> &L {
         &self.store
