@@ -126,6 +126,7 @@ pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, W
 #[doc(hidden)]
 pub use seal::seal_op_file;
 pub use seal::StoreKey;
+pub use store::checkpoint::{CheckpointOutcome, CHECKPOINT_EVERY_ENV, DEFAULT_CHECKPOINT_EVERY};
 pub use store::keys::Passphrase;
 pub use store::{
     ChangeResult, DeviceInfo, FileCounts, Notice, Options, Status, Store, View, WriteOutcome,

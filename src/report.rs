@@ -170,4 +170,8 @@ pub struct MergeReport {
     /// device's next write, or its running watcher, does it on its own (at most once an hour).
     #[serde(default)]
     pub unprovided: usize,
+    /// The checkpoint (docs/FORMAT.md §19) this merge started from, by path: a device with
+    /// no local state read only the op files it does not cover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }

@@ -95,6 +95,13 @@ enum Command {
         after_help = "Examples:\n  crdtdir pack                         # pack now, delete loose files other devices have\n  CRDTDIR_PACK_SIZE=1024 crdtdir pack  # bigger packs\n  crdtdir --json pack                  # what it did, as JSON"
     )]
     Pack,
+    /// Publish a checkpoint: this device's merged document and the op files it covers, so a
+    /// new device reads one file instead of every op file. Deletes nothing (no need to be
+    /// alone). Writes do it on their own every CRDTDIR_CHECKPOINT_EVERY (10000) changes.
+    #[command(
+        after_help = "Examples:\n  crdtdir checkpoint            # publish one now (replaces this device's older one)\n  crdtdir --json checkpoint     # what it did, as JSON"
+    )]
+    Checkpoint,
     /// Forget a device that is gone for good (an old laptop, a reader that ran once): no
     /// device waits for its acknowledgement any more (packing, kept copies).
     Forget(cmd::forget::Args),
@@ -283,6 +290,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Compact(args) => cmd::compact::run(store, args),
         Command::Repair => cmd::repair::run(store),
         Command::Pack => cmd::pack::run(store),
+        Command::Checkpoint => cmd::checkpoint::run(store),
         Command::Forget(args) => cmd::forget::run(store, args),
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),

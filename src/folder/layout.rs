@@ -7,7 +7,7 @@ use crate::format::beat::DEVICES_DIR;
 use crate::format::marker::{FEATURES_DIR, MARKER};
 use crate::format::names::OPS_DIR;
 use crate::format::pack::PACKS_DIR;
-use crate::format::snapshot::SNAPSHOTS_DIR;
+use crate::format::snapshot::{CHECKPOINTS_DIR, SNAPSHOTS_DIR};
 use crate::fs;
 use crate::seal::KEYS_DIR;
 
@@ -54,6 +54,16 @@ pub(crate) fn actor_beats(root: &Path, actor: &str) -> PathBuf {
 /// `snapshots/`: snapshots and compaction records.
 pub(crate) fn snapshots(root: &Path) -> PathBuf {
     root.join(SNAPSHOTS_DIR)
+}
+
+/// `checkpoints/`: checkpoints (docs/FORMAT.md §19).
+pub(crate) fn checkpoints(root: &Path) -> PathBuf {
+    root.join(CHECKPOINTS_DIR)
+}
+
+/// `checkpoints/<name>`: the path of a checkpoint, relative to the store.
+pub(crate) fn checkpoint_rel(name: &str) -> String {
+    format!("{CHECKPOINTS_DIR}/{name}")
 }
 
 /// `keys/`: passphrase wraps of an encrypted store's key.

@@ -24,6 +24,7 @@ const RESERVED_ROOT: &[&str] = &[
     OPS_DIR,
     PACKS_DIR,
     SNAPSHOTS_DIR,
+    snapshot::CHECKPOINTS_DIR,
     "devices",
     crate::seal::KEYS_DIR,
 ];
@@ -131,6 +132,9 @@ pub(crate) struct Scan {
     /// (`snapshots/<hash>.record`), by path, sorted.
     pub(crate) snapshots: Vec<String>,
     pub(crate) records: Vec<String>,
+    /// Checkpoints (`checkpoints/<hash>.sqlite`, docs/FORMAT.md §19), by path, sorted; the
+    /// root document's listing only.
+    pub(crate) checkpoints: Vec<String>,
 }
 
 impl Scan {
@@ -208,6 +212,9 @@ fn scan_with(store: &Path, doc: Option<&str>, index: Option<&Path>) -> Scan {
     scan_ops(store, doc, &mut out);
     scan_packs(store, doc, index, &mut out);
     scan_snapshots(store, doc, &mut out);
+    if doc.is_none() {
+        scan_checkpoints(store, &mut out);
+    }
     out.problems.sort_by(|a, b| a.path.cmp(&b.path));
     tracing::debug!(
         ops = out.ops.len(),
@@ -821,6 +828,27 @@ fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
     }
     out.snapshots.sort();
     out.records.sort();
+}
+
+/// The checkpoints of the root document (docs/FORMAT.md §19). A crdtdir temp there is a
+/// checkpoint being written (its owner removes a leftover one); other names are reported.
+fn scan_checkpoints(store: &Path, out: &mut Scan) {
+    let dir = store.join(snapshot::CHECKPOINTS_DIR);
+    let Some(entries) = read_dir_or_report(&dir, snapshot::CHECKPOINTS_DIR, out) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = super::layout::checkpoint_rel(&name);
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        match snapshot::parse_name(&name) {
+            Some((_, false)) if is_file && snapshot::split_doc(&name).0.is_none() => {
+                out.checkpoints.push(rel)
+            }
+            _ => out.problems.push(quirks::problem(rel, &name)),
+        }
+    }
+    out.checkpoints.sort();
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ use crate::format::names::HASH_HEX_LEN;
 pub(crate) const SNAPSHOT_VERSION: u64 = 1;
 /// Folder of snapshots and compaction records.
 pub(crate) const SNAPSHOTS_DIR: &str = "snapshots";
+/// Folder of checkpoints (docs/FORMAT.md §19): snapshots any device publishes without
+/// deleting anything, so that a new device need not read every op file.
+pub(crate) const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The feature marker a store gets with its first snapshot: builds that do not know
 /// snapshots then refuse to write (they would not see what the snapshot holds).
 pub(crate) const FEATURE: &str = "snapshots";
@@ -77,6 +80,9 @@ pub(crate) struct Snapshot {
     /// A deleted document whose history the snapshot dropped (no save; its folded files
     /// are listed all the same).
     pub(crate) dropped: bool,
+    /// Meta `checkpoint`: the actor (hex) of the device that published it as a checkpoint
+    /// (`checkpoints/`, docs/FORMAT.md §19); `None` for a snapshot of `snapshots/`.
+    pub(crate) checkpoint: Option<String>,
 }
 
 /// A document beside the root one, as a snapshot of the repo holds it (docs/FORMAT.md §18).
@@ -111,6 +117,9 @@ pub(crate) struct NewSnapshot<'a> {
     pub(crate) sealed_devices: Option<&'a str>,
     /// The documents beside the root one (a repo's compaction), by name.
     pub(crate) docs: &'a [DocRow],
+    /// A checkpoint (docs/FORMAT.md §19): the publishing device's actor, in meta
+    /// `checkpoint`; `folded_ops` then names the op files it covers, which stay.
+    pub(crate) checkpoint: Option<&'a str>,
 }
 
 /// Builds the database in memory and returns its bytes.
@@ -178,6 +187,9 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
         }
         if let Some(sealed) = s.sealed_devices {
             meta.execute(("devices", sealed))?;
+        }
+        if let Some(owner) = s.checkpoint {
+            meta.execute(("checkpoint", owner))?;
         }
         tx.execute(
             "INSERT INTO document (id, automerge, json) VALUES (1, ?1, ?2)",
@@ -347,6 +359,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         folded_ops,
         doc: None,
         dropped: false,
+        checkpoint: meta("checkpoint").ok(),
     })
 }
 
@@ -457,6 +470,7 @@ impl DocRows {
             folded_ops,
             devices: self.devices.clone(),
             sealed_devices: self.sealed_devices.clone(),
+            checkpoint: None,
             doc: Some(name.to_string()),
         }))
     }
@@ -504,6 +518,11 @@ impl DocRows {
     /// The store id the snapshot names.
     pub(crate) fn store(&self) -> &str {
         &self.store
+    }
+
+    /// The `meta` value under `key`, if there is one.
+    pub(crate) fn meta(&self, key: &str) -> Option<String> {
+        meta(&self.db, key).ok()
     }
 }
 
@@ -577,6 +596,7 @@ mod tests {
             devices: &[("aa".to_string(), "laptop".to_string())].into(),
             sealed_devices: None,
             docs: &[],
+            checkpoint: None,
         })
         .unwrap();
         let snap = decode(&bytes).unwrap();
@@ -617,6 +637,7 @@ mod fuzz {
                 devices: &Default::default(),
                 sealed_devices: None,
                 docs: &[],
+                checkpoint: None,
             })
             .unwrap();
             let mut damaged = bytes.clone();

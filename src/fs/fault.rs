@@ -44,6 +44,10 @@ pub const STEPS: &[&str] = &[
     "pack-published",
     "loose-deleting",
     "pack-settled",
+    // checkpoints (§19)
+    "checkpoint-staged",
+    "checkpoint-published",
+    "checkpoint-replaced",
 ];
 
 /// What happens at the chosen step.

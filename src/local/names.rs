@@ -8,6 +8,7 @@
 //!   view, cache, held                                   (local/cache.rs)
 //!   beats, seen, forgotten, tidied                      (local/beats.rs)
 //!   written-back                                        (store/repair.rs)
+//!   checkpoint-seen                                     (store/checkpoint.rs)
 //!   outbox/<actor>/<op file name>                       (local/outbox.rs)
 //!   retention/<hash>.automerge                          (local/retention.rs)
 //!   packs/<actor>/<pack name>[.settled], packs/through  (store/pack.rs)
@@ -29,6 +30,9 @@ pub(crate) const FOLDER: &str = "folder";
 pub(crate) const MARKER: &str = "marker";
 /// This device's `init` of the store has not finished.
 pub(crate) const INIT_PENDING: &str = "init-pending";
+/// The change count of the newest checkpoint this device saw or published: a hint that
+/// spares most writes a look at `checkpoints/`.
+pub(crate) const CHECKPOINT_SEEN: &str = "checkpoint-seen";
 /// Locked exclusively by the one writer.
 pub(crate) const LOCK: &str = "lock";
 /// The writer record.

@@ -1,6 +1,9 @@
 //! The cold merge: everything in the folder from nothing (or from a carried state), by one
-//! of three strategies, quickest first:
+//! of four strategies, quickest first:
 //!
+//! - **from a checkpoint**: nothing carried, a checkpoint that passes its checks
+//!   ([`super::checkpoint`]) as the base with the snapshots, only the op files none of them
+//!   covers read and applied on top; given up like the batched one;
 //! - **streamed**: no snapshot, nothing carried, no two op files naming one (actor, seq):
 //!   op files in chunks, never all in memory ([`merge_streaming`]);
 //! - **batched on a base**: the snapshots (and the carried state) merged into one base, the
@@ -14,7 +17,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::load::pending;
 use super::report::{finish, scan_report, unprovided};
-use super::snapshots::{load_snapshots, Snapshots};
+use super::snapshots::{load_snapshots, Snapshots, ValidSnapshot};
 use super::stream::{merge_streaming, STREAM_CHUNK};
 use super::{has_fork_names, into_state, load_all, merge_loaded, Base, Loaded, Merged, Source};
 use crate::doc::new_doc;
@@ -44,6 +47,13 @@ pub(crate) fn merge_cold(
         .filter(|o| !covered.contains(o.rel.as_str()))
         .cloned()
         .collect();
+    // A device that carries nothing may start from a checkpoint (a carried state is
+    // quicker, and holds more).
+    let (chosen, skipped) = if carry.is_none() {
+        super::checkpoint::choose(store, store_id, scan, &snaps, &covered)
+    } else {
+        (None, Vec::new())
+    };
     let input = Input {
         store,
         scan,
@@ -51,14 +61,29 @@ pub(crate) fn merge_cold(
         uncovered: &uncovered,
         carry: carry.as_ref(),
     };
-    let merged = if snaps.valid.is_empty() && carry.is_none() {
-        input.streamed()
-    } else {
-        input.batched_on_base()
+    let mut covered: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
+    let mut base = None;
+    let merged = match chosen.and_then(|c| input.on_checkpoint(c)) {
+        Some((merged, chosen_covered, checkpoint)) => {
+            covered.extend(chosen_covered);
+            base = Some(checkpoint);
+            Some(merged)
+        }
+        None if snaps.valid.is_empty() && carry.is_none() => input.streamed(),
+        None => input.batched_on_base(),
     }
     .unwrap_or_else(|| input.careful());
-    let covered: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
-    into_cold_state(store, scan, &snaps, merged, covered, carry)
+    let (mut state, mut report) = into_cold_state(store, scan, &snaps, merged, covered, carry);
+    report.problems.extend(skipped);
+    report.problems.sort_by(|a, b| a.path.cmp(&b.path));
+    if let Some(checkpoint) = base {
+        // Names the op files told, over the checkpoint's.
+        for (actor, name) in checkpoint.snapshot.devices {
+            state.devices.entry(actor).or_insert(name);
+        }
+        report.checkpoint = Some(checkpoint.rel);
+    }
+    (state, report)
 }
 
 /// What every strategy reads.
@@ -131,6 +156,51 @@ impl Input<'_> {
         merge_loaded(Base::Cached(Box::new(base)), loaded, self.report(problems)).filter(|m| {
             m.report.forks.is_empty() && m.quarantined.is_empty() && m.waiting.is_empty()
         })
+    }
+
+    /// The checkpoint as the base, the snapshots merged into it, the op files none of them
+    /// covers on top in one batch. `None` as for [`Input::batched_on_base`]: any fork,
+    /// refusal or waiting change is left to the careful merge, which reads every op file
+    /// and ignores the checkpoint. The checkpoint comes back (without its document) with
+    /// the op files it covered.
+    fn on_checkpoint(
+        &self,
+        chosen: super::checkpoint::Chosen,
+    ) -> Option<(Merged, Vec<String>, ValidSnapshot)> {
+        if has_fork_names(self.scan) {
+            return None;
+        }
+        let super::checkpoint::Chosen {
+            mut checkpoint,
+            covered,
+        } = chosen;
+        let mut base = std::mem::replace(&mut checkpoint.doc, new_doc());
+        let merged_bases = self.snaps.valid.iter().all(|s| {
+            let mut other = s.doc.clone();
+            catch_unwind(AssertUnwindSafe(|| base.merge(&mut other).is_ok())).unwrap_or(false)
+        });
+        if !merged_bases {
+            return None;
+        }
+        let skip: HashSet<&str> = covered.iter().map(String::as_str).collect();
+        let rest: Vec<OpEntry> = self
+            .uncovered
+            .iter()
+            .filter(|o| !skip.contains(o.rel.as_str()))
+            .cloned()
+            .collect();
+        tracing::debug!(
+            checkpoint = %checkpoint.rel,
+            covered = covered.len(),
+            rest = rest.len(),
+            "cold merge: from a checkpoint"
+        );
+        let (loaded, problems) = load_all(self.store, &rest);
+        let merged = merge_loaded(Base::Cached(Box::new(base)), loaded, self.report(problems))
+            .filter(|m| {
+                m.report.forks.is_empty() && m.quarantined.is_empty() && m.waiting.is_empty()
+            })?;
+        Some((merged, covered, checkpoint))
     }
 
     /// Everything in memory, forks resolved, refused changes found by bisection: for forks,

@@ -15,6 +15,7 @@
 //! The outcome depends only on the set of files, never on the order they arrived in.
 
 mod apply;
+mod checkpoint;
 mod cold;
 mod incremental;
 mod load;

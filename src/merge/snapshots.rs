@@ -37,31 +37,7 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
             }
             continue;
         }
-        let verdict = (|| -> Result<ValidSnapshot, (ProblemKind, String)> {
-            let damaged = |reason: String| (ProblemKind::Damaged, reason);
-            let bytes = std::fs::read(store.join(rel))
-                .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
-            let name = crate::folder::snapshot_name(rel).unwrap_or_default();
-            if crate::format::snapshot::file_name(&bytes)
-                != crate::format::snapshot::split_doc(name).1
-            {
-                return Err(damaged(
-                    "content does not match the hash in its name (damaged)".into(),
-                ));
-            }
-            let mut snapshot =
-                crate::format::snapshot::decode(&bytes).map_err(|e| (e.kind(), e.to_string()))?;
-            store.open_snapshot(&mut snapshot)?;
-            if snapshot.store != store_id {
-                return Err((ProblemKind::Foreign, "snapshot of another store".into()));
-            }
-            let doc = loaded(&snapshot)?;
-            Ok(ValidSnapshot {
-                rel: rel.clone(),
-                snapshot,
-                doc,
-            })
-        })();
+        let verdict = read_whole(store, store_id, rel);
         match verdict {
             Ok(v) => out.valid.push(v),
             Err((kind, reason)) => out.problems.push(Problem::new(kind, rel.clone(), reason)),
@@ -88,6 +64,37 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
         out.problems.push(problem);
     }
     out
+}
+
+/// The snapshot (or checkpoint) at `rel`, read whole and verified: its hash against its
+/// name, SQLite's integrity check, its schema version, its store id, and that Automerge
+/// loads its document with the heads it claims.
+pub(crate) fn read_whole(
+    store: &Source<'_>,
+    store_id: &str,
+    rel: &str,
+) -> Result<ValidSnapshot, (ProblemKind, String)> {
+    let damaged = |reason: String| (ProblemKind::Damaged, reason);
+    let bytes = std::fs::read(store.join(rel))
+        .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
+    let name = rel.rsplit('/').next().unwrap_or_default();
+    if crate::format::snapshot::file_name(&bytes) != crate::format::snapshot::split_doc(name).1 {
+        return Err(damaged(
+            "content does not match the hash in its name (damaged)".into(),
+        ));
+    }
+    let mut snapshot =
+        crate::format::snapshot::decode(&bytes).map_err(|e| (e.kind(), e.to_string()))?;
+    store.open_snapshot(&mut snapshot)?;
+    if snapshot.store != store_id {
+        return Err((ProblemKind::Foreign, "snapshot of another store".into()));
+    }
+    let doc = loaded(&snapshot)?;
+    Ok(ValidSnapshot {
+        rel: rel.to_string(),
+        snapshot,
+        doc,
+    })
 }
 
 /// The document a verified snapshot (or a row of one) holds, loaded by the reader's rule,
@@ -139,6 +146,7 @@ fn doc_row(
             sealed_devices: None,
             doc: Some(doc.to_string()),
             dropped: false,
+            checkpoint: None,
         };
         return Ok(ValidSnapshot {
             rel: rel.to_string(),

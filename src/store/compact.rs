@@ -16,9 +16,9 @@ use crate::merged::MergedState;
 use crate::presence::Presence;
 use crate::render;
 use crate::store::compact_docs::{verify_rows, DocFold};
+use crate::store::now;
 use crate::store::session::Name;
 use crate::store::Store;
-use crate::store::{fresh_record, now};
 use automerge::{Automerge, ChangeHash, ReadDoc};
 use std::time::Instant;
 
@@ -300,6 +300,21 @@ impl Store {
         devices: &std::collections::BTreeMap<String, String>,
         docs: &[DocFold],
     ) -> Result<(Vec<u8>, Vec<ChangeHash>, u64, Vec<u8>)> {
+        self.build_snapshot_of(doc, device, (ops, snaps), devices, docs, None)
+    }
+
+    /// [`Store::build_snapshot`] of what `folds` names (op files, older snapshots), as a
+    /// checkpoint of the device whose actor `checkpoint` names when there is one.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn build_snapshot_of(
+        &self,
+        doc: &Automerge,
+        device: &str,
+        (ops, snaps): (&[(String, String)], &[String]),
+        devices: &std::collections::BTreeMap<String, String>,
+        docs: &[DocFold],
+        checkpoint: Option<&str>,
+    ) -> Result<(Vec<u8>, Vec<ChangeHash>, u64, Vec<u8>)> {
         let heads: Vec<ChangeHash> = doc.get_heads();
         let changes = doc.stats().num_changes;
         let automerge = doc.save();
@@ -343,6 +358,7 @@ impl Store {
             },
             sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
             docs: &rows,
+            checkpoint,
         })
         .map_err(|e| Error::Internal {
             what: format!("the snapshot database could not be built: {e}"),
@@ -360,22 +376,7 @@ impl Store {
         devices: &std::collections::BTreeMap<String, String>,
         docs: &[DocFold],
     ) -> Result<String> {
-        let owner = match self
-            .inner
-            .state
-            .read_record()
-            .or_else(|| self.adopted_record())
-        {
-            Some(r) => {
-                self.remove_stale_temps(&r);
-                r.actor
-            }
-            None => {
-                let r = fresh_record(None);
-                self.inner.state.write_record(&r)?;
-                r.actor
-            }
-        };
+        let owner = self.owner_actor()?;
         self.ensure_feature(&owner, snapshot::FEATURE)?;
         if !docs.is_empty() {
             self.ensure_feature(&owner, snapshot::DOCS_FEATURE)?;

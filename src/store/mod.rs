@@ -1,5 +1,6 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
+pub(crate) mod checkpoint;
 mod compact;
 pub(crate) mod compact_docs;
 mod doc_packs;
@@ -63,6 +64,10 @@ pub struct Options {
     /// it packs them ([`Store::pack`]); `Some(0)` never packs on its own. Default:
     /// `CRDTDIR_PACK_SIZE`, else [`crate::DEFAULT_PACK_SIZE`].
     pub pack_size: Option<usize>,
+    /// How many changes the folder's newest checkpoint may lag behind this device's view
+    /// before a write publishes a new one ([`Store::checkpoint`]); `Some(0)` never does on
+    /// its own. Default: `CRDTDIR_CHECKPOINT_EVERY`, else [`crate::DEFAULT_CHECKPOINT_EVERY`].
+    pub checkpoint_every: Option<u64>,
     /// How many packs fold into one bigger pack (default [`crate::REPACK_FAN`]); for tests
     /// that want many levels from few changes.
     #[doc(hidden)]
@@ -118,6 +123,26 @@ impl Options {
             .unwrap_or(crate::DEFAULT_PACK_SIZE)
     }
 
+    /// Sets how often writes publish a checkpoint (see [`Options::checkpoint_every`]); 0
+    /// turns automatic checkpoints off.
+    pub fn checkpoint_every(mut self, changes: u64) -> Options {
+        self.checkpoint_every = Some(changes);
+        self
+    }
+
+    /// The checkpoint interval in effect: the option, else `CRDTDIR_CHECKPOINT_EVERY`, else
+    /// the default.
+    pub fn effective_checkpoint_every(&self) -> u64 {
+        self.checkpoint_every
+            .or_else(|| {
+                std::env::var(crate::CHECKPOINT_EVERY_ENV)
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(crate::DEFAULT_CHECKPOINT_EVERY)
+    }
+
     /// Sets the list key (see [`Options::list_key`]).
     pub fn list_key(mut self, field: impl Into<String>) -> Options {
         self.list_key = Some(field.into());
@@ -168,6 +193,8 @@ pub(crate) struct Shared {
     pub(crate) pack_size: usize,
     /// Packs per bigger pack ([`crate::REPACK_FAN`]).
     pub(crate) repack_fan: usize,
+    /// Changes a checkpoint may lag before a write publishes one; 0: never on its own.
+    pub(crate) checkpoint_every: u64,
     /// The highest seq this device's current actor has in a pack, once looked up.
     pub(crate) packed_through: Mutex<Option<(String, u64)>>,
     /// Whole-value writes match list records by this field; `None`: by whole value only.

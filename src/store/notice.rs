@@ -71,6 +71,11 @@ pub enum Notice {
         /// Why.
         error: String,
     },
+    /// No checkpoint was published (the change is written; new devices read more files).
+    CheckpointFailed {
+        /// Why.
+        error: String,
+    },
 }
 
 impl Notice {
@@ -130,6 +135,7 @@ impl std::fmt::Display for Notice {
             ),
             Notice::NoBeat { error } => write!(f, "no heartbeat published: {error}"),
             Notice::PackingStopped { error } => write!(f, "packing stopped: {error}"),
+            Notice::CheckpointFailed { error } => write!(f, "no checkpoint published: {error}"),
         }
     }
 }

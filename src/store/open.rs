@@ -223,6 +223,7 @@ impl Store {
                 marker_problem,
                 key,
                 pack_size: options.effective_pack_size(),
+                checkpoint_every: options.effective_checkpoint_every(),
                 repack_fan: options.repack_fan.unwrap_or(crate::REPACK_FAN).max(2),
                 list_key: match options.list_key.as_deref() {
                     None => Some("id".to_string()),
@@ -268,6 +269,7 @@ impl Store {
                 marker_problem: inner.marker_problem.clone(),
                 key,
                 pack_size: inner.pack_size,
+                checkpoint_every: inner.checkpoint_every,
                 repack_fan: inner.repack_fan,
                 list_key: inner.list_key.clone(),
                 packed_through: Mutex::new(None),

@@ -328,6 +328,16 @@ impl Store {
                     error: e.to_string(),
                 });
             }
+            // A checkpoint only spares new devices work: a failure is a notice.
+            match self.maintain_checkpoint() {
+                Ok(Some(c)) => {
+                    tracing::info!(checkpoint = ?c.checkpoint, skipped = ?c.skipped, changes = c.changes, "checkpoint")
+                }
+                Ok(None) => {}
+                Err(e) => out.notices.push(Notice::CheckpointFailed {
+                    error: e.to_string(),
+                }),
+            }
             match self.write_back_lost() {
                 Ok(Some(r)) => out.notices.push(Notice::WroteBack {
                     snapshot: r.snapshot,
@@ -865,6 +875,7 @@ impl Store {
                 crate::folder::layout::actor_packs(&self.inner.root, actor),
                 crate::folder::layout::actor_beats(&self.inner.root, actor),
                 crate::folder::layout::snapshots(&self.inner.root),
+                crate::folder::layout::checkpoints(&self.inner.root),
                 crate::folder::layout::features(&self.inner.root),
             ] {
                 for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
