@@ -4,6 +4,7 @@
 //! cargo build --release -p crdtdir-cli     # for the CLI rows
 //! cargo bench --bench workload             # 5 devices x 20,000 commits
 //! cargo bench --bench workload -- --devices 5 --commits 2000
+//! cargo bench --bench workload -- --generate-only   # only make the store
 //! ```
 //! The store is generated once per size under target/crdtdir-bench/ (deterministic
 //! actors and seed) and reused. Every figure is wall time on a warm page cache.
@@ -41,6 +42,9 @@ fn main() {
         generate(&store, devices, commits);
         std::fs::write(store.join("complete"), b"").unwrap();
         eprintln!("generated {} in {:.1?}", store.display(), t.elapsed());
+    }
+    if args.iter().any(|a| a == "--generate-only") {
+        return;
     }
     let scratch = tempfile::tempdir_in(&root).unwrap();
     let n_files = count_ops(&store);
@@ -551,6 +555,61 @@ fn main() {
     }
     drop(packer);
     let _ = std::fs::remove_dir_all(&packer_copy);
+
+    // Checkpoints (docs/FORMAT.md §19): a copy of the store, loose and packed, with one
+    // checkpoint; a fresh device's first merge from it, against the cold merges above.
+    for (label, from, without) in [("loose", &store, cold), ("packed", &packed, packed_cold)] {
+        let copy = scratch.path().join(format!("checkpointed-{label}"));
+        copy_tree(from, &copy);
+        let opts = |st: PathBuf| {
+            Options::new()
+                .state_dir(st)
+                .device("bench")
+                .pack_size(0)
+                .checkpoint_every(0)
+        };
+        let maker = Store::open(&copy, opts(state(&format!("checkpointer-{label}")))).unwrap();
+        maker.read_json().unwrap();
+        let t = Instant::now();
+        let made = maker.checkpoint().unwrap();
+        row(
+            &format!("publish a checkpoint, {label} store (warm device)"),
+            ms(t.elapsed()),
+        );
+        assert!(made.checkpoint.is_some(), "{:?}", made.skipped);
+        let fresh = (0..3)
+            .map(|i| {
+                let st = state(&format!("checkpoint-fresh-{label}{i}"));
+                let t = Instant::now();
+                let view = Store::open(&copy, opts(st)).unwrap().read().unwrap();
+                let json = view.to_json();
+                let took = t.elapsed();
+                assert!(json.to_string().len() > 2);
+                assert!(
+                    view.report().checkpoint.is_some(),
+                    "not from the checkpoint"
+                );
+                took
+            })
+            .min()
+            .unwrap();
+        row(
+            &format!("fresh device's first merge, {label}, from a checkpoint"),
+            ms(fresh),
+        );
+        row(&format!("  without one (cold merge, {label})"), ms(without));
+        let out = Command::new(std::env::current_exe().unwrap())
+            .arg("--child-cold-merge")
+            .arg(&copy)
+            .arg(state(&format!("checkpoint-rss-{label}")))
+            .output()
+            .unwrap();
+        row(
+            &format!("  peak RSS, from a checkpoint, {label}"),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        );
+        let _ = std::fs::remove_dir_all(&copy);
+    }
 
     // Compaction of a copy of the store.
     let compacted = root.join(format!("compacted-{devices}x{commits}"));

@@ -70,6 +70,16 @@ enum Action {
     },
     /// Device `dev` makes a new document.
     CreateDoc { dev: usize },
+    /// Device `dev` publishes a checkpoint (docs/FORMAT.md §19).
+    Checkpoint { dev: usize },
+    /// A checkpoint in `dev`'s folder goes bad (`how`): torn under its name, its heads
+    /// forged, it claims to cover every op file of the folder (the forged ones are renamed
+    /// to their new hash, so only the reader's checks can tell), or it is lost (and may
+    /// come back).
+    SpoilCheckpoint { dev: usize, pick: usize, how: u8 },
+    /// `dev`'s state dir is lost (a new disk, a reinstall): the device starts over from the
+    /// folder, from a checkpoint where one passes. What only its view held is gone.
+    LoseState { dev: usize },
 }
 
 fn action(devices: usize) -> impl Strategy<Value = Action> {
@@ -114,6 +124,80 @@ fn doc_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
         })
 }
 
+/// The hostile world's actions plus checkpoints, spoiled checkpoints and lost state dirs
+/// (devices that start over from the folder), spliced in.
+fn checkpoint_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
+    let extra = prop_oneof![
+        4 => (0..MAX_DEVICES).prop_map(|dev| Action::Checkpoint { dev }),
+        2 => (0..MAX_DEVICES, any::<usize>(), 0u8..4)
+            .prop_map(|(dev, pick, how)| Action::SpoilCheckpoint { dev, pick, how }),
+        3 => (0..MAX_DEVICES).prop_map(|dev| Action::LoseState { dev }),
+    ];
+    (
+        scenario(),
+        proptest::collection::vec((any::<usize>(), extra), 1..16),
+    )
+        .prop_map(|((n, mut actions), inserts)| {
+            for (at, a) in inserts {
+                let at = at % (actions.len() + 1);
+                actions.insert(at, a);
+            }
+            (n, actions)
+        })
+}
+
+/// Spoils the checkpoint at `path` (`how`: 0 torn, 1 forged heads, 2 claims every op file
+/// in `folder`); a forged one is renamed to the hash of its new bytes.
+fn spoil_checkpoint(folder: &Path, path: &Path, how: u8) {
+    let bytes = std::fs::read(path).unwrap();
+    if how == 0 {
+        std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+        return;
+    }
+    let scratch = path.with_extension("scratch");
+    std::fs::write(&scratch, &bytes).unwrap();
+    // A checkpoint torn before does not open as a database: it stays as it is.
+    let edited = (|| -> rusqlite::Result<()> {
+        let db = rusqlite::Connection::open(&scratch)?;
+        if how == 1 {
+            db.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'heads'",
+                [format!("[\"{}\"]", "ab".repeat(32))],
+            )?;
+            return Ok(());
+        }
+        for rel in tree(folder).into_keys().filter(|r| r.ends_with(".op")) {
+            let mut parts = rel.split('/');
+            let (Some(_), Some(actor), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let Some((seq, hash)) = name.strip_suffix(".op").and_then(|n| n.split_once('-')) else {
+                continue;
+            };
+            let (Ok(seq), Ok(hash)) = (seq.parse::<i64>(), hex::decode(hash)) else {
+                continue; // another document's op file
+            };
+            db.execute("INSERT OR IGNORE INTO actors (hex) VALUES (?1)", [actor])?;
+            db.execute(
+                "INSERT OR IGNORE INTO folded_ops (actor_id, seq, hash)
+                 SELECT actor_id, ?2, ?3 FROM actors WHERE hex = ?1",
+                (actor, seq, hash),
+            )?;
+        }
+        Ok(())
+    })();
+    if edited.is_err() {
+        std::fs::remove_file(&scratch).unwrap();
+        return;
+    }
+    let forged = std::fs::read(&scratch).unwrap();
+    std::fs::remove_file(&scratch).unwrap();
+    std::fs::remove_file(path).unwrap();
+    let name = format!("{}.sqlite", &blake3::hash(&forged).to_hex()[..32]);
+    std::fs::write(folder.join("checkpoints").join(name), forged).unwrap();
+}
+
 fn scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
     (2usize..=3).prop_flat_map(|n| {
         (
@@ -142,6 +226,11 @@ struct World {
     docs: Vec<crdtdir::DocId>,
     /// Witness -> the document it was written to (none: the root document).
     witness_doc: BTreeMap<String, crdtdir::DocId>,
+    /// An encrypted store's key, for devices that start over.
+    key: Option<crdtdir::StoreKey>,
+    /// The store marker's bytes, and whether a device lost its state (see `heal`).
+    marker: Vec<u8>,
+    lost_state: bool,
 }
 
 /// `CRDTDIR_TRACE=1`: print each action and each case's outcome (for a failing case).
@@ -248,7 +337,9 @@ fn decode_op(bytes: &[u8]) -> Option<(String, Vec<String>)> {
 fn history_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
     tree(folder)
         .into_iter()
-        .filter(|(rel, _)| rel.starts_with("ops/") || rel.starts_with("packs/"))
+        .filter(|(rel, _)| {
+            rel.starts_with("ops/") || rel.starts_with("packs/") || rel.starts_with("checkpoints/")
+        })
         .collect()
 }
 
@@ -295,6 +386,7 @@ impl World {
             .zip(&folders)
             .map(|(d, f)| changes_in(&d.open(f).read().unwrap()))
             .collect();
+        let marker = std::fs::read(folders[0].join("crdtdir.store")).unwrap();
         World {
             dir: dir.to_path_buf(),
             devices,
@@ -307,6 +399,9 @@ impl World {
             pack_size: None,
             docs: Vec::new(),
             witness_doc: BTreeMap::new(),
+            key: first.key(),
+            marker,
+            lost_state: false,
         }
     }
 
@@ -326,7 +421,19 @@ impl World {
             // Every two packs fold into a bigger one: many levels from few changes.
             options.repack_fan = Some(2);
         }
-        Store::open(&self.folders[dev], options).ok()
+        let store = Store::open(&self.folders[dev], options).ok()?;
+        // A device that lost its state is given the key again, as its user would.
+        if let Some(key) = &self.key {
+            let kept = self.devices[dev]
+                .state
+                .join("stores")
+                .join(store.id())
+                .join("key");
+            if !kept.exists() {
+                let _ = store.import_key(key);
+            }
+        }
+        Some(store)
     }
 
     fn step(&mut self, a: &Action) {
@@ -376,6 +483,13 @@ impl World {
                 value,
             },
             Action::CreateDoc { dev } => Action::CreateDoc { dev: dev % n },
+            Action::Checkpoint { dev } => Action::Checkpoint { dev: dev % n },
+            Action::SpoilCheckpoint { dev, pick, how } => Action::SpoilCheckpoint {
+                dev: dev % n,
+                pick,
+                how,
+            },
+            Action::LoseState { dev } => Action::LoseState { dev: dev % n },
         };
         if tracing() {
             eprintln!("TRACE n={n} {a:?}");
@@ -388,6 +502,7 @@ impl World {
             | Action::CreateDoc { dev }
             | Action::EditTempsDeleted { dev, .. }
             | Action::Compact { dev }
+            | Action::Checkpoint { dev }
             | Action::Pack { dev } => Some(dev),
             _ => None,
         };
@@ -549,7 +664,8 @@ impl World {
             }
             Action::Restore { dev } => {
                 if let Some((at, seen)) = self.backups[dev].clone() {
-                    std::fs::remove_dir_all(&self.devices[dev].state).unwrap();
+                    // (A device that lost its state may not have made a new one yet.)
+                    let _ = std::fs::remove_dir_all(&self.devices[dev].state);
                     copy_dir(&at, &self.devices[dev].state);
                     self.seen[dev] = seen;
                 }
@@ -588,6 +704,54 @@ impl World {
             }
             Action::Age { dev } => {
                 crate::common::age_pack_copies(&self.devices[dev].state, 2 * 24 * 3600);
+            }
+            Action::Checkpoint { dev } => {
+                let Some(store) = self.open(dev) else { return };
+                if let Ok(view) = store.read() {
+                    self.seen[dev].extend(changes_in(&view));
+                }
+                // Refused when the marker is gone: fine here.
+                let out = store.checkpoint();
+                if tracing() {
+                    eprintln!("TRACE   {out:?}");
+                }
+            }
+            Action::SpoilCheckpoint { dev, pick, how } => {
+                let dir = self.folders[dev].join("checkpoints");
+                let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "sqlite"))
+                    .collect();
+                names.sort();
+                if !names.is_empty() {
+                    let path = names[pick % names.len()].clone();
+                    if how == 3 {
+                        let rel = format!(
+                            "checkpoints/{}",
+                            path.file_name().unwrap().to_string_lossy()
+                        );
+                        self.graveyard[dev].insert(rel, std::fs::read(&path).unwrap());
+                        std::fs::remove_file(&path).unwrap();
+                    } else {
+                        spoil_checkpoint(&self.folders[dev], &path, how);
+                    }
+                }
+            }
+            Action::LoseState { dev } => {
+                self.lost_state = true;
+                let _ = std::fs::remove_dir_all(&self.devices[dev].state);
+                self.seen[dev].clear();
+                if let Some(store) = self.open(dev) {
+                    if let Ok(view) = store.read() {
+                        if tracing() {
+                            eprintln!("TRACE   started over from {:?}", view.report().checkpoint);
+                        }
+                        self.seen[dev].extend(changes_in(&view));
+                    }
+                }
             }
             Action::LosePack { dev, pick } => {
                 let packs: Vec<(String, Vec<u8>)> = tree(&self.folders[dev])
@@ -667,15 +831,23 @@ impl World {
                     }
                 }
             }
+            // Some folder keeps its marker or gets it back from a device that kept it. When
+            // every folder lost it and every device that knew it lost its state, the marker
+            // is gone for good: the user puts it back from anywhere they have it (the world
+            // keeps the bytes for that).
             let good = self
                 .folders
                 .iter()
                 .find(|f| f.join("crdtdir.store").exists())
-                .cloned()
-                .expect("some folder keeps its marker or gets it back");
+                .map(|f| std::fs::read(f.join("crdtdir.store")).unwrap());
+            let marker = match good {
+                Some(bytes) => bytes,
+                None if self.lost_state => self.marker.clone(),
+                None => panic!("some folder keeps its marker or gets it back"),
+            };
             for f in &self.folders {
                 if !f.join("crdtdir.store").exists() {
-                    std::fs::copy(good.join("crdtdir.store"), f.join("crdtdir.store")).unwrap();
+                    std::fs::write(f.join("crdtdir.store"), &marker).unwrap();
                 }
             }
             for from in 0..n {
@@ -752,12 +924,40 @@ fn run_packed(
     let outputs: Vec<String> = (0..world.devices.len())
         .map(|i| {
             let store = world.open(i).expect("every folder opens after the heal");
-            serde_json::to_string(&store.read().unwrap().to_json()).unwrap()
+            let view = store.read().unwrap();
+            if tracing() {
+                let r = view.report();
+                eprintln!(
+                    "TRACE after heal device {i}: from {:?} waiting {} quarantined {} forks {} problems {:?}",
+                    r.checkpoint,
+                    r.waiting.len(),
+                    r.quarantined.len(),
+                    r.forks.len(),
+                    r.problems.iter().map(|p| (&p.path, &p.reason)).collect::<Vec<_>>()
+                );
+            }
+            serde_json::to_string(&view.to_json()).unwrap()
         })
         .collect();
     for (i, o) in outputs.iter().enumerate() {
         prop_assert_eq!(o, &outputs[0], "device {} disagrees", i);
     }
+    // A new device reads the healed folder to the same bytes (from a checkpoint, where one
+    // passes its checks).
+    let newcomer = Device::new(dir.path(), "newcomer");
+    let store = Store::open(&world.folders[0], newcomer.options()).unwrap();
+    if let Some(key) = &world.key {
+        store.import_key(key).unwrap();
+    }
+    let view = store.read().unwrap();
+    if tracing() {
+        eprintln!("TRACE newcomer from {:?}", view.report().checkpoint);
+    }
+    prop_assert_eq!(
+        &serde_json::to_string(&view.to_json()).unwrap(),
+        &outputs[0],
+        "a new device disagrees"
+    );
     // After `repair` everywhere, no device still says the folder lacks what it holds.
     for i in 0..world.devices.len() {
         let view = world.open(i).unwrap().read().unwrap();
@@ -949,6 +1149,20 @@ proptest! {
     #[test]
     fn no_write_to_any_document_is_lost_while_devices_pack((n, actions) in doc_scenario()) {
         run_packed(n, &actions, false, Some(2))?;
+    }
+}
+
+proptest! {
+    // Devices publish checkpoints, checkpoints are torn, forged and lost like any file, and
+    // devices lose their state and start over from the folder (from a checkpoint where one
+    // passes its checks), with packs at times.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32),
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn no_write_is_lost_with_checkpoints((n, actions) in checkpoint_scenario(), encrypt in any::<bool>(), pack in any::<bool>()) {
+        run_packed(n, &actions, encrypt, pack.then_some(2))?;
     }
 }
 

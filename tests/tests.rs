@@ -4,6 +4,7 @@ mod common;
 
 mod accidents;
 mod cache;
+mod checkpoints;
 mod compact;
 mod convergence;
 mod crashes;

@@ -1933,6 +1933,72 @@ fn pack_through_the_binary() {
     assert!(text.contains("packed 0 op file(s)"), "{text}");
 }
 
+/// `crdtdir checkpoint` through the binary: a new device's first `get` starts from it (and
+/// says so with -vv), reads what came after, and prints what a device reading every op file
+/// prints; a read-only device is refused and nothing changes; a second checkpoint with
+/// nothing new publishes nothing; a real crash at each step leaves a folder that reads the
+/// same.
+#[test]
+fn checkpoint_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    for i in 0..6 {
+        a.ok(
+            &store,
+            &["append", "set", &format!("/k{i}"), &i.to_string()],
+        );
+    }
+    let before = tree(&store);
+    let refused = a.run(&store, &["--read-only", "checkpoint"]);
+    assert_eq!(refused.status.code(), Some(3));
+    assert_same(&before, &tree(&store), "read-only checkpoint");
+    let out: serde_json::Value =
+        serde_json::from_str(&a.ok(&store, &["--json", "checkpoint"])).unwrap();
+    let path = out["checkpoint"].as_str().unwrap().to_string();
+    assert_eq!(out["changes"], 6, "{out}");
+    assert_eq!(out["covered"], 6, "{out}");
+    assert!(store.join(&path).is_file());
+    a.ok(&store, &["append", "set", "/late", "1"]);
+    let want = a.ok(&store, &["merge"]);
+    let fresh = b.run(&store, &["-vv", "merge"]);
+    assert!(fresh.status.success());
+    assert_eq!(String::from_utf8_lossy(&fresh.stdout), want);
+    let log = String::from_utf8_lossy(&fresh.stderr);
+    assert!(log.contains("from a checkpoint"), "{log}");
+    let text = b.ok(&store, &["checkpoint"]);
+    assert!(text.starts_with("published checkpoints/"), "{text}");
+    let text = a.ok(&store, &["checkpoint"]);
+    assert!(text.starts_with("no checkpoint published"), "{text}");
+    for step in [
+        "checkpoint-staged",
+        "checkpoint-published",
+        "checkpoint-replaced",
+    ] {
+        a.ok(&store, &["append", "set", "/n", &format!("\"{step}\"")]);
+        let crashed = a
+            .cmd(&store, &["checkpoint"])
+            .env("CRDTDIR_CRASH_AT", step)
+            .output()
+            .unwrap();
+        assert!(
+            !crashed.status.success(),
+            "{step}: {}{}",
+            String::from_utf8_lossy(&crashed.stdout),
+            String::from_utf8_lossy(&crashed.stderr)
+        );
+        let c = Dev::new(&dir.path().join(step), "c");
+        assert_eq!(c.ok(&store, &["merge"]), a.ok(&store, &["merge"]), "{step}");
+    }
+    a.ok(&store, &["checkpoint"]);
+    let temps: Vec<String> = tree(&store)
+        .into_keys()
+        .filter(|r| r.contains(".crdtdir-"))
+        .collect();
+    assert!(temps.is_empty(), "{temps:?}");
+}
+
 /// A real crash (the process aborts) at every step of `crdtdir pack`: readers never see a
 /// change go missing, the next `crdtdir pack` finishes the job, and no temp is left.
 #[test]

@@ -33,18 +33,23 @@ pub(crate) fn choose(
     if scan.checkpoints.is_empty() || store.doc.is_some() {
         return (None, problems);
     }
-    let mut candidates: Vec<(u64, &String)> = scan
-        .checkpoints
-        .iter()
-        .map(|rel| {
-            let claimed = crate::format::snapshot::DocRows::open(&store.join(rel))
-                .ok()
-                .and_then(|rows| rows.meta("changes"))
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            (claimed, rel)
-        })
-        .collect();
+    let mut candidates: Vec<(u64, &String)> = Vec::new();
+    for rel in &scan.checkpoints {
+        match crate::format::snapshot::DocRows::open(&store.join(rel)) {
+            Ok(rows) => candidates.push((
+                rows.meta("changes")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0),
+                rel,
+            )),
+            // Torn, or not SQLite: reported without reading further.
+            Err(e) => problems.push(Problem::new(
+                e.kind(),
+                rel.clone(),
+                format!("checkpoint skipped: {e}"),
+            )),
+        }
+    }
     candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let most_in_snapshots = snaps
         .valid
@@ -73,10 +78,12 @@ pub(crate) fn choose(
 
 /// Verifies the checkpoint at `rel`: read whole as a snapshot is (hash, integrity, schema,
 /// store, the document loads with its heads), it says it is a checkpoint, holds as many
-/// changes as it claims, covers at most one op file per (actor, seq), and holds the change
+/// changes as it claims and names as many op files, covers at most one op file per (actor,
+/// seq), every one of them is here (or folded by a snapshot), and it holds the change
 /// of the newest op file it covers of each actor (read from that file, which brings the
 /// actor's earlier changes along: each change depends on its actor's previous one).
-/// `Ok(None)` when it covers no op file of this listing that a snapshot does not.
+/// `Ok(None)` when it covers an op file this listing lacks (and no snapshot folds), or
+/// none that a snapshot does not.
 fn check(
     store: &Source<'_>,
     store_id: &str,
@@ -94,6 +101,13 @@ fn check(
             "its document does not hold the number of changes it claims",
         ));
     }
+    if valid.snapshot.folded_ops.len() as u64 != valid.snapshot.changes {
+        return Err(damaged(&format!(
+            "it names {} op files for {} changes",
+            valid.snapshot.folded_ops.len(),
+            valid.snapshot.changes
+        )));
+    }
     let named: HashSet<&str> = valid
         .snapshot
         .folded_ops
@@ -108,6 +122,21 @@ fn check(
         if !slot.is_some_and(|s| slots.insert(s)) {
             return Err(damaged("it covers two op files of one (actor, seq)"));
         }
+    }
+    // Every op file it covers must be here (or folded by a snapshot): otherwise it holds
+    // changes this folder does not provide (a file still on its way, or one the folder
+    // lost), and this device would read a document the others do not.
+    let listed: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
+    if let Some(absent) = named
+        .iter()
+        .find(|p| !listed.contains(**p) && !snap_covered.contains(**p))
+    {
+        tracing::debug!(
+            checkpoint = rel,
+            absent,
+            "a checkpoint covers an op file not here: not used"
+        );
+        return Ok(None);
     }
     let covered: Vec<&OpEntry> = scan
         .ops

@@ -61,12 +61,11 @@ pub(crate) fn merge_cold(
         uncovered: &uncovered,
         carry: carry.as_ref(),
     };
-    let mut covered: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
+    let covered: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
     let mut base = None;
     let merged = match chosen.and_then(|c| input.on_checkpoint(c)) {
         Some((merged, chosen_covered, checkpoint)) => {
-            covered.extend(chosen_covered);
-            base = Some(checkpoint);
+            base = Some((checkpoint, chosen_covered));
             Some(merged)
         }
         None if snaps.valid.is_empty() && carry.is_none() => input.streamed(),
@@ -76,7 +75,12 @@ pub(crate) fn merge_cold(
     let (mut state, mut report) = into_cold_state(store, scan, &snaps, merged, covered, carry);
     report.problems.extend(skipped);
     report.problems.sort_by(|a, b| a.path.cmp(&b.path));
-    if let Some(checkpoint) = base {
+    if let Some((checkpoint, chosen_covered)) = base {
+        // The op files it covers count as applied (not as folded: a checkpoint is never
+        // the copy that makes another copy unneeded, docs/FORMAT.md §19).
+        state.files.extend(chosen_covered);
+        state.files.sort_unstable();
+        state.files.dedup();
         // Names the op files told, over the checkpoint's.
         for (actor, name) in checkpoint.snapshot.devices {
             state.devices.entry(actor).or_insert(name);

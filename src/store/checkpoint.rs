@@ -83,9 +83,26 @@ impl Store {
                 "the folder has a checkpoint of {newest} changes; this view has {changes}"
             ));
         }
-        let (ops, _) = folded(&scan, &state);
+        // The op files it covers: those here, and those the snapshots it holds fold in.
+        let (mut ops, _) = folded(&scan, &state);
+        ops.extend(state.covered.iter().filter_map(|rel| {
+            let (_, name) = crate::folder::split_op_rel(rel)?;
+            let hash = name.strip_suffix(".op")?.rsplit('-').next()?;
+            Some((rel.clone(), hash.to_string()))
+        }));
+        ops.sort_unstable();
+        ops.dedup();
         if ops.is_empty() {
             return skipped("no op file to cover".into());
+        }
+        // Readers take a checkpoint only when the files it names account for every change
+        // it holds: one that held a change the folder lost would give new devices what the
+        // others do not have (`repair` writes such changes back first).
+        if ops.len() as u64 != changes || report.unprovided > 0 {
+            return skipped(format!(
+                "this view holds changes no op file here provides ({} op files for {changes} changes)",
+                ops.len()
+            ));
         }
         let owner = self.owner_actor()?;
         let (bytes, heads, changes, _) = self.build_snapshot_of(

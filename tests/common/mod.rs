@@ -142,8 +142,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// folder the state belongs to is left behind (here the two folders have different paths).
 pub fn clone_state(from: &Device, to: &Device) {
     copy_dir(&from.state, &to.state);
+    // (A device that lost its state and has not made a new one clones to none.)
     for store in std::fs::read_dir(to.state.join("stores"))
-        .unwrap()
+        .into_iter()
+        .flatten()
         .flatten()
     {
         let _ = std::fs::remove_file(store.path().join("folder"));
