@@ -108,41 +108,33 @@ fn check(
             valid.snapshot.changes
         )));
     }
-    let named: HashSet<&str> = valid
-        .snapshot
-        .folded_ops
-        .iter()
-        .map(|(p, _)| p.as_str())
-        .collect();
-    let mut slots = HashSet::new();
-    for (path, _) in &valid.snapshot.folded_ops {
-        let slot = crate::folder::split_op_rel(path).and_then(|(actor, name)| {
-            Some((actor, crate::format::names::parse_op_name(name)?.seq))
-        });
-        if !slot.is_some_and(|s| slots.insert(s)) {
-            return Err(damaged("it covers two op files of one (actor, seq)"));
-        }
+    // Both lists are sorted by path (actor, then seq): one walk over each, no sets.
+    let named = &valid.snapshot.folded_ops;
+    let slot = |path: &str| path.rsplit_once('-').map(|(slot, _)| slot.to_string());
+    if named.windows(2).any(|w| slot(&w[0].0) == slot(&w[1].0)) {
+        return Err(damaged("it covers two op files of one (actor, seq)"));
     }
     // Every op file it covers must be here (or folded by a snapshot): otherwise it holds
     // changes this folder does not provide (a file still on its way, or one the folder
     // lost), and this device would read a document the others do not.
-    let listed: HashSet<&str> = scan.ops.iter().map(|o| o.rel.as_str()).collect();
-    if let Some(absent) = named
-        .iter()
-        .find(|p| !listed.contains(**p) && !snap_covered.contains(**p))
-    {
-        tracing::debug!(
-            checkpoint = rel,
-            absent,
-            "a checkpoint covers an op file not here: not used"
-        );
-        return Ok(None);
+    let mut covered: Vec<&OpEntry> = Vec::with_capacity(named.len());
+    let mut listed = scan.ops.iter().peekable();
+    for (path, _) in named {
+        while listed.next_if(|o| o.rel.as_str() < path.as_str()).is_some() {}
+        match listed.next_if(|o| &o.rel == path) {
+            Some(o) if !snap_covered.contains(path.as_str()) => covered.push(o),
+            Some(_) => {}
+            None if snap_covered.contains(path.as_str()) => {}
+            None => {
+                tracing::debug!(
+                    checkpoint = rel,
+                    absent = %path,
+                    "a checkpoint covers an op file not here: not used"
+                );
+                return Ok(None);
+            }
+        }
     }
-    let covered: Vec<&OpEntry> = scan
-        .ops
-        .iter()
-        .filter(|o| named.contains(o.rel.as_str()) && !snap_covered.contains(o.rel.as_str()))
-        .collect();
     if covered.is_empty() {
         return Ok(None);
     }

@@ -186,11 +186,15 @@ impl Input<'_> {
         if !merged_bases {
             return None;
         }
-        let skip: HashSet<&str> = covered.iter().map(String::as_str).collect();
+        // Both sorted by path: the op files it does not cover, in one walk.
+        let mut skip = covered.iter().peekable();
         let rest: Vec<OpEntry> = self
             .uncovered
             .iter()
-            .filter(|o| !skip.contains(o.rel.as_str()))
+            .filter(|o| {
+                while skip.next_if(|c| c.as_str() < o.rel.as_str()).is_some() {}
+                skip.next_if(|c| **c == o.rel).is_none()
+            })
             .cloned()
             .collect();
         tracing::debug!(

@@ -83,13 +83,34 @@ pub(crate) fn read_whole(
             "content does not match the hash in its name (damaged)".into(),
         ));
     }
-    let mut snapshot =
-        crate::format::snapshot::decode(&bytes).map_err(|e| (e.kind(), e.to_string()))?;
-    store.open_snapshot(&mut snapshot)?;
-    if snapshot.store != store_id {
-        return Err((ProblemKind::Foreign, "snapshot of another store".into()));
-    }
-    let doc = loaded(&snapshot)?;
+    tracing::debug!(rel, bytes = bytes.len(), "snapshot read and hashed");
+    // The list of folded op files (100,000 rows for a big history) is read on another
+    // core while this one checks the database and loads the document.
+    let (head, folded) = std::thread::scope(|s| {
+        let folded = s.spawn(|| crate::format::snapshot::decode_folded(&bytes));
+        let head = (|| {
+            let mut snapshot = crate::format::snapshot::decode_head(&bytes)
+                .map_err(|e| (e.kind(), e.to_string()))?;
+            store.open_snapshot(&mut snapshot)?;
+            if snapshot.store != store_id {
+                return Err((ProblemKind::Foreign, "snapshot of another store".into()));
+            }
+            let doc = loaded(&snapshot)?;
+            Ok((snapshot, doc))
+        })();
+        (head, folded.join())
+    });
+    let (mut snapshot, doc) = head?;
+    snapshot.folded_ops = match folded {
+        Ok(Ok(folded)) => folded,
+        Ok(Err(e)) => return Err((e.kind(), e.to_string())),
+        Err(_) => return Err(damaged("its folded op files do not read".into())),
+    };
+    tracing::debug!(
+        rel,
+        folded = snapshot.folded_ops.len(),
+        "snapshot verified, its document loaded"
+    );
     Ok(ValidSnapshot {
         rel: rel.to_string(),
         snapshot,
