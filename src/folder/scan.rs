@@ -743,8 +743,16 @@ pub(crate) fn with_new_files(
 ) -> Option<Scan> {
     let mut relist: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let mut added: Vec<OpEntry> = Vec::new();
+    // Events name paths under the folder the watcher watches: the store's path made
+    // absolute (a store opened as `--store notes` is watched as /home/me/notes).
+    let absolute = std::path::absolute(store).ok();
+    let canonical = std::fs::canonicalize(store).ok();
     for path in paths {
-        let rel = path.strip_prefix(store).ok()?;
+        let rel = path
+            .strip_prefix(store)
+            .ok()
+            .or_else(|| path.strip_prefix(absolute.as_deref()?).ok())
+            .or_else(|| path.strip_prefix(canonical.as_deref()?).ok())?;
         let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
         let [OPS_DIR, actor, name] = parts.as_slice() else {
             return None;
@@ -882,6 +890,20 @@ mod tests {
         let went = ops.join(".syncthing.y.tmp");
         let relisted = with_new_files(updated.clone(), store, None, &[went]).unwrap();
         assert_eq!(rels(&relisted), rels(&scan(store, None)));
+        // A store opened by a relative path (`--store notes`) gets events under its
+        // absolute path: they update the listing all the same.
+        let cwd = std::env::current_dir().unwrap();
+        let relative: std::path::PathBuf = cwd
+            .components()
+            .skip(1)
+            .map(|_| std::path::Component::ParentDir)
+            .chain(store.components().skip(1))
+            .collect();
+        assert!(relative.is_relative());
+        std::fs::write(ops.join(name(5)), b"5").unwrap();
+        let updated = with_new_files(relisted, &relative, None, &[ops.join(name(5))])
+            .expect("events under the absolute path of a relative store");
+        assert_eq!(rels(&updated), rels(&scan(store, None)));
         // An op file that went, a snapshot: list instead.
         let gone = ops.join(name(9));
         for path in [gone, store.join("snapshots/x.sqlite")] {
