@@ -111,9 +111,17 @@ fn doc_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
             .prop_map(|(dev, doc, key, value)| Action::EditDoc { dev, doc, key, value }),
         1 => (0..MAX_DEVICES).prop_map(|dev| Action::CreateDoc { dev }),
     ];
+    spliced(doc_action, 24)
+}
+
+/// The hostile world's scenarios with up to `most` actions of `extra` spliced in anywhere.
+fn spliced(
+    extra: impl Strategy<Value = Action>,
+    most: usize,
+) -> impl Strategy<Value = (usize, Vec<Action>)> {
     (
         scenario(),
-        proptest::collection::vec((any::<usize>(), doc_action), 1..24),
+        proptest::collection::vec((any::<usize>(), extra), 1..most),
     )
         .prop_map(|((n, mut actions), inserts)| {
             for (at, a) in inserts {
@@ -133,17 +141,7 @@ fn checkpoint_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
             .prop_map(|(dev, pick, how)| Action::SpoilCheckpoint { dev, pick, how }),
         3 => (0..MAX_DEVICES).prop_map(|dev| Action::LoseState { dev }),
     ];
-    (
-        scenario(),
-        proptest::collection::vec((any::<usize>(), extra), 1..16),
-    )
-        .prop_map(|((n, mut actions), inserts)| {
-            for (at, a) in inserts {
-                let at = at % (actions.len() + 1);
-                actions.insert(at, a);
-            }
-            (n, actions)
-        })
+    spliced(extra, 16)
 }
 
 /// Spoils the checkpoint at `path` (`how`: 0 torn, 1 forged heads, 2 claims every op file

@@ -253,12 +253,7 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
 fn open_checked(bytes: &[u8]) -> Result<Connection, DecodeError> {
     check_length(bytes.get(..100).unwrap_or(bytes), bytes.len() as u64)?;
     let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
-    let mut db = Connection::open_in_memory_with_flags(
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(fail)?;
-    db.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
-        .map_err(fail)?;
+    let db = open_in_memory(bytes)?;
     let check: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .map_err(fail)?;
@@ -320,6 +315,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
 /// without SQLite's integrity check: for a reader that checks the rest with
 /// [`decode_head`] at the same time.
 pub(crate) fn decode_folded(bytes: &[u8]) -> Result<Vec<(String, String)>, DecodeError> {
+    folded_ops(&open_in_memory(bytes)?)
+}
+
+/// A copy of the database in `bytes`, in memory, unchecked.
+fn open_in_memory(bytes: &[u8]) -> Result<Connection, DecodeError> {
     let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
     let mut db = Connection::open_in_memory_with_flags(
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -327,7 +327,7 @@ pub(crate) fn decode_folded(bytes: &[u8]) -> Result<Vec<(String, String)>, Decod
     .map_err(fail)?;
     db.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
         .map_err(fail)?;
-    folded_ops(&db)
+    Ok(db)
 }
 
 /// `folded_ops` as (path, hash) pairs sorted by path: the rows of the table, their paths
