@@ -301,3 +301,60 @@ fn the_autosurgeon_recipe_works_through_a_store() {
         }
     );
 }
+
+/// A new object tree (from `init --from`, or a patch that adds one) is written in one batch:
+/// it reads back as written, kind for kind — strings inside it are texts that two devices
+/// splice into concurrently, its lists take concurrent inserts, its numbers stay numbers.
+#[test]
+fn a_new_object_tree_keeps_every_value_and_kind() {
+    let initial = json!({
+        "notes": {
+            "a": {"title": "hello world", "items": ["milk", "tea"], "done": false, "n": -3},
+            "b": {"title": "ünïcödé 🎉", "items": [], "meta": {}, "f": 1.5, "big": 18446744073709551615u64, "none": null}
+        },
+        "list": [[1, 2], {"k": "v"}, "s", 0]
+    });
+    let t = two_devices(initial.clone());
+    assert_eq!(sync(&t), initial);
+    patch(
+        &t.a,
+        &t.one,
+        r#"{"op":"splice","path":"/notes/a/title","pos":5,"del":0,"text":","}"#,
+    );
+    patch(
+        &t.b,
+        &t.two,
+        r#"{"op":"splice","path":"/notes/a/title","pos":11,"del":0,"text":"!"}"#,
+    );
+    patch(
+        &t.a,
+        &t.one,
+        r#"{"op":"add","path":"/notes/a/items/-","value":"eggs"}"#,
+    );
+    patch(
+        &t.b,
+        &t.two,
+        r#"{"op":"add","path":"/notes/a/items/0","value":"jam"}"#,
+    );
+    // A tree a patch adds, edited at once by the other device once it has it.
+    patch(
+        &t.a,
+        &t.one,
+        r#"{"op":"add","path":"/notes/c","value":{"title":"new","items":["x"]}}"#,
+    );
+    sync(&t);
+    patch(
+        &t.b,
+        &t.two,
+        r#"{"op":"splice","path":"/notes/c/title","pos":3,"del":0,"text":"er"}"#,
+    );
+    let doc = sync(&t);
+    assert_eq!(doc["notes"]["a"]["title"], json!("hello, world!"));
+    assert_eq!(
+        doc["notes"]["a"]["items"],
+        json!(["jam", "milk", "tea", "eggs"])
+    );
+    assert_eq!(doc["notes"]["c"], json!({"title": "newer", "items": ["x"]}));
+    assert_eq!(doc["notes"]["b"], initial["notes"]["b"]);
+    assert_eq!(doc["list"], initial["list"]);
+}

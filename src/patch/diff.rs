@@ -113,17 +113,12 @@ pub(crate) fn create<T: Transactable + ReadDoc>(
         })
     };
     match shape(value) {
-        Shape::Map(map) => {
-            let id = make(tx, ObjType::Map)?;
-            for (key, v) in sorted(map) {
-                create(tx, &id, Prop::Map(key.clone()), false, v, style)?;
-            }
-        }
-        Shape::List(items) => {
-            let id = make(tx, ObjType::List)?;
-            for (i, v) in items.iter().enumerate() {
-                create(tx, &id, Prop::Seq(i), true, v, style)?;
-            }
+        // A new object tree goes in as one batch: Automerge then splices its op set twice
+        // for the whole tree, where one put or insert per node splices it once per node
+        // (a 4 MB `init --from` took 23 s that way).
+        Shape::Map(_) | Shape::List(_) => {
+            let tree = hydrated(value, style);
+            tx.batch_create_object(parent, prop.clone(), &tree, insert)?;
         }
         Shape::Str(s, marked) if marked || style.strings != Strings::Scalar => {
             let id = make(tx, ObjType::Text)?;
@@ -133,6 +128,27 @@ pub(crate) fn create<T: Transactable + ReadDoc>(
         Shape::Scalar(other) => put_scalar(tx, parent, &prop, insert, json_scalar(other))?,
     }
     Ok(())
+}
+
+/// `value` as the tree [`create`] makes of it, node for node: maps, lists, strings as text
+/// or as scalars by `style` (marked text always as text), other scalars.
+fn hydrated(value: &Json, style: Style<'_>) -> automerge::hydrate::Value {
+    use automerge::hydrate;
+    match shape(value) {
+        Shape::Map(map) => hydrate::Value::from(hydrate::Map::from(
+            map.iter()
+                .map(|(key, v)| (key.clone(), hydrated(v, style)))
+                .collect::<HashMap<String, hydrate::Value>>(),
+        )),
+        Shape::List(items) => {
+            hydrate::Value::from(items.iter().map(|v| hydrated(v, style)).collect::<Vec<_>>())
+        }
+        Shape::Str(s, marked) if marked || style.strings != Strings::Scalar => {
+            hydrate::Value::text(crate::doc::TEXT_ENCODING, s)
+        }
+        Shape::Str(s, _) => hydrate::Value::from(ScalarValue::Str(s.into())),
+        Shape::Scalar(other) => hydrate::Value::from(json_scalar(other)),
+    }
 }
 
 fn put_scalar<T: Transactable>(
