@@ -689,30 +689,22 @@ impl World {
                     std::fs::remove_file(self.folders[dev].join(rel)).unwrap();
                 }
             }
-            Action::Pack { dev } => {
+            Action::Pack { dev } | Action::Checkpoint { dev } => {
                 let Some(store) = self.open(dev) else { return };
                 if let Ok(view) = store.read() {
                     self.seen[dev].extend(changes_in(&view));
                 }
                 // Refused when the marker is gone: fine here.
-                let out = store.pack();
+                let out = match a {
+                    Action::Pack { .. } => format!("{:?}", store.pack()),
+                    _ => format!("{:?}", store.checkpoint()),
+                };
                 if tracing() {
-                    eprintln!("TRACE   {out:?}");
+                    eprintln!("TRACE   {out}");
                 }
             }
             Action::Age { dev } => {
                 crate::common::age_pack_copies(&self.devices[dev].state, 2 * 24 * 3600);
-            }
-            Action::Checkpoint { dev } => {
-                let Some(store) = self.open(dev) else { return };
-                if let Ok(view) = store.read() {
-                    self.seen[dev].extend(changes_in(&view));
-                }
-                // Refused when the marker is gone: fine here.
-                let out = store.checkpoint();
-                if tracing() {
-                    eprintln!("TRACE   {out:?}");
-                }
             }
             Action::SpoilCheckpoint { dev, pick, how } => {
                 let dir = self.folders[dev].join("checkpoints");

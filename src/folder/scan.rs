@@ -745,14 +745,17 @@ pub(crate) fn with_new_files(
     let mut added: Vec<OpEntry> = Vec::new();
     // Events name paths under the folder the watcher watches: the store's path made
     // absolute (a store opened as `--store notes` is watched as /home/me/notes).
-    let absolute = std::path::absolute(store).ok();
-    let canonical = std::fs::canonicalize(store).ok();
+    let mut roots = std::iter::once(store.to_path_buf())
+        .chain(std::iter::once_with(|| std::path::absolute(store).ok()).flatten())
+        .chain(std::iter::once_with(|| std::fs::canonicalize(store).ok()).flatten());
+    let mut root = roots.next().expect("the store's path");
     for path in paths {
-        let rel = path
-            .strip_prefix(store)
-            .ok()
-            .or_else(|| path.strip_prefix(absolute.as_deref()?).ok())
-            .or_else(|| path.strip_prefix(canonical.as_deref()?).ok())?;
+        let rel = loop {
+            match path.strip_prefix(&root) {
+                Ok(rel) => break rel,
+                Err(_) => root = roots.next()?,
+            }
+        };
         let parts: Vec<&str> = rel.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
         let [OPS_DIR, actor, name] = parts.as_slice() else {
             return None;
@@ -836,6 +839,13 @@ fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
     }
     out.snapshots.sort();
     out.records.sort();
+}
+
+/// The checkpoints in `checkpoints/` (paths, sorted), listed as a merge lists them.
+pub(crate) fn checkpoints(store: &Path) -> Vec<String> {
+    let mut out = Scan::default();
+    scan_checkpoints(store, &mut out);
+    out.checkpoints
 }
 
 /// The checkpoints of the root document (docs/FORMAT.md §19). A crdtdir temp there is a

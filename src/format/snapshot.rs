@@ -306,8 +306,9 @@ fn check_version(db: &Connection) -> Result<(), DecodeError> {
 /// Reads a snapshot from its bytes (read-only, in memory): integrity check, schema
 /// version, contents. `Err` says why it is skipped.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
-    let mut snapshot = decode_head(bytes)?;
-    snapshot.folded_ops = folded_ops(&open_checked(bytes)?)?;
+    let db = open_checked(bytes)?;
+    let mut snapshot = head(&db)?;
+    snapshot.folded_ops = folded_ops(&db)?;
     Ok(snapshot)
 }
 
@@ -372,10 +373,14 @@ fn folded_ops(db: &Connection) -> Result<Vec<(String, String)>, DecodeError> {
 /// Everything of a snapshot in `bytes` but its folded op files (`folded_ops` empty): SQLite's
 /// integrity check, the schema version, meta, the document and the device names.
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
-    let db = open_checked(bytes)?;
+    head(&open_checked(bytes)?)
+}
+
+/// [`decode_head`] of a database already opened and checked.
+fn head(db: &Connection) -> Result<Snapshot, DecodeError> {
     let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
-    let meta = |key: &str| meta(&db, key);
-    check_version(&db)?;
+    let meta = |key: &str| meta(db, key);
+    check_version(db)?;
     let heads: Vec<String> =
         serde_json::from_str(&meta("heads")?).map_err(|e| format!("bad heads: {e}"))?;
     let changes: u64 = meta("changes")?
@@ -584,6 +589,15 @@ impl DocRows {
     pub(crate) fn meta(&self, key: &str) -> Option<String> {
         meta(&self.db, key).ok()
     }
+}
+
+/// The change count the snapshot (or checkpoint) at `path` claims in its `meta` (0 when it
+/// names none), read without reading the file whole.
+pub(crate) fn claimed_changes(path: &std::path::Path) -> Result<u64, DecodeError> {
+    Ok(DocRows::open(path)?
+        .meta("changes")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
 }
 
 /// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.

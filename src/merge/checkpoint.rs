@@ -35,13 +35,8 @@ pub(crate) fn choose(
     }
     let mut candidates: Vec<(u64, &String)> = Vec::new();
     for rel in &scan.checkpoints {
-        match crate::format::snapshot::DocRows::open(&store.join(rel)) {
-            Ok(rows) => candidates.push((
-                rows.meta("changes")
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(0),
-                rel,
-            )),
+        match crate::format::snapshot::claimed_changes(&store.join(rel)) {
+            Ok(claimed) => candidates.push((claimed, rel)),
             // Torn, or not SQLite: reported without reading further.
             Err(e) => problems.push(Problem::new(
                 e.kind(),
@@ -110,7 +105,9 @@ fn check(
     }
     // Both lists are sorted by path (actor, then seq): one walk over each, no sets.
     let named = &valid.snapshot.folded_ops;
-    let slot = |path: &str| path.rsplit_once('-').map(|(slot, _)| slot.to_string());
+    fn slot(path: &str) -> Option<&str> {
+        path.rsplit_once('-').map(|(slot, _)| slot)
+    }
     if named.windows(2).any(|w| slot(&w[0].0) == slot(&w[1].0)) {
         return Err(damaged("it covers two op files of one (actor, seq)"));
     }

@@ -87,8 +87,8 @@ impl Store {
         let (mut ops, _) = folded(&scan, &state);
         ops.extend(state.covered.iter().filter_map(|rel| {
             let (_, name) = crate::folder::split_op_rel(rel)?;
-            let hash = name.strip_suffix(".op")?.rsplit('-').next()?;
-            Some((rel.clone(), hash.to_string()))
+            let op = crate::format::names::parse_op_name(name)?;
+            Some((rel.clone(), op.hash.to_string()))
         }));
         ops.sort_unstable();
         ops.dedup();
@@ -143,13 +143,7 @@ impl Store {
         if changes < self.remembered_checkpoint().saturating_add(every) {
             return Ok(None);
         }
-        let dir = layout::checkpoints(&self.inner.root);
-        let listed: Vec<String> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| layout::checkpoint_rel(&e.file_name().to_string_lossy()))
-            .collect();
+        let listed = crate::folder::scan::checkpoints(&self.inner.root);
         let newest = newest_checkpoint(&self.inner.root, &listed);
         if changes < newest.saturating_add(every) {
             self.remember_checkpoint(newest);
@@ -235,26 +229,25 @@ impl Store {
         Ok(replaced)
     }
 
-    /// The change count of the newest checkpoint this device saw or published (a hint).
-    fn remembered_checkpoint(&self) -> u64 {
-        let path = self
-            .inner
+    /// `checkpoint-seen` in local state: the hint below.
+    fn checkpoint_seen(&self) -> std::path::PathBuf {
+        self.inner
             .state
             .path()
-            .join(crate::local::names::CHECKPOINT_SEEN);
-        std::fs::read_to_string(path)
+            .join(crate::local::names::CHECKPOINT_SEEN)
+    }
+
+    /// The change count of the newest checkpoint this device saw or published (a hint).
+    fn remembered_checkpoint(&self) -> u64 {
+        std::fs::read_to_string(self.checkpoint_seen())
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0)
     }
 
     fn remember_checkpoint(&self, changes: u64) {
-        let path = self
-            .inner
-            .state
-            .path()
-            .join(crate::local::names::CHECKPOINT_SEEN);
-        if let Err(e) = fs::replace_unsynced(&path, changes.to_string().as_bytes()) {
+        let seen = self.checkpoint_seen();
+        if let Err(e) = fs::replace_unsynced(&seen, changes.to_string().as_bytes()) {
             tracing::debug!(error = %e, "the checkpoint hint was not kept");
         }
     }
@@ -280,13 +273,7 @@ fn unfit(report: &crate::MergeReport) -> Option<String> {
 /// The most changes any of the checkpoints at `rels` claims (0 without one).
 fn newest_checkpoint(root: &std::path::Path, rels: &[String]) -> u64 {
     rels.iter()
-        .filter_map(|rel| {
-            DocRows::open(&root.join(rel))
-                .ok()?
-                .meta("changes")?
-                .parse()
-                .ok()
-        })
+        .filter_map(|rel| snapshot::claimed_changes(&root.join(rel)).ok())
         .max()
         .unwrap_or(0)
 }
