@@ -122,7 +122,9 @@ pub use patch::typed::Text;
 pub use patch::{parse_patch, PatchError, PatchOp};
 pub use presence::{Forgotten, Presence, DEFAULT_THRESHOLD_SECS};
 pub use repo::{DocId, DocInfo, Repo, DELETED};
-pub use report::{ChangeInfo, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting};
+pub use report::{
+    ChangeInfo, CheckReport, Fork, MergeReport, Problem, ProblemKind, Rebased, Waiting,
+};
 #[doc(hidden)]
 pub use seal::seal_op_file;
 pub use seal::StoreKey;

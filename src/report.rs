@@ -175,3 +175,80 @@ pub struct MergeReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
 }
+
+/// What [`Store::check`](crate::Store::check) read again, and what it found wrong.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct CheckReport {
+    /// Documents checked.
+    pub documents: usize,
+    /// Copies of op files read and verified: loose files and pack entries, each on its own.
+    pub op_files: usize,
+    /// Packs read whole.
+    pub packs: usize,
+    /// Snapshots (and write-back snapshots).
+    pub snapshots: usize,
+    /// Compaction records.
+    pub records: usize,
+    /// Checkpoints.
+    pub checkpoints: usize,
+    /// Heartbeats.
+    pub heartbeats: usize,
+    /// Passphrase files (`keys/`).
+    pub keys: usize,
+    /// Damaged or unreadable files, by path: what a reader skips.
+    pub damaged: Vec<Problem>,
+    /// What is not damage: temps, conflict copies, files crdtdir did not write, files of a
+    /// newer format, a checkpoint of op files the folder does not hold.
+    pub noticed: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True when no file is damaged.
+    pub fn is_clean(&self) -> bool {
+        self.damaged.is_empty()
+    }
+
+    /// Files checked: op file copies, packs, snapshots, records, checkpoints, heartbeats
+    /// and passphrase files.
+    pub fn files(&self) -> usize {
+        self.op_files
+            + self.packs
+            + self.snapshots
+            + self.records
+            + self.checkpoints
+            + self.heartbeats
+            + self.keys
+    }
+
+    /// Files as damaged or noticed, by kind.
+    pub(crate) fn found(&mut self, p: Problem) {
+        match p.kind {
+            ProblemKind::Damaged | ProblemKind::Unreadable => self.damaged.push(p),
+            _ => self.noticed.push(p),
+        }
+    }
+
+    /// Another document's report added to this one.
+    pub(crate) fn add(&mut self, other: CheckReport) {
+        self.documents += other.documents;
+        self.op_files += other.op_files;
+        self.packs += other.packs;
+        self.snapshots += other.snapshots;
+        self.records += other.records;
+        self.checkpoints += other.checkpoints;
+        self.heartbeats += other.heartbeats;
+        self.keys += other.keys;
+        self.damaged.extend(other.damaged);
+        self.noticed.extend(other.noticed);
+        self.sort();
+    }
+
+    /// By path, each problem once.
+    pub(crate) fn sort(&mut self) {
+        for list in [&mut self.damaged, &mut self.noticed] {
+            list.sort_by(|a, b| a.path.cmp(&b.path).then(a.reason.cmp(&b.reason)));
+            list.dedup();
+        }
+    }
+}

@@ -303,39 +303,70 @@ pub(crate) fn wrap_key(
     Ok(out)
 }
 
+/// A `keys/<hash>.key` file, read but not opened.
+struct KeyFile {
+    cost: (u32, u32, u32),
+    salt: Vec<u8>,
+    nonce: [u8; 24],
+    sealed: Vec<u8>,
+}
+
+impl KeyFile {
+    fn parse(file: &[u8]) -> Result<KeyFile, String> {
+        let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(file) else {
+            return Err("not a key file".into());
+        };
+        let field = |name: &str| crate::format::cbor::field(&entries, name);
+        let int = |name: &str| match field(name) {
+            Some(Value::Integer(i)) => u32::try_from(*i).map_err(|_| format!("bad {name}")),
+            _ => Err(format!("no {name}")),
+        };
+        let bytes = |name: &str| match field(name) {
+            Some(Value::Bytes(b)) => Ok(b.clone()),
+            _ => Err(format!("no {name}")),
+        };
+        if int("v")? != 1 || !matches!(field("kdf"), Some(Value::Text(k)) if k == "argon2id") {
+            return Err("a key file of another version or kind".into());
+        }
+        // Costs come from the file: a forged file must not make a reader spend hours or
+        // gigabytes.
+        let cost = (int("m")?, int("t")?, int("p")?);
+        if cost.0 > 1024 * 1024 || cost.1 > 16 || cost.2 > 16 {
+            return Err("a key file asking for an unreasonable Argon2 cost".into());
+        }
+        let nonce: [u8; 24] = bytes("nonce")?.try_into().map_err(|_| "bad nonce")?;
+        let sealed = bytes("sealed")?;
+        // The 32 key bytes and the 16-byte tag.
+        if sealed.len() != 48 {
+            return Err("it does not hold a sealed 32-byte key".into());
+        }
+        Ok(KeyFile {
+            cost,
+            salt: bytes("salt")?,
+            nonce,
+            sealed,
+        })
+    }
+}
+
+/// Checks a `keys/<hash>.key` file's structure without a passphrase (`crdtdir check`).
+pub(crate) fn check_key_file(file: &[u8]) -> Result<(), String> {
+    KeyFile::parse(file).map(|_| ())
+}
+
 /// The key a `keys/<hash>.key` file wraps, if `passphrase` opens it.
 pub(crate) fn unwrap_key(
     file: &[u8],
     store_id: &str,
     passphrase: &str,
 ) -> Result<StoreKey, String> {
-    let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(file) else {
-        return Err("not a key file".into());
-    };
-    let field = |name: &str| crate::format::cbor::field(&entries, name);
-    let int = |name: &str| match field(name) {
-        Some(Value::Integer(i)) => u32::try_from(*i).map_err(|_| format!("bad {name}")),
-        _ => Err(format!("no {name}")),
-    };
-    let bytes = |name: &str| match field(name) {
-        Some(Value::Bytes(b)) => Ok(b.clone()),
-        _ => Err(format!("no {name}")),
-    };
-    if int("v")? != 1 || !matches!(field("kdf"), Some(Value::Text(k)) if k == "argon2id") {
-        return Err("a key file of another version or kind".into());
-    }
-    // Costs come from the file: a forged file must not make a reader spend hours or gigabytes.
-    let cost = (int("m")?, int("t")?, int("p")?);
-    if cost.0 > 1024 * 1024 || cost.1 > 16 || cost.2 > 16 {
-        return Err("a key file asking for an unreasonable Argon2 cost".into());
-    }
-    let nonce: [u8; 24] = bytes("nonce")?.try_into().map_err(|_| "bad nonce")?;
-    let kek = passphrase_key(passphrase, &bytes("salt")?, cost)?;
+    let file = KeyFile::parse(file)?;
+    let kek = passphrase_key(passphrase, &file.salt, file.cost)?;
     let plain = XChaCha20Poly1305::new(&kek.into())
         .decrypt(
-            &XNonce::from(nonce),
+            &XNonce::from(file.nonce),
             Payload {
-                msg: &bytes("sealed")?,
+                msg: &file.sealed,
                 aad: &wrap_aad(store_id),
             },
         )

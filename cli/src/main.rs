@@ -49,12 +49,12 @@ struct Cli {
     #[arg(long, global = true, env = "CRDTDIR_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// This device writes nothing to the synced folder (no op file, heartbeat, snapshot or
-    /// temp): it merges, reads, shows status and watches; append, compact, repair, pack and
-    /// init are refused (exit 3).
+    /// temp): it merges, reads, checks, shows status and watches; append, compact, repair,
+    /// pack and init are refused (exit 3).
     #[arg(long, global = true, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     read_only: bool,
-    /// JSON output for every command (status, log, pack, docs and key export print text
-    /// otherwise), and errors as one JSON line on stderr:
+    /// JSON output for every command (status, log, check, pack, checkpoint, docs and key
+    /// export print text otherwise), and errors as one JSON line on stderr:
     /// {"error":{"code":…,"exit":…,"message":…,"hint":…}}.
     #[arg(long, global = true)]
     json: bool,
@@ -102,6 +102,12 @@ enum Command {
         after_help = "Examples:\n  crdtdir checkpoint            # publish one now (replaces this device's older one)\n  crdtdir --json checkpoint     # what it did, as JSON"
     )]
     Checkpoint,
+    /// Read every file of the folder again, ignoring this device's cache, and name each
+    /// damaged one (exit 1 when any is). Writes nothing, not even a heartbeat.
+    #[command(
+        after_help = "Examples:\n  crdtdir check                  # every document's files, packs entry by entry\n  crdtdir --json check | jq .damaged\n  crdtdir --doc ID check         # one document's files"
+    )]
+    Check,
     /// Forget a device that is gone for good (an old laptop, a reader that ran once): no
     /// device waits for its acknowledgement any more (packing, kept copies).
     Forget(cmd::forget::Args),
@@ -265,7 +271,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     };
     // A command that succeeded on the store says so in a heartbeat (rate-limited; a store
     // this build must not write to gets none; a dry run changes nothing).
-    let dry_run = matches!(&cli.command, Command::Compact(args) if args.dry_run);
+    let dry_run = matches!(&cli.command, Command::Compact(args) if args.dry_run)
+        || matches!(&cli.command, Command::Check);
     // A command a server answered: the server beats for the device.
     if dry_run || forward::forwarded() {
         return Ok(());
@@ -291,6 +298,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Repair => cmd::repair::run(store),
         Command::Pack => cmd::pack::run(store),
         Command::Checkpoint => cmd::checkpoint::run(store),
+        Command::Check => cmd::check::run(store),
         Command::Forget(args) => cmd::forget::run(store, args),
         Command::Log(args) => cmd::log::run(store, args),
         Command::Watch(args) => cmd::watch::run(store, args),

@@ -3384,3 +3384,196 @@ fn serve_without_the_key_is_refused_and_leaves_no_socket() {
         .collect();
     assert!(sockets.is_empty(), "{sockets:?}");
 }
+
+/// Flips one bit of `path`'s byte at `at` (from the end when negative).
+fn flip(path: &Path, at: isize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let i = if at < 0 {
+        bytes.len() - at.unsigned_abs()
+    } else {
+        at as usize
+    };
+    bytes[i] ^= 0x10;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `crdtdir check` reads every file again and names each damaged one, whatever its kind —
+/// a loose op file, a pack (whole and entry), a snapshot, a compaction record, a
+/// checkpoint, a heartbeat, a passphrase file, a document's op file, an op file whose
+/// hash matches but whose change is not the one its name says — and nothing else: sync
+/// temps are noticed, not damage. It writes nothing in the folder, not even a heartbeat; exit 1 and code
+/// `damaged` when anything is damaged; `--doc` checks one document.
+#[test]
+fn check_names_every_damaged_file_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, me, _, _) = encrypted_with_three_devices(dir.path());
+    let pass = dir.path().join("pass.txt");
+    std::fs::write(&pass, "a long passphrase here\n").unwrap();
+    me.ok(
+        &store,
+        &[
+            "key",
+            "passphrase",
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+    );
+    me.ok(&store, &["compact", "--yes"]);
+    for i in 0..4 {
+        me.ok(&store, &["append", "set", &format!("/p{i}"), "1"]);
+    }
+    me.ok(&store, &["pack"]);
+    for i in 0..3 {
+        me.ok(&store, &["append", "set", &format!("/k{i}"), "1"]);
+    }
+    me.ok(&store, &["checkpoint"]);
+    let made = me.run_with_input(&store, &["docs", "new", "--from", "-"], r#"{"title": "t"}"#);
+    assert!(made.status.success(), "{made:?}");
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let doc_id = made["id"].as_str().unwrap().to_string();
+    me.ok(
+        &store,
+        &["--doc", &doc_id, "append", "set", "/title", "\"n\""],
+    );
+
+    let clean = me.run(&store, &["--json", "check"]);
+    assert!(clean.status.success(), "{clean:?}");
+    let report: serde_json::Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["damaged"], serde_json::json!([]), "{report}");
+    assert_eq!(report["documents"], 2, "{report}");
+    for kind in [
+        "op_files",
+        "packs",
+        "snapshots",
+        "records",
+        "checkpoints",
+        "heartbeats",
+        "keys",
+    ] {
+        assert!(report[kind].as_u64().unwrap() > 0, "{kind}: {report}");
+    }
+    assert!(me.ok(&store, &["check"]).contains("no damaged file"));
+
+    // One file of each kind damaged.
+    let rels = |dir: &str, ext: &str| -> Vec<String> {
+        walk(&store.join(dir))
+            .into_iter()
+            .filter(|p| p.ends_with(ext))
+            .map(|p| format!("{dir}/{p}"))
+            .collect()
+    };
+    let mut damaged = Vec::new();
+    let ops = rels("ops", ".op");
+    // A document's op file names start with its name (a keyed hash of its id here).
+    let is_doc_op = |p: &str| p.rsplit('/').next().unwrap().len() > 50;
+    let (doc_ops, root_ops): (Vec<&String>, Vec<&String>) = ops.iter().partition(|p| is_doc_op(p));
+    let loose = root_ops.last().unwrap().to_string();
+    flip(&store.join(&loose), -3);
+    damaged.push(loose.clone());
+    let doc_op = doc_ops.first().expect("the document's op file").to_string();
+    flip(&store.join(&doc_op), 40);
+    damaged.push(doc_op);
+    for (dir, ext, at) in [
+        ("packs", ".pack", -20),
+        ("snapshots", ".sqlite", 200),
+        ("checkpoints", ".sqlite", -1),
+        ("devices", ".beat", -2),
+        ("keys", ".key", 30),
+    ] {
+        let rel = rels(dir, ext)
+            .first()
+            .unwrap_or_else(|| panic!("a {ext}"))
+            .to_string();
+        flip(&store.join(&rel), at);
+        damaged.push(rel);
+    }
+    let record = rels("snapshots", ".record").first().unwrap().to_string();
+    std::fs::write(store.join(&record), b"not a record").unwrap();
+    damaged.push(record);
+    // A whole op file under another seq: its name's hash is right, its place is not.
+    let moved = root_ops[root_ops.len() - 2].to_string();
+    let (folder, name) = moved.rsplit_once('/').unwrap();
+    let (_, hash) = name.split_once('-').unwrap();
+    let misplaced = format!("{folder}/0000009999-{hash}");
+    std::fs::copy(store.join(&moved), store.join(&misplaced)).unwrap();
+    damaged.push(misplaced);
+    let temp = format!("{folder}/.syncthing.x.op.tmp");
+    std::fs::write(store.join(&temp), b"partial").unwrap();
+    damaged.sort();
+
+    let before = tree(&store);
+    let out = me.run(&store, &["--json", "check"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut named: Vec<String> = report["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect();
+    named.dedup();
+    assert_eq!(named, damaged, "{report}");
+    assert!(
+        report["noticed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["path"] == temp.as_str()),
+        "{report}"
+    );
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(err["error"]["code"], "damaged", "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{} damaged file(s)", damaged.len())),
+        "{err}"
+    );
+    // Text: a line per damaged file, and the error with its hint.
+    let text = me.run(&store, &["check"]);
+    assert_eq!(text.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    for path in &damaged {
+        assert!(
+            stdout.contains(&format!("damaged  {path}: ")),
+            "{path}: {stdout}"
+        );
+    }
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    let (error, hint) = error_and_hint(&stderr);
+    assert!(error.contains("damaged file(s)"), "{stderr}");
+    assert!(
+        hint.is_some_and(|h| h.contains("crdtdir repair")),
+        "{stderr}"
+    );
+    // One document alone: its files only.
+    let one: serde_json::Value = serde_json::from_slice(
+        &me.run(&store, &["--json", "--doc", &doc_id, "check"])
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(one["documents"], 1, "{one}");
+    let one_named: Vec<&str> = one["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    let doc_damaged: Vec<&str> = damaged
+        .iter()
+        .filter(|p| p.starts_with("ops/") && is_doc_op(p))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(one_named, doc_damaged, "{one}");
+    // Nothing written in the folder, not even a heartbeat.
+    assert_same(&before, &tree(&store), "check");
+}
+
+/// The files under `dir`, relative to it, sorted.
+fn walk(dir: &Path) -> Vec<String> {
+    tree(dir)
+        .into_keys()
+        .filter(|k| !k.ends_with('/'))
+        .collect()
+}

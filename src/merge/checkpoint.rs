@@ -58,7 +58,7 @@ pub(crate) fn choose(
         if claimed <= most_in_snapshots {
             continue;
         }
-        match check(store, store_id, scan, rel, snap_covered) {
+        match verify(store, store_id, scan, rel, snap_covered) {
             Ok(Some(chosen)) => return (Some(chosen), problems),
             Ok(None) => {}
             Err((kind, reason)) => problems.push(Problem::new(
@@ -79,7 +79,7 @@ pub(crate) fn choose(
 /// actor's earlier changes along: each change depends on its actor's previous one).
 /// `Ok(None)` when it covers an op file this listing lacks (and no snapshot folds), or
 /// none that a snapshot does not.
-fn check(
+pub(crate) fn verify(
     store: &Source<'_>,
     store_id: &str,
     scan: &Scan,

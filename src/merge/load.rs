@@ -117,36 +117,17 @@ pub(crate) fn load(
     entry: &OpEntry,
     packs: &mut PackReader,
 ) -> Result<Loaded, Problem> {
-    let loose = entry.loose.then(|| {
-        let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
-        let bytes = std::fs::read(store.join(&entry.rel))
-            .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
-        if names::file_hash_hex(&bytes) != entry.hash() {
-            return Err(skip(
-                ProblemKind::Damaged,
-                "content does not match the hash in its name (damaged or truncated)".into(),
-            ));
-        }
-        verify(store, entry, &bytes).map_err(|(kind, reason)| skip(kind, reason))
-    });
+    let loose = entry.loose.then(|| load_loose(store, entry));
     if let Some(Ok(loaded)) = loose {
         return Ok(loaded);
     }
     // The packs that hold it, in turn; the first one's reason is reported.
     let mut first_failure = None;
     for packed in entry.packs() {
-        let from_pack = packs
-            .entry(store, packed)
-            .map_err(|r| (ProblemKind::Damaged, r))
-            .and_then(|bytes| verify(store, entry, &bytes));
-        match from_pack {
+        match load_packed(store, entry, packed, packs) {
             Ok(loaded) => return Ok(loaded),
-            Err((kind, reason)) => {
-                first_failure.get_or_insert(Problem::new(
-                    kind,
-                    packed.pack.to_string(),
-                    format!("seq {}: {reason}", entry.seq),
-                ));
+            Err(problem) => {
+                first_failure.get_or_insert(problem);
             }
         }
     }
@@ -155,6 +136,61 @@ pub(crate) fn load(
         (_, Some(problem)) => Err(problem),
         _ => unreachable!("a listed op file is loose or packed"),
     }
+}
+
+/// Every copy of one op file read and verified on its own — the loose file and each pack
+/// entry that holds it — as `crdtdir check` does: how many copies were read, and a problem
+/// for each damaged one.
+pub(crate) fn check_copies(
+    store: &Source<'_>,
+    entry: &OpEntry,
+    packs: &mut PackReader,
+) -> (usize, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut read = 0;
+    if entry.loose {
+        read += 1;
+        problems.extend(load_loose(store, entry).err());
+    }
+    for packed in entry.packs() {
+        read += 1;
+        problems.extend(load_packed(store, entry, packed, packs).err());
+    }
+    (read, problems)
+}
+
+/// The loose op file of `entry`, read and verified.
+fn load_loose(store: &Source<'_>, entry: &OpEntry) -> Result<Loaded, Problem> {
+    let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
+    let bytes = std::fs::read(store.join(&entry.rel))
+        .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
+    if names::file_hash_hex(&bytes) != entry.hash() {
+        return Err(skip(
+            ProblemKind::Damaged,
+            "content does not match the hash in its name (damaged or truncated)".into(),
+        ));
+    }
+    verify(store, entry, &bytes).map_err(|(kind, reason)| skip(kind, reason))
+}
+
+/// The entry of `entry` in the pack `packed`, read and verified; a problem names the pack.
+fn load_packed(
+    store: &Source<'_>,
+    entry: &OpEntry,
+    packed: &Packed,
+    packs: &mut PackReader,
+) -> Result<Loaded, Problem> {
+    packs
+        .entry(store, packed)
+        .map_err(|r| (ProblemKind::Damaged, r))
+        .and_then(|bytes| verify(store, entry, &bytes))
+        .map_err(|(kind, reason)| {
+            Problem::new(
+                kind,
+                packed.pack.to_string(),
+                format!("seq {}: {reason}", entry.seq),
+            )
+        })
 }
 
 /// The change in op file bytes whose hash already matched, checked against its place.

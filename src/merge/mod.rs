@@ -15,15 +15,15 @@
 //! The outcome depends only on the set of files, never on the order they arrived in.
 
 mod apply;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod cold;
 mod incremental;
-mod load;
+pub(crate) mod load;
 mod plan;
 pub(crate) use self::apply::logging;
 pub(crate) mod rebase;
 mod report;
-mod snapshots;
+pub(crate) mod snapshots;
 mod stream;
 
 use self::apply::{apply_chunk, apply_once, seq_taken};

@@ -20,6 +20,7 @@ use serde_json::Value as Json;
 use crate::compact::Repaired;
 use crate::error::{Error, Refusal, Result};
 use crate::patch::PatchOp;
+use crate::report::CheckReport;
 use crate::store::documents::is_deleted;
 pub use crate::store::documents::{DocId, DELETED};
 use crate::store::{Options, Store};
@@ -276,6 +277,18 @@ impl Repo {
             }
         }
         Ok((root, docs))
+    }
+
+    /// [`Store::check`] of the whole folder: the root document's files and every other
+    /// document's (deleted ones too), in one report.
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut report = self.root.check()?;
+        for info in self.docs()? {
+            if !info.root {
+                report.add(self.root.for_doc(Some(info.id.as_str())).check()?);
+            }
+        }
+        Ok(report)
     }
 
     /// Deletes the document `id`: a change with no operations and the message [`DELETED`].

@@ -1,5 +1,6 @@
 //! The store: a folder the sync tool carries, opened by one device.
 
+mod check;
 pub(crate) mod checkpoint;
 mod compact;
 pub(crate) mod compact_docs;

@@ -1,0 +1,250 @@
+//! `crdtdir check`: every file of the folder read again and verified, ignoring this device's
+//! cache and view. Nothing is written.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::folder::quirks;
+use crate::folder::scan::OpEntry;
+use crate::folder::Source;
+use crate::format::{beat, names, pack};
+use crate::merge::load::{check_copies, PackReader};
+use crate::report::{CheckReport, Problem, ProblemKind};
+use crate::Store;
+
+impl Store {
+    /// Reads and verifies every file of the folder again, ignoring this device's cache and
+    /// view: each op file (the loose file, and each pack entry that holds it, on its own:
+    /// its hash, its seal, its envelope, and that its change is the one its name says), each
+    /// pack whole against its name, snapshots (SQLite's integrity check, the document loads
+    /// with the heads it claims) and compaction records, checkpoints (every check a new
+    /// device makes before it starts from one), heartbeats and passphrase files. Each damaged
+    /// file is reported by its path; temps, conflict copies and other files crdtdir did not
+    /// write are noticed, not damage. Nothing is written, so it runs on a read-only device.
+    ///
+    /// On a document's handle, that document's op files and snapshots only;
+    /// [`Repo::check`](crate::Repo::check) checks every document. [`Error::Locked`] on an
+    /// encrypted store without its key.
+    ///
+    /// [`Error::Locked`]: crate::Error::Locked
+    pub fn check(&self) -> Result<CheckReport> {
+        self.check_unlocked()?;
+        let _span = tracing::info_span!("check").entered();
+        let source = self.source();
+        let scan = self.scan();
+        let mut report = CheckReport::default();
+        for p in scan.problems.iter().cloned() {
+            report.found(p);
+        }
+        let (copies, problems) = check_all(&source, &scan.ops);
+        report.op_files = copies;
+        problems.into_iter().for_each(|p| report.found(p));
+
+        let snaps = crate::merge::snapshots::load_snapshots(&source, self.id(), &scan);
+        report.snapshots = scan.snapshots.len();
+        report.records = scan.records.len();
+        snaps.problems.into_iter().for_each(|p| report.found(p));
+        if self.inner.doc.is_none() {
+            let folded: HashSet<&str> = snaps
+                .valid
+                .iter()
+                .flat_map(|s| s.snapshot.folded_ops.iter().map(|(p, _)| p.as_str()))
+                .collect();
+            for rel in &scan.checkpoints {
+                report.checkpoints += 1;
+                match crate::merge::checkpoint::verify(&source, self.id(), &scan, rel, &folded) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => report.found(Problem::new(
+                        ProblemKind::Gap,
+                        rel.clone(),
+                        "checkpoint of op files this folder does not hold (all of them): a new device reads the op files instead",
+                    )),
+                    Err((kind, reason)) => report.found(Problem::new(
+                        kind,
+                        rel.clone(),
+                        format!("checkpoint: {reason}"),
+                    )),
+                }
+            }
+            check_packs(&source, &mut report);
+            check_beats(&source, &mut report);
+            check_keys(&source, &mut report);
+        }
+        report.documents = 1;
+        report.sort();
+        Ok(report)
+    }
+}
+
+/// Every copy of `entries` checked on every core (as a merge from nothing reads them): the
+/// copies read and the damaged ones.
+fn check_all(source: &Source<'_>, entries: &[OpEntry]) -> (usize, Vec<Problem>) {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = entries.len().div_ceil(workers).max(256);
+    let total = entries.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                let done = &done;
+                s.spawn(move || {
+                    let mut packs = PackReader::default();
+                    let mut out = (0, Vec::new());
+                    for e in part {
+                        let (n, problems) = check_copies(source, e, &mut packs);
+                        out.0 += n;
+                        out.1.extend(problems);
+                        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if d.is_multiple_of(crate::merge::load::PROGRESS_EVERY) || d == total {
+                            source.tell(crate::Progress::Reading { done: d, total });
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().fold((0, Vec::new()), |mut acc, h| {
+            let (n, problems) = h.join().expect("checking op files panicked");
+            acc.0 += n;
+            acc.1.extend(problems);
+            acc
+        })
+    })
+}
+
+/// The regular files of each actor folder of `dir` (`packs/`, `devices/`), as (actor, name);
+/// anything else there is noticed.
+fn actor_files(root: &Path, dir: &str, report: &mut CheckReport) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(actors) = std::fs::read_dir(root.join(dir)) else {
+        return out;
+    };
+    for actor in actors.flatten() {
+        let actor_name = actor.file_name().to_string_lossy().into_owned();
+        if !actor.file_type().is_ok_and(|t| t.is_dir()) || !names::is_actor_dir(&actor_name) {
+            report.found(quirks::problem(format!("{dir}/{actor_name}"), &actor_name));
+            continue;
+        }
+        let entries = match std::fs::read_dir(actor.path()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                report.found(Problem::unreadable(format!("{dir}/{actor_name}"), &e));
+                continue;
+            }
+        };
+        for f in entries.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if f.file_type().is_ok_and(|t| t.is_file()) {
+                out.push((actor_name.clone(), name));
+            } else {
+                report.found(Problem::new(
+                    ProblemKind::NotAFile,
+                    format!("{dir}/{actor_name}/{name}"),
+                    "not a regular file",
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `rel`'s bytes, or the problem of reading them.
+fn read(root: &Path, rel: &str) -> std::result::Result<Vec<u8>, Problem> {
+    std::fs::read(root.join(rel)).map_err(|e| Problem::unreadable(rel, &e))
+}
+
+const NAME_MISMATCH: &str = "content does not match the hash in its name (damaged or truncated)";
+
+/// Each pack whole against the hash in its name (its entries are checked as op files).
+fn check_packs(source: &Source<'_>, report: &mut CheckReport) {
+    for (actor, name) in actor_files(source.root, pack::PACKS_DIR, report) {
+        let rel = crate::folder::layout::pack_rel(&actor, &name);
+        let hash = pack::parse_name(&name)
+            .map(|(_, _, h)| h)
+            .or_else(|| pack::parse_docs_name(&name));
+        let Some(hash) = hash else {
+            report.found(quirks::problem(rel, &name));
+            continue;
+        };
+        report.packs += 1;
+        match read(source.root, &rel) {
+            Ok(bytes) if names::file_hash_hex(&bytes) != hash => {
+                report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH))
+            }
+            Ok(_) => {}
+            Err(p) => report.found(p),
+        }
+    }
+}
+
+/// Each heartbeat: its hash, its seal and its fields.
+fn check_beats(source: &Source<'_>, report: &mut CheckReport) {
+    for (actor, name) in actor_files(source.root, beat::DEVICES_DIR, report) {
+        let rel = format!("{}/{actor}/{name}", beat::DEVICES_DIR);
+        let Some((counter, hash)) = beat::parse_name(&name) else {
+            report.found(quirks::problem(rel, &name));
+            continue;
+        };
+        report.heartbeats += 1;
+        let bytes = match read(source.root, &rel) {
+            Ok(bytes) => bytes,
+            Err(p) => {
+                report.found(p);
+                continue;
+            }
+        };
+        if names::file_hash_hex(&bytes) != hash {
+            report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH));
+            continue;
+        }
+        let verdict = source
+            .open("beat", &crate::seal::context(&actor, counter), &bytes)
+            .and_then(|plain| beat::decode(&plain).map_err(|e| (e.kind(), e.to_string())));
+        if let Err((kind, reason)) = verdict {
+            report.found(Problem::new(kind, rel, reason));
+        }
+    }
+}
+
+/// Each passphrase file: its hash and its fields (no passphrase is tried).
+fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
+    let dir = crate::folder::layout::keys(source.root);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut files: Vec<(String, bool)> = entries
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, e.file_type().is_ok_and(|t| t.is_file()))
+        })
+        .collect();
+    files.sort();
+    for (name, is_file) in files {
+        let rel = crate::folder::layout::key_rel(&name);
+        let hash = name
+            .strip_suffix(".key")
+            .filter(|h| h.len() == names::HASH_HEX_LEN);
+        let (Some(hash), true) = (hash, is_file) else {
+            report.found(quirks::problem(rel, &name));
+            continue;
+        };
+        report.keys += 1;
+        match read(source.root, &rel) {
+            Ok(bytes) if names::file_hash_hex(&bytes) != hash => {
+                report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH))
+            }
+            Ok(bytes) => {
+                if let Err(reason) = crate::seal::check_key_file(&bytes) {
+                    report.found(Problem::new(ProblemKind::Damaged, rel, reason));
+                }
+            }
+            Err(p) => report.found(p),
+        }
+    }
+}
