@@ -368,6 +368,35 @@ fn writes_publish_checkpoints_on_their_own_one_per_device() {
     assert!(checkpoints(&q).is_empty());
 }
 
+/// A device replaces only its own older checkpoints: another device's stays byte for byte,
+/// even when it is older and smaller than the new one (invariant: nothing of another device
+/// is deleted without it being alone; a checkpoint is replaced only by its publisher).
+#[test]
+fn a_device_replaces_only_its_own_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&store, a.options(), None).unwrap();
+    writes(&a, &store, "a", 3);
+    let first_a = checkpoint(&a, &store);
+    writes(&b, &store, "b", 3);
+    let of_b = checkpoint(&b, &store);
+    let b_bytes = std::fs::read(store.join(&of_b)).unwrap();
+    writes(&a, &store, "c", 3);
+    let out = a.open(&store).checkpoint().unwrap();
+    let second_a = out.checkpoint.clone().expect("a newer view publishes");
+    assert_eq!(out.replaced, vec![first_a.clone()], "{out:?}");
+    let mut want = vec![second_a, of_b.clone()];
+    want.sort();
+    assert_eq!(checkpoints(&store), want);
+    assert_eq!(std::fs::read(store.join(&of_b)).unwrap(), b_bytes);
+    // And b, publishing again, leaves a's alone.
+    writes(&b, &store, "d", 2);
+    let out = b.open(&store).checkpoint().unwrap();
+    assert_eq!(out.replaced, vec![of_b], "{out:?}");
+    assert_eq!(checkpoints(&store).len(), 2);
+}
+
 /// A crash right after each step of publishing a checkpoint: the folder still reads the
 /// same to a new device, and the next checkpoint cleans up (no temp left, one checkpoint
 /// of the device).
