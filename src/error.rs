@@ -194,6 +194,12 @@ pub enum Refusal {
         /// The operation.
         what: &'static str,
     },
+    /// The store a new one would copy its history from cannot give all of it.
+    #[error("the store to copy from cannot give its whole history: {reason}")]
+    Source {
+        /// Why.
+        reason: String,
+    },
     /// The root document is the store's own: it is never deleted.
     #[error("the root document is the store's own: it cannot be deleted")]
     RootDocument,

@@ -431,3 +431,68 @@ fn packing_survives_a_crash_or_a_full_disk_at_every_step() {
         }
     }
 }
+
+/// `init_from_store` (a copy of a store with its whole history, here into an encrypted one)
+/// is all or nothing like `init`: a failure at any step leaves the target as it was; a crash
+/// at any step lets the same call run again and finish it (or the store is already whole);
+/// either way the new store holds every change of the source, and the source is untouched.
+#[test]
+fn a_copy_of_a_stores_history_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let source_path = dir.path().join("source");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&source_path, a.options(), Some(&json!({"items": ["x"]}))).unwrap();
+    b.open(&source_path).apply_patch(&set("b", 1)).unwrap();
+    a.open(&source_path).apply_patch(&set("a", 2)).unwrap();
+    let source_tree = tree(&source_path);
+    let source = Store::open(&source_path, a.options().read_only(true)).unwrap();
+    let want = source.read().unwrap().to_json();
+    let hashes = |s: &Store| {
+        let mut h: Vec<String> = s.history().unwrap().into_iter().map(|c| c.hash).collect();
+        h.sort();
+        h
+    };
+    let want_hashes = hashes(&source);
+    let steps = [
+        "marker-published",
+        "snapshot-staged",
+        "snapshot-published",
+        "retained",
+        "recorded",
+    ];
+    for (i, step) in steps.into_iter().enumerate() {
+        let target = dir.path().join(format!("fail-{i}"));
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("notes.txt"), "the user's own file").unwrap();
+        let before = tree(&target);
+        let failed = {
+            let _armed = fault::inject(step, Fault::Fail);
+            Store::init_from_store(&target, a.options().encrypt(true), &source)
+        };
+        assert!(failed.is_err(), "{step}");
+        assert_eq!(tree(&target), before, "{step}: the folder is as it was");
+
+        let target = dir.path().join(format!("crash-{i}"));
+        assert!(crash_at(step, || Store::init_from_store(
+            &target,
+            a.options().encrypt(true),
+            &source
+        )));
+        match Store::init_from_store(&target, a.options().encrypt(true), &source) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                e.to_string().contains("already a crdtdir store"),
+                "{step}: {e}"
+            ),
+        }
+        let made = a.open(&target);
+        assert!(made.is_encrypted(), "{step}");
+        assert_eq!(made.read().unwrap().to_json(), want, "{step}");
+        assert_eq!(hashes(&made), want_hashes, "{step}");
+        assert_eq!(
+            tree(&source_path),
+            source_tree,
+            "{step}: the source is untouched"
+        );
+    }
+}

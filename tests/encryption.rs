@@ -363,3 +363,110 @@ fn local_state_is_private_and_older_state_is_made_private() {
     a.open(&store).read().unwrap();
     check(&a.state);
 }
+
+/// What a history says of each change, by its file-independent parts.
+fn history_of(store: &Store) -> Vec<(String, String, u64, String, i64, Option<String>)> {
+    let mut h: Vec<_> = store
+        .history()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.hash, c.actor, c.seq, c.device, c.time, c.message))
+        .collect();
+    h.sort();
+    h
+}
+
+/// A plain store becomes an encrypted one keeping its whole history (`init_from_store`):
+/// every change of every device with its time, message and device name, history folded by
+/// a compaction included; the source folder is only read; the new folder shows no secret;
+/// devices with the key go on writing there and merge.
+#[test]
+fn a_plain_store_becomes_encrypted_keeping_its_whole_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, a, b) = secret_history(dir.path(), false);
+    b.open(&plain)
+        .apply_patch_with_message(&add("/items/0", json!("tea")), Some("from the phone"))
+        .unwrap();
+    let source_tree = tree(&plain);
+    let source = Store::open(&plain, a.options().read_only(true)).unwrap();
+    let want_json = source.read().unwrap().to_json();
+    let want_history = history_of(&source);
+    assert!(want_history.len() >= 4, "{want_history:?}");
+
+    let sealed = dir.path().join("sealed");
+    let made = Store::init_from_store(&sealed, a.options().encrypt(true), &source).unwrap();
+    assert!(made.is_encrypted());
+    assert_eq!(tree(&plain), source_tree, "the source folder is only read");
+    let bytes = all_bytes(&sealed);
+    for s in [
+        "oatmilk-secret",
+        "diary-secret-text",
+        "eggs-secret",
+        "bread-after-compaction",
+        "laptop-of-zelda",
+        "phone-of-zelda",
+        "from the phone",
+    ] {
+        assert!(!contains(&bytes, s), "{s} is readable in the new folder");
+    }
+    assert_eq!(made.read().unwrap().to_json(), want_json);
+    assert_eq!(history_of(&made), want_history);
+
+    // The phone joins with the key, both write, a new device reads it all.
+    let phone = b.open(&sealed);
+    phone.import_key(&made.key().unwrap()).unwrap();
+    assert_eq!(history_of(&phone), want_history);
+    made.apply_patch(&add("/items/-", json!("laptop-later")))
+        .unwrap();
+    phone
+        .apply_patch(&add("/items/0", json!("phone-later")))
+        .unwrap();
+    let c = Device::new(dir.path(), "tablet");
+    let tablet = c.open(&sealed);
+    tablet.import_key(&made.key().unwrap()).unwrap();
+    let seen = tablet.read().unwrap().to_json();
+    assert_eq!(seen, made.read().unwrap().to_json());
+    assert_eq!(seen, phone.read().unwrap().to_json());
+    let items = seen["items"].as_array().unwrap();
+    for want in ["laptop-later", "phone-later", "tea", "eggs-secret"] {
+        assert!(items.iter().any(|i| i == want), "{want}: {seen}");
+    }
+}
+
+/// A store whose view lacks history, or holds changes that wait or documents beside the
+/// root one, is not copied: the copy would silently drop them. Nothing is made.
+#[test]
+fn a_store_that_cannot_give_its_whole_history_is_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+    Store::init(&store, a.options(), None).unwrap();
+    for i in 0..3 {
+        b.open(&store)
+            .apply_patch(&add(&format!("/b{i}"), json!(i)))
+            .unwrap();
+    }
+    // b's first change goes missing: its second and third wait for it.
+    let first = op_files(&store)
+        .into_iter()
+        .find(|p| p.contains("/0000000001-"))
+        .unwrap();
+    std::fs::remove_file(store.join(&first)).unwrap();
+    let target = dir.path().join("copy");
+    let fresh = Device::new(dir.path(), "fresh");
+    let source = Store::open(&store, fresh.options().read_only(true)).unwrap();
+    let err = Store::init_from_store(&target, fresh.options(), &source).unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+    assert!(err.to_string().contains("wait"), "{err}");
+    assert!(!target.exists(), "nothing made");
+    // A store with a document beside its root one.
+    let other = dir.path().join("with-docs");
+    let made = Store::init(&other, a.options(), None).unwrap();
+    crdtdir::Repo::from(made)
+        .create(Some(&json!({"t": 1})))
+        .unwrap();
+    let source = Store::open(&other, a.options().read_only(true)).unwrap();
+    let err = Store::init_from_store(&target, a.options(), &source).unwrap_err();
+    assert!(err.to_string().contains("documents"), "{err}");
+    assert!(!target.exists(), "nothing made");
+}

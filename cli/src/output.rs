@@ -49,6 +49,8 @@ pub(crate) fn error_hint(e: &crdtdir::Error) -> Option<String> {
         Error::Locked => "run `crdtdir key import` (the key comes from `crdtdir key export` on a device that has it)",
         Error::Incomplete { .. } => "run `crdtdir repair` on a device that has the history",
         Error::CopiedStore { .. } => "to start a new document from this one, read it as a read-only device with a state dir of its own (`crdtdir --read-only --state-dir \"$(mktemp -d)\" merge --out FILE.json` here), then run `crdtdir init --from FILE.json` in a new folder",
+        Error::AlreadyStore { .. } => "to encrypt it (or copy it) keeping its history, make a new store from it: `crdtdir --store NEW_FOLDER init --encrypt --from-store THIS_FOLDER`",
+        Error::Refused(Refusal::Source { .. }) => "run `crdtdir status` on the store to copy: `crdtdir repair` on a device that has the missing history writes it back",
         Error::UnknownDevice { .. } => "`crdtdir status` lists the other devices, with their actors",
         Error::UnknownDocument { .. } => "`crdtdir docs` lists the documents of the store",
         Error::Refused(Refusal::NoPassphrases) => "import the key itself (`crdtdir key import`), or run `crdtdir key passphrase` on a device that has it",

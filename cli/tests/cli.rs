@@ -3577,3 +3577,71 @@ fn walk(dir: &Path) -> Vec<String> {
         .filter(|k| !k.ends_with('/'))
         .collect()
 }
+
+/// `init --encrypt --from-store OLD` through the binary: a plain store's whole history in a
+/// new encrypted store (the old folder only read, not even a heartbeat), which another
+/// device joins with the key; a source that cannot give its whole history, a missing one,
+/// and `--from` with `--from-store` are refused with nothing made.
+#[test]
+fn init_from_store_keeps_the_history_in_an_encrypted_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (dir.path().join("old"), dir.path().join("new"));
+    let (me, phone) = (
+        Dev::new(dir.path(), "laptop"),
+        Dev::new(dir.path(), "phone"),
+    );
+    me.ok(&old, &["init"]);
+    me.ok(&old, &["append", "set", "/note", "\"secret-note\""]);
+    phone.ok(&old, &["append", "-m", "tea please", "set", "/tea", "1"]);
+    let want = me.ok(&old, &["merge"]);
+    let before = tree(&old);
+    let out: serde_json::Value = serde_json::from_str(&me.ok(
+        &new,
+        &["init", "--encrypt", "--from-store", old.to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(out["encrypted"], true, "{out}");
+    assert_ne!(out["id"], out["from_store"]["id"], "{out}");
+    assert_same(&before, &tree(&old), "init --from-store (the source)");
+    assert_eq!(me.ok(&new, &["merge"]), want);
+    let all: Vec<u8> = tree(&new).into_values().flatten().collect();
+    assert!(!all.windows(11).any(|w| w == b"secret-note"), "plaintext");
+    let key = me.ok(&new, &["key", "export"]);
+    phone.ok(&new, &["key", "import", key.trim()]);
+    assert_eq!(phone.ok(&new, &["merge"]), want);
+    let log = phone.ok(&new, &["log"]);
+    assert!(log.contains("phone") && log.contains("tea please"), "{log}");
+
+    // Refusals: nothing made.
+    let target = dir.path().join("t");
+    let both = me.run(
+        &target,
+        &[
+            "init",
+            "--from",
+            "x.json",
+            "--from-store",
+            old.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
+    let missing = me.run(&target, &["init", "--from-store", "/nonexistent/store"]);
+    assert_eq!(missing.status.code(), Some(4), "{missing:?}");
+    let first = tree(&old)
+        .into_keys()
+        .find(|p| {
+            p.starts_with("ops/") && p.contains("/0000000001-") && {
+                let bytes = std::fs::read(old.join(p)).unwrap();
+                bytes.windows(5).any(|w| w == b"phone")
+            }
+        })
+        .unwrap();
+    phone.ok(&old, &["append", "set", "/tea", "2"]);
+    std::fs::remove_file(old.join(&first)).unwrap();
+    let fresh = Dev::new(dir.path(), "fresh");
+    let gap = fresh.run(&target, &["init", "--from-store", old.to_str().unwrap()]);
+    assert_eq!(gap.status.code(), Some(3), "{gap:?}");
+    let err = String::from_utf8_lossy(&gap.stderr);
+    assert!(err.contains("cannot give its whole history"), "{err}");
+    assert!(!target.exists(), "nothing made");
+}

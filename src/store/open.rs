@@ -16,6 +16,19 @@ use crate::local::StateDir;
 use crate::patch::{PatchError, PatchOp};
 use crate::report::{Problem, ProblemKind};
 
+/// What a new store starts with.
+pub(crate) enum Initial<'a> {
+    /// Nothing: an empty document.
+    Empty,
+    /// This JSON object, as its first change.
+    Json(&'a Json),
+    /// Another store's whole history, as one snapshot.
+    History {
+        doc: &'a automerge::Automerge,
+        devices: &'a std::collections::BTreeMap<String, String>,
+    },
+}
+
 impl Store {
     /// Makes `path` a new store (creating the folder if needed). Nothing is written when it
     /// fails: an existing store, or a folder that holds op files whose marker has not arrived.
@@ -23,11 +36,74 @@ impl Store {
     /// With `initial`, the document's first change writes that JSON object, so every device
     /// starts from the same containers.
     pub fn init(path: impl AsRef<Path>, options: Options, initial: Option<&Json>) -> Result<Store> {
-        let root = path.as_ref().to_path_buf();
+        let initial = match initial {
+            Some(v) => Initial::Json(v),
+            None => Initial::Empty,
+        };
+        Store::init_with(path.as_ref(), options, initial)
+    }
+
+    /// Makes `path` a new store holding the whole history of the store `source` (every
+    /// change of every device, with its time, message and device name), encrypted or not by
+    /// `options` — how a plain store becomes an encrypted one, or an encrypted one gets a new
+    /// key, keeping its history. `source` is only read. All or nothing as [`Store::init`]:
+    /// the history goes in as one snapshot, verified by reading it back, before `init`
+    /// finishes; a crash lets the same call run again and finish it.
+    ///
+    /// Refused when `source`'s view is incomplete or holds changes waiting for others or
+    /// quarantined (they would not come along), and when it holds documents beside its root
+    /// one. Changes written to `source` afterwards are not in the new store: convert once
+    /// every device has stopped writing there.
+    pub fn init_from_store(
+        path: impl AsRef<Path>,
+        options: Options,
+        source: &Store,
+    ) -> Result<Store> {
+        source.whole_store("a copy of the store")?;
+        source.check_unlocked()?;
+        let view = source.read()?;
+        let report = view.report();
+        let why = if !report.incomplete.is_empty() {
+            Some(format!(
+                "its view is incomplete ({}): `crdtdir status` there says what is missing",
+                report
+                    .incomplete
+                    .iter()
+                    .map(|p| p.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        } else if !report.waiting.is_empty() || !report.quarantined.is_empty() {
+            Some(format!(
+                "{} change(s) wait for others and {} are quarantined there: they would not come along (`crdtdir status` there)",
+                report.waiting.len(),
+                report.quarantined.len()
+            ))
+        } else if source.documents().0 > 1 {
+            Some("it holds documents beside its root one, which a copy does not carry yet".into())
+        } else {
+            None
+        };
+        if let Some(reason) = why {
+            return Err(Error::Refused(crate::error::Refusal::Source { reason }));
+        }
+        let merged = view.merged.clone();
+        Store::init_with(
+            path.as_ref(),
+            options,
+            Initial::History {
+                doc: &merged.doc,
+                devices: &merged.devices,
+            },
+        )
+    }
+
+    fn init_with(path: &Path, options: Options, initial: Initial<'_>) -> Result<Store> {
+        let root = path.to_path_buf();
         if options.is_read_only() {
             return Err(Error::ReadOnly);
         }
-        if let Some(v) = initial {
+        if let Initial::Json(v) = initial {
             if !v.is_object() {
                 return Err(PatchError::Path {
                     path: String::new(),
@@ -66,7 +142,7 @@ impl Store {
         marker: Marker,
         state: &StateDir,
         options: &Options,
-        initial: Option<&Json>,
+        initial: Initial<'_>,
     ) -> Result<Store> {
         let marker_path = crate::folder::layout::marker(root);
         fault::at("marker-published").map_err(Error::io(&marker_path))?;
@@ -101,12 +177,22 @@ impl Store {
             None,
             None,
         );
-        if let Some(v) = initial {
-            let out = store.apply_patch(&[PatchOp::set("", v.clone())])?;
-            // A store is made whole or not at all: its first document in the folder.
-            if let Some(w) = out.written.iter().find(|w| w.unpublished.is_some()) {
-                let why = w.unpublished.clone().unwrap_or_default();
-                return Err(Error::io(root.join(&w.path))(std::io::Error::other(why)));
+        match initial {
+            Initial::Empty => {}
+            Initial::Json(v) => {
+                let out = store.apply_patch(&[PatchOp::set("", v.clone())])?;
+                // A store is made whole or not at all: its first document in the folder.
+                if let Some(w) = out.written.iter().find(|w| w.unpublished.is_some()) {
+                    let why = w.unpublished.clone().unwrap_or_default();
+                    return Err(Error::io(root.join(&w.path))(std::io::Error::other(why)));
+                }
+            }
+            Initial::History { doc, devices } => {
+                // One snapshot that folds nothing (the new folder has no op file), read
+                // back and verified before init is done; sealed in an encrypted store.
+                let session = store.session(crate::store::session::Name::Resolve)?;
+                let device = session.device.clone().unwrap_or_default();
+                store.publish_snapshot(doc, &device, &[], &[], devices, &[])?;
             }
         }
         Ok(store)
@@ -280,8 +366,12 @@ impl Store {
 
 /// True when the folder holds an op file or a snapshot (this device's temps do not count).
 fn has_history(root: &Path) -> bool {
+    // A temp of an interrupted init that writes a snapshot is not history yet.
     let snapshots = std::fs::read_dir(crate::folder::layout::snapshots(root))
-        .is_ok_and(|mut d| d.next().is_some());
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|f| !f.file_name().to_string_lossy().starts_with(TEMP_PREFIX));
     let ops = std::fs::read_dir(crate::folder::layout::ops(root))
         .into_iter()
         .flatten()
@@ -404,6 +494,19 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
         // Only folders this init emptied go.
         crate::fs::remove_empty_dir(&dir.path());
     }
+    // A snapshot this init wrote (the history of another store), its record and temps: the
+    // folder held no history before, and the source store still holds all of it.
+    for f in std::fs::read_dir(crate::folder::layout::snapshots(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        crate::fs::remove_or_log(f.path(), "a snapshot of an init that failed");
+    }
+    crate::fs::remove_or_log(
+        crate::folder::layout::feature(root, crate::format::snapshot::FEATURE),
+        "the feature marker of an init that failed",
+    );
     // The marker this init published goes, and the feature marker of an encrypted store
     // (written by this init after its marker: nobody else writes into a store this young).
     crate::fs::remove_or_log(
@@ -416,6 +519,7 @@ fn undo_init(root: &Path, state: &StateDir, store_id: &str) {
     );
     for dir in [
         crate::folder::layout::ops(root),
+        crate::folder::layout::snapshots(root),
         crate::folder::layout::features(root),
     ] {
         crate::fs::remove_empty_dir(&dir);

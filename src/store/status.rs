@@ -181,7 +181,7 @@ pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
 impl Store {
     /// How many documents the folder has (the root one and each other one with an op file
     /// in `ops/`), and how many loose op files belong to documents other than this one.
-    fn documents(&self) -> (usize, usize) {
+    pub(crate) fn documents(&self) -> (usize, usize) {
         // A store that never had another document: nothing to list.
         if !crate::folder::layout::feature(&self.inner.root, crate::format::marker::DOCS_FEATURE)
             .exists()

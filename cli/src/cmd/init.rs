@@ -9,12 +9,17 @@ use crate::output::{parse_value, print_json, read_input, Failure};
 
 #[derive(clap::Args)]
 #[command(
-    after_help = "Examples:\n  crdtdir --store ~/Sync/todo init\n  echo '{\"items\": []}' > initial.json && crdtdir init --from initial.json\n  crdtdir init --encrypt                   # then: crdtdir key export"
+    after_help = "Examples:\n  crdtdir --store ~/Sync/todo init\n  echo '{\"items\": []}' > initial.json && crdtdir init --from initial.json\n  crdtdir init --encrypt                   # then: crdtdir key export\n  crdtdir --store ~/Sync/todo-sealed init --encrypt --from-store ~/Sync/todo   # keep the history"
 )]
 pub(crate) struct Args {
     /// Write this JSON object as the document's first change.
-    #[arg(long, value_name = "FILE.json")]
+    #[arg(long, value_name = "FILE.json", conflicts_with = "from_store")]
     from: Option<PathBuf>,
+    /// Start with the whole history of the store in FOLDER (only read): with --encrypt, an
+    /// encrypted copy of a plain store, keeping every change. Devices then move to the new
+    /// folder; what is written in the old one afterwards is not copied.
+    #[arg(long, value_name = "FOLDER")]
+    from_store: Option<PathBuf>,
     /// Encrypt the store end to end: a random key kept in this device's local state seals
     /// every op file, heartbeat and snapshot (other devices: `crdtdir key import`).
     #[arg(long)]
@@ -26,10 +31,27 @@ pub(crate) fn run(folder: &Path, opts: Options, args: &Args) -> Result<Store, Fa
         Some(f) => Some(parse_value(&read_input(&f.to_string_lossy())?)?),
         None => None,
     };
-    let store = Store::init(folder, opts.encrypt(args.encrypt), initial.as_ref())?;
-    print_json(
-        &json!({"store": store.path(), "id": store.id(), "encrypted": store.is_encrypted()}),
-    )?;
+    let mut out = json!({});
+    let store = match &args.from_store {
+        Some(from) => {
+            // The source is only read: not even a heartbeat goes there.
+            let source = Store::open(from, opts.clone().read_only(true))?;
+            let store = Store::init_from_store(folder, opts.encrypt(args.encrypt), &source)?;
+            out["from_store"] = json!({"store": from, "id": source.id()});
+            store
+        }
+        None => Store::init(folder, opts.encrypt(args.encrypt), initial.as_ref())?,
+    };
+    out["store"] = json!(store.path());
+    out["id"] = json!(store.id());
+    out["encrypted"] = json!(store.is_encrypted());
+    print_json(&out)?;
+    if let Some(from) = &args.from_store {
+        eprintln!(
+            "crdtdir: the new store holds the whole history of {}; move every device to the new folder, then delete the old one once none writes there",
+            from.display()
+        );
+    }
     if args.encrypt {
         eprintln!("crdtdir: encrypted: other devices need the key before they can read it (`crdtdir key export` here, `crdtdir key import` there); keep a copy: without the key the folder cannot be read");
     }
