@@ -12,6 +12,7 @@ mod docs;
 mod encryption;
 mod fixtures;
 mod forks;
+mod guide;
 mod hostile;
 mod intent;
 mod packs;
