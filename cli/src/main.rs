@@ -15,6 +15,10 @@ use crdtdir::{Options, Store};
 
 use crate::output::Failure;
 
+/// The help heading of the options every command takes (`global = true`), apart from each
+/// command's own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "crdtdir",
@@ -36,35 +40,35 @@ With --json, an error is one JSON line on stderr: {\"error\":{\"code\",\"exit\",
 struct Cli {
     /// The store folder. Default: the current folder, or the nearest folder above it that
     /// holds a store (`crdtdir.store`), as git finds its repository.
-    #[arg(long, global = true, env = "CRDTDIR_STORE", default_value = ".")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CRDTDIR_STORE", default_value = ".")]
     store: PathBuf,
     /// This device's display name.
-    #[arg(long, global = true, env = "CRDTDIR_DEVICE")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CRDTDIR_DEVICE")]
     device: Option<String>,
     /// The document to act on, by id or crdtdir: URL (`crdtdir docs` lists them). Default:
     /// the store's root document.
-    #[arg(long, global = true, env = "CRDTDIR_DOC", value_name = "ID")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CRDTDIR_DOC", value_name = "ID")]
     doc: Option<String>,
     /// Local state directory (never inside the synced folder).
-    #[arg(long, global = true, env = "CRDTDIR_STATE_DIR")]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CRDTDIR_STATE_DIR")]
     state_dir: Option<PathBuf>,
     /// This device writes nothing to the synced folder (no op file, heartbeat, snapshot or
     /// temp): it merges, reads, checks, shows status and watches; append, compact, repair,
     /// pack and init are refused (exit 3).
-    #[arg(long, global = true, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
+    #[arg(long, global = true, help_heading = GLOBAL, env = "CRDTDIR_READ_ONLY", value_parser = clap::builder::FalseyValueParser::new())]
     read_only: bool,
     /// JSON output for every command (status, log, check, pack, checkpoint, docs and key
     /// export print text otherwise), and errors as one JSON line on stderr:
     /// {"error":{"code":…,"exit":…,"message":…,"hint":…}}.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     json: bool,
     /// Indent JSON output.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pretty: bool,
     /// Say what crdtdir does on stderr: -v its warnings and main steps, -vv every step and
     /// decision with timings (listing, cache, merge strategy, heartbeat), -vvv everything.
     /// CRDTDIR_LOG takes a filter instead (e.g. CRDTDIR_LOG=crdtdir=debug).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
     command: Command,
