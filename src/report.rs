@@ -42,6 +42,9 @@ pub enum ProblemKind {
     Damaged,
     /// A file of a newer format version than this build reads.
     Newer,
+    /// A file sealed with a key of this store that this device does not have (a rotation
+    /// on another device made it).
+    OtherKey,
     /// A valid change Automerge refused, or one depending on it (quarantined).
     Refused,
     /// History this view may lack (see `MergeReport::incomplete`).
@@ -194,7 +197,7 @@ pub struct CheckReport {
     pub checkpoints: usize,
     /// Heartbeats.
     pub heartbeats: usize,
-    /// Passphrase files (`keys/`).
+    /// Passphrase files and rotation records (`keys/`).
     pub keys: usize,
     /// Damaged or unreadable files, by path: what a reader skips.
     pub damaged: Vec<Problem>,

@@ -38,8 +38,10 @@ use ciborium::Value;
 /// The feature marker of an encrypted store: builds that do not know it read nothing they
 /// can use and write nothing.
 pub(crate) const FEATURE: &str = crate::format::marker::ENCRYPTED_FEATURE;
-/// The sealed-file version this build writes and reads.
+/// The sealed-file version of files sealed with the store's first key.
 pub(crate) const SEALED_VERSION: u64 = 1;
+/// The sealed-file version of files sealed with a key a rotation made: they name it.
+pub(crate) const ROTATED_SEALED_VERSION: u64 = 2;
 const TEXT_PREFIX: &str = "crdtdir-key-1-";
 
 /// A store's encryption key.
@@ -239,7 +241,10 @@ pub fn seal_op_file(
     seq: u64,
     plain: &[u8],
 ) -> Vec<u8> {
-    wrap(Seal::new(key, store_id).seal("op", &context(actor, seq), plain))
+    wrap(
+        None,
+        Seal::new(key, store_id).seal("op", &context(actor, seq), plain),
+    )
 }
 
 /// Folder of passphrase-wrapped keys.
@@ -377,23 +382,36 @@ pub(crate) fn unwrap_key(
     Ok(StoreKey(key))
 }
 
-/// A sealed file: `{"v": 1, "sealed": bytes}`.
-pub(crate) fn wrap(sealed: Vec<u8>) -> Vec<u8> {
-    let value = Value::Map(vec![
-        (
-            Value::Text("v".into()),
-            Value::Integer(SEALED_VERSION.into()),
-        ),
-        (Value::Text("sealed".into()), Value::Bytes(sealed)),
-    ]);
+/// A sealed file: `{"v": 1, "sealed": bytes}` when sealed with the store's first key,
+/// `{"v": 2, "key": <key check>, "sealed": bytes}` with a key a rotation made.
+pub(crate) fn wrap(key: Option<&str>, sealed: Vec<u8>) -> Vec<u8> {
+    let text = |s: &str| Value::Text(s.into());
+    let value = match key {
+        None => Value::Map(vec![
+            (text("v"), Value::Integer(SEALED_VERSION.into())),
+            (text("sealed"), Value::Bytes(sealed)),
+        ]),
+        Some(check) => Value::Map(vec![
+            (text("v"), Value::Integer(ROTATED_SEALED_VERSION.into())),
+            (text("key"), text(check)),
+            (text("sealed"), Value::Bytes(sealed)),
+        ]),
+    };
     let mut out = Vec::new();
     ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
     out
 }
 
+/// The bytes of a sealed file and the check of the key that sealed them (`None`: the
+/// store's first key).
+pub(crate) struct Sealed {
+    pub(crate) key: Option<String>,
+    pub(crate) bytes: Vec<u8>,
+}
+
 /// What a file holds: its sealed bytes if it is a sealed file, `None` if it is not one (a
 /// plain file). `Err` for a sealed file of a newer version.
-pub(crate) fn unwrap(bytes: &[u8]) -> Result<Option<Vec<u8>>, crate::format::DecodeError> {
+pub(crate) fn unwrap(bytes: &[u8]) -> Result<Option<Sealed>, crate::format::DecodeError> {
     let mut cursor = std::io::Cursor::new(bytes);
     let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(&mut cursor) else {
         return Ok(None);
@@ -405,19 +423,225 @@ pub(crate) fn unwrap(bytes: &[u8]) -> Result<Option<Vec<u8>>, crate::format::Dec
     let Some(Value::Bytes(sealed)) = field("sealed") else {
         return Ok(None);
     };
-    match field("v") {
-        Some(Value::Integer(i)) if u64::try_from(*i) == Ok(SEALED_VERSION) => {
-            Ok(Some(sealed.clone()))
-        }
-        Some(Value::Integer(i)) if u64::try_from(*i).is_ok_and(|v| v > SEALED_VERSION) => {
-            Err(crate::format::DecodeError::Newer {
-                what: "sealed file",
-                found: u64::try_from(*i).unwrap_or(u64::MAX),
-                known: SEALED_VERSION,
-            })
-        }
+    let version = match field("v") {
+        Some(Value::Integer(i)) => u64::try_from(*i).ok(),
+        _ => None,
+    };
+    match version {
+        Some(SEALED_VERSION) => Ok(Some(Sealed {
+            key: None,
+            bytes: sealed.clone(),
+        })),
+        Some(ROTATED_SEALED_VERSION) => match field("key") {
+            Some(Value::Text(check)) if is_check(check) => Ok(Some(Sealed {
+                key: Some(check.clone()),
+                bytes: sealed.clone(),
+            })),
+            _ => Err("sealed file without a valid key check".into()),
+        },
+        Some(v) if v > ROTATED_SEALED_VERSION => Err(crate::format::DecodeError::Newer {
+            what: "sealed file",
+            found: v,
+            known: ROTATED_SEALED_VERSION,
+        }),
         _ => Err("sealed file with a bad version".into()),
     }
+}
+
+/// A key check as files carry it: 32 lowercase hex digits.
+fn is_check(s: &str) -> bool {
+    s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The keys of an encrypted store this device holds: the current one, which seals what this
+/// device writes, and every older one a rotation replaced, which open what they sealed. Each
+/// is known by its key check; the first key of the store is the one whose check is in the
+/// store marker.
+pub(crate) struct Keyring {
+    /// (check, key, seal), the current key first.
+    keys: Vec<(String, StoreKey, Seal)>,
+    /// Index of the store's first key.
+    root: usize,
+    /// See [`Keyring::recorded`].
+    recorded: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Keyring(…)")
+    }
+}
+
+impl Keyring {
+    /// The keyring of a device whose current key is `current` and which keeps `older`,
+    /// completed with the older keys the rotation records (`keys/*.rotated`, their bytes in
+    /// `records`) give to keys it has. `None` unless some key it has is the store's first
+    /// (its check is `marker_check`): a key of another store, or one whose rotation record
+    /// has not arrived.
+    pub(crate) fn resolve(
+        current: &StoreKey,
+        older: &[StoreKey],
+        store_id: &str,
+        marker_check: &str,
+        records: &[Vec<u8>],
+    ) -> Option<Keyring> {
+        let mut keys: Vec<StoreKey> = vec![current.clone()];
+        for k in older {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        // Records open with the key they name; each may bring keys that open others.
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for bytes in records {
+                let Ok((check, _)) = read_rotation(bytes) else {
+                    continue;
+                };
+                let Some(opener) = keys.iter().find(|k| k.check(store_id) == check) else {
+                    continue;
+                };
+                if let Ok(found) = open_rotation(bytes, opener, store_id) {
+                    for k in found {
+                        if !keys.contains(&k) {
+                            keys.push(k);
+                            grew = true;
+                        }
+                    }
+                }
+            }
+        }
+        let keys: Vec<(String, StoreKey, Seal)> = keys
+            .into_iter()
+            .map(|k| (k.check(store_id), Seal::new(&k, store_id), k))
+            .map(|(check, seal, k)| (check, k, seal))
+            .collect();
+        let root = keys.iter().position(|(check, ..)| check == marker_check)?;
+        let recorded = root == 0
+            || records.iter().any(|bytes| {
+                read_rotation(bytes).is_ok_and(|(c, _)| c == keys[0].0)
+                    && open_rotation(bytes, &keys[0].1, store_id).is_ok()
+            });
+        Some(Keyring {
+            keys,
+            root,
+            recorded: recorded.into(),
+        })
+    }
+
+    /// The key this device seals with.
+    pub(crate) fn current(&self) -> &StoreKey {
+        &self.keys[0].1
+    }
+
+    /// The seal of the current key.
+    pub(crate) fn seal(&self) -> &Seal {
+        &self.keys[0].2
+    }
+
+    /// The check files sealed with the current key carry: `None` for the store's first key
+    /// (files of sealed-file version 1, as before any rotation).
+    pub(crate) fn current_check(&self) -> Option<&str> {
+        (self.root != 0).then(|| self.keys[0].0.as_str())
+    }
+
+    /// The seal of the key with this check (`None`: the store's first key), if this device
+    /// has it.
+    pub(crate) fn seal_for(&self, check: Option<&str>) -> Option<&Seal> {
+        match check {
+            None => Some(&self.keys[self.root].2),
+            Some(c) => self.keys.iter().find(|(k, ..)| k == c).map(|(.., s)| s),
+        }
+    }
+
+    /// The seal of the store's first key: document names in file names stay what it made
+    /// them (docs/FORMAT.md §18).
+    pub(crate) fn root_seal(&self) -> &Seal {
+        &self.keys[self.root].2
+    }
+
+    /// The seals of every key this device has, the current one first.
+    pub(crate) fn seals(&self) -> impl Iterator<Item = &Seal> {
+        self.keys.iter().map(|(.., s)| s)
+    }
+
+    /// Every key but the current one.
+    pub(crate) fn older(&self) -> Vec<StoreKey> {
+        self.keys[1..].iter().map(|(_, k, _)| k.clone()).collect()
+    }
+
+    /// True when this device has `key`.
+    pub(crate) fn has(&self, key: &StoreKey) -> bool {
+        self.keys.iter().any(|(_, k, _)| k == key)
+    }
+
+    /// True when the current key is the store's first, or the folder had its rotation
+    /// record when this keyring was made (or one was published since).
+    pub(crate) fn recorded(&self) -> bool {
+        self.recorded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The current key's rotation record is in the folder now.
+    pub(crate) fn set_recorded(&self) {
+        self.recorded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The extension of a rotation record in `keys/`.
+pub(crate) const ROTATION_EXT: &str = ".rotated";
+
+/// A rotation record (`keys/<hash>.rotated`): the keys older than `new`, sealed with `new`,
+/// so a device that has only `new` opens everything sealed before the rotation.
+/// CBOR map {"v": 1, "key": <check of new>, "sealed": sealed bytes (kind "rotation",
+/// context the check, plaintext the older keys' 32 bytes each, in order)}.
+pub(crate) fn rotation_record(new: &StoreKey, older: &[StoreKey], store_id: &str) -> Vec<u8> {
+    let check = new.check(store_id);
+    let plain: Vec<u8> = older.iter().flat_map(|k| k.0).collect();
+    let sealed = Seal::new(new, store_id).seal("rotation", &check, &plain);
+    let text = |s: &str| Value::Text(s.into());
+    let value = Value::Map(vec![
+        (text("v"), Value::Integer(1.into())),
+        (text("key"), text(&check)),
+        (text("sealed"), Value::Bytes(sealed)),
+    ]);
+    let mut out = Vec::new();
+    ciborium::into_writer(&value, &mut out).expect("writing CBOR to a Vec cannot fail");
+    out
+}
+
+/// A rotation record's key check and sealed bytes, read without a key (`crdtdir check`).
+pub(crate) fn read_rotation(bytes: &[u8]) -> Result<(String, Vec<u8>), String> {
+    let Ok(Value::Map(entries)) = ciborium::from_reader::<Value, _>(bytes) else {
+        return Err("not a rotation record".into());
+    };
+    let field = |name: &str| crate::format::cbor::field(&entries, name);
+    if !matches!(field("v"), Some(Value::Integer(i)) if u64::try_from(*i) == Ok(1)) {
+        return Err("a rotation record of another version".into());
+    }
+    let (Some(Value::Text(check)), Some(Value::Bytes(sealed))) = (field("key"), field("sealed"))
+    else {
+        return Err("a rotation record without its key check or keys".into());
+    };
+    if !is_check(check) || (sealed.len() - 40.min(sealed.len())) % 32 != 0 || sealed.len() < 40 {
+        return Err("a rotation record whose fields do not read".into());
+    }
+    Ok((check.clone(), sealed.clone()))
+}
+
+/// The older keys a rotation record holds, opened with `key` (the one it names).
+pub(crate) fn open_rotation(
+    bytes: &[u8],
+    key: &StoreKey,
+    store_id: &str,
+) -> Result<Vec<StoreKey>, String> {
+    let (check, sealed) = read_rotation(bytes)?;
+    let plain = Seal::new(key, store_id).open("rotation", &check, &sealed)?;
+    Ok(plain
+        .chunks_exact(32)
+        .map(|c| StoreKey(c.try_into().expect("32 bytes")))
+        .collect())
 }
 
 #[cfg(test)]
@@ -488,10 +712,46 @@ mod tests {
             flipped[i] ^= 1;
             assert!(seal.open("op", "aa/1", &flipped).is_err(), "bit {i}");
         }
-        let file = wrap(a.clone());
-        assert_eq!(unwrap(&file).unwrap(), Some(a));
-        assert_eq!(unwrap(b"plain").unwrap(), None);
+        let file = wrap(None, a.clone());
+        let read = unwrap(&file).unwrap().unwrap();
+        assert_eq!((read.key, read.bytes), (None, a.clone()));
+        let check = other.check("s1");
+        let read = unwrap(&wrap(Some(&check), a.clone())).unwrap().unwrap();
+        assert_eq!((read.key, read.bytes), (Some(check), a));
+        assert!(unwrap(b"plain").unwrap().is_none());
         assert_ne!(key.check("s1"), other.check("s1"));
+    }
+
+    /// A keyring resolves through rotation records, transitively, only to keys of the
+    /// store: a key of another store, a record it cannot open, or a forged one give nothing.
+    #[test]
+    fn keyrings_follow_rotation_records_back_to_the_first_key() {
+        let [k0, k1, k2] = [(); 3].map(|_| StoreKey::random().unwrap());
+        let marker = k0.check("s1");
+        let r1 = rotation_record(&k1, std::slice::from_ref(&k0), "s1");
+        let r2 = rotation_record(&k2, std::slice::from_ref(&k1), "s1");
+        let records = vec![r2.clone(), r1.clone()];
+        let ring = Keyring::resolve(&k2, &[], "s1", &marker, &records).unwrap();
+        assert!(ring.has(&k0) && ring.has(&k1) && ring.has(&k2));
+        assert_eq!(ring.current(), &k2);
+        assert_eq!(ring.current_check(), Some(k2.check("s1").as_str()));
+        assert!(ring.recorded());
+        // The first key alone seals version 1 files; it cannot open the records.
+        let first = Keyring::resolve(&k0, &[], "s1", &marker, &records).unwrap();
+        assert_eq!(first.current_check(), None);
+        assert!(!first.has(&k1));
+        // Without the record that leads to k0, k2 is not this store's key.
+        assert!(Keyring::resolve(&k2, &[], "s1", &marker, std::slice::from_ref(&r2)).is_none());
+        // Nor in another store.
+        assert!(Keyring::resolve(&k2, &[], "s2", &marker, &records).is_none());
+        // A record with a flipped byte opens nothing.
+        let mut forged = r1.clone();
+        let at = forged.len() - 2;
+        forged[at] ^= 1;
+        assert!(Keyring::resolve(&k1, &[], "s1", &marker, &[forged]).is_none());
+        // A rotated key without its record in the folder: not recorded yet.
+        let alone = Keyring::resolve(&k1, std::slice::from_ref(&k0), "s1", &marker, &[]).unwrap();
+        assert!(!alone.recorded());
     }
 
     #[test]

@@ -496,3 +496,63 @@ fn a_copy_of_a_stores_history_is_all_or_nothing() {
         );
     }
 }
+
+/// Key rotation crashes or fails at each step: the device's older keys are never lost (it
+/// reads its whole history), the next write publishes a missing rotation record, a device
+/// given the device's key then reads everything, and a device with only the first key still
+/// reads what it sealed.
+#[test]
+fn a_key_rotation_stopped_at_any_step_loses_no_key_and_no_write() {
+    for step in [
+        "key-rotated-kept-old",
+        "key-rotated-kept",
+        "rotation-staged",
+    ] {
+        for fault in [Fault::Crash, Fault::Fail] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("s");
+            let (a, b) = (Device::new(dir.path(), "a"), Device::new(dir.path(), "b"));
+            let made = Store::init(&store, a.options().encrypt(true), None).unwrap();
+            made.apply_patch(&set("before", 1)).unwrap();
+            let first = made.key().unwrap();
+            b.open(&store).import_key(&first).unwrap();
+            drop(made);
+            let stopped = {
+                let _armed = fault::inject(step, fault);
+                catch_unwind(AssertUnwindSafe(|| a.open(&store).rotate_key()))
+            };
+            match (fault, stopped) {
+                (Fault::Crash, Err(payload)) => {
+                    assert_eq!(
+                        payload.downcast_ref::<Crashed>(),
+                        Some(&Crashed(fault_name(step)))
+                    );
+                }
+                (Fault::Fail, Ok(Err(_))) => {}
+                (f, other) => panic!("{step} {f:?}: {:?}", other.map(|r| r.is_ok())),
+            }
+            // The next write completes what the rotation left.
+            let laptop = a.open(&store);
+            laptop.apply_patch(&set("after", 2)).unwrap();
+            let want = json!({"before": 1, "after": 2});
+            assert_eq!(laptop.read().unwrap().to_json(), want, "{step} {fault:?}");
+            let key = laptop.key().unwrap();
+            let c = Device::new(dir.path(), "c");
+            let fresh = c.open(&store);
+            fresh.import_key(&key).unwrap();
+            assert_eq!(
+                fresh.read().unwrap().to_json(),
+                want,
+                "{step} {fault:?}: new device"
+            );
+            // The first key still opens what it sealed.
+            let phone = b.open(&store).read().unwrap().to_json();
+            assert_eq!(phone["before"], 1, "{step} {fault:?}");
+            let temps: Vec<String> = tree(&store)
+                .into_keys()
+                .filter(|p| p.starts_with("keys/.crdtdir-"))
+                .collect();
+            assert!(temps.is_empty(), "{step} {fault:?}: {temps:?}");
+        }
+    }
+}

@@ -470,3 +470,123 @@ fn a_store_that_cannot_give_its_whole_history_is_not_copied() {
     assert!(err.to_string().contains("documents"), "{err}");
     assert!(!target.exists(), "nothing made");
 }
+
+/// The sealed-file version and key check of a file's bytes (`None`: not a sealed file).
+fn sealed_with(bytes: &[u8]) -> Option<(u64, Option<String>)> {
+    let v: ciborium::Value = ciborium::from_reader(bytes).ok()?;
+    let map = v.as_map()?;
+    let get = |k: &str| {
+        map.iter()
+            .find(|(key, _)| key.as_text() == Some(k))
+            .map(|(_, v)| v)
+    };
+    let version = u64::try_from(get("v")?.as_integer()?).ok()?;
+    Some((
+        version,
+        get("key").and_then(|k| k.as_text()).map(str::to_string),
+    ))
+}
+
+/// The op files under `store` newer than those in `before`.
+fn new_op_files(store: &Path, before: &[String]) -> Vec<String> {
+    op_files(store)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect()
+}
+
+/// `rotate_key`: what the device writes next is sealed with a new key (sealed-file version 2,
+/// naming the key by its check); a device that has only the old key (a lost phone) goes on
+/// reading what the old key sealed and none of what follows, and says so; a device given only
+/// the new key reads the whole history through the rotation record; a device that imports the
+/// new key keeps its old one; two rotations chain.
+#[test]
+fn a_rotated_key_shuts_older_keys_out_of_what_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = secret_history(dir.path(), true);
+    let laptop = a.open(&store);
+    let first = laptop.key().unwrap();
+    let before_rotation = b.open(&store).read().unwrap().to_json();
+    let ops_before = op_files(&store);
+
+    let second = laptop.rotate_key().unwrap();
+    assert_ne!(second, first);
+    assert_eq!(laptop.key().unwrap(), second);
+    assert!(store.join("features/rotated-keys").exists());
+    assert_eq!(
+        tree(&store)
+            .keys()
+            .filter(|p| p.starts_with("keys/") && p.ends_with(".rotated"))
+            .count(),
+        1
+    );
+    laptop
+        .apply_patch(&add("/items/-", json!("after-rotation-secret")))
+        .unwrap();
+    let fresh = new_op_files(&store, &ops_before);
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    let (version, check) = sealed_with(&std::fs::read(store.join(&fresh[0])).unwrap()).unwrap();
+    assert_eq!(version, 2);
+    assert!(check.is_some());
+
+    // The phone has only the first key: the old history, nothing after, and it says why.
+    let phone = b.open(&store);
+    let view = phone.read().unwrap();
+    assert_eq!(view.to_json(), before_rotation);
+    assert!(
+        view.report()
+            .problems
+            .iter()
+            .any(|p| p.kind == crdtdir::ProblemKind::OtherKey && p.path == fresh[0]),
+        "{:?}",
+        view.report()
+    );
+    // A new device given only the new key reads all of it.
+    let want = laptop.read().unwrap().to_json();
+    let c = Device::new(dir.path(), "tablet");
+    let tablet = c.open(&store);
+    tablet.import_key(&second).unwrap();
+    assert_eq!(tablet.read().unwrap().to_json(), want);
+    // The phone imports the new key: it reads all, seals with the new key, and an old key
+    // imported again changes nothing.
+    phone.import_key(&second).unwrap();
+    assert_eq!(phone.read().unwrap().to_json(), want);
+    phone.import_key(&first).unwrap();
+    assert_eq!(phone.key().unwrap(), second);
+    let ops_before = op_files(&store);
+    phone
+        .apply_patch(&add("/items/-", json!("phone-after")))
+        .unwrap();
+    let fresh = new_op_files(&store, &ops_before);
+    let (version, _) = sealed_with(&std::fs::read(store.join(&fresh[0])).unwrap()).unwrap();
+    assert_eq!(version, 2);
+
+    // A second rotation: the tablet (second key only) is shut out of what follows; a device
+    // given the third key reads everything back to the first.
+    let third = laptop.rotate_key().unwrap();
+    laptop
+        .apply_patch(&add("/items/-", json!("third-era")))
+        .unwrap();
+    let shut_out = tablet.read().unwrap().to_json();
+    assert!(!shut_out.to_string().contains("third-era"), "{shut_out}");
+    assert!(shut_out.to_string().contains("phone-after"), "{shut_out}");
+    let d = Device::new(dir.path(), "desktop");
+    let desktop = d.open(&store);
+    desktop.import_key(&third).unwrap();
+    let all = desktop.read().unwrap().to_json();
+    assert_eq!(all, laptop.read().unwrap().to_json());
+    for s in ["oatmilk-secret", "eggs-secret", "phone-after", "third-era"] {
+        assert!(all.to_string().contains(s), "{s}: {all}");
+    }
+    // A compaction seals history again, with the newest key: the first key opens nothing.
+    laptop.compact().unwrap();
+    let e = Device::new(dir.path(), "old-backup");
+    let old = e.open(&store);
+    old.import_key(&first).unwrap();
+    let after = old.read().unwrap().to_json();
+    assert!(!after.to_string().contains("oatmilk-secret"), "{after}");
+    assert_eq!(
+        desktop.read().unwrap().to_json(),
+        laptop.read().unwrap().to_json()
+    );
+}

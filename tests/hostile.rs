@@ -80,6 +80,11 @@ enum Action {
     /// `dev`'s state dir is lost (a new disk, a reinstall): the device starts over from the
     /// folder, from a checkpoint where one passes. What only its view held is gone.
     LoseState { dev: usize },
+    /// Device `dev` rotates the store's key (docs/FORMAT.md §16); its user keeps the new key.
+    RotateKey { dev: usize },
+    /// `to`'s user imports `from`'s current key (refused while its rotation record has not
+    /// reached `to`'s folder).
+    ShareKey { from: usize, to: usize },
 }
 
 fn action(devices: usize) -> impl Strategy<Value = Action> {
@@ -142,6 +147,16 @@ fn checkpoint_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
         3 => (0..MAX_DEVICES).prop_map(|dev| Action::LoseState { dev }),
     ];
     spliced(extra, 16)
+}
+
+/// The hostile world's actions plus key rotations, on one device or on several at once, and
+/// keys handed from device to device, spliced in (an encrypted store).
+fn rotation_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
+    let extra = prop_oneof![
+        2 => (0..MAX_DEVICES).prop_map(|dev| Action::RotateKey { dev }),
+        3 => (0..MAX_DEVICES, 0..MAX_DEVICES).prop_map(|(from, to)| Action::ShareKey { from, to }),
+    ];
+    spliced(extra, 10)
 }
 
 /// Spoils the checkpoint at `path` (`how`: 0 torn, 1 forged heads, 2 claims every op file
@@ -226,6 +241,8 @@ struct World {
     witness_doc: BTreeMap<String, crdtdir::DocId>,
     /// An encrypted store's key, for devices that start over.
     key: Option<crdtdir::StoreKey>,
+    /// The keys rotations made, oldest first: their users keep them (see `heal`).
+    keys: Vec<crdtdir::StoreKey>,
     /// The store marker's bytes, and whether a device lost its state (see `heal`).
     marker: Vec<u8>,
     lost_state: bool,
@@ -398,6 +415,7 @@ impl World {
             docs: Vec::new(),
             witness_doc: BTreeMap::new(),
             key: first.key(),
+            keys: Vec::new(),
             marker,
             lost_state: false,
         }
@@ -488,6 +506,11 @@ impl World {
                 how,
             },
             Action::LoseState { dev } => Action::LoseState { dev: dev % n },
+            Action::RotateKey { dev } => Action::RotateKey { dev: dev % n },
+            Action::ShareKey { from, to } => Action::ShareKey {
+                from: from % n,
+                to: to % n,
+            },
         };
         if tracing() {
             eprintln!("TRACE n={n} {a:?}");
@@ -501,6 +524,7 @@ impl World {
             | Action::EditTempsDeleted { dev, .. }
             | Action::Compact { dev }
             | Action::Checkpoint { dev }
+            | Action::RotateKey { dev }
             | Action::Pack { dev } => Some(dev),
             _ => None,
         };
@@ -743,6 +767,24 @@ impl World {
                     }
                 }
             }
+            Action::RotateKey { dev } => {
+                let Some(store) = self.open(dev) else { return };
+                let out = store.rotate_key();
+                if tracing() {
+                    eprintln!("TRACE   {out:?}");
+                }
+                if let Ok(key) = out {
+                    self.keys.push(key);
+                }
+            }
+            Action::ShareKey { from, to } => {
+                let (Some(from), Some(to)) = (self.open(from), self.open(to)) else {
+                    return;
+                };
+                if let Some(key) = from.key() {
+                    let _ = to.import_key(&key);
+                }
+            }
             Action::LosePack { dev, pick } => {
                 let packs: Vec<(String, Vec<u8>)> = tree(&self.folders[dev])
                     .into_iter()
@@ -812,6 +854,11 @@ impl World {
         for _ in 0..2 {
             for dev in 0..n {
                 if let Some(store) = self.open(dev) {
+                    // Every key a rotation made reaches every device (refused until its
+                    // rotation record is in the device's folder: the next round).
+                    for key in &self.keys {
+                        let _ = store.import_key(key);
+                    }
                     store.repair().expect("repair");
                     let repo = crdtdir::Repo::from(store);
                     for id in &self.docs {
@@ -937,6 +984,9 @@ fn run_packed(
     let newcomer = Device::new(dir.path(), "newcomer");
     let store = Store::open(&world.folders[0], newcomer.options()).unwrap();
     if let Some(key) = &world.key {
+        store.import_key(key).unwrap();
+    }
+    for key in &world.keys {
         store.import_key(key).unwrap();
     }
     let view = store.read().unwrap();
@@ -1153,6 +1203,20 @@ proptest! {
     #[test]
     fn no_write_is_lost_with_checkpoints((n, actions) in checkpoint_scenario(), encrypt in any::<bool>(), pack in any::<bool>()) {
         run_packed(n, &actions, encrypt, pack.then_some(2))?;
+    }
+}
+
+proptest! {
+    // Devices rotate the key of an encrypted store, one or several at once, and hand keys to
+    // each other while every accident above happens; at the heal every device gets every
+    // key (a user keeps each new key), and none of what any key sealed is lost.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn no_write_is_lost_across_key_rotations((n, actions) in rotation_scenario(), pack in any::<bool>()) {
+        run_packed(n, &actions, true, pack.then_some(2))?;
     }
 }
 

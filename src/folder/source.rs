@@ -3,15 +3,15 @@
 use std::path::Path;
 
 use crate::report::ProblemKind;
-use crate::seal::Seal;
+use crate::seal::Keyring;
 
 /// The folder merges read, with what opens its sealed files (an encrypted store).
 /// Dereferences to the folder's path.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct Source<'a> {
     pub(crate) root: &'a Path,
-    /// The store's seal, when this device has the key.
-    pub(crate) seal: Option<&'a Seal>,
+    /// The store's keys, when this device has them.
+    pub(crate) seal: Option<std::sync::Arc<Keyring>>,
     /// The store is encrypted: plain files are not trusted.
     pub(crate) sealed: bool,
     /// The name in file names of the document read (`None`: the root document; its id in a
@@ -19,6 +19,14 @@ pub(crate) struct Source<'a> {
     pub(crate) doc: Option<&'a str>,
     /// Told how far long work is ([`crate::Store::set_progress`]).
     pub(crate) progress: Option<&'a (dyn Fn(crate::Progress) + Send + Sync)>,
+}
+
+/// Why a file sealed with a key this device lacks is not used.
+pub(crate) fn other_key() -> (ProblemKind, String) {
+    (
+        ProblemKind::OtherKey,
+        "sealed with a newer key of this store (rotated on another device): import it there with `crdtdir key export`, here with `crdtdir key import`".to_string(),
+    )
 }
 
 impl std::ops::Deref for Source<'_> {
@@ -52,11 +60,14 @@ impl<'a> Source<'a> {
         let damaged = |reason: &str| (ProblemKind::Damaged, reason.to_string());
         match crate::seal::unwrap(bytes) {
             Err(e) => Err((e.kind(), e.to_string())),
-            Ok(Some(sealed)) => match (self.seal, self.sealed) {
-                (Some(seal), _) => seal
-                    .open(kind, context, &sealed)
-                    .map(std::borrow::Cow::Owned)
-                    .map_err(|r| (ProblemKind::Damaged, r)),
+            Ok(Some(sealed)) => match (&self.seal, self.sealed) {
+                (Some(ring), _) => match ring.seal_for(sealed.key.as_deref()) {
+                    Some(seal) => seal
+                        .open(kind, context, &sealed.bytes)
+                        .map(std::borrow::Cow::Owned)
+                        .map_err(|r| (ProblemKind::Damaged, r)),
+                    None => Err(other_key()),
+                },
                 (None, true) => Err(damaged("sealed, and this device has no key")),
                 (None, false) => Err(damaged("a sealed file in a store that is not encrypted")),
             },
@@ -79,9 +90,9 @@ impl Source<'_> {
     /// The name document `id` has in file names: its id in a plain store, a keyed hash of it
     /// in an encrypted one (`None` there without the key).
     pub(crate) fn doc_name(&self, id: &str) -> Option<String> {
-        match (self.sealed, self.seal) {
+        match (self.sealed, &self.seal) {
             (false, _) => Some(id.to_string()),
-            (true, Some(seal)) => Some(seal.doc_name(id)),
+            (true, Some(ring)) => Some(ring.root_seal().doc_name(id)),
             (true, None) => None,
         }
     }
@@ -95,10 +106,13 @@ impl Source<'_> {
         if !self.sealed {
             return Ok(());
         }
-        let seal = self.seal.ok_or((
+        let ring = self.seal.as_ref().ok_or((
             ProblemKind::Damaged,
             "sealed, and this device has no key".to_string(),
         ))?;
+        let seal = ring
+            .seal_for(snapshot.key.as_deref())
+            .ok_or_else(other_key)?;
         let damaged = |r: String| (ProblemKind::Damaged, r);
         // A repo snapshot's document row is bound to the document's name.
         if !snapshot.dropped {

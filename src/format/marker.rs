@@ -24,6 +24,9 @@ pub(crate) const MARKER: &str = "crdtdir.store";
 pub(crate) const FEATURES_DIR: &str = "features";
 /// The feature marker of an encrypted store (sealed files: `crate::seal`).
 pub(crate) const ENCRYPTED_FEATURE: &str = "encrypted";
+/// An encrypted store whose key was rotated (docs/FORMAT.md §16): files sealed with a newer
+/// key name it, so builds that do not know rotation must not write.
+pub(crate) const ROTATED_FEATURE: &str = "rotated-keys";
 /// Features this build understands.
 pub(crate) const KNOWN_FEATURES: &[&str] = &[
     crate::format::snapshot::FEATURE,
@@ -31,6 +34,7 @@ pub(crate) const KNOWN_FEATURES: &[&str] = &[
     crate::format::pack::FEATURE,
     DOCS_FEATURE,
     crate::format::snapshot::DOCS_FEATURE,
+    ROTATED_FEATURE,
 ];
 /// The feature marker of a store with documents beside its root one (`crate::repo`).
 pub(crate) const DOCS_FEATURE: &str = "docs";

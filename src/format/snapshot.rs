@@ -83,6 +83,9 @@ pub(crate) struct Snapshot {
     /// Meta `checkpoint`: the actor (hex) of the device that published it as a checkpoint
     /// (`checkpoints/`, docs/FORMAT.md §19); `None` for a snapshot of `snapshots/`.
     pub(crate) checkpoint: Option<String>,
+    /// In an encrypted store, the check of the key that sealed it when a rotation made
+    /// that key (meta `key`); `None`: the store's first key.
+    pub(crate) key: Option<String>,
 }
 
 /// A document beside the root one, as a snapshot of the repo holds it (docs/FORMAT.md §18).
@@ -120,6 +123,8 @@ pub(crate) struct NewSnapshot<'a> {
     /// A checkpoint (docs/FORMAT.md §19): the publishing device's actor, in meta
     /// `checkpoint`; `folded_ops` then names the op files it covers, which stay.
     pub(crate) checkpoint: Option<&'a str>,
+    /// The check of the rotated key that sealed it, in meta `key` (docs/FORMAT.md §16).
+    pub(crate) key: Option<&'a str>,
 }
 
 /// Builds the database in memory and returns its bytes.
@@ -190,6 +195,9 @@ pub(crate) fn encode(s: &NewSnapshot<'_>) -> rusqlite::Result<Vec<u8>> {
         }
         if let Some(owner) = s.checkpoint {
             meta.execute(("checkpoint", owner))?;
+        }
+        if let Some(key) = s.key {
+            meta.execute(("key", key))?;
         }
         tx.execute(
             "INSERT INTO document (id, automerge, json) VALUES (1, ?1, ?2)",
@@ -425,6 +433,7 @@ fn head(db: &Connection) -> Result<Snapshot, DecodeError> {
         doc: None,
         dropped: false,
         checkpoint: meta("checkpoint").ok(),
+        key: meta("key").ok(),
     })
 }
 
@@ -537,6 +546,7 @@ impl DocRows {
             sealed_devices: self.sealed_devices.clone(),
             checkpoint: None,
             doc: Some(name.to_string()),
+            key: self.meta("key"),
         }))
     }
 
@@ -671,6 +681,7 @@ mod tests {
             sealed_devices: None,
             docs: &[],
             checkpoint: None,
+            key: None,
         })
         .unwrap();
         let snap = decode(&bytes).unwrap();
@@ -712,6 +723,7 @@ mod fuzz {
                 sealed_devices: None,
                 docs: &[],
                 checkpoint: None,
+                key: None,
             })
             .unwrap();
             let mut damaged = bytes.clone();

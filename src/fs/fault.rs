@@ -44,6 +44,10 @@ pub const STEPS: &[&str] = &[
     "pack-published",
     "loose-deleting",
     "pack-settled",
+    // key rotation (§16)
+    "key-rotated-kept-old",
+    "key-rotated-kept",
+    "rotation-staged",
     // checkpoints (§19)
     "checkpoint-staged",
     "checkpoint-published",

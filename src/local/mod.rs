@@ -204,6 +204,28 @@ impl StateDir {
         crate::seal::StoreKey::parse(&text).ok()
     }
 
+    /// Keeps an encrypted store's older keys (a rotation's, or those a new key's records
+    /// gave): owner-only, as the key itself. Written before the key they were replaced by,
+    /// so no key is ever only in memory.
+    pub(crate) fn keep_old_keys(
+        &self,
+        store_id: &str,
+        keys: &[crate::seal::StoreKey],
+    ) -> Result<()> {
+        let path = self.store_dir(store_id).join(names::OLD_KEYS);
+        let text: String = keys.iter().map(|k| format!("{}\n", k.to_text())).collect();
+        fs::replace_local(&path, text.as_bytes()).map_err(Error::io(&path))
+    }
+
+    /// The older keys kept for `store_id` (lines that do not read are left out).
+    pub(crate) fn old_keys(&self, store_id: &str) -> Vec<crate::seal::StoreKey> {
+        std::fs::read_to_string(self.store_dir(store_id).join(names::OLD_KEYS))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| crate::seal::StoreKey::parse(l).ok())
+            .collect()
+    }
+
     /// The kept copy of the store's marker bytes.
     pub(crate) fn kept_marker(&self, store_id: &str) -> Option<Vec<u8>> {
         std::fs::read(self.store_dir(store_id).join(names::MARKER)).ok()
@@ -339,6 +361,11 @@ impl StoreState {
     /// Keeps the store's key (owner-only).
     pub(crate) fn keep_key(&self, key: &crate::seal::StoreKey) -> Result<()> {
         self.dir.keep_key(&self.store_id, key)
+    }
+
+    /// See [`StateDir::keep_old_keys`].
+    pub(crate) fn keep_old_keys(&self, keys: &[crate::seal::StoreKey]) -> Result<()> {
+        self.dir.keep_old_keys(&self.store_id, keys)
     }
 
     /// The marker as this device last read it.

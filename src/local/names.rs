@@ -39,6 +39,8 @@ pub(crate) const LOCK: &str = "lock";
 pub(crate) const WRITER: &str = "writer";
 /// An encrypted store's key, as text.
 pub(crate) const KEY: &str = "key";
+/// An encrypted store's older keys (rotated out), as key texts, one per line.
+pub(crate) const OLD_KEYS: &str = "old-keys";
 /// The cache's small part: all a merge with nothing new reads.
 pub(crate) const VIEW: &str = "view";
 /// The cache: the merged document and what is known of its files.

@@ -168,6 +168,7 @@ fn doc_row(
             doc: Some(doc.to_string()),
             dropped: false,
             checkpoint: None,
+            key: None,
         };
         return Ok(ValidSnapshot {
             rel: rel.to_string(),

@@ -44,7 +44,7 @@ pub(super) fn merge_streaming(store: &Source<'_>, scan: &Scan, step: usize) -> O
                 };
                 let source = Source {
                     progress: Some(&tell),
-                    ..*store
+                    ..store.clone()
                 };
                 if sender.send(load_all(&source, &part)).is_err() {
                     break;

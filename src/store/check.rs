@@ -211,7 +211,8 @@ fn check_beats(source: &Source<'_>, report: &mut CheckReport) {
     }
 }
 
-/// Each passphrase file: its hash and its fields (no passphrase is tried).
+/// Each passphrase file and rotation record: its hash and its fields (no passphrase is
+/// tried).
 fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
     let dir = crate::folder::layout::keys(source.root);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -227,9 +228,14 @@ fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
     files.sort();
     for (name, is_file) in files {
         let rel = crate::folder::layout::key_rel(&name);
-        let hash = name
-            .strip_suffix(".key")
-            .filter(|h| h.len() == names::HASH_HEX_LEN);
+        type Check = fn(&[u8]) -> std::result::Result<(), String>;
+        let (hash, check): (Option<&str>, Check) = match name.strip_suffix(".key") {
+            Some(hash) => (Some(hash), crate::seal::check_key_file),
+            None => (name.strip_suffix(crate::seal::ROTATION_EXT), |bytes| {
+                crate::seal::read_rotation(bytes).map(drop)
+            }),
+        };
+        let hash = hash.filter(|h| h.len() == names::HASH_HEX_LEN);
         let (Some(hash), true) = (hash, is_file) else {
             report.found(quirks::problem(rel, &name));
             continue;
@@ -240,7 +246,7 @@ fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
                 report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH))
             }
             Ok(bytes) => {
-                if let Err(reason) = crate::seal::check_key_file(&bytes) {
+                if let Err(reason) = check(&bytes) {
                     report.found(Problem::new(ProblemKind::Damaged, rel, reason));
                 }
             }

@@ -321,8 +321,9 @@ impl Store {
         let json = render::document(doc).to_string();
         // An encrypted store seals the document, its JSON and the device names, and names
         // no compacting device.
-        let sealed = match self.inner.key.get() {
-            Some((_, seal)) if self.is_encrypted() => {
+        let ring = self.keyring();
+        let sealed = match ring.as_deref().map(|r| r.seal()) {
+            Some(seal) if self.is_encrypted() => {
                 let names = serde_json::to_vec(devices).expect("a map of strings serializes");
                 Some((
                     seal.seal("snapshot-document", "", &automerge),
@@ -359,6 +360,10 @@ impl Store {
             sealed_devices: sealed.as_ref().map(|s| s.2.as_str()),
             docs: &rows,
             checkpoint,
+            key: ring
+                .as_deref()
+                .filter(|_| sealed.is_some())
+                .and_then(|r| r.current_check()),
         })
         .map_err(|e| Error::Internal {
             what: format!("the snapshot database could not be built: {e}"),

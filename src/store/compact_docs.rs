@@ -126,7 +126,8 @@ impl Store {
         if !self.is_encrypted() {
             return Ok((save.to_vec(), json.to_string()));
         }
-        let (_, seal) = self.inner.key.get().ok_or(Error::Locked)?;
+        let ring = self.keyring().ok_or(Error::Locked)?;
+        let seal = ring.seal();
         Ok((
             seal.seal("snapshot-document", name, save),
             hex::encode(seal.seal("snapshot-json", name, json.as_bytes())),
@@ -138,8 +139,8 @@ impl Store {
         if !self.is_encrypted() {
             return Ok(id.to_string());
         }
-        let (_, seal) = self.inner.key.get().ok_or(Error::Locked)?;
-        Ok(hex::encode(seal.seal(
+        let ring = self.keyring().ok_or(Error::Locked)?;
+        Ok(hex::encode(ring.seal().seal(
             "snapshot-doc-id",
             name,
             id.as_bytes(),
@@ -212,8 +213,12 @@ impl Store {
         }
         let source = self.source();
         let sealed = hex::decode(written).ok()?;
-        let (_, seal) = self.inner.key.get()?;
-        let id = String::from_utf8(seal.open("snapshot-doc-id", name, &sealed).ok()?).ok()?;
+        // Sealed with whichever key sealed its snapshot: any this device has may open it.
+        let ring = self.keyring()?;
+        let id = ring
+            .seals()
+            .find_map(|seal| seal.open("snapshot-doc-id", name, &sealed).ok())?;
+        let id = String::from_utf8(id).ok()?;
         (source.doc_name(&id).as_deref() == Some(name)).then_some(id)
     }
 }
@@ -246,7 +251,7 @@ pub(crate) fn verify_rows(
         }
         let doc_source = crate::folder::Source {
             doc: Some(&d.row.name),
-            ..*source
+            ..source.clone()
         };
         doc_source.open_snapshot(&mut snap).map_err(|(_, r)| r)?;
         let doc = crate::doc::load(&snap.automerge).map_err(|e| format!("its document: {e}"))?;

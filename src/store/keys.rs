@@ -3,44 +3,230 @@
 
 use crate::error::{Error, Refusal, Result};
 use crate::fs;
-use crate::seal::{self, StoreKey};
+use std::sync::Arc;
+
+use crate::seal::{self, Keyring, StoreKey};
 use crate::store::Store;
+
+/// The bytes of every rotation record in `keys/` (`*.rotated`).
+pub(crate) fn rotation_records(root: &std::path::Path) -> Vec<Vec<u8>> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(crate::folder::layout::keys(root))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(seal::ROTATION_EXT)
+        })
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .collect()
+}
+
+/// The keyring of store `marker` on this device: its kept key and older keys, completed by
+/// the rotation records in the folder at `root`.
+pub(crate) fn load_keyring(
+    state: &crate::local::StateDir,
+    root: &std::path::Path,
+    marker: &crate::format::marker::Marker,
+) -> Option<Keyring> {
+    let check = marker.sealed.as_ref()?;
+    let key = state.kept_key(&marker.store_id)?;
+    let older = state.old_keys(&marker.store_id);
+    Keyring::resolve(
+        &key,
+        &older,
+        &marker.store_id,
+        check,
+        &rotation_records(root),
+    )
+}
 
 impl Store {
     /// The key of an encrypted store, when this device has it: hand it to another device
-    /// as [`StoreKey::to_text`] or [`StoreKey::to_words`] (`crdtdir key export`).
+    /// as [`StoreKey::to_text`] or [`StoreKey::to_words`] (`crdtdir key export`). After a
+    /// rotation ([`Store::rotate_key`]), the newest key this device has: it opens the older
+    /// keys' files too, through the rotation records in `keys/`.
     ///
     /// [`StoreKey::to_text`]: crate::StoreKey::to_text
     /// [`StoreKey::to_words`]: crate::StoreKey::to_words
     pub fn key(&self) -> Option<StoreKey> {
-        self.inner.key.get().map(|(k, _)| k.clone())
+        self.keyring().map(|ring| ring.current().clone())
+    }
+
+    /// This device's keys of the store, if it has them.
+    pub(crate) fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.inner
+            .key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_keyring(&self, ring: Keyring) {
+        *self.inner.key.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ring));
     }
 
     /// Gives this device the key of an encrypted store (from [`Store::key`] on a device that
     /// has it): kept in local state, owner-only. A key that is not this store's is refused
     /// with [`Error::WrongKey`] and nothing is kept; a store that is not encrypted refuses.
+    /// A newer key (a rotation's) becomes the one this device seals with, and the keys it
+    /// had stay (they open what they sealed); a key this device has already changes nothing.
     pub fn import_key(&self, key: &StoreKey) -> Result<()> {
         let Some(check) = &self.inner.marker.sealed else {
             return Err(Error::Refused(Refusal::NotEncrypted));
         };
-        if key.check(&self.inner.marker.store_id) != *check {
-            return Err(Error::WrongKey {
-                reason: "this key is not the key of this store (its check does not match the store marker)".into(),
-            });
+        let have = self.keyring();
+        if have.as_ref().is_some_and(|ring| ring.has(key)) {
+            return Ok(());
         }
-        if let Some((have, _)) = self.inner.key.get() {
-            if have == key {
-                return Ok(());
+        let mut older = Vec::new();
+        if let Some(ring) = &have {
+            older.push(ring.current().clone());
+            older.extend(ring.older());
+        }
+        let store_id = &self.inner.marker.store_id;
+        let records = rotation_records(&self.inner.root);
+        let Some(ring) = Keyring::resolve(key, &older, store_id, check, &records) else {
+            return Err(Error::WrongKey {
+                reason: "this key is not a key of this store (its check does not match the store marker, and no rotation record in keys/ leads from it to the store's first key: if it is a newer key, wait for keys/ to arrive)".into(),
+            });
+        };
+        // The keys this device had first, then the new one: none is ever only in memory.
+        self.inner.state.keep_old_keys(&ring.older())?;
+        self.inner.state.keep_key(key)?;
+        self.set_keyring(ring);
+        Ok(())
+    }
+
+    /// Rotates the key of an encrypted store: a new random key seals everything this
+    /// device writes from now on, and a rotation record (`keys/<hash>.rotated`, the older
+    /// keys sealed with the new one) lets a device that has only the new key open what the
+    /// older keys sealed. Devices that have only an older key go on reading what it sealed
+    /// and nothing sealed after (they report those files as sealed with a newer key); each
+    /// device to keep gets the new key (`Store::key` here, [`Store::import_key`] there).
+    /// Files already copied stay readable to whoever holds an older key, until a compaction
+    /// seals history again with the new key.
+    ///
+    /// Crash-safe: the older keys are kept in local state before the new key replaces
+    /// them, and the record is published before this returns (or by this device's next
+    /// write, after a crash). Refused on a device that must not write, without the key, and
+    /// on a store that is not encrypted.
+    pub fn rotate_key(&self) -> Result<StoreKey> {
+        self.check_writable()?;
+        self.whole_store("key rotation")?;
+        let Some(check) = self.inner.marker.sealed.clone() else {
+            return Err(Error::Refused(Refusal::NotEncrypted));
+        };
+        let ring = self.keyring().ok_or(Error::Locked)?;
+        // The writer lock: no write of this device seals with the old key meanwhile.
+        let session = self.session(crate::store::session::Name::Check)?;
+        let owner = self.owner_for(session.record.as_ref());
+        let store_id = self.inner.marker.store_id.clone();
+        let feature = crate::format::marker::ROTATED_FEATURE;
+        crate::folder::layout::ensure_feature(
+            &self.inner.root,
+            &owner,
+            feature,
+            b"an encrypted store whose key was rotated: files sealed with a newer key name it (sealed-file version 2); a build that does not know rotation must not write\n",
+        )
+        .map_err(Error::io(crate::folder::layout::feature(&self.inner.root, feature)))?;
+        let new = StoreKey::random().map_err(Error::io(self.local_dir()))?;
+        let mut older = vec![ring.current().clone()];
+        older.extend(ring.older());
+        self.inner.state.keep_old_keys(&older)?;
+        crate::fault::at("key-rotated-kept-old").map_err(Error::io(self.local_dir()))?;
+        self.inner.state.keep_key(&new)?;
+        crate::fault::at("key-rotated-kept").map_err(Error::io(self.local_dir()))?;
+        let records = rotation_records(&self.inner.root);
+        let ring = Keyring::resolve(&new, &older, &store_id, &check, &records)
+            .expect("the older keys include the store's first");
+        self.set_keyring(ring);
+        self.publish_rotation(&owner)?;
+        if let Some(ring) = self.keyring() {
+            ring.set_recorded();
+        }
+        drop(session);
+        Ok(new)
+    }
+
+    /// Publishes the rotation record of this device's current key unless the folder has
+    /// one (or the key is the store's first): after [`Store::rotate_key`], and on a write
+    /// after a crash that came before it.
+    pub(crate) fn publish_rotation(&self, owner: &str) -> Result<()> {
+        let Some(ring) = self.keyring() else {
+            return Ok(());
+        };
+        let Some(check) = ring.current_check() else {
+            return Ok(());
+        };
+        let store_id = &self.inner.marker.store_id;
+        let here = rotation_records(&self.inner.root).iter().any(|bytes| {
+            seal::read_rotation(bytes).is_ok_and(|(c, _)| c == check)
+                && seal::open_rotation(bytes, ring.current(), store_id).is_ok()
+        });
+        if here {
+            return Ok(());
+        }
+        let bytes = seal::rotation_record(ring.current(), &ring.older(), store_id);
+        let dir = crate::folder::layout::keys(&self.inner.root);
+        fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
+        // A temp of this device's interrupted publish goes first.
+        let prefix = format!("{}{owner}-", fs::TEMP_PREFIX);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&prefix) && name.ends_with(fs::TEMP_SUFFIX) {
+                fs::remove_or_log(entry.path(), "a rotation record's temp");
             }
         }
-        self.inner.state.keep_key(key)?;
-        // Set once: a store that already has its key keeps it (it is the same key, checked
-        // against the marker above).
-        let _ = self.inner.key.set((
-            key.clone(),
-            crate::seal::Seal::new(key, &self.inner.marker.store_id),
-        ));
+        let name = format!(
+            "{}{}",
+            &blake3::hash(&bytes).to_hex()[..32],
+            seal::ROTATION_EXT
+        );
+        let staged = fs::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
+        crate::fault::at("rotation-staged")
+            .and_then(|()| fs::publish_new(staged, &dir.join(&name)).map(drop))
+            .map_err(Error::io(dir.join(&name)))
+    }
+
+    /// Before a write: the keys of this device as its local state holds them now (another
+    /// process of the device may have rotated or imported one), and the rotation record of
+    /// the current key published if a crash came before it.
+    pub(crate) fn keys_for_write(&self, record: Option<&crate::local::WriterRecord>) -> Result<()> {
+        if !self.is_encrypted() {
+            return Ok(());
+        }
+        let kept = self.inner.state.dir().kept_key(&self.inner.marker.store_id);
+        let ring = self.keyring();
+        let stale = match (&kept, &ring) {
+            (Some(k), Some(r)) => r.current() != k,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if stale {
+            if let Some(ring) =
+                load_keyring(self.inner.state.dir(), &self.inner.root, &self.inner.marker)
+            {
+                self.set_keyring(ring);
+            }
+        }
+        if let Some(ring) = self.keyring().filter(|r| !r.recorded()) {
+            self.publish_rotation(&self.owner_for(record))?;
+            ring.set_recorded();
+        }
         Ok(())
+    }
+
+    /// The name this device's temps go under: its actor, or the store id before it has one.
+    fn owner_for(&self, record: Option<&crate::local::WriterRecord>) -> String {
+        record.map_or_else(|| self.inner.marker.store_id.clone(), |r| r.actor.clone())
     }
 
     /// Wraps this store's key with `passphrase` (Argon2id) into a file of its own in the
@@ -51,9 +237,10 @@ impl Store {
     /// try passphrases against it.
     pub fn add_passphrase(&self, passphrase: &str) -> Result<String> {
         self.check_writable()?;
-        let Some((key, _)) = self.inner.key.get() else {
+        let Some(ring) = self.keyring() else {
             return Err(Error::Refused(Refusal::NotEncrypted));
         };
+        let key = ring.current();
         if passphrase.chars().count() < 8 {
             return Err(Error::Refused(Refusal::ShortPassphrase));
         }
@@ -62,11 +249,7 @@ impl Store {
         let dir = crate::folder::layout::keys(&self.inner.root);
         fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
         let name = format!("{}.key", &blake3::hash(&bytes).to_hex()[..32]);
-        let owner = self
-            .inner
-            .state
-            .read_record()
-            .map_or_else(|| self.inner.marker.store_id.clone(), |r| r.actor);
+        let owner = self.owner_for(self.inner.state.read_record().as_ref());
         let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
         fs::publish_new(staged, &dir.join(&name)).map_err(Error::io(dir.join(&name)))?;
         Ok(crate::folder::layout::key_rel(&name))

@@ -188,8 +188,9 @@ pub(crate) struct Shared {
     /// The folder's marker is missing or damaged: this store was opened from what this
     /// device knows, and only reads.
     pub(crate) marker_problem: Option<Problem>,
-    /// An encrypted store's key and seal, once this device has the key.
-    pub(crate) key: std::sync::OnceLock<(crate::seal::StoreKey, crate::seal::Seal)>,
+    /// An encrypted store's keys, once this device has them: shared by every handle of
+    /// the store (documents too), and replaced when a key is imported or rotated.
+    pub(crate) key: KeySlot,
     /// Changes per pack; 0: no automatic packing ([`Options::pack_size`]).
     pub(crate) pack_size: usize,
     /// Packs per bigger pack ([`crate::REPACK_FAN`]).
@@ -205,6 +206,9 @@ pub(crate) struct Shared {
 }
 
 /// A progress callback.
+/// Where a store's keyring lives (see [`Shared::key`]).
+pub(crate) type KeySlot = Arc<std::sync::RwLock<Option<Arc<crate::seal::Keyring>>>>;
+
 pub(crate) struct ProgressFn(pub(crate) Box<dyn Fn(crate::Progress) + Send + Sync>);
 
 impl std::fmt::Debug for ProgressFn {
@@ -332,7 +336,7 @@ impl Store {
     pub(crate) fn source(&self) -> crate::folder::Source<'_> {
         crate::folder::Source {
             root: &self.inner.root,
-            seal: self.inner.key.get().map(|(_, seal)| seal),
+            seal: self.keyring(),
             sealed: self.inner.marker.sealed.is_some(),
             doc: self.inner.doc_name.as_deref(),
             progress: self.inner.progress.get().map(|f| &*f.0),
@@ -377,7 +381,7 @@ impl Store {
     /// `Err(Locked)` when the store is encrypted and this device has no key: nothing that
     /// needs the plaintext can run.
     pub(crate) fn check_unlocked(&self) -> Result<()> {
-        if self.is_encrypted() && self.inner.key.get().is_none() {
+        if self.is_encrypted() && self.keyring().is_none() {
             return Err(Error::Locked);
         }
         Ok(())

@@ -285,16 +285,8 @@ impl Store {
         let read_only = options.is_read_only();
         let state = crate::local::StoreState::new(state, &marker.store_id, doc);
         let cache = Cache::new(state.path(), &marker.store_id);
-        let key = std::sync::OnceLock::new();
-        if let Some(check) = &marker.sealed {
-            if let Some(k) = state.dir().kept_key(&marker.store_id) {
-                if k.check(&marker.store_id) == *check {
-                    let seal = crate::seal::Seal::new(&k, &marker.store_id);
-                    // A new lock: it is empty, so this sets it.
-                    let _ = key.set((k, seal));
-                }
-            }
-        }
+        let ring = super::keys::load_keyring(state.dir(), &root, &marker);
+        let key = Arc::new(std::sync::RwLock::new(ring.map(Arc::new)));
         Store {
             inner: Arc::new(Shared {
                 progress: std::sync::OnceLock::new(),
@@ -336,11 +328,8 @@ impl Store {
         let inner = &self.inner;
         let state = inner.state.for_doc(name);
         let cache = Cache::new(state.path(), &inner.marker.store_id);
-        let key = std::sync::OnceLock::new();
-        if let Some((k, _)) = inner.key.get() {
-            let seal = crate::seal::Seal::new(k, &inner.marker.store_id);
-            let _ = key.set((k.clone(), seal));
-        }
+        // One keyring for every handle of the store: a rotation reaches them all.
+        let key = inner.key.clone();
         Store {
             inner: Arc::new(Shared {
                 progress: std::sync::OnceLock::new(),

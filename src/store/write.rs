@@ -377,6 +377,7 @@ impl Store {
         // A watcher's merge in flight finishes first: the document is not copied or reloaded.
         let _gate = self.inner.memory.gate();
         let record = session.record.clone();
+        self.keys_for_write(record.as_ref())?;
         // The highest seq the folder names for the record's actor, before anything is
         // republished.
         let record_max = record.as_ref().map_or(0, |r| self.actor_max_seq(&r.actor));
@@ -685,8 +686,11 @@ impl Store {
         if !self.is_encrypted() {
             return Ok(plain);
         }
-        let (_, seal) = self.inner.key.get().ok_or(Error::Locked)?;
-        Ok(crate::seal::wrap(seal.seal(kind, context, &plain)))
+        let ring = self.keyring().ok_or(Error::Locked)?;
+        Ok(crate::seal::wrap(
+            ring.current_check(),
+            ring.seal().seal(kind, context, &plain),
+        ))
     }
 
     /// The highest seq of any op file or pack name under `actor`, listing only its folders.

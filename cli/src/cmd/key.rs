@@ -76,6 +76,20 @@ Examples:
         #[arg(long)]
         yes: bool,
     },
+    /// Rotate the key (a lost or sold device): what this device writes from now on is
+    /// sealed with a new key. Devices with only the old key go on reading what it sealed,
+    /// and nothing after; give the new key to each device to keep (`key export` here,
+    /// `key import` there). `compact` seals the history again with the new key. Asks on a
+    /// terminal; `--yes` for scripts.
+    #[command(after_help = "\
+Examples:
+  crdtdir key rotate                  # asks first
+  crdtdir key rotate --yes && crdtdir key export > new-key.txt")]
+    Rotate {
+        /// Rotate without asking.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Where a passphrase comes from besides a terminal or stdin (as restic's
@@ -151,33 +165,32 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         }
         Args::Remove { id, yes } => {
             if !*yes {
-                use std::io::IsTerminal;
-                if !std::io::stdin().is_terminal() {
-                    return Err(Failure {
-                        exit: crate::output::EXIT_REFUSED,
-                        code: "not-confirmed",
-                        message: "removing a passphrase file needs confirmation: run it on a terminal, or pass --yes".into(),
-                        hint: None,
-                    });
-                }
-                let asked = dialoguer::Confirm::new()
-                    .with_prompt(format!(
+                confirm(
+                    "removing a passphrase file",
+                    &format!(
                         "Remove passphrase file {id}? Devices then cannot join with that passphrase"
-                    ))
-                    .default(false)
-                    .interact()
-                    .map_err(|e| bad_input(format!("confirmation: {e}")))?;
-                if !asked {
-                    return Err(Failure {
-                        exit: crate::output::EXIT_REFUSED,
-                        code: "not-confirmed",
-                        message: "not removed: not confirmed".into(),
-                        hint: None,
-                    });
-                }
+                    ),
+                    "not removed",
+                )?;
             }
             store.remove_passphrase(id)?;
             print_json(&serde_json::json!({"store": store.id(), "removed": id}))
+        }
+        Args::Rotate { yes } => {
+            if !*yes {
+                confirm(
+                    "rotating the key",
+                    "Rotate the key? Devices keep reading only with the new key, which each must import",
+                    "not rotated",
+                )?;
+            }
+            let passphrases = store.passphrases().len();
+            store.rotate_key()?;
+            eprintln!("crdtdir: key rotated: what this device writes from now on is sealed with the new key; give it to each device to keep (`crdtdir key export` here, `crdtdir key import` there). Devices with only the old key still read what it sealed, and nothing after; `crdtdir compact` seals the history again with the new key");
+            if passphrases > 0 {
+                eprintln!("crdtdir: the {passphrases} passphrase file(s) in keys/ open the old key only: remove them (`crdtdir key list`, `crdtdir key remove ID`) and add one for the new key (`crdtdir key passphrase`)");
+            }
+            print_json(&serde_json::json!({"store": store.id(), "key": "rotated"}))
         }
         Args::Import { key, .. } => {
             let text = if key.is_empty() {
@@ -194,6 +207,32 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             print_json(&serde_json::json!({"store": store.id(), "key": "imported"}))
         }
     }
+}
+
+/// Asks `prompt` on a terminal; refused without one or when the answer is no (exit 3, code
+/// `refused`: `not-confirmed` is compaction's, exit 5).
+fn confirm(what: &str, prompt: &str, refused: &str) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let not_confirmed = |message: String| Failure {
+        exit: crate::output::EXIT_REFUSED,
+        code: "refused",
+        message,
+        hint: None,
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(not_confirmed(format!(
+            "{what} needs confirmation: run it on a terminal, or pass --yes"
+        )));
+    }
+    let asked = dialoguer::Confirm::new()
+        .with_prompt(prompt)
+        .default(false)
+        .interact()
+        .map_err(|e| bad_input(format!("confirmation: {e}")))?;
+    if !asked {
+        return Err(not_confirmed(format!("{refused}: not confirmed")));
+    }
+    Ok(())
 }
 
 /// `text` as a QR code in Unicode half blocks (two modules per character), with its quiet
