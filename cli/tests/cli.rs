@@ -3914,3 +3914,69 @@ fn key_rotate_through_the_binary() {
     );
     assert_eq!(phone.ok(&store, &["merge"]), me.ok(&store, &["merge"]));
 }
+
+/// `log` names each change by the start of its hash and says where it wrote — the JSON
+/// Pointers of map keys it set or deleted and of lists and texts it edited, where they are
+/// now, the first three and how many more — and `--json` gives every path; what the
+/// document no longer shows (a deleted item's text) is left out.
+#[test]
+fn log_names_each_change_by_hash_and_where_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&store, &["init"]);
+    me.ok(&store, &["append", "set", "/title", "\"a\""]);
+    me.ok(&store, &["append", "set", "/items", "[]"]);
+    me.ok(&store, &["append", "insert", "/items/-", "\"milk\""]);
+    me.ok(&store, &["append", "insert", "/items/-", "\"tea\""]);
+    me.ok(
+        &store,
+        &["append", "splice", "/items/1", "0", "0", "green "],
+    );
+    me.ok(
+        &store,
+        &[
+            "append",
+            "set",
+            "/m",
+            r#"{"a": {"b": 1}, "c": [1], "d": "x"}"#,
+        ],
+    );
+    me.ok(&store, &["append", "-m", "drop milk", "delete", "/items/0"]);
+    let lines: Vec<serde_json::Value> = me
+        .ok(&store, &["--json", "log"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paths: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| serde_json::from_value(l["paths"].clone()).unwrap())
+        .collect();
+    let want: Vec<Vec<&str>> = vec![
+        vec!["/title"],
+        vec!["/items"],
+        // milk's own text is deleted now: only the list it went into.
+        vec!["/items"],
+        // tea's text (the insert made it, then wrote into it), at index 0 now.
+        vec!["/items", "/items/0"],
+        vec!["/items/0"],
+        vec!["/m", "/m/a", "/m/c", "/m/d", "/m/a/b"],
+        vec!["/items"],
+    ];
+    assert_eq!(paths, want);
+    let text = me.ok(&store, &["log"]);
+    let text: Vec<&str> = text.lines().collect();
+    assert_eq!(text.len(), lines.len());
+    for (line, json) in text.iter().zip(&lines) {
+        let hash = &json["hash"].as_str().unwrap()[..8];
+        assert!(line.contains(&format!("  {hash}  ")), "{line}");
+    }
+    assert!(
+        text[text.len() - 2].ends_with("on /m, /m/a, /m/c and 2 more"),
+        "{text:?}"
+    );
+    assert!(
+        text[text.len() - 1].ends_with("on /items  drop milk"),
+        "{text:?}"
+    );
+}

@@ -231,6 +231,8 @@ pub struct View {
     text: Mutex<Option<String>>,
     /// The store's rendered JSON, reused when its heads are this view's.
     rendered: Rendered,
+    /// Where each object of the document is, once asked for ([`View::touched_paths`]).
+    objects: std::sync::OnceLock<std::collections::HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for View {
@@ -246,6 +248,19 @@ impl View {
     /// The merged Automerge document.
     pub fn doc(&self) -> &Automerge {
         &self.merged.doc
+    }
+
+    /// The JSON Pointers change `hash` (hex) wrote to, where they are in this view: each map
+    /// key it set or deleted, and each list or text it edited (an object the document no
+    /// longer shows is left out). Empty for a hash this view does not hold.
+    pub fn touched_paths(&self, hash: &str) -> Vec<String> {
+        let Ok(hash) = hash.parse::<ChangeHash>() else {
+            return Vec::new();
+        };
+        let objects = self
+            .objects
+            .get_or_init(|| status::object_paths(&self.merged.doc));
+        status::touched(&self.merged.doc, objects, &hash)
     }
 
     /// The document as JSON (keys sorted; identical on every device for the same changes).
@@ -437,6 +452,7 @@ impl Store {
             json: std::sync::OnceLock::new(),
             text: Mutex::new(None),
             rendered: Arc::clone(&self.inner.memory.rendered),
+            objects: std::sync::OnceLock::new(),
         }))
     }
 
@@ -451,6 +467,7 @@ impl Store {
             json: std::sync::OnceLock::new(),
             text: Mutex::new(text),
             rendered: Arc::clone(&self.inner.memory.rendered),
+            objects: std::sync::OnceLock::new(),
         })
     }
 

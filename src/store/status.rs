@@ -178,7 +178,76 @@ pub(crate) fn history_of(state: &MergedState) -> Vec<ChangeInfo> {
         .collect()
 }
 
+/// Where each object of `doc` is: its id (`counter@actor`) and its JSON Pointer, for every
+/// map, list and text the document shows. One pass over the document.
+pub(crate) fn object_paths(doc: &automerge::Automerge) -> HashMap<String, String> {
+    use automerge::{ObjType, ReadDoc, ValueRef};
+    let mut out = HashMap::new();
+    let mut stack = vec![(automerge::ROOT, String::new())];
+    while let Some((obj, path)) = stack.pop() {
+        let mut found = |id: automerge::ObjId, path: String| {
+            out.insert(id.to_string(), path.clone());
+            stack.push((id, path));
+        };
+        match doc.object_type(&obj) {
+            Ok(ObjType::Map | ObjType::Table) => {
+                for item in doc.map_range(&obj, ..) {
+                    if let ValueRef::Object(_) = item.value {
+                        let key = crate::patch::escape_token(&item.key);
+                        found(item.id(), format!("{path}/{key}"));
+                    }
+                }
+            }
+            Ok(ObjType::List) => {
+                for item in doc.list_range(&obj, ..) {
+                    if let ValueRef::Object(_) = item.value {
+                        found(item.id(), format!("{path}/{}", item.index));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The JSON Pointers of what change `hash` of `doc` wrote: each map key it set or deleted,
+/// and each list or text it edited, where they are in `doc` now (`objects`: from
+/// [`object_paths`]), in the order the change first touched them. An object the document
+/// no longer shows is left out.
+pub(crate) fn touched(
+    doc: &automerge::Automerge,
+    objects: &HashMap<String, String>,
+    hash: &automerge::ChangeHash,
+) -> Vec<String> {
+    use automerge::legacy::{Key, ObjectId};
+    use automerge::ReadDoc;
+    let Some(change) = doc.get_change_by_hash(hash) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    for op in change.decode().operations {
+        let obj = match &op.obj {
+            ObjectId::Root => "",
+            ObjectId::Id(id) => match objects.get(&id.to_string()) {
+                Some(path) => path.as_str(),
+                None => continue,
+            },
+        };
+        let path = match &op.key {
+            Key::Map(k) => format!("{obj}/{}", crate::patch::escape_token(k.as_str())),
+            Key::Seq(_) if obj.is_empty() => "/".to_string(),
+            Key::Seq(_) => obj.to_string(),
+        };
+        if !out.contains(&path) {
+            out.push(path);
+        }
+    }
+    out
+}
+
 impl Store {
+    /// How many documents the folder hasimpl Store {
     /// How many documents the folder has (the root one and each other one with an op file
     /// in `ops/`), and how many loose op files belong to documents other than this one.
     pub(crate) fn documents(&self) -> (usize, usize) {

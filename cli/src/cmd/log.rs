@@ -1,5 +1,6 @@
 //! `crdtdir log`: the history, one line per change (with `--json`, one JSON object per
-//! line), oldest first.
+//! line), oldest first: when, which device, actor and seq, the change's hash, how many
+//! operations, the JSON Pointers it wrote to, and its message.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -53,6 +54,7 @@ fn parse_since(text: &str) -> Result<i64, String> {
 }
 
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
+    let view = store.read()?;
     let mut log = store.history()?;
     log.sort_by(|a, b| (a.time, &a.actor, a.seq).cmp(&(b.time, &b.actor, b.seq)));
     if let Some(since) = args.since {
@@ -64,22 +66,33 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     let mut out = String::new();
     for c in log {
         use std::fmt::Write;
+        let paths = view.touched_paths(&c.hash);
         if crate::output::json_wanted() {
             let mut line = to_json(&c)?;
             line["time"] = rfc3339(c.time).into();
+            line["paths"] = paths.into();
             out.push_str(&json_text(&line)?);
             out.push('\n');
             continue;
         }
         let _ = write!(
             out,
-            "{}  {:<20} {}…  seq {:<6} {} op(s)",
+            "{}  {:<20} {}…  seq {:<6} {}  {} op(s)",
             rfc3339(c.time),
             c.device,
             &c.actor[..c.actor.len().min(8)],
             c.seq,
+            &c.hash[..c.hash.len().min(8)],
             c.ops
         );
+        // What it touched: the first few paths, and how many more.
+        const SHOWN: usize = 3;
+        if !paths.is_empty() {
+            let _ = write!(out, " on {}", paths[..paths.len().min(SHOWN)].join(", "));
+            if paths.len() > SHOWN {
+                let _ = write!(out, " and {} more", paths.len() - SHOWN);
+            }
+        }
         match &c.message {
             Some(m) => {
                 let _ = writeln!(out, "  {}", crate::output::one_line(m));
