@@ -4,6 +4,7 @@
 //! `cmd/`.
 
 mod cmd;
+mod config;
 mod forward;
 mod output;
 
@@ -174,19 +175,35 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    // No --store and no CRDTDIR_STORE: the current folder, or a store above it. (`init`
-    // makes a store here, never above.)
+    output::set_format(cli.json, cli.pretty);
+    // The config file fills in what no flag or environment variable gave.
+    let config = match config::load() {
+        Ok(config) => config,
+        Err(f) => {
+            output::report_failure(f.exit, f.code, &f.message, f.hint.as_deref());
+            return ExitCode::from(f.exit);
+        }
+    };
+    // No --store and no CRDTDIR_STORE: the current folder when it is a store or inside one
+    // (the store above it), else the config's store, else the current folder. (`init`
+    // makes a store here, never above or elsewhere.)
     let default_store =
         matches.value_source("store") == Some(clap::parser::ValueSource::DefaultValue);
     if default_store && !matches!(cli.command, Command::Init(_)) {
-        if let Some(found) = std::env::current_dir()
-            .ok()
-            .and_then(|cwd| crdtdir::find_store(&cwd).filter(|found| *found != cwd))
-        {
-            cli.store = found;
+        let cwd = std::env::current_dir().ok();
+        match cwd.as_deref().and_then(crdtdir::find_store) {
+            Some(found) if Some(found.as_path()) != cwd.as_deref() => cli.store = found,
+            Some(_) => {}
+            None => {
+                if let Some(store) = config.store {
+                    cli.store = store;
+                }
+            }
         }
     }
-    output::set_format(cli.json, cli.pretty);
+    cli.device = cli.device.or(config.device);
+    cli.doc = cli.doc.or(config.doc);
+    cli.state_dir = cli.state_dir.or(config.state_dir);
     init_logging(cli.verbose);
     // Automerge can panic on a forged change; the library catches that and reports it, so
     // the default panic message would be noise. A panic that escapes is reported below.

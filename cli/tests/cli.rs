@@ -27,7 +27,9 @@ impl Dev {
             .env("CRDTDIR_DEVICE", self.name);
         c.env_remove("CRDTDIR_STORE")
             .env_remove("CRDTDIR_CRASH_AT")
-            .env_remove("CRDTDIR_LOG");
+            .env_remove("CRDTDIR_LOG")
+            // No config file: a user's own must not change what the tests see.
+            .env("CRDTDIR_CONFIG", "");
         c.stdin(Stdio::null());
         c
     }
@@ -3978,5 +3980,151 @@ fn log_names_each_change_by_hash_and_where_it_wrote() {
     assert!(
         text[text.len() - 1].ends_with("on /items  drop milk"),
         "{text:?}"
+    );
+}
+
+/// The config file (`CRDTDIR_CONFIG`, or `~/.config/crdtdir/config.toml`) gives the store,
+/// device name and state dir that no flag or environment variable gave, with `~/` and
+/// relative paths; a flag or variable wins, a store the current folder is inside wins; a
+/// config that does not parse or sets an unknown key is one error line (and a hint), exit
+/// 1, and nothing is written.
+#[test]
+fn a_config_file_gives_the_store_device_and_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(home.join(".config/crdtdir")).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let run = |cwd: &Path, env: &[(&str, &str)], args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.current_dir(cwd).args(args).env("HOME", &home);
+        for var in [
+            "CRDTDIR_STORE",
+            "CRDTDIR_DEVICE",
+            "CRDTDIR_STATE_DIR",
+            "CRDTDIR_DOC",
+            "CRDTDIR_CONFIG",
+            "XDG_CONFIG_HOME",
+        ] {
+            c.env_remove(var);
+        }
+        c.envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // The default place, with ~/ paths.
+    std::fs::write(
+        home.join(".config/crdtdir/config.toml"),
+        "store = \"~/Sync/groceries\"\ndevice = \"desk\"\nstate_dir = \"~/state\"\n",
+    )
+    .unwrap();
+    let store = home.join("Sync/groceries");
+    let made = run(
+        &elsewhere,
+        &[],
+        &["--store", store.to_str().unwrap(), "init"],
+    );
+    assert!(made.status.success(), "{made:?}");
+    assert!(home.join("state").is_dir(), "the config's state dir");
+    let out = run(&elsewhere, &[], &["append", "set", "/a", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let log = run(&elsewhere, &[], &["log"]);
+    let log = String::from_utf8_lossy(&log.stdout).to_string();
+    assert!(log.contains("desk"), "the config's device name: {log}");
+    // A flag and a variable win over it.
+    let flagged = run(
+        &elsewhere,
+        &[],
+        &["--device", "flag-name", "append", "set", "/b", "1"],
+    );
+    assert!(flagged.status.success(), "{flagged:?}");
+    let other = dir.path().join("other");
+    let other_state = dir.path().join("other-state");
+    let made = run(
+        &elsewhere,
+        &[("CRDTDIR_STATE_DIR", other_state.to_str().unwrap())],
+        &["--store", other.to_str().unwrap(), "init"],
+    );
+    assert!(made.status.success(), "{made:?}");
+    assert!(other_state.is_dir());
+    let read = run(
+        &elsewhere,
+        &[
+            ("CRDTDIR_STORE", other.to_str().unwrap()),
+            ("CRDTDIR_STATE_DIR", other_state.to_str().unwrap()),
+        ],
+        &["merge"],
+    );
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "{}");
+    // Inside another store, that store wins.
+    let inside = run(
+        &other.join("ops"),
+        &[("CRDTDIR_STATE_DIR", other_state.to_str().unwrap())],
+        &["merge"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout).trim(),
+        "{}",
+        "{inside:?}"
+    );
+    let mine = run(&elsewhere, &[], &["merge"]);
+    assert_eq!(
+        String::from_utf8_lossy(&mine.stdout).trim(),
+        r#"{"a":1,"b":1}"#
+    );
+    // CRDTDIR_CONFIG names another file, relative paths in its folder; empty: none.
+    let conf_dir = dir.path().join("conf");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let named = conf_dir.join("c.toml");
+    std::fs::write(
+        &named,
+        "store = \"../other\"\nstate_dir = \"../other-state\"\n",
+    )
+    .unwrap();
+    let via = run(
+        &elsewhere,
+        &[("CRDTDIR_CONFIG", named.to_str().unwrap())],
+        &["merge"],
+    );
+    assert_eq!(String::from_utf8_lossy(&via.stdout).trim(), "{}", "{via:?}");
+    let none = run(&elsewhere, &[("CRDTDIR_CONFIG", "")], &["merge"]);
+    assert_eq!(
+        none.status.code(),
+        Some(4),
+        "no config, no store here: {none:?}"
+    );
+    // Bad configs: one line and a hint, exit 1, nothing written.
+    let before = (tree(&store), tree(&home.join("state")));
+    for (text, says) in [
+        ("store = [1, 2]\n", "line 1"),
+        ("stor = \"x\"\n", "stor"),
+        ("device = \"a\"\ndevice = \"b\"\n", "line 2"),
+    ] {
+        std::fs::write(&named, text).unwrap();
+        let out = run(
+            &elsewhere,
+            &[("CRDTDIR_CONFIG", named.to_str().unwrap())],
+            &["append", "set", "/z", "1"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{text}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let (error, hint) = error_and_hint(&err);
+        assert!(
+            error.contains("config file") && error.contains(says),
+            "{text}: {err}"
+        );
+        assert!(hint.is_some(), "{err}");
+    }
+    let missing = run(
+        &elsewhere,
+        &[("CRDTDIR_CONFIG", "/no/such/config.toml")],
+        &["merge"],
+    );
+    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert_eq!(
+        (tree(&store), tree(&home.join("state"))),
+        before,
+        "nothing written"
     );
 }

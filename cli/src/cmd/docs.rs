@@ -151,6 +151,11 @@ pub(crate) fn environment() -> Vec<EnvVar> {
             "asked on a terminal, else the first line of stdin",
         ),
         var(
+            crate::config::CONFIG_ENV,
+            "The config file: TOML setting store, device, doc and state_dir (paths may start              with ~/; relative ones are in the file's folder), which a flag or environment              variable overrides; set and empty, no config file is read.",
+            "config.toml in the OS config folder (on Linux ~/.config/crdtdir/config.toml),              if there is one",
+        ),
+        var(
             crate::forward::SERVE_ENV,
             "0 keeps append, get and merge from asking a running crdtdir serve of this \
              device: they open the store themselves.",
