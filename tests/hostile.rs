@@ -85,6 +85,9 @@ enum Action {
     /// `to`'s user imports `from`'s current key (refused while its rotation record has not
     /// reached `to`'s folder).
     ShareKey { from: usize, to: usize },
+    /// Device `dev` copies its store's whole history into a new folder (`init_from_store`,
+    /// encrypted or not): the copy must read as the device's view, every change in it.
+    CopyStore { dev: usize, encrypt: bool },
 }
 
 fn action(devices: usize) -> impl Strategy<Value = Action> {
@@ -157,6 +160,13 @@ fn rotation_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
         3 => (0..MAX_DEVICES, 0..MAX_DEVICES).prop_map(|(from, to)| Action::ShareKey { from, to }),
     ];
     spliced(extra, 10)
+}
+
+/// The hostile world's actions plus copies of a device's store into new folders, spliced in.
+fn copy_scenario() -> impl Strategy<Value = (usize, Vec<Action>)> {
+    let extra = (0..MAX_DEVICES, any::<bool>())
+        .prop_map(|(dev, encrypt)| Action::CopyStore { dev, encrypt });
+    spliced(extra, 4)
 }
 
 /// Spoils the checkpoint at `path` (`how`: 0 torn, 1 forged heads, 2 claims every op file
@@ -243,6 +253,8 @@ struct World {
     key: Option<crdtdir::StoreKey>,
     /// The keys rotations made, oldest first: their users keep them (see `heal`).
     keys: Vec<crdtdir::StoreKey>,
+    /// Copies made of a store (`CopyStore`), to name the next one's folder.
+    copies: usize,
     /// The store marker's bytes, and whether a device lost its state (see `heal`).
     marker: Vec<u8>,
     lost_state: bool,
@@ -416,6 +428,7 @@ impl World {
             witness_doc: BTreeMap::new(),
             key: first.key(),
             keys: Vec::new(),
+            copies: 0,
             marker,
             lost_state: false,
         }
@@ -510,6 +523,10 @@ impl World {
             Action::ShareKey { from, to } => Action::ShareKey {
                 from: from % n,
                 to: to % n,
+            },
+            Action::CopyStore { dev, encrypt } => Action::CopyStore {
+                dev: dev % n,
+                encrypt,
             },
         };
         if tracing() {
@@ -783,6 +800,43 @@ impl World {
                 };
                 if let Some(key) = from.key() {
                     let _ = to.import_key(&key);
+                }
+            }
+            Action::CopyStore { dev, encrypt } => {
+                let Some(source) = self.open(dev) else { return };
+                let Ok(view) = source.read() else { return };
+                self.copies += 1;
+                let target = self.dir.join(format!("copy{}", self.copies));
+                let options = self.devices[dev].options().encrypt(encrypt);
+                let made = match Store::init_from_store(&target, options, &source) {
+                    Ok(made) => made,
+                    Err(e) => {
+                        // What it cannot carry whole (a gap, a waiting change, documents)
+                        // is refused, with nothing made.
+                        assert!(e.is_refusal(), "{e}");
+                        assert!(!target.join("crdtdir.store").exists(), "{e}");
+                        return;
+                    }
+                };
+                let reader = Device::new(&self.dir, &format!("copy-reader{}", self.copies));
+                let copy = Store::open(&target, reader.options()).unwrap();
+                if let Some(key) = made.key() {
+                    copy.import_key(&key).unwrap();
+                }
+                let got = copy.read().unwrap();
+                let heads = |v: &crdtdir::View| {
+                    let mut h: Vec<String> = v.heads().iter().map(|h| h.to_string()).collect();
+                    h.sort();
+                    h
+                };
+                assert_eq!(
+                    got.to_json(),
+                    view.to_json(),
+                    "the copy reads as its source"
+                );
+                assert_eq!(heads(&got), heads(&view), "every change of the source");
+                if tracing() {
+                    eprintln!("TRACE   copied {} change(s)", changes_in(&got).len());
                 }
             }
             Action::LosePack { dev, pick } => {
@@ -1217,6 +1271,20 @@ proptest! {
     #[test]
     fn no_write_is_lost_across_key_rotations((n, actions) in rotation_scenario(), pack in any::<bool>()) {
         run_packed(n, &actions, true, pack.then_some(2))?;
+    }
+}
+
+proptest! {
+    // Devices copy their store's whole history into new folders (to encrypt it, or start a
+    // store from it) while every accident above happens: each copy reads as the device's
+    // view at that moment, or is refused with nothing made.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("CRDTDIR_HOSTILE_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(24),
+        ..ProptestConfig::default()
+    })]
+    #[test]
+    fn a_copy_of_a_store_holds_its_source_view((n, actions) in copy_scenario(), encrypt in any::<bool>()) {
+        run(n, &actions, encrypt)?;
     }
 }
 
