@@ -140,6 +140,15 @@ pub enum Error {
         /// The id given.
         id: String,
     },
+    /// This device holds local state of no store with this id (or of several that start
+    /// with it).
+    #[error("{}", if *matches == 0 { format!("this device holds no local state of a store {id}") } else { format!("{id} starts the ids of {matches} stores: give more of it") })]
+    UnknownStore {
+        /// The id given.
+        id: String,
+        /// How many stores' ids start with it.
+        matches: usize,
+    },
     /// No document of the store has this id (not created, not delivered yet, or not an id).
     #[error("no document {id} in this store{}", if *deleted { " (it was deleted)" } else { "" })]
     UnknownDocument {
@@ -200,6 +209,12 @@ pub enum Refusal {
         /// Why.
         reason: String,
     },
+    /// The store's local state is in use: the folder this device used still holds it.
+    #[error("the folder {} still holds this store: its local state is in use", folder.display())]
+    InUse {
+        /// The folder.
+        folder: PathBuf,
+    },
     /// The root document is the store's own: it is never deleted.
     #[error("the root document is the store's own: it cannot be deleted")]
     RootDocument,
@@ -256,6 +271,7 @@ impl Error {
             Error::DeviceName { .. } => "device-name",
             Error::UnknownDevice { .. } => "unknown-device",
             Error::UnknownPassphrase { .. } => "unknown-passphrase",
+            Error::UnknownStore { .. } => "unknown-store",
             Error::UnknownDocument { .. } => "unknown-document",
             Error::DocId { .. } => "doc-id",
         }

@@ -276,6 +276,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Completions(args) => return cmd::docs::completions(args, command()),
         Command::Man(args) => return cmd::docs::man(args, command()),
         Command::Init(args) => cmd::init::run(&cli.store, opts, args)?,
+        // A store this device left: no folder to open.
+        Command::Forget(args) if args.is_local() => return cmd::forget::local(&opts, args),
         command => {
             let store = Store::open(&cli.store, opts)?;
             output::progress_bar(&store);

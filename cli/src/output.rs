@@ -52,6 +52,8 @@ pub(crate) fn error_hint(e: &crdtdir::Error) -> Option<String> {
         Error::AlreadyStore { .. } => "to encrypt it (or copy it) keeping its history, make a new store from it: `crdtdir --store NEW_FOLDER init --encrypt --from-store THIS_FOLDER`",
         Error::Refused(Refusal::Source { .. }) => "run `crdtdir status` on the store to copy: `crdtdir repair` on a device that has the missing history writes it back",
         Error::UnknownDevice { .. } => "`crdtdir status` lists the other devices, with their actors",
+        Error::UnknownStore { .. } => "`crdtdir forget --local` lists the stores this device holds local state of",
+        Error::Refused(Refusal::InUse { .. }) => "stop using the folder first (move or delete it, or stop syncing it here), then forget the store",
         Error::UnknownDocument { .. } => "`crdtdir docs` lists the documents of the store",
         Error::Refused(Refusal::NoPassphrases) => "import the key itself (`crdtdir key import`), or run `crdtdir key passphrase` on a device that has it",
         Error::Refused(Refusal::AmbiguousDevice { .. }) => "`crdtdir status` lists the devices with their actors",

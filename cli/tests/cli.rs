@@ -4128,3 +4128,51 @@ fn a_config_file_gives_the_store_device_and_state_dir() {
         "nothing written"
     );
 }
+
+/// `forget --local`: lists the stores this device holds local state of; refuses to forget
+/// one whose folder still holds it, and one it would have to ask about without a terminal;
+/// forgets one the device left (by the start of its id) with `--yes`, and only that one.
+#[test]
+fn forget_local_deletes_only_the_state_of_a_store_this_device_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (left, kept) = (dir.path().join("left"), dir.path().join("kept"));
+    let me = Dev::new(dir.path(), "laptop");
+    me.ok(&left, &["init"]);
+    me.ok(&left, &["append", "set", "/a", "1"]);
+    me.ok(&kept, &["init"]);
+    let id = |store: &Path| {
+        let status: serde_json::Value =
+            serde_json::from_str(&me.ok(store, &["--json", "status"])).unwrap();
+        status["store_id"].as_str().unwrap().to_string()
+    };
+    let (left_id, kept_id) = (id(&left), id(&kept));
+    let listed = me.ok(&left, &["forget", "--local"]);
+    assert!(listed.contains(&format!("{left_id}  in use")), "{listed}");
+    let in_use = me.run(&left, &["forget", "--local", &left_id, "--yes"]);
+    assert_eq!(in_use.status.code(), Some(3), "{in_use:?}");
+    let stores = me.state.join("stores");
+    assert!(stores.join(&left_id).is_dir());
+
+    std::fs::remove_dir_all(&left).unwrap();
+    let listed = me.ok(&kept, &["forget", "--local"]);
+    assert!(listed.contains(&format!("{left_id}  left")), "{listed}");
+    let before = tree(&me.state);
+    let unasked = me.run(&kept, &["forget", "--local", &left_id]);
+    assert_eq!(unasked.status.code(), Some(3), "{unasked:?}");
+    let err = String::from_utf8_lossy(&unasked.stderr);
+    assert!(err.contains("this device's copy of the document"), "{err}");
+    let unknown = me.run(&kept, &["--json", "forget", "--local", "ffffffff"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown-store"));
+    assert_eq!(tree(&me.state), before, "nothing deleted");
+    let out: serde_json::Value =
+        serde_json::from_str(&me.ok(&kept, &["forget", "--local", &left_id[..6], "--yes"]))
+            .unwrap();
+    assert_eq!(out["forgotten_store"]["id"], left_id.as_str());
+    assert!(!stores.join(&left_id).exists());
+    assert!(
+        stores.join(&kept_id).is_dir(),
+        "the other store's state stays"
+    );
+    assert_eq!(me.ok(&kept, &["merge"]).trim(), "{}");
+}

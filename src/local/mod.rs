@@ -3,6 +3,7 @@
 
 pub(crate) mod beats;
 pub(crate) mod cache;
+pub(crate) mod forget;
 pub(crate) mod kept;
 pub(crate) mod names;
 pub(crate) mod outbox;

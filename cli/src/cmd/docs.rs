@@ -197,6 +197,7 @@ pub(crate) const EXIT_STATUSES: &[ExitStatus] = &[
             "device-name",
             "unknown-device",
             "unknown-passphrase",
+            "unknown-store",
             "unknown-document",
             "doc-id",
             "damaged",
@@ -528,6 +529,10 @@ mod tests {
             },
             Error::UnknownDevice { name: text() },
             Error::UnknownPassphrase { id: text() },
+            Error::UnknownStore {
+                id: text(),
+                matches: 0,
+            },
             Error::UnknownDocument {
                 id: text(),
                 deleted: false,
