@@ -116,8 +116,8 @@ pub use local::forget::{forget_local, local_stores, LocalStore};
 pub use local::retention::RETENTION_SECS;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use pack::{
-    pack_folder_actor, pack_folder_docs_actor, PackOutcome, DEFAULT_PACK_SIZE, PACK_GRACE_SECS,
-    PACK_SIZE_ENV, REPACK_FAN,
+    pack_folder_actor, pack_folder_docs_actor, PackOutcome, PackPlan, DEFAULT_PACK_SIZE,
+    PACK_GRACE_SECS, PACK_SIZE_ENV, REPACK_FAN,
 };
 pub use patch::typed::Text;
 pub use patch::{parse_patch, PatchError, PatchOp};

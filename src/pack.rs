@@ -64,7 +64,33 @@ pub struct PackOutcome {
     pub deleted_packs: usize,
 }
 
-/// Which runs become packs.
+/// What packing would do now ([`Store::pack_plan`](crate::Store::pack_plan)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PackPlan {
+    /// New packs of this device's loose op files.
+    pub new_packs: usize,
+    /// Loose op files they take.
+    pub packed: usize,
+    /// Those files' bytes.
+    pub packed_bytes: u64,
+    /// This device's loose op files that stay loose (a run of one, a change not applied or
+    /// rebased).
+    pub left_loose: usize,
+    /// This device's packs in the folder that fold into bigger packs.
+    pub folds: usize,
+    /// The bigger packs they make.
+    pub bigger_packs: usize,
+    /// Loose op files a pack in the folder holds that may go now.
+    pub deletable_loose: usize,
+    /// Loose op files a pack holds that stay until every other device has their changes
+    /// (or the grace period passes).
+    pub kept_loose: usize,
+    /// This device's packs the folder lost, to publish again (paths in the store).
+    pub republish: Vec<String>,
+}
+
+/// Which runs become packs./// Which runs become packs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// Every run of two or more (`crdtdir pack`).

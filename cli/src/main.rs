@@ -96,10 +96,7 @@ enum Command {
     Repair,
     /// Fold this device's own op files into packs (few files for the sync tool; no need to
     /// be alone). Writes do it on their own every CRDTDIR_PACK_SIZE (256) changes.
-    #[command(
-        after_help = "Examples:\n  crdtdir pack                         # pack now, delete loose files other devices have\n  CRDTDIR_PACK_SIZE=1024 crdtdir pack  # bigger packs\n  crdtdir --json pack                  # what it did, as JSON"
-    )]
-    Pack,
+    Pack(cmd::pack::Args),
     /// Publish a checkpoint: this device's merged document and the op files it covers, so a
     /// new device reads one file instead of every op file. Deletes nothing (no need to be
     /// alone). Writes do it on their own every CRDTDIR_CHECKPOINT_EVERY (10000) changes.
@@ -295,6 +292,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     // A command that succeeded on the store says so in a heartbeat (rate-limited; a store
     // this build must not write to gets none; a dry run changes nothing).
     let dry_run = matches!(&cli.command, Command::Compact(args) if args.dry_run)
+        || matches!(&cli.command, Command::Pack(args) if args.dry_run)
         || matches!(&cli.command, Command::Check);
     // A command a server answered: the server beats for the device.
     if dry_run || forward::forwarded() {
@@ -319,7 +317,7 @@ fn on_store(store: &Store, command: &Command) -> Result<(), Failure> {
         Command::Status(args) => cmd::status::run(store, args),
         Command::Compact(args) => cmd::compact::run(store, args),
         Command::Repair => cmd::repair::run(store),
-        Command::Pack => cmd::pack::run(store),
+        Command::Pack(args) => cmd::pack::run(store, args),
         Command::Checkpoint => cmd::checkpoint::run(store),
         Command::Check => cmd::check::run(store),
         Command::Forget(args) => cmd::forget::run(store, args),

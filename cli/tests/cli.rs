@@ -4176,3 +4176,66 @@ fn forget_local_deletes_only_the_state_of_a_store_this_device_left() {
     );
     assert_eq!(me.ok(&kept, &["merge"]).trim(), "{}");
 }
+
+/// `pack --dry-run` changes nothing, not even a heartbeat, and says what `pack` then does:
+/// the packs it writes and the files they take, the loose files it deletes and keeps, the
+/// packs it publishes again.
+#[test]
+fn pack_dry_run_changes_nothing_and_says_what_pack_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("s");
+    let (a, b) = (Dev::new(dir.path(), "a"), Dev::new(dir.path(), "b"));
+    a.ok(&store, &["init"]);
+    b.ok(&store, &["merge"]);
+    for i in 0..6 {
+        a.ok(&store, &["append", "set", &format!("/k{i}"), "1"]);
+    }
+    let json = |dev: &Dev, args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&dev.ok(&store, args)).unwrap()
+    };
+    let dry = |dev: &Dev| {
+        let before = (tree(&store), tree(&dev.state));
+        let plan = json(dev, &["--json", "pack", "--dry-run"]);
+        assert_same(&before.0, &tree(&store), "pack --dry-run");
+        assert_same(&before.1, &tree(&dev.state), "pack --dry-run (local state)");
+        plan
+    };
+    // New packs: b has not merged a's changes, so the loose files stay.
+    let plan = dry(&a);
+    assert!(plan["packed"].as_u64().unwrap() >= 6, "{plan}");
+    let done = json(&a, &["--json", "pack"]);
+    assert_eq!(done["packed"], plan["packed"], "{plan} {done}");
+    assert_eq!(
+        done["packs"].as_array().unwrap().len() as u64,
+        plan["new_packs"].as_u64().unwrap()
+    );
+    assert!(done["kept_loose"].as_u64().unwrap() > 0, "{done}");
+    // b merges and beats: the loose files a pack holds may go now.
+    b.ok(&store, &["merge"]);
+    let plan = dry(&a);
+    assert_eq!(plan["new_packs"], 0, "{plan}");
+    assert_eq!(plan["deletable_loose"], done["kept_loose"], "{plan}");
+    let text = a.ok(&store, &["pack", "--dry-run"]);
+    assert!(text.contains("nothing was changed"), "{text}");
+    let done = json(&a, &["--json", "pack"]);
+    assert_eq!(done["deleted"], plan["deletable_loose"], "{plan} {done}");
+    assert_eq!(done["kept_loose"], plan["kept_loose"], "{plan} {done}");
+    // A pack the folder lost is published again.
+    let pack = done["packs"]
+        .as_array()
+        .unwrap()
+        .first()
+        .and_then(|p| p.as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            tree(&store)
+                .into_keys()
+                .find(|p| p.starts_with("packs/") && p.ends_with(".pack"))
+                .unwrap()
+        });
+    std::fs::remove_file(store.join(&pack)).unwrap();
+    let plan = dry(&a);
+    assert_eq!(plan["republish"], serde_json::json!([pack]), "{plan}");
+    let done = json(&a, &["--json", "pack"]);
+    assert_eq!(done["republished"], plan["republish"], "{done}");
+}

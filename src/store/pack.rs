@@ -13,12 +13,23 @@ use crate::local::WriterRecord;
 use crate::merged::MergedState;
 use crate::pack::{
     all_covered, holds, kept_copies, repack_groups, runs, unsuperseded, Acks, Kept, Mode,
-    PackOutcome, DEFAULT_PACK_SIZE, PACK_GRACE_SECS, SETTLED,
+    PackOutcome, PackPlan, DEFAULT_PACK_SIZE, PACK_GRACE_SECS, SETTLED,
 };
 use crate::store::session::Name;
 use crate::store::Store;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+
+/// Packing's step 2, planned ([`Store::plan_loose`]).
+#[derive(Default)]
+struct LoosePlan<'s> {
+    /// Each new pack: its actor and its loose op files, consecutive seqs.
+    chunks: Vec<(String, Vec<&'s OpEntry>)>,
+    /// Each actor's loose op files that stay loose (runs too short for `mode`).
+    left: Vec<(String, u64)>,
+    /// Loose op files not in any pack, of every actor of this device.
+    total: usize,
+}
 
 impl Store {
     /// Packs this device's loose op files (every run of two or more consecutive changes, at
@@ -28,6 +39,57 @@ impl Store {
     pub fn pack(&self) -> Result<PackOutcome> {
         self.whole_store("pack")?;
         self.pack_with(Mode::All)
+    }
+
+    /// What [`Store::pack`] would do now, without doing it: nothing is written, deleted or
+    /// published, not even a heartbeat. Its packs of loose op files are exactly the ones
+    /// `pack` would write; folds count the packs already in the folder that would fold into
+    /// bigger ones (new packs may complete another fold); loose files count those a pack in
+    /// the folder already holds (the loose files of new packs go later, once every other
+    /// device has their changes). Documents beside the root one are not planned.
+    pub fn pack_plan(&self) -> Result<PackPlan> {
+        self.whole_store("pack")?;
+        self.check_unlocked()?;
+        let mut plan = PackPlan::default();
+        let Some(record) = self.inner.state.read_record() else {
+            return Ok(plan);
+        };
+        let own: Vec<String> = std::iter::once(record.actor.clone())
+            .chain(record.retired.iter().cloned())
+            .collect();
+        let scan = self.scan();
+        let (state, _, _) = self.merged(&scan, false);
+        let kept_dir = self.packs_dir();
+        plan.republish = self
+            .lost_packs(&scan, &state, &kept_dir)
+            .into_iter()
+            .map(|(k, ..)| k.rel())
+            .collect();
+        let loose = self.plan_loose(&scan, &state, &record, Mode::All);
+        for (_, chunk) in &loose.chunks {
+            plan.new_packs += 1;
+            plan.packed += chunk.len();
+            plan.packed_bytes += chunk
+                .iter()
+                .filter_map(|o| std::fs::metadata(self.inner.root.join(&o.rel)).ok())
+                .map(|m| m.len())
+                .sum::<u64>();
+        }
+        plan.left_loose = loose.left.iter().map(|(_, n)| *n as usize).sum();
+        let size = self.pack_size_or_default();
+        for actor in &own {
+            for group in self.plan_repack(&scan, actor, size) {
+                plan.bigger_packs += 1;
+                plan.folds += group.len();
+            }
+        }
+        let kept = kept_copies(&kept_dir);
+        let unmerged_by_some = || self.unmerged_by_some(&state);
+        let acks = Acks::new(self.source(), &state, &unmerged_by_some);
+        let (go, kept_loose) = self.loose_deletions(&scan, &acks, &own, &kept);
+        plan.deletable_loose = go.iter().map(|(_, e)| e.len()).sum();
+        plan.kept_loose = kept_loose;
+        Ok(plan)
     }
 
     fn packs_dir(&self) -> PathBuf {
@@ -215,30 +277,27 @@ impl Store {
         Ok(out)
     }
 
-    /// Packing's step 2: this device's loose op files that `state` applied (rebased ones
-    /// aside) go into new packs of `size`, run by run of consecutive seqs (`mode` says
-    /// which chunks); the record's actor notes how far it is packed.
-    fn pack_loose(
+    /// Packing's step 2, planned: the chunks of this device's loose op files that `state`
+    /// applied (rebased ones aside) that become packs of the pack size, run by run of
+    /// consecutive seqs (`mode` says which chunks), with each actor's loose files left.
+    fn plan_loose<'s>(
         &self,
-        scan: &Scan,
+        scan: &'s Scan,
         state: &MergedState,
         record: &WriterRecord,
         mode: Mode,
-        kept_dir: &Path,
-        out: &mut PackOutcome,
-    ) -> Result<()> {
+    ) -> LoosePlan<'s> {
         let size = self.pack_size_or_default();
-        let own = std::iter::once(&record.actor).chain(&record.retired);
         let applied: HashSet<&str> = state.files.iter().map(String::as_str).collect();
         let rebased: HashSet<&str> = state.rebased.iter().map(|r| r.path.as_str()).collect();
-        for actor in own {
+        let mut plan = LoosePlan::default();
+        for actor in std::iter::once(&record.actor).chain(&record.retired) {
             let mine: Vec<&OpEntry> = scan.ops.iter().filter(|o| o.actor() == actor).collect();
-            let total = mine
+            plan.total += mine
                 .iter()
                 .filter(|o| o.loose && o.packed.is_none())
                 .count();
-            let mut done = 0;
-            let mut loose_left = 0u64;
+            let mut left = 0u64;
             for run in runs(&mine, |o| {
                 o.loose
                     && o.packed.is_none()
@@ -252,22 +311,44 @@ impl Store {
                         Mode::Existing => true,
                     };
                     if skip {
-                        loose_left += chunk.len() as u64;
-                        continue;
+                        left += chunk.len() as u64;
+                    } else {
+                        plan.chunks.push((actor.clone(), chunk.to_vec()));
                     }
-                    if let Some(rel) = self.write_pack(actor, chunk, kept_dir)? {
-                        out.packed += chunk.len();
-                        out.packs.push(rel);
-                    }
-                    done += chunk.len();
-                    self.source().tell(crate::Progress::Packing {
-                        done: done.min(total),
-                        total,
-                    });
                 }
             }
+            plan.left.push((actor.clone(), left));
+        }
+        plan
+    }
+
+    /// Packing's step 2: the planned chunks go into new packs; the record's actor notes how
+    /// far it is packed.
+    fn pack_loose(
+        &self,
+        scan: &Scan,
+        state: &MergedState,
+        record: &WriterRecord,
+        mode: Mode,
+        kept_dir: &Path,
+        out: &mut PackOutcome,
+    ) -> Result<()> {
+        let plan = self.plan_loose(scan, state, record, mode);
+        let mut done = 0;
+        for (actor, chunk) in &plan.chunks {
+            if let Some(rel) = self.write_pack(actor, chunk, kept_dir)? {
+                out.packed += chunk.len();
+                out.packs.push(rel);
+            }
+            done += chunk.len();
+            self.source().tell(crate::Progress::Packing {
+                done: done.min(plan.total),
+                total: plan.total,
+            });
+        }
+        for (actor, left) in &plan.left {
             if actor == &record.actor {
-                self.set_packed_through(actor, record.seq.saturating_sub(loose_left));
+                self.set_packed_through(actor, record.seq.saturating_sub(*left));
             }
         }
         Ok(())
@@ -334,20 +415,9 @@ impl Store {
         size: usize,
         kept_dir: &Path,
     ) -> Result<(Vec<String>, usize)> {
-        // Packs whose seqs overlap another's hold two branches of a fork (a cloned disk):
-        // they are not folded, so a bigger pack never mixes branches.
-        let all = unsuperseded(scan, actor);
-        let live: Vec<&scan::PackListing> = all
-            .iter()
-            .filter(|p| {
-                !all.iter()
-                    .any(|q| q.rel != p.rel && q.first <= p.last && p.first <= q.last)
-            })
-            .copied()
-            .collect();
         let mut written = Vec::new();
         let mut folded = 0;
-        for group in repack_groups(&live, size, self.inner.repack_fan) {
+        for group in self.plan_repack(scan, actor, size) {
             let mut files = Vec::new();
             for p in &group {
                 let Ok(bytes) = std::fs::read(self.inner.root.join(&p.rel)) else {
@@ -365,6 +435,27 @@ impl Store {
             folded += group.len();
         }
         Ok((written, folded))
+    }
+
+    /// The groups of `actor`'s packs that fold into one bigger pack each ([`repack_groups`]).
+    /// Packs whose seqs overlap another's hold two branches of a fork (a cloned disk): they
+    /// are not folded, so a bigger pack never mixes branches.
+    fn plan_repack<'s>(
+        &self,
+        scan: &'s Scan,
+        actor: &str,
+        size: usize,
+    ) -> Vec<Vec<&'s scan::PackListing>> {
+        let all = unsuperseded(scan, actor);
+        let live: Vec<&scan::PackListing> = all
+            .iter()
+            .filter(|p| {
+                !all.iter()
+                    .any(|q| q.rel != p.rel && q.first <= p.last && p.first <= q.last)
+            })
+            .copied()
+            .collect();
+        repack_groups(&live, size, self.inner.repack_fan)
     }
 
     /// Deletes this device's packs that a bigger pack of its own holds whole, once that pack
@@ -424,13 +515,15 @@ impl Store {
         )
     }
 
-    /// Publishes again the kept packs the folder lost, unless a snapshot folds all they hold.
-    fn republish_packs(
+    /// The kept packs the folder lost (or holds damaged) that packing publishes again,
+    /// unless a snapshot folds all they hold: each with its bytes, and whether a damaged
+    /// file lies under its name.
+    fn lost_packs(
         &self,
         scan: &Scan,
         state: &MergedState,
         kept_dir: &Path,
-    ) -> Result<Vec<String>> {
+    ) -> Vec<(Kept, Vec<u8>, bool)> {
         let listed: HashSet<&str> = scan.packs.iter().map(|p| p.rel.as_str()).collect();
         let covered: HashSet<&str> = state.covered.iter().map(String::as_str).collect();
         let mut out = Vec::new();
@@ -460,6 +553,23 @@ impl Store {
             if target.exists() && !damaged {
                 continue;
             }
+            out.push((kept, bytes, damaged));
+        }
+        out
+    }
+
+    /// Publishes again the kept packs the folder lost ([`Store::lost_packs`]).
+    fn republish_packs(
+        &self,
+        scan: &Scan,
+        state: &MergedState,
+        kept_dir: &Path,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (kept, bytes, damaged) in self.lost_packs(scan, state, kept_dir) {
+            let rel = kept.rel();
+            let dir = crate::folder::layout::actor_packs(&self.inner.root, &kept.actor);
+            let target = dir.join(&kept.name);
             let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
             if damaged {
                 fs::publish_over_damaged(staged, &target)
@@ -473,16 +583,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes this device's loose op files that a verified pack in the folder holds, pack
-    /// by pack, when every other device has the pack's changes or the pack is older than
-    /// the grace period. Returns (deleted, kept).
-    fn delete_packed_loose(
+    /// This device's loose op files that a verified pack in the folder holds, by pack: those
+    /// that may go now (every other device has the pack's changes, or the pack is older than
+    /// the grace period), and how many stay.
+    fn loose_deletions<'s>(
         &self,
-        scan: &Scan,
+        scan: &'s Scan,
         acks: &Acks<'_>,
         own: &[String],
         kept: &[Kept],
-    ) -> Result<(usize, usize)> {
+    ) -> (Vec<(&'s scan::PackListing, Vec<&'s OpEntry>)>, usize) {
         let mut by_pack: BTreeMap<&str, Vec<&OpEntry>> = BTreeMap::new();
         for o in &scan.ops {
             if let Some(p) = o.packed.as_ref().filter(|_| o.loose) {
@@ -491,10 +601,8 @@ impl Store {
                 }
             }
         }
-        if by_pack.is_empty() {
-            return Ok((0, 0));
-        }
-        let (mut deleted, mut kept_loose) = (0, 0);
+        let mut out = Vec::new();
+        let mut kept_loose = 0;
         for (pack_rel, entries) in by_pack {
             let Some(listing) = scan.packs.iter().find(|p| p.rel == pack_rel) else {
                 continue;
@@ -512,6 +620,23 @@ impl Store {
                 kept_loose += entries.len();
                 continue;
             }
+            out.push((listing, entries));
+        }
+        (out, kept_loose)
+    }
+
+    /// Deletes the loose op files [`Store::loose_deletions`] lets go. Returns (deleted,
+    /// kept).
+    fn delete_packed_loose(
+        &self,
+        scan: &Scan,
+        acks: &Acks<'_>,
+        own: &[String],
+        kept: &[Kept],
+    ) -> Result<(usize, usize)> {
+        let (go, kept_loose) = self.loose_deletions(scan, acks, own, kept);
+        let mut deleted = 0;
+        for (listing, entries) in go {
             for (i, o) in entries.iter().enumerate() {
                 let path = self.inner.root.join(&o.rel);
                 fs::remove_or_log(&path, "a loose op file a pack holds");
