@@ -88,6 +88,9 @@ pub struct PackPlan {
     pub kept_loose: usize,
     /// This device's packs the folder lost, to publish again (paths in the store).
     pub republish: Vec<String>,
+    /// The other devices (by name) whose latest heartbeat lacks some of this device's
+    /// changes: they hold loose files back.
+    pub waiting_for: Vec<String>,
 }
 
 /// Which runs become packs./// Which runs become packs.

@@ -4203,6 +4203,7 @@ fn pack_dry_run_changes_nothing_and_says_what_pack_does() {
     // New packs: b has not merged a's changes, so the loose files stay.
     let plan = dry(&a);
     assert!(plan["packed"].as_u64().unwrap() >= 6, "{plan}");
+    assert_eq!(plan["waiting_for"], serde_json::json!(["b"]), "{plan}");
     let done = json(&a, &["--json", "pack"]);
     assert_eq!(done["packed"], plan["packed"], "{plan} {done}");
     assert_eq!(
@@ -4215,6 +4216,7 @@ fn pack_dry_run_changes_nothing_and_says_what_pack_does() {
     let plan = dry(&a);
     assert_eq!(plan["new_packs"], 0, "{plan}");
     assert_eq!(plan["deletable_loose"], done["kept_loose"], "{plan}");
+    assert_eq!(plan["waiting_for"], serde_json::json!([]), "{plan}");
     let text = a.ok(&store, &["pack", "--dry-run"]);
     assert!(text.contains("nothing was changed"), "{text}");
     let done = json(&a, &["--json", "pack"]);

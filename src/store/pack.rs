@@ -89,6 +89,18 @@ impl Store {
         let (go, kept_loose) = self.loose_deletions(&scan, &acks, &own, &kept);
         plan.deletable_loose = go.iter().map(|(_, e)| e.len()).sum();
         plan.kept_loose = kept_loose;
+        // Who holds loose files back: the other devices whose latest beat lacks some of this
+        // device's changes (read only: nothing is remembered).
+        let own_set: HashSet<String> = own.iter().cloned().collect();
+        for (actor, _, beat) in crate::folder::live_beats(&self.source()) {
+            if !own_set.contains(&actor)
+                && !crate::presence::unmerged(&state, &own_set, &beat).is_empty()
+            {
+                plan.waiting_for.push(beat.device.clone());
+            }
+        }
+        plan.waiting_for.sort();
+        plan.waiting_for.dedup();
         Ok(plan)
     }
 

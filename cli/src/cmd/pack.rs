@@ -76,6 +76,12 @@ fn plan(store: &Store) -> Result<(), Failure> {
         plan.kept_loose,
         crdtdir::PACK_GRACE_SECS / 3600
     ));
+    if !plan.waiting_for.is_empty() {
+        text.push_str(&format!(
+            "devices that have not merged all of this device's changes yet: {}\n",
+            plan.waiting_for.join(", ")
+        ));
+    }
     for rel in &plan.republish {
         text.push_str(&format!("would publish again {rel} (the folder lost it)\n"));
     }
