@@ -462,3 +462,29 @@ fn reads_after_own_writes_still_see_every_other_change() {
     );
     assert!(view.report().unprovided > 0, "{:?}", view.report());
 }
+
+/// `Options::progress` hears `init` build its first document (from JSON, or from another
+/// store's history), once, and nothing for an empty store.
+#[test]
+fn init_tells_its_progress_when_it_builds_a_first_document() {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(dir.path(), "a");
+    let heard: Arc<Mutex<Vec<crdtdir::Progress>>> = Arc::default();
+    let options = || {
+        let heard = Arc::clone(&heard);
+        a.options().progress(move |p| heard.lock().unwrap().push(p))
+    };
+    let take = || std::mem::take(&mut *heard.lock().unwrap());
+    Store::init(dir.path().join("empty"), options(), None).unwrap();
+    assert_eq!(take(), vec![]);
+    let first = Store::init(
+        dir.path().join("json"),
+        options(),
+        Some(&json!({"items": [1, 2]})),
+    )
+    .unwrap();
+    assert_eq!(take(), vec![crdtdir::Progress::Building]);
+    Store::init_from_store(dir.path().join("copy"), options(), &first).unwrap();
+    assert!(take().contains(&crdtdir::Progress::Building));
+}

@@ -329,3 +329,55 @@ pub(crate) fn progress_bar(store: &crdtdir::Store) {
         }
     });
 }
+
+/// A spinner on stderr for work with no count (`init` building its first document): shown
+/// only on a terminal and without `--json`, and only once the work has taken a second.
+#[derive(Clone, Default)]
+pub(crate) struct Spinner {
+    state: std::sync::Arc<std::sync::Mutex<SpinnerState>>,
+}
+
+#[derive(Default)]
+struct SpinnerState {
+    armed: bool,
+    done: bool,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Spinner {
+    /// Starts the clock: `message` spins after a second unless [`Spinner::finish`] came first.
+    pub(crate) fn arm(&self, message: &'static str) {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() || json_wanted() {
+            return;
+        }
+        {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.armed || s.done {
+                return;
+            }
+            s.armed = true;
+        }
+        let state = std::sync::Arc::clone(&self.state);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            if s.done {
+                return;
+            }
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(message);
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            s.bar = Some(bar);
+        });
+    }
+
+    /// The work is over: the spinner goes (or never shows).
+    pub(crate) fn finish(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.done = true;
+        if let Some(bar) = s.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -4241,3 +4241,48 @@ fn pack_dry_run_changes_nothing_and_says_what_pack_does() {
     let done = json(&a, &["--json", "pack"]);
     assert_eq!(done["republished"], plan["republish"], "{done}");
 }
+
+/// A big `init --from` shows a spinner on a terminal once it has taken a second, and clears
+/// it before the output; through a pipe it shows nothing. (The terminal is `script`'s.)
+#[test]
+fn init_from_a_big_file_spins_on_a_terminal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes: Vec<serde_json::Value> = (0..40_000)
+        .map(|i| serde_json::json!({"id": i.to_string(), "title": format!("note {i}"), "items": ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]}))
+        .collect();
+    let file = dir.path().join("big.json");
+    std::fs::write(&file, serde_json::json!({ "notes": notes }).to_string()).unwrap();
+    let me = Dev::new(dir.path(), "laptop");
+    let piped = me.run(
+        &dir.path().join("piped"),
+        &["init", "--from", file.to_str().unwrap()],
+    );
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let command = format!(
+        "{BIN} --store {} init --from {}",
+        dir.path().join("tty").display(),
+        file.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("CRDTDIR_STATE_DIR", &me.state)
+        .env("CRDTDIR_DEVICE", "laptop")
+        .env("CRDTDIR_CONFIG", "")
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    assert!(tty.status.success(), "{tty:?}");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        shown.contains("building the store's first document"),
+        "{shown}"
+    );
+    // Cleared before the output line, which is the last thing on the terminal.
+    let last = shown.rsplit('\r').find(|l| !l.trim().is_empty()).unwrap();
+    assert!(!last.contains("building"), "{last:?}");
+}

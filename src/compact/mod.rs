@@ -70,6 +70,10 @@ pub enum Progress {
         /// To read.
         total: usize,
     },
+    /// Building and publishing the document a new store starts with (`init` from a JSON
+    /// object, or from another store's history): told once, before that work, which is the
+    /// rest of `init`.
+    Building,
     /// Packing this device's loose op files.
     Packing {
         /// Packed so far.

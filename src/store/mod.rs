@@ -77,9 +77,22 @@ pub struct Options {
     /// so that an edited or moved record is recognised as itself: default `id`; `Some("")`
     /// matches by whole value only. A patch op's `key` overrides it.
     pub list_key: Option<String>,
+    /// Told how far long work is ([`Options::progress`]).
+    pub(crate) progress: Option<Arc<ProgressFn>>,
 }
 
 impl Options {
+    /// Tells `progress` how far long work of stores opened or made with these options is —
+    /// as [`Store::set_progress`], from the start: [`Store::init`] says when it builds a
+    /// first document ([`crate::Progress::Building`]).
+    pub fn progress(
+        mut self,
+        progress: impl Fn(crate::Progress) + Send + Sync + 'static,
+    ) -> Options {
+        self.progress = Some(Arc::new(ProgressFn(Box::new(progress))));
+        self
+    }
+
     /// Options with every default.
     pub fn new() -> Options {
         Options::default()
@@ -202,7 +215,7 @@ pub(crate) struct Shared {
     /// Whole-value writes match list records by this field; `None`: by whole value only.
     pub(crate) list_key: Option<String>,
     /// Told how far long work is ([`Store::set_progress`]).
-    pub(crate) progress: std::sync::OnceLock<ProgressFn>,
+    pub(crate) progress: std::sync::OnceLock<Arc<ProgressFn>>,
 }
 
 /// A progress callback.
@@ -364,7 +377,7 @@ impl Store {
     pub fn set_progress(&self, progress: impl Fn(crate::Progress) + Send + Sync + 'static) -> bool {
         self.inner
             .progress
-            .set(ProgressFn(Box::new(progress)))
+            .set(Arc::new(ProgressFn(Box::new(progress))))
             .is_ok()
     }
 

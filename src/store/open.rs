@@ -177,6 +177,9 @@ impl Store {
             None,
             None,
         );
+        if !matches!(initial, Initial::Empty) {
+            store.source().tell(crate::Progress::Building);
+        }
         match initial {
             Initial::Empty => {}
             Initial::Json(v) => {
@@ -287,9 +290,13 @@ impl Store {
         let cache = Cache::new(state.path(), &marker.store_id);
         let ring = super::keys::load_keyring(state.dir(), &root, &marker);
         let key = Arc::new(std::sync::RwLock::new(ring.map(Arc::new)));
+        let progress = std::sync::OnceLock::new();
+        if let Some(f) = &options.progress {
+            let _ = progress.set(Arc::clone(f));
+        }
         Store {
             inner: Arc::new(Shared {
-                progress: std::sync::OnceLock::new(),
+                progress,
                 root,
                 doc: doc.map(str::to_string),
                 doc_name: doc.map(str::to_string),

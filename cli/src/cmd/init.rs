@@ -32,16 +32,25 @@ pub(crate) fn run(folder: &Path, opts: Options, args: &Args) -> Result<Store, Fa
         None => None,
     };
     let mut out = json!({});
-    let store = match &args.from_store {
+    // A big first document takes seconds: a spinner says so on a terminal.
+    let spinner = crate::output::Spinner::default();
+    let armed = spinner.clone();
+    let opts = opts.progress(move |p| {
+        if matches!(p, crdtdir::Progress::Building) {
+            armed.arm("building the store's first document");
+        }
+    });
+    let made = match &args.from_store {
         Some(from) => {
             // The source is only read: not even a heartbeat goes there.
             let source = Store::open(from, opts.clone().read_only(true))?;
-            let store = Store::init_from_store(folder, opts.encrypt(args.encrypt), &source)?;
             out["from_store"] = json!({"store": from, "id": source.id()});
-            store
+            Store::init_from_store(folder, opts.encrypt(args.encrypt), &source)
         }
-        None => Store::init(folder, opts.encrypt(args.encrypt), initial.as_ref())?,
+        None => Store::init(folder, opts.encrypt(args.encrypt), initial.as_ref()),
     };
+    spinner.finish();
+    let store = made?;
     out["store"] = json!(store.path());
     out["id"] = json!(store.id());
     out["encrypted"] = json!(store.is_encrypted());
