@@ -48,16 +48,19 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
+/// The values, texts and device names of [`secret_history`].
+const SECRETS: [&str; 6] = [
+    "oatmilk-secret",
+    "diary-secret-text",
+    "eggs-secret",
+    "bread-after-compaction",
+    "laptop-of-zelda",
+    "phone-of-zelda",
+];
+
 #[test]
 fn an_encrypted_folder_holds_no_plaintext_value_key_or_device_name() {
-    let secrets = [
-        "oatmilk-secret",
-        "diary-secret-text",
-        "eggs-secret",
-        "bread-after-compaction",
-        "laptop-of-zelda",
-        "phone-of-zelda",
-    ];
+    let secrets = SECRETS;
     // The same history in a plain store shows every secret: the check can fail.
     let plain_dir = tempfile::tempdir().unwrap();
     let (plain, ..) = secret_history(plain_dir.path(), false);
@@ -398,15 +401,7 @@ fn a_plain_store_becomes_encrypted_keeping_its_whole_history() {
     assert!(made.is_encrypted());
     assert_eq!(tree(&plain), source_tree, "the source folder is only read");
     let bytes = all_bytes(&sealed);
-    for s in [
-        "oatmilk-secret",
-        "diary-secret-text",
-        "eggs-secret",
-        "bread-after-compaction",
-        "laptop-of-zelda",
-        "phone-of-zelda",
-        "from the phone",
-    ] {
+    for s in SECRETS.into_iter().chain(["from the phone"]) {
         assert!(!contains(&bytes, s), "{s} is readable in the new folder");
     }
     assert_eq!(made.read().unwrap().to_json(), want_json);

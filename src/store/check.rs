@@ -153,12 +153,25 @@ fn actor_files(root: &Path, dir: &str, report: &mut CheckReport) -> Vec<(String,
     out
 }
 
-/// `rel`'s bytes, or the problem of reading them.
-fn read(root: &Path, rel: &str) -> std::result::Result<Vec<u8>, Problem> {
-    std::fs::read(root.join(rel)).map_err(|e| Problem::unreadable(rel, &e))
+/// `rel`'s bytes when they match `hash`, the hash in its name; otherwise its problem is
+/// reported.
+fn read_named(root: &Path, rel: &str, hash: &str, report: &mut CheckReport) -> Option<Vec<u8>> {
+    match std::fs::read(root.join(rel)) {
+        Ok(bytes) if names::file_hash_hex(&bytes) == hash => Some(bytes),
+        Ok(_) => {
+            report.found(Problem::new(
+                ProblemKind::Damaged,
+                rel,
+                "content does not match the hash in its name (damaged or truncated)",
+            ));
+            None
+        }
+        Err(e) => {
+            report.found(Problem::unreadable(rel, &e));
+            None
+        }
+    }
 }
-
-const NAME_MISMATCH: &str = "content does not match the hash in its name (damaged or truncated)";
 
 /// Each pack whole against the hash in its name (its entries are checked as op files).
 fn check_packs(source: &Source<'_>, report: &mut CheckReport) {
@@ -172,13 +185,7 @@ fn check_packs(source: &Source<'_>, report: &mut CheckReport) {
             continue;
         };
         report.packs += 1;
-        match read(source.root, &rel) {
-            Ok(bytes) if names::file_hash_hex(&bytes) != hash => {
-                report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH))
-            }
-            Ok(_) => {}
-            Err(p) => report.found(p),
-        }
+        read_named(source.root, &rel, hash, report);
     }
 }
 
@@ -191,17 +198,9 @@ fn check_beats(source: &Source<'_>, report: &mut CheckReport) {
             continue;
         };
         report.heartbeats += 1;
-        let bytes = match read(source.root, &rel) {
-            Ok(bytes) => bytes,
-            Err(p) => {
-                report.found(p);
-                continue;
-            }
-        };
-        if names::file_hash_hex(&bytes) != hash {
-            report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH));
+        let Some(bytes) = read_named(source.root, &rel, hash, report) else {
             continue;
-        }
+        };
         let verdict = source
             .open("beat", &crate::seal::context(&actor, counter), &bytes)
             .and_then(|plain| beat::decode(&plain).map_err(|e| (e.kind(), e.to_string())));
@@ -241,16 +240,10 @@ fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
             continue;
         };
         report.keys += 1;
-        match read(source.root, &rel) {
-            Ok(bytes) if names::file_hash_hex(&bytes) != hash => {
-                report.found(Problem::new(ProblemKind::Damaged, rel, NAME_MISMATCH))
+        if let Some(bytes) = read_named(source.root, &rel, hash, report) {
+            if let Err(reason) = check(&bytes) {
+                report.found(Problem::new(ProblemKind::Damaged, rel, reason));
             }
-            Ok(bytes) => {
-                if let Err(reason) = check(&bytes) {
-                    report.found(Problem::new(ProblemKind::Damaged, rel, reason));
-                }
-            }
-            Err(p) => report.found(p),
         }
     }
 }
