@@ -488,3 +488,29 @@ fn init_tells_its_progress_when_it_builds_a_first_document() {
     Store::init_from_store(dir.path().join("copy"), options(), &first).unwrap();
     assert!(take().contains(&crdtdir::Progress::Building));
 }
+
+/// The paths of many changes at once (a long `log`) are those of each change on its own.
+#[test]
+fn touched_paths_of_many_changes_are_each_ones_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Device::new(dir.path(), "a");
+    let store = Store::init(dir.path().join("s"), a.options(), Some(&json!({"l": []}))).unwrap();
+    for i in 0..70 {
+        store
+            .apply_patch(&[
+                PatchOp::set(format!("/k{i}"), json!(i)),
+                PatchOp::insert("/l/-", json!({"n": i})),
+            ])
+            .unwrap();
+    }
+    let view = store.read().unwrap();
+    let history = store.history().unwrap();
+    let hashes: Vec<&str> = history.iter().map(|c| c.hash.as_str()).collect();
+    assert!(hashes.len() > 64);
+    let many = view.touched_paths_of(&hashes);
+    for (i, (h, paths)) in hashes.iter().zip(&many).enumerate() {
+        assert_eq!(paths, &view.touched_paths(h), "change {i}");
+    }
+    assert_eq!(many[5], vec!["/k4", "/l", "/l/4/n"]);
+    assert_eq!(view.touched_paths("not a hash"), Vec::<String>::new());
+}

@@ -211,20 +211,35 @@ pub(crate) fn object_paths(doc: &automerge::Automerge) -> HashMap<String, String
     out
 }
 
-/// The JSON Pointers of what change `hash` of `doc` wrote: each map key it set or deleted,
-/// and each list or text it edited, where they are in `doc` now (`objects`: from
-/// [`object_paths`]), in the order the change first touched them. An object the document
-/// no longer shows is left out.
+/// The JSON Pointers of what each change of `hashes` in `doc` wrote: each map key it set or
+/// deleted, and each list or text it edited, where they are in `doc` now (`objects`: from
+/// [`object_paths`]), in the order the change first touched them. An object the document no
+/// longer shows is left out, and a hash `doc` does not hold gives nothing.
 pub(crate) fn touched(
     doc: &automerge::Automerge,
     objects: &HashMap<String, String>,
-    hash: &automerge::ChangeHash,
-) -> Vec<String> {
-    use automerge::legacy::{Key, ObjectId};
+    hashes: &[automerge::ChangeHash],
+) -> Vec<Vec<String>> {
     use automerge::ReadDoc;
-    let Some(change) = doc.get_change_by_hash(hash) else {
-        return Vec::new();
+    // Automerge rebuilds a change from its op set on each lookup: for many, all at once.
+    let changes: Vec<Option<automerge::Change>> = if hashes.len() > 64 {
+        let mut all: HashMap<automerge::ChangeHash, automerge::Change> = doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|c| (c.hash(), c))
+            .collect();
+        hashes.iter().map(|h| all.remove(h)).collect()
+    } else {
+        hashes.iter().map(|h| doc.get_change_by_hash(h)).collect()
     };
+    changes
+        .into_iter()
+        .map(|c| c.map(|c| paths_of(objects, c)).unwrap_or_default())
+        .collect()
+}
+
+fn paths_of(objects: &HashMap<String, String>, change: automerge::Change) -> Vec<String> {
+    use automerge::legacy::{Key, ObjectId};
     let mut out: Vec<String> = Vec::new();
     for op in change.decode().operations {
         let obj = match &op.obj {

@@ -63,12 +63,13 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     if let Some(n) = args.limit {
         log.drain(..log.len().saturating_sub(n));
     }
+    let hashes: Vec<&str> = log.iter().map(|c| c.hash.as_str()).collect();
+    let touched = view.touched_paths_of(&hashes);
     let mut out = String::new();
-    for c in log {
+    for (c, paths) in log.iter().zip(touched) {
         use std::fmt::Write;
-        let paths = view.touched_paths(&c.hash);
         if crate::output::json_wanted() {
-            let mut line = to_json(&c)?;
+            let mut line = to_json(c)?;
             line["time"] = rfc3339(c.time).into();
             line["paths"] = paths.into();
             out.push_str(&json_text(&line)?);
