@@ -94,7 +94,6 @@ fn into_state(
         })
         .collect();
 
-    files.reserve(merged.applied.len());
     let mut last_actor: Option<(&ActorId, &str)> = None;
     for &i in &merged.applied {
         let l = &merged.items[i];
@@ -105,16 +104,13 @@ fn into_state(
             last_actor = Some((actor, device));
         }
     }
-    for &i in &merged.applied {
-        let rel = std::mem::take(&mut merged.items[i].rel);
-        if !rel.is_empty() {
-            files.push(rel);
-        }
-    }
-    // Applied changes come in path order, often after what came before: sort only if not.
-    if !files.is_sorted() {
-        files.sort_unstable();
-    }
+    let new: Vec<String> = merged
+        .applied
+        .iter()
+        .map(|&i| std::mem::take(&mut merged.items[i].rel))
+        .filter(|rel| !rel.is_empty())
+        .collect();
+    add_sorted(&mut files, new);
     let report = std::mem::take(&mut merged.report);
     let state = MergedState {
         doc: merged.doc,
@@ -129,6 +125,23 @@ fn into_state(
         unprovided: 0,
     };
     (state, report)
+}
+
+/// Adds `new` to `files`, keeping it sorted: a few new paths (a watcher's merge of one file
+/// into 100,000) go in where they belong, which costs far less than sorting them all again;
+/// many are appended and sorted, unless they already follow in order.
+fn add_sorted(files: &mut Vec<String>, new: Vec<String>) {
+    if new.len() <= 64 && files.is_sorted() {
+        for rel in new {
+            let at = files.partition_point(|f| *f < rel);
+            files.insert(at, rel);
+        }
+        return;
+    }
+    files.extend(new);
+    if !files.is_sorted() {
+        files.sort_unstable();
+    }
 }
 
 /// True if two op file names claim one (actor, seq): a fork, or the start of one.
