@@ -566,6 +566,14 @@ impl Keyring {
         self.keys.iter().map(|(.., s)| s)
     }
 
+    /// The checks of every key this device has, sorted: what the cache's view depends on
+    /// besides the folder (a new key opens files the last merge skipped).
+    pub(crate) fn checks(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.keys.iter().map(|(c, ..)| c.as_str()).collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Every key but the current one.
     pub(crate) fn older(&self) -> Vec<StoreKey> {
         self.keys[1..].iter().map(|(_, k, _)| k.clone()).collect()

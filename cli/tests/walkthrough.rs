@@ -91,7 +91,8 @@ done
     Special {
         command: "crdtdir watch",
         handling: Handling::Instead(
-            r#"{command} > "$WALK/watch.out" 2>&1 &
+            r#": > "$WALK/watch.out"
+{command} > "$WALK/watch.out" 2>&1 &
 watch=$!
 walk_lines "$WALK/watch.out" 1
 ( export CRDTDIR_STATE_DIR="$WALK/state-phone" CRDTDIR_DEVICE=phone
@@ -284,7 +285,7 @@ fn script(walk: &Path, steps: &[Step], specials: &[Option<&Special>]) -> String 
         "set -o pipefail\n\
          WALK='{}'\n\
          # Waits (at most 30 s) until file $1 has $2 lines.\n\
-         walk_lines() {{ i=0; while [ \"$(wc -l < \"$1\")\" -lt \"$2\" ] && [ \"$i\" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }}\n\
+         walk_lines() {{ i=0; while [ \"$(cat \"$1\" 2>/dev/null | wc -l)\" -lt \"$2\" ] && [ \"$i\" -lt 300 ]; do sleep 0.1; i=$((i + 1)); done; }}\n\
          cd \"$WALK/cwd\" || exit\n",
         walk.display()
     );

@@ -105,13 +105,13 @@ impl Cache {
 
     /// The saved view, if the folder listing is exactly the one it was made from: the
     /// rendered document and report, and what a heartbeat says of it (no document loaded).
-    pub(crate) fn view(&self, store: &Path, scan: &Scan) -> Option<SavedView> {
+    pub(crate) fn view(&self, store: &Path, scan: &Scan, keys: &str) -> Option<SavedView> {
         let bytes = std::fs::read(self.dir.join(crate::local::names::VIEW)).ok()?;
         let view: ViewFile = ciborium::from_reader(&bytes[..]).ok()?;
         if view.v != CACHE_VERSION || view.store != self.store_id {
             return None;
         }
-        (view.listing.as_ref() == listing(store, scan, &view.report).as_bytes()).then_some(
+        (view.listing.as_ref() == listing(store, scan, &view.report, keys).as_bytes()).then_some(
             SavedView {
                 json: view.json,
                 report: view.report,
@@ -190,6 +190,7 @@ impl Cache {
         scan: &Scan,
         json: &str,
         report: &MergeReport,
+        keys: &str,
     ) -> std::io::Result<()> {
         let file = CacheFile {
             v: CACHE_VERSION,
@@ -213,7 +214,7 @@ impl Cache {
         let view = ViewFile {
             v: CACHE_VERSION,
             store: self.store_id.clone(),
-            listing: ByteBuf::from(listing(store, scan, report).as_bytes().to_vec()),
+            listing: ByteBuf::from(listing(store, scan, report, keys).as_bytes().to_vec()),
             json: json.to_string(),
             report: report.clone(),
             heads: cached
@@ -237,7 +238,9 @@ impl Cache {
 /// The digest of a folder listing: op file paths (and fingerprints of the damaged ones),
 /// problem files, snapshot fingerprints and unknown features. A folder that lists the same
 /// merges to the same view.
-pub(crate) fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3::Hash {
+/// `keys`: the checks of the keys this device has (empty in a plain store): a key imported
+/// since opens files the listing did not change for.
+pub(crate) fn listing(store: &Path, scan: &Scan, report: &MergeReport, keys: &str) -> blake3::Hash {
     let damaged: std::collections::HashSet<&str> =
         report.problems.iter().map(|p| p.path.as_str()).collect();
     // One buffer, one hash: many tiny updates cost more than the listing itself.
@@ -276,5 +279,7 @@ pub(crate) fn listing(store: &Path, scan: &Scan, report: &MergeReport) -> blake3
         h.update(f.as_bytes());
         h.update(b"\n");
     }
+    h.update(b"\0");
+    h.update(keys.as_bytes());
     h.finalize()
 }

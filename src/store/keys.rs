@@ -102,6 +102,7 @@ impl Store {
         self.inner.state.keep_old_keys(&ring.older())?;
         self.inner.state.keep_key(key)?;
         self.set_keyring(ring);
+        self.keys_changed();
         Ok(())
     }
 
@@ -203,6 +204,17 @@ impl Store {
         if !self.is_encrypted() {
             return Ok(());
         }
+        self.refresh_keyring();
+        if let Some(ring) = self.keyring().filter(|r| !r.recorded()) {
+            self.publish_rotation(&self.owner_for(record))?;
+            ring.set_recorded();
+        }
+        Ok(())
+    }
+
+    /// The keys as local state holds them now: another process of this device may have
+    /// imported or rotated one since this handle loaded them.
+    fn refresh_keyring(&self) {
         let kept = self.inner.state.dir().kept_key(&self.inner.marker.store_id);
         let ring = self.keyring();
         let stale = match (&kept, &ring) {
@@ -215,13 +227,48 @@ impl Store {
                 load_keyring(self.inner.state.dir(), &self.inner.root, &self.inner.marker)
             {
                 self.set_keyring(ring);
+                self.keys_changed();
             }
         }
-        if let Some(ring) = self.keyring().filter(|r| !r.recorded()) {
-            self.publish_rotation(&self.owner_for(record))?;
-            ring.set_recorded();
+    }
+
+    /// A key this device did not have opens files its last merges skipped (and snapshots
+    /// they took for unreadable), though the folder lists the same: the views it remembers
+    /// in memory and in its cache files (of every document) go, so the next read merges the
+    /// folder again, carrying what this device holds (`held` stays: the cache only saves
+    /// time).
+    fn keys_changed(&self) {
+        let _ = self.inner.memory.take();
+        *self.inner.memory.listed() = None;
+        let root = self
+            .inner
+            .state
+            .dir()
+            .store_dir(&self.inner.marker.store_id);
+        for entry in walkdir::WalkDir::new(&root)
+            .max_depth(3)
+            .into_iter()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy();
+            let cache = name == crate::local::names::CACHE || name == crate::local::names::VIEW;
+            if cache && entry.file_type().is_file() {
+                fs::remove_or_log(entry.path(), "a cache made without a key imported since");
+            }
         }
-        Ok(())
+    }
+
+    /// What a saved or remembered view depends on besides the folder: the checks of the
+    /// keys this device has (empty in a plain store). A key imported since opens files the
+    /// last merge skipped, though the folder lists the same.
+    pub(crate) fn key_digest(&self) -> String {
+        if !self.is_encrypted() {
+            return String::new();
+        }
+        self.refresh_keyring();
+        self.keyring()
+            .map(|ring| ring.checks().join(","))
+            .unwrap_or_default()
     }
 
     /// The name this device's temps go under: its actor, or the store id before it has one.

@@ -496,7 +496,12 @@ impl Store {
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
         self.check_unlocked()?;
         let scan = self.scan();
-        if let Some(view) = self.inner.memory.cache.view(&self.inner.root, &scan) {
+        if let Some(view) =
+            self.inner
+                .memory
+                .cache
+                .view(&self.inner.root, &scan, &self.key_digest())
+        {
             tracing::debug!("the saved view stands for this listing: no merge");
             self.inner.memory.served(view.beat);
             return Ok((view.json, self.with_marker_problem(view.report)));
@@ -553,8 +558,10 @@ impl Store {
                 .map(|mut log| crate::patch::json::convert(state.doc.make_patches(&mut log)));
             self.journal().push(before, state.doc.get_heads(), patches);
         }
-        *self.inner.memory.listed() =
-            Some((listing(&self.inner.root, scan, &report), report.clone()));
+        *self.inner.memory.listed() = Some((
+            listing(&self.inner.root, scan, &report, &self.key_digest()),
+            report.clone(),
+        ));
         let state = Arc::new(state);
         self.inner.memory.put(Arc::clone(&state));
         self.finish_merge(state, report, changed, scan, save)
@@ -576,7 +583,8 @@ impl Store {
         }
         let (digest, report) = self.inner.memory.listed().clone()?;
         let state = self.inner.memory.peek()?;
-        (listing(&self.inner.root, scan, &report) == digest).then_some((state, report))
+        (listing(&self.inner.root, scan, &report, &self.key_digest()) == digest)
+            .then_some((state, report))
     }
 
     /// Merges the folder as `scan` lists it onto `base`: only what is new when it can, from
@@ -758,12 +766,14 @@ impl Store {
             tracing::warn!(error = %e, "the document the folder lacks was not held in local state");
         }
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
-        match self
-            .inner
-            .memory
-            .cache
-            .save(&self.inner.root, &state, scan, &json, &report)
-        {
+        match self.inner.memory.cache.save(
+            &self.inner.root,
+            &state,
+            scan,
+            &json,
+            &report,
+            &self.key_digest(),
+        ) {
             Ok(()) => tracing::debug!("cache saved"),
             Err(e) => tracing::warn!(
                 error = %e,

@@ -168,7 +168,12 @@ impl Store {
                     return served;
                 }
                 let scan = self.scan();
-                if let Some(view) = self.inner.memory.cache.view(&self.inner.root, &scan) {
+                if let Some(view) =
+                    self.inner
+                        .memory
+                        .cache
+                        .view(&self.inner.root, &scan, &self.key_digest())
+                {
                     tracing::debug!("beat: heads from the saved view, no document loaded");
                     return view.beat;
                 }

@@ -393,7 +393,11 @@ impl Store {
         documents: usize,
         others: usize,
     ) -> Option<Status> {
-        let view = self.inner.memory.cache.view(&self.inner.root, scan)?;
+        let view = self
+            .inner
+            .memory
+            .cache
+            .view(&self.inner.root, scan, &self.key_digest())?;
         let bytes = std::fs::read(self.inner.state.path().join(STATUS_FILE)).ok()?;
         let cached: StatusCache = serde_json::from_slice(&bytes).ok()?;
         let mut heads = cached.heads.clone();

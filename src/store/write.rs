@@ -604,7 +604,8 @@ impl Store {
             return;
         }
         scan.ops.insert(at, entry);
-        let digest = crate::local::cache::listing(&self.inner.root, scan, report);
+        let digest =
+            crate::local::cache::listing(&self.inner.root, scan, report, &self.key_digest());
         *listed = Some((digest, report.clone()));
     }
 
