@@ -585,3 +585,37 @@ fn a_rotated_key_shuts_older_keys_out_of_what_follows() {
         laptop.read().unwrap().to_json()
     );
 }
+
+/// A device that merged while it lacked a rotated key — a snapshot sealed with that key
+/// skipped — reads it once it imports the key, though the folder lists the same (its
+/// remembered and cached views go when its keys change). Also for another handle of the
+/// device that did not import it.
+#[test]
+fn a_key_imported_later_opens_what_the_last_merge_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, a, b) = secret_history(dir.path(), true);
+    let laptop = a.open(&store);
+    let new = laptop.rotate_key().unwrap();
+    laptop
+        .apply_patch(&add("/items/-", json!("sealed-with-the-new-key")))
+        .unwrap();
+    laptop.compact().unwrap();
+    let phone = b.open(&store);
+    let before = phone.read().unwrap().to_json();
+    assert!(!before.to_string().contains("sealed-with-the-new-key"));
+    let other_handle = b.open(&store);
+    other_handle.read().unwrap();
+    phone.import_key(&new).unwrap();
+    let want = laptop.read().unwrap().to_json();
+    assert_eq!(phone.read().unwrap().to_json(), want);
+    assert_eq!(
+        other_handle.read().unwrap().to_json(),
+        want,
+        "another handle"
+    );
+    assert_eq!(
+        b.open(&store).read().unwrap().to_json(),
+        want,
+        "a new handle"
+    );
+}

@@ -214,7 +214,10 @@ impl Store {
 
     /// The keys as local state holds them now: another process of this device may have
     /// imported or rotated one since this handle loaded them.
-    fn refresh_keyring(&self) {
+    pub(crate) fn refresh_keyring(&self) {
+        if !self.is_encrypted() {
+            return;
+        }
         let kept = self.inner.state.dir().kept_key(&self.inner.marker.store_id);
         let ring = self.keyring();
         let stale = match (&kept, &ring) {
@@ -265,7 +268,6 @@ impl Store {
         if !self.is_encrypted() {
             return String::new();
         }
-        self.refresh_keyring();
         self.keyring()
             .map(|ring| ring.checks().join(","))
             .unwrap_or_default()

@@ -447,6 +447,7 @@ impl Store {
     /// it was told of, the document in memory is that, and nothing is listed (as a write
     /// then skips its listing; the watcher's safety listing covers events the system lost).
     pub fn read(&self) -> Result<View> {
+        self.refresh_keyring();
         if let Some(view) = self.read_from_memory()? {
             return Ok(view);
         }
@@ -494,6 +495,7 @@ impl Store {
     /// The merged document as compact JSON text, and what the merge found. When nothing
     /// changed in the folder since the last merge, this only lists the folder.
     pub fn read_json(&self) -> Result<(String, MergeReport)> {
+        self.refresh_keyring();
         self.check_unlocked()?;
         let scan = self.scan();
         if let Some(view) =
@@ -527,6 +529,8 @@ impl Store {
         scan: &scan::Scan,
         save: bool,
     ) -> (Arc<MergedState>, MergeReport, Option<String>) {
+        // A key another process of this device imported is taken before anything is read.
+        self.refresh_keyring();
         let _span = tracing::debug_span!("merge", ops = scan.ops.len()).entered();
         if let Some((state, report)) = self.unchanged_since_last_merge(scan) {
             tracing::debug!("the folder lists as at the last merge in memory: nothing to merge");
