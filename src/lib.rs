@@ -112,7 +112,7 @@ pub use compact::{CompactOutcome, CompactPlan, Progress, Repaired};
 pub use error::{Error, Refusal, Result};
 pub use folder::layout::find_store;
 pub use format::marker::FORMAT_VERSION;
-pub use local::forget::{forget_local, local_stores, LocalStore};
+pub use local::forget::{forget_local, local_store, local_stores, LocalStore};
 pub use local::retention::RETENTION_SECS;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use pack::{

@@ -381,3 +381,33 @@ impl Spinner {
         }
     }
 }
+
+/// Asks `prompt` on a terminal. Refused (exit 3, code `refused`; `not-confirmed` is
+/// compaction's, exit 5) with `no_terminal` when there is none, and with `declined` when
+/// the answer is no; `hint` goes with either.
+pub(crate) fn confirm(
+    no_terminal: &str,
+    prompt: &str,
+    declined: &str,
+    hint: Option<&str>,
+) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let refused = |message: &str| Failure {
+        exit: EXIT_REFUSED,
+        code: "refused",
+        message: message.to_string(),
+        hint: hint.map(str::to_string),
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(refused(no_terminal));
+    }
+    let asked = dialoguer::Confirm::new()
+        .with_prompt(prompt)
+        .default(false)
+        .interact()
+        .map_err(|e| bad_input(format!("confirmation: {e}")))?;
+    if !asked {
+        return Err(refused(declined));
+    }
+    Ok(())
+}

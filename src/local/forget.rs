@@ -32,15 +32,27 @@ pub struct LocalStore {
 /// Every store the state dir of `options` holds local state for, by id.
 pub fn local_stores(options: &crate::Options) -> Result<Vec<LocalStore>> {
     let state = StateDir::resolve(options.state_dir.as_deref())?;
-    let mut out: Vec<LocalStore> = std::fs::read_dir(state.root.join(names::STORES))
+    Ok(ids(&state).iter().map(|id| describe(&state, id)).collect())
+}
+
+/// The store this device holds local state for whose id is `id`, or the one whose id
+/// starts with it (4 hex digits or more); [`Error::UnknownStore`] otherwise.
+pub fn local_store(options: &crate::Options, id: &str) -> Result<LocalStore> {
+    let state = StateDir::resolve(options.state_dir.as_deref())?;
+    find(&state, id)
+}
+
+/// The ids of the stores `state` holds local state for, sorted.
+fn ids(state: &StateDir) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(state.root.join(names::STORES))
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| describe(&state, &e.file_name().to_string_lossy()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    out.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(out)
+    out.sort();
+    out
 }
 
 fn describe(state: &StateDir, id: &str) -> LocalStore {
@@ -90,14 +102,10 @@ pub fn forget_local(options: &crate::Options, id: &str) -> Result<LocalStore> {
     Ok(found)
 }
 
-/// The store whose id is `id`, or the one whose id starts with it (4 hex digits or more).
+/// See [`local_store`].
 fn find(state: &StateDir, id: &str) -> Result<LocalStore> {
-    let all: Vec<LocalStore> = std::fs::read_dir(state.root.join(names::STORES))
+    let all: Vec<LocalStore> = ids(state)
         .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|name| name == id || (id.len() >= 4 && name.starts_with(id)))
         .map(|name| describe(state, &name))
         .collect();

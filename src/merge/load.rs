@@ -242,44 +242,10 @@ pub(crate) const PROGRESS_EVERY: usize = 4096;
 
 /// Reads and verifies op files on every core; results come back in the order of `entries`.
 pub(crate) fn load_all(store: &Source<'_>, entries: &[OpEntry]) -> (Vec<Loaded>, Vec<Problem>) {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = entries.len().div_ceil(workers).max(256);
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    let total = entries.len();
-    // Long work says how far it is (every 4,096 files, and at the end).
-    let tell = |n: usize| store.tell(crate::Progress::Reading { done: n, total });
-    let results: Vec<Vec<Result<Loaded, Problem>>> = std::thread::scope(|s| {
-        let handles: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| {
-                let (done, tell) = (&done, &tell);
-                s.spawn(move || {
-                    let mut packs = PackReader::default();
-                    part.iter()
-                        .map(|e| {
-                            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                            if n.is_multiple_of(PROGRESS_EVERY) {
-                                tell(n);
-                            }
-                            load(store, e, &mut packs)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("loading op files panicked"))
-            .collect()
-    });
-    if total > 0 && !total.is_multiple_of(PROGRESS_EVERY) {
-        tell(total);
-    }
+    let results = on_every_core(store, entries, load);
     let mut loaded = Vec::with_capacity(entries.len());
     let mut problems = Vec::new();
-    for r in results.into_iter().flatten() {
+    for r in results {
         match r {
             Ok(l) => loaded.push(l),
             Err(p) => problems.push(p),
@@ -288,6 +254,50 @@ pub(crate) fn load_all(store: &Source<'_>, entries: &[OpEntry]) -> (Vec<Loaded>,
     // Entries of one damaged pack: one problem per pack is enough to say it.
     problems.dedup_by(|b, a| a.path == b.path && a.path.ends_with(pack::PACK_EXT));
     (loaded, problems)
+}
+
+/// `f` of each of `entries` (each worker with its own pack reader), on every core, in the
+/// order of `entries`; long work says how far it is (every 4,096 files, and at the end).
+pub(crate) fn on_every_core<T: Send>(
+    store: &Source<'_>,
+    entries: &[OpEntry],
+    f: impl Fn(&Source<'_>, &OpEntry, &mut PackReader) -> T + Sync,
+) -> Vec<T> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let chunk = entries.len().div_ceil(workers).max(256);
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let total = entries.len();
+    let tell = |n: usize| store.tell(crate::Progress::Reading { done: n, total });
+    let results: Vec<Vec<T>> = std::thread::scope(|s| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| {
+                let (done, tell, f) = (&done, &tell, &f);
+                s.spawn(move || {
+                    let mut packs = PackReader::default();
+                    part.iter()
+                        .map(|e| {
+                            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            if n.is_multiple_of(PROGRESS_EVERY) {
+                                tell(n);
+                            }
+                            f(store, e, &mut packs)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("reading op files panicked"))
+            .collect()
+    });
+    if total > 0 && !total.is_multiple_of(PROGRESS_EVERY) {
+        tell(total);
+    }
+    results.into_iter().flatten().collect()
 }
 
 /// Cached waiting changes as loaded changes (they were verified when first read).

@@ -9,7 +9,7 @@ use crate::folder::quirks;
 use crate::folder::scan::OpEntry;
 use crate::folder::Source;
 use crate::format::{beat, names, pack};
-use crate::merge::load::{check_copies, PackReader};
+use crate::merge::load::{check_copies, on_every_core};
 use crate::report::{CheckReport, Problem, ProblemKind};
 use crate::Store;
 
@@ -80,40 +80,13 @@ impl Store {
 /// Every copy of `entries` checked on every core (as a merge from nothing reads them): the
 /// copies read and the damaged ones.
 fn check_all(source: &Source<'_>, entries: &[OpEntry]) -> (usize, Vec<Problem>) {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    let chunk = entries.len().div_ceil(workers).max(256);
-    let total = entries.len();
-    let done = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| {
-                let done = &done;
-                s.spawn(move || {
-                    let mut packs = PackReader::default();
-                    let mut out = (0, Vec::new());
-                    for e in part {
-                        let (n, problems) = check_copies(source, e, &mut packs);
-                        out.0 += n;
-                        out.1.extend(problems);
-                        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                        if d.is_multiple_of(crate::merge::load::PROGRESS_EVERY) || d == total {
-                            source.tell(crate::Progress::Reading { done: d, total });
-                        }
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles.into_iter().fold((0, Vec::new()), |mut acc, h| {
-            let (n, problems) = h.join().expect("checking op files panicked");
+    on_every_core(source, entries, check_copies)
+        .into_iter()
+        .fold((0, Vec::new()), |mut acc, (n, problems)| {
             acc.0 += n;
             acc.1.extend(problems);
             acc
         })
-    })
 }
 
 /// The regular files of each actor folder of `dir` (`packs/`, `devices/`), as (actor, name);

@@ -8,22 +8,23 @@ use std::sync::Arc;
 use crate::seal::{self, Keyring, StoreKey};
 use crate::store::Store;
 
-/// The bytes of every rotation record in `keys/` (`*.rotated`).
-pub(crate) fn rotation_records(root: &std::path::Path) -> Vec<Vec<u8>> {
+/// The regular files of `keys/` whose names end with `ext`, sorted.
+fn files_in_keys(root: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(crate::folder::layout::keys(root))
         .into_iter()
         .flatten()
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .ends_with(seal::ROTATION_EXT)
-        })
+        .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
         .map(|e| e.path())
         .collect();
     files.sort();
     files
+}
+
+/// The bytes of every rotation record in `keys/` (`*.rotated`).
+pub(crate) fn rotation_records(root: &std::path::Path) -> Vec<Vec<u8>> {
+    files_in_keys(root, seal::ROTATION_EXT)
         .into_iter()
         .filter_map(|p| std::fs::read(p).ok())
         .collect()
@@ -340,17 +341,7 @@ impl Store {
 
     /// The `keys/*.key` files (regular files only), in name order.
     fn key_files(&self) -> Vec<std::path::PathBuf> {
-        let dir = crate::folder::layout::keys(&self.inner.root);
-        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".key"))
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        files
+        files_in_keys(&self.inner.root, ".key")
     }
 
     /// Gives this device the store's key from a passphrase some device added

@@ -4,7 +4,7 @@
 use crdtdir::{Options, Store};
 use serde_json::json;
 
-use crate::output::{bad_input, json_wanted, print_json, write_out, Failure};
+use crate::output::{json_wanted, print_json, write_out, Failure};
 
 #[derive(clap::Args)]
 #[command(
@@ -66,14 +66,9 @@ pub(crate) fn local(options: &Options, args: &Args) -> Result<(), Failure> {
             .collect();
         return write_out(&text);
     };
-    let found = crdtdir::local_stores(options)?
-        .into_iter()
-        .filter(|s| s.id == *id || (id.len() >= 4 && s.id.starts_with(id.as_str())))
-        .collect::<Vec<_>>();
-    if let [one] = found.as_slice() {
-        if !args.yes && !one.in_use {
-            confirm(one)?;
-        }
+    let found = crdtdir::local_store(options, id)?;
+    if !args.yes && !found.in_use {
+        confirm(&found)?;
     }
     let forgotten = crdtdir::forget_local(options, id)?;
     eprintln!(
@@ -86,7 +81,6 @@ pub(crate) fn local(options: &Options, args: &Args) -> Result<(), Failure> {
 /// Asks before deleting what `store`'s local state holds, saying what may exist nowhere
 /// else; refused without a terminal.
 fn confirm(store: &crdtdir::LocalStore) -> Result<(), Failure> {
-    use std::io::IsTerminal;
     let mut holds = Vec::new();
     if store.unpublished > 0 {
         holds.push(format!(
@@ -108,25 +102,13 @@ fn confirm(store: &crdtdir::LocalStore) -> Result<(), Failure> {
     } else {
         holds.join(", ")
     };
-    let refused = |message: String| Failure {
-        exit: crate::output::EXIT_REFUSED,
-        code: "refused",
-        message,
-        hint: Some("pass --yes once you are sure".into()),
-    };
-    if !std::io::stdin().is_terminal() {
-        return Err(refused(format!(
+    crate::output::confirm(
+        &format!(
             "forgetting store {} deletes {what}: run it on a terminal, or pass --yes",
             store.id
-        )));
-    }
-    let asked = dialoguer::Confirm::new()
-        .with_prompt(format!("Forget store {}? This deletes {what}", store.id))
-        .default(false)
-        .interact()
-        .map_err(|e| bad_input(format!("confirmation: {e}")))?;
-    if !asked {
-        return Err(refused("not forgotten: not confirmed".into()));
-    }
-    Ok(())
+        ),
+        &format!("Forget store {}? This deletes {what}", store.id),
+        "not forgotten: not confirmed",
+        Some("pass --yes once you are sure"),
+    )
 }

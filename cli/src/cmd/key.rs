@@ -5,7 +5,7 @@ use std::io::Read;
 
 use crdtdir::{Store, StoreKey};
 
-use crate::output::{bad_input, fail, print_json, write_out, Failure};
+use crate::output::{bad_input, confirm, fail, print_json, write_out, Failure};
 
 #[derive(clap::Subcommand)]
 pub(crate) enum Args {
@@ -166,11 +166,12 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         Args::Remove { id, yes } => {
             if !*yes {
                 confirm(
-                    "removing a passphrase file",
+                    "removing a passphrase file needs confirmation: run it on a terminal, or pass --yes",
                     &format!(
                         "Remove passphrase file {id}? Devices then cannot join with that passphrase"
                     ),
-                    "not removed",
+                    "not removed: not confirmed",
+                    None,
                 )?;
             }
             store.remove_passphrase(id)?;
@@ -179,9 +180,10 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
         Args::Rotate { yes } => {
             if !*yes {
                 confirm(
-                    "rotating the key",
+                    "rotating the key needs confirmation: run it on a terminal, or pass --yes",
                     "Rotate the key? Devices keep reading only with the new key, which each must import",
-                    "not rotated",
+                    "not rotated: not confirmed",
+                    None,
                 )?;
             }
             let passphrases = store.passphrases().len();
@@ -207,32 +209,6 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             print_json(&serde_json::json!({"store": store.id(), "key": "imported"}))
         }
     }
-}
-
-/// Asks `prompt` on a terminal; refused without one or when the answer is no (exit 3, code
-/// `refused`: `not-confirmed` is compaction's, exit 5).
-fn confirm(what: &str, prompt: &str, refused: &str) -> Result<(), Failure> {
-    use std::io::IsTerminal;
-    let not_confirmed = |message: String| Failure {
-        exit: crate::output::EXIT_REFUSED,
-        code: "refused",
-        message,
-        hint: None,
-    };
-    if !std::io::stdin().is_terminal() {
-        return Err(not_confirmed(format!(
-            "{what} needs confirmation: run it on a terminal, or pass --yes"
-        )));
-    }
-    let asked = dialoguer::Confirm::new()
-        .with_prompt(prompt)
-        .default(false)
-        .interact()
-        .map_err(|e| bad_input(format!("confirmation: {e}")))?;
-    if !asked {
-        return Err(not_confirmed(format!("{refused}: not confirmed")));
-    }
-    Ok(())
 }
 
 /// `text` as a QR code in Unicode half blocks (two modules per character), with its quiet
