@@ -142,11 +142,15 @@ fn start_over(
     if gone {
         return Some("op files this view merged left the folder without a snapshot folding them");
     }
-    let is_new = |rel: &str| new.binary_search_by(|o| o.rel.as_str().cmp(rel)).is_ok();
-    let forming = scan.ops.windows(2).any(|w| {
-        w[0].actor() == w[1].actor()
-            && w[0].seq == w[1].seq
-            && (is_new(&w[0].rel) || is_new(&w[1].rel))
+    // Names of one (actor, seq) sit side by side in the sorted listing: a new file's
+    // neighbours tell (a walk of all 100,000 costs more than the rest of a small merge).
+    let same = |a: &OpEntry, b: &OpEntry| a.actor() == b.actor() && a.seq == b.seq;
+    let forming = new.iter().any(|n| {
+        let Ok(at) = scan.ops.binary_search_by(|o| o.rel.cmp(&n.rel)) else {
+            return false;
+        };
+        (at > 0 && same(&scan.ops[at - 1], n))
+            || scan.ops.get(at + 1).is_some_and(|next| same(next, n))
     });
     if forming {
         return Some("two names for one (actor, seq), one of them new: a fork may be forming");

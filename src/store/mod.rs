@@ -36,7 +36,7 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 use crate::folder::scan::{self};
 use crate::format::marker::{Marker, FORMAT_VERSION};
-use crate::local::cache::listing;
+use crate::local::cache::listing_from;
 use crate::merge;
 use crate::merged::MergedState;
 use crate::patch::{self, PatchError};
@@ -532,7 +532,8 @@ impl Store {
         // A key another process of this device imported is taken before anything is read.
         self.refresh_keyring();
         let _span = tracing::debug_span!("merge", ops = scan.ops.len()).entered();
-        if let Some((state, report)) = self.unchanged_since_last_merge(scan) {
+        let ops = crate::local::cache::listed_ops(scan);
+        if let Some((state, report)) = self.unchanged_since_last_merge(&ops, scan) {
             tracing::debug!("the folder lists as at the last merge in memory: nothing to merge");
             return self.finish_merge(state, report, false, scan, save);
         }
@@ -563,7 +564,7 @@ impl Store {
             self.journal().push(before, state.doc.get_heads(), patches);
         }
         *self.inner.memory.listed() = Some((
-            listing(&self.inner.root, scan, &report, &self.key_digest()),
+            listing_from(&ops, &self.inner.root, scan, &report, &self.key_digest()),
             report.clone(),
         ));
         let state = Arc::new(state);
@@ -576,6 +577,7 @@ impl Store {
     /// the report.)
     fn unchanged_since_last_merge(
         &self,
+        ops: &blake3::Hasher,
         scan: &scan::Scan,
     ) -> Option<(Arc<MergedState>, MergeReport)> {
         let uncompacted = scan.snapshots.is_empty()
@@ -587,7 +589,7 @@ impl Store {
         }
         let (digest, report) = self.inner.memory.listed().clone()?;
         let state = self.inner.memory.peek()?;
-        (listing(&self.inner.root, scan, &report, &self.key_digest()) == digest)
+        (listing_from(ops, &self.inner.root, scan, &report, &self.key_digest()) == digest)
             .then_some((state, report))
     }
 
