@@ -17,7 +17,10 @@ pub(super) fn apply_once(
     if list.is_empty() {
         return Some(doc);
     }
-    let changes: Vec<Change> = list.iter().filter_map(|&i| items[i].held.take()).collect();
+    let changes: Vec<Change> = list
+        .iter()
+        .filter_map(|&i| items[i].held.take().map(|c| *c))
+        .collect();
     let log = LOG.with(|l| l.borrow_mut().take());
     let (doc, log) = catch_unwind(AssertUnwindSafe(move || {
         let mut doc = doc;

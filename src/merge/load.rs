@@ -16,8 +16,9 @@ use crate::report::{Problem, ProblemKind};
 pub(crate) struct Loaded {
     pub(crate) rel: String,
     pub(crate) device: String,
-    /// The change itself, until the merge hands it to Automerge (see [`Loaded::change`]).
-    pub(crate) held: Option<Change>,
+    /// The change itself, until the merge hands it to Automerge (see [`Loaded::change`]);
+    /// boxed, so that the 100,000 records a cold merge keeps after applying cost little.
+    pub(crate) held: Option<Box<Change>>,
     pub(crate) hash: ChangeHash,
     pub(crate) actor: ActorId,
 }
@@ -29,7 +30,7 @@ impl Loaded {
             device,
             hash: change.hash(),
             actor: change.actor_id().clone(),
-            held: Some(change),
+            held: Some(Box::new(change)),
         }
     }
 

@@ -227,7 +227,7 @@ fn rewrite_all(
                     from: from.to_string(),
                     to: l.hash.to_string(),
                 });
-                l.held = Some(*change);
+                l.held = Some(change);
             }
             Rewrite::Failed(reason) => out.failed.push((i, reason)),
             Rewrite::Deferred | Rewrite::Todo | Rewrite::Busy => {

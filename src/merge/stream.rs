@@ -120,7 +120,7 @@ impl Held {
                     .collect();
                 let hash = l.hash;
                 if missing.is_empty() {
-                    ready.push(change);
+                    ready.push(*change);
                     self.items.push(l);
                     let released = release(
                         hash,
@@ -130,7 +130,7 @@ impl Held {
                         &mut self.unmet,
                     );
                     for j in released {
-                        ready.push(self.items[j].held.take().expect("a held change"));
+                        ready.push(*self.items[j].held.take().expect("a held change"));
                     }
                 } else {
                     self.unmet.insert(i, missing.len());
