@@ -88,6 +88,7 @@ mod compact;
 mod doc;
 mod error;
 mod folder;
+pub mod folders;
 mod format;
 mod fs;
 #[doc(hidden)]

@@ -201,7 +201,7 @@ pub(crate) fn read_back(
     store: &crate::folder::Source<'_>,
     listing: &scan::PackListing,
 ) -> std::result::Result<ChangeHash, String> {
-    let bytes = std::fs::read(store.join(&listing.rel)).map_err(|e| e.to_string())?;
+    let bytes = store.folder.read(&listing.rel).map_err(|e| e.to_string())?;
     let name = listing.rel.rsplit('/').next().unwrap_or_default();
     if pack::file_name(listing.first, listing.last, &bytes) != name {
         return Err("its bytes do not match its name".into());
@@ -332,7 +332,7 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))
     };
     crate::folder::layout::ensure_feature(store, actor, pack::FEATURE, b"packs\n")?;
-    let scan = scan::scan(store, None);
+    let scan = scan::scan(&crate::folders::Local::new(store), None);
     let mine: Vec<&OpEntry> = scan
         .ops
         .iter()
@@ -351,7 +351,7 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         }
     }
     loop {
-        let scan = scan::scan(store, None);
+        let scan = scan::scan(&crate::folders::Local::new(store), None);
         let groups = repack_groups(&unsuperseded(&scan, actor), size, REPACK_FAN);
         if groups.is_empty() {
             return Ok(unsuperseded(&scan, actor).len());

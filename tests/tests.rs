@@ -11,6 +11,7 @@ mod crashes;
 mod docs;
 mod encryption;
 mod fixtures;
+mod folders;
 mod forks;
 mod guide;
 mod hostile;

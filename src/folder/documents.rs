@@ -35,7 +35,8 @@ impl Files {
 /// files, and its own snapshots and the root document's): what [`crate::folder::scan::scan`]
 /// lists for it, skipped files aside.
 pub(crate) fn scan_of(root: &Path, doc: &str, files: Files) -> crate::folder::scan::Scan {
-    let (snapshots, records) = crate::folder::scan::snapshots_of(root, Some(doc));
+    let (snapshots, records) =
+        crate::folder::scan::snapshots_of(&crate::folders::Local::new(root), Some(doc));
     crate::folder::scan::Scan {
         ops: files.entries(),
         snapshots,
@@ -66,8 +67,9 @@ pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
             out.entry(doc).or_default().loose.push(e);
         }
     }
-    for actor in crate::folder::scan::pack_actors(root) {
-        for (rel, index) in crate::folder::scan::docs_packs(root, &actor) {
+    let folder = crate::folders::Local::new(root);
+    for actor in crate::folder::scan::pack_actors(&folder) {
+        for (rel, index) in crate::folder::scan::docs_packs(&folder, &actor) {
             for (e, count) in crate::folder::scan::docs_pack_entries(&rel, &actor, index) {
                 let doc = e.doc().map(str::to_string);
                 out.entry(doc).or_default().packed.push((e, count));

@@ -96,18 +96,20 @@ fn feature_of(name: &str) -> Option<&str> {
 /// Reads the feature markers: the names this build does not know, and the entries of the
 /// features folder that are not feature markers at all (sync-tool clutter). A sync tool's
 /// copy of a marker marks its feature ([`feature_of`]).
-pub(crate) fn read_features(store: &Path) -> Result<(Vec<String>, Vec<String>)> {
-    let dir = store.join(FEATURES_DIR);
+pub(crate) fn read_features(
+    store: &dyn crate::folders::Folder,
+) -> Result<(Vec<String>, Vec<String>)> {
     let mut unknown = Vec::new();
     let mut clutter = Vec::new();
-    let entries = match std::fs::read_dir(&dir) {
+    let entries = match store.list(FEATURES_DIR) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((unknown, clutter)),
-        Err(e) => return Err(Error::io(&dir)(e)),
+        Err(e) => {
+            let dir = Path::new(&store.describe()).join(FEATURES_DIR);
+            return Err(Error::io(&dir)(e));
+        }
     };
-    for entry in entries {
-        let entry = entry.map_err(Error::io(&dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for crate::folders::Entry { name, .. } in entries {
         match feature_of(&name) {
             Some(feature) if marker::KNOWN_FEATURES.contains(&feature) => {}
             Some(feature) => unknown.push(feature.to_string()),

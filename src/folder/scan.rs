@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use crate::folder::quirks::{self, Foreign};
+use crate::folders::{Entry, Folder, Kind};
 use crate::format::marker::{FEATURES_DIR, MARKER};
 use crate::format::names;
 use crate::format::pack::{self, PACKS_DIR};
@@ -140,11 +141,11 @@ pub(crate) struct Scan {
 impl Scan {
     /// The snapshots and compaction records, each with its [`fingerprint`]: a merge made
     /// with one of them half-delivered is redone when the sync tool completes it in place.
-    pub(crate) fn snapshot_fingerprints(&self, store: &Path) -> Vec<String> {
+    pub(crate) fn snapshot_fingerprints(&self, folder: &dyn Folder) -> Vec<String> {
         self.snapshots
             .iter()
             .chain(&self.records)
-            .map(|rel| fingerprint(store, rel))
+            .map(|rel| fingerprint(folder, rel))
             .collect()
     }
 }
@@ -152,46 +153,29 @@ impl Scan {
 /// `rel` with what says its content may have changed without its name changing: size,
 /// modification and status-change times, inode. A sync tool that completes or restores a
 /// file in place changes at least one of them.
-pub(crate) fn fingerprint(store: &Path, rel: &str) -> String {
-    let Ok(meta) = std::fs::metadata(store.join(rel)) else {
-        return format!("{rel} gone");
-    };
-    let nanos = |t: std::io::Result<std::time::SystemTime>| {
-        t.ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos())
-    };
-    #[cfg(unix)]
-    let (ctime, inode) = {
-        use std::os::unix::fs::MetadataExt;
-        (
-            i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
-            meta.ino(),
-        )
-    };
-    #[cfg(not(unix))]
-    let (ctime, inode) = (nanos(meta.created()) as i128, 0u64);
-    format!(
-        "{rel} {} {} {ctime} {inode}",
-        meta.len(),
-        nanos(meta.modified())
-    )
+pub(crate) fn fingerprint(folder: &dyn Folder, rel: &str) -> String {
+    match folder.stat(rel) {
+        Ok(Some(Entry {
+            version: Some(v), ..
+        })) => format!("{rel} {v}"),
+        _ => format!("{rel} gone"),
+    }
 }
 
 /// Lists the folder for the root document (`doc` `None`) or for document `doc`: its op
 /// files; the other documents' op files are neither listed nor reported. A document's
 /// listing has its own snapshots and the root document's, which may hold a row of it (§18).
-pub(crate) fn scan(store: &Path, doc: Option<&str>) -> Scan {
+pub(crate) fn scan(store: &dyn Folder, doc: Option<&str>) -> Scan {
     scan_with(store, doc, None)
 }
 
 /// [`scan`] for document `doc`, with the index of documents' packs at `index` (a cache in
 /// local state, `crate::folder::docs_index`): only the packs that hold the document are read.
-pub(crate) fn scan_doc(store: &Path, doc: &str, index: &Path) -> Scan {
+pub(crate) fn scan_doc(store: &dyn Folder, doc: &str, index: &Path) -> Scan {
     scan_with(store, Some(doc), Some(index))
 }
 
-fn scan_with(store: &Path, doc: Option<&str>, index: Option<&Path>) -> Scan {
+fn scan_with(store: &dyn Folder, doc: Option<&str>, index: Option<&Path>) -> Scan {
     let _span = tracing::debug_span!("listing").entered();
     let mut out = Scan::default();
     scan_root(store, &mut out);
@@ -226,12 +210,11 @@ fn scan_with(store: &Path, doc: Option<&str>, index: Option<&Path>) -> Scan {
     out
 }
 
-fn scan_root(store: &Path, out: &mut Scan) {
-    let Ok(entries) = std::fs::read_dir(store) else {
+fn scan_root(store: &dyn Folder, out: &mut Scan) {
+    let Ok(entries) = store.list("") else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for Entry { name, .. } in entries {
         if RESERVED_ROOT.contains(&name.as_str()) {
             continue;
         }
@@ -250,8 +233,8 @@ fn scan_root(store: &Path, out: &mut Scan) {
 
 /// The entries of one of the store's folders; `None` when it does not exist, or when it
 /// cannot be read (then reported as a problem at `rel`).
-fn read_dir_or_report(dir: &Path, rel: &str, out: &mut Scan) -> Option<std::fs::ReadDir> {
-    match std::fs::read_dir(dir) {
+fn read_dir_or_report(store: &dyn Folder, rel: &str, out: &mut Scan) -> Option<Vec<Entry>> {
+    match store.list(rel) {
         Ok(entries) => Some(entries),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
@@ -261,21 +244,13 @@ fn read_dir_or_report(dir: &Path, rel: &str, out: &mut Scan) -> Option<std::fs::
     }
 }
 
-fn scan_ops(store: &Path, doc: Option<&str>, out: &mut Scan) {
-    let ops = store.join(OPS_DIR);
-    let Some(entries) = read_dir_or_report(&ops, OPS_DIR, out) else {
+fn scan_ops(store: &dyn Folder, doc: Option<&str>, out: &mut Scan) {
+    let Some(entries) = read_dir_or_report(store, OPS_DIR, out) else {
         return;
     };
     let mut actors = Vec::new();
     for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                out.problems.push(Problem::unreadable(OPS_DIR, &e));
-                continue;
-            }
-        };
-        if let Some(name) = actor_dir(&entry, OPS_DIR, out) {
+        if let Some(name) = actor_dir(entry, OPS_DIR, out) {
             actors.push(format!("{OPS_DIR}/{name}"));
         }
     }
@@ -284,7 +259,7 @@ fn scan_ops(store: &Path, doc: Option<&str>, out: &mut Scan) {
     actors.sort_unstable();
     for rel in actors {
         let start = out.ops.len();
-        scan_actor(&store.join(&rel), &rel, doc, out);
+        scan_actor(store, &rel, doc, out);
         let skip = rel.len() + 1;
         out.ops[start..].sort_unstable_by(|a, b| a.rel[skip..].cmp(&b.rel[skip..]));
     }
@@ -292,10 +267,10 @@ fn scan_ops(store: &Path, doc: Option<&str>, out: &mut Scan) {
 
 /// The name of `entry` of the folder `dir_rel` if it is an actor folder; anything else is
 /// reported.
-fn actor_dir(entry: &std::fs::DirEntry, dir_rel: &str, out: &mut Scan) -> Option<String> {
-    let name = entry.file_name().to_string_lossy().into_owned();
+fn actor_dir(entry: Entry, dir_rel: &str, out: &mut Scan) -> Option<String> {
+    let Entry { name, kind, .. } = entry;
     let rel = format!("{dir_rel}/{name}");
-    if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+    if kind != Kind::Dir {
         out.problems.push(quirks::problem(rel, &name));
         None
     } else if !names::is_actor_dir(&name) {
@@ -310,21 +285,14 @@ fn actor_dir(entry: &std::fs::DirEntry, dir_rel: &str, out: &mut Scan) -> Option
     }
 }
 
-fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
-    let entries = match std::fs::read_dir(dir) {
+fn scan_actor(store: &dyn Folder, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
+    let entries = match store.list(dir_rel) {
         Ok(entries) => entries,
+        // Gone since its parent was listed: nothing in it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => return out.problems.push(Problem::unreadable(dir_rel, &e)),
     };
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                out.problems.push(Problem::unreadable(dir_rel, &e));
-                continue;
-            }
-        };
-        let os_name = entry.file_name();
-        let name = os_name.to_string_lossy();
+    for Entry { name, kind, .. } in entries {
         // Listing for one document: the others' op files (most of the folder) go at a glance.
         if doc.is_some_and(|d| !name.starts_with(d)) && name.ends_with(names::OP_EXT) {
             continue;
@@ -333,8 +301,8 @@ fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
         rel.push_str(dir_rel);
         rel.push('/');
         rel.push_str(&name);
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => {
+        match kind {
+            Kind::Dir => {
                 out.problems.push(Problem::new(
                     ProblemKind::NotAFile,
                     rel,
@@ -342,8 +310,8 @@ fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
                 ));
                 continue;
             }
-            Ok(t) if t.is_file() => {}
-            _ => {
+            Kind::File => {}
+            Kind::Other => {
                 out.problems.push(Problem::new(
                     ProblemKind::NotAFile,
                     rel,
@@ -371,13 +339,13 @@ fn scan_actor(dir: &Path, dir_rel: &str, doc: Option<&str>, out: &mut Scan) {
 /// entries to the op list under their loose names. An op file both loose and packed is
 /// listed once. A pack whose header does not read is reported and its entries are not
 /// listed (the loose files, or the device that wrote it, still hold them).
-fn scan_packs(store: &Path, doc: Option<&str>, index: Option<&Path>, out: &mut Scan) {
-    let Some(entries) = read_dir_or_report(&store.join(PACKS_DIR), PACKS_DIR, out) else {
+fn scan_packs(store: &dyn Folder, doc: Option<&str>, index: Option<&Path>, out: &mut Scan) {
+    let Some(entries) = read_dir_or_report(store, PACKS_DIR, out) else {
         return;
     };
     let mut actors: Vec<String> = Vec::new();
-    for entry in entries.flatten() {
-        if let Some(name) = actor_dir(&entry, PACKS_DIR, out) {
+    for entry in entries {
+        if let Some(name) = actor_dir(entry, PACKS_DIR, out) {
             actors.push(name);
         }
     }
@@ -435,7 +403,7 @@ fn scan_packs(store: &Path, doc: Option<&str>, index: Option<&Path>, out: &mut S
 /// (`index`, loaded and saved here), only the packs it says hold the document, and those it
 /// does not know yet, are read.
 fn docs_pack_entries_of(
-    store: &Path,
+    store: &dyn Folder,
     actors: &[String],
     doc: &str,
     index: Option<&Path>,
@@ -483,7 +451,10 @@ fn docs_pack_entries_of(
 /// it does not know yet are read, packs the folder no longer lists are dropped, and it is
 /// saved when it changed. A pack whose header does not read is left out (and read again
 /// next time).
-pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::folder::docs_index::DocsPacks {
+pub(crate) fn docs_packs_index(
+    store: &dyn Folder,
+    index: &Path,
+) -> crate::folder::docs_index::DocsPacks {
     use crate::folder::docs_index::{self, DocsPacks};
     let mut known = DocsPacks::load(index);
     let actors = pack_actors(store);
@@ -510,14 +481,14 @@ pub(crate) fn docs_packs_index(store: &Path, index: &Path) -> crate::folder::doc
 }
 
 /// The paths of `actor`'s documents' packs, in path order.
-fn docs_pack_rels(store: &Path, actor: &str) -> Vec<String> {
+fn docs_pack_rels(store: &dyn Folder, actor: &str) -> Vec<String> {
     let dir_rel = format!("{PACKS_DIR}/{actor}");
-    let mut rels: Vec<String> = std::fs::read_dir(store.join(&dir_rel))
+    let mut rels: Vec<String> = store
+        .list(&dir_rel)
         .into_iter()
         .flatten()
-        .flatten()
-        .filter(|f| f.file_type().is_ok_and(|t| t.is_file()))
-        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(Entry::is_file)
+        .map(|f| f.name)
         .filter(|name| pack::parse_docs_name(name).is_some())
         .map(|name| format!("{dir_rel}/{name}"))
         .collect();
@@ -528,11 +499,11 @@ fn docs_pack_rels(store: &Path, actor: &str) -> Vec<String> {
 /// The index of the documents' pack at `rel` of `actor`, when its header reads and holds
 /// that actor's changes to documents.
 fn read_docs_pack(
-    store: &Path,
+    store: &dyn Folder,
     rel: &str,
     actor: &str,
 ) -> Result<pack::Index, (ProblemKind, String)> {
-    let index = match read_pack_header(&store.join(rel)) {
+    let index = match read_pack_header(store, rel) {
         Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string()))?,
         Err(e) => return Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
     };
@@ -592,7 +563,7 @@ pub(crate) fn with_packed(loose: Vec<OpEntry>, packed: Vec<(OpEntry, usize)>) ->
 /// The documents' packs of `actor` (`packs/<actor>/docs-<hash>.pack`, docs/FORMAT.md §18)
 /// whose header reads, with their index, in path order (one that does not read is left out:
 /// a document's listing reports it).
-pub(crate) fn docs_packs(store: &Path, actor: &str) -> Vec<(String, pack::Index)> {
+pub(crate) fn docs_packs(store: &dyn Folder, actor: &str) -> Vec<(String, pack::Index)> {
     docs_pack_rels(store, actor)
         .into_iter()
         .filter_map(|rel| {
@@ -603,28 +574,28 @@ pub(crate) fn docs_packs(store: &Path, actor: &str) -> Vec<(String, pack::Index)
 }
 
 /// The actors with a folder in `packs/`.
-pub(crate) fn pack_actors(store: &Path) -> Vec<String> {
-    std::fs::read_dir(store.join(PACKS_DIR))
+pub(crate) fn pack_actors(store: &dyn Folder) -> Vec<String> {
+    store
+        .list(PACKS_DIR)
         .into_iter()
         .flatten()
-        .flatten()
-        .map(|a| a.file_name().to_string_lossy().into_owned())
+        .map(|a| a.name)
         .filter(|a| names::is_actor_dir(a))
         .collect()
 }
 
 /// The packs of `actor` by (path, first seq, last seq), in path order; anything else in
 /// its folder is reported (documents' packs are not the root document's business).
-fn actor_packs(store: &Path, actor: &str, out: &mut Scan) -> Vec<(String, u64, u64)> {
+fn actor_packs(store: &dyn Folder, actor: &str, out: &mut Scan) -> Vec<(String, u64, u64)> {
     let dir_rel = format!("{PACKS_DIR}/{actor}");
-    let Some(files) = read_dir_or_report(&store.join(&dir_rel), &dir_rel, out) else {
+    let Some(files) = read_dir_or_report(store, &dir_rel, out) else {
         return Vec::new();
     };
     let mut found = Vec::new();
-    for file in files.flatten() {
-        let name = file.file_name().to_string_lossy().into_owned();
+    for file in files {
+        let is_file = file.is_file();
+        let name = file.name;
         let rel = format!("{dir_rel}/{name}");
-        let is_file = file.file_type().is_ok_and(|t| t.is_file());
         match pack::parse_name(&name) {
             _ if pack::parse_docs_name(&name).is_some() => {}
             Some((first, last, _)) if is_file => found.push((rel, first, last)),
@@ -642,13 +613,13 @@ fn actor_packs(store: &Path, actor: &str, out: &mut Scan) -> Vec<(String, u64, u
 
 /// The index of the pack at `rel`, when it reads and holds the actor and seqs its name says.
 fn pack_index(
-    store: &Path,
+    store: &dyn Folder,
     rel: &str,
     actor: &str,
     first: u64,
     last: u64,
 ) -> Result<pack::Index, (ProblemKind, String)> {
-    let index = match read_pack_header(&store.join(rel)) {
+    let index = match read_pack_header(store, rel) {
         Ok(bytes) => pack::decode_index(&bytes).map_err(|e| (e.kind(), e.to_string()))?,
         Err(e) => return Err((ProblemKind::Unreadable, format!("unreadable: {e}"))),
     };
@@ -707,24 +678,21 @@ fn push_unique(list: &mut Vec<OpEntry>, entry: OpEntry) {
 /// The first bytes of a pack, enough for its header (or all of it, when shorter).
 /// The documents (names) whose changes the documents' pack at `path` holds, from its
 /// header; `None` when it does not read.
-pub(crate) fn docs_in_pack(path: &Path) -> Option<Vec<String>> {
-    let bytes = read_pack_header(path).ok()?;
+pub(crate) fn docs_in_pack(store: &dyn Folder, rel: &str) -> Option<Vec<String>> {
+    let bytes = read_pack_header(store, rel).ok()?;
     let index = pack::decode_index(&bytes).ok()?;
     let mut names: Vec<String> = index.rows.into_iter().filter_map(|r| r.doc).collect();
     names.dedup();
     Some(names)
 }
 
-fn read_pack_header(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut bytes = Vec::with_capacity(16 * 1024);
-    (&mut file).take(16 * 1024).read_to_end(&mut bytes)?;
+fn read_pack_header(store: &dyn Folder, rel: &str) -> std::io::Result<Vec<u8>> {
+    const FIRST: u64 = 16 * 1024;
+    let mut bytes = store.read_range(rel, 0..FIRST)?;
     if let Some(len) = pack::header_len(&bytes).filter(|&l| l > bytes.len()) {
-        // A damaged count must not make the reader allocate without bound.
-        let size = file.metadata()?.len() as usize;
-        file.take(len.min(size).saturating_sub(bytes.len()) as u64)
-            .read_to_end(&mut bytes)?;
+        // A damaged count must not make the reader allocate without bound: the rest is
+        // read by range, and a file ends where it ends.
+        bytes.extend(store.read_range(rel, bytes.len() as u64..len as u64)?);
     }
     Ok(bytes)
 }
@@ -810,21 +778,20 @@ pub(crate) fn with_new_files(
 
 /// The snapshots and compaction records a listing of document `doc` has (its own and the
 /// root document's; `None`: the root document's), as [`scan`] lists them.
-pub(crate) fn snapshots_of(store: &Path, doc: Option<&str>) -> (Vec<String>, Vec<String>) {
+pub(crate) fn snapshots_of(store: &dyn Folder, doc: Option<&str>) -> (Vec<String>, Vec<String>) {
     let mut out = Scan::default();
     scan_snapshots(store, doc, &mut out);
     (out.snapshots, out.records)
 }
 
-fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
-    let dir = store.join(SNAPSHOTS_DIR);
-    let Some(entries) = read_dir_or_report(&dir, SNAPSHOTS_DIR, out) else {
+fn scan_snapshots(store: &dyn Folder, doc: Option<&str>, out: &mut Scan) {
+    let Some(entries) = read_dir_or_report(store, SNAPSHOTS_DIR, out) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for entry in entries {
+        let is_file = entry.is_file();
+        let name = entry.name;
         let rel = super::snapshot_rel(&name);
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match snapshot::parse_name(&name) {
             // Another document's snapshot or record: not this document's business. The
             // root document's are every document's: they may hold rows of them (§18).
@@ -842,7 +809,7 @@ fn scan_snapshots(store: &Path, doc: Option<&str>, out: &mut Scan) {
 }
 
 /// The checkpoints in `checkpoints/` (paths, sorted), listed as a merge lists them.
-pub(crate) fn checkpoints(store: &Path) -> Vec<String> {
+pub(crate) fn checkpoints(store: &dyn Folder) -> Vec<String> {
     let mut out = Scan::default();
     scan_checkpoints(store, &mut out);
     out.checkpoints
@@ -850,15 +817,14 @@ pub(crate) fn checkpoints(store: &Path) -> Vec<String> {
 
 /// The checkpoints of the root document (docs/FORMAT.md §19). A crdtdir temp there is a
 /// checkpoint being written (its owner removes a leftover one); other names are reported.
-fn scan_checkpoints(store: &Path, out: &mut Scan) {
-    let dir = store.join(snapshot::CHECKPOINTS_DIR);
-    let Some(entries) = read_dir_or_report(&dir, snapshot::CHECKPOINTS_DIR, out) else {
+fn scan_checkpoints(store: &dyn Folder, out: &mut Scan) {
+    let Some(entries) = read_dir_or_report(store, snapshot::CHECKPOINTS_DIR, out) else {
         return;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for entry in entries {
+        let is_file = entry.is_file();
+        let name = entry.name;
         let rel = super::layout::checkpoint_rel(&name);
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         match snapshot::parse_name(&name) {
             Some((_, false)) if is_file && snapshot::split_doc(&name).0.is_none() => {
                 out.checkpoints.push(rel)
@@ -880,18 +846,19 @@ mod tests {
     fn new_files_named_by_events_update_the_last_listing() {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path();
+        let local = crate::folders::Local::new(store);
         let actor = "0123456789abcdef0123456789abcdef";
         let ops = store.join("ops").join(actor);
         std::fs::create_dir_all(&ops).unwrap();
         let name = |seq: u64| names::op_name_with_hash(seq, &format!("{seq:032x}"));
         std::fs::write(ops.join(name(1)), b"1").unwrap();
         std::fs::write(ops.join(name(3)), b"3").unwrap();
-        let last = scan(store, None);
+        let last = scan(&local, None);
         assert_eq!(last.ops.len(), 2);
         // Seq 2 arrives between the two: in its place, as a new listing has it.
         std::fs::write(ops.join(name(2)), b"2").unwrap();
         let updated = with_new_files(last, store, None, &[ops.join(name(2))]).unwrap();
-        let fresh = scan(store, None);
+        let fresh = scan(&local, None);
         let rels = |s: &Scan| s.ops.iter().map(|o| o.rel.clone()).collect::<Vec<_>>();
         assert_eq!(rels(&updated), rels(&fresh));
         // A temp that is gone (renamed: the destination may not be named): its actor
@@ -899,7 +866,7 @@ mod tests {
         std::fs::write(ops.join(name(4)), b"4").unwrap();
         let went = ops.join(".syncthing.y.tmp");
         let relisted = with_new_files(updated.clone(), store, None, &[went]).unwrap();
-        assert_eq!(rels(&relisted), rels(&scan(store, None)));
+        assert_eq!(rels(&relisted), rels(&scan(&local, None)));
         // A store opened by a relative path (`--store notes`) gets events under its
         // absolute path: they update the listing all the same.
         let cwd = std::env::current_dir().unwrap();
@@ -913,12 +880,12 @@ mod tests {
         std::fs::write(ops.join(name(5)), b"5").unwrap();
         let updated = with_new_files(relisted, &relative, None, &[ops.join(name(5))])
             .expect("events under the absolute path of a relative store");
-        assert_eq!(rels(&updated), rels(&scan(store, None)));
+        assert_eq!(rels(&updated), rels(&scan(&local, None)));
         // An op file that went, a snapshot: list instead.
         let gone = ops.join(name(9));
         for path in [gone, store.join("snapshots/x.sqlite")] {
             assert!(
-                with_new_files(scan(store, None), store, None, std::slice::from_ref(&path))
+                with_new_files(scan(&local, None), store, None, std::slice::from_ref(&path))
                     .is_none(),
                 "{}",
                 path.display()

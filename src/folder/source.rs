@@ -10,6 +10,8 @@ use crate::seal::Keyring;
 #[derive(Clone)]
 pub(crate) struct Source<'a> {
     pub(crate) root: &'a Path,
+    /// Where every read of the folder goes (the folder at `root`).
+    pub(crate) folder: std::sync::Arc<dyn crate::folders::Folder>,
     /// The store's keys, when this device has them.
     pub(crate) seal: Option<std::sync::Arc<Keyring>>,
     /// The store is encrypted: plain files are not trusted.
@@ -42,6 +44,7 @@ impl<'a> Source<'a> {
     pub(crate) fn plain(root: &'a Path) -> Source<'a> {
         Source {
             root,
+            folder: std::sync::Arc::new(crate::folders::Local::new(root)),
             seal: None,
             sealed: false,
             doc: None,

@@ -39,7 +39,7 @@
 //! also in `held`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use automerge::Automerge;
 use serde::{Deserialize, Serialize};
@@ -105,7 +105,12 @@ impl Cache {
 
     /// The saved view, if the folder listing is exactly the one it was made from: the
     /// rendered document and report, and what a heartbeat says of it (no document loaded).
-    pub(crate) fn view(&self, store: &Path, scan: &Scan, keys: &str) -> Option<SavedView> {
+    pub(crate) fn view(
+        &self,
+        store: &dyn crate::folders::Folder,
+        scan: &Scan,
+        keys: &str,
+    ) -> Option<SavedView> {
         let bytes = std::fs::read(self.dir.join(crate::local::names::VIEW)).ok()?;
         let view: ViewFile = ciborium::from_reader(&bytes[..]).ok()?;
         if view.v != CACHE_VERSION || view.store != self.store_id {
@@ -185,7 +190,7 @@ impl Cache {
     /// Replaces both files: the cache first, then the view that points at the same state.
     pub(crate) fn save(
         &self,
-        store: &Path,
+        store: &dyn crate::folders::Folder,
         cached: &MergedState,
         scan: &Scan,
         json: &str,
@@ -240,7 +245,12 @@ impl Cache {
 /// merges to the same view.
 /// `keys`: the checks of the keys this device has (empty in a plain store): a key imported
 /// since opens files the listing did not change for.
-pub(crate) fn listing(store: &Path, scan: &Scan, report: &MergeReport, keys: &str) -> blake3::Hash {
+pub(crate) fn listing(
+    store: &dyn crate::folders::Folder,
+    scan: &Scan,
+    report: &MergeReport,
+    keys: &str,
+) -> blake3::Hash {
     listing_from(&listed_ops(scan), store, scan, report, keys)
 }
 
@@ -263,7 +273,7 @@ pub(crate) fn listed_ops(scan: &Scan) -> blake3::Hasher {
 /// ([`listed_ops`] of the same listing).
 pub(crate) fn listing_from(
     ops: &blake3::Hasher,
-    store: &Path,
+    store: &dyn crate::folders::Folder,
     scan: &Scan,
     report: &MergeReport,
     keys: &str,

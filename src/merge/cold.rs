@@ -290,7 +290,7 @@ fn into_cold_state(
             state.rebased.push(r);
         }
     }
-    state.snapshots = scan.snapshot_fingerprints(store);
+    state.snapshots = scan.snapshot_fingerprints(&*store.folder);
     let report = finish(report, store, scan, &state);
     (state, report)
 }

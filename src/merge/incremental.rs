@@ -135,7 +135,7 @@ fn start_over(
     new: &[OpEntry],
     gone: bool,
 ) -> Option<&'static str> {
-    if scan.snapshot_fingerprints(store) != cached.snapshots {
+    if scan.snapshot_fingerprints(&*store.folder) != cached.snapshots {
         return Some("snapshots or compaction records came, went or changed in place");
     }
     // Counted from everything: what the folder lost (a rollback, a lost snapshot, a sync tool).

@@ -1,8 +1,6 @@
 //! Reading op files: each one verified (its hash against its name, the envelope, the change,
 //! its actor and seq against its path) and loaded as a change, or skipped with the reason.
 
-use std::path::Path;
-
 use automerge::{ActorId, Change, ChangeHash};
 
 use crate::folder::scan::{OpEntry, Packed};
@@ -53,7 +51,6 @@ pub(crate) struct PackReader {
 
 struct Window {
     pack: std::sync::Arc<str>,
-    file: Result<std::fs::File, String>,
     start: u64,
     bytes: Vec<u8>,
 }
@@ -65,8 +62,7 @@ const WINDOW: u64 = 1 << 20;
 
 impl PackReader {
     /// The bytes of a pack entry, verified against its row.
-    fn entry(&mut self, store: &Path, packed: &Packed) -> Result<Vec<u8>, String> {
-        use std::io::{Read, Seek};
+    fn entry(&mut self, store: &Source<'_>, packed: &Packed) -> Result<Vec<u8>, String> {
         let row = &packed.row;
         let end = row.offset + u64::from(row.len);
         let at = match self.recent.iter().position(|w| w.pack == packed.pack) {
@@ -77,8 +73,6 @@ impl PackReader {
                 }
                 self.recent.push_back(Window {
                     pack: packed.pack.clone(),
-                    file: std::fs::File::open(store.join(&*packed.pack))
-                        .map_err(|e| format!("unreadable: {e}")),
                     start: 0,
                     bytes: Vec::new(),
                 });
@@ -88,14 +82,14 @@ impl PackReader {
         let w = &mut self.recent[at];
         let held = w.start <= row.offset && end <= w.start + w.bytes.len() as u64;
         if !held {
-            let file = w.file.as_mut().map_err(|e| e.clone())?;
             w.bytes.clear();
             w.start = row.offset;
-            file.seek(std::io::SeekFrom::Start(row.offset))
-                .and_then(|_| {
-                    file.take(u64::from(row.len).max(WINDOW))
-                        .read_to_end(&mut w.bytes)
-                })
+            w.bytes = store
+                .folder
+                .read_range(
+                    &packed.pack,
+                    row.offset..row.offset + u64::from(row.len).max(WINDOW),
+                )
                 .map_err(|e| format!("unreadable: {e}"))?;
         }
         let from = (row.offset - w.start) as usize;
@@ -163,7 +157,9 @@ pub(crate) fn check_copies(
 /// The loose op file of `entry`, read and verified.
 fn load_loose(store: &Source<'_>, entry: &OpEntry) -> Result<Loaded, Problem> {
     let skip = |kind, reason: String| Problem::new(kind, entry.rel.clone(), reason);
-    let bytes = std::fs::read(store.join(&entry.rel))
+    let bytes = store
+        .folder
+        .read(&entry.rel)
         .map_err(|e| skip(ProblemKind::Unreadable, format!("unreadable: {e}")))?;
     if names::file_hash_hex(&bytes) != entry.hash() {
         return Err(skip(

@@ -291,9 +291,11 @@ mod tests {
             }
         }
         // Make one change wait forever: remove the file of a change others depend on.
-        let victim = crate::folder::scan::scan(&store, None).ops[4].rel.clone();
+        let victim = crate::folder::scan::scan(&crate::folders::Local::new(&store), None).ops[4]
+            .rel
+            .clone();
         std::fs::remove_file(store.join(&victim)).unwrap();
-        let scan = crate::folder::scan::scan(&store, None);
+        let scan = crate::folder::scan::scan(&crate::folders::Local::new(&store), None);
         let (loaded, problems) = load_all(&Source::plain(&store), &scan.ops);
         let careful = merge_loaded(Base::Careful, loaded, scan_report(&scan, problems)).unwrap();
         assert!(!careful.waiting.is_empty());

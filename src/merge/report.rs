@@ -58,7 +58,9 @@ pub(super) fn unprovided(
 pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) -> Vec<Problem> {
     let mut out = Vec::new();
     for rel in &scan.records {
-        let Some(record) = std::fs::read(store.join(rel))
+        let Some(record) = store
+            .folder
+            .read(rel)
             .ok()
             .and_then(|b| crate::format::record::decode(&b).ok())
         else {

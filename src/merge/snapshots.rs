@@ -50,7 +50,7 @@ pub(crate) fn load_snapshots(store: &Source<'_>, store_id: &str, scan: &Scan) ->
         {
             continue; // the root document's reader reports it
         }
-        let problem = match std::fs::read(store.join(rel)) {
+        let problem = match store.folder.read(rel) {
             Err(e) => Problem::unreadable(rel.clone(), &e),
             Ok(bytes) => match crate::format::record::decode(&bytes) {
                 Ok(_) => continue,
@@ -75,7 +75,9 @@ pub(crate) fn read_whole(
     rel: &str,
 ) -> Result<ValidSnapshot, (ProblemKind, String)> {
     let damaged = |reason: String| (ProblemKind::Damaged, reason);
-    let bytes = std::fs::read(store.join(rel))
+    let bytes = store
+        .folder
+        .read(rel)
         .map_err(|e| (ProblemKind::Unreadable, format!("unreadable: {e}")))?;
     let name = rel.rsplit('/').next().unwrap_or_default();
     if crate::format::snapshot::file_name(&bytes) != crate::format::snapshot::split_doc(name).1 {

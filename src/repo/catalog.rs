@@ -126,7 +126,7 @@ impl Files {
     pub(crate) fn list(root: &Store) -> Files {
         let state = root.inner.state.path();
         let index = crate::folder::scan::docs_packs_index(
-            root.path(),
+            &*root.inner.folder,
             &state.join(crate::local::names::DOCS_PACKS),
         );
         let mut holding: BTreeMap<String, Vec<String>> = BTreeMap::new();

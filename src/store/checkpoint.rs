@@ -143,7 +143,7 @@ impl Store {
         if changes < self.remembered_checkpoint().saturating_add(every) {
             return Ok(None);
         }
-        let listed = crate::folder::scan::checkpoints(&self.inner.root);
+        let listed = crate::folder::scan::checkpoints(&*self.inner.folder);
         let newest = newest_checkpoint(&self.inner.root, &listed);
         if changes < newest.saturating_add(every) {
             self.remember_checkpoint(newest);

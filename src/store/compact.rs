@@ -522,8 +522,9 @@ impl Store {
                 bytes += m.len();
             }
         }
-        for actor in crate::folder::scan::pack_actors(root) {
-            for (rel, index) in crate::folder::scan::docs_packs(root, &actor) {
+        let folder = crate::folders::Local::new(root);
+        for actor in crate::folder::scan::pack_actors(&folder) {
+            for (rel, index) in crate::folder::scan::docs_packs(&folder, &actor) {
                 let entries = crate::folder::scan::docs_pack_entries(&rel, &actor, index);
                 if !entries.is_empty()
                     && entries.iter().all(|(e, _)| folded.contains(e.rel.as_str()))

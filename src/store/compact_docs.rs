@@ -192,7 +192,7 @@ impl Store {
     /// document: `Some(true)` when it dropped its history (deleted), `None` for no row.
     pub(crate) fn snapshot_row_of(&self) -> Option<bool> {
         let name = self.inner.doc_name.as_deref()?;
-        let (snapshots, _) = crate::folder::scan::snapshots_of(&self.inner.root, None);
+        let (snapshots, _) = crate::folder::scan::snapshots_of(&*self.inner.folder, None);
         let mut out = None;
         for rel in snapshots {
             let Ok(rows) = DocRows::open(&self.inner.root.join(&rel)) else {
@@ -314,8 +314,9 @@ impl Store {
                 }
             }
         }
-        for actor in crate::folder::scan::pack_actors(root) {
-            for (rel, index) in crate::folder::scan::docs_packs(root, &actor) {
+        let folder = crate::folders::Local::new(root);
+        for actor in crate::folder::scan::pack_actors(&folder) {
+            for (rel, index) in crate::folder::scan::docs_packs(&folder, &actor) {
                 let entries = crate::folder::scan::docs_pack_entries(&rel, &actor, index);
                 if !entries.is_empty()
                     && entries.iter().all(|(e, _)| folded.contains(e.rel.as_str()))

@@ -52,7 +52,7 @@ impl Store {
             let copies = kept_docs_copies(&kept_dir.join(actor));
             out.republished
                 .extend(self.republish_docs_packs(actor, &copies)?);
-            let published = crate::folder::scan::docs_packs(&self.inner.root, actor);
+            let published = crate::folder::scan::docs_packs(&*self.inner.folder, actor);
             let packed: HashSet<(String, u64, String)> = published
                 .iter()
                 .flat_map(|(_, index)| &index.rows)
@@ -78,7 +78,7 @@ impl Store {
                 }
             }
             let published = if wrote {
-                crate::folder::scan::docs_packs(&self.inner.root, actor)
+                crate::folder::scan::docs_packs(&*self.inner.folder, actor)
             } else {
                 published
             };
@@ -206,7 +206,7 @@ impl Store {
     /// The documents' op files (paths) the snapshots of the root document in the folder
     /// fold, whichever document's.
     fn folded_doc_files(&self) -> HashSet<String> {
-        let (snapshots, _) = crate::folder::scan::snapshots_of(&self.inner.root, None);
+        let (snapshots, _) = crate::folder::scan::snapshots_of(&*self.inner.folder, None);
         snapshots
             .iter()
             .filter_map(|rel| {
@@ -266,7 +266,7 @@ impl Store {
     /// decodes, every entry matches its row, and its last entry opens as a change of the
     /// document its row names.
     fn reads_back_whole(&self, rel: &str) -> std::result::Result<(), String> {
-        let bytes = std::fs::read(self.inner.root.join(rel)).map_err(|e| e.to_string())?;
+        let bytes = self.inner.folder.read(rel).map_err(|e| e.to_string())?;
         let name = rel.rsplit('/').next().unwrap_or_default();
         if pack::docs_file_name(&bytes) != name {
             return Err("its bytes do not match its name".into());

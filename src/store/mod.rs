@@ -186,6 +186,8 @@ pub struct Store {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) root: PathBuf,
+    /// Every read of the synced folder goes through it (the folder at `root`).
+    pub(crate) folder: Arc<dyn crate::folders::Folder>,
     /// The document this handle is of: `None` for the store's root document.
     pub(crate) doc: Option<String>,
     /// Its name in file names: its id in a plain store, a keyed hash of it in an encrypted
@@ -371,6 +373,7 @@ impl Store {
     pub(crate) fn source(&self) -> crate::folder::Source<'_> {
         crate::folder::Source {
             root: &self.inner.root,
+            folder: Arc::clone(&self.inner.folder),
             seal: self.keyring(),
             sealed: self.inner.marker.sealed.is_some(),
             doc: self.inner.doc_name.as_deref(),
@@ -399,11 +402,11 @@ impl Store {
     /// Lists the folder for this handle's document.
     pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
         match self.inner.doc_name.as_deref() {
-            None => crate::folder::scan::scan(&self.inner.root, None),
+            None => crate::folder::scan::scan(&*self.inner.folder, None),
             Some(doc) => {
                 let index = self.inner.state.for_doc(None).path();
                 let index = index.join(crate::local::names::DOCS_PACKS);
-                crate::folder::scan::scan_doc(&self.inner.root, doc, &index)
+                crate::folder::scan::scan_doc(&*self.inner.folder, doc, &index)
             }
         }
     }
@@ -502,7 +505,7 @@ impl Store {
             self.inner
                 .memory
                 .cache
-                .view(&self.inner.root, &scan, &self.key_digest())
+                .view(&*self.inner.folder, &scan, &self.key_digest())
         {
             tracing::debug!("the saved view stands for this listing: no merge");
             self.inner.memory.served(view.beat);
@@ -564,7 +567,7 @@ impl Store {
             self.journal().push(before, state.doc.get_heads(), patches);
         }
         *self.inner.memory.listed() = Some((
-            listing_from(&ops, &self.inner.root, scan, &report, &self.key_digest()),
+            listing_from(&ops, &*self.inner.folder, scan, &report, &self.key_digest()),
             report.clone(),
         ));
         let state = Arc::new(state);
@@ -589,7 +592,7 @@ impl Store {
         }
         let (digest, report) = self.inner.memory.listed().clone()?;
         let state = self.inner.memory.peek()?;
-        (listing_from(ops, &self.inner.root, scan, &report, &self.key_digest()) == digest)
+        (listing_from(ops, &*self.inner.folder, scan, &report, &self.key_digest()) == digest)
             .then_some((state, report))
     }
 
@@ -773,7 +776,7 @@ impl Store {
         }
         // The cache only saves time: a cache that cannot be written is rebuilt next time.
         match self.inner.memory.cache.save(
-            &self.inner.root,
+            &*self.inner.folder,
             &state,
             scan,
             &json,
@@ -813,7 +816,7 @@ impl Store {
                 ),
             });
         }
-        let (unknown, _) = crate::folder::read_features(&self.inner.root)?;
+        let (unknown, _) = crate::folder::read_features(&*self.inner.folder)?;
         if let Some(feature) = unknown.first() {
             return Err(Error::NeedsNewer {
                 reason: format!("it uses the feature {feature:?}"),

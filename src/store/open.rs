@@ -297,6 +297,7 @@ impl Store {
         Store {
             inner: Arc::new(Shared {
                 progress,
+                folder: Arc::new(crate::folders::Local::new(root.clone())),
                 root,
                 doc: doc.map(str::to_string),
                 doc_name: doc.map(str::to_string),
@@ -341,6 +342,7 @@ impl Store {
             inner: Arc::new(Shared {
                 progress: std::sync::OnceLock::new(),
                 root: inner.root.clone(),
+                folder: Arc::clone(&inner.folder),
                 doc: doc.map(str::to_string),
                 doc_name: name.map(str::to_string),
                 marker: inner.marker.clone(),

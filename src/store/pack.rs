@@ -377,7 +377,7 @@ impl Store {
     ) -> Result<Option<String>> {
         let mut files = Vec::with_capacity(chunk.len());
         for entry in chunk {
-            match std::fs::read(self.inner.root.join(&entry.rel)) {
+            match self.inner.folder.read(&entry.rel) {
                 Ok(bytes) if names::file_hash_hex(&bytes) == entry.hash() => {
                     files.push((entry.seq, bytes))
                 }
@@ -432,7 +432,7 @@ impl Store {
         for group in self.plan_repack(scan, actor, size) {
             let mut files = Vec::new();
             for p in &group {
-                let Ok(bytes) = std::fs::read(self.inner.root.join(&p.rel)) else {
+                let Ok(bytes) = self.inner.folder.read(&p.rel) else {
                     return Ok((written, folded));
                 };
                 for row in &p.rows {

@@ -172,7 +172,7 @@ impl Store {
                     self.inner
                         .memory
                         .cache
-                        .view(&self.inner.root, &scan, &self.key_digest())
+                        .view(&*self.inner.folder, &scan, &self.key_digest())
                 {
                     tracing::debug!("beat: heads from the saved view, no document loaded");
                     return view.beat;

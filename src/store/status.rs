@@ -397,7 +397,7 @@ impl Store {
             .inner
             .memory
             .cache
-            .view(&self.inner.root, scan, &self.key_digest())?;
+            .view(&*self.inner.folder, scan, &self.key_digest())?;
         let bytes = std::fs::read(self.inner.state.path().join(STATUS_FILE)).ok()?;
         let cached: StatusCache = serde_json::from_slice(&bytes).ok()?;
         let mut heads = cached.heads.clone();

@@ -179,7 +179,8 @@ impl Documents for Store {
     }
 
     fn docs_in_pack(&self, path: &Path) -> Option<Vec<String>> {
-        crate::folder::scan::docs_in_pack(path)
+        let rel = path.strip_prefix(&self.inner.root).ok()?.to_str()?;
+        crate::folder::scan::docs_in_pack(&*self.inner.folder, rel)
     }
 
     fn is_deleted(&self, state: &MergedState) -> bool {

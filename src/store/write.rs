@@ -605,7 +605,7 @@ impl Store {
         }
         scan.ops.insert(at, entry);
         let digest =
-            crate::local::cache::listing(&self.inner.root, scan, report, &self.key_digest());
+            crate::local::cache::listing(&*self.inner.folder, scan, report, &self.key_digest());
         *listed = Some((digest, report.clone()));
     }
 
@@ -834,7 +834,7 @@ impl Store {
             !entry.packs().any(|p| {
                 let bytes = packs
                     .entry(&p.pack)
-                    .or_insert_with(|| std::fs::read(self.inner.root.join(&*p.pack)).ok());
+                    .or_insert_with(|| self.inner.folder.read(&p.pack).ok());
                 bytes
                     .as_ref()
                     .is_some_and(|b| crate::format::pack::entry(b, &p.row).is_ok())

@@ -1,0 +1,205 @@
+//! The contract every backend of the folder seam keeps (`crdtdir::folders::Folder`), run on
+//! each: a folder on disk, one in memory (exact, and lagging as some object stores do),
+//! and (tests/s3.rs) a bucket on a real S3-compatible server.
+
+use std::collections::BTreeSet;
+use std::io::ErrorKind;
+
+use crdtdir::folders::{Created, Folder, Lag, Local, Memory};
+
+/// Checks `folder`, which must be empty, keeps the seam's promises; leaves it empty again
+/// but for what it cannot remove (nothing).
+pub(crate) fn contract(folder: &dyn Folder) {
+    assert!(
+        folder.list("").map_or(true, |l| l.is_empty()),
+        "{}: not empty",
+        folder.describe()
+    );
+    let owner = "01".repeat(16);
+
+    // Create only if absent; never an overwrite.
+    let path = "ops/aa/0000000001-x.op";
+    assert_eq!(folder.create(path, b"first", &owner).unwrap(), Created::New);
+    assert_eq!(folder.read(path).unwrap(), b"first");
+    assert_eq!(
+        folder.create(path, b"second!", &owner).unwrap(),
+        Created::Existed
+    );
+    assert_eq!(folder.read(path).unwrap(), b"first", "a create overwrote");
+
+    // Listings: folders and files, sorted, with lengths; nothing else (no temp left).
+    folder
+        .create("ops/aa/0000000002-y.op", b"0123456789", &owner)
+        .unwrap();
+    folder
+        .create("ops/bb/0000000001-z.op", b"z", &owner)
+        .unwrap();
+    folder.create("top", b"t", &owner).unwrap();
+    let root = folder.list("").unwrap();
+    let names: Vec<(&str, bool)> = root.iter().map(|e| (e.name.as_str(), e.is_dir())).collect();
+    assert_eq!(names, [("ops", true), ("top", false)]);
+    let ops: Vec<String> = folder
+        .list("ops")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(ops, ["aa", "bb"]);
+    let aa = folder.list("ops/aa").unwrap();
+    let files: Vec<(&str, bool)> = aa.iter().map(|e| (e.name.as_str(), e.is_file())).collect();
+    assert_eq!(
+        files,
+        [("0000000001-x.op", true), ("0000000002-y.op", true)]
+    );
+    // A listing may leave lengths and versions out (a local one does); when it gives
+    // them, they are what a stat says.
+    for e in &aa {
+        let stat = folder.stat(&format!("ops/aa/{}", e.name)).unwrap().unwrap();
+        assert!(stat.version.is_some());
+        if e.len.is_some() {
+            assert_eq!((e.len, &e.version), (stat.len, &stat.version));
+        }
+    }
+    assert_eq!(
+        folder.list("ops/none").unwrap_or_default(),
+        [],
+        "a folder with nothing in it lists as empty or not found"
+    );
+
+    // Reads: whole, ranges (the middle, past the end), absent files.
+    let y = "ops/aa/0000000002-y.op";
+    assert_eq!(folder.read_range(y, 2..5).unwrap(), b"234");
+    assert_eq!(folder.read_range(y, 8..20).unwrap(), b"89");
+    assert_eq!(folder.read_range(y, 12..20).unwrap(), b"");
+    assert_eq!(
+        folder.read("ops/aa/absent").unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    let stat = folder.stat(y).unwrap().expect("a file there");
+    assert_eq!((stat.len, stat.is_file()), (Some(10), true));
+    assert_eq!(folder.stat("ops/aa/absent").unwrap(), None);
+
+    // Replace: new bytes, a new version.
+    folder.replace("top", b"t2", &owner).unwrap();
+    assert_eq!(folder.read("top").unwrap(), b"t2");
+    let version = |p: &str| folder.stat(p).unwrap().unwrap().version;
+    let before = version("top");
+    folder.replace("top", b"t3-longer", &owner).unwrap();
+    assert_ne!(version("top"), before, "a replaced file keeps its version");
+
+    // Paths never reach outside the folder.
+    for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+        assert_eq!(
+            folder.read(bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput,
+            "{bad:?}"
+        );
+        assert!(folder.create(bad, b"x", &owner).is_err(), "{bad:?}");
+    }
+
+    // Racing creates of one name: one wins, the others find it there, nothing is torn.
+    let race = "ops/cc/0000000001-race.op";
+    let owner = owner.as_str();
+    let results: Vec<(usize, Created)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    let bytes = vec![b'a' + i as u8; 1000 + i];
+                    (i, folder.create(race, &bytes, owner).unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won: Vec<usize> = results
+        .iter()
+        .filter(|(_, c)| *c == Created::New)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    assert_eq!(
+        folder.read(race).unwrap(),
+        vec![b'a' + won[0] as u8; 1000 + won[0]]
+    );
+
+    // Removal, twice.
+    for p in [path, y, "ops/bb/0000000001-z.op", "top", race] {
+        folder.remove(p).unwrap();
+        folder.remove(p).unwrap();
+        assert_eq!(folder.read(p).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}
+
+#[test]
+fn a_folder_on_disk_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = Local::new(dir.path().join("store"));
+    std::fs::create_dir(dir.path().join("store")).unwrap();
+    contract(&folder);
+}
+
+#[test]
+fn a_folder_in_memory_keeps_the_contract() {
+    contract(&Memory::new());
+}
+
+#[test]
+fn a_lagging_folder_lists_late_but_reads_at_once() {
+    for seed in 0..20 {
+        let folder = Memory::lagging(Lag { listings: 3, seed });
+        let owner = "02".repeat(16);
+        // Read-after-write, whatever the listings say.
+        folder.create("ops/aa/1.op", b"one", &owner).unwrap();
+        assert_eq!(folder.read("ops/aa/1.op").unwrap(), b"one");
+        // Shown within `listings` more listings, and from then on.
+        let shown = (0..=3).position(|_| {
+            folder
+                .list("ops/aa")
+                .is_ok_and(|l| l.iter().any(|e| e.name == "1.op"))
+        });
+        assert!(shown.is_some(), "seed {seed}: never listed");
+        assert!(folder
+            .list("ops/aa")
+            .unwrap()
+            .iter()
+            .any(|e| e.name == "1.op"));
+        // A removed file may stay listed as long, but never reads.
+        folder.remove("ops/aa/1.op").unwrap();
+        assert_eq!(
+            folder.read("ops/aa/1.op").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let gone = (0..=3).position(|_| {
+            folder
+                .list("ops/aa")
+                .map_or(true, |l| !l.iter().any(|e| e.name == "1.op"))
+        });
+        assert!(gone.is_some(), "seed {seed}: listed forever");
+    }
+}
+
+#[test]
+fn lagging_listings_are_late_for_some_files() {
+    // Lag that never shows would make the lagging tests test nothing.
+    let folder = Memory::lagging(Lag {
+        listings: 4,
+        seed: 7,
+    });
+    let owner = "03".repeat(16);
+    for i in 0..50 {
+        folder
+            .create(&format!("ops/aa/{i:03}.op"), b"x", &owner)
+            .unwrap();
+    }
+    let first: BTreeSet<String> = folder
+        .list("ops/aa")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert!(first.len() < 50, "no file was listed late");
+    assert!(!first.is_empty(), "every file was listed late");
+    folder.settle();
+    assert_eq!(folder.list("ops/aa").unwrap().len(), 50);
+    assert_eq!(folder.paths().len(), 50);
+}
