@@ -20,9 +20,12 @@ pub(crate) const TEMP_PREFIX: &str = ".crdtdir-";
 /// ...and ends with this.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 
-/// A file written and fsynced under a temp name, not yet visible under its final name.
+/// A file written and fsynced under a temp name, not yet visible under its final name; or,
+/// for a folder that is not on the local disk, its bytes, which the folder creates at once
+/// when the file is published ([`Staged::pending`]).
 pub(crate) struct Staged {
     temp: PathBuf,
+    pending: Option<Vec<u8>>,
 }
 
 /// Writes `bytes` to a fresh temp file in `dir` tagged with `owner` (an actor in hex), fsyncs
@@ -53,7 +56,10 @@ pub(crate) fn stage(dir: &Path, owner: &str, bytes: &[u8]) -> io::Result<Staged>
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    Ok(Staged { temp })
+    Ok(Staged {
+        temp,
+        pending: None,
+    })
 }
 
 /// Renames a staged file to `target` and fsyncs the folder. If `target` already exists it
@@ -143,8 +149,28 @@ pub(crate) fn parent_of(path: &Path) -> &Path {
 }
 
 impl Staged {
+    /// The bytes of a file for a folder with no temp files (an object store creates a file
+    /// whole or not at all): published by the folder's own create.
+    pub(crate) fn pending(bytes: &[u8]) -> Staged {
+        Staged {
+            temp: PathBuf::new(),
+            pending: Some(bytes.to_vec()),
+        }
+    }
+
+    /// The bytes of a [`Staged::pending`] file (`None` for a local temp).
+    pub(crate) fn into_pending(self) -> Result<Vec<u8>, Staged> {
+        match self.pending {
+            Some(bytes) => Ok(bytes),
+            None => Err(self),
+        }
+    }
+
     /// Removes the temp file (the write was abandoned before publishing).
     pub(crate) fn discard(self) {
+        if self.pending.is_some() {
+            return;
+        }
         // A temp left behind is removed by a later run of its writer (named by its owner).
         let _ = fs::remove_file(&self.temp);
     }

@@ -192,13 +192,13 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         let name = snapshot::file_name(bytes);
         let target = dir.join(&name);
-        let staged = fs::stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
+        let staged = self.stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
         fault::at("checkpoint-staged")
-            .and_then(|()| fs::publish(staged, &target))
+            .and_then(|()| self.publish(staged, &target))
             .and_then(|()| fault::at("checkpoint-published"))
             .map_err(Error::io(&target))?;
         if let Err(reason) = verify(&self.source(), &target, &name, heads, changes) {
-            crate::fs::remove_or_log(&target, "a checkpoint that failed its read-back");
+            self.remove_or_log(&target, "a checkpoint that failed its read-back");
             return Err(Error::Unverified {
                 path: target,
                 reason,
@@ -218,13 +218,13 @@ impl Store {
                 .ok()
                 .and_then(|rows| rows.meta("checkpoint"));
             if owner.is_some_and(|o| own.contains(&o)) {
-                crate::fs::remove_or_log(&path, "an older checkpoint of this device");
+                self.remove_or_log(&path, "an older checkpoint of this device");
                 fault::at("checkpoint-replaced").map_err(Error::io(&path))?;
                 replaced.push(rel.clone());
             }
         }
         if !replaced.is_empty() {
-            fs::sync_dir_or_log(layout::checkpoints(&self.inner.root));
+            self.sync_dir_or_log(layout::checkpoints(&self.inner.root));
         }
         Ok(replaced)
     }

@@ -10,7 +10,6 @@ use crate::fault;
 use crate::folder::scan::Scan;
 use crate::format::record::{self, Record};
 use crate::format::snapshot::{self, NewSnapshot};
-use crate::fs;
 use crate::local::retention::Retention;
 use crate::merged::MergedState;
 use crate::presence::Presence;
@@ -236,7 +235,7 @@ impl Store {
     ) -> Result<()> {
         let mut first = true;
         for (done, (path, _)) in ops.iter().enumerate() {
-            crate::fs::remove_or_log(self.inner.root.join(path), "a folded op file");
+            self.remove_or_log(self.inner.root.join(path), "a folded op file");
             if std::mem::take(&mut first) {
                 fault::at("deleting").map_err(Error::io(self.inner.root.join(path)))?;
             }
@@ -262,16 +261,13 @@ impl Store {
         // Packs whose every op file is folded go too (any device's: the snapshot holds them).
         for p in &scan.packs {
             if p.entry_rels().all(|r| folded_paths.contains(r.as_str())) {
-                crate::fs::remove_or_log(self.inner.root.join(&p.rel), "a folded pack");
+                self.remove_or_log(self.inner.root.join(&p.rel), "a folded pack");
             }
         }
         for old in snaps {
-            crate::fs::remove_or_log(self.inner.root.join(old), "a folded snapshot");
+            self.remove_or_log(self.inner.root.join(old), "a folded snapshot");
             if let Some(record) = crate::folder::record_rel(old) {
-                crate::fs::remove_or_log(
-                    self.inner.root.join(record),
-                    "a folded compaction record",
-                );
+                self.remove_or_log(self.inner.root.join(record), "a folded compaction record");
             }
         }
         // Folders stay, even emptied: a sync tool that saw a folder deleted may refuse a
@@ -283,9 +279,9 @@ impl Store {
             .collect();
         dirs.dedup();
         for d in dirs {
-            fs::sync_dir_or_log(crate::folder::layout::actor_ops(&self.inner.root, d));
+            self.sync_dir_or_log(crate::folder::layout::actor_ops(&self.inner.root, d));
         }
-        fs::sync_dir_or_log(crate::folder::layout::snapshots(&self.inner.root));
+        self.sync_dir_or_log(crate::folder::layout::snapshots(&self.inner.root));
         Ok(())
     }
 
@@ -401,9 +397,9 @@ impl Store {
     fn publish_snapshot_file(&self, owner: &str, name: &str, bytes: &[u8]) -> Result<PathBuf> {
         let dir = crate::folder::layout::snapshots(&self.inner.root);
         let target = dir.join(name);
-        let staged = fs::stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
+        let staged = self.stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
         fault::at("snapshot-staged")
-            .and_then(|()| fs::publish(staged, &target))
+            .and_then(|()| self.publish(staged, &target))
             .and_then(|()| fault::at("snapshot-published"))
             .map_err(Error::io(&target))?;
         Ok(target)
@@ -422,7 +418,7 @@ impl Store {
         let checked = verify(&self.source(), target, name, heads, changes)
             .and_then(|()| verify_rows(&self.source(), target, docs));
         if let Err(reason) = checked {
-            crate::fs::remove_or_log(target, "a snapshot that failed its read-back");
+            self.remove_or_log(target, "a snapshot that failed its read-back");
             return Err(Error::Unverified {
                 path: target.to_path_buf(),
                 reason,
@@ -463,8 +459,8 @@ impl Store {
         });
         let dir = crate::folder::layout::snapshots(&self.inner.root);
         let record_path = dir.join(record::file_name(name).expect("a snapshot name"));
-        let staged = fs::stage(&dir, owner, &record).map_err(Error::io(&dir))?;
-        fs::publish(staged, &record_path)
+        let staged = self.stage(&dir, owner, &record).map_err(Error::io(&dir))?;
+        self.publish(staged, &record_path)
             .and_then(|()| fault::at("recorded"))
             .map_err(Error::io(&record_path))?;
         Ok(())

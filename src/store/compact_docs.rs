@@ -12,7 +12,6 @@ use automerge::ReadDoc;
 
 use crate::error::{Error, Result};
 use crate::format::snapshot::{DocRow, DocRows};
-use crate::fs;
 use crate::store::documents::is_deleted;
 use crate::store::Store;
 
@@ -296,7 +295,7 @@ impl Store {
             for rel in &d.ops {
                 let path = root.join(rel);
                 if path.is_file() {
-                    fs::remove_or_log(&path, "a folded op file");
+                    self.remove_or_log(&path, "a folded op file");
                     if let Some(dir) = path.parent() {
                         dirs.insert(dir.to_path_buf());
                     }
@@ -308,9 +307,9 @@ impl Store {
                 }
             }
             for old in &d.snaps {
-                fs::remove_or_log(root.join(old), "a folded snapshot");
+                self.remove_or_log(root.join(old), "a folded snapshot");
                 if let Some(record) = crate::folder::record_rel(old) {
-                    fs::remove_or_log(root.join(record), "a folded compaction record");
+                    self.remove_or_log(root.join(record), "a folded compaction record");
                 }
             }
         }
@@ -321,13 +320,13 @@ impl Store {
                 if !entries.is_empty()
                     && entries.iter().all(|(e, _)| folded.contains(e.rel.as_str()))
                 {
-                    fs::remove_or_log(root.join(&rel), "a folded documents' pack");
+                    self.remove_or_log(root.join(&rel), "a folded documents' pack");
                     dirs.insert(crate::folder::layout::actor_packs(root, &actor));
                 }
             }
         }
         for dir in dirs {
-            fs::sync_dir_or_log(dir);
+            self.sync_dir_or_log(dir);
         }
     }
 }

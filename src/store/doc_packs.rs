@@ -163,13 +163,13 @@ impl Store {
     fn publish_docs_pack(&self, actor: &str, name: &str, bytes: &[u8]) -> Result<()> {
         let dir = crate::folder::layout::actor_packs(&self.inner.root, actor);
         let target = dir.join(name);
-        let staged = fs::stage(&dir, actor, bytes).map_err(Error::io(&dir))?;
+        let staged = self.stage(&dir, actor, bytes).map_err(Error::io(&dir))?;
         self.inner.memory.watched.published(target.clone());
         if std::fs::read(&target).is_ok_and(|have| have != bytes) {
             // A torn copy under the name (a sync tool's partial delivery): replaced.
-            fs::publish(staged, &target)
+            self.publish(staged, &target)
         } else {
-            fs::publish_new(staged, &target).map(drop)
+            self.publish_new(staged, &target).map(drop)
         }
         .and_then(|()| fault::at("pack-published"))
         .map_err(Error::io(&target))
@@ -254,10 +254,11 @@ impl Store {
                 if i > 0 {
                     fault::at("loose-deleting").map_err(Error::io(&dir))?;
                 }
-                fs::remove(dir.join(name)).map_err(Error::io(dir.join(name)))?;
+                self.remove_file(&dir.join(name))
+                    .map_err(Error::io(dir.join(name)))?;
                 deleted += 1;
             }
-            fs::sync_dir_or_log(&dir);
+            self.sync_dir_or_log(&dir);
         }
         Ok((deleted, kept))
     }

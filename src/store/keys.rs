@@ -192,9 +192,9 @@ impl Store {
             &blake3::hash(&bytes).to_hex()[..32],
             seal::ROTATION_EXT
         );
-        let staged = fs::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
+        let staged = self.stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
         crate::fault::at("rotation-staged")
-            .and_then(|()| fs::publish_new(staged, &dir.join(&name)).map(drop))
+            .and_then(|()| self.publish_new(staged, &dir.join(&name)).map(drop))
             .map_err(Error::io(dir.join(&name)))
     }
 
@@ -300,8 +300,9 @@ impl Store {
         fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
         let name = format!("{}.key", &blake3::hash(&bytes).to_hex()[..32]);
         let owner = self.owner_for(self.inner.state.read_record().as_ref());
-        let staged = fs::stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
-        fs::publish_new(staged, &dir.join(&name)).map_err(Error::io(dir.join(&name)))?;
+        let staged = self.stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
+        self.publish_new(staged, &dir.join(&name))
+            .map_err(Error::io(dir.join(&name)))?;
         Ok(crate::folder::layout::key_rel(&name))
     }
 
@@ -334,8 +335,8 @@ impl Store {
             return Err(Error::UnknownPassphrase { id: id.to_string() });
         };
         let path = self.inner.root.join(&found.file);
-        crate::fs::remove(&path).map_err(Error::io(&path))?;
-        crate::fs::sync_dir(&crate::folder::layout::keys(&self.inner.root))
+        self.remove_file(&path).map_err(Error::io(&path))?;
+        self.sync_dir(&crate::folder::layout::keys(&self.inner.root))
             .map_err(Error::io(crate::folder::layout::keys(&self.inner.root)))
     }
 

@@ -13,6 +13,7 @@ pub(crate) mod notice;
 mod open;
 mod pack;
 mod presence;
+mod publish;
 mod repair;
 pub(crate) mod session;
 mod status;

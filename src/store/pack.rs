@@ -406,11 +406,11 @@ impl Store {
             .and_then(|()| fault::at("pack-kept"))
             .map_err(Error::io(&copy_dir))?;
         let dir = crate::folder::layout::actor_packs(&self.inner.root, actor);
-        let staged = fs::stage(&dir, actor, &bytes).map_err(Error::io(&dir))?;
+        let staged = self.stage(&dir, actor, &bytes).map_err(Error::io(&dir))?;
         let target = dir.join(&name);
         // Noted first: a running watcher's event for it may come before this returns.
         self.inner.memory.watched.published(target.clone());
-        fs::publish(staged, &target)
+        self.publish(staged, &target)
             .and_then(|()| fault::at("pack-published"))
             .map_err(Error::io(&target))?;
         Ok(crate::folder::layout::pack_rel(actor, &name))
@@ -507,10 +507,10 @@ impl Store {
                 for k in kept.iter().filter(|k| k.rel() == p.rel) {
                     fs::remove(k.file.path()).map_err(Error::io(k.file.path()))?;
                 }
-                fs::remove_or_log(self.inner.root.join(&p.rel), "a superseded pack");
+                self.remove_or_log(self.inner.root.join(&p.rel), "a superseded pack");
                 deleted += 1;
             }
-            fs::sync_dir_or_log(crate::folder::layout::actor_packs(&self.inner.root, actor));
+            self.sync_dir_or_log(crate::folder::layout::actor_packs(&self.inner.root, actor));
         }
         Ok(deleted)
     }
@@ -582,11 +582,13 @@ impl Store {
             let rel = kept.rel();
             let dir = crate::folder::layout::actor_packs(&self.inner.root, &kept.actor);
             let target = dir.join(&kept.name);
-            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            let staged = self
+                .stage(&dir, &kept.actor, &bytes)
+                .map_err(Error::io(&dir))?;
             if damaged {
-                fs::publish_over_damaged(staged, &target)
+                self.publish_over_damaged(staged, &target)
             } else {
-                fs::publish(staged, &target)
+                self.publish(staged, &target)
             }
             .and_then(|()| fault::at("republished"))
             .map_err(Error::io(&target))?;
@@ -651,13 +653,13 @@ impl Store {
         for (listing, entries) in go {
             for (i, o) in entries.iter().enumerate() {
                 let path = self.inner.root.join(&o.rel);
-                fs::remove_or_log(&path, "a loose op file a pack holds");
+                self.remove_or_log(&path, "a loose op file a pack holds");
                 if i == 0 {
                     fault::at("loose-deleting").map_err(Error::io(&path))?;
                 }
             }
             deleted += entries.len();
-            fs::sync_dir_or_log(crate::folder::layout::actor_ops(
+            self.sync_dir_or_log(crate::folder::layout::actor_ops(
                 &self.inner.root,
                 &listing.actor,
             ));

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::format::beat;
-use crate::fs::{self, TEMP_PREFIX, TEMP_SUFFIX};
+use crate::fs::{TEMP_PREFIX, TEMP_SUFFIX};
 use crate::local::beats;
 use crate::local::kept::Release;
 use crate::local::retention::Retention;
@@ -218,8 +218,10 @@ impl Store {
             plain,
         )?;
         let name = beat::file_name(own.counter, &bytes);
-        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
-        fs::publish(staged, &dir.join(&name))
+        let staged = self
+            .stage(&dir, &record.actor, &bytes)
+            .map_err(Error::io(&dir))?;
+        self.publish(staged, &dir.join(&name))
             .and_then(|()| fault::at("beat-published"))
             .map_err(Error::io(&dir))?;
         Ok(name)

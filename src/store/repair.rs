@@ -101,8 +101,9 @@ impl Store {
         let Some(bytes) = self.inner.state.kept_marker() else {
             return Ok(false);
         };
-        let staged = fs::stage(&self.inner.root, &self.inner.marker.store_id, &bytes)
+        let staged = self
+            .stage(&self.inner.root, &self.inner.marker.store_id, &bytes)
             .map_err(Error::io(&self.inner.root))?;
-        fs::publish_new(staged, &path).map_err(Error::io(&path))
+        self.publish_new(staged, &path).map_err(Error::io(&path))
     }
 }

@@ -656,8 +656,8 @@ impl Store {
             if carried {
                 continue;
             }
-            let staged = fs::stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
-            if fs::publish_new(staged, &path).map_err(Error::io(&path))? {
+            let staged = self.stage(&dir, owner, &bytes).map_err(Error::io(&dir))?;
+            if self.publish_new(staged, &path).map_err(Error::io(&path))? {
                 written += 1;
             }
         }
@@ -760,7 +760,9 @@ impl Store {
         let bytes = self.op_file_bytes(device, &change)?;
         let dir = crate::folder::layout::actor_ops(&self.inner.root, &record.actor);
         let name = names::op_file_name(self.inner.doc_name.as_deref(), seq, &blake3::hash(&bytes));
-        let staged = fs::stage(&dir, &record.actor, &bytes).map_err(Error::io(&dir))?;
+        let staged = self
+            .stage(&dir, &record.actor, &bytes)
+            .map_err(Error::io(&dir))?;
         // The outbox copy exists before the record names the seq: whatever happens to the
         // folder from here on, this device can publish the same file again.
         let kept = fault::at("op-staged")
@@ -782,7 +784,9 @@ impl Store {
         let target = dir.join(&name);
         // Noted first: a running watcher's event for it may come before this call returns.
         self.inner.memory.watched.published(target.clone());
-        let unpublished = publish_durable(staged, &dir, &record.actor, &bytes, &target).err();
+        let unpublished = self
+            .publish_durable(staged, &dir, &record.actor, &bytes, &target)
+            .err();
         Ok(Written {
             hash: hash.to_string(),
             actor: record.actor.clone(),
@@ -859,9 +863,11 @@ impl Store {
                 continue;
             };
             let dir = crate::folder::layout::actor_ops(&self.inner.root, &kept.actor);
-            let staged = fs::stage(&dir, &kept.actor, &bytes).map_err(Error::io(&dir))?;
+            let staged = self
+                .stage(&dir, &kept.actor, &bytes)
+                .map_err(Error::io(&dir))?;
             let target = dir.join(&kept.name);
-            fs::publish(staged, &target)
+            self.publish(staged, &target)
                 .and_then(|()| fault::at("republished"))
                 .map_err(Error::io(&target))?;
             published.push(rel);
@@ -892,41 +898,6 @@ impl Store {
             }
         }
     }
-}
-
-/// Publishes the op file `bytes` of a durable change as `target` (`staged` first): a temp a
-/// sync tool deleted before the rename (rclone bisync, a cleaner), or a passing error, is
-/// staged again, [`PUBLISH_TRIES`] times in all.
-fn publish_durable(
-    staged: fs::Staged,
-    dir: &std::path::Path,
-    actor: &str,
-    bytes: &[u8],
-    target: &std::path::Path,
-) -> Result<()> {
-    let mut staged = Some(staged);
-    let mut last = Ok(());
-    for _ in 0..PUBLISH_TRIES {
-        let attempt = match staged.take() {
-            Some(s) => Ok(s),
-            None => fs::stage(dir, actor, bytes),
-        };
-        let published = attempt
-            .and_then(|s| match fault::at("record-written") {
-                Ok(()) => Ok(s),
-                Err(e) => {
-                    s.discard();
-                    Err(e)
-                }
-            })
-            .and_then(|s| fs::publish(s, target))
-            .and_then(|()| fault::at("op-published"));
-        match published {
-            Ok(()) => return Ok(()),
-            Err(e) => last = Err(Error::io(target)(e)),
-        }
-    }
-    last
 }
 
 /// Runs `f` in a transaction on `state`'s document and commits it (with `message`): the
@@ -965,4 +936,42 @@ fn transact<T>(
         hash => hash,
     };
     Ok((value, hash, log))
+}
+
+impl Store {
+    /// Publishes the op file `bytes` of a durable change as `target` (`staged` first): a temp a
+    /// sync tool deleted before the rename (rclone bisync, a cleaner), or a passing error, is
+    /// staged again, [`PUBLISH_TRIES`] times in all.
+    fn publish_durable(
+        &self,
+        staged: fs::Staged,
+        dir: &std::path::Path,
+        actor: &str,
+        bytes: &[u8],
+        target: &std::path::Path,
+    ) -> Result<()> {
+        let mut staged = Some(staged);
+        let mut last = Ok(());
+        for _ in 0..PUBLISH_TRIES {
+            let attempt = match staged.take() {
+                Some(s) => Ok(s),
+                None => self.stage(dir, actor, bytes),
+            };
+            let published = attempt
+                .and_then(|s| match fault::at("record-written") {
+                    Ok(()) => Ok(s),
+                    Err(e) => {
+                        s.discard();
+                        Err(e)
+                    }
+                })
+                .and_then(|s| self.publish(s, target))
+                .and_then(|()| fault::at("op-published"));
+            match published {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Err(Error::io(target)(e)),
+            }
+        }
+        last
+    }
 }

@@ -1,0 +1,107 @@
+//! Publishing and removing files of the synced folder through its [`crate::folders::Folder`]:
+//! on the local disk exactly as [`crate::fs`] does (a temp file fsynced, then linked or
+//! renamed into place, the folder fsynced), elsewhere by the folder's own atomic create.
+//! The protocols keep their steps (and fault points) whichever the folder is: staging a file
+//! for a folder with no temp files only holds its bytes.
+
+use std::io;
+use std::path::Path;
+
+use super::Store;
+use crate::folders::Created;
+use crate::fs::{self, Staged};
+
+impl Store {
+    /// `path` (under the store's root) as a path inside the folder.
+    fn rel_of(&self, path: &Path) -> io::Result<String> {
+        let rel = path.strip_prefix(&self.inner.root).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not in the store's folder", path.display()),
+            )
+        })?;
+        let parts: Option<Vec<&str>> = rel.iter().map(|c| c.to_str()).collect();
+        parts
+            .map(|p| p.join("/"))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path that is not UTF-8"))
+    }
+
+    /// Whether the folder is on the local disk (temps, fsync and file events apply).
+    pub(crate) fn is_local(&self) -> bool {
+        self.inner.folder.local_path().is_some()
+    }
+
+    /// [`fs::stage`] in folder `dir` of the store: a temp file on the local disk, the bytes
+    /// alone for a folder elsewhere.
+    pub(crate) fn stage(&self, dir: &Path, owner: &str, bytes: &[u8]) -> io::Result<Staged> {
+        if self.is_local() {
+            fs::stage(dir, owner, bytes)
+        } else {
+            Ok(Staged::pending(bytes))
+        }
+    }
+
+    /// [`fs::publish`]: a file already there holds the same bytes (its name carries their
+    /// hash) and stays untouched.
+    pub(crate) fn publish(&self, staged: Staged, target: &Path) -> io::Result<()> {
+        self.publish_new(staged, target).map(drop)
+    }
+
+    /// [`fs::publish_new`]: `false` when something was there already (left untouched).
+    pub(crate) fn publish_new(&self, staged: Staged, target: &Path) -> io::Result<bool> {
+        match staged.into_pending() {
+            Ok(bytes) => {
+                let rel = self.rel_of(target)?;
+                let owner = &self.inner.marker.store_id;
+                Ok(self.inner.folder.create(&rel, &bytes, owner)? == Created::New)
+            }
+            Err(staged) => fs::publish_new(staged, target),
+        }
+    }
+
+    /// [`fs::publish_over_damaged`]: the bytes its name promises, over a damaged copy.
+    pub(crate) fn publish_over_damaged(&self, staged: Staged, target: &Path) -> io::Result<()> {
+        match staged.into_pending() {
+            Ok(bytes) => {
+                let rel = self.rel_of(target)?;
+                let owner = &self.inner.marker.store_id;
+                self.inner.folder.replace(&rel, &bytes, owner)
+            }
+            Err(staged) => fs::publish_over_damaged(staged, target),
+        }
+    }
+
+    /// [`fs::remove`] of a file of the folder: a file already gone is no error.
+    pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if self.is_local() {
+            fs::remove(path)
+        } else {
+            self.inner.folder.remove(&self.rel_of(path)?)
+        }
+    }
+
+    /// [`fs::remove_or_log`] of a file of the folder (`what` names it for the log).
+    pub(crate) fn remove_or_log(&self, path: impl AsRef<Path>, what: &str) {
+        let path = path.as_ref();
+        if let Err(e) = self.remove_file(path) {
+            tracing::warn!(path = %path.display(), error = %e, "{what} was not deleted (harmless where it is; tried again later)");
+        }
+    }
+
+    /// [`fs::sync_dir_or_log`] of a folder of the store: nothing to do for a folder that is
+    /// not on the local disk (its removals are durable when they return).
+    pub(crate) fn sync_dir_or_log(&self, dir: impl AsRef<Path>) {
+        if self.is_local() {
+            fs::sync_dir_or_log(dir);
+        }
+    }
+
+    /// [`fs::sync_dir`] of a folder of the store (nothing to do off the local disk).
+    pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.is_local() {
+            fs::sync_dir(dir)
+        } else {
+            Ok(())
+        }
+    }
+}
