@@ -18,6 +18,8 @@ mod hostile;
 mod intent;
 mod packs;
 mod reader;
+#[cfg(feature = "s3")]
+mod s3;
 mod semantics;
 mod watch;
 mod writer;

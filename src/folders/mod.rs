@@ -15,9 +15,13 @@ use std::ops::Range;
 
 pub(crate) mod local;
 mod memory;
+#[cfg(feature = "s3")]
+mod s3;
 
 pub use local::Local;
 pub use memory::{Lag, Memory};
+#[cfg(feature = "s3")]
+pub use s3::S3;
 
 /// One entry of a listing ([`Folder::list`]) or a [`Folder::stat`].
 #[derive(Debug, Clone, PartialEq, Eq)]
