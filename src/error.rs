@@ -197,6 +197,15 @@ pub enum Refusal {
         /// The start of each actor it names.
         actors: Vec<String>,
     },
+    /// An operation that deletes or rewrites files in the folder, asked of a store whose
+    /// folder is not on the local disk (an object store): not there yet.
+    #[error("{what} works on a store in a folder on the local disk only for now (this store is in {folder})")]
+    LocalFolderOnly {
+        /// The operation.
+        what: &'static str,
+        /// Where the store is.
+        folder: String,
+    },
     /// An operation of the whole store asked of one document's handle.
     #[error("{what} works on the whole store, not on one document")]
     WholeStore {

@@ -203,3 +203,162 @@ fn lagging_listings_are_late_for_some_files() {
     assert_eq!(folder.list("ops/aa").unwrap().len(), 50);
     assert_eq!(folder.paths().len(), 50);
 }
+
+/// Copies a store made on the local disk into `folder`, file by file, as a user moving a
+/// store to a bucket would (`rclone copy`).
+pub(crate) fn upload(local: &std::path::Path, folder: &dyn Folder) {
+    for (rel, bytes) in crate::common::tree(local) {
+        folder.create(&rel, &bytes, "upload").unwrap();
+    }
+}
+
+/// A store in a folder elsewhere than on the local disk: every device's writes survive
+/// listings that come late and deletions that linger, in any interleaving.
+pub(crate) mod elsewhere {
+    use super::*;
+    use crdtdir::{Options, PatchOp, Store};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+    use std::sync::Arc;
+
+    /// What a device does: append an item of its own to the shared list, set its own key,
+    /// or merge.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Step {
+        Append(usize),
+        Set(usize, u32),
+        Merge(usize),
+    }
+
+    fn step(devices: usize) -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0..devices).prop_map(Step::Append),
+            (0..devices, any::<u32>()).prop_map(|(d, v)| Step::Set(d, v)),
+            (0..devices).prop_map(Step::Merge),
+        ]
+    }
+
+    /// Three devices on one lagging folder; after the lag ends every device reads the same
+    /// document, holding every item each device appended (once, in each device's order)
+    /// and each device's last value.
+    pub(crate) fn converge(folder: Arc<dyn Folder>, steps: &[Step], settle: impl Fn()) {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("made-here");
+        Store::init(
+            &local,
+            Options::new().state_dir(dir.path().join("maker")),
+            Some(&json!({"items": [], "by": {}})),
+        )
+        .unwrap();
+        upload(&local, &*folder);
+        let devices: Vec<Store> = (0..3)
+            .map(|d| {
+                let options = Options::new()
+                    .state_dir(dir.path().join(format!("state-{d}")))
+                    .device(format!("d{d}"));
+                Store::open_in(Arc::clone(&folder), options).unwrap()
+            })
+            .collect();
+        let mut appended: Vec<Vec<String>> = vec![Vec::new(); 3];
+        let mut last: Vec<Option<u32>> = vec![None; 3];
+        for s in steps {
+            match *s {
+                Step::Append(d) => {
+                    let item = format!("d{d}-{}", appended[d].len());
+                    devices[d]
+                        .apply_patch(&[PatchOp::insert("/items/-", json!(item))])
+                        .unwrap();
+                    appended[d].push(item);
+                }
+                Step::Set(d, v) => {
+                    devices[d]
+                        .apply_patch(&[PatchOp::set(format!("/by/d{d}"), json!(v))])
+                        .unwrap();
+                    last[d] = Some(v);
+                }
+                Step::Merge(d) => {
+                    devices[d].read_json().unwrap();
+                }
+            }
+        }
+        settle();
+        let docs: Vec<Value> = devices
+            .iter()
+            .map(|s| serde_json::from_str(&s.read_json().unwrap().0).unwrap())
+            .collect();
+        assert!(
+            docs.iter().all(|d| d == &docs[0]),
+            "devices disagree: {docs:#?}"
+        );
+        let items: Vec<&str> = docs[0]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for (d, mine) in appended.iter().enumerate() {
+            let seen: Vec<&str> = items
+                .iter()
+                .copied()
+                .filter(|i| i.starts_with(&format!("d{d}-")))
+                .collect();
+            assert_eq!(&seen, mine, "device {d}'s items: {items:?}");
+            match last[d] {
+                Some(v) => assert_eq!(docs[0]["by"][format!("d{d}")], json!(v)),
+                None => assert!(docs[0]["by"].get(format!("d{d}")).is_none()),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("CRDTDIR_ELSEWHERE_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(24),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn no_write_is_lost_on_a_folder_whose_listings_lag(
+            steps in proptest::collection::vec(step(3), 1..24),
+            listings in 0u32..4,
+            seed in any::<u64>(),
+        ) {
+            let memory = Memory::lagging(Lag { listings, seed });
+            let settled = memory.clone();
+            converge(Arc::new(memory), &steps, move || settled.settle());
+        }
+    }
+
+    #[test]
+    fn what_deletes_or_rewrites_files_is_refused_off_the_local_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("made-here");
+        Store::init(&local, Options::new().state_dir(dir.path().join("m")), None).unwrap();
+        let memory = Memory::new();
+        upload(&local, &memory);
+        let before = memory.paths();
+        let s = Store::open_in(
+            Arc::new(memory.clone()),
+            Options::new().state_dir(dir.path().join("s")),
+        )
+        .unwrap();
+        for (what, result) in [
+            ("pack", s.pack().map(drop)),
+            ("compact", s.compact().map(drop)),
+            ("repair", s.repair().map(drop)),
+            ("checkpoint", s.checkpoint().map(drop)),
+            ("check", s.check().map(drop)),
+        ] {
+            let e = result.expect_err(what);
+            assert_eq!(e.code(), "refused", "{what}: {e}");
+            assert!(e.to_string().contains("memory"), "{what}: {e}");
+        }
+        assert_eq!(
+            memory.paths(),
+            before,
+            "a refused command wrote or deleted a file"
+        );
+    }
+}

@@ -579,3 +579,21 @@ fn names_are_kept_verbatim() {
         ErrorKind::InvalidInput
     );
 }
+
+/// Three devices share a store in a bucket: appends and values from each, merges in
+/// between, and every device ends with the same document holding every write.
+#[test]
+fn three_devices_converge_through_a_bucket() {
+    use crate::folders::elsewhere::{converge, Step};
+    let Some(moto) = moto() else { return };
+    let s3 = open(moto, &bucket(moto), "notes");
+    let steps: Vec<Step> = (0..12)
+        .map(|i| match i % 4 {
+            0 => Step::Append(i % 3),
+            1 => Step::Set((i + 1) % 3, i as u32),
+            2 => Step::Merge((i + 2) % 3),
+            _ => Step::Append((i + 1) % 3),
+        })
+        .collect();
+    converge(std::sync::Arc::new(s3), &steps, || {});
+}

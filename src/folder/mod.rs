@@ -122,27 +122,39 @@ pub(crate) fn read_features(
     Ok((unknown, clutter))
 }
 
+/// Whether the store in `folder` has feature marker `features/<feature>`.
+pub(crate) fn has_feature(folder: &dyn crate::folders::Folder, feature: &str) -> bool {
+    folder
+        .stat(&format!("{FEATURES_DIR}/{feature}"))
+        .is_ok_and(|e| e.is_some())
+}
+
 /// Reads the marker of the store at `root`: `NoStore` when there is none, `Corrupt` when it
 /// is not a regular file or does not decode.
 pub(crate) fn read_marker(root: &Path) -> Result<Marker> {
+    read_marker_in(&crate::folders::Local::new(root), root)
+}
+
+/// [`read_marker`] of the store in `folder` (at `root`, for messages).
+pub(crate) fn read_marker_in(folder: &dyn crate::folders::Folder, root: &Path) -> Result<Marker> {
     let path = root.join(MARKER);
-    match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+    match folder.stat(MARKER) {
+        Ok(None) => {
             return Err(Error::NoStore {
                 path: root.to_path_buf(),
             })
         }
         Err(e) => return Err(Error::io(&path)(e)),
         // A FIFO or a folder under the marker's name must not hang or confuse a reader.
-        Ok(m) if !m.is_file() => {
+        Ok(Some(m)) if !m.is_file() => {
             return Err(Error::Corrupt {
                 path,
                 reason: "not a crdtdir store marker (not a regular file)".into(),
             })
         }
-        Ok(_) => {}
+        Ok(Some(_)) => {}
     }
-    let bytes = std::fs::read(&path).map_err(Error::io(&path))?;
+    let bytes = folder.read(MARKER).map_err(Error::io(&path))?;
     marker::decode(&bytes).map_err(|e| Error::Corrupt {
         path,
         reason: e.to_string(),
@@ -150,13 +162,13 @@ pub(crate) fn read_marker(root: &Path) -> Result<Marker> {
 }
 
 /// The beat folders (`devices/<actor>/`) in the store, sorted.
-pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
-    let mut dirs: Vec<String> = std::fs::read_dir(store.join(DEVICES_DIR))
+pub(crate) fn beat_actors(store: &dyn crate::folders::Folder) -> Vec<String> {
+    let mut dirs: Vec<String> = store
+        .list(DEVICES_DIR)
         .into_iter()
         .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(crate::folders::Entry::is_dir)
+        .map(|e| e.name)
         .filter(|n| crate::format::names::is_actor_dir(n))
         .collect();
     dirs.sort();
@@ -165,14 +177,14 @@ pub(crate) fn beat_actors(store: &Path) -> Vec<String> {
 
 /// A digest of the names of every file in the beat folders (no file is read): it changes
 /// when any device publishes or removes a beat.
-pub(crate) fn beats_digest(store: &Path) -> [u8; 32] {
+pub(crate) fn beats_digest(store: &dyn crate::folders::Folder) -> [u8; 32] {
     let mut digest = blake3::Hasher::new();
     for actor in beat_actors(store) {
-        let mut names: Vec<String> = std::fs::read_dir(store.join(DEVICES_DIR).join(&actor))
+        let mut names: Vec<String> = store
+            .list(&format!("{DEVICES_DIR}/{actor}"))
             .into_iter()
             .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .map(|e| e.name)
             .collect();
         names.sort_unstable();
         for name in std::iter::once(actor).chain(names) {
@@ -188,7 +200,7 @@ pub(crate) fn beats_digest(store: &Path) -> [u8; 32] {
 /// device publishes no beat with a higher counter than the one it names. These are the
 /// devices whose acknowledgements count ("every other device"). Each beat is read once.
 pub(crate) fn live_beats(store: &crate::folder::Source<'_>) -> Vec<(String, String, Beat)> {
-    let latest: Vec<(String, String, Beat)> = beat_actors(&store.join(""))
+    let latest: Vec<(String, String, Beat)> = beat_actors(&*store.folder)
         .into_iter()
         .filter_map(|a| latest_beat(store, &a).map(|(rel, beat)| (a, rel, beat)))
         .collect();
@@ -218,20 +230,21 @@ pub(crate) fn latest_beat(
     store: &crate::folder::Source<'_>,
     actor: &str,
 ) -> Option<(String, Beat)> {
-    let dir = store.join(DEVICES_DIR).join(actor);
-    let mut names: Vec<(u64, String)> = std::fs::read_dir(&dir)
+    let dir = format!("{DEVICES_DIR}/{actor}");
+    let mut names: Vec<(u64, String)> = store
+        .folder
+        .list(&dir)
         .ok()?
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .into_iter()
+        .filter(crate::folders::Entry::is_file)
         .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let counter = beat::parse_name(&n)?.0;
-            Some((counter, n))
+            let counter = beat::parse_name(&e.name)?.0;
+            Some((counter, e.name))
         })
         .collect();
     names.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
     names.into_iter().find_map(|(_, n)| {
-        let bytes = std::fs::read(dir.join(&n)).ok()?;
+        let bytes = store.folder.read(&format!("{dir}/{n}")).ok()?;
         let (counter, hash) = beat::parse_name(&n)?;
         (crate::format::names::file_hash_hex(&bytes) == hash).then_some(())?;
         let plain = store

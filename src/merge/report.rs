@@ -98,11 +98,11 @@ pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) 
     // arrived. (Elsewhere they are only files still on their way: the usual sync lag.)
     let compacted = !scan.snapshots.is_empty()
         || !scan.records.is_empty()
-        || crate::folder::layout::feature(store, crate::format::snapshot::FEATURE).is_file();
+        || crate::folder::has_feature(&*store.folder, crate::format::snapshot::FEATURE);
     // Heartbeats name the root document's heads only: a document's reader has no such rule
     // (docs/FORMAT.md §18).
     if compacted && out.is_empty() && store.doc.is_none() {
-        for actor in crate::folder::beat_actors(store) {
+        for actor in crate::folder::beat_actors(&*store.folder) {
             let Some((rel, beat)) = crate::folder::latest_beat(store, &actor) else {
                 continue;
             };

@@ -29,6 +29,7 @@ impl Store {
     ///
     /// [`Error::Locked`]: crate::Error::Locked
     pub fn check(&self) -> Result<CheckReport> {
+        self.local_folder("check")?;
         self.check_unlocked()?;
         let _span = tracing::info_span!("check").entered();
         let source = self.source();

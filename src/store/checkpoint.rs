@@ -58,6 +58,7 @@ impl Store {
     /// has a checkpoint of as many changes, and when the view holds a fork, a refused or
     /// waiting change, or is incomplete: readers would have to undo what it holds.
     pub fn checkpoint(&self) -> Result<CheckpointOutcome> {
+        self.local_folder("a checkpoint")?;
         let started = Instant::now();
         self.check_writable()?;
         self.whole_store("checkpoint")?;
@@ -132,7 +133,7 @@ impl Store {
     /// folder's checkpoints is a hint in local state, so most writes only compare numbers.
     pub(crate) fn maintain_checkpoint(&self) -> Result<Option<CheckpointOutcome>> {
         let every = self.inner.checkpoint_every;
-        if every == 0 || self.inner.read_only || self.inner.doc.is_some() {
+        if every == 0 || self.inner.read_only || self.inner.doc.is_some() || !self.is_local() {
             return Ok(None);
         }
         let Some(state) = self.inner.memory.peek() else {

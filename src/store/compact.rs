@@ -85,6 +85,7 @@ impl Store {
     /// without its snapshot): compacting then could drop history that only another device
     /// still has.
     pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
+        self.local_folder("compaction")?;
         self.whole_store("compact")?;
         let (scan, state, ops, snaps) = self.foldable(true)?;
         let docs = self.fold_documents(true)?;
@@ -132,7 +133,7 @@ impl Store {
     fn silent_writers(&self, scan: &Scan, state: &MergedState) -> Vec<String> {
         let own = self.own_actors();
         let mut beaten: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for actor in crate::folder::beat_actors(&self.inner.root) {
+        for actor in crate::folder::beat_actors(&*self.inner.folder) {
             if let Some((_, beat)) = self.latest_beat(&actor) {
                 beaten.extend(beat.actors);
             }
@@ -183,6 +184,7 @@ impl Store {
     ) -> Result<CompactOutcome> {
         let started = Instant::now();
         self.whole_store("compact")?;
+        self.local_folder("compaction")?;
         let session = self.session(Name::Resolve)?;
         let device = session.device.clone().unwrap_or_default();
         let (files_before, bytes_before) = usage(&self.inner.root);
@@ -378,9 +380,9 @@ impl Store {
         docs: &[DocFold],
     ) -> Result<String> {
         let owner = self.owner_actor()?;
-        self.ensure_feature(&owner, snapshot::FEATURE)?;
+        self.ensure_snapshot_feature(&owner, snapshot::FEATURE)?;
         if !docs.is_empty() {
-            self.ensure_feature(&owner, snapshot::DOCS_FEATURE)?;
+            self.ensure_snapshot_feature(&owner, snapshot::DOCS_FEATURE)?;
         }
         let (bytes, heads, changes, automerge) =
             self.build_snapshot(doc, device, ops, snaps, devices, docs)?;
@@ -466,16 +468,16 @@ impl Store {
         Ok(())
     }
 
-    fn ensure_feature(&self, owner: &str, feature: &str) -> Result<()> {
+    fn ensure_snapshot_feature(&self, owner: &str, feature: &str) -> Result<()> {
         let note: &[u8] = if feature == snapshot::DOCS_FEATURE {
             b"snapshots in snapshots/ fold documents beside the root one: a build that reads documents only from their own files must not write\n"
         } else {
             b"compaction snapshots in snapshots/: a build that cannot read them must not write\n"
         };
         // The temp is this device's (its actor), so only this device ever removes it.
-        crate::folder::layout::ensure_feature(&self.inner.root, owner, feature, note).map_err(
-            Error::io(crate::folder::layout::feature(&self.inner.root, feature)),
-        )
+        self.ensure_feature(owner, feature, note).map_err(Error::io(
+            crate::folder::layout::feature(&self.inner.root, feature),
+        ))
     }
 
     /// Refuses to fold away a snapshot of the root document that holds a document this

@@ -121,6 +121,7 @@ impl Store {
     /// write, after a crash). Refused on a device that must not write, without the key, and
     /// on a store that is not encrypted.
     pub fn rotate_key(&self) -> Result<StoreKey> {
+        self.local_folder("key rotation")?;
         self.check_writable()?;
         self.whole_store("key rotation")?;
         let Some(check) = self.inner.marker.sealed.clone() else {
@@ -132,8 +133,7 @@ impl Store {
         let owner = self.owner_for(session.record.as_ref());
         let store_id = self.inner.marker.store_id.clone();
         let feature = crate::format::marker::ROTATED_FEATURE;
-        crate::folder::layout::ensure_feature(
-            &self.inner.root,
+        self.ensure_feature(
             &owner,
             feature,
             b"an encrypted store whose key was rotated: files sealed with a newer key name it (sealed-file version 2); a build that does not know rotation must not write\n",

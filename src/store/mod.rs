@@ -400,6 +400,17 @@ impl Store {
         }
     }
 
+    /// `Refused` unless the store's folder is on the local disk (see [`Store::open_in`]).
+    pub(crate) fn local_folder(&self, what: &'static str) -> Result<()> {
+        if self.is_local() {
+            return Ok(());
+        }
+        Err(Error::Refused(crate::error::Refusal::LocalFolderOnly {
+            what,
+            folder: self.inner.folder.describe(),
+        }))
+    }
+
     /// Lists the folder for this handle's document.
     pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
         match self.inner.doc_name.as_deref() {
@@ -586,8 +597,7 @@ impl Store {
     ) -> Option<(Arc<MergedState>, MergeReport)> {
         let uncompacted = scan.snapshots.is_empty()
             && scan.records.is_empty()
-            && !crate::folder::layout::feature(&self.inner.root, crate::format::snapshot::FEATURE)
-                .exists();
+            && !crate::folder::has_feature(&*self.inner.folder, crate::format::snapshot::FEATURE);
         if !uncompacted {
             return None;
         }
@@ -801,7 +811,7 @@ impl Store {
         self.check_unlocked()?;
         if let Some(p) = &self.inner.marker_problem {
             // `repair` may have put a missing marker back since.
-            if !crate::folder::read_marker(&self.inner.root)
+            if !crate::folder::read_marker_in(&*self.inner.folder, &self.inner.root)
                 .is_ok_and(|m| m.store_id == self.inner.marker.store_id)
             {
                 return Err(Error::Refused(crate::error::Refusal::Marker(

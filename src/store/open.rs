@@ -276,7 +276,50 @@ impl Store {
         ))
     }
 
+    /// Opens an existing store in `folder`, wherever it is: a folder on the local disk
+    /// ([`crate::folders::Local`]: the same as [`Store::open`] of its path), a bucket of an
+    /// object store (`crate::folders::S3`), or memory ([`crate::folders::Memory`]). Local
+    /// state is on the local disk as ever.
+    ///
+    /// A store elsewhere than on the local disk reads, merges, writes changes and
+    /// heartbeats; the commands that delete or rewrite files in the folder (pack,
+    /// compaction, repair, key rotation, checkpoints) and `watch`'s file events are for a
+    /// local folder yet, and are refused (`Refused`) or poll instead.
+    pub fn open_in(folder: Arc<dyn crate::folders::Folder>, options: Options) -> Result<Store> {
+        if let Some(path) = folder.local_path() {
+            return Store::open(path, options);
+        }
+        let root = PathBuf::from(folder.describe());
+        let state = StateDir::resolve(options.state_dir.as_deref())?;
+        state.make_private();
+        let marker = crate::folder::read_marker_in(&*folder, &root)?;
+        if let Ok(bytes) = folder.read(MARKER) {
+            if let Err(e) = state.keep_marker(&marker.store_id, &bytes) {
+                if state.writable() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Store::assemble_in(
+            folder, root, marker, state, &options, None, None,
+        ))
+    }
+
     pub(crate) fn assemble(
+        root: PathBuf,
+        marker: Marker,
+        state: StateDir,
+        options: &Options,
+        marker_problem: Option<Problem>,
+        doc: Option<&str>,
+    ) -> Store {
+        let folder = Arc::new(crate::folders::Local::new(root.clone()));
+        Store::assemble_in(folder, root, marker, state, options, marker_problem, doc)
+    }
+
+    /// [`Store::assemble`] of a store in `folder` (named `root` in messages).
+    fn assemble_in(
+        folder: Arc<dyn crate::folders::Folder>,
         root: PathBuf,
         marker: Marker,
         state: StateDir,
@@ -297,7 +340,7 @@ impl Store {
         Store {
             inner: Arc::new(Shared {
                 progress,
-                folder: Arc::new(crate::folders::Local::new(root.clone())),
+                folder,
                 root,
                 doc: doc.map(str::to_string),
                 doc_name: doc.map(str::to_string),

@@ -37,6 +37,7 @@ impl Store {
     /// safe, and publishes again any of its packs the folder lost. Never touches another
     /// device's files. Writes do this on their own once the pack size is reached.
     pub fn pack(&self) -> Result<PackOutcome> {
+        self.local_folder("pack")?;
         self.whole_store("pack")?;
         self.pack_with(Mode::All)
     }
@@ -48,6 +49,7 @@ impl Store {
     /// the folder already holds (the loose files of new packs go later, once every other
     /// device has their changes). Documents beside the root one are not planned.
     pub fn pack_plan(&self) -> Result<PackPlan> {
+        self.local_folder("pack")?;
         self.whole_store("pack")?;
         self.check_unlocked()?;
         let mut plan = PackPlan::default();
@@ -113,7 +115,7 @@ impl Store {
     /// worth reading again).
     pub(crate) fn maintain_packs(&self, beat_published: bool) -> Result<Option<PackOutcome>> {
         let size = self.inner.pack_size;
-        if self.inner.read_only {
+        if self.inner.read_only || !self.is_local() {
             return Ok(None);
         }
         if self.inner.doc.is_some() {
@@ -129,7 +131,7 @@ impl Store {
         // A pack of this device the folder lost is put back at once.
         let lost = || {
             kept.iter()
-                .any(|k| !self.inner.root.join(k.rel()).is_file())
+                .any(|k| !self.is_in_folder(&self.inner.root.join(k.rel())))
         };
         // When a beat went out (at most once a minute), loose files that other devices now
         // have can go.
@@ -519,12 +521,11 @@ impl Store {
     /// write (it would take packed changes for lost ones).
     fn ensure_packs_feature(&self, owner: &str) -> Result<()> {
         let note = b"packs in packs/: a build that cannot read them must not write\n";
-        crate::folder::layout::ensure_feature(&self.inner.root, owner, pack::FEATURE, note).map_err(
-            Error::io(crate::folder::layout::feature(
+        self.ensure_feature(owner, pack::FEATURE, note)
+            .map_err(Error::io(crate::folder::layout::feature(
                 &self.inner.root,
                 pack::FEATURE,
-            )),
-        )
+            )))
     }
 
     /// The kept packs the folder lost (or holds damaged) that packing publishes again,

@@ -41,7 +41,7 @@ impl Store {
         self.check_writable()?;
         self.whole_store("forget")?;
         let own = self.own_actors();
-        let candidates: Vec<(String, beat::Beat)> = crate::folder::beat_actors(&self.inner.root)
+        let candidates: Vec<(String, beat::Beat)> = crate::folder::beat_actors(&*self.inner.folder)
             .into_iter()
             .filter(|a| !own.contains(a))
             .filter_map(|a| self.latest_beat(&a).map(|(_, b)| (a, b)))
@@ -232,12 +232,15 @@ impl Store {
     fn remove_older_beats(&self, record: &WriterRecord, keep: &str) {
         for actor in std::iter::once(&record.actor).chain(&record.retired) {
             let d = crate::folder::layout::actor_beats(&self.inner.root, actor);
-            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let n = entry.file_name().to_string_lossy().into_owned();
+            let listed = self
+                .inner
+                .folder
+                .list(&format!("{}/{actor}", crate::format::beat::DEVICES_DIR));
+            for n in listed.into_iter().flatten().map(|e| e.name) {
                 let stale_temp =
                     n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
                 if (beat::parse_name(&n).is_some() && n != keep) || stale_temp {
-                    crate::fs::remove_or_log(entry.path(), "an older beat of this device");
+                    self.remove_or_log(d.join(&n), "an older beat of this device");
                 }
             }
         }
@@ -308,7 +311,7 @@ impl Store {
     /// `presence`, `compact_plan`) only read.
     fn tidy(&self, force: bool) {
         let local = self.inner.state.path();
-        let beats_now = crate::folder::beats_digest(&self.inner.root);
+        let beats_now = crate::folder::beats_digest(&*self.inner.folder);
         let in_memory = self.inner.memory.peek();
         let changed = beats::read_tidied(&local) != Some(beats_now);
         let due = changed || (force && in_memory.is_some());
@@ -352,7 +355,7 @@ impl Store {
             });
             let rel = kept.rel();
             let old = !kept.file.within_retention();
-            let in_folder = self.inner.root.join(&rel).is_file()
+            let in_folder = self.inner.folder.stat(&rel).ok().flatten().is_some()
                 || state.covered.contains(&rel)
                 || (old
                     && packed

@@ -16,6 +16,7 @@ impl Store {
     /// every other change this device holds (in its cache or its retention copies) that no
     /// valid snapshot or op file in the folder provides.
     pub fn repair(&self) -> Result<Repaired> {
+        self.local_folder("repair")?;
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }

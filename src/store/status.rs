@@ -55,31 +55,34 @@ pub struct FileCounts {
 /// Counts the files of the store at `root` (its own kinds; not the sync tool's or the
 /// user's).
 fn file_counts(
-    root: &std::path::Path,
+    root: &dyn crate::folders::Folder,
     scan: &scan::Scan,
     pack_size: usize,
     other_docs_ops: usize,
 ) -> FileCounts {
-    let files_in = |dir: std::path::PathBuf| {
-        std::fs::read_dir(dir)
+    let files_in = |dir: &str| {
+        root.list(dir)
             .into_iter()
             .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(crate::folders::Entry::is_file)
             .count()
     };
     let beats = crate::folder::beat_actors(root)
         .into_iter()
-        .map(|a| files_in(crate::folder::layout::actor_beats(root, &a)))
+        .map(|a| files_in(&format!("{}/{a}", crate::format::beat::DEVICES_DIR)))
         .sum();
     let ops = scan.ops.iter().filter(|o| o.loose).count();
     let packs = scan.packs.len();
     let packed = scan.ops.iter().filter(|o| o.packed.is_some()).count();
     let packing_would_save = packing_saves(scan, pack_size);
     let snapshots = scan.snapshots.len() + scan.records.len();
-    let marker = usize::from(crate::folder::layout::marker(root).is_file());
-    let others = files_in(crate::folder::layout::features(root))
-        + files_in(crate::folder::layout::keys(root));
+    let marker = usize::from(
+        root.stat(crate::format::marker::MARKER)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.is_file()),
+    );
+    let others = files_in(crate::format::marker::FEATURES_DIR) + files_in(crate::seal::KEYS_DIR);
     FileCounts {
         ops,
         packs,
@@ -315,7 +318,12 @@ impl Store {
             changes: scan.ops.len(),
             heads: Vec::new(),
             devices: devices.into_values().collect(),
-            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default(), others),
+            files: file_counts(
+                &*self.inner.folder,
+                &scan,
+                self.pack_size_or_default(),
+                others,
+            ),
             documents,
             presence: Vec::new(),
             report: self.with_marker_problem(report),
@@ -376,7 +384,12 @@ impl Store {
                 .map(ChangeHash::to_string)
                 .collect(),
             devices: devices.into_values().collect(),
-            files: file_counts(&self.inner.root, &scan, self.pack_size_or_default(), others),
+            files: file_counts(
+                &*self.inner.folder,
+                &scan,
+                self.pack_size_or_default(),
+                others,
+            ),
             documents,
             presence: self.presence_of(&state, DEFAULT_THRESHOLD_SECS),
             report: self.with_marker_problem(report),
@@ -419,7 +432,12 @@ impl Store {
             changes: cached.changes,
             heads: cached.heads,
             devices: cached.devices,
-            files: file_counts(&self.inner.root, scan, self.pack_size_or_default(), others),
+            files: file_counts(
+                &*self.inner.folder,
+                scan,
+                self.pack_size_or_default(),
+                others,
+            ),
             documents,
             presence,
             report: self.with_marker_problem(view.report),

@@ -86,6 +86,10 @@ impl Store {
 }
 
 impl Live for Store {
+    fn local(&self) -> bool {
+        self.is_local()
+    }
+
     fn root(&self) -> &Path {
         &self.inner.root
     }

@@ -636,16 +636,18 @@ impl Store {
             ));
             // Usually this device published it before: one stat. Otherwise another device
             // may have (its file names differ by the device name in the envelope).
-            let carried = path.exists()
-                || std::fs::read_dir(&dir)
+            let dir_rel = format!("{}/{actor}", names::OPS_DIR);
+            let folder = &self.inner.folder;
+            let carried = self.is_in_folder(&path)
+                || folder
+                    .list(&dir_rel)
                     .into_iter()
                     .flatten()
-                    .flatten()
                     .filter(|e| {
-                        names::parse_op_name(&e.file_name().to_string_lossy())
+                        names::parse_op_name(&e.name)
                             .is_some_and(|op| op.doc == doc && op.seq == change.seq())
                     })
-                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .filter_map(|e| folder.read(&format!("{dir_rel}/{}", e.name)).ok())
                     .filter_map(|bytes| {
                         let context = crate::seal::op_context(doc, &actor, change.seq());
                         let plain = self.source().open("op", &context, &bytes).ok()?;
@@ -696,16 +698,15 @@ impl Store {
 
     /// The highest seq of any op file or pack name under `actor`, listing only its folders.
     pub(crate) fn actor_max_seq(&self, actor: &str) -> u64 {
-        let names_in = |dir: std::path::PathBuf| {
-            std::fs::read_dir(dir)
+        let names_in = |dir: Option<String>| {
+            dir.and_then(|d| self.inner.folder.list(&d).ok())
                 .into_iter()
                 .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .map(|e| e.name)
         };
-        let root = &self.inner.root;
         let doc = self.inner.doc_name.as_deref();
-        let loose = names_in(crate::folder::layout::actor_ops(root, actor)).filter_map(|n| {
+        let ops = Some(format!("{}/{actor}", names::OPS_DIR));
+        let loose = names_in(ops).filter_map(|n| {
             names::parse_op_name(&n)
                 .filter(|o| o.doc == doc)
                 .map(|o| o.seq)
@@ -713,9 +714,10 @@ impl Store {
         // Its packs' names say their last seq: packed changes count as much as loose ones.
         // (Packs hold the root document's changes only.)
         let packs = match doc {
-            None => crate::folder::layout::actor_packs(root, actor),
-            Some(_) => std::path::PathBuf::new(),
-        };
+            None => Some(crate::folder::layout::pack_rel(actor, "")),
+            Some(_) => None,
+        }
+        .map(|p| p.trim_end_matches('/').to_string());
         let packed =
             names_in(packs).filter_map(|n| crate::format::pack::parse_name(&n).map(|p| p.1));
         loose.chain(packed).max().unwrap_or(0)
@@ -754,7 +756,7 @@ impl Store {
             let root = &self.inner.root;
             let note = b"documents beside the root one (ops/<actor>/<doc>-<seq>-<hash>.op): a build that does not know them must not write\n";
             let feature = crate::format::marker::DOCS_FEATURE;
-            crate::folder::layout::ensure_feature(root, &record.actor, feature, note)
+            self.ensure_feature(&record.actor, feature, note)
                 .map_err(Error::io(crate::folder::layout::feature(root, feature)))?;
         }
         let bytes = self.op_file_bytes(device, &change)?;
@@ -815,7 +817,7 @@ impl Store {
                 kept.release();
                 continue;
             }
-            if !self.inner.root.join(kept.rel()).is_file() {
+            if !self.is_in_folder(&self.inner.root.join(kept.rel())) {
                 missing.push(kept);
             }
         }

@@ -20,6 +20,8 @@ use crate::report::MergeReport;
 /// What a watcher watches.
 pub(crate) trait Live: Clone + Send + 'static {
     /// The synced folder.
+    /// The folder is on the local disk: file events can tell of its changes.
+    fn local(&self) -> bool;
     fn root(&self) -> &Path;
     /// Lists the folder for the watched document.
     fn scan(&self) -> Scan;

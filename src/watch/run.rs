@@ -75,7 +75,13 @@ impl<T: Target> Run<T> {
             last_beat: None,
             last_upkeep: None,
         };
+        let elsewhere = !run.target.live().local();
         match remote_file_system(run.target.live().root()) {
+            _ if elsewhere && run.options.events => run.notices.push(format!(
+                "the folder is not on the local disk ({}): listing it every {} ms",
+                run.target.live().root().display(),
+                run.options.poll.as_millis()
+            )),
             Some(fs) if run.options.events => run.notices.push(format!(
                 "the folder is on a {fs} file system, where file events miss other machines' changes: listing the folder every {} ms instead",
                 run.options.poll.as_millis()
