@@ -254,14 +254,17 @@ fn scan_ops(store: &dyn Folder, doc: Option<&str>, out: &mut Scan) {
             actors.push(format!("{OPS_DIR}/{name}"));
         }
     }
-    // Sorted folder by folder: the op list comes out sorted by path without comparing the
-    // long shared prefixes.
+    // Folder by folder, each listed sorted by name: the op list comes out sorted by path
+    // without comparing the long shared prefixes.
     actors.sort_unstable();
     for rel in actors {
         let start = out.ops.len();
         scan_actor(store, &rel, doc, out);
         let skip = rel.len() + 1;
-        out.ops[start..].sort_unstable_by(|a, b| a.rel[skip..].cmp(&b.rel[skip..]));
+        let listed = &mut out.ops[start..];
+        if !listed.is_sorted_by(|a, b| a.rel[skip..] <= b.rel[skip..]) {
+            listed.sort_unstable_by(|a, b| a.rel[skip..].cmp(&b.rel[skip..]));
+        }
     }
 }
 

@@ -101,7 +101,8 @@ impl Folder for Local {
                 ..Entry::dir(name)
             });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
+        // Names in one folder are unique.
+        out.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
