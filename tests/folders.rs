@@ -362,3 +362,90 @@ pub(crate) mod elsewhere {
         );
     }
 }
+
+/// A folder in memory whose `create` fails from the `fail_at`-th call on.
+#[derive(Debug)]
+struct FailingCreates {
+    inner: Memory,
+    fail_at: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Folder for FailingCreates {
+    fn describe(&self) -> String {
+        "failing memory".into()
+    }
+    fn list(&self, dir: &str) -> std::io::Result<Vec<crdtdir::folders::Entry>> {
+        self.inner.list(dir)
+    }
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> std::io::Result<Vec<u8>> {
+        self.inner.read_range(path, range)
+    }
+    fn stat(&self, path: &str) -> std::io::Result<Option<crdtdir::folders::Entry>> {
+        self.inner.stat(path)
+    }
+    fn create(&self, path: &str, bytes: &[u8], owner: &str) -> std::io::Result<Created> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if n + 1 >= self.fail_at {
+            return Err(std::io::Error::other("the connection dropped"));
+        }
+        self.inner.create(path, bytes, owner)
+    }
+    fn replace(&self, path: &str, bytes: &[u8], owner: &str) -> std::io::Result<()> {
+        self.inner.replace(path, bytes, owner)
+    }
+    fn remove(&self, path: &str) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+}
+
+/// A store made in a folder elsewhere appears whole or not at all: a create that fails at
+/// any step leaves the folder as it was, and a folder that holds a store is refused before
+/// anything is written.
+#[test]
+fn a_store_made_elsewhere_is_all_or_nothing() {
+    use crdtdir::{Options, Store};
+    use std::sync::Arc;
+    let initial = serde_json::json!({"items": ["a"]});
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    // How many files a whole store is.
+    let whole = Memory::new();
+    Store::init_in(Arc::new(whole.clone()), options("count"), Some(&initial)).unwrap();
+    let files = whole.paths().len();
+    assert!(files >= 3, "{:?}", whole.paths());
+    for fail_at in 1..=files {
+        let memory = Memory::new();
+        let failing = FailingCreates {
+            inner: memory.clone(),
+            fail_at,
+            calls: Default::default(),
+        };
+        let made = Store::init_in(
+            Arc::new(failing),
+            options(&format!("f{fail_at}")),
+            Some(&initial),
+        );
+        assert!(made.is_err(), "failing at create {fail_at}");
+        assert_eq!(
+            memory.paths(),
+            Vec::<String>::new(),
+            "failing at create {fail_at}"
+        );
+    }
+    // A store there already: refused, nothing written.
+    let before = whole.paths();
+    let again = Store::init_in(Arc::new(whole.clone()), options("again"), None).unwrap_err();
+    assert_eq!(again.code(), "already-store");
+    assert_eq!(whole.paths(), before);
+    // The store made there reads as made, from another device.
+    let other = Store::open_in(Arc::new(whole.clone()), options("other")).unwrap();
+    let (json, _) = other.read_json().unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap(),
+        initial
+    );
+}

@@ -16,6 +16,8 @@ mod forks;
 mod guide;
 mod hostile;
 mod intent;
+#[cfg(feature = "s3")]
+mod moto;
 mod packs;
 mod reader;
 #[cfg(feature = "s3")]

@@ -7,6 +7,7 @@ mod cmd;
 mod config;
 mod forward;
 mod output;
+mod place;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -276,7 +277,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         // A store this device left: no folder to open.
         Command::Forget(args) if args.is_local() => return cmd::forget::local(&opts, args),
         command => {
-            let store = Store::open(&cli.store, opts)?;
+            let store = match place::remote(&cli.store) {
+                Some(folder) => Store::open_in(folder?, opts)?,
+                None => Store::open(&cli.store, opts)?,
+            };
             output::progress_bar(&store);
             match &cli.doc {
                 // The root document's handle beats below, for the whole device.

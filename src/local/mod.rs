@@ -35,6 +35,11 @@ pub(crate) struct WriterLock {
 }
 
 impl StateDir {
+    /// Where local state is.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `explicit`, else `CRDTDIR_STATE_DIR`, else the OS data directory.
     pub(crate) fn resolve(explicit: Option<&Path>) -> Result<StateDir> {
         let root = match explicit {

@@ -43,6 +43,97 @@ impl Store {
         Store::init_with(path.as_ref(), options, initial)
     }
 
+    /// Makes a new store in `folder`, wherever it is ([`Store::open_in`]): the same as
+    /// [`Store::init`] of its path for a folder on the local disk. Elsewhere, the store is
+    /// made in local state first, then created in the folder file by file with the folder's
+    /// atomic create, the marker first: a folder that already holds a marker is refused
+    /// before anything is written, and a failure half-way removes what was created (the
+    /// marker last), so a store appears whole or not at all but for what a crash leaves.
+    pub fn init_in(
+        folder: Arc<dyn crate::folders::Folder>,
+        options: Options,
+        initial: Option<&Json>,
+    ) -> Result<Store> {
+        if let Some(path) = folder.local_path() {
+            return Store::init(path, options, initial);
+        }
+        let described = PathBuf::from(folder.describe());
+        if options.is_read_only() {
+            return Err(Error::ReadOnly);
+        }
+        match folder.stat(MARKER) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(Error::AlreadyStore {
+                    path: described,
+                    reason: "it has a store marker".into(),
+                })
+            }
+            Err(e) => return Err(Error::io(described.join(MARKER))(e)),
+        }
+        let state = StateDir::resolve(options.state_dir.as_deref())?;
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce)
+            .map_err(|e| Error::io(state.root())(std::io::Error::other(e)))?;
+        let made = state.root().join("staging").join(hex::encode(nonce));
+        fs::create_private_dir_durably(&made).map_err(Error::io(&made))?;
+        let result = Store::init_staged(&folder, &described, &made, options, initial);
+        // What was made here was copied (or is not wanted): only local state.
+        let _ = fs::remove_local_tree(&made);
+        result
+    }
+
+    /// [`Store::init_in`] of a folder elsewhere, the store made first in `made`.
+    fn init_staged(
+        folder: &Arc<dyn crate::folders::Folder>,
+        described: &Path,
+        made: &Path,
+        options: Options,
+        initial: Option<&Json>,
+    ) -> Result<Store> {
+        let local = made.join("store");
+        Store::init(&local, options.clone(), initial)?;
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for entry in walkdir::WalkDir::new(&local).min_depth(1) {
+            let entry = entry.map_err(|e| Error::io(&local)(e.into()))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let rel = entry.path().strip_prefix(&local).expect("under the store");
+            let rel: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+            let bytes = std::fs::read(entry.path()).map_err(Error::io(entry.path()))?;
+            files.push((rel.join("/"), bytes));
+        }
+        // The marker first: a store someone else made meanwhile is refused with nothing of
+        // this one in its folder.
+        files.sort_by_key(|(rel, _)| rel != MARKER);
+        let mut created: Vec<&str> = Vec::new();
+        let failed = files.iter().find_map(|(rel, bytes)| {
+            match folder.create(rel, bytes, "init") {
+                Ok(crate::folders::Created::New) => {
+                    created.push(rel);
+                    None
+                }
+                Ok(crate::folders::Created::Existed) if rel == MARKER => {
+                    Some(Error::AlreadyStore {
+                        path: described.to_path_buf(),
+                        reason: "another device made a store there meanwhile".into(),
+                    })
+                }
+                // A file of this store's own, with the same bytes (its name says them).
+                Ok(crate::folders::Created::Existed) => None,
+                Err(e) => Some(Error::io(described.join(rel))(e)),
+            }
+        });
+        if let Some(e) = failed {
+            for rel in created.iter().rev() {
+                let _ = folder.remove(rel);
+            }
+            return Err(e);
+        }
+        Store::open_in(Arc::clone(folder), options)
+    }
+
     /// Makes `path` a new store holding the whole history of the store `source` (every
     /// change of every device, with its time, message and device name), encrypted or not by
     /// `options` — how a plain store becomes an encrypted one, or an encrypted one gets a new

@@ -41,13 +41,25 @@ pub(crate) fn run(folder: &Path, opts: Options, args: &Args) -> Result<Store, Fa
         }
     });
     let made = match &args.from_store {
+        Some(_) if crate::place::remote(folder).is_some() => return Err(Failure {
+            exit: crate::output::EXIT_USAGE,
+            code: "usage",
+            message: "--from-store makes a store on the local disk only for now".into(),
+            hint: Some(
+                "make it in a local folder, then copy that folder to the bucket (`rclone copy`)"
+                    .into(),
+            ),
+        }),
         Some(from) => {
             // The source is only read: not even a heartbeat goes there.
             let source = Store::open(from, opts.clone().read_only(true))?;
             out["from_store"] = json!({"store": from, "id": source.id()});
             Store::init_from_store(folder, opts.encrypt(args.encrypt), &source)
         }
-        None => Store::init(folder, opts.encrypt(args.encrypt), initial.as_ref()),
+        None => match crate::place::remote(folder) {
+            Some(remote) => Store::init_in(remote?, opts.encrypt(args.encrypt), initial.as_ref()),
+            None => Store::init(folder, opts.encrypt(args.encrypt), initial.as_ref()),
+        },
     };
     spinner.finish();
     let store = made?;

@@ -1,0 +1,111 @@
+//! `--store s3://bucket/prefix` through the real binary, against moto's S3 server on
+//! loopback (tests/moto.rs): devices that share a bucket, and what is refused there.
+
+#[path = "../../tests/moto.rs"]
+mod moto;
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crdtdir");
+
+/// `crdtdir` with the store in `url`, device `device` with a state dir of its own, and the
+/// AWS environment pointing at moto.
+fn crdtdir(port: u16, state: &std::path::Path, url: &str, device: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["--store", url, "--device", device, "--state-dir"])
+        .arg(state.join(device))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env_remove("CRDTDIR_STORE")
+        .env_remove("CRDTDIR_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The keys of `bucket`, as moto lists them.
+fn keys(port: u16, bucket: &str) -> Vec<String> {
+    let (_, body) = moto::http(port, "GET", &format!("/{bucket}?list-type=2")).unwrap();
+    body.split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split_once("</Key>").map(|(k, _)| k.to_string()))
+        .collect()
+}
+
+#[test]
+fn devices_share_a_store_in_a_bucket() {
+    let Some(moto) = moto::moto() else { return };
+    let bucket = moto::bucket(moto);
+    let url = format!("s3://{bucket}/notes");
+    let state = tempfile::tempdir().unwrap();
+    let run = |device: &str, args: &[&str]| crdtdir(moto.port, state.path(), &url, device, args);
+
+    let made: serde_json::Value = serde_json::from_str(&ok(run("laptop", &["init"]))).unwrap();
+    assert_eq!(made["store"], serde_json::json!(url), "{made}");
+    ok(run("laptop", &["append", "set", "/items", "[]"]));
+    ok(run("laptop", &["append", "insert", "/items/-", "\"milk\""]));
+    ok(run("phone", &["append", "insert", "/items/-", "\"eggs\""]));
+    ok(run("phone", &["append", "set", "/title", "\"groceries\""]));
+    let seen: Vec<serde_json::Value> = ["laptop", "phone", "tablet"]
+        .iter()
+        .map(|d| serde_json::from_str(&ok(run(d, &["get"]))).unwrap())
+        .collect();
+    assert!(seen.iter().all(|s| s == &seen[0]), "{seen:?}");
+    let items = seen[0]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", seen[0]);
+    assert!(
+        items.contains(&serde_json::json!("milk")) && items.contains(&serde_json::json!("eggs"))
+    );
+    assert_eq!(seen[0]["title"], "groceries");
+    assert!(keys(moto.port, &bucket)
+        .iter()
+        .all(|k| k.starts_with("notes/")));
+
+    // What would delete or rewrite files there is refused, and changes nothing.
+    let before = keys(moto.port, &bucket);
+    for args in [&["pack"][..], &["compact", "--yes"], &["repair"]] {
+        let out = run("laptop", args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("local disk"), "{args:?}: {err}");
+    }
+    // A second init finds the store there and writes nothing.
+    let again = run("phone", &["init"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("store marker"));
+    let after: Vec<String> = keys(moto.port, &bucket)
+        .into_iter()
+        .filter(|k| !k.contains("/devices/"))
+        .collect();
+    let before: Vec<String> = before
+        .into_iter()
+        .filter(|k| !k.contains("/devices/"))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_bad_bucket_url_is_one_clear_line() {
+    let Some(moto) = moto::moto() else { return };
+    let state = tempfile::tempdir().unwrap();
+    let out = crdtdir(moto.port, state.path(), "s3://", "laptop", &["get"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.lines().filter(|l| !l.contains("hint")).count(),
+        1,
+        "{err}"
+    );
+}
