@@ -80,6 +80,7 @@
 //! | documents' pack | a device's changes to many documents in one file; which documents each holds | `store/doc_packs.rs`, `folder/docs_index.rs` |
 //! | catalog | what `docs` lists, without opening documents whose files did not change | `repo/catalog.rs`, `folder/documents.rs` |
 //! | files on disk | temp + fsync + rename, and the named crash points | `fs/` |
+//! | where the folder lives | one trait for a folder on disk, in memory or in an S3 bucket ([`folders`]); a store's writes through it | `folders/`, `store/publish.rs` |
 #![deny(missing_docs)]
 #![warn(unreachable_pub, missing_debug_implementations)]
 #![deny(rustdoc::broken_intra_doc_links)]
