@@ -99,15 +99,23 @@ pub(crate) fn contract(folder: &dyn Folder) {
 
     // Racing creates of one name: one wins, the others find it there, nothing is torn.
     let race = "ops/cc/0000000001-race.op";
-    let owner = owner.as_str();
+    race_creates(folder, race, 8);
+
+    // Removal, twice.
+    for p in [path, y, "ops/bb/0000000001-z.op", "top", race] {
+        folder.remove(p).unwrap();
+        folder.remove(p).unwrap();
+        assert_eq!(folder.read(p).unwrap_err().kind(), ErrorKind::NotFound);
+    }
+}
+
+/// `threads` threads create `path` at once, each with bytes of its own: exactly one is told
+/// `New`, the others `Existed`, and the file holds the winner's bytes whole.
+pub(crate) fn race_creates(folder: &dyn Folder, path: &str, threads: usize) {
+    let bytes = |i: usize| vec![b'a' + i as u8; 1000 + i];
     let results: Vec<(usize, Created)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                s.spawn(move || {
-                    let bytes = vec![b'a' + i as u8; 1000 + i];
-                    (i, folder.create(race, &bytes, owner).unwrap())
-                })
-            })
+        let handles: Vec<_> = (0..threads)
+            .map(|i| s.spawn(move || (i, folder.create(path, &bytes(i), "race").unwrap())))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -116,18 +124,8 @@ pub(crate) fn contract(folder: &dyn Folder) {
         .filter(|(_, c)| *c == Created::New)
         .map(|(i, _)| *i)
         .collect();
-    assert_eq!(won.len(), 1, "{results:?}");
-    assert_eq!(
-        folder.read(race).unwrap(),
-        vec![b'a' + won[0] as u8; 1000 + won[0]]
-    );
-
-    // Removal, twice.
-    for p in [path, y, "ops/bb/0000000001-z.op", "top", race] {
-        folder.remove(p).unwrap();
-        folder.remove(p).unwrap();
-        assert_eq!(folder.read(p).unwrap_err().kind(), ErrorKind::NotFound);
-    }
+    assert_eq!(won.len(), 1, "{path}: {results:?}");
+    assert_eq!(folder.read(path).unwrap(), bytes(won[0]), "{path}");
 }
 
 #[test]
@@ -448,4 +446,83 @@ fn a_store_made_elsewhere_is_all_or_nothing() {
         serde_json::from_str::<serde_json::Value>(&json).unwrap(),
         initial
     );
+}
+
+/// An encrypted store in a folder elsewhere: the folder only ever holds sealed files (the
+/// provider sees no document), a device without the key reads nothing and writes nothing,
+/// and one with the key reads every device's writes.
+#[test]
+fn an_encrypted_store_elsewhere_holds_only_sealed_files() {
+    use crdtdir::{Options, PatchOp, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    let memory = Memory::lagging(Lag {
+        listings: 2,
+        seed: 5,
+    });
+    let folder: Arc<dyn Folder> = Arc::new(memory.clone());
+    let laptop = Store::init_in(
+        Arc::clone(&folder),
+        options("laptop").encrypt(true),
+        Some(&serde_json::json!({"secret": "the plans"})),
+    )
+    .unwrap();
+    laptop
+        .apply_patch(&[PatchOp::set("/more", serde_json::json!("secret too"))])
+        .unwrap();
+    let phone = Store::open_in(Arc::clone(&folder), options("phone")).unwrap();
+    let refused = phone
+        .apply_patch(&[PatchOp::set("/x", serde_json::json!(1))])
+        .unwrap_err();
+    assert_eq!(refused.code(), "locked", "{refused}");
+    phone.import_key(&laptop.key().unwrap()).unwrap();
+    phone
+        .apply_patch(&[PatchOp::set("/from_phone", serde_json::json!("hello"))])
+        .unwrap();
+    memory.settle();
+    let read =
+        |s: &Store| serde_json::from_str::<serde_json::Value>(&s.read_json().unwrap().0).unwrap();
+    let (a, b) = (read(&laptop), read(&phone));
+    assert_eq!(a, b);
+    assert_eq!(a["more"], "secret too");
+    assert_eq!(a["from_phone"], "hello");
+    // Nothing the folder holds shows the document or a device's name.
+    for path in memory.paths() {
+        let bytes = memory.read(&path).unwrap();
+        for plain in ["the plans", "secret too", "hello", "laptop", "phone"] {
+            assert!(
+                !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+                "{path} shows {plain:?}"
+            );
+        }
+    }
+}
+
+/// A device's op file a folder elsewhere lost (a lifecycle rule, a person with the
+/// console) is published again by that device's next write, from its outbox.
+#[test]
+fn an_op_file_a_folder_elsewhere_lost_comes_back() {
+    use crdtdir::{Options, PatchOp, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    let memory = Memory::lagging(Lag {
+        listings: 2,
+        seed: 11,
+    });
+    let laptop = Store::init_in(Arc::new(memory.clone()), options("laptop"), None).unwrap();
+    let written = laptop
+        .apply_patch(&[PatchOp::set("/a", serde_json::json!(1))])
+        .unwrap();
+    let lost = written.written[0].path.clone();
+    memory.remove(&lost).unwrap();
+    laptop
+        .apply_patch(&[PatchOp::set("/b", serde_json::json!(2))])
+        .unwrap();
+    assert!(memory.read(&lost).is_ok(), "{lost} not written back");
+    memory.settle();
+    let phone = Store::open_in(Arc::new(memory.clone()), options("phone")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&phone.read_json().unwrap().0).unwrap();
+    assert_eq!(doc, serde_json::json!({"a": 1, "b": 2}));
 }

@@ -80,29 +80,7 @@ fn racing_creates_of_one_key_have_one_winner() {
     let s3 = open(moto, &bucket(moto), "race");
     for round in 0..4 {
         let path = format!("ops/aa/{round:010}-race.op");
-        let results: Vec<(usize, Created)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..12)
-                .map(|i| {
-                    let (s3, path) = (&s3, &path);
-                    scope.spawn(move || {
-                        let bytes = vec![b'a' + i as u8; 100 + i];
-                        (i, s3.create(path, &bytes, OWNER).unwrap())
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        let won: Vec<usize> = results
-            .iter()
-            .filter(|(_, c)| *c == Created::New)
-            .map(|(i, _)| *i)
-            .collect();
-        assert_eq!(won.len(), 1, "round {round}: {results:?}");
-        let winner = won[0];
-        assert_eq!(
-            s3.read(&path).unwrap(),
-            vec![b'a' + winner as u8; 100 + winner]
-        );
+        crate::folders::race_creates(&s3, &path, 12);
     }
 }
 

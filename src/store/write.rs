@@ -812,12 +812,25 @@ impl Store {
     /// Returns the paths published.
     pub(crate) fn republish(&self, record: Option<&WriterRecord>) -> Result<Vec<String>> {
         let mut missing = Vec::new();
+        // Off the local disk a request per kept file adds up: one listing of each actor
+        // folder first, and a stat (read-after-write, unlike a listing) only for what the
+        // listing lacks.
+        let mut listed: std::collections::HashMap<String, HashSet<String>> = Default::default();
         for kept in self.outbox().entries() {
             if record.is_some_and(|r| r.actor == kept.actor && kept.seq > r.seq) {
                 kept.release();
                 continue;
             }
-            if !self.is_in_folder(&self.inner.root.join(kept.rel())) {
+            let in_listing = !self.is_local()
+                && listed
+                    .entry(kept.actor.clone())
+                    .or_insert_with(|| {
+                        let dir = format!("{}/{}", names::OPS_DIR, kept.actor);
+                        let entries = self.inner.folder.list(&dir).unwrap_or_default();
+                        entries.into_iter().map(|e| e.name).collect()
+                    })
+                    .contains(&kept.name);
+            if !in_listing && !self.is_in_folder(&self.inner.root.join(kept.rel())) {
                 missing.push(kept);
             }
         }
