@@ -197,8 +197,9 @@ pub enum Refusal {
         /// The start of each actor it names.
         actors: Vec<String>,
     },
-    /// An operation that deletes or rewrites files in the folder, asked of a store whose
-    /// folder is not on the local disk (an object store): not there yet.
+    /// An operation asked of a store whose folder is not on the local disk (an object
+    /// store) that works only on a local folder for now: compaction, repair, check, key
+    /// rotation, checkpoints.
     #[error("{what} works on a store in a folder on the local disk only for now (this store is in {folder})")]
     LocalFolderOnly {
         /// The operation.

@@ -220,12 +220,13 @@ pub(crate) mod elsewhere {
     use std::sync::Arc;
 
     /// What a device does: append an item of its own to the shared list, set its own key,
-    /// or merge.
+    /// merge, or pack its op files (it also packs by itself every 4 of its changes).
     #[derive(Debug, Clone)]
     pub(crate) enum Step {
         Append(usize),
         Set(usize, u32),
         Merge(usize),
+        Pack(usize),
     }
 
     fn step(devices: usize) -> impl Strategy<Value = Step> {
@@ -233,6 +234,7 @@ pub(crate) mod elsewhere {
             (0..devices).prop_map(Step::Append),
             (0..devices, any::<u32>()).prop_map(|(d, v)| Step::Set(d, v)),
             (0..devices).prop_map(Step::Merge),
+            (0..devices).prop_map(Step::Pack),
         ]
     }
 
@@ -253,7 +255,8 @@ pub(crate) mod elsewhere {
             .map(|d| {
                 let options = Options::new()
                     .state_dir(dir.path().join(format!("state-{d}")))
-                    .device(format!("d{d}"));
+                    .device(format!("d{d}"))
+                    .pack_size(4);
                 Store::open_in(Arc::clone(&folder), options).unwrap()
             })
             .collect();
@@ -276,6 +279,9 @@ pub(crate) mod elsewhere {
                 }
                 Step::Merge(d) => {
                     devices[d].read_json().unwrap();
+                }
+                Step::Pack(d) => {
+                    devices[d].pack().unwrap();
                 }
             }
         }
@@ -343,7 +349,6 @@ pub(crate) mod elsewhere {
         )
         .unwrap();
         for (what, result) in [
-            ("pack", s.pack().map(drop)),
             ("compact", s.compact().map(drop)),
             ("repair", s.repair().map(drop)),
             ("checkpoint", s.checkpoint().map(drop)),

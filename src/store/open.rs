@@ -373,9 +373,9 @@ impl Store {
     /// state is on the local disk as ever.
     ///
     /// A store elsewhere than on the local disk reads, merges, writes changes and
-    /// heartbeats; the commands that delete or rewrite files in the folder (pack,
-    /// compaction, repair, key rotation, checkpoints) and `watch`'s file events are for a
-    /// local folder yet, and are refused (`Refused`) or poll instead.
+    /// heartbeats, and packs; compaction, repair, check, key rotation and checkpoints are for
+    /// a local folder yet, and are refused (`Refused`), and a watcher polls instead of
+    /// taking file events.
     pub fn open_in(folder: Arc<dyn crate::folders::Folder>, options: Options) -> Result<Store> {
         if let Some(path) = folder.local_path() {
             return Store::open(path, options);

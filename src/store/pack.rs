@@ -37,7 +37,6 @@ impl Store {
     /// safe, and publishes again any of its packs the folder lost. Never touches another
     /// device's files. Writes do this on their own once the pack size is reached.
     pub fn pack(&self) -> Result<PackOutcome> {
-        self.local_folder("pack")?;
         self.whole_store("pack")?;
         self.pack_with(Mode::All)
     }
@@ -49,7 +48,6 @@ impl Store {
     /// the folder already holds (the loose files of new packs go later, once every other
     /// device has their changes). Documents beside the root one are not planned.
     pub fn pack_plan(&self) -> Result<PackPlan> {
-        self.local_folder("pack")?;
         self.whole_store("pack")?;
         self.check_unlocked()?;
         let mut plan = PackPlan::default();
@@ -73,8 +71,7 @@ impl Store {
             plan.packed += chunk.len();
             plan.packed_bytes += chunk
                 .iter()
-                .filter_map(|o| std::fs::metadata(self.inner.root.join(&o.rel)).ok())
-                .map(|m| m.len())
+                .filter_map(|o| self.inner.folder.stat(&o.rel).ok().flatten()?.len)
                 .sum::<u64>();
         }
         plan.left_loose = loose.left.iter().map(|(_, n)| *n as usize).sum();
@@ -115,7 +112,7 @@ impl Store {
     /// worth reading again).
     pub(crate) fn maintain_packs(&self, beat_published: bool) -> Result<Option<PackOutcome>> {
         let size = self.inner.pack_size;
-        if self.inner.read_only || !self.is_local() {
+        if self.inner.read_only {
             return Ok(None);
         }
         if self.inner.doc.is_some() {
@@ -193,13 +190,14 @@ impl Store {
                     let (a, seq) = t.trim().split_once(' ')?;
                     (a == actor).then(|| seq.parse().ok()).flatten()
                 });
-        let in_folder =
-            std::fs::read_dir(crate::folder::layout::actor_packs(&self.inner.root, actor))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| pack::parse_name(&e.file_name().to_string_lossy()).map(|p| p.1))
-                .max();
+        let in_folder = self
+            .inner
+            .folder
+            .list(crate::folder::layout::pack_rel(actor, "").trim_end_matches('/'))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| pack::parse_name(&e.name).map(|p| p.1))
+            .max();
         let seq = recorded.unwrap_or(0).max(in_folder.unwrap_or(0));
         *cached = Some((actor.to_string(), seq));
         seq
@@ -555,15 +553,13 @@ impl Store {
             if folded {
                 continue;
             }
-            let dir = crate::folder::layout::actor_packs(&self.inner.root, &kept.actor);
-            let target = dir.join(&kept.name);
             // Under its name but not read by the scan: a damaged copy (a torn delivery, bit
             // rot) that the right bytes replace; a sound one (unreadable for now) stays.
-            let damaged = match std::fs::read(&target) {
-                Ok(there) => there != bytes,
-                Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+            let (there, damaged) = match self.inner.folder.read(&kept.rel()) {
+                Ok(there) => (true, there != bytes),
+                Err(e) => (false, e.kind() != std::io::ErrorKind::NotFound),
             };
-            if target.exists() && !damaged {
+            if there && !damaged {
                 continue;
             }
             out.push((kept, bytes, damaged));
