@@ -51,17 +51,24 @@ impl Store {
     /// [`fs::publish`]: a file already there holds the same bytes (its name carries their
     /// hash) and stays untouched.
     pub(crate) fn publish(&self, staged: Staged, target: &Path) -> io::Result<()> {
-        self.publish_new(staged, target).map(drop)
+        match staged.into_pending() {
+            Ok(bytes) => self.create(target, &bytes).map(drop),
+            Err(staged) => fs::publish(staged, target),
+        }
+    }
+
+    /// The folder's atomic create of `bytes` at `target` (under the store's root).
+    fn create(&self, target: &Path, bytes: &[u8]) -> io::Result<Created> {
+        let rel = self.rel_of(target)?;
+        self.inner
+            .folder
+            .create(&rel, bytes, &self.inner.marker.store_id)
     }
 
     /// [`fs::publish_new`]: `false` when something was there already (left untouched).
     pub(crate) fn publish_new(&self, staged: Staged, target: &Path) -> io::Result<bool> {
         match staged.into_pending() {
-            Ok(bytes) => {
-                let rel = self.rel_of(target)?;
-                let owner = &self.inner.marker.store_id;
-                Ok(self.inner.folder.create(&rel, &bytes, owner)? == Created::New)
-            }
+            Ok(bytes) => Ok(self.create(target, &bytes)? == Created::New),
             Err(staged) => fs::publish_new(staged, target),
         }
     }
