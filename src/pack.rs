@@ -331,8 +331,9 @@ pub fn pack_folder_actor(store: &Path, actor: &str, size: usize) -> std::io::Res
         let dir = crate::folder::layout::actor_packs(store, actor);
         fs::publish(fs::stage(&dir, actor, &bytes)?, &dir.join(name))
     };
-    crate::folder::layout::ensure_feature(store, actor, pack::FEATURE, b"packs\n")?;
-    let scan = scan::scan(&crate::folders::Local::new(store), None);
+    let folder = crate::folders::Local::new(store);
+    crate::folder::layout::ensure_feature(&folder, actor, pack::FEATURE, b"packs\n")?;
+    let scan = scan::scan(&folder, None);
     let mine: Vec<&OpEntry> = scan
         .ops
         .iter()

@@ -8,7 +8,6 @@ use crate::format::marker::{FEATURES_DIR, MARKER};
 use crate::format::names::OPS_DIR;
 use crate::format::pack::PACKS_DIR;
 use crate::format::snapshot::{CHECKPOINTS_DIR, SNAPSHOTS_DIR};
-use crate::fs;
 use crate::seal::KEYS_DIR;
 
 /// `crdtdir.store`.
@@ -71,21 +70,36 @@ pub(crate) fn keys(root: &Path) -> PathBuf {
     root.join(KEYS_DIR)
 }
 
-/// Publishes `features/<feature>` with `note` unless it is there (the one writer of feature
-/// markers). The temp is named by `owner` (this device's actor or the store id), so only its
-/// owner ever removes a leftover one.
+/// Publishes `features/<feature>` with `note` in `folder` unless it is there (the one writer
+/// of feature markers), with the folder's create: on the local disk a temp named by `owner`
+/// (this device's actor or the store id), so only its owner ever removes a leftover one.
 pub(crate) fn ensure_feature(
-    root: &Path,
+    folder: &dyn crate::folders::Folder,
     owner: &str,
     name: &str,
     note: &[u8],
 ) -> std::io::Result<()> {
-    let path = feature(root, name);
-    if path.exists() {
+    if crate::folder::has_feature(folder, name) {
         return Ok(());
     }
-    let staged = fs::stage(&features(root), owner, note)?;
-    fs::publish_new(staged, &path).map(drop)
+    folder
+        .create(&format!("{FEATURES_DIR}/{name}"), note, owner)
+        .map(drop)
+}
+
+/// `ops/<actor>`, relative to the store.
+pub(crate) fn actor_ops_rel(actor: &str) -> String {
+    format!("{OPS_DIR}/{actor}")
+}
+
+/// `packs/<actor>`, relative to the store.
+pub(crate) fn actor_packs_rel(actor: &str) -> String {
+    format!("{PACKS_DIR}/{actor}")
+}
+
+/// `devices/<actor>`, relative to the store.
+pub(crate) fn actor_beats_rel(actor: &str) -> String {
+    format!("{DEVICES_DIR}/{actor}")
 }
 
 /// `packs/<actor>/<name>`: the path of a pack, relative to the store.

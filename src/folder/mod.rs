@@ -181,7 +181,7 @@ pub(crate) fn beats_digest(store: &dyn crate::folders::Folder) -> [u8; 32] {
     let mut digest = blake3::Hasher::new();
     for actor in beat_actors(store) {
         let mut names: Vec<String> = store
-            .list(&format!("{DEVICES_DIR}/{actor}"))
+            .list(&layout::actor_beats_rel(&actor))
             .into_iter()
             .flatten()
             .map(|e| e.name)
@@ -230,7 +230,7 @@ pub(crate) fn latest_beat(
     store: &crate::folder::Source<'_>,
     actor: &str,
 ) -> Option<(String, Beat)> {
-    let dir = format!("{DEVICES_DIR}/{actor}");
+    let dir = layout::actor_beats_rel(actor);
     let mut names: Vec<(u64, String)> = store
         .folder
         .list(&dir)
@@ -251,7 +251,7 @@ pub(crate) fn latest_beat(
             .open("beat", &crate::seal::context(actor, counter), &bytes)
             .ok()?;
         let beat = beat::decode(&plain).ok()?;
-        Some((format!("{DEVICES_DIR}/{actor}/{n}"), beat))
+        Some((format!("{dir}/{n}"), beat))
     })
 }
 

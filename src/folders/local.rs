@@ -89,16 +89,12 @@ impl Folder for Local {
         let mut out = Vec::new();
         for e in std::fs::read_dir(self.dir(dir)?)? {
             let e = e?;
-            let Ok(name) = e.file_name().into_string() else {
-                // Not a name crdtdir ever writes; a listing shows what it can name.
-                continue;
-            };
-            // The kind comes with the listing; lengths and versions would cost a stat each.
-            // A file that went between the listing and its type is simply not there.
-            let Ok(t) = e.file_type() else { continue };
+            // A name that is not UTF-8 is none crdtdir writes: listed as near as it can be,
+            // so that readers report it. The kind comes with the listing (lengths and
+            // versions would cost a stat each); one that does not read is no file.
             out.push(Entry {
-                kind: kind(t),
-                ..Entry::dir(name)
+                kind: e.file_type().map_or(Kind::Other, kind),
+                ..Entry::dir(e.file_name().to_string_lossy())
             });
         }
         // Names in one folder are unique.

@@ -53,6 +53,8 @@ struct Window {
     pack: std::sync::Arc<str>,
     start: u64,
     bytes: Vec<u8>,
+    /// Why the pack did not read: said again for its other entries, not read again.
+    unreadable: Option<String>,
 }
 
 /// Packs a loader keeps open at once.
@@ -75,22 +77,25 @@ impl PackReader {
                     pack: packed.pack.clone(),
                     start: 0,
                     bytes: Vec::new(),
+                    unreadable: None,
                 });
                 self.recent.len() - 1
             }
         };
         let w = &mut self.recent[at];
+        if let Some(why) = &w.unreadable {
+            return Err(why.clone());
+        }
         let held = w.start <= row.offset && end <= w.start + w.bytes.len() as u64;
         if !held {
-            w.bytes.clear();
-            w.start = row.offset;
-            w.bytes = store
-                .folder
-                .read_range(
-                    &packed.pack,
-                    row.offset..row.offset + u64::from(row.len).max(WINDOW),
-                )
-                .map_err(|e| format!("unreadable: {e}"))?;
+            let range = row.offset..row.offset + u64::from(row.len).max(WINDOW);
+            match store.folder.read_range(&packed.pack, range) {
+                Ok(bytes) => {
+                    w.start = row.offset;
+                    w.bytes = bytes;
+                }
+                Err(e) => return Err(w.unreadable.insert(format!("unreadable: {e}")).clone()),
+            }
         }
         let from = (row.offset - w.start) as usize;
         let bytes = w.bytes.get(from..from + row.len as usize).ok_or_else(|| {

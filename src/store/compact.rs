@@ -475,9 +475,9 @@ impl Store {
             b"compaction snapshots in snapshots/: a build that cannot read them must not write\n"
         };
         // The temp is this device's (its actor), so only this device ever removes it.
-        self.ensure_feature(owner, feature, note).map_err(Error::io(
-            crate::folder::layout::feature(&self.inner.root, feature),
-        ))
+        crate::folder::layout::ensure_feature(&*self.inner.folder, owner, feature, note).map_err(
+            Error::io(crate::folder::layout::feature(&self.inner.root, feature)),
+        )
     }
 
     /// Refuses to fold away a snapshot of the root document that holds a document this

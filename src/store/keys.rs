@@ -133,7 +133,8 @@ impl Store {
         let owner = self.owner_for(session.record.as_ref());
         let store_id = self.inner.marker.store_id.clone();
         let feature = crate::format::marker::ROTATED_FEATURE;
-        self.ensure_feature(
+        crate::folder::layout::ensure_feature(
+            &*self.inner.folder,
             &owner,
             feature,
             b"an encrypted store whose key was rotated: files sealed with a newer key name it (sealed-file version 2); a build that does not know rotation must not write\n",

@@ -248,7 +248,7 @@ impl Store {
             // nothing (the marker's key check is what this build goes by).
             let note = b"an encrypted store: every op file, heartbeat and snapshot is sealed\n";
             crate::folder::layout::ensure_feature(
-                root,
+                &crate::folders::Local::new(root),
                 &marker.store_id,
                 crate::seal::FEATURE,
                 note,
@@ -261,11 +261,11 @@ impl Store {
         state.claim_folder(&marker.store_id, root)?;
         state.keep_marker(&marker.store_id, &marker::encode(&marker))?;
         let store = Store::assemble(
+            Arc::new(crate::folders::Local::new(root)),
             root.to_path_buf(),
             marker,
             state.clone(),
             options,
-            None,
             None,
         );
         if !matches!(initial, Initial::Empty) {
@@ -358,12 +358,12 @@ impl Store {
             }
         }
         Ok(Store::assemble(
+            Arc::new(crate::folders::Local::new(root.clone())),
             root,
             marker,
             state,
             &options,
             marker_problem,
-            None,
         ))
     }
 
@@ -391,36 +391,21 @@ impl Store {
                 }
             }
         }
-        Ok(Store::assemble_in(
-            folder, root, marker, state, &options, None, None,
-        ))
+        Ok(Store::assemble(folder, root, marker, state, &options, None))
     }
 
-    pub(crate) fn assemble(
-        root: PathBuf,
-        marker: Marker,
-        state: StateDir,
-        options: &Options,
-        marker_problem: Option<Problem>,
-        doc: Option<&str>,
-    ) -> Store {
-        let folder = Arc::new(crate::folders::Local::new(root.clone()));
-        Store::assemble_in(folder, root, marker, state, options, marker_problem, doc)
-    }
-
-    /// [`Store::assemble`] of a store in `folder` (named `root` in messages).
-    fn assemble_in(
+    /// The handle of the root document of the store in `folder` (named `root` in messages).
+    fn assemble(
         folder: Arc<dyn crate::folders::Folder>,
         root: PathBuf,
         marker: Marker,
         state: StateDir,
         options: &Options,
         marker_problem: Option<Problem>,
-        doc: Option<&str>,
     ) -> Store {
         let device = options.device.clone();
         let read_only = options.is_read_only();
-        let state = crate::local::StoreState::new(state, &marker.store_id, doc);
+        let state = crate::local::StoreState::new(state, &marker.store_id, None);
         let cache = Cache::new(state.path(), &marker.store_id);
         let ring = super::keys::load_keyring(state.dir(), &root, &marker);
         let key = Arc::new(std::sync::RwLock::new(ring.map(Arc::new)));
@@ -433,8 +418,8 @@ impl Store {
                 progress,
                 folder,
                 root,
-                doc: doc.map(str::to_string),
-                doc_name: doc.map(str::to_string),
+                doc: None,
+                doc_name: None,
                 marker,
                 state,
                 memory: super::memory::Memory::new(cache),

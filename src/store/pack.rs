@@ -126,10 +126,7 @@ impl Store {
         // Kept copies are few: those of packs some other device may still lack.
         let kept = kept_copies(&self.packs_dir());
         // A pack of this device the folder lost is put back at once.
-        let lost = || {
-            kept.iter()
-                .any(|k| !self.is_in_folder(&self.inner.root.join(k.rel())))
-        };
+        let lost = || kept.iter().any(|k| !self.has_file(&k.rel()));
         // When a beat went out (at most once a minute), loose files that other devices now
         // have can go.
         let unsettled = || kept.iter().any(|k| !k.settled && k.file.within_retention());
@@ -193,7 +190,7 @@ impl Store {
         let in_folder = self
             .inner
             .folder
-            .list(crate::folder::layout::pack_rel(actor, "").trim_end_matches('/'))
+            .list(&crate::folder::layout::actor_packs_rel(actor))
             .into_iter()
             .flatten()
             .filter_map(|e| pack::parse_name(&e.name).map(|p| p.1))
@@ -519,7 +516,7 @@ impl Store {
     /// write (it would take packed changes for lost ones).
     fn ensure_packs_feature(&self, owner: &str) -> Result<()> {
         let note = b"packs in packs/: a build that cannot read them must not write\n";
-        self.ensure_feature(owner, pack::FEATURE, note)
+        crate::folder::layout::ensure_feature(&*self.inner.folder, owner, pack::FEATURE, note)
             .map_err(Error::io(crate::folder::layout::feature(
                 &self.inner.root,
                 pack::FEATURE,

@@ -235,7 +235,7 @@ impl Store {
             let listed = self
                 .inner
                 .folder
-                .list(&format!("{}/{actor}", crate::format::beat::DEVICES_DIR));
+                .list(&crate::folder::layout::actor_beats_rel(actor));
             for n in listed.into_iter().flatten().map(|e| e.name) {
                 let stale_temp =
                     n.starts_with(&format!("{TEMP_PREFIX}{actor}-")) && n.ends_with(TEMP_SUFFIX);
@@ -355,7 +355,7 @@ impl Store {
             });
             let rel = kept.rel();
             let old = !kept.file.within_retention();
-            let in_folder = self.inner.folder.stat(&rel).ok().flatten().is_some()
+            let in_folder = self.has_file(&rel)
                 || state.covered.contains(&rel)
                 || (old
                     && packed

@@ -26,10 +26,11 @@ impl Store {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "a path that is not UTF-8"))
     }
 
-    /// Whether a file is at `path` (under the store's root) in the folder.
-    pub(crate) fn is_in_folder(&self, path: &Path) -> bool {
-        self.rel_of(path)
-            .and_then(|rel| self.inner.folder.stat(&rel))
+    /// Whether a file is at `rel` in the folder.
+    pub(crate) fn has_file(&self, rel: &str) -> bool {
+        self.inner
+            .folder
+            .stat(rel)
             .is_ok_and(|e| e.is_some_and(|e| e.is_file()))
     }
 
@@ -92,22 +93,6 @@ impl Store {
         } else {
             self.inner.folder.remove(&self.rel_of(path)?)
         }
-    }
-
-    /// Publishes `features/<name>` with `note` unless it is there (the one writer of feature
-    /// markers). The temp is named by `owner` (this device's actor or the store id), so only
-    /// its owner ever removes a leftover one.
-    pub(crate) fn ensure_feature(&self, owner: &str, name: &str, note: &[u8]) -> io::Result<()> {
-        if crate::folder::has_feature(&*self.inner.folder, name) {
-            return Ok(());
-        }
-        let path = crate::folder::layout::feature(&self.inner.root, name);
-        let staged = self.stage(
-            &crate::folder::layout::features(&self.inner.root),
-            owner,
-            note,
-        )?;
-        self.publish_new(staged, &path).map(drop)
     }
 
     /// [`fs::remove_or_log`] of a file of the folder (`what` names it for the log).

@@ -69,7 +69,7 @@ fn file_counts(
     };
     let beats = crate::folder::beat_actors(root)
         .into_iter()
-        .map(|a| files_in(&format!("{}/{a}", crate::format::beat::DEVICES_DIR)))
+        .map(|a| files_in(&crate::folder::layout::actor_beats_rel(&a)))
         .sum();
     let ops = scan.ops.iter().filter(|o| o.loose).count();
     let packs = scan.packs.len();

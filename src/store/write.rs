@@ -629,16 +629,13 @@ impl Store {
             let dir = crate::folder::layout::actor_ops(&self.inner.root, &actor);
             let bytes = self.op_file_bytes(device, &change)?;
             let doc = self.inner.doc_name.as_deref();
-            let path = dir.join(names::op_file_name(
-                doc,
-                change.seq(),
-                &blake3::hash(&bytes),
-            ));
+            let name = names::op_file_name(doc, change.seq(), &blake3::hash(&bytes));
+            let path = dir.join(&name);
             // Usually this device published it before: one stat. Otherwise another device
             // may have (its file names differ by the device name in the envelope).
-            let dir_rel = format!("{}/{actor}", names::OPS_DIR);
+            let dir_rel = crate::folder::layout::actor_ops_rel(&actor);
             let folder = &self.inner.folder;
-            let carried = self.is_in_folder(&path)
+            let carried = self.has_file(&format!("{dir_rel}/{name}"))
                 || folder
                     .list(&dir_rel)
                     .into_iter()
@@ -705,7 +702,7 @@ impl Store {
                 .map(|e| e.name)
         };
         let doc = self.inner.doc_name.as_deref();
-        let ops = Some(format!("{}/{actor}", names::OPS_DIR));
+        let ops = Some(crate::folder::layout::actor_ops_rel(actor));
         let loose = names_in(ops).filter_map(|n| {
             names::parse_op_name(&n)
                 .filter(|o| o.doc == doc)
@@ -714,10 +711,9 @@ impl Store {
         // Its packs' names say their last seq: packed changes count as much as loose ones.
         // (Packs hold the root document's changes only.)
         let packs = match doc {
-            None => Some(crate::folder::layout::pack_rel(actor, "")),
+            None => Some(crate::folder::layout::actor_packs_rel(actor)),
             Some(_) => None,
-        }
-        .map(|p| p.trim_end_matches('/').to_string());
+        };
         let packed =
             names_in(packs).filter_map(|n| crate::format::pack::parse_name(&n).map(|p| p.1));
         loose.chain(packed).max().unwrap_or(0)
@@ -756,8 +752,13 @@ impl Store {
             let root = &self.inner.root;
             let note = b"documents beside the root one (ops/<actor>/<doc>-<seq>-<hash>.op): a build that does not know them must not write\n";
             let feature = crate::format::marker::DOCS_FEATURE;
-            self.ensure_feature(&record.actor, feature, note)
-                .map_err(Error::io(crate::folder::layout::feature(root, feature)))?;
+            crate::folder::layout::ensure_feature(
+                &*self.inner.folder,
+                &record.actor,
+                feature,
+                note,
+            )
+            .map_err(Error::io(crate::folder::layout::feature(root, feature)))?;
         }
         let bytes = self.op_file_bytes(device, &change)?;
         let dir = crate::folder::layout::actor_ops(&self.inner.root, &record.actor);
@@ -825,12 +826,12 @@ impl Store {
                 && listed
                     .entry(kept.actor.clone())
                     .or_insert_with(|| {
-                        let dir = format!("{}/{}", names::OPS_DIR, kept.actor);
+                        let dir = crate::folder::layout::actor_ops_rel(&kept.actor);
                         let entries = self.inner.folder.list(&dir).unwrap_or_default();
                         entries.into_iter().map(|e| e.name).collect()
                     })
                     .contains(&kept.name);
-            if !in_listing && !self.is_in_folder(&self.inner.root.join(kept.rel())) {
+            if !in_listing && !self.has_file(&kept.rel()) {
                 missing.push(kept);
             }
         }
