@@ -220,13 +220,15 @@ pub(crate) mod elsewhere {
     use std::sync::Arc;
 
     /// What a device does: append an item of its own to the shared list, set its own key,
-    /// merge, or pack its op files (it also packs by itself every 4 of its changes).
+    /// merge, pack its op files (it also packs by itself every 4 of its changes), or compact
+    /// the folder as if it were alone (it is not: the others go on writing).
     #[derive(Debug, Clone)]
     pub(crate) enum Step {
         Append(usize),
         Set(usize, u32),
         Merge(usize),
         Pack(usize),
+        Compact(usize),
     }
 
     fn step(devices: usize) -> impl Strategy<Value = Step> {
@@ -235,6 +237,7 @@ pub(crate) mod elsewhere {
             (0..devices, any::<u32>()).prop_map(|(d, v)| Step::Set(d, v)),
             (0..devices).prop_map(Step::Merge),
             (0..devices).prop_map(Step::Pack),
+            (0..devices).prop_map(Step::Compact),
         ]
     }
 
@@ -283,6 +286,12 @@ pub(crate) mod elsewhere {
                 Step::Pack(d) => {
                     devices[d].pack().unwrap();
                 }
+                // A view that lists a compaction record before its snapshot is incomplete,
+                // and compacting it is refused; nothing else may fail.
+                Step::Compact(d) => match devices[d].compact() {
+                    Ok(_) | Err(crdtdir::Error::Incomplete { .. }) => {}
+                    Err(e) => panic!("device {d} could not compact: {e}"),
+                },
             }
         }
         settle();
@@ -349,7 +358,6 @@ pub(crate) mod elsewhere {
         )
         .unwrap();
         for (what, result) in [
-            ("compact", s.compact().map(drop)),
             ("repair", s.repair().map(drop)),
             ("checkpoint", s.checkpoint().map(drop)),
             ("check", s.check().map(drop)),
@@ -363,6 +371,34 @@ pub(crate) mod elsewhere {
             before,
             "a refused command wrote or deleted a file"
         );
+    }
+
+    /// A folder elsewhere that a device with the folder on its disk gave documents beside
+    /// the root one: compacting there is refused (their history is not folded by a device
+    /// that cannot list them), and nothing changes.
+    #[test]
+    fn compacting_documents_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("made-here");
+        let repo =
+            crdtdir::Repo::init(&local, Options::new().state_dir(dir.path().join("m")), None)
+                .unwrap();
+        repo.create(Some(&json!({"title": "a note"}))).unwrap();
+        repo.root()
+            .apply_patch(&[PatchOp::set("/n", json!(1))])
+            .unwrap();
+        let memory = Memory::new();
+        upload(&local, &memory);
+        let before = memory.paths();
+        let s = Store::open_in(
+            Arc::new(memory.clone()),
+            Options::new().state_dir(dir.path().join("s")),
+        )
+        .unwrap();
+        let e = s.compact().map(drop).expect_err("compacted");
+        assert_eq!(e.code(), "refused", "{e}");
+        assert!(e.to_string().contains("many documents"), "{e}");
+        assert_eq!(memory.paths(), before);
     }
 }
 
@@ -455,18 +491,33 @@ fn a_store_made_elsewhere_is_all_or_nothing() {
 
 /// An encrypted store in a folder elsewhere: the folder only ever holds sealed files (the
 /// provider sees no document), a device without the key reads nothing and writes nothing,
-/// and one with the key reads every device's writes.
+/// one with the key reads every device's writes, and a compaction there leaves a sealed
+/// snapshot every device with the key reads.
 #[test]
 fn an_encrypted_store_elsewhere_holds_only_sealed_files() {
-    use crdtdir::{Options, PatchOp, Store};
-    use std::sync::Arc;
-    let dir = tempfile::tempdir().unwrap();
-    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
     let memory = Memory::lagging(Lag {
         listings: 2,
         seed: 5,
     });
-    let folder: Arc<dyn Folder> = Arc::new(memory.clone());
+    let (settled, listed) = (memory.clone(), memory.clone());
+    sealed_elsewhere(
+        std::sync::Arc::new(memory),
+        move || settled.settle(),
+        move || listed.paths(),
+    );
+}
+
+/// [`an_encrypted_store_elsewhere_holds_only_sealed_files`] in `folder`; `paths` lists
+/// every file it holds once `settle` has ended any lag.
+pub(crate) fn sealed_elsewhere(
+    folder: std::sync::Arc<dyn Folder>,
+    settle: impl Fn(),
+    paths: impl Fn() -> Vec<String>,
+) {
+    use crdtdir::{Options, PatchOp, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
     let laptop = Store::init_in(
         Arc::clone(&folder),
         options("laptop").encrypt(true),
@@ -485,23 +536,41 @@ fn an_encrypted_store_elsewhere_holds_only_sealed_files() {
     phone
         .apply_patch(&[PatchOp::set("/from_phone", serde_json::json!("hello"))])
         .unwrap();
-    memory.settle();
+    settle();
     let read =
         |s: &Store| serde_json::from_str::<serde_json::Value>(&s.read_json().unwrap().0).unwrap();
     let (a, b) = (read(&laptop), read(&phone));
     assert_eq!(a, b);
     assert_eq!(a["more"], "secret too");
     assert_eq!(a["from_phone"], "hello");
-    // Nothing the folder holds shows the document or a device's name.
-    for path in memory.paths() {
-        let bytes = memory.read(&path).unwrap();
-        for plain in ["the plans", "secret too", "hello", "laptop", "phone"] {
-            assert!(
-                !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
-                "{path} shows {plain:?}"
-            );
+    let plain_anywhere = |when: &str| {
+        for path in paths() {
+            let bytes = folder.read(&path).unwrap();
+            for plain in ["the plans", "secret too", "hello", "laptop", "phone"] {
+                assert!(
+                    !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+                    "{when}: {path} shows {plain:?}"
+                );
+            }
         }
-    }
+    };
+    // Nothing the folder holds shows the document or a device's name.
+    plain_anywhere("after the writes");
+    // Compacted there, the history is one sealed snapshot; both devices read it.
+    let compacted = laptop.compact().unwrap();
+    let snapshot = compacted.snapshot.expect("a snapshot");
+    settle();
+    assert!(paths().contains(&snapshot), "{:?}", paths());
+    assert!(
+        !paths().iter().any(|p| p.starts_with("ops/")),
+        "{:?}",
+        paths()
+    );
+    plain_anywhere("after the compaction");
+    assert_eq!(read(&phone), a);
+    let fresh = Store::open_in(Arc::clone(&folder), options("fresh")).unwrap();
+    fresh.import_key(&laptop.key().unwrap()).unwrap();
+    assert_eq!(read(&fresh), a);
 }
 
 /// A device's op file a folder elsewhere lost (a lifecycle rule, a person with the

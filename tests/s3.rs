@@ -465,13 +465,25 @@ fn three_devices_converge_through_a_bucket() {
     use crate::folders::elsewhere::{converge, Step};
     let Some(moto) = moto() else { return };
     let s3 = open(moto, &bucket(moto), "notes");
-    let steps: Vec<Step> = (0..12)
-        .map(|i| match i % 4 {
+    let steps: Vec<Step> = (0..18)
+        .map(|i| match i % 6 {
             0 => Step::Append(i % 3),
             1 => Step::Set((i + 1) % 3, i as u32),
             2 => Step::Merge((i + 2) % 3),
+            3 => Step::Pack(i % 3),
+            4 => Step::Compact((i + 1) % 3),
             _ => Step::Append((i + 1) % 3),
         })
         .collect();
     converge(std::sync::Arc::new(s3), &steps, || {});
+}
+
+/// An encrypted store in a bucket: the provider sees only sealed objects, before and after
+/// a compaction there, and devices with the key read every write.
+#[test]
+fn an_encrypted_store_in_a_bucket_shows_the_provider_nothing() {
+    let Some(moto) = moto() else { return };
+    let s3 = std::sync::Arc::new(open(moto, &bucket(moto), "sealed"));
+    let listed = std::sync::Arc::clone(&s3);
+    crate::folders::sealed_elsewhere(s3, || {}, move || crate::common::folder_files(&*listed));
 }

@@ -86,14 +86,50 @@ fn devices_share_a_store_in_a_bucket() {
     let again: serde_json::Value = serde_json::from_str(&ok(run("tablet", &["get"]))).unwrap();
     assert_eq!(again, seen[0]);
 
-    // What would delete or rewrite files there otherwise is refused, and changes nothing.
-    let before = keys(moto.port, &bucket);
-    for args in [&["compact", "--yes"][..], &["repair"]] {
-        let out = run("laptop", args);
-        assert_eq!(out.status.code(), Some(3), "{args:?}: {out:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("local disk"), "{args:?}: {err}");
+    // Compaction works there: confirmed (`--yes`; the others count as offline with
+    // `--threshold 0`), it folds every op file and pack into one snapshot, and every device
+    // still reads the same document and goes on writing. The others' beats count as
+    // unchanged once this device has seen them and a second has passed.
+    ok(run("laptop", &["status"]));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let planned: serde_json::Value = serde_json::from_str(&ok(run(
+        "laptop",
+        &["--json", "compact", "--dry-run", "--threshold", "0"],
+    )))
+    .unwrap();
+    assert!(planned["op_files"].as_u64().unwrap() > 0, "{planned}");
+    let done: serde_json::Value = serde_json::from_str(&ok(run(
+        "laptop",
+        &["compact", "--yes", "--threshold", "0"],
+    )))
+    .unwrap();
+    let snapshot = done["snapshot"].as_str().expect("a snapshot").to_string();
+    let listed = keys(moto.port, &bucket);
+    assert!(listed.contains(&format!("notes/{snapshot}")), "{listed:?}");
+    assert!(
+        !listed
+            .iter()
+            .any(|k| k.contains("/ops/") || k.contains("/packs/")),
+        "folded files stayed: {listed:?}"
+    );
+    for d in ["laptop", "phone", "tablet"] {
+        let read: serde_json::Value = serde_json::from_str(&ok(run(d, &["get"]))).unwrap();
+        assert_eq!(read, seen[0], "{d} after the compaction");
     }
+    ok(run(
+        "tablet",
+        &["append", "insert", "/items/0", "\"bread\""],
+    ));
+    let after: serde_json::Value = serde_json::from_str(&ok(run("phone", &["get"]))).unwrap();
+    assert_eq!(after["items"][0], "bread", "{after}");
+    assert_eq!(after["items"].as_array().unwrap().len(), 3, "{after}");
+
+    // What would rewrite files there otherwise is refused, and changes nothing.
+    let before = keys(moto.port, &bucket);
+    let out = run("laptop", &["repair"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("local disk"), "{err}");
     // A second init finds the store there and writes nothing.
     let again = run("phone", &["init"]);
     assert!(!again.status.success());

@@ -10,8 +10,13 @@ use automerge::{ChangeHash, ReadDoc};
 use serde::Serialize;
 
 use crate::error::Result;
+use std::collections::BTreeMap;
+
 use crate::folder::scan::Scan;
-use crate::format::snapshot::{self};
+use crate::folders::{Folder, Kind};
+use crate::format::names::OPS_DIR;
+use crate::format::pack::PACKS_DIR;
+use crate::format::snapshot::{self, SNAPSHOTS_DIR};
 use crate::merged::MergedState;
 use crate::presence::Presence;
 
@@ -127,15 +132,19 @@ pub(crate) fn folded(scan: &Scan, state: &MergedState) -> (Vec<(String, String)>
     (ops, snaps)
 }
 
-/// Reads a published snapshot back and checks it holds exactly the folded document.
+/// Reads a published snapshot (at `rel` in the folder) back and checks it holds exactly the
+/// folded document.
 pub(crate) fn verify(
     source: &crate::folder::Source<'_>,
-    path: &std::path::Path,
+    rel: &str,
     name: &str,
     heads: &[ChangeHash],
     changes: u64,
 ) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))?;
+    let bytes = source
+        .folder
+        .read(rel)
+        .map_err(|e| format!("cannot read it back: {e}"))?;
     if snapshot::file_name(&bytes) != snapshot::split_doc(name).1 {
         return Err("read back with other bytes".into());
     }
@@ -154,24 +163,34 @@ pub(crate) fn verify(
     Ok(())
 }
 
-/// Files and bytes under `ops/`, `packs/` and `snapshots/`.
-pub(crate) fn usage(root: &std::path::Path) -> (usize, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    for dir in [
-        crate::folder::layout::ops(root),
-        crate::folder::layout::packs(root),
-        crate::folder::layout::snapshots(root),
-    ] {
-        for e in walkdir::WalkDir::new(dir)
-            .into_iter()
-            .filter_map(|e| e.ok())
-        {
-            if e.file_type().is_file() {
-                files += 1;
-                bytes += e.metadata().map_or(0, |m| m.len());
+/// Every file under `ops/`, `packs/` and `snapshots/` of `folder`, by its path in the
+/// folder, with its length (the listing's where it has one, else the file's own).
+pub(crate) fn sizes(folder: &dyn Folder) -> BTreeMap<String, u64> {
+    fn walk(folder: &dyn Folder, dir: &str, out: &mut BTreeMap<String, u64>) {
+        for e in folder.list(dir).unwrap_or_default() {
+            let rel = format!("{dir}/{}", e.name);
+            match e.kind {
+                Kind::Dir => walk(folder, &rel, out),
+                Kind::File => {
+                    // A file gone since the listing (or one a listing still shows after its
+                    // deletion) is not counted.
+                    if let Some(len) = e.len.or_else(|| folder.stat(&rel).ok().flatten()?.len) {
+                        out.insert(rel, len);
+                    }
+                }
+                Kind::Other => {}
             }
         }
     }
-    (files, bytes)
+    let mut out = BTreeMap::new();
+    for dir in [OPS_DIR, PACKS_DIR, SNAPSHOTS_DIR] {
+        walk(folder, dir, &mut out);
+    }
+    out
+}
+
+/// Files and bytes under `ops/`, `packs/` and `snapshots/`.
+pub(crate) fn usage(folder: &dyn Folder) -> (usize, u64) {
+    let sizes = sizes(folder);
+    (sizes.len(), sizes.values().sum())
 }

@@ -83,6 +83,25 @@ impl<'a> Source<'a> {
 }
 
 impl Source<'_> {
+    /// The document rows of the snapshot at `rel` in the folder: opened where it lies on the
+    /// local disk, read whole from a folder elsewhere.
+    pub(crate) fn doc_rows(
+        &self,
+        rel: &str,
+    ) -> Result<crate::format::snapshot::DocRows, crate::format::DecodeError> {
+        use crate::format::snapshot::DocRows;
+        match self.folder.local_path() {
+            Some(root) => DocRows::open(&root.join(rel)),
+            None => {
+                let bytes = self
+                    .folder
+                    .read(rel)
+                    .map_err(|e| format!("unreadable: {e}"))?;
+                DocRows::from_bytes(&bytes)
+            }
+        }
+    }
+
     /// Tells the progress callback, if any.
     pub(crate) fn tell(&self, p: crate::Progress) {
         if let Some(f) = self.progress {

@@ -460,12 +460,23 @@ impl DocRows {
         file.read_exact(&mut head)
             .map_err(|_| "not an SQLite database".to_string())?;
         check_length(&head, size)?;
-        let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
         let db = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(fail)?;
+        .map_err(|e| format!("not a readable snapshot: {e}"))?;
+        DocRows::of(db)
+    }
+
+    /// [`DocRows::open`] of a snapshot read whole into `bytes` (from a folder that is not on
+    /// the local disk).
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<DocRows, DecodeError> {
+        check_length(bytes.get(..100).unwrap_or(bytes), bytes.len() as u64)?;
+        DocRows::of(open_in_memory(bytes)?)
+    }
+
+    fn of(db: Connection) -> Result<DocRows, DecodeError> {
+        let fail = |e: rusqlite::Error| format!("not a readable snapshot: {e}");
         let meta = |key: &str| meta(&db, key);
         check_version(&db)?;
         let has = |table: &str| -> Result<bool, String> {

@@ -81,7 +81,8 @@ pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) 
                 .iter()
                 .filter(|f| crate::folder::snapshot_name(f).is_some())
                 .any(|f| {
-                    crate::format::snapshot::DocRows::open(&store.join(f))
+                    store
+                        .doc_rows(f)
                         .is_ok_and(|rows| rows.folds(&record.snapshot))
                 })
         };

@@ -152,8 +152,7 @@ fn doc_row(
     rel: &str,
     doc: &str,
 ) -> Result<ValidSnapshot, (ProblemKind, String)> {
-    let rows = crate::format::snapshot::DocRows::open(&store.join(rel))
-        .map_err(|e| (e.kind(), e.to_string()))?;
+    let rows = store.doc_rows(rel).map_err(|e| (e.kind(), e.to_string()))?;
     if rows.store() != store_id {
         return Err((ProblemKind::Foreign, "snapshot of another store".into()));
     }

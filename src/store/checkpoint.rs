@@ -198,7 +198,13 @@ impl Store {
             .and_then(|()| self.publish(staged, &target))
             .and_then(|()| fault::at("checkpoint-published"))
             .map_err(Error::io(&target))?;
-        if let Err(reason) = verify(&self.source(), &target, &name, heads, changes) {
+        if let Err(reason) = verify(
+            &self.source(),
+            &layout::checkpoint_rel(&name),
+            &name,
+            heads,
+            changes,
+        ) {
             self.remove_or_log(&target, "a checkpoint that failed its read-back");
             return Err(Error::Unverified {
                 path: target,

@@ -2,8 +2,6 @@
 //! retain a local copy, record it, and delete what it folds. The pieces are in
 //! `crate::compact`.
 
-use std::path::{Path, PathBuf};
-
 use crate::compact::{folded, usage, verify, CompactOutcome, CompactPlan, Progress};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -85,12 +83,11 @@ impl Store {
     /// without its snapshot): compacting then could drop history that only another device
     /// still has.
     pub fn compact_plan(&self, threshold_secs: i64) -> Result<CompactPlan> {
-        self.local_folder("compaction")?;
         self.whole_store("compact")?;
         let (scan, state, ops, snaps) = self.foldable(true)?;
         let docs = self.fold_documents(true)?;
-        let size =
-            |rel: &String| std::fs::metadata(self.inner.root.join(rel)).map_or(0, |m| m.len());
+        let sizes = crate::compact::sizes(&*self.inner.folder);
+        let size = |rel: &String| sizes.get(rel).copied().unwrap_or(0);
         let folded_set: std::collections::HashSet<&str> =
             ops.iter().map(|(p, _)| p.as_str()).collect();
         // Loose files, and the packs the compaction deletes.
@@ -106,7 +103,7 @@ impl Store {
                 .filter(|p| p.entry_rels().all(|r| folded_set.contains(r.as_str())))
                 .map(|p| size(&p.rel))
                 .sum::<u64>();
-        let (doc_files, doc_bytes) = self.documents_usage(&docs);
+        let (doc_files, doc_bytes) = self.documents_usage(&docs, &sizes);
         let snapshot_bytes = snaps
             .iter()
             .chain(docs.iter().flat_map(|d| &d.snaps))
@@ -184,10 +181,9 @@ impl Store {
     ) -> Result<CompactOutcome> {
         let started = Instant::now();
         self.whole_store("compact")?;
-        self.local_folder("compaction")?;
         let session = self.session(Name::Resolve)?;
         let device = session.device.clone().unwrap_or_default();
-        let (files_before, bytes_before) = usage(&self.inner.root);
+        let (files_before, bytes_before) = usage(&*self.inner.folder);
         let (scan, state, ops, snaps) = self.foldable(false)?;
         let docs = self.fold_documents(false)?;
         // Nothing to fold, unless this device holds changes the folder lost: the snapshot
@@ -213,7 +209,7 @@ impl Store {
         // 5. Only now delete what the verified, recorded snapshot folds in.
         self.delete_folded(&scan, &ops, &snaps, &mut progress)?;
         self.delete_folded_documents(&docs);
-        let (files_after, bytes_after) = usage(&self.inner.root);
+        let (files_after, bytes_after) = usage(&*self.inner.folder);
         Ok(CompactOutcome {
             snapshot: Some(crate::folder::snapshot_rel(&name)),
             files_before,
@@ -387,8 +383,8 @@ impl Store {
         let (bytes, heads, changes, automerge) =
             self.build_snapshot(doc, device, ops, snaps, devices, docs)?;
         let name = snapshot::doc_file_name(self.inner.doc_name.as_deref(), &bytes);
-        let target = self.publish_snapshot_file(&owner, &name, &bytes)?;
-        self.verify_read_back(&target, &name, &heads, changes, docs)?;
+        self.publish_snapshot_file(&owner, &name, &bytes)?;
+        self.verify_read_back(&name, &heads, changes, docs)?;
         self.retain(&name, &automerge)?;
         self.retain_documents(&name, docs)?;
         self.publish_record(&owner, &name, &bytes, &heads, device)?;
@@ -396,7 +392,7 @@ impl Store {
     }
 
     /// Compaction step 1: the snapshot's bytes go into `snapshots/` under `name`.
-    fn publish_snapshot_file(&self, owner: &str, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    fn publish_snapshot_file(&self, owner: &str, name: &str, bytes: &[u8]) -> Result<()> {
         let dir = crate::folder::layout::snapshots(&self.inner.root);
         let target = dir.join(name);
         let staged = self.stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
@@ -404,25 +400,26 @@ impl Store {
             .and_then(|()| self.publish(staged, &target))
             .and_then(|()| fault::at("snapshot-published"))
             .map_err(Error::io(&target))?;
-        Ok(target)
+        Ok(())
     }
 
     /// Compaction step 2: the snapshot is read back from the folder and verified, with the
     /// reader's own rules; one that does not read back as written is removed again.
     fn verify_read_back(
         &self,
-        target: &Path,
         name: &str,
         heads: &[ChangeHash],
         changes: u64,
         docs: &[DocFold],
     ) -> Result<()> {
-        let checked = verify(&self.source(), target, name, heads, changes)
-            .and_then(|()| verify_rows(&self.source(), target, docs));
+        let rel = crate::folder::snapshot_rel(name);
+        let checked = verify(&self.source(), &rel, name, heads, changes)
+            .and_then(|()| verify_rows(&self.source(), &rel, docs));
         if let Err(reason) = checked {
-            self.remove_or_log(target, "a snapshot that failed its read-back");
+            let target = self.inner.root.join(&rel);
+            self.remove_or_log(&target, "a snapshot that failed its read-back");
             return Err(Error::Unverified {
-                path: target.to_path_buf(),
+                path: target,
                 reason,
             });
         }
@@ -486,7 +483,7 @@ impl Store {
         let kept: std::collections::HashSet<&str> =
             docs.iter().map(|d| d.row.name.as_str()).collect();
         for rel in snaps {
-            let Ok(rows) = snapshot::DocRows::open(&self.inner.root.join(rel)) else {
+            let Ok(rows) = self.source().doc_rows(rel) else {
                 continue;
             };
             for (name, _, _) in rows.names().unwrap_or_default() {
@@ -505,8 +502,11 @@ impl Store {
 
     /// The documents' op files a compaction deletes (loose ones, and the documents' packs
     /// all of whose entries it folds), and their bytes.
-    fn documents_usage(&self, docs: &[DocFold]) -> (usize, u64) {
-        let root = &self.inner.root;
+    fn documents_usage(
+        &self,
+        docs: &[DocFold],
+        sizes: &std::collections::BTreeMap<String, u64>,
+    ) -> (usize, u64) {
         let folded: std::collections::HashSet<&str> = docs
             .iter()
             .flat_map(|d| &d.ops)
@@ -515,20 +515,20 @@ impl Store {
         let mut files = 0;
         let mut bytes = 0;
         for rel in &folded {
-            if let Ok(m) = std::fs::metadata(root.join(rel)) {
+            if let Some(len) = sizes.get(*rel) {
                 files += 1;
-                bytes += m.len();
+                bytes += len;
             }
         }
-        let folder = crate::folders::Local::new(root);
-        for actor in crate::folder::scan::pack_actors(&folder) {
-            for (rel, index) in crate::folder::scan::docs_packs(&folder, &actor) {
+        let folder = &*self.inner.folder;
+        for actor in crate::folder::scan::pack_actors(folder) {
+            for (rel, index) in crate::folder::scan::docs_packs(folder, &actor) {
                 let entries = crate::folder::scan::docs_pack_entries(&rel, &actor, index);
                 if !entries.is_empty()
                     && entries.iter().all(|(e, _)| folded.contains(e.rel.as_str()))
                 {
                     files += 1;
-                    bytes += std::fs::metadata(root.join(&rel)).map_or(0, |m| m.len());
+                    bytes += sizes.get(&rel).copied().unwrap_or(0);
                 }
             }
         }

@@ -6,12 +6,11 @@
 //! and folded files, not its changes.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::Path;
 
 use automerge::ReadDoc;
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::{DocRow, DocRows};
+use crate::format::snapshot::{DocRow, SNAPSHOTS_DIR};
 use crate::store::documents::is_deleted;
 use crate::store::Store;
 
@@ -47,9 +46,13 @@ impl Store {
     /// complete, as the rows of a repo's snapshot. Refused with [`Error::Incomplete`] when
     /// one document's view may lack compacted history, as for the root document.
     pub(crate) fn fold_documents(&self, save: bool) -> Result<Vec<DocFold>> {
-        if !crate::folder::layout::feature(&self.inner.root, crate::format::marker::DOCS_FEATURE)
-            .is_file()
-        {
+        let feature = crate::format::marker::DOCS_FEATURE;
+        // A folder elsewhere holds no documents beside the root one, unless a device with
+        // the folder on its disk made some: their history is not this device's to fold.
+        if !self.is_local() && crate::folder::has_feature(&*self.inner.folder, feature) {
+            self.local_folder("compaction of a folder with many documents")?;
+        }
+        if !crate::folder::layout::feature(&self.inner.root, feature).is_file() {
             return Ok(Vec::new());
         }
         let tombstones = self.dropped_documents();
@@ -159,17 +162,17 @@ impl Store {
     /// Every document row of the root document's snapshots in the folder (of this store;
     /// one that does not open has none).
     pub(crate) fn repo_snapshot_rows(&self) -> Vec<RowName> {
-        let dir = crate::folder::layout::snapshots(&self.inner.root);
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let file = entry.file_name().to_string_lossy().into_owned();
+        let listed = self.inner.folder.list(SNAPSHOTS_DIR).unwrap_or_default();
+        for entry in listed.into_iter().filter(|e| e.is_file()) {
+            let file = entry.name;
             let root_snapshot =
                 matches!(crate::format::snapshot::parse_name(&file), Some((_, false)))
                     && crate::format::snapshot::split_doc(&file).0.is_none();
             if !root_snapshot {
                 continue;
             }
-            let Ok(rows) = DocRows::open(&entry.path()) else {
+            let Ok(rows) = self.source().doc_rows(&crate::folder::snapshot_rel(&file)) else {
                 continue;
             };
             if rows.store() != self.inner.marker.store_id {
@@ -194,7 +197,7 @@ impl Store {
         let (snapshots, _) = crate::folder::scan::snapshots_of(&*self.inner.folder, None);
         let mut out = None;
         for rel in snapshots {
-            let Ok(rows) = DocRows::open(&self.inner.root.join(&rel)) else {
+            let Ok(rows) = self.source().doc_rows(&rel) else {
                 continue;
             };
             if let Ok(Some(row)) = rows.row(name) {
@@ -226,10 +229,13 @@ impl Store {
 /// reads back as folded (same heads and number of changes, a dropped one dropped).
 pub(crate) fn verify_rows(
     source: &crate::folder::Source<'_>,
-    path: &Path,
+    rel: &str,
     docs: &[DocFold],
 ) -> std::result::Result<(), String> {
-    let rows = DocRows::open(path).map_err(|e| e.to_string())?;
+    if docs.is_empty() {
+        return Ok(());
+    }
+    let rows = source.doc_rows(rel).map_err(|e| e.to_string())?;
     for d in docs {
         let mut snap = rows
             .row(&d.row.name)

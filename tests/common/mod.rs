@@ -49,6 +49,27 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Every file of a folder seen through the library's seam, by its path there, from its
+/// listings (for a folder whose listings are exact).
+pub fn folder_files(folder: &dyn crdtdir::folders::Folder) -> Vec<String> {
+    fn walk(folder: &dyn crdtdir::folders::Folder, dir: &str, out: &mut Vec<String>) {
+        for e in folder.list(dir).unwrap() {
+            let rel = if dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{dir}/{}", e.name)
+            };
+            match e.kind {
+                crdtdir::folders::Kind::Dir => walk(folder, &rel, out),
+                _ => out.push(rel),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(folder, "", &mut out);
+    out
+}
+
 /// Every op file (relative path) under a store.
 pub fn op_files(store: &Path) -> Vec<String> {
     tree(store)
