@@ -123,7 +123,8 @@ fn main() {
         .unwrap();
     watcher.recv_timeout(Duration::from_secs(30)).unwrap();
     folder.take();
-    let idle = Duration::from_secs(20);
+    // Two minutes: two of the watcher's safety listings (one a minute) fall in it.
+    let idle = Duration::from_secs(120);
     let started = Instant::now();
     while started.elapsed() < idle {
         let _ = watcher.recv_timeout(idle.saturating_sub(started.elapsed()));

@@ -600,3 +600,147 @@ fn an_op_file_a_folder_elsewhere_lost_comes_back() {
     let doc: serde_json::Value = serde_json::from_str(&phone.read_json().unwrap().0).unwrap();
     assert_eq!(doc, serde_json::json!({"a": 1, "b": 2}));
 }
+
+/// A folder that counts the listings of `ops` and the stats made through it.
+#[derive(Debug)]
+struct Counting {
+    inner: Memory,
+    ops_listings: std::sync::atomic::AtomicUsize,
+    stats: std::sync::atomic::AtomicUsize,
+}
+
+impl Counting {
+    fn counts(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (self.ops_listings.load(SeqCst), self.stats.load(SeqCst))
+    }
+}
+
+impl Folder for Counting {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn list(&self, dir: &str) -> std::io::Result<Vec<crdtdir::folders::Entry>> {
+        if dir == "ops" {
+            self.ops_listings
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.list(dir)
+    }
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        self.inner.read(path)
+    }
+    fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> std::io::Result<Vec<u8>> {
+        self.inner.read_range(path, range)
+    }
+    fn stat(&self, path: &str) -> std::io::Result<Option<crdtdir::folders::Entry>> {
+        self.stats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.stat(path)
+    }
+    fn create(&self, path: &str, bytes: &[u8], owner: &str) -> std::io::Result<Created> {
+        self.inner.create(path, bytes, owner)
+    }
+    fn replace(&self, path: &str, bytes: &[u8], owner: &str) -> std::io::Result<()> {
+        self.inner.replace(path, bytes, owner)
+    }
+    fn remove(&self, path: &str) -> std::io::Result<()> {
+        self.inner.remove(path)
+    }
+}
+
+/// A watcher polling a folder elsewhere lists it only when the folder's change hint moved
+/// (or its safety listing is due): idle, a poll costs one stat, not a listing of every
+/// folder; another device's write moves the hint and shows within a poll or two.
+#[test]
+fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
+    use crdtdir::{Options, PatchOp, Store, WatchOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    let memory = Memory::new();
+    Store::init_in(
+        Arc::new(memory.clone()),
+        options("a"),
+        Some(&serde_json::json!({"n": 0})),
+    )
+    .unwrap();
+    let counting = Arc::new(Counting {
+        inner: memory.clone(),
+        ops_listings: Default::default(),
+        stats: Default::default(),
+    });
+    let a = Store::open_in(counting.clone(), options("a")).unwrap();
+    let b = Store::open_in(Arc::new(memory.clone()), options("b")).unwrap();
+    let watcher = a
+        .watch(
+            WatchOptions::new()
+                .poll(Duration::from_millis(20))
+                .safety_listing(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    assert!(
+        watcher
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap()
+            .initial
+    );
+    let (listed, stated) = counting.counts();
+    std::thread::sleep(Duration::from_secs(1));
+    let (idle_listed, idle_stated) = counting.counts();
+    assert!(
+        idle_listed - listed <= 1,
+        "{} listings of ops/ in an idle second of polling every 20 ms",
+        idle_listed - listed
+    );
+    assert!(
+        idle_stated - stated >= 10,
+        "{} stats of the hint in a second",
+        idle_stated - stated
+    );
+    b.apply_patch(&[PatchOp::set("/n", serde_json::json!(1))])
+        .unwrap();
+    let event = loop {
+        let event = watcher
+            .recv_timeout(Duration::from_secs(20))
+            .expect("an event for b's write");
+        if !event.changes.is_empty() {
+            break event;
+        }
+    };
+    assert!(event.changes.iter().all(|c| c.device == "b"), "{event:?}");
+    assert!(
+        counting.counts().0 > idle_listed,
+        "b's write was not listed"
+    );
+}
+
+/// A device on a folder elsewhere beats as it does on a disk: a second beat with nothing
+/// new soon after the first is skipped (it finds its own recent beat by listing the folder).
+#[test]
+fn a_recent_beat_elsewhere_is_not_published_again() {
+    use crdtdir::{Options, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Memory::new();
+    let store = Store::init_in(
+        Arc::new(memory.clone()),
+        Options::new().state_dir(dir.path().join("a")).device("a"),
+        Some(&serde_json::json!({"n": 0})),
+    )
+    .unwrap();
+    store.read_json().unwrap();
+    store.beat().unwrap();
+    let beats = |m: &Memory| -> Vec<String> {
+        m.paths()
+            .into_iter()
+            .filter(|p| p.starts_with("devices/") && p.ends_with(".beat"))
+            .collect()
+    };
+    let first = beats(&memory);
+    assert_eq!(first.len(), 1, "{first:?}");
+    for _ in 0..3 {
+        assert!(!store.beat().unwrap(), "a beat published again");
+    }
+    assert_eq!(beats(&memory), first);
+}

@@ -33,6 +33,12 @@ use crate::format::names::HASH_HEX_LEN;
 pub(crate) const BEAT_VERSION: u64 = 1;
 /// Folder of heartbeats.
 pub(crate) const DEVICES_DIR: &str = "devices";
+/// The folder's change hint (docs/FORMAT.md §20): in a folder elsewhere than on a local
+/// disk, a device that created an op file, a pack, a snapshot or a checkpoint then writes
+/// a few random bytes here, so a polling device learns from one request that a listing is
+/// worth making. A hint only: lost, stale or never written, it costs a wait for the next
+/// full listing, never a change.
+pub(crate) const TOUCHED: &str = "devices/touched";
 /// Digits of the zero-padded counter in a beat's name.
 pub(crate) const COUNTER_WIDTH: usize = 12;
 const BEAT_EXT: &str = ".beat";

@@ -5,7 +5,6 @@
 pub(crate) mod rules;
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use automerge::{ChangeHash, ReadDoc};
 use serde::Serialize;
@@ -108,16 +107,15 @@ pub struct Forgotten {
     pub beat_counter: u64,
 }
 
-/// The beats in one beat folder: (counter, file name).
-pub(crate) fn own_beats(dir: &Path) -> Vec<(u64, String)> {
-    std::fs::read_dir(dir)
+/// The beats in the beat folder of `actor`: (counter, file name).
+pub(crate) fn own_beats(folder: &dyn crate::folders::Folder, actor: &str) -> Vec<(u64, String)> {
+    folder
+        .list(&crate::folder::layout::actor_beats_rel(actor))
         .into_iter()
         .flatten()
-        .flatten()
         .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let (counter, _) = beat::parse_name(&name)?;
-            Some((counter, name))
+            let (counter, _) = beat::parse_name(&e.name)?;
+            Some((counter, e.name))
         })
         .collect()
 }

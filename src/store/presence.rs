@@ -113,8 +113,7 @@ impl Store {
         let local = self.inner.state.path();
         let mut own = beats::read_own(&local);
         let now = now();
-        let dir = crate::folder::layout::actor_beats(&self.inner.root, &record.actor);
-        let published = own_beats(&dir);
+        let published = own_beats(&*self.inner.folder, &record.actor);
         let previous = published
             .iter()
             .find(|(c, _)| own.counter > 0 && *c == own.counter);
@@ -355,10 +354,13 @@ impl Store {
             });
             let rel = kept.rel();
             let old = !kept.file.within_retention();
-            let in_folder = self.has_file(&rel)
-                || state.covered.contains(&rel)
-                || (old
-                    && packed
+            // Asked only where it decides (an old entry not every device merged): off the
+            // local disk each ask is a request.
+            let in_folder = old
+                && !merged_everywhere
+                && (self.has_file(&rel)
+                    || state.covered.contains(&rel)
+                    || packed
                         .get_or_insert_with(|| {
                             self.scan()
                                 .ops

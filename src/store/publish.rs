@@ -9,6 +9,10 @@ use std::path::Path;
 
 use super::Store;
 use crate::folders::Created;
+use crate::format::beat::TOUCHED;
+use crate::format::names::OPS_DIR;
+use crate::format::pack::PACKS_DIR;
+use crate::format::snapshot::{CHECKPOINTS_DIR, SNAPSHOTS_DIR};
 use crate::fs::{self, Staged};
 
 impl Store {
@@ -58,12 +62,46 @@ impl Store {
         }
     }
 
-    /// The folder's atomic create of `bytes` at `target` (under the store's root).
+    /// The folder's atomic create of `bytes` at `target` (under the store's root). A new
+    /// file that brings changes (an op file, a pack, a snapshot or a checkpoint) then
+    /// touches the folder's change hint.
     fn create(&self, target: &Path, bytes: &[u8]) -> io::Result<Created> {
         let rel = self.rel_of(target)?;
-        self.inner
+        let created = self
+            .inner
             .folder
-            .create(&rel, bytes, &self.inner.marker.store_id)
+            .create(&rel, bytes, &self.inner.marker.store_id)?;
+        let news = [OPS_DIR, PACKS_DIR, SNAPSHOTS_DIR, CHECKPOINTS_DIR]
+            .iter()
+            .any(|dir| rel.strip_prefix(dir).is_some_and(|r| r.starts_with('/')));
+        if created == Created::New && news {
+            self.touch();
+        }
+        Ok(created)
+    }
+
+    /// Writes new random bytes over the folder's change hint ([`TOUCHED`]): devices that
+    /// poll the folder see its version change and list it. A hint that is not written
+    /// costs them a wait for their next full listing, never a change.
+    pub(crate) fn touch(&self) {
+        let mut nonce = [0u8; 16];
+        let touched = getrandom::fill(&mut nonce)
+            .map_err(io::Error::other)
+            .and_then(|()| {
+                let body = format!("{}\n", hex::encode(nonce));
+                self.inner
+                    .folder
+                    .replace(TOUCHED, body.as_bytes(), &self.inner.marker.store_id)
+            });
+        if let Err(e) = touched {
+            tracing::debug!(error = %e, "the folder's change hint was not written");
+        }
+    }
+
+    /// The version of the folder's change hint ([`TOUCHED`]); `None` while no device wrote
+    /// one.
+    pub(crate) fn touched(&self) -> io::Result<Option<String>> {
+        Ok(self.inner.folder.stat(TOUCHED)?.and_then(|e| e.version))
     }
 
     /// [`fs::publish_new`]: `false` when something was there already (left untouched).

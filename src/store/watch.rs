@@ -142,6 +142,10 @@ impl Live for Store {
         (state, self.with_marker_problem(report))
     }
 
+    fn touched(&self) -> std::io::Result<Option<String>> {
+        Store::touched(self)
+    }
+
     fn beat_if_stale(&self) -> Result<bool> {
         self.beat_when(Due::Stale)
     }

@@ -40,6 +40,9 @@ pub(crate) trait Live: Clone + Send + 'static {
     fn in_memory(&self) -> Option<Arc<MergedState>>;
     /// Merges what `scan` lists (one at a time with writes); the report as a read gives it.
     fn merge_listed(&self, scan: &Scan) -> (Arc<MergedState>, MergeReport);
+    /// The version of the folder's change hint (`None`: no device wrote one), for a
+    /// watcher that polls a folder elsewhere than on the local disk.
+    fn touched(&self) -> std::io::Result<Option<String>>;
     /// Publishes this device's heartbeat if it is stale; true when one was published.
     fn beat_if_stale(&self) -> Result<bool>;
     /// Packing upkeep: packs loose files, deletes what other devices acknowledged, restores
