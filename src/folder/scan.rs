@@ -71,6 +71,9 @@ pub(crate) struct PackListing {
     pub(crate) first: u64,
     pub(crate) last: u64,
     pub(crate) rows: Vec<pack::Row>,
+    /// The version the listing gave it, where a listing gives one (an object store's ETag):
+    /// its fingerprint without a request of its own.
+    pub(crate) version: Option<String>,
 }
 
 impl PackListing {
@@ -363,7 +366,7 @@ fn scan_packs(store: &dyn Folder, doc: Option<&str>, index: Option<&Path>, out: 
         return;
     }
     for actor in actors {
-        for (rel, first, last) in actor_packs(store, &actor, out) {
+        for (rel, first, last, version) in actor_packs(store, &actor, out) {
             let index = match pack_index(store, &rel, &actor, first, last) {
                 Ok(index) => index,
                 Err((kind, reason)) => {
@@ -394,6 +397,7 @@ fn scan_packs(store: &dyn Folder, doc: Option<&str>, index: Option<&Path>, out: 
                 first,
                 last,
                 rows: index.rows,
+                version,
             });
         }
     }
@@ -589,7 +593,12 @@ pub(crate) fn pack_actors(store: &dyn Folder) -> Vec<String> {
 
 /// The packs of `actor` by (path, first seq, last seq), in path order; anything else in
 /// its folder is reported (documents' packs are not the root document's business).
-fn actor_packs(store: &dyn Folder, actor: &str, out: &mut Scan) -> Vec<(String, u64, u64)> {
+#[allow(clippy::type_complexity)]
+fn actor_packs(
+    store: &dyn Folder,
+    actor: &str,
+    out: &mut Scan,
+) -> Vec<(String, u64, u64, Option<String>)> {
     let dir_rel = format!("{PACKS_DIR}/{actor}");
     let Some(files) = read_dir_or_report(store, &dir_rel, out) else {
         return Vec::new();
@@ -601,7 +610,7 @@ fn actor_packs(store: &dyn Folder, actor: &str, out: &mut Scan) -> Vec<(String, 
         let rel = format!("{dir_rel}/{name}");
         match pack::parse_name(&name) {
             _ if pack::parse_docs_name(&name).is_some() => {}
-            Some((first, last, _)) if is_file => found.push((rel, first, last)),
+            Some((first, last, _)) if is_file => found.push((rel, first, last, file.version)),
             Some(_) => out.problems.push(Problem::new(
                 ProblemKind::NotAFile,
                 rel,

@@ -301,7 +301,10 @@ pub(crate) fn listing_from(
     }
     // A pack completed or restored in place keeps its name.
     for p in &scan.packs {
-        h.update(crate::folder::scan::fingerprint(store, &p.rel).as_bytes());
+        match &p.version {
+            Some(v) => h.update(format!("{} {v}", p.rel).as_bytes()),
+            None => h.update(crate::folder::scan::fingerprint(store, &p.rel).as_bytes()),
+        };
         h.update(b"\n");
     }
     h.update(b"\0");
