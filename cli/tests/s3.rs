@@ -124,9 +124,19 @@ fn devices_share_a_store_in_a_bucket() {
     assert_eq!(after["items"][0], "bread", "{after}");
     assert_eq!(after["items"].as_array().unwrap().len(), 3, "{after}");
 
-    // What would rewrite files there otherwise is refused, and changes nothing.
+    // check reads every object there again and finds nothing damaged; repair finds
+    // nothing to write back.
+    let checked: serde_json::Value =
+        serde_json::from_str(&ok(run("phone", &["--json", "check"]))).unwrap();
+    assert_eq!(checked["damaged"], serde_json::json!([]), "{checked}");
+    assert!(checked["op_files"].as_u64().unwrap() > 0, "{checked}");
+    let repaired: serde_json::Value =
+        serde_json::from_str(&ok(run("phone", &["--json", "repair"]))).unwrap();
+    assert_eq!(repaired["snapshot"], serde_json::Value::Null, "{repaired}");
+
+    // What is still refused there changes nothing.
     let before = keys(moto.port, &bucket);
-    let out = run("laptop", &["repair"]);
+    let out = run("laptop", &["checkpoint"]);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("local disk"), "{err}");

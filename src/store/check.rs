@@ -2,12 +2,12 @@
 //! cache and view. Nothing is written.
 
 use std::collections::HashSet;
-use std::path::Path;
 
 use crate::error::Result;
 use crate::folder::quirks;
 use crate::folder::scan::OpEntry;
 use crate::folder::Source;
+use crate::folders::Folder;
 use crate::format::{beat, names, pack};
 use crate::merge::load::{check_copies, on_every_core};
 use crate::report::{CheckReport, Problem, ProblemKind};
@@ -29,7 +29,6 @@ impl Store {
     ///
     /// [`Error::Locked`]: crate::Error::Locked
     pub fn check(&self) -> Result<CheckReport> {
-        self.local_folder("check")?;
         self.check_unlocked()?;
         let _span = tracing::info_span!("check").entered();
         let source = self.source();
@@ -92,36 +91,36 @@ fn check_all(source: &Source<'_>, entries: &[OpEntry]) -> (usize, Vec<Problem>) 
 
 /// The regular files of each actor folder of `dir` (`packs/`, `devices/`), as (actor, name);
 /// anything else there is noticed.
-fn actor_files(root: &Path, dir: &str, report: &mut CheckReport) -> Vec<(String, String)> {
+fn actor_files(folder: &dyn Folder, dir: &str, report: &mut CheckReport) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    let Ok(actors) = std::fs::read_dir(root.join(dir)) else {
+    let Ok(actors) = folder.list(dir) else {
         return out;
     };
-    for actor in actors.flatten() {
-        let actor_name = actor.file_name().to_string_lossy().into_owned();
-        // The change hint a folder elsewhere keeps (a copy a sync tool brought here).
+    for actor in actors {
+        let is_dir = actor.is_dir();
+        let actor_name = actor.name;
+        // The change hint a folder elsewhere keeps (or a copy a sync tool brought here).
         if format!("{dir}/{actor_name}") == beat::TOUCHED {
             continue;
         }
-        if !actor.file_type().is_ok_and(|t| t.is_dir()) || !names::is_actor_dir(&actor_name) {
+        if !is_dir || !names::is_actor_dir(&actor_name) {
             report.found(quirks::problem(format!("{dir}/{actor_name}"), &actor_name));
             continue;
         }
-        let entries = match std::fs::read_dir(actor.path()) {
+        let entries = match folder.list(&format!("{dir}/{actor_name}")) {
             Ok(entries) => entries,
             Err(e) => {
                 report.found(Problem::unreadable(format!("{dir}/{actor_name}"), &e));
                 continue;
             }
         };
-        for f in entries.flatten() {
-            let name = f.file_name().to_string_lossy().into_owned();
-            if f.file_type().is_ok_and(|t| t.is_file()) {
-                out.push((actor_name.clone(), name));
+        for f in entries {
+            if f.is_file() {
+                out.push((actor_name.clone(), f.name));
             } else {
                 report.found(Problem::new(
                     ProblemKind::NotAFile,
-                    format!("{dir}/{actor_name}/{name}"),
+                    format!("{dir}/{actor_name}/{}", f.name),
                     "not a regular file",
                 ));
             }
@@ -133,8 +132,13 @@ fn actor_files(root: &Path, dir: &str, report: &mut CheckReport) -> Vec<(String,
 
 /// `rel`'s bytes when they match `hash`, the hash in its name; otherwise its problem is
 /// reported.
-fn read_named(root: &Path, rel: &str, hash: &str, report: &mut CheckReport) -> Option<Vec<u8>> {
-    match std::fs::read(root.join(rel)) {
+fn read_named(
+    folder: &dyn Folder,
+    rel: &str,
+    hash: &str,
+    report: &mut CheckReport,
+) -> Option<Vec<u8>> {
+    match folder.read(rel) {
         Ok(bytes) if names::file_hash_hex(&bytes) == hash => Some(bytes),
         Ok(_) => {
             report.found(Problem::new(
@@ -153,7 +157,7 @@ fn read_named(root: &Path, rel: &str, hash: &str, report: &mut CheckReport) -> O
 
 /// Each pack whole against the hash in its name (its entries are checked as op files).
 fn check_packs(source: &Source<'_>, report: &mut CheckReport) {
-    for (actor, name) in actor_files(source.root, pack::PACKS_DIR, report) {
+    for (actor, name) in actor_files(&*source.folder, pack::PACKS_DIR, report) {
         let rel = crate::folder::layout::pack_rel(&actor, &name);
         let hash = pack::parse_name(&name)
             .map(|(_, _, h)| h)
@@ -163,20 +167,20 @@ fn check_packs(source: &Source<'_>, report: &mut CheckReport) {
             continue;
         };
         report.packs += 1;
-        read_named(source.root, &rel, hash, report);
+        read_named(&*source.folder, &rel, hash, report);
     }
 }
 
 /// Each heartbeat: its hash, its seal and its fields.
 fn check_beats(source: &Source<'_>, report: &mut CheckReport) {
-    for (actor, name) in actor_files(source.root, beat::DEVICES_DIR, report) {
+    for (actor, name) in actor_files(&*source.folder, beat::DEVICES_DIR, report) {
         let rel = format!("{}/{actor}/{name}", beat::DEVICES_DIR);
         let Some((counter, hash)) = beat::parse_name(&name) else {
             report.found(quirks::problem(rel, &name));
             continue;
         };
         report.heartbeats += 1;
-        let Some(bytes) = read_named(source.root, &rel, hash, report) else {
+        let Some(bytes) = read_named(&*source.folder, &rel, hash, report) else {
             continue;
         };
         let verdict = source
@@ -191,15 +195,14 @@ fn check_beats(source: &Source<'_>, report: &mut CheckReport) {
 /// Each passphrase file and rotation record: its hash and its fields (no passphrase is
 /// tried).
 fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
-    let dir = crate::folder::layout::keys(source.root);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(entries) = source.folder.list(crate::seal::KEYS_DIR) else {
         return;
     };
     let mut files: Vec<(String, bool)> = entries
-        .flatten()
+        .into_iter()
         .map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            (name, e.file_type().is_ok_and(|t| t.is_file()))
+            let is_file = e.is_file();
+            (e.name, is_file)
         })
         .collect();
     files.sort();
@@ -218,7 +221,7 @@ fn check_keys(source: &Source<'_>, report: &mut CheckReport) {
             continue;
         };
         report.keys += 1;
-        if let Some(bytes) = read_named(source.root, &rel, hash, report) {
+        if let Some(bytes) = read_named(&*source.folder, &rel, hash, report) {
             if let Err(reason) = check(&bytes) {
                 report.found(Problem::new(ProblemKind::Damaged, rel, reason));
             }

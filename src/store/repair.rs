@@ -16,7 +16,6 @@ impl Store {
     /// every other change this device holds (in its cache or its retention copies) that no
     /// valid snapshot or op file in the folder provides.
     pub fn repair(&self) -> Result<Repaired> {
-        self.local_folder("repair")?;
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
@@ -93,9 +92,7 @@ impl Store {
     /// and this store was opened from what this device knows. A damaged marker is left as
     /// it is.
     pub(crate) fn restore_marker(&self) -> Result<bool> {
-        if self.inner.marker_problem.is_none()
-            || crate::folder::layout::marker(&self.inner.root).exists()
-        {
+        if self.inner.marker_problem.is_none() || self.has_file(crate::format::marker::MARKER) {
             return Ok(false);
         }
         let path = crate::folder::layout::marker(&self.inner.root);
