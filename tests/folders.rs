@@ -221,7 +221,12 @@ pub(crate) mod elsewhere {
 
     /// What a device does: append an item of its own to the shared list, set its own key,
     /// merge, pack its op files (it also packs by itself every 4 of its changes), or compact
-    /// the folder as if it were alone (it is not: the others go on writing).
+    /// the folder as if it were alone (it is not: the others go on writing); and what the
+    /// world does to the folder and the devices: objects deleted (a lifecycle rule, a person
+    /// with the console; `mask` picks which), deleted objects coming back (a versioned
+    /// bucket restored), an op file or pack torn under its name (a bridged sync tool), and
+    /// a device's disk cloned (a new device with a copy of its state dir: the same actor).
+    /// Device numbers wrap around the devices there are.
     #[derive(Debug, Clone)]
     pub(crate) enum Step {
         Append(usize),
@@ -229,70 +234,141 @@ pub(crate) mod elsewhere {
         Merge(usize),
         Pack(usize),
         Compact(usize),
+        Delete(u64),
+        Resurrect,
+        Tear(usize),
+        Clone(usize),
     }
 
     fn step(devices: usize) -> impl Strategy<Value = Step> {
         prop_oneof![
-            (0..devices).prop_map(Step::Append),
-            (0..devices, any::<u32>()).prop_map(|(d, v)| Step::Set(d, v)),
-            (0..devices).prop_map(Step::Merge),
-            (0..devices).prop_map(Step::Pack),
-            (0..devices).prop_map(Step::Compact),
+            4 => (0..devices).prop_map(Step::Append),
+            3 => (0..devices, any::<u32>()).prop_map(|(d, v)| Step::Set(d, v)),
+            2 => (0..devices).prop_map(Step::Merge),
+            1 => (0..devices).prop_map(Step::Pack),
+            1 => (0..devices).prop_map(Step::Compact),
+            1 => any::<u64>().prop_map(Step::Delete),
+            1 => Just(Step::Resurrect),
+            1 => any::<usize>().prop_map(Step::Tear),
+            1 => (0..devices).prop_map(Step::Clone),
         ]
     }
 
-    /// Three devices on one lagging folder; after the lag ends every device reads the same
-    /// document, holding every item each device appended (once, in each device's order)
-    /// and each device's last value.
+    /// The most devices clones grow a case to.
+    const MAX_DEVICES: usize = 5;
+
+    /// Three devices (and their clones) on one folder elsewhere, through whatever the steps
+    /// do to it; after the lag ends and each device has run `repair` (as a device told its
+    /// folder lost something does), every device reads the same document, holding every
+    /// item each device appended (once, in each device's order) and each device's last
+    /// value. Every device keeps its state dir, so some copy of every write survives.
     pub(crate) fn converge(folder: Arc<dyn Folder>, steps: &[Step], settle: impl Fn()) {
         let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("made-here");
-        Store::init(
-            &local,
-            Options::new().state_dir(dir.path().join("maker")),
+        let options = |d: usize| {
+            Options::new()
+                .state_dir(dir.path().join(format!("state-{d}")))
+                .device(format!("d{d}"))
+                .pack_size(4)
+        };
+        // Device 0 makes the store there: its first change is one of its writes.
+        Store::init_in(
+            Arc::clone(&folder),
+            options(0),
             Some(&json!({"items": [], "by": {}})),
         )
         .unwrap();
-        upload(&local, &*folder);
-        let devices: Vec<Store> = (0..3)
-            .map(|d| {
-                let options = Options::new()
-                    .state_dir(dir.path().join(format!("state-{d}")))
-                    .device(format!("d{d}"))
-                    .pack_size(4);
-                Store::open_in(Arc::clone(&folder), options).unwrap()
-            })
+        let mut devices: Vec<Store> = (0..3)
+            .map(|d| Store::open_in(Arc::clone(&folder), options(d)).unwrap())
             .collect();
         let mut appended: Vec<Vec<String>> = vec![Vec::new(); 3];
         let mut last: Vec<Option<u32>> = vec![None; 3];
+        // Objects deleted from the folder, with their bytes.
+        let mut graveyard: Vec<(String, Vec<u8>)> = Vec::new();
+        let history = |p: &str| {
+            (p.starts_with("ops/") && p.ends_with(".op"))
+                || (p.starts_with("packs/") && p.ends_with(".pack"))
+                || p.starts_with("snapshots/")
+        };
         for s in steps {
             match *s {
+                // A device whose view lacks the list (the folder lost the first change
+                // before it read it) is refused the write: only a write that returned Ok
+                // must survive.
                 Step::Append(d) => {
+                    let d = d % devices.len();
                     let item = format!("d{d}-{}", appended[d].len());
-                    devices[d]
-                        .apply_patch(&[PatchOp::insert("/items/-", json!(item))])
-                        .unwrap();
-                    appended[d].push(item);
+                    match devices[d].apply_patch(&[PatchOp::insert("/items/-", json!(item))]) {
+                        Ok(_) => appended[d].push(item),
+                        Err(crdtdir::Error::Patch(_)) => {}
+                        Err(e) => panic!("device {d} could not write: {e}"),
+                    }
                 }
                 Step::Set(d, v) => {
-                    devices[d]
-                        .apply_patch(&[PatchOp::set(format!("/by/d{d}"), json!(v))])
-                        .unwrap();
-                    last[d] = Some(v);
+                    let d = d % devices.len();
+                    match devices[d].apply_patch(&[PatchOp::set(format!("/by/d{d}"), json!(v))]) {
+                        Ok(_) => last[d] = Some(v),
+                        Err(crdtdir::Error::Patch(_)) => {}
+                        Err(e) => panic!("device {d} could not write: {e}"),
+                    }
                 }
                 Step::Merge(d) => {
-                    devices[d].read_json().unwrap();
+                    devices[d % devices.len()].read_json().unwrap();
                 }
                 Step::Pack(d) => {
-                    devices[d].pack().unwrap();
+                    devices[d % devices.len()].pack().unwrap();
                 }
                 // A view that lists a compaction record before its snapshot is incomplete,
                 // and compacting it is refused; nothing else may fail.
-                Step::Compact(d) => match devices[d].compact() {
+                Step::Compact(d) => match devices[d % devices.len()].compact() {
                     Ok(_) | Err(crdtdir::Error::Incomplete { .. }) => {}
                     Err(e) => panic!("device {d} could not compact: {e}"),
                 },
+                Step::Delete(mask) => {
+                    for (i, path) in all_files(&*folder).into_iter().enumerate() {
+                        if history(&path) && mask >> (i % 64) & 1 == 1 {
+                            if let Ok(bytes) = folder.read(&path) {
+                                folder.remove(&path).unwrap();
+                                graveyard.push((path, bytes));
+                            }
+                        }
+                    }
+                }
+                Step::Resurrect => {
+                    for (path, bytes) in graveyard.drain(..) {
+                        folder.create(&path, &bytes, "a restore").unwrap();
+                    }
+                }
+                Step::Tear(pick) => {
+                    let torn: Vec<String> = all_files(&*folder)
+                        .into_iter()
+                        .filter(|p| p.ends_with(".op") || p.ends_with(".pack"))
+                        .collect();
+                    if let Some(path) = torn.get(pick % torn.len().max(1)) {
+                        let bytes = folder.read(path).unwrap();
+                        folder
+                            .replace(path, &bytes[..bytes.len() / 2], "a sync tool")
+                            .unwrap();
+                    }
+                }
+                Step::Clone(from) if devices.len() < MAX_DEVICES => {
+                    let from = from % devices.len();
+                    let to = devices.len();
+                    let (src, dst) = (
+                        dir.path().join(format!("state-{from}")),
+                        dir.path().join(format!("state-{to}")),
+                    );
+                    crate::common::copy_dir(&src, &dst);
+                    devices.push(Store::open_in(Arc::clone(&folder), options(to)).unwrap());
+                    // The clone's view holds what its original's held.
+                    appended.push(Vec::new());
+                    last.push(None);
+                }
+                Step::Clone(_) => {}
             }
+        }
+        settle();
+        for d in &devices {
+            d.repair().unwrap();
         }
         settle();
         let docs: Vec<Value> = devices
@@ -323,6 +399,11 @@ pub(crate) mod elsewhere {
         }
     }
 
+    /// Every file of `folder` by its path, from its listings.
+    fn all_files(folder: &dyn Folder) -> Vec<String> {
+        crate::common::folder_files(folder)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig {
             cases: std::env::var("CRDTDIR_ELSEWHERE_CASES")
@@ -334,7 +415,7 @@ pub(crate) mod elsewhere {
 
         #[test]
         fn no_write_is_lost_on_a_folder_whose_listings_lag(
-            steps in proptest::collection::vec(step(3), 1..24),
+            steps in proptest::collection::vec(step(3), 1..32),
             listings in 0u32..4,
             seed in any::<u64>(),
         ) {

@@ -50,10 +50,10 @@ pub fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// Every file of a folder seen through the library's seam, by its path there, from its
-/// listings (for a folder whose listings are exact).
+/// listings (a folder that does not list, or not yet, has none).
 pub fn folder_files(folder: &dyn crdtdir::folders::Folder) -> Vec<String> {
     fn walk(folder: &dyn crdtdir::folders::Folder, dir: &str, out: &mut Vec<String>) {
-        for e in folder.list(dir).unwrap() {
+        for e in folder.list(dir).unwrap_or_default() {
             let rel = if dir.is_empty() {
                 e.name.clone()
             } else {
