@@ -5,36 +5,36 @@ use crate::error::{Error, Refusal, Result};
 use crate::fs;
 use std::sync::Arc;
 
+use crate::folders::Folder;
 use crate::seal::{self, Keyring, StoreKey};
 use crate::store::Store;
 
-/// The regular files of `keys/` whose names end with `ext`, sorted.
-fn files_in_keys(root: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(crate::folder::layout::keys(root))
+/// The regular files of `keys/` whose names end with `ext`, by path in the folder, sorted.
+fn files_in_keys(folder: &dyn Folder, ext: &str) -> Vec<String> {
+    let mut files: Vec<String> = folder
+        .list(seal::KEYS_DIR)
         .into_iter()
         .flatten()
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
-        .map(|e| e.path())
+        .filter(|e| e.is_file() && e.name.ends_with(ext))
+        .map(|e| crate::folder::layout::key_rel(&e.name))
         .collect();
     files.sort();
     files
 }
 
 /// The bytes of every rotation record in `keys/` (`*.rotated`).
-pub(crate) fn rotation_records(root: &std::path::Path) -> Vec<Vec<u8>> {
-    files_in_keys(root, seal::ROTATION_EXT)
+pub(crate) fn rotation_records(folder: &dyn Folder) -> Vec<Vec<u8>> {
+    files_in_keys(folder, seal::ROTATION_EXT)
         .into_iter()
-        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|rel| folder.read(&rel).ok())
         .collect()
 }
 
 /// The keyring of store `marker` on this device: its kept key and older keys, completed by
-/// the rotation records in the folder at `root`.
+/// the rotation records in `folder`.
 pub(crate) fn load_keyring(
     state: &crate::local::StateDir,
-    root: &std::path::Path,
+    folder: &dyn Folder,
     marker: &crate::format::marker::Marker,
 ) -> Option<Keyring> {
     let check = marker.sealed.as_ref()?;
@@ -45,7 +45,7 @@ pub(crate) fn load_keyring(
         &older,
         &marker.store_id,
         check,
-        &rotation_records(root),
+        &rotation_records(folder),
     )
 }
 
@@ -93,7 +93,7 @@ impl Store {
             older.extend(ring.older());
         }
         let store_id = &self.inner.marker.store_id;
-        let records = rotation_records(&self.inner.root);
+        let records = rotation_records(&*self.inner.folder);
         let Some(ring) = Keyring::resolve(key, &older, store_id, check, &records) else {
             return Err(Error::WrongKey {
                 reason: "this key is not a key of this store (its check does not match the store marker, and no rotation record in keys/ leads from it to the store's first key: if it is a newer key, wait for keys/ to arrive)".into(),
@@ -121,7 +121,6 @@ impl Store {
     /// write, after a crash). Refused on a device that must not write, without the key, and
     /// on a store that is not encrypted.
     pub fn rotate_key(&self) -> Result<StoreKey> {
-        self.local_folder("key rotation")?;
         self.check_writable()?;
         self.whole_store("key rotation")?;
         let Some(check) = self.inner.marker.sealed.clone() else {
@@ -147,7 +146,7 @@ impl Store {
         crate::fault::at("key-rotated-kept-old").map_err(Error::io(self.local_dir()))?;
         self.inner.state.keep_key(&new)?;
         crate::fault::at("key-rotated-kept").map_err(Error::io(self.local_dir()))?;
-        let records = rotation_records(&self.inner.root);
+        let records = rotation_records(&*self.inner.folder);
         let ring = Keyring::resolve(&new, &older, &store_id, &check, &records)
             .expect("the older keys include the store's first");
         self.set_keyring(ring);
@@ -170,7 +169,7 @@ impl Store {
             return Ok(());
         };
         let store_id = &self.inner.marker.store_id;
-        let here = rotation_records(&self.inner.root).iter().any(|bytes| {
+        let here = rotation_records(&*self.inner.folder).iter().any(|bytes| {
             seal::read_rotation(bytes).is_ok_and(|(c, _)| c == check)
                 && seal::open_rotation(bytes, ring.current(), store_id).is_ok()
         });
@@ -179,13 +178,15 @@ impl Store {
         }
         let bytes = seal::rotation_record(ring.current(), &ring.older(), store_id);
         let dir = crate::folder::layout::keys(&self.inner.root);
-        fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
-        // A temp of this device's interrupted publish goes first.
-        let prefix = format!("{}{owner}-", fs::TEMP_PREFIX);
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&prefix) && name.ends_with(fs::TEMP_SUFFIX) {
-                fs::remove_or_log(entry.path(), "a rotation record's temp");
+        if self.is_local() {
+            fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
+            // A temp of this device's interrupted publish goes first.
+            let prefix = format!("{}{owner}-", fs::TEMP_PREFIX);
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) && name.ends_with(fs::TEMP_SUFFIX) {
+                    fs::remove_or_log(entry.path(), "a rotation record's temp");
+                }
             }
         }
         let name = format!(
@@ -228,9 +229,11 @@ impl Store {
             _ => false,
         };
         if stale {
-            if let Some(ring) =
-                load_keyring(self.inner.state.dir(), &self.inner.root, &self.inner.marker)
-            {
+            if let Some(ring) = load_keyring(
+                self.inner.state.dir(),
+                &*self.inner.folder,
+                &self.inner.marker,
+            ) {
                 self.set_keyring(ring);
                 self.keys_changed();
             }
@@ -298,7 +301,9 @@ impl Store {
         let bytes = seal::wrap_key(key, &self.inner.marker.store_id, passphrase)
             .map_err(Error::io(crate::folder::layout::keys(&self.inner.root)))?;
         let dir = crate::folder::layout::keys(&self.inner.root);
-        fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
+        if self.is_local() {
+            fs::create_dir_durably(&dir).map_err(Error::io(&dir))?;
+        }
         let name = format!("{}.key", &blake3::hash(&bytes).to_hex()[..32]);
         let owner = self.owner_for(self.inner.state.read_record().as_ref());
         let staged = self.stage(&dir, &owner, &bytes).map_err(Error::io(&dir))?;
@@ -313,8 +318,8 @@ impl Store {
         let mut out: Vec<Passphrase> = self
             .key_files()
             .into_iter()
-            .filter_map(|path| {
-                let name = path.file_name()?.to_string_lossy().into_owned();
+            .filter_map(|rel| {
+                let name = rel.rsplit('/').next()?.to_string();
                 let id = name.strip_suffix(".key")?.to_string();
                 Some(Passphrase {
                     file: crate::folder::layout::key_rel(&name),
@@ -341,9 +346,9 @@ impl Store {
             .map_err(Error::io(crate::folder::layout::keys(&self.inner.root)))
     }
 
-    /// The `keys/*.key` files (regular files only), in name order.
-    fn key_files(&self) -> Vec<std::path::PathBuf> {
-        files_in_keys(&self.inner.root, ".key")
+    /// The `keys/*.key` files (regular files only), by path in the folder, in name order.
+    fn key_files(&self) -> Vec<String> {
+        files_in_keys(&*self.inner.folder, ".key")
     }
 
     /// Gives this device the store's key from a passphrase some device added
@@ -358,7 +363,7 @@ impl Store {
             return Err(Error::Refused(Refusal::NoPassphrases));
         }
         for file in files {
-            let Ok(bytes) = std::fs::read(&file) else {
+            let Ok(bytes) = self.inner.folder.read(&file) else {
                 continue;
             };
             if let Ok(key) = seal::unwrap_key(&bytes, &self.inner.marker.store_id, passphrase) {

@@ -407,7 +407,7 @@ impl Store {
         let read_only = options.is_read_only();
         let state = crate::local::StoreState::new(state, &marker.store_id, None);
         let cache = Cache::new(state.path(), &marker.store_id);
-        let ring = super::keys::load_keyring(state.dir(), &root, &marker);
+        let ring = super::keys::load_keyring(state.dir(), &*folder, &marker);
         let key = Arc::new(std::sync::RwLock::new(ring.map(Arc::new)));
         let progress = std::sync::OnceLock::new();
         if let Some(f) = &options.progress {
