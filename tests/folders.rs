@@ -425,29 +425,6 @@ pub(crate) mod elsewhere {
         }
     }
 
-    #[test]
-    fn what_deletes_or_rewrites_files_is_refused_off_the_local_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("made-here");
-        Store::init(&local, Options::new().state_dir(dir.path().join("m")), None).unwrap();
-        let memory = Memory::new();
-        upload(&local, &memory);
-        let before = memory.paths();
-        let s = Store::open_in(
-            Arc::new(memory.clone()),
-            Options::new().state_dir(dir.path().join("s")),
-        )
-        .unwrap();
-        let e = s.checkpoint().map(drop).expect_err("a checkpoint");
-        assert_eq!(e.code(), "refused", "{e}");
-        assert!(e.to_string().contains("memory"), "{e}");
-        assert_eq!(
-            memory.paths(),
-            before,
-            "a refused command wrote or deleted a file"
-        );
-    }
-
     /// A folder elsewhere that a device with the folder on its disk gave documents beside
     /// the root one: compacting there is refused (their history is not folded by a device
     /// that cannot list them), and nothing changes.
@@ -956,5 +933,45 @@ fn repair_and_check_work_elsewhere() {
     assert!(
         report.damaged.iter().any(|p| p.path == victim),
         "{report:?}"
+    );
+}
+
+/// Checkpoints work on a folder elsewhere: a writing device publishes them on its own every
+/// few changes, replacing its older one, and a new device starts from the newest.
+#[test]
+fn checkpoints_work_elsewhere() {
+    use crdtdir::{Options, PatchOp, Store};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let memory = Memory::new();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    let laptop = Store::init_in(
+        Arc::new(memory.clone()),
+        options("laptop").checkpoint_every(4),
+        Some(&serde_json::json!({"n": 0})),
+    )
+    .unwrap();
+    for i in 1..=9 {
+        laptop
+            .apply_patch(&[PatchOp::set("/n", serde_json::json!(i))])
+            .unwrap();
+    }
+    let checkpoints: Vec<String> = memory
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("checkpoints/"))
+        .collect();
+    assert_eq!(checkpoints.len(), 1, "{:?}", memory.paths());
+    let fresh = Store::open_in(Arc::new(memory.clone()), options("fresh")).unwrap();
+    let (json, report) = fresh.read_json().unwrap();
+    assert_eq!(
+        report.checkpoint.as_ref(),
+        Some(&checkpoints[0]),
+        "{report:?}"
+    );
+    assert!(report.problems.is_empty(), "{report:?}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&json).unwrap()["n"],
+        9
     );
 }

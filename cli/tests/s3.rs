@@ -134,13 +134,27 @@ fn devices_share_a_store_in_a_bucket() {
         serde_json::from_str(&ok(run("phone", &["--json", "repair"]))).unwrap();
     assert_eq!(repaired["snapshot"], serde_json::Value::Null, "{repaired}");
 
-    // What is still refused there changes nothing.
-    let before = keys(moto.port, &bucket);
-    let out = run("laptop", &["checkpoint"]);
-    assert_eq!(out.status.code(), Some(3), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("local disk"), "{err}");
+    // A checkpoint there: a new device starts from it.
+    let made: serde_json::Value =
+        serde_json::from_str(&ok(run("laptop", &["--json", "checkpoint"]))).unwrap();
+    let checkpoint = made["checkpoint"]
+        .as_str()
+        .expect("a checkpoint")
+        .to_string();
+    assert!(
+        keys(moto.port, &bucket).contains(&format!("notes/{checkpoint}")),
+        "{made}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(run("newcomer", &["--json", "status"]))).unwrap();
+    assert_eq!(
+        status["checkpoint"],
+        serde_json::json!(checkpoint),
+        "{status}"
+    );
+
     // A second init finds the store there and writes nothing.
+    let before = keys(moto.port, &bucket);
     let again = run("phone", &["init"]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("store marker"));

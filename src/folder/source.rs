@@ -102,6 +102,16 @@ impl Source<'_> {
         }
     }
 
+    /// The change count the snapshot (or checkpoint) at `rel` claims in its `meta` (0 when
+    /// it names none): on the local disk without reading the file whole.
+    pub(crate) fn claimed_changes(&self, rel: &str) -> Result<u64, crate::format::DecodeError> {
+        Ok(self
+            .doc_rows(rel)?
+            .meta("changes")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Tells the progress callback, if any.
     pub(crate) fn tell(&self, p: crate::Progress) {
         if let Some(f) = self.progress {

@@ -612,15 +612,6 @@ impl DocRows {
     }
 }
 
-/// The change count the snapshot (or checkpoint) at `path` claims in its `meta` (0 when it
-/// names none), read without reading the file whole.
-pub(crate) fn claimed_changes(path: &std::path::Path) -> Result<u64, DecodeError> {
-    Ok(DocRows::open(path)?
-        .meta("changes")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0))
-}
-
 /// The actor and seq of a canonical op file path `ops/<actor>/<seq>-<hash>.op`.
 fn split_op_path(path: &str) -> Option<(&str, u64)> {
     let (actor, name) = crate::format::names::split_op_rel(path)?;

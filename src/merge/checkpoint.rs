@@ -35,7 +35,7 @@ pub(crate) fn choose(
     }
     let mut candidates: Vec<(u64, &String)> = Vec::new();
     for rel in &scan.checkpoints {
-        match crate::format::snapshot::claimed_changes(&store.join(rel)) {
+        match store.claimed_changes(rel) {
             Ok(claimed) => candidates.push((claimed, rel)),
             // Torn, or not SQLite: reported without reading further.
             Err(e) => problems.push(Problem::new(

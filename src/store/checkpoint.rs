@@ -11,7 +11,7 @@ use crate::compact::{folded, verify};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::folder::layout;
-use crate::format::snapshot::{self, DocRows};
+use crate::format::snapshot;
 use crate::fs;
 use crate::store::session::Name;
 use crate::store::Store;
@@ -58,7 +58,6 @@ impl Store {
     /// has a checkpoint of as many changes, and when the view holds a fork, a refused or
     /// waiting change, or is incomplete: readers would have to undo what it holds.
     pub fn checkpoint(&self) -> Result<CheckpointOutcome> {
-        self.local_folder("a checkpoint")?;
         let started = Instant::now();
         self.check_writable()?;
         self.whole_store("checkpoint")?;
@@ -78,7 +77,7 @@ impl Store {
         if let Some(why) = unfit(&report) {
             return skipped(why);
         }
-        let newest = newest_checkpoint(&self.inner.root, &scan.checkpoints);
+        let newest = newest_checkpoint(&self.source(), &scan.checkpoints);
         if changes <= newest {
             return skipped(format!(
                 "the folder has a checkpoint of {newest} changes; this view has {changes}"
@@ -133,7 +132,7 @@ impl Store {
     /// folder's checkpoints is a hint in local state, so most writes only compare numbers.
     pub(crate) fn maintain_checkpoint(&self) -> Result<Option<CheckpointOutcome>> {
         let every = self.inner.checkpoint_every;
-        if every == 0 || self.inner.read_only || self.inner.doc.is_some() || !self.is_local() {
+        if every == 0 || self.inner.read_only || self.inner.doc.is_some() {
             return Ok(None);
         }
         let Some(state) = self.inner.memory.peek() else {
@@ -145,7 +144,7 @@ impl Store {
             return Ok(None);
         }
         let listed = crate::folder::scan::checkpoints(&*self.inner.folder);
-        let newest = newest_checkpoint(&self.inner.root, &listed);
+        let newest = newest_checkpoint(&self.source(), &listed);
         if changes < newest.saturating_add(every) {
             self.remember_checkpoint(newest);
             return Ok(None);
@@ -190,7 +189,9 @@ impl Store {
         changes: u64,
     ) -> Result<String> {
         let dir = layout::checkpoints(&self.inner.root);
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        if self.is_local() {
+            std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        }
         let name = snapshot::file_name(bytes);
         let target = dir.join(&name);
         let staged = self.stage(&dir, owner, bytes).map_err(Error::io(&dir))?;
@@ -221,7 +222,9 @@ impl Store {
         let mut replaced = Vec::new();
         for rel in listed.iter().filter(|r| r.as_str() != new) {
             let path = self.inner.root.join(rel);
-            let owner = DocRows::open(&path)
+            let owner = self
+                .source()
+                .doc_rows(rel)
                 .ok()
                 .and_then(|rows| rows.meta("checkpoint"));
             if owner.is_some_and(|o| own.contains(&o)) {
@@ -278,9 +281,9 @@ fn unfit(report: &crate::MergeReport) -> Option<String> {
 }
 
 /// The most changes any of the checkpoints at `rels` claims (0 without one).
-fn newest_checkpoint(root: &std::path::Path, rels: &[String]) -> u64 {
+fn newest_checkpoint(source: &crate::folder::Source<'_>, rels: &[String]) -> u64 {
     rels.iter()
-        .filter_map(|rel| snapshot::claimed_changes(&root.join(rel)).ok())
+        .filter_map(|rel| source.claimed_changes(rel).ok())
         .max()
         .unwrap_or(0)
 }
