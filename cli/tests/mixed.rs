@@ -73,13 +73,18 @@ struct World {
 impl World {
     /// `crdtdir` as `device`, with a state dir of its own, on the folder or the bucket.
     fn run(&self, device: &str, args: &[&str]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--store");
-        if ON_DISK.contains(&device) {
-            cmd.arg(&self.folder);
+        let store = if ON_DISK.contains(&device) {
+            self.folder.as_os_str().to_owned()
         } else {
-            cmd.arg(&self.url);
-        }
+            self.url.clone().into()
+        };
+        self.run_at(&store, device, args)
+    }
+
+    /// `crdtdir` as `device` on the store at `store` (a path or a URL).
+    fn run_at(&self, store: &std::ffi::OsStr, device: &str, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--store").arg(store);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CRDTDIR_") {
                 cmd.env_remove(k);
@@ -115,6 +120,18 @@ impl World {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// [`World::ok`] on the store at `store`.
+    fn ok_at(&self, store: &std::ffi::OsStr, device: &str, args: &[&str]) -> String {
+        let out = self.run_at(store, device, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.is_empty(),
+            "{device}: crdtdir {args:?}: {}\n{stderr}",
+            out.status
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     fn json(&self, device: &str, args: &[&str]) -> Value {
         serde_json::from_str(&self.ok(device, args)).unwrap()
     }
@@ -125,13 +142,7 @@ impl World {
     /// from the environment reaches it (an `AWS_CA_BUNDLE` there, for one, makes its S3
     /// client refuse to start).
     fn bisync(&mut self, resync: bool) -> String {
-        let mut cmd = Command::new("rclone");
-        for (k, _) in std::env::vars_os() {
-            let name = k.to_string_lossy();
-            if name.starts_with("RCLONE_") || name.starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = self.rclone();
         cmd.arg("bisync")
             .arg(&self.folder)
             .arg(format!("moto:{}/{PREFIX}", self.bucket))
@@ -141,8 +152,25 @@ impl World {
         if resync {
             cmd.arg("--resync");
         }
-        let out = cmd
-            .env("RCLONE_CONFIG", "/dev/null")
+        let out = cmd.output().expect("run rclone");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "rclone bisync failed:\n{log}");
+        if !resync {
+            self.logs.push(log.clone());
+        }
+        log
+    }
+
+    /// `rclone` with the remote `moto:` set up by environment variables alone.
+    fn rclone(&self) -> Command {
+        let mut cmd = Command::new("rclone");
+        for (k, _) in std::env::vars_os() {
+            let name = k.to_string_lossy();
+            if name.starts_with("RCLONE_") || name.starts_with("AWS_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("RCLONE_CONFIG", "/dev/null")
             .env("RCLONE_CACHE_DIR", self.root.path().join("rclone-cache"))
             .env("RCLONE_CONFIG_MOTO_TYPE", "s3")
             .env("RCLONE_CONFIG_MOTO_PROVIDER", "Other")
@@ -153,15 +181,8 @@ impl World {
             .env("RCLONE_CONFIG_MOTO_ACCESS_KEY_ID", "test")
             .env("RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY", "test")
             .env("RCLONE_CONFIG_MOTO_REGION", "us-east-1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run rclone");
-        let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "rclone bisync failed:\n{log}");
-        if !resync {
-            self.logs.push(log.clone());
-        }
-        log
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// The files in the bucket under the store's prefix, named as in the folder.
@@ -492,4 +513,61 @@ fn devices_on_a_bucket_and_on_a_folder_bisync_keeps_level_converge() {
         in_bucket.len(),
         started.elapsed().as_secs_f64()
     );
+}
+
+/// A store's folder copied from a disk into a bucket, or from a bucket onto a disk, is a
+/// second folder of one store: the device that uses the first is refused the copy, with
+/// what to do instead (exit 3, `copied-store`; two folders sharing one device's state would
+/// mix two documents), and once the first is gone — the store moved — it uses the new one.
+#[test]
+fn a_store_copied_between_a_disk_and_a_bucket_is_a_copy() {
+    if !rclone_ready() {
+        return;
+    }
+    let Some(moto) = moto::moto() else { return };
+    let root = tempfile::tempdir().unwrap();
+    let bucket = moto::bucket(moto);
+    let w = World {
+        port: moto.port,
+        url: format!("s3://{bucket}/{PREFIX}"),
+        bucket,
+        folder: root.path().join("desk-folder"),
+        root,
+        logs: Vec::new(),
+    };
+    let copy = |from: String, to: String| {
+        let out = w.rclone().args(["copy", &from, &to]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    let refused = |store: &std::ffi::OsStr, device: &str| {
+        let out = w.run_at(store, device, &["--json", "get"]);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("copied-store"), "{err}");
+    };
+
+    // The desk's store on its disk, copied into the bucket.
+    w.ok("desk", &["init"]);
+    w.ok("desk", &["append", "set", "/from", "\"desk\""]);
+    copy(
+        w.folder.to_string_lossy().into_owned(),
+        format!("moto:{}/{PREFIX}", w.bucket),
+    );
+    refused(w.url.as_ref(), "desk");
+    // Moved, not copied: the folder on the disk is gone, and the desk uses the bucket.
+    std::fs::remove_dir_all(&w.folder).unwrap();
+    let read: Value = serde_json::from_str(&w.ok_at(w.url.as_ref(), "desk", &["get"])).unwrap();
+    assert_eq!(read, json!({"from": "desk"}));
+
+    // The other way: the bucket's store copied onto a disk.
+    let disk_copy = w.root.path().join("disk-copy");
+    copy(
+        format!("moto:{}/{PREFIX}", w.bucket),
+        disk_copy.to_string_lossy().into_owned(),
+    );
+    refused(disk_copy.as_os_str(), "desk");
+    // And a device that never used the store reads either copy.
+    let elsewhere: Value =
+        serde_json::from_str(&w.ok_at(disk_copy.as_os_str(), "newcomer", &["get"])).unwrap();
+    assert_eq!(elsewhere, read);
 }

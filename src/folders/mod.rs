@@ -162,6 +162,28 @@ pub(crate) fn check_path(path: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the folder at `place` (a local path, or an `s3://` URL with the client from the
+/// environment) holds the store `store_id` now: it has a store marker with that id. A place
+/// that cannot be read says no.
+pub(crate) fn holds_store(place: &str, store_id: &str) -> bool {
+    let marker_of = |folder: &dyn Folder| {
+        folder
+            .read(crate::format::marker::MARKER)
+            .ok()
+            .and_then(|bytes| crate::format::marker::decode(&bytes).ok())
+            .is_some_and(|m| m.store_id == store_id)
+    };
+    if place.starts_with("s3://") {
+        #[cfg(feature = "s3")]
+        return S3::open_to_read(place).is_ok_and(|s3| marker_of(&s3));
+        #[cfg(not(feature = "s3"))]
+        return false;
+    }
+    let path = std::path::Path::new(place);
+    // A path that is another's name for the place (a symbolic link) is not another place.
+    std::fs::canonicalize(path).is_ok_and(|p| p == path) && marker_of(&Local::new(path))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -74,6 +74,20 @@ impl S3 {
     /// creates is refused with an `Unsupported` error, since a racing write could then
     /// overwrite a published file.
     pub fn with_builder(bucket: &str, prefix: &str, builder: AmazonS3Builder) -> io::Result<S3> {
+        let s3 = S3::client(bucket, prefix, builder)?;
+        s3.check_conditional_create()?;
+        Ok(s3)
+    }
+
+    /// The folder at `url` with the client from the environment, as [`S3::open`], without
+    /// its start-up check (which writes a probe object): for reading only.
+    pub(crate) fn open_to_read(url: &str) -> io::Result<S3> {
+        let (bucket, prefix) = parse_url(url)?;
+        S3::client(bucket, prefix, AmazonS3Builder::from_env())
+    }
+
+    /// The client of [`S3::with_builder`], unchecked.
+    fn client(bucket: &str, prefix: &str, builder: AmazonS3Builder) -> io::Result<S3> {
         if bucket.is_empty() || bucket.contains('/') {
             return Err(invalid(format!("not an S3 bucket name: {bucket:?}")));
         }
@@ -99,7 +113,6 @@ impl S3 {
             prefix: prefix.to_string(),
             runtime: Some(runtime),
         };
-        s3.check_conditional_create()?;
         Ok(s3)
     }
 

@@ -166,24 +166,29 @@ impl StateDir {
     /// the folder); a store whose folder moved is simply claimed at its new place.
     pub(crate) fn claim_folder(&self, store_id: &str, folder: &Path) -> Result<()> {
         let here = std::fs::canonicalize(folder).map_err(Error::io(folder))?;
+        self.claim(store_id, &here.to_string_lossy())
+    }
+
+    /// [`StateDir::claim_folder`] of the folder at `place`: a canonical local path, or a
+    /// folder elsewhere as it describes itself (`s3://bucket/prefix`). The place claimed
+    /// before may be of either kind: a copy of a bucket's store on a disk, or of a disk's
+    /// store in a bucket, is a second folder all the same.
+    pub(crate) fn claim(&self, store_id: &str, place: &str) -> Result<()> {
         let path = self.store_dir(store_id).join(names::FOLDER);
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let other = PathBuf::from(text.trim_end_matches('\n'));
-            if other == here {
+            let other = text.trim_end_matches('\n');
+            if other == place {
                 return Ok(());
             }
-            let same_store =
-                crate::folder::read_marker(&other).is_ok_and(|m| m.store_id == store_id);
-            if same_store && std::fs::canonicalize(&other).is_ok_and(|o| o == other) {
+            if crate::folders::holds_store(other, store_id) {
                 return Err(Error::CopiedStore {
-                    path: here,
-                    other,
+                    path: PathBuf::from(place),
+                    other: PathBuf::from(other),
                     store_id: store_id.to_string(),
                 });
             }
         }
-        let mut text = here.to_string_lossy().into_owned();
-        text.push('\n');
+        let text = format!("{place}\n");
         fs::replace_local(&path, text.as_bytes()).map_err(Error::io(&path))
     }
 

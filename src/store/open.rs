@@ -77,10 +77,12 @@ impl Store {
             .map_err(|e| Error::io(state.root())(std::io::Error::other(e)))?;
         let made = state.root().join("staging").join(hex::encode(nonce));
         fs::create_private_dir_durably(&made).map_err(Error::io(&made))?;
-        let result = Store::init_staged(&folder, &described, &made, options, initial);
-        // What was made here was copied (or is not wanted): only local state.
+        let result = Store::init_staged(&folder, &described, &made, options.clone(), initial);
+        // What was made here was copied (or is not wanted): only local state. Gone before
+        // the store is opened there, so it is not taken for a second folder of the store.
         let _ = fs::remove_local_tree(&made);
-        result
+        result?;
+        Store::open_in(folder, options)
     }
 
     /// [`Store::init_in`] of a folder elsewhere, the store made first in `made`.
@@ -90,7 +92,7 @@ impl Store {
         made: &Path,
         options: Options,
         initial: Option<&Json>,
-    ) -> Result<Store> {
+    ) -> Result<()> {
         let local = made.join("store");
         Store::init(&local, options.clone(), initial)?;
         let mut files: Vec<(String, Vec<u8>)> = Vec::new();
@@ -131,7 +133,7 @@ impl Store {
             }
             return Err(e);
         }
-        Store::open_in(Arc::clone(folder), options)
+        Ok(())
     }
 
     /// Makes `path` a new store holding the whole history of the store `source` (every
@@ -372,10 +374,10 @@ impl Store {
     /// object store (`crate::folders::S3`), or memory ([`crate::folders::Memory`]). Local
     /// state is on the local disk as ever.
     ///
-    /// A store elsewhere than on the local disk reads, merges, writes changes and
-    /// heartbeats, and packs; compaction, repair, check, key rotation and checkpoints are for
-    /// a local folder yet, and are refused (`Refused`), and a watcher polls instead of
-    /// taking file events.
+    /// A store elsewhere than on the local disk does all a store on a disk does (a watcher
+    /// polls instead of taking file events), but compacting one that a device on a disk
+    /// gave several documents is refused (`Refused`): many documents in a folder elsewhere
+    /// are not supported yet.
     pub fn open_in(folder: Arc<dyn crate::folders::Folder>, options: Options) -> Result<Store> {
         if let Some(path) = folder.local_path() {
             return Store::open(path, options);
@@ -384,6 +386,13 @@ impl Store {
         let state = StateDir::resolve(options.state_dir.as_deref())?;
         state.make_private();
         let marker = crate::folder::read_marker_in(&*folder, &root)?;
+        // As on a disk: a second folder of one store (a copy) is refused; a store whose
+        // folder moved is claimed at its new place.
+        match state.claim(&marker.store_id, &folder.describe()) {
+            Err(e @ Error::CopiedStore { .. }) => return Err(e),
+            Err(_) if !state.writable() => {}
+            other => other?,
+        }
         if let Ok(bytes) = folder.read(MARKER) {
             if let Err(e) = state.keep_marker(&marker.store_id, &bytes) {
                 if state.writable() {
