@@ -197,16 +197,6 @@ pub enum Refusal {
         /// The start of each actor it names.
         actors: Vec<String>,
     },
-    /// An operation asked of a store whose folder is not on the local disk (an object
-    /// store) that works only on a local folder for now: compaction, repair, check, key
-    /// rotation, checkpoints.
-    #[error("{what} works on a store in a folder on the local disk only for now (this store is in {folder})")]
-    LocalFolderOnly {
-        /// The operation.
-        what: &'static str,
-        /// Where the store is.
-        folder: String,
-    },
     /// An operation of the whole store asked of one document's handle.
     #[error("{what} works on the whole store, not on one document")]
     WholeStore {

@@ -202,14 +202,6 @@ fn lagging_listings_are_late_for_some_files() {
     assert_eq!(folder.paths().len(), 50);
 }
 
-/// Copies a store made on the local disk into `folder`, file by file, as a user moving a
-/// store to a bucket would (`rclone copy`).
-pub(crate) fn upload(local: &std::path::Path, folder: &dyn Folder) {
-    for (rel, bytes) in crate::common::tree(local) {
-        folder.create(&rel, &bytes, "upload").unwrap();
-    }
-}
-
 /// A store in a folder elsewhere than on the local disk: every device's writes survive
 /// listings that come late and deletions that linger, in any interleaving.
 pub(crate) mod elsewhere {
@@ -425,32 +417,78 @@ pub(crate) mod elsewhere {
         }
     }
 
-    /// A folder elsewhere that a device with the folder on its disk gave documents beside
-    /// the root one: compacting there is refused (their history is not folded by a device
-    /// that cannot list them), and nothing changes.
+    /// Many documents in one folder elsewhere: made, edited by two devices, listed, packed
+    /// and compacted there; a new device lists them and reads every edit.
     #[test]
-    fn compacting_documents_elsewhere_is_refused() {
+    fn many_documents_work_elsewhere() {
         let dir = tempfile::tempdir().unwrap();
-        let local = dir.path().join("made-here");
-        let repo =
-            crdtdir::Repo::init(&local, Options::new().state_dir(dir.path().join("m")), None)
-                .unwrap();
-        repo.create(Some(&json!({"title": "a note"}))).unwrap();
-        repo.root()
-            .apply_patch(&[PatchOp::set("/n", json!(1))])
+        let memory = Memory::lagging(Lag {
+            listings: 1,
+            seed: 9,
+        });
+        let options = |n: &str| {
+            Options::new()
+                .state_dir(dir.path().join(n))
+                .device(n)
+                .pack_size(4)
+        };
+        let folder: Arc<dyn Folder> = Arc::new(memory.clone());
+        let laptop = crdtdir::Repo::from(
+            Store::init_in(
+                Arc::clone(&folder),
+                options("laptop"),
+                Some(&json!({"n": 0})),
+            )
+            .unwrap(),
+        );
+        let groceries = laptop
+            .create(Some(&json!({"title": "groceries", "items": []})))
             .unwrap();
-        let memory = Memory::new();
-        upload(&local, &memory);
-        let before = memory.paths();
-        let s = Store::open_in(
-            Arc::new(memory.clone()),
-            Options::new().state_dir(dir.path().join("s")),
-        )
-        .unwrap();
-        let e = s.compact().map(drop).expect_err("compacted");
-        assert_eq!(e.code(), "refused", "{e}");
-        assert!(e.to_string().contains("many documents"), "{e}");
-        assert_eq!(memory.paths(), before);
+        let todo = laptop
+            .create(Some(&json!({"title": "todo", "items": []})))
+            .unwrap();
+        for i in 0..6 {
+            for id in [&groceries, &todo] {
+                laptop
+                    .find(id)
+                    .unwrap()
+                    .apply_patch(&[PatchOp::insert("/items/-", json!(i))])
+                    .unwrap();
+            }
+        }
+        memory.settle();
+        let phone =
+            crdtdir::Repo::from(Store::open_in(Arc::clone(&folder), options("phone")).unwrap());
+        phone
+            .find(&groceries)
+            .unwrap()
+            .apply_patch(&[PatchOp::insert("/items/0", json!("from the phone"))])
+            .unwrap();
+        laptop.root().pack().unwrap();
+        memory.settle();
+        let compacted = laptop.root().compact().unwrap();
+        assert!(compacted.snapshot.is_some(), "{compacted:?}");
+        memory.settle();
+        assert!(
+            !memory
+                .paths()
+                .iter()
+                .any(|p| p.starts_with("ops/") || p.starts_with("packs/")),
+            "{:?}",
+            memory.paths()
+        );
+        let fresh =
+            crdtdir::Repo::from(Store::open_in(Arc::clone(&folder), options("fresh")).unwrap());
+        let listed = fresh.docs().unwrap();
+        let titles: Vec<Option<&str>> = listed.iter().map(|d| d.title.as_deref()).collect();
+        assert!(titles.contains(&Some("groceries")), "{listed:?}");
+        assert!(titles.contains(&Some("todo")), "{listed:?}");
+        let read = |id: &crdtdir::DocId| fresh.find(id).unwrap().read().unwrap().json().clone();
+        assert_eq!(
+            read(&groceries)["items"],
+            json!(["from the phone", 0, 1, 2, 3, 4, 5])
+        );
+        assert_eq!(read(&todo)["items"], json!([0, 1, 2, 3, 4, 5]));
     }
 }
 

@@ -3,10 +3,11 @@
 //! and for `status`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use crate::folder::scan::OpEntry;
+use crate::folders::Folder;
 use crate::format::names;
+use crate::format::names::OPS_DIR;
 
 /// One document's op files, loose in `ops/` or in documents' packs, as listed.
 #[derive(Debug, Default)]
@@ -34,9 +35,8 @@ impl Files {
 /// Document `doc`'s listing from its `files` of a listing made for every document (its op
 /// files, and its own snapshots and the root document's): what [`crate::folder::scan::scan`]
 /// lists for it, skipped files aside.
-pub(crate) fn scan_of(root: &Path, doc: &str, files: Files) -> crate::folder::scan::Scan {
-    let (snapshots, records) =
-        crate::folder::scan::snapshots_of(&crate::folders::Local::new(root), Some(doc));
+pub(crate) fn scan_of(folder: &dyn Folder, doc: &str, files: Files) -> crate::folder::scan::Scan {
+    let (snapshots, records) = crate::folder::scan::snapshots_of(folder, Some(doc));
     crate::folder::scan::Scan {
         ops: files.entries(),
         snapshots,
@@ -47,18 +47,17 @@ pub(crate) fn scan_of(root: &Path, doc: &str, files: Files) -> crate::folder::sc
 
 /// How many op files each document has, loose or in documents' packs (`None`: the root
 /// document's loose ones).
-pub(crate) fn counts(root: &Path) -> BTreeMap<Option<String>, usize> {
-    listing(root)
+pub(crate) fn counts(folder: &dyn Folder) -> BTreeMap<Option<String>, usize> {
+    listing(folder)
         .into_iter()
         .map(|(doc, files)| (doc, files.count()))
         .collect()
 }
 
 /// Every document's op files, by document (`None`: the root document, loose ones only).
-pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
+pub(crate) fn listing(folder: &dyn Folder) -> BTreeMap<Option<String>, Files> {
     let mut out: BTreeMap<Option<String>, Files> = BTreeMap::new();
-    for (actor, entry) in crate::folder::actor_files(&crate::folder::layout::ops(root)) {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (actor, name) in crate::folder::listed_actor_files(folder, OPS_DIR) {
         let Some(op) = names::parse_op_name(&name) else {
             continue;
         };
@@ -67,9 +66,8 @@ pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
             out.entry(doc).or_default().loose.push(e);
         }
     }
-    let folder = crate::folders::Local::new(root);
-    for actor in crate::folder::scan::pack_actors(&folder) {
-        for (rel, index) in crate::folder::scan::docs_packs(&folder, &actor) {
+    for actor in crate::folder::scan::pack_actors(folder) {
+        for (rel, index) in crate::folder::scan::docs_packs(folder, &actor) {
             for (e, count) in crate::folder::scan::docs_pack_entries(&rel, &actor, index) {
                 let doc = e.doc().map(str::to_string);
                 out.entry(doc).or_default().packed.push((e, count));
@@ -80,10 +78,9 @@ pub(crate) fn listing(root: &Path) -> BTreeMap<Option<String>, Files> {
 }
 
 /// The loose op files' paths in `ops/`, by document (`None`: the root document).
-pub(crate) fn loose_listing(root: &Path) -> BTreeMap<Option<String>, Vec<String>> {
+pub(crate) fn loose_listing(folder: &dyn Folder) -> BTreeMap<Option<String>, Vec<String>> {
     let mut out: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
-    for (actor, entry) in crate::folder::actor_files(&crate::folder::layout::ops(root)) {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for (actor, name) in crate::folder::listed_actor_files(folder, OPS_DIR) {
         if let Some(op) = names::parse_op_name(&name) {
             let doc = op.doc.map(str::to_string);
             out.entry(doc)

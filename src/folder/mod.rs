@@ -41,6 +41,28 @@ pub(crate) fn actor_files(dir: &Path) -> impl Iterator<Item = (String, std::fs::
         })
 }
 
+/// [`actor_files`] of folder `dir` of the synced folder, through its seam: each file's actor
+/// and name.
+pub(crate) fn listed_actor_files(
+    folder: &dyn crate::folders::Folder,
+    dir: &str,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for actor in folder.list(dir).into_iter().flatten() {
+        if !actor.is_dir() || !crate::format::names::is_actor_dir(&actor.name) {
+            continue;
+        }
+        for file in folder
+            .list(&format!("{dir}/{}", actor.name))
+            .into_iter()
+            .flatten()
+        {
+            out.push((actor.name.clone(), file.name));
+        }
+    }
+    out
+}
+
 /// `snapshots/<name>`: the path of a snapshot or compaction record.
 pub(crate) fn snapshot_rel(name: &str) -> String {
     format!("{SNAPSHOTS_DIR}/{name}")

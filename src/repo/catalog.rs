@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::folder::documents::{listing, loose_listing, scan_of};
+use crate::format::names::OPS_DIR;
+use crate::format::pack::PACKS_DIR;
+use crate::format::snapshot::SNAPSHOTS_DIR;
 use crate::store::Store;
 
 use super::{DocId, DocInfo};
@@ -68,13 +71,15 @@ fn entry_of(
     scan: &crate::folder::scan::Scan,
 ) -> Result<Entry> {
     let view = doc.read_listed(scan)?;
-    let root = doc.path();
+    let folder = &*doc.inner.folder;
+    let loose_len = |rel: &str| -> Option<u64> { folder.stat(rel).ok().flatten()?.len };
     let bytes = scan
         .ops
         .iter()
-        .map(|e| match &e.packed {
-            Some(p) if !(e.loose && root.join(&e.rel).is_file()) => u64::from(p.row.len),
-            _ => std::fs::metadata(root.join(&e.rel)).map_or(0, |m| m.len()),
+        .map(|e| match (&e.packed, e.loose) {
+            (Some(p), false) => u64::from(p.row.len),
+            (Some(p), true) => loose_len(&e.rel).unwrap_or(u64::from(p.row.len)),
+            (None, _) => loose_len(&e.rel).unwrap_or(0),
         })
         .sum();
     let automerge = view.doc();
@@ -139,13 +144,9 @@ impl Files {
             }
         }
         let mut own_snapshots: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let snapshots_dir = crate::folder::layout::snapshots(root.path());
-        for entry in std::fs::read_dir(snapshots_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let file = entry.file_name().to_string_lossy().into_owned();
+        let listed = root.inner.folder.list(SNAPSHOTS_DIR);
+        for entry in listed.into_iter().flatten() {
+            let file = entry.name;
             if let (Some(doc), _) = crate::format::snapshot::split_doc(&file) {
                 own_snapshots
                     .entry(doc.to_string())
@@ -157,7 +158,7 @@ impl Files {
             files.sort_unstable();
         }
         Files {
-            loose: loose_listing(root.path()),
+            loose: loose_listing(&*root.inner.folder),
             holding,
             rows: root.repo_snapshot_rows(),
             own_snapshots,
@@ -233,7 +234,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         &entry_of(root, root_id, String::new(), &root.scan())?,
     )];
     // No file came or went since the catalog was made: it is the answer.
-    let quick = folder_digest(root.path());
+    let quick = folder_digest(&*root.inner.folder);
     if !catalog.listing.is_empty() && catalog.listing == quick {
         out.extend(catalog.docs.values().map(|e| info(false, e)));
         return Ok(out);
@@ -246,7 +247,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
         .filter(|(d, g)| catalog.docs.get(*d).is_none_or(|e| &e.files != *g))
         .count();
     // Many documents changed (a first listing): one read of every pack header for all.
-    let mut everything = (stale > FEW).then(|| listing(root.path()));
+    let mut everything = (stale > FEW).then(|| listing(&*root.inner.folder));
     let mut changed = false;
     let mut kept = BTreeMap::new();
     for (doc, digest) in &digests {
@@ -259,7 +260,7 @@ pub(crate) fn list(root: &Store) -> Result<Vec<DocInfo>> {
                 let named = root.for_doc_named(Some(doc), Some(doc));
                 let scan = match everything.as_mut() {
                     Some(all) => scan_of(
-                        root.path(),
+                        &*root.inner.folder,
                         doc,
                         all.remove(&Some(doc.to_string())).unwrap_or_default(),
                     ),
@@ -310,11 +311,11 @@ fn id_of(named: &Store, name: &str, scan: &crate::folder::scan::Scan) -> Option<
     scan.ops.iter().find_map(|e| {
         let bytes = e
             .loose
-            .then(|| std::fs::read(named.path().join(&e.rel)).ok())
+            .then(|| named.inner.folder.read(&e.rel).ok())
             .flatten()
             .or_else(|| {
                 let p = e.packed.as_ref()?;
-                let all = std::fs::read(named.path().join(&*p.pack)).ok()?;
+                let all = named.inner.folder.read(&p.pack).ok()?;
                 crate::format::pack::entry(&all, &p.row)
                     .ok()
                     .map(<[u8]>::to_vec)
@@ -345,26 +346,18 @@ pub(crate) fn id_of_name(root: &Store, name: &str) -> Option<String> {
 /// document's, and the root one's): names carry the hashes of their bytes, so the same
 /// digest means the same files. Taken before a listing, so a file that comes during it
 /// makes the next one list again.
-fn folder_digest(root: &std::path::Path) -> String {
+fn folder_digest(folder: &dyn crate::folders::Folder) -> String {
     let mut names: Vec<String> = Vec::new();
-    for top in [
-        crate::folder::layout::ops(root),
-        crate::folder::layout::packs(root),
-    ] {
-        for actor in std::fs::read_dir(top).into_iter().flatten().flatten() {
-            let dir = actor.file_name().to_string_lossy().into_owned();
-            for file in std::fs::read_dir(actor.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                names.push(format!("{dir}/{}", file.file_name().to_string_lossy()));
+    for top in [OPS_DIR, PACKS_DIR] {
+        for actor in folder.list(top).into_iter().flatten() {
+            let listed = folder.list(&format!("{top}/{}", actor.name));
+            for file in listed.into_iter().flatten() {
+                names.push(format!("{}/{}", actor.name, file.name));
             }
         }
     }
-    let snapshots = crate::folder::layout::snapshots(root);
-    for file in std::fs::read_dir(snapshots).into_iter().flatten().flatten() {
-        names.push(format!("snapshots/{}", file.file_name().to_string_lossy()));
+    for file in folder.list(SNAPSHOTS_DIR).into_iter().flatten() {
+        names.push(format!("snapshots/{}", file.name));
     }
     names.sort_unstable();
     let mut hasher = blake3::Hasher::new();

@@ -47,12 +47,7 @@ impl Store {
     /// one document's view may lack compacted history, as for the root document.
     pub(crate) fn fold_documents(&self, save: bool) -> Result<Vec<DocFold>> {
         let feature = crate::format::marker::DOCS_FEATURE;
-        // A folder elsewhere holds no documents beside the root one, unless a device with
-        // the folder on its disk made some: their history is not this device's to fold.
-        if !self.is_local() && crate::folder::has_feature(&*self.inner.folder, feature) {
-            self.local_folder("compaction of a folder with many documents")?;
-        }
-        if !crate::folder::layout::feature(&self.inner.root, feature).is_file() {
+        if !crate::folder::has_feature(&*self.inner.folder, feature) {
             return Ok(Vec::new());
         }
         let tombstones = self.dropped_documents();
@@ -300,7 +295,7 @@ impl Store {
         for d in docs {
             for rel in &d.ops {
                 let path = root.join(rel);
-                if path.is_file() {
+                if self.has_file(rel) {
                     self.remove_or_log(&path, "a folded op file");
                     if let Some(dir) = path.parent() {
                         dirs.insert(dir.to_path_buf());
@@ -319,9 +314,9 @@ impl Store {
                 }
             }
         }
-        let folder = crate::folders::Local::new(root);
-        for actor in crate::folder::scan::pack_actors(&folder) {
-            for (rel, index) in crate::folder::scan::docs_packs(&folder, &actor) {
+        let folder = &*self.inner.folder;
+        for actor in crate::folder::scan::pack_actors(folder) {
+            for (rel, index) in crate::folder::scan::docs_packs(folder, &actor) {
                 let entries = crate::folder::scan::docs_pack_entries(&rel, &actor, index);
                 if !entries.is_empty()
                     && entries.iter().all(|(e, _)| folded.contains(e.rel.as_str()))

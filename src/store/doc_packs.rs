@@ -100,10 +100,10 @@ impl Store {
     /// This device's loose op files of documents under `actor` whose (document, seq) has
     /// one name only (two names: a fork, which waits), in (document, seq) order.
     fn loose_doc_files(&self, actor: &str) -> Vec<Loose> {
-        let dir = crate::folder::layout::actor_ops(&self.inner.root, actor);
+        let dir = crate::folder::layout::actor_ops_rel(actor);
         let mut by_slot: BTreeMap<(String, u64), Vec<Loose>> = BTreeMap::new();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for entry in self.inner.folder.list(&dir).into_iter().flatten() {
+            let name = entry.name;
             let Some(op) = names::parse_op_name(&name) else {
                 continue;
             };
@@ -134,10 +134,10 @@ impl Store {
         chunk: &[&Loose],
         kept_dir: &Path,
     ) -> Result<Option<String>> {
-        let dir = crate::folder::layout::actor_ops(&self.inner.root, actor);
+        let dir = crate::folder::layout::actor_ops_rel(actor);
         let mut files = Vec::with_capacity(chunk.len());
         for l in chunk {
-            match std::fs::read(dir.join(&l.name)) {
+            match self.inner.folder.read(&format!("{dir}/{}", l.name)) {
                 Ok(bytes) if names::file_hash_hex(&bytes) == l.hash => files.push(bytes),
                 _ => return Ok(None),
             }
@@ -165,9 +165,14 @@ impl Store {
         let target = dir.join(name);
         let staged = self.stage(&dir, actor, bytes).map_err(Error::io(&dir))?;
         self.inner.memory.watched.published(target.clone());
-        if std::fs::read(&target).is_ok_and(|have| have != bytes) {
+        let rel = crate::folder::layout::pack_rel(actor, name);
+        if self.inner.folder.read(&rel).is_ok_and(|have| have != bytes) {
             // A torn copy under the name (a sync tool's partial delivery): replaced.
-            self.publish(staged, &target)
+            if self.is_local() {
+                self.publish(staged, &target)
+            } else {
+                self.publish_over_damaged(staged, &target)
+            }
         } else {
             self.publish_new(staged, &target).map(drop)
         }

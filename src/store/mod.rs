@@ -400,17 +400,6 @@ impl Store {
         }
     }
 
-    /// `Refused` unless the store's folder is on the local disk (see [`Store::open_in`]).
-    pub(crate) fn local_folder(&self, what: &'static str) -> Result<()> {
-        if self.is_local() {
-            return Ok(());
-        }
-        Err(Error::Refused(crate::error::Refusal::LocalFolderOnly {
-            what,
-            folder: self.inner.folder.describe(),
-        }))
-    }
-
     /// Lists the folder for this handle's document.
     pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
         match self.inner.doc_name.as_deref() {

@@ -374,10 +374,8 @@ impl Store {
     /// object store (`crate::folders::S3`), or memory ([`crate::folders::Memory`]). Local
     /// state is on the local disk as ever.
     ///
-    /// A store elsewhere than on the local disk does all a store on a disk does (a watcher
-    /// polls instead of taking file events), but compacting one that a device on a disk
-    /// gave several documents is refused (`Refused`): many documents in a folder elsewhere
-    /// are not supported yet.
+    /// A store elsewhere than on the local disk does all a store on a disk does; a watcher
+    /// polls it instead of taking file events.
     pub fn open_in(folder: Arc<dyn crate::folders::Folder>, options: Options) -> Result<Store> {
         if let Some(path) = folder.local_path() {
             return Store::open(path, options);

@@ -270,12 +270,10 @@ impl Store {
     /// in `ops/`), and how many loose op files belong to documents other than this one.
     pub(crate) fn documents(&self) -> (usize, usize) {
         // A store that never had another document: nothing to list.
-        if !crate::folder::layout::feature(&self.inner.root, crate::format::marker::DOCS_FEATURE)
-            .exists()
-        {
+        if !crate::folder::has_feature(&*self.inner.folder, crate::format::marker::DOCS_FEATURE) {
             return (1, 0);
         }
-        let counts = crate::folder::documents::counts(&self.inner.root);
+        let counts = crate::folder::documents::counts(&*self.inner.folder);
         let others = counts
             .iter()
             .filter(|(doc, _)| doc.as_deref() != self.inner.doc_name.as_deref())

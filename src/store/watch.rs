@@ -176,11 +176,11 @@ impl Documents for Store {
     }
 
     fn doc_scans(&self) -> std::collections::BTreeMap<String, Scan> {
-        crate::folder::documents::listing(&self.inner.root)
+        crate::folder::documents::listing(&*self.inner.folder)
             .into_iter()
             .filter_map(|(doc, files)| {
                 let doc = doc?;
-                let scan = crate::folder::documents::scan_of(&self.inner.root, &doc, files);
+                let scan = crate::folder::documents::scan_of(&*self.inner.folder, &doc, files);
                 Some((doc, scan))
             })
             .collect()
