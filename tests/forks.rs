@@ -251,3 +251,65 @@ fn the_change_a_write_reports_after_a_fork_is_in_every_history() {
         assert_eq!(merged(&a, &one), merged(&c, &two));
     }
 }
+
+/// Regression (found by `hostile::no_write_is_lost_across_key_rotations`, case 16a75948): a
+/// device's view held a change whose op file the sync tool then deleted, so only its cache
+/// still held it; the device had written on top of it since its last read (a write never
+/// updates the cache files), and the sync tool deleted that op file too (it waits in the
+/// outbox). Then the other side of a fork arrived and the held change lost it: the merge from
+/// scratch rewrote it and kept the rewrite alone, and the outbox's change, merged onto that
+/// result, waited forever for the original — no copy held it any more, and the write was
+/// lost. Own changes from the outbox now join the state the merge carried, so they are
+/// rebased along with the change they build on.
+#[test]
+fn an_own_write_on_a_held_change_survives_when_the_change_loses_a_fork_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let (home, away, phone_dir) = (
+        dir.path().join("laptop"),
+        dir.path().join("clone"),
+        dir.path().join("phone"),
+    );
+    let laptop = Device::new(dir.path(), "laptop");
+    crdtdir::Store::init(&home, laptop.options(), Some(&json!({"items": []}))).unwrap();
+    // A cloned disk: one actor and one record in two places, each writing its seq 2.
+    replica(&home, &away);
+    sync_ops(&home, &away, |_| true);
+    let clone = Device::new(dir.path(), "clone");
+    clone_state(&laptop, &clone);
+    let one = insert(&laptop, &home, "laptop");
+    let two = insert(&clone, &away, "clone");
+    let (one, two) = (&one.written[0], &two.written[0]);
+    assert_eq!((&one.actor, one.seq), (&two.actor, two.seq), "a fork");
+    // The lowest change hash keeps the slot.
+    let (loser, lost_dir, kept_dir) = if one.hash > two.hash {
+        (one, &home, &away)
+    } else {
+        (two, &away, &home)
+    };
+
+    // A third device gets the losing side only, reads it, and writes on it.
+    let phone = Device::new(dir.path(), "phone");
+    replica(&home, &phone_dir);
+    sync_ops(lost_dir, &phone_dir, |_| true);
+    assert_eq!(items(&doc(&merged(&phone, &phone_dir))).len(), 1);
+    let own = insert(&phone, &phone_dir, "phone");
+    // The sync tool deletes both op files: the losing change lives on in the phone's view
+    // alone, the phone's own change in its outbox. Then the winning side arrives.
+    std::fs::remove_file(phone_dir.join(&loser.path)).unwrap();
+    std::fs::remove_file(phone_dir.join(&own.written[0].path)).unwrap();
+    sync_ops(kept_dir, &phone_dir, |_| true);
+
+    let want: BTreeSet<String> = ["laptop", "clone", "phone"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let view = phone.open(&phone_dir).read().unwrap();
+    assert_eq!(items(&view.to_json()), want, "{:?}", view.report());
+    // The next write publishes what the phone's view built on; a device that never saw
+    // any of this reads every edit from the folder.
+    insert(&phone, &phone_dir, "phone-after");
+    let fresh = Device::new(dir.path(), "fresh");
+    let end = doc(&merged(&fresh, &phone_dir));
+    assert!(items(&end).is_superset(&want), "{end}");
+    assert_eq!(end, doc(&merged(&phone, &phone_dir)));
+}

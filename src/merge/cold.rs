@@ -26,12 +26,13 @@ use crate::merged::{MergedState, Quarantined};
 use crate::report::{MergeReport, Problem};
 
 /// Merges everything in the folder from nothing. `carry` is a cached state whose changes
-/// stay in the result even when their files are gone (the view never goes back).
+/// stay in the result even when their files are gone (the view never goes back); it is
+/// left as it was (a caller may merge it again with more).
 pub(crate) fn merge_cold(
     store: &Source<'_>,
     store_id: &str,
     scan: &Scan,
-    carry: Option<MergedState>,
+    carry: Option<&MergedState>,
 ) -> (MergedState, MergeReport) {
     let snaps = load_snapshots(store, store_id, scan);
     let carry = carry.filter(|c| !dropped(&snaps, c));
@@ -64,7 +65,7 @@ pub(crate) fn merge_cold(
         scan,
         snaps: &snaps,
         uncovered: &uncovered,
-        carry: carry.as_ref(),
+        carry,
     };
     let covered: Vec<String> = covered.iter().map(|p| p.to_string()).collect();
     let mut base = None;
@@ -257,7 +258,7 @@ fn into_cold_state(
     snaps: &Snapshots,
     merged: Merged,
     covered: Vec<String>,
-    carry: Option<MergedState>,
+    carry: Option<&MergedState>,
 ) -> (MergedState, MergeReport) {
     let quarantined = merged
         .quarantined
@@ -268,11 +269,12 @@ fn into_cold_state(
             reason: reason.clone(),
         })
         .collect();
-    let unprovided = carry.as_ref().map_or(0, |c| {
+    let unprovided = carry.map_or(0, |c| {
         unprovided(&c.doc, snaps, &merged.items, &merged.report.rebased, scan)
     });
-    let (carried_devices, carried_rebased) =
-        carry.map(|c| (c.devices, c.rebased)).unwrap_or_default();
+    let (carried_devices, carried_rebased) = carry
+        .map(|c| (c.devices.clone(), c.rebased.clone()))
+        .unwrap_or_default();
     // Names of folded changes come from the snapshots; what this device knew, and the op
     // files applied now, name actors over them.
     let mut devices = snapshot_devices(snaps);

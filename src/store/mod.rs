@@ -605,12 +605,14 @@ impl Store {
         scan: &scan::Scan,
         base: Option<MergedState>,
     ) -> (MergedState, MergeReport, bool, bool) {
-        let cold = |carry| {
+        let cold = |carry: Option<&MergedState>| {
             let (s, r) =
                 merge::merge_cold(&self.source(), &self.inner.marker.store_id, scan, carry);
             (s, r, true)
         };
         let mut incremental = false;
+        // What a merge from scratch carried, as it went in (see below).
+        let mut carried: Option<MergedState> = None;
         let merged = match base {
             Some(cached) => {
                 match merge::merge_incremental(&self.source(), scan, cached) {
@@ -636,36 +638,44 @@ impl Store {
                                 tracing::warn!("the held document did not merge into this device's state: merged without it");
                             }
                         }
-                        cold(Some(*had))
+                        carried = Some(*had);
+                        cold(carried.as_ref())
                     }
                     merge::Incremental::StartOverFromCacheFiles(why) => {
                         tracing::debug!(why, "incremental merge not possible: merging from scratch with the cache files");
-                        cold(self.inner.memory.cache.load_all())
+                        carried = self.inner.memory.cache.load_all();
+                        cold(carried.as_ref())
                     }
                 }
             }
             None => {
                 tracing::debug!("no base: merging from scratch");
-                cold(self.inner.memory.cache.load_held())
+                carried = self.inner.memory.cache.load_held();
+                cold(carried.as_ref())
             }
         };
-        let (mut state, report, changed) = merged;
-        if self.with_own_changes(&mut state) {
-            let (s, r, changed) = cold(Some(state));
-            return (s, r, changed, false);
+        let (state, report, changed) = merged;
+        let own = self.outbox_missing(&state);
+        if own.is_empty() {
+            return (state, report, changed, incremental);
         }
-        (state, report, changed, incremental)
+        // Own changes join the state the merge from scratch carried, not its result: that
+        // merge may have rewritten changes only the carried state held (a fork's losing side,
+        // whose op files the folder lost), and its result holds their rewrites alone. An own
+        // change built on such a change (written after the cache was saved, its op file lost
+        // too) finds its dependency there, and is rebased along with it; on the result it
+        // would wait for a change no copy holds any more.
+        let mut carry = carried.unwrap_or(state);
+        self.with_own_changes(&mut carry, own);
+        let (s, r, changed) = cold(Some(&carry));
+        (s, r, changed, false)
     }
 
     /// This device's own changes the folder lost (a sync tool lost its packs or op files;
-    /// nothing it had saved holds them) stay in its view, from its outbox, and count as lost
-    /// from the folder (the next write publishes them): added to `carry`, which must then be
-    /// merged again (true); false when there are none.
-    fn with_own_changes(&self, carry: &mut MergedState) -> bool {
-        let own = self.outbox_missing(carry);
-        if own.is_empty() {
-            return false;
-        }
+    /// nothing it had saved holds them; [`Store::outbox_missing`]) stay in its view, from its
+    /// outbox, and count as lost from the folder (the next write publishes them): added to
+    /// `carry`, which must then be merged again.
+    fn with_own_changes(&self, carry: &mut MergedState, own: Vec<(String, automerge::Change)>) {
         tracing::debug!(
             changes = own.len(),
             "own changes from the outbox the folder lacks: merged again with them"
@@ -696,7 +706,6 @@ impl Store {
                 });
             }
         }
-        true
     }
 
     /// The changes of this device's outbox that `state` neither merged from the folder nor
