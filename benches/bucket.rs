@@ -13,13 +13,11 @@
 //! cost of reading through the seam and the requests it makes, not a network's latency.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::ops::Range;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use crdtdir::folders::{Created, Entry, Folder, Local, S3};
+use crdtdir::folders::{Folder, Local, S3};
 use crdtdir::{Options, Store};
 use object_store::aws::AmazonS3Builder;
 
@@ -30,56 +28,9 @@ use support::median;
 #[path = "../tests/moto.rs"]
 mod moto;
 
-/// A folder that counts the requests it passes on, by kind.
-#[derive(Debug)]
-struct Counted<F> {
-    inner: F,
-    counts: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl<F> Counted<F> {
-    fn count(&self, what: &'static str) {
-        *self.counts.lock().unwrap().entry(what).or_default() += 1;
-    }
-
-    fn take(&self) -> BTreeMap<&'static str, u64> {
-        std::mem::take(&mut self.counts.lock().unwrap())
-    }
-}
-
-impl<F: Folder> Folder for Counted<F> {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
-        self.count("LIST");
-        self.inner.list(dir)
-    }
-    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
-        self.count("GET");
-        self.inner.read(path)
-    }
-    fn read_range(&self, path: &str, range: Range<u64>) -> io::Result<Vec<u8>> {
-        self.count("GET");
-        self.inner.read_range(path, range)
-    }
-    fn stat(&self, path: &str) -> io::Result<Option<Entry>> {
-        self.count("HEAD");
-        self.inner.stat(path)
-    }
-    fn create(&self, path: &str, bytes: &[u8], owner: &str) -> io::Result<Created> {
-        self.count("PUT");
-        self.inner.create(path, bytes, owner)
-    }
-    fn replace(&self, path: &str, bytes: &[u8], owner: &str) -> io::Result<()> {
-        self.count("PUT");
-        self.inner.replace(path, bytes, owner)
-    }
-    fn remove(&self, path: &str) -> io::Result<()> {
-        self.count("DELETE");
-        self.inner.remove(path)
-    }
-}
+#[path = "../examples/support/counted.rs"]
+mod counted;
+use counted::Counted;
 
 fn main() {
     let packed =
@@ -139,10 +90,7 @@ fn main() {
         })
     };
     let local: Arc<dyn Folder> = Arc::new(Local::new(&packed));
-    let remote = Arc::new(Counted {
-        inner: s3,
-        counts: Mutex::new(BTreeMap::new()),
-    });
+    let remote = Arc::new(Counted::new(s3));
     let local_cold = cold("local", local);
     let remote_cold = cold("bucket", remote.clone());
     let per_run = |counts: BTreeMap<&'static str, u64>| {

@@ -10,64 +10,15 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::io;
-use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crdtdir::folders::{Created, Entry, Folder, S3};
+use crdtdir::folders::S3;
 use crdtdir::{Options, PatchOp, Store, WatchOptions};
 
-/// A folder that counts the requests it passes on, by kind.
-#[derive(Debug)]
-struct Counted {
-    inner: S3,
-    counts: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-impl Counted {
-    fn count(&self, what: &'static str) {
-        *self.counts.lock().unwrap().entry(what).or_default() += 1;
-    }
-
-    fn take(&self) -> BTreeMap<&'static str, u64> {
-        std::mem::take(&mut self.counts.lock().unwrap())
-    }
-}
-
-impl Folder for Counted {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
-        self.count("LIST");
-        self.inner.list(dir)
-    }
-    fn read(&self, path: &str) -> io::Result<Vec<u8>> {
-        self.count("GET");
-        self.inner.read(path)
-    }
-    fn read_range(&self, path: &str, range: Range<u64>) -> io::Result<Vec<u8>> {
-        self.count("GET");
-        self.inner.read_range(path, range)
-    }
-    fn stat(&self, path: &str) -> io::Result<Option<Entry>> {
-        self.count("HEAD");
-        self.inner.stat(path)
-    }
-    fn create(&self, path: &str, bytes: &[u8], owner: &str) -> io::Result<Created> {
-        self.count("PUT");
-        self.inner.create(path, bytes, owner)
-    }
-    fn replace(&self, path: &str, bytes: &[u8], owner: &str) -> io::Result<()> {
-        self.count("PUT");
-        self.inner.replace(path, bytes, owner)
-    }
-    fn remove(&self, path: &str) -> io::Result<()> {
-        self.count("DELETE");
-        self.inner.remove(path)
-    }
-}
+#[path = "support/counted.rs"]
+mod counted;
+use counted::Counted;
 
 /// Requests of a kind S3 bills at the LIST/PUT rate, and at the GET rate.
 fn billed(counts: &BTreeMap<&'static str, u64>) -> (u64, u64) {
@@ -79,10 +30,7 @@ fn main() {
     let url = std::env::args()
         .nth(1)
         .expect("usage: bucket_requests s3://bucket/prefix");
-    let folder = Arc::new(Counted {
-        inner: S3::open(&url).expect("the bucket"),
-        counts: Mutex::new(BTreeMap::new()),
-    });
+    let folder = Arc::new(Counted::new(S3::open(&url).expect("the bucket")));
     let state = std::env::temp_dir().join(format!("crdtdir-requests-{}", std::process::id()));
     let store = Store::init_in(
         folder.clone(),

@@ -709,52 +709,8 @@ fn an_op_file_a_folder_elsewhere_lost_comes_back() {
     assert_eq!(doc, serde_json::json!({"a": 1, "b": 2}));
 }
 
-/// A folder that counts the listings of `ops` and the stats made through it.
-#[derive(Debug)]
-struct Counting {
-    inner: Memory,
-    ops_listings: std::sync::atomic::AtomicUsize,
-    stats: std::sync::atomic::AtomicUsize,
-}
-
-impl Counting {
-    fn counts(&self) -> (usize, usize) {
-        use std::sync::atomic::Ordering::SeqCst;
-        (self.ops_listings.load(SeqCst), self.stats.load(SeqCst))
-    }
-}
-
-impl Folder for Counting {
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    fn list(&self, dir: &str) -> std::io::Result<Vec<crdtdir::folders::Entry>> {
-        if dir == "ops" {
-            self.ops_listings
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        self.inner.list(dir)
-    }
-    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn read_range(&self, path: &str, range: std::ops::Range<u64>) -> std::io::Result<Vec<u8>> {
-        self.inner.read_range(path, range)
-    }
-    fn stat(&self, path: &str) -> std::io::Result<Option<crdtdir::folders::Entry>> {
-        self.stats.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.stat(path)
-    }
-    fn create(&self, path: &str, bytes: &[u8], owner: &str) -> std::io::Result<Created> {
-        self.inner.create(path, bytes, owner)
-    }
-    fn replace(&self, path: &str, bytes: &[u8], owner: &str) -> std::io::Result<()> {
-        self.inner.replace(path, bytes, owner)
-    }
-    fn remove(&self, path: &str) -> std::io::Result<()> {
-        self.inner.remove(path)
-    }
-}
+#[path = "../examples/support/counted.rs"]
+mod counted;
 
 /// A watcher polling a folder elsewhere lists it only when the folder's change hint moved
 /// (or its safety listing is due): idle, a poll costs one stat, not a listing of every
@@ -773,11 +729,8 @@ fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
         Some(&serde_json::json!({"n": 0})),
     )
     .unwrap();
-    let counting = Arc::new(Counting {
-        inner: memory.clone(),
-        ops_listings: Default::default(),
-        stats: Default::default(),
-    });
+    let counting = Arc::new(counted::Counted::new(memory.clone()));
+    let counts = || (counting.listings_of("ops"), counting.of("HEAD"));
     let a = Store::open_in(counting.clone(), options("a")).unwrap();
     let b = Store::open_in(Arc::new(memory.clone()), options("b")).unwrap();
     let watcher = a
@@ -793,9 +746,9 @@ fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
             .unwrap()
             .initial
     );
-    let (listed, stated) = counting.counts();
+    let (listed, stated) = counts();
     std::thread::sleep(Duration::from_secs(1));
-    let (idle_listed, idle_stated) = counting.counts();
+    let (idle_listed, idle_stated) = counts();
     assert!(
         idle_listed - listed <= 1,
         "{} listings of ops/ in an idle second of polling every 20 ms",
@@ -817,10 +770,7 @@ fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
         }
     };
     assert!(event.changes.iter().all(|c| c.device == "b"), "{event:?}");
-    assert!(
-        counting.counts().0 > idle_listed,
-        "b's write was not listed"
-    );
+    assert!(counts().0 > idle_listed, "b's write was not listed");
 }
 
 /// A device on a folder elsewhere beats as it does on a disk: a second beat with nothing

@@ -111,18 +111,17 @@ impl World {
     /// not published yet would each be a line there.
     fn ok(&self, device: &str, args: &[&str]) -> String {
         let out = self.run(device, args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && stderr.is_empty(),
-            "{device}: crdtdir {args:?}: {}\n{stderr}",
-            out.status
-        );
-        String::from_utf8(out.stdout).unwrap()
+        Self::succeeded(out, device, args)
     }
 
     /// [`World::ok`] on the store at `store`.
     fn ok_at(&self, store: &std::ffi::OsStr, device: &str, args: &[&str]) -> String {
         let out = self.run_at(store, device, args);
+        Self::succeeded(out, device, args)
+    }
+
+    /// The output of a run that must have succeeded and said nothing on stderr.
+    fn succeeded(out: Output, device: &str, args: &[&str]) -> String {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             out.status.success() && stderr.is_empty(),
