@@ -6,7 +6,7 @@ use std::path::Path;
 use crdtdir::PatchOp;
 use serde_json::{json, Value};
 
-use crate::common::{clone_state, merged, replica, sync_ops, Device};
+use crate::common::{clone_state, copy_dir, merged, replica, sync_ops, tree, Device};
 
 fn insert(d: &Device, store: &Path, item: &str) -> crdtdir::WriteOutcome {
     d.open(store)
@@ -312,4 +312,74 @@ fn an_own_write_on_a_held_change_survives_when_the_change_loses_a_fork_later() {
     let end = doc(&merged(&fresh, &phone_dir));
     assert!(items(&end).is_superset(&want), "{end}");
     assert_eq!(end, doc(&merged(&phone, &phone_dir)));
+}
+
+/// A disk is cloned with its folder; the clone rotates the store's key and writes, with the
+/// same actor and seq as the laptop's own write, which the laptop compacted into a snapshot
+/// that the sync tool then lost with its record. The clone's files arrive, and the laptop
+/// imports the new key, which drops its cached view: the laptop's write is left in its
+/// retention copy alone, on the other side of the fork from the clone's write. `repair`
+/// writes that copy back on its own, and every device reads both writes.
+#[test]
+fn a_retention_copy_on_one_side_of_a_fork_is_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("laptop-folder");
+    let a = Device::new(dir.path(), "laptop");
+    let made =
+        crdtdir::Store::init(&folder, a.options().encrypt(true), Some(&json!({"w": {}}))).unwrap();
+    let first = made.key().unwrap();
+    drop(made);
+    let mut b = Device::new(dir.path(), "clone");
+    b.name = a.name.clone();
+    clone_state(&a, &b);
+    let other = dir.path().join("clone-folder");
+    copy_dir(&folder, &other);
+    let newer = b.open(&other).rotate_key().unwrap();
+
+    let own = a
+        .open(&folder)
+        .apply_patch(&[PatchOp::set("/w/laptop", json!(1))])
+        .unwrap();
+    a.open(&folder).compact().unwrap();
+    let snapshots: Vec<String> = tree(&folder)
+        .into_keys()
+        .filter(|rel| rel.starts_with("snapshots/"))
+        .collect();
+    assert!(!snapshots.is_empty());
+    for rel in snapshots {
+        std::fs::remove_file(folder.join(rel)).unwrap();
+    }
+    let cloned = b
+        .open(&other)
+        .apply_patch(&[PatchOp::set("/w/clone", json!(2))])
+        .unwrap();
+    let (own, cloned) = (&own.written[0], &cloned.written[0]);
+    assert_eq!((&own.actor, own.seq), (&cloned.actor, cloned.seq));
+    assert_ne!(own.hash, cloned.hash);
+
+    let cross = |from: &Path, to: &Path| {
+        for (rel, bytes) in tree(from) {
+            let target = to.join(&rel);
+            if !target.exists() {
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                std::fs::write(target, bytes).unwrap();
+            }
+        }
+    };
+    cross(&other, &folder);
+    let laptop = a.open(&folder);
+    laptop.import_key(&newer).unwrap();
+    let repaired = laptop.repair().unwrap();
+    assert!(repaired.snapshot.is_some(), "{repaired:?}");
+    cross(&folder, &other);
+
+    let want = json!({"laptop": 1, "clone": 2});
+    assert_eq!(laptop.read().unwrap().to_json()["w"], want);
+    assert_eq!(b.open(&other).read().unwrap().to_json()["w"], want);
+    let c = Device::new(dir.path(), "tablet");
+    let tablet = c.open(&folder);
+    tablet.import_key(&first).unwrap();
+    tablet.import_key(&newer).unwrap();
+    assert_eq!(tablet.read().unwrap().to_json()["w"], want);
+    assert!(laptop.repair().unwrap().is_empty());
 }

@@ -29,10 +29,15 @@ impl Store {
         let scan = self.scan();
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();
+        // A retention copy that holds one side of a fork (a change of an actor and seq whose
+        // other change the view holds: a cloned state dir wrote both) cannot merge into the
+        // view; it is written back on its own below, and readers resolve the fork.
+        let mut forked = Vec::new();
         for retained in Retention::new(&self.inner.state.path()).documents() {
-            let mut other = retained;
+            let mut other = retained.clone();
             if let Err(e) = doc.merge(&mut other) {
-                tracing::warn!(error = %e, "a retention copy did not merge into the repaired view (repair goes on without it)");
+                tracing::warn!(error = %e, "a retention copy did not merge into the repaired view (it is written back on its own)");
+                forked.push(retained);
             }
         }
         // What the folder alone provides. A change the folder's merge rebased (a fork's
@@ -42,24 +47,24 @@ impl Store {
             merge::merge_cold(&self.source(), &self.inner.marker.store_id, &scan, None);
         let rewritten: std::collections::HashSet<String> =
             report.rebased.iter().map(|r| r.from.clone()).collect();
-        let lacking: Vec<_> = folder
-            .doc
-            .get_missing_deps(&doc.get_heads())
-            .into_iter()
-            .filter(|h| !rewritten.contains(&h.to_string()))
-            .collect();
-        if lacking.is_empty() {
-            return Ok(Repaired {
-                marker_restored,
-                republished,
-                snapshot: None,
-            });
+        let lacks = |doc: &automerge::Automerge| {
+            folder
+                .doc
+                .get_missing_deps(&doc.get_heads())
+                .into_iter()
+                .any(|h| !rewritten.contains(&h.to_string()))
+        };
+        let mut snapshot = None;
+        for doc in std::iter::once(&doc).chain(&forked) {
+            if lacks(doc) {
+                let name = self.publish_snapshot(doc, &device, &[], &[], &state.devices, &[])?;
+                snapshot.get_or_insert(crate::folder::snapshot_rel(&name));
+            }
         }
-        let name = self.publish_snapshot(&doc, &device, &[], &[], &state.devices, &[])?;
         Ok(Repaired {
             marker_restored,
             republished,
-            snapshot: Some(crate::folder::snapshot_rel(&name)),
+            snapshot,
         })
     }
 
