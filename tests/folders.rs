@@ -4,8 +4,10 @@
 
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
+use std::sync::Arc;
 
 use crdtdir::folders::{Created, Folder, Lag, Local, Memory};
+use crdtdir::{Options, PatchOp, Store, WatchOptions};
 
 /// Checks `folder`, which must be empty, keeps the seam's promises; leaves it empty again
 /// but for what it cannot remove (nothing).
@@ -206,10 +208,8 @@ fn lagging_listings_are_late_for_some_files() {
 /// listings that come late and deletions that linger, in any interleaving.
 pub(crate) mod elsewhere {
     use super::*;
-    use crdtdir::{Options, PatchOp, Store};
     use proptest::prelude::*;
     use serde_json::{json, Value};
-    use std::sync::Arc;
 
     /// What a device does: append an item of its own to the shared list, set its own key,
     /// merge, pack its op files (it also packs by itself every 4 of its changes), or compact
@@ -536,8 +536,6 @@ impl Folder for FailingCreates {
 /// anything is written.
 #[test]
 fn a_store_made_elsewhere_is_all_or_nothing() {
-    use crdtdir::{Options, Store};
-    use std::sync::Arc;
     let initial = serde_json::json!({"items": ["a"]});
     let dir = tempfile::tempdir().unwrap();
     let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
@@ -604,8 +602,6 @@ pub(crate) fn sealed_elsewhere(
     settle: impl Fn(),
     paths: impl Fn() -> Vec<String>,
 ) {
-    use crdtdir::{Options, PatchOp, Store};
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
     let laptop = Store::init_in(
@@ -685,8 +681,6 @@ pub(crate) fn sealed_elsewhere(
 /// console) is published again by that device's next write, from its outbox.
 #[test]
 fn an_op_file_a_folder_elsewhere_lost_comes_back() {
-    use crdtdir::{Options, PatchOp, Store};
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
     let memory = Memory::lagging(Lag {
@@ -717,8 +711,6 @@ mod counted;
 /// folder; another device's write moves the hint and shows within a poll or two.
 #[test]
 fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
-    use crdtdir::{Options, PatchOp, Store, WatchOptions};
-    use std::sync::Arc;
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
@@ -777,8 +769,6 @@ fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
 /// new soon after the first is skipped (it finds its own recent beat by listing the folder).
 #[test]
 fn a_recent_beat_elsewhere_is_not_published_again() {
-    use crdtdir::{Options, Store};
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let memory = Memory::new();
     let store = Store::init_in(
@@ -808,8 +798,6 @@ fn a_recent_beat_elsewhere_is_not_published_again() {
 /// the listing's version of each pack is part of what that view stands for.
 #[test]
 fn a_pack_put_right_in_place_elsewhere_is_read_again() {
-    use crdtdir::{Options, PatchOp, Store};
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let memory = Memory::new();
     let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
@@ -866,8 +854,6 @@ fn a_pack_put_right_in_place_elsewhere_is_read_again() {
 /// by the device that holds its changes, and check names a damaged object by its path.
 #[test]
 fn repair_and_check_work_elsewhere() {
-    use crdtdir::{Options, PatchOp, Store};
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let memory = Memory::lagging(Lag {
         listings: 1,
@@ -928,8 +914,6 @@ fn repair_and_check_work_elsewhere() {
 /// few changes, replacing its older one, and a new device starts from the newest.
 #[test]
 fn checkpoints_work_elsewhere() {
-    use crdtdir::{Options, PatchOp, Store};
-    use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
     let memory = Memory::new();
     let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);

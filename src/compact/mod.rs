@@ -6,12 +6,12 @@ pub(crate) mod repair;
 
 pub use self::repair::Repaired;
 
+use std::collections::BTreeMap;
+
 use automerge::{ChangeHash, ReadDoc};
 use serde::Serialize;
 
 use crate::error::Result;
-use std::collections::BTreeMap;
-
 use crate::folder::scan::Scan;
 use crate::folders::{Folder, Kind};
 use crate::format::names::OPS_DIR;

@@ -349,11 +349,8 @@ pub(crate) fn id_of_name(root: &Store, name: &str) -> Option<String> {
 fn folder_digest(folder: &dyn crate::folders::Folder) -> String {
     let mut names: Vec<String> = Vec::new();
     for top in [OPS_DIR, PACKS_DIR] {
-        for actor in folder.list(top).into_iter().flatten() {
-            let listed = folder.list(&format!("{top}/{}", actor.name));
-            for file in listed.into_iter().flatten() {
-                names.push(format!("{}/{}", actor.name, file.name));
-            }
+        for (actor, file) in crate::folder::listed_actor_files(folder, top) {
+            names.push(format!("{actor}/{file}"));
         }
     }
     for file in folder.list(SNAPSHOTS_DIR).into_iter().flatten() {

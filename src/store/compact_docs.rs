@@ -158,6 +158,7 @@ impl Store {
     /// one that does not open has none).
     pub(crate) fn repo_snapshot_rows(&self) -> Vec<RowName> {
         let mut out = Vec::new();
+        let source = self.source();
         let listed = self.inner.folder.list(SNAPSHOTS_DIR).unwrap_or_default();
         for entry in listed.into_iter().filter(|e| e.is_file()) {
             let file = entry.name;
@@ -167,7 +168,7 @@ impl Store {
             if !root_snapshot {
                 continue;
             }
-            let Ok(rows) = self.source().doc_rows(&crate::folder::snapshot_rel(&file)) else {
+            let Ok(rows) = source.doc_rows(&crate::folder::snapshot_rel(&file)) else {
                 continue;
             };
             if rows.store() != self.inner.marker.store_id {

@@ -318,13 +318,9 @@ impl Store {
         let mut out: Vec<Passphrase> = self
             .key_files()
             .into_iter()
-            .filter_map(|rel| {
-                let name = rel.rsplit('/').next()?.to_string();
-                let id = name.strip_suffix(".key")?.to_string();
-                Some(Passphrase {
-                    file: crate::folder::layout::key_rel(&name),
-                    id,
-                })
+            .filter_map(|file| {
+                let id = file.rsplit('/').next()?.strip_suffix(".key")?.to_string();
+                Some(Passphrase { file, id })
             })
             .collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -33,9 +33,8 @@ impl Store {
         // other change the view holds: a cloned state dir wrote both) cannot merge into the
         // view; it is written back on its own below, and readers resolve the fork.
         let mut forked = Vec::new();
-        for retained in Retention::new(&self.inner.state.path()).documents() {
-            let mut other = retained.clone();
-            if let Err(e) = doc.merge(&mut other) {
+        for mut retained in Retention::new(&self.inner.state.path()).documents() {
+            if let Err(e) = doc.merge(&mut retained) {
                 tracing::warn!(error = %e, "a retention copy did not merge into the repaired view (it is written back on its own)");
                 forked.push(retained);
             }
