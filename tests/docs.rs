@@ -498,6 +498,16 @@ fn documents_changes_go_into_packs_of_many_documents() {
     let out = r.root().pack().unwrap();
     assert_eq!(out.republished, vec![lost.clone()]);
     assert_eq!(std::fs::read(store.join(&lost)).unwrap(), bytes);
+    // The sync tool leaves one torn under its name: the next packing replaces it.
+    let torn = packs(&store)[4].clone();
+    let whole = std::fs::read(store.join(&torn)).unwrap();
+    std::fs::write(store.join(&torn), &whole[..whole.len() / 2]).unwrap();
+    let out = r.root().pack().unwrap();
+    assert_eq!(out.republished, vec![torn.clone()]);
+    assert!(
+        std::fs::read(store.join(&torn)).unwrap() == whole,
+        "{torn} was not replaced"
+    );
     // A compaction folds the documents' packs; their kept copies do not bring them back.
     r.root().compact().unwrap();
     assert_eq!(packs(&store).len(), 0);

@@ -168,11 +168,7 @@ impl Store {
         let rel = crate::folder::layout::pack_rel(actor, name);
         if self.inner.folder.read(&rel).is_ok_and(|have| have != bytes) {
             // A torn copy under the name (a sync tool's partial delivery): replaced.
-            if self.is_local() {
-                self.publish(staged, &target)
-            } else {
-                self.publish_over_damaged(staged, &target)
-            }
+            self.publish_over_damaged(staged, &target)
         } else {
             self.publish_new(staged, &target).map(drop)
         }
