@@ -78,6 +78,14 @@ pub enum Error {
     /// `crdtdir key import`).
     #[error("this store is encrypted and this device has no key")]
     Locked,
+    /// The OS keychain did not keep or give this device's keys of the store (no keychain
+    /// service running, locked, the item deleted, or a build without the `keychain`
+    /// feature); nothing was changed.
+    #[error("the OS keychain: {reason}")]
+    Keychain {
+        /// What went wrong, in one line.
+        reason: String,
+    },
     /// A key that is not this store's (its check does not match the store marker), or a
     /// passphrase that opens none of its key files; nothing was kept.
     #[error("refused: {reason}")]
@@ -263,6 +271,7 @@ impl Error {
             Error::ReadOnly => "read-only",
             Error::Locked => "locked",
             Error::WrongKey { .. } => "wrong-key",
+            Error::Keychain { .. } => "keychain",
             Error::NotAlone { .. } => "not-alone",
             Error::NotConfirmed => "not-confirmed",
             Error::Incomplete { .. } => "incomplete",

@@ -115,6 +115,7 @@ pub use error::{Error, Refusal, Result};
 pub use folder::layout::find_store;
 pub use format::marker::FORMAT_VERSION;
 pub use local::forget::{forget_local, local_store, local_stores, LocalStore};
+pub use local::keys::KeyPlace;
 pub use local::retention::RETENTION_SECS;
 pub use local::{DEVICE_ENV, STATE_DIR_ENV};
 pub use pack::{
@@ -135,7 +136,7 @@ pub use store::checkpoint::{CheckpointOutcome, CHECKPOINT_EVERY_ENV, DEFAULT_CHE
 pub use store::keys::Passphrase;
 pub use store::{
     ChangeResult, DeviceInfo, FileCounts, Notice, Options, Status, Store, View, WriteOutcome,
-    Written, READ_ONLY_ENV,
+    Written, KEYCHAIN_ENV, READ_ONLY_ENV,
 };
 pub use watch::{
     DocEvent, Event, EventChange, JsonPatch, Stopper, WatchHandle, WatchOptions, Watcher,

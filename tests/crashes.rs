@@ -503,11 +503,7 @@ fn a_copy_of_a_stores_history_is_all_or_nothing() {
 /// reads what it sealed.
 #[test]
 fn a_key_rotation_stopped_at_any_step_loses_no_key_and_no_write() {
-    for step in [
-        "key-rotated-kept-old",
-        "key-rotated-kept",
-        "rotation-staged",
-    ] {
+    for step in ["keys-kept-older", "key-rotated-kept", "rotation-staged"] {
         for fault in [Fault::Crash, Fault::Fail] {
             let dir = tempfile::tempdir().unwrap();
             let store = dir.path().join("s");

@@ -263,7 +263,12 @@ fn options(cli: &Cli) -> Options {
     if let Some(d) = &cli.device {
         o = o.device(d);
     }
-    o.read_only(cli.read_only)
+    let keychain = match &cli.command {
+        Command::Init(args) => args.keychain(),
+        Command::Key(args) => args.keychain(),
+        _ => false,
+    };
+    o.read_only(cli.read_only).keychain(keychain)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {

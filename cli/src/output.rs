@@ -47,6 +47,7 @@ pub(crate) fn error_hint(e: &crdtdir::Error) -> Option<String> {
     let hint = match e {
         Error::NoStore { .. } => "run `crdtdir init` to make a store here, pass `--store` to name another folder, or wait for the sync tool to deliver `crdtdir.store`",
         Error::Locked => "run `crdtdir key import` (the key comes from `crdtdir key export` on a device that has it)",
+        Error::Keychain { .. } => "start and unlock the OS keychain (on Linux a Secret Service, such as gnome-keyring, on the session's D-Bus), or import the key again (`crdtdir key import`: it keeps it in a file)",
         Error::Incomplete { .. } => "run `crdtdir repair` on a device that has the history",
         Error::CopiedStore { .. } => "to start a new document from this one, read it as a read-only device with a state dir of its own (`crdtdir --read-only --state-dir \"$(mktemp -d)\" merge --out FILE.json` here), then run `crdtdir init --from FILE.json` in a new folder",
         Error::AlreadyStore { .. } => "to encrypt it (or copy it) keeping its history, make a new store from it: `crdtdir --store NEW_FOLDER init --encrypt --from-store THIS_FOLDER`",

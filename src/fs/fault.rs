@@ -45,7 +45,7 @@ pub const STEPS: &[&str] = &[
     "loose-deleting",
     "pack-settled",
     // key rotation (§16)
-    "key-rotated-kept-old",
+    "keys-kept-older",
     "key-rotated-kept",
     "rotation-staged",
     // checkpoints (§19)

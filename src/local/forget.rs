@@ -25,8 +25,9 @@ pub struct LocalStore {
     pub retained: usize,
     /// It holds this device's view of the document (a copy of its whole history).
     pub view: bool,
-    /// It holds the key of an encrypted store.
-    pub key: bool,
+    /// Where this device keeps the key of an encrypted store, if it keeps one (the OS
+    /// keychain's item goes with the rest when the store is forgotten).
+    pub key: Option<super::keys::KeyPlace>,
 }
 
 /// Every store the state dir of `options` holds local state for, by id.
@@ -77,13 +78,13 @@ fn describe(state: &StateDir, id: &str) -> LocalStore {
         unpublished: count(names::OUTBOX),
         retained: count(names::RETENTION),
         view: dir.join(names::HELD).exists() || dir.join(names::VIEW).exists(),
-        key: dir.join(names::KEY).exists(),
+        key: state.key_place(id),
     }
 }
 
 /// Deletes this device's local state of the store `id` (or the one store whose id starts
 /// with it): its cache and view, its writer record, its outbox and retention copies, and an
-/// encrypted store's key. What it describes is gone from this device for good, so the caller
+/// encrypted store's key (in the OS keychain too, when it is kept there). What it describes is gone from this device for good, so the caller
 /// asks first. Refused while the folder this device used still holds the store
 /// ([`Refusal::InUse`]); [`Error::UnknownStore`] when no store's state matches.
 pub fn forget_local(options: &crate::Options, id: &str) -> Result<LocalStore> {
@@ -97,6 +98,8 @@ pub fn forget_local(options: &crate::Options, id: &str) -> Result<LocalStore> {
     let dir = state.store_dir(&found.id);
     // Under the writer lock, so no process of this device is writing it meanwhile.
     let lock = state.lock(&found.id)?;
+    // The keychain's item first: the state that names it goes after it.
+    state.forget_keychain_item(&found.id);
     crate::fs::remove_local_tree(&dir).map_err(Error::io(&dir))?;
     drop(lock);
     Ok(found)

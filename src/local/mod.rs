@@ -5,6 +5,8 @@ pub(crate) mod beats;
 pub(crate) mod cache;
 pub(crate) mod forget;
 pub(crate) mod kept;
+pub(crate) mod keychain;
+pub(crate) mod keys;
 pub(crate) mod names;
 pub(crate) mod outbox;
 pub(crate) mod retention;
@@ -202,41 +204,6 @@ impl StateDir {
         fs::replace_local(&path, bytes).map_err(Error::io(&path))
     }
 
-    /// Keeps an encrypted store's key (owner-only file `stores/<id>/key`, its text form).
-    pub(crate) fn keep_key(&self, store_id: &str, key: &crate::seal::StoreKey) -> Result<()> {
-        let path = self.store_dir(store_id).join(names::KEY);
-        fs::replace_local(&path, format!("{}\n", key.to_text()).as_bytes())
-            .map_err(Error::io(&path))
-    }
-
-    /// The kept key of an encrypted store, if this device has it.
-    pub(crate) fn kept_key(&self, store_id: &str) -> Option<crate::seal::StoreKey> {
-        let text = std::fs::read_to_string(self.store_dir(store_id).join(names::KEY)).ok()?;
-        crate::seal::StoreKey::parse(&text).ok()
-    }
-
-    /// Keeps an encrypted store's older keys (a rotation's, or those a new key's records
-    /// gave): owner-only, as the key itself. Written before the key they were replaced by,
-    /// so no key is ever only in memory.
-    pub(crate) fn keep_old_keys(
-        &self,
-        store_id: &str,
-        keys: &[crate::seal::StoreKey],
-    ) -> Result<()> {
-        let path = self.store_dir(store_id).join(names::OLD_KEYS);
-        let text: String = keys.iter().map(|k| format!("{}\n", k.to_text())).collect();
-        fs::replace_local(&path, text.as_bytes()).map_err(Error::io(&path))
-    }
-
-    /// The older keys kept for `store_id` (lines that do not read are left out).
-    pub(crate) fn old_keys(&self, store_id: &str) -> Vec<crate::seal::StoreKey> {
-        std::fs::read_to_string(self.store_dir(store_id).join(names::OLD_KEYS))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| crate::seal::StoreKey::parse(l).ok())
-            .collect()
-    }
-
     /// The kept copy of the store's marker bytes.
     pub(crate) fn kept_marker(&self, store_id: &str) -> Option<Vec<u8>> {
         std::fs::read(self.store_dir(store_id).join(names::MARKER)).ok()
@@ -369,14 +336,14 @@ impl StoreState {
         fs::replace_local(&path, &writer::encode(record)).map_err(Error::io(&path))
     }
 
-    /// Keeps the store's key (owner-only).
-    pub(crate) fn keep_key(&self, key: &crate::seal::StoreKey) -> Result<()> {
-        self.dir.keep_key(&self.store_id, key)
-    }
-
-    /// See [`StateDir::keep_old_keys`].
-    pub(crate) fn keep_old_keys(&self, keys: &[crate::seal::StoreKey]) -> Result<()> {
-        self.dir.keep_old_keys(&self.store_id, keys)
+    /// See [`StateDir::keep_keys`].
+    pub(crate) fn keep_keys(
+        &self,
+        key: &crate::seal::StoreKey,
+        older: &[crate::seal::StoreKey],
+        place: keys::KeyPlace,
+    ) -> Result<()> {
+        self.dir.keep_keys(&self.store_id, key, older, place)
     }
 
     /// The marker as this device last read it.

@@ -4,7 +4,8 @@
 //! ```text
 //! STATE/device                        this device's default display name
 //! STATE/stores/<store id>/            one store's state (`STORES`):
-//!   folder, marker, init-pending, lock, writer, key    (local/mod.rs, local/writer.rs)
+//!   folder, marker, init-pending, lock, writer         (local/mod.rs, local/writer.rs)
+//!   key, old-keys, keychain                             (local/keys.rs)
 //!   view, cache, held                                   (local/cache.rs)
 //!   beats, seen, forgotten, tidied                      (local/beats.rs)
 //!   written-back                                        (store/repair.rs)
@@ -41,6 +42,9 @@ pub(crate) const WRITER: &str = "writer";
 pub(crate) const KEY: &str = "key";
 /// An encrypted store's older keys (rotated out), as key texts, one per line.
 pub(crate) const OLD_KEYS: &str = "old-keys";
+/// Where the keys are instead of `key` and `old-keys`, when this device keeps them in the
+/// OS keychain: the keychain item's account, and the check of the current key.
+pub(crate) const KEYCHAIN: &str = "keychain";
 /// The cache's small part: all a merge with nothing new reads.
 pub(crate) const VIEW: &str = "view";
 /// The cache: the merged document and what is known of its files.

@@ -325,7 +325,7 @@ impl Store {
                     hex::encode(seal.seal("snapshot-devices", "", &names)),
                 ))
             }
-            _ if self.is_encrypted() => return Err(Error::Locked),
+            _ if self.is_encrypted() => return Err(self.locked()),
             _ => None,
         };
         let no_devices = std::collections::BTreeMap::new();

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use automerge::ReadDoc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::snapshot::{DocRow, SNAPSHOTS_DIR};
 use crate::store::documents::is_deleted;
 use crate::store::Store;
@@ -123,7 +123,7 @@ impl Store {
         if !self.is_encrypted() {
             return Ok((save.to_vec(), json.to_string()));
         }
-        let ring = self.keyring().ok_or(Error::Locked)?;
+        let ring = self.keyring().ok_or_else(|| self.locked())?;
         let seal = ring.seal();
         Ok((
             seal.seal("snapshot-document", name, save),
@@ -136,7 +136,7 @@ impl Store {
         if !self.is_encrypted() {
             return Ok(id.to_string());
         }
-        let ring = self.keyring().ok_or(Error::Locked)?;
+        let ring = self.keyring().ok_or_else(|| self.locked())?;
         Ok(hex::encode(ring.seal().seal(
             "snapshot-doc-id",
             name,

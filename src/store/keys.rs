@@ -6,6 +6,7 @@ use crate::fs;
 use std::sync::Arc;
 
 use crate::folders::Folder;
+use crate::local::keys::KeyPlace;
 use crate::seal::{self, Keyring, StoreKey};
 use crate::store::Store;
 
@@ -38,11 +39,16 @@ pub(crate) fn load_keyring(
     marker: &crate::format::marker::Marker,
 ) -> Option<Keyring> {
     let check = marker.sealed.as_ref()?;
-    let key = state.kept_key(&marker.store_id)?;
-    let older = state.old_keys(&marker.store_id);
+    let kept = match state.kept_keys(&marker.store_id) {
+        Ok(kept) => kept?,
+        Err(reason) => {
+            tracing::warn!(store = %marker.store_id, %reason, "this device's key of the store is not at hand: the store is locked");
+            return None;
+        }
+    };
     Keyring::resolve(
-        &key,
-        &older,
+        &kept.key,
+        &kept.older,
         &marker.store_id,
         check,
         &rotation_records(folder),
@@ -59,6 +65,72 @@ impl Store {
     /// [`StoreKey::to_words`]: crate::StoreKey::to_words
     pub fn key(&self) -> Option<StoreKey> {
         self.keyring().map(|ring| ring.current().clone())
+    }
+
+    /// The key of an encrypted store, or why this device has none at hand:
+    /// [`Error::Locked`] (it was never given the key), [`Error::Keychain`] (it keeps it in
+    /// the OS keychain, which did not give it), [`Refusal::NotEncrypted`].
+    pub fn current_key(&self) -> Result<StoreKey> {
+        if !self.is_encrypted() {
+            return Err(Error::Refused(Refusal::NotEncrypted));
+        }
+        self.key().ok_or_else(|| self.locked())
+    }
+
+    /// Where this device keeps the keys of this store; `None`: it keeps none (a store that
+    /// is not encrypted, or whose key it was never given).
+    pub fn key_place(&self) -> Option<KeyPlace> {
+        self.inner
+            .state
+            .dir()
+            .key_place(&self.inner.marker.store_id)
+    }
+
+    /// Moves this device's keys of the store to `place` (from files in local state to the
+    /// OS keychain, or back): the new place holds them, read back and compared, before the
+    /// old place lets them go. Keys already there change nothing. Refused without the key
+    /// (there is nothing to move) and on a store that is not encrypted; a keychain that
+    /// does not answer is [`Error::Keychain`], and the keys stay where they were.
+    pub fn move_key(&self, place: KeyPlace) -> Result<()> {
+        let ring = self.keyring_or_error()?;
+        if self.key_place() == Some(place) {
+            return Ok(());
+        }
+        self.inner
+            .state
+            .keep_keys(ring.current(), &ring.older(), place)
+    }
+
+    /// The error for a store this device has no key of at hand: [`Error::Keychain`] when it
+    /// keeps the key in the OS keychain and the keychain did not give it, else
+    /// [`Error::Locked`].
+    pub(crate) fn locked(&self) -> Error {
+        match self
+            .inner
+            .state
+            .dir()
+            .kept_keys(&self.inner.marker.store_id)
+        {
+            Err(reason) => Error::Keychain { reason },
+            Ok(_) => Error::Locked,
+        }
+    }
+
+    /// Where keys this device is given go: the OS keychain when the options say so, or
+    /// when it keeps the store's keys there and the keychain gives them; else files (so a
+    /// device whose keychain is gone imports the key again into a file).
+    fn place_for_keys(&self) -> KeyPlace {
+        if self.inner.keychain
+            || (self.key_place() == Some(KeyPlace::Keychain) && self.keyring().is_some())
+        {
+            return KeyPlace::Keychain;
+        }
+        KeyPlace::File
+    }
+
+    fn keyring_or_error(&self) -> Result<Arc<Keyring>> {
+        self.current_key()?;
+        self.keyring().ok_or_else(|| self.locked())
     }
 
     /// This device's keys of the store, if it has them.
@@ -85,6 +157,15 @@ impl Store {
         };
         let have = self.keyring();
         if have.as_ref().is_some_and(|ring| ring.has(key)) {
+            // Asked for the keychain: the keys it has move there.
+            if let Some(ring) = have.filter(|_| self.inner.keychain) {
+                if self.key_place() != Some(KeyPlace::Keychain) {
+                    let older = ring.older();
+                    self.inner
+                        .state
+                        .keep_keys(ring.current(), &older, KeyPlace::Keychain)?;
+                }
+            }
             return Ok(());
         }
         let mut older = Vec::new();
@@ -100,8 +181,9 @@ impl Store {
             });
         };
         // The keys this device had first, then the new one: none is ever only in memory.
-        self.inner.state.keep_old_keys(&ring.older())?;
-        self.inner.state.keep_key(key)?;
+        self.inner
+            .state
+            .keep_keys(key, &ring.older(), self.place_for_keys())?;
         self.set_keyring(ring);
         self.keys_changed();
         Ok(())
@@ -126,7 +208,7 @@ impl Store {
         let Some(check) = self.inner.marker.sealed.clone() else {
             return Err(Error::Refused(Refusal::NotEncrypted));
         };
-        let ring = self.keyring().ok_or(Error::Locked)?;
+        let ring = self.keyring().ok_or_else(|| self.locked())?;
         // The writer lock: no write of this device seals with the old key meanwhile.
         let session = self.session(crate::store::session::Name::Check)?;
         let owner = self.owner_for(session.record.as_ref());
@@ -142,9 +224,8 @@ impl Store {
         let new = StoreKey::random().map_err(Error::io(self.local_dir()))?;
         let mut older = vec![ring.current().clone()];
         older.extend(ring.older());
-        self.inner.state.keep_old_keys(&older)?;
-        crate::fault::at("key-rotated-kept-old").map_err(Error::io(self.local_dir()))?;
-        self.inner.state.keep_key(&new)?;
+        let place = self.key_place().unwrap_or(KeyPlace::File);
+        self.inner.state.keep_keys(&new, &older, place)?;
         crate::fault::at("key-rotated-kept").map_err(Error::io(self.local_dir()))?;
         let records = rotation_records(&*self.inner.folder);
         let ring = Keyring::resolve(&new, &older, &store_id, &check, &records)
@@ -221,10 +302,15 @@ impl Store {
         if !self.is_encrypted() {
             return;
         }
-        let kept = self.inner.state.dir().kept_key(&self.inner.marker.store_id);
+        let state = self.inner.state.dir();
+        let store_id = &self.inner.marker.store_id;
+        let stamp = state.keys_stamp(store_id);
         let ring = self.keyring();
-        let stale = match (&kept, &ring) {
-            (Some(k), Some(r)) => r.current() != k,
+        let stale = match (&stamp, &ring) {
+            (Some(stamp), Some(r)) => {
+                let place = state.key_place(store_id).unwrap_or(KeyPlace::File);
+                state.stamp_of(store_id, r.current(), place).as_ref() != Some(stamp)
+            }
             (Some(_), None) => true,
             _ => false,
         };

@@ -47,6 +47,10 @@ use crate::report::{ChangeInfo, MergeReport, Problem};
 /// Environment variable that makes every store opened read-only when set to `1`.
 pub const READ_ONLY_ENV: &str = "CRDTDIR_READ_ONLY";
 
+/// Environment variable that keeps new keys in the OS keychain when set to `1`
+/// ([`Options::keychain`]).
+pub const KEYCHAIN_ENV: &str = "CRDTDIR_KEYCHAIN";
+
 /// How a device opens a store.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -78,6 +82,12 @@ pub struct Options {
     /// so that an edited or moved record is recognised as itself: default `id`; `Some("")`
     /// matches by whole value only. A patch op's `key` overrides it.
     pub list_key: Option<String>,
+    /// Keep an encrypted store's keys in the OS keychain (cargo feature `keychain`) when
+    /// this device keeps new ones: at [`Store::init`] of an encrypted store and at
+    /// [`Store::import_key`] / [`Store::import_passphrase`] (keys it kept before move there
+    /// too). Default: `CRDTDIR_KEYCHAIN=1`; otherwise files in local state, or wherever
+    /// this device keeps the store's keys already. [`Store::move_key`] moves them.
+    pub keychain: bool,
     /// Told how far long work is ([`Options::progress`]).
     pub(crate) progress: Option<Arc<ProgressFn>>,
 }
@@ -158,6 +168,18 @@ impl Options {
             .unwrap_or(crate::DEFAULT_CHECKPOINT_EVERY)
     }
 
+    /// Keeps new keys in the OS keychain (see [`Options::keychain`]).
+    pub fn keychain(mut self, on: bool) -> Options {
+        self.keychain = on;
+        self
+    }
+
+    /// True when new keys go to the OS keychain: [`Options::keychain`], or
+    /// `CRDTDIR_KEYCHAIN=1`.
+    pub fn is_keychain(&self) -> bool {
+        self.keychain || std::env::var(KEYCHAIN_ENV).is_ok_and(|v| v == "1")
+    }
+
     /// Sets the list key (see [`Options::list_key`]).
     pub fn list_key(mut self, field: impl Into<String>) -> Options {
         self.list_key = Some(field.into());
@@ -217,6 +239,8 @@ pub(crate) struct Shared {
     pub(crate) packed_through: Mutex<Option<(String, u64)>>,
     /// Whole-value writes match list records by this field; `None`: by whole value only.
     pub(crate) list_key: Option<String>,
+    /// New keys go to the OS keychain ([`Options::keychain`]).
+    pub(crate) keychain: bool,
     /// Told how far long work is ([`Store::set_progress`]).
     pub(crate) progress: std::sync::OnceLock<Arc<ProgressFn>>,
 }
@@ -421,7 +445,7 @@ impl Store {
     /// needs the plaintext can run.
     pub(crate) fn check_unlocked(&self) -> Result<()> {
         if self.is_encrypted() && self.keyring().is_none() {
-            return Err(Error::Locked);
+            return Err(self.locked());
         }
         Ok(())
     }

@@ -442,6 +442,7 @@ impl Store {
                     Some("") => None,
                     Some(key) => Some(key.to_string()),
                 },
+                keychain: options.is_keychain(),
                 packed_through: Mutex::new(None),
             }),
         }
@@ -482,6 +483,7 @@ impl Store {
                 checkpoint_every: inner.checkpoint_every,
                 repack_fan: inner.repack_fan,
                 list_key: inner.list_key.clone(),
+                keychain: inner.keychain,
                 packed_through: Mutex::new(None),
             }),
         }
@@ -547,7 +549,12 @@ fn claim_marker(root: &Path, state: &StateDir, options: &Options) -> Result<(Mar
             // where the store is there and its key is not.
             let sealed = if options.encrypt {
                 let key = crate::seal::StoreKey::random().map_err(Error::io(root))?;
-                state.keep_key(&store_id, &key)?;
+                let place = if options.is_keychain() {
+                    crate::local::keys::KeyPlace::Keychain
+                } else {
+                    crate::local::keys::KeyPlace::File
+                };
+                state.keep_keys(&store_id, &key, &[], place)?;
                 Some(key.check(&store_id))
             } else {
                 None

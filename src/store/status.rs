@@ -130,6 +130,9 @@ pub struct Status {
     /// It is, and this device has no key: only file counts and skipped files are shown
     /// (`changes` then counts op files).
     pub locked: bool,
+    /// Where this device keeps the store's key, if it keeps one (even when the OS keychain
+    /// did not give it: `locked` then, and `read_only` says why).
+    pub key: Option<crate::KeyPlace>,
     /// Changes in the merged document.
     pub changes: usize,
     /// Documents in the folder: the root one and each other one with an op file in `ops/`
@@ -310,9 +313,10 @@ impl Store {
         Status {
             store_id: self.inner.marker.store_id.clone(),
             format: self.inner.marker.format,
-            read_only: Some(crate::Error::Locked.to_string()),
+            read_only: Some(self.locked().to_string()),
             encrypted: true,
             locked: true,
+            key: self.key_place(),
             changes: scan.ops.len(),
             heads: Vec::new(),
             devices: devices.into_values().collect(),
@@ -374,6 +378,7 @@ impl Store {
             read_only: self.check_writable().err().map(|e| e.to_string()),
             encrypted: self.is_encrypted(),
             locked: false,
+            key: self.key_place(),
             changes: history.len(),
             heads: state
                 .doc
@@ -427,6 +432,7 @@ impl Store {
             read_only: self.check_writable().err().map(|e| e.to_string()),
             encrypted: self.is_encrypted(),
             locked: false,
+            key: self.key_place(),
             changes: cached.changes,
             heads: cached.heads,
             devices: cached.devices,

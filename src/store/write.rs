@@ -686,7 +686,7 @@ impl Store {
         if !self.is_encrypted() {
             return Ok(plain);
         }
-        let ring = self.keyring().ok_or(Error::Locked)?;
+        let ring = self.keyring().ok_or_else(|| self.locked())?;
         Ok(crate::seal::wrap(
             ring.current_check(),
             ring.seal().seal(kind, context, &plain),

@@ -139,6 +139,12 @@ pub(crate) fn environment() -> Vec<EnvVar> {
             default: crdtdir::DEFAULT_CHECKPOINT_EVERY.to_string(),
         },
         var(
+            crdtdir::KEYCHAIN_ENV,
+            "1 keeps the key of an encrypted store in the OS keychain when this device is \
+             given one (init --encrypt, key import), as --keychain.",
+            "a file in the state directory",
+        ),
+        var(
             "CRDTDIR_PASSPHRASE_FILE",
             "key passphrase and key import --passphrase read the passphrase from the first \
              line of this file, as --passphrase-file.",
@@ -198,6 +204,7 @@ pub(crate) const EXIT_STATUSES: &[ExitStatus] = &[
             "unknown-device",
             "unknown-passphrase",
             "unknown-store",
+            "keychain",
             "unknown-document",
             "doc-id",
             "damaged",

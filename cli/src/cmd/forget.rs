@@ -94,8 +94,12 @@ fn confirm(store: &crdtdir::LocalStore) -> Result<(), Failure> {
     if store.view {
         holds.push("this device's copy of the document".to_string());
     }
-    if store.key {
-        holds.push("the store's key".to_string());
+    match store.key {
+        Some(crdtdir::KeyPlace::Keychain) => {
+            holds.push("the store's key (its item in the OS keychain)".to_string())
+        }
+        Some(_) => holds.push("the store's key".to_string()),
+        None => {}
     }
     let what = if holds.is_empty() {
         "nothing but caches".to_string()

@@ -24,6 +24,18 @@ pub(crate) struct Args {
     /// every op file, heartbeat and snapshot (other devices: `crdtdir key import`).
     #[arg(long)]
     encrypt: bool,
+    /// With --encrypt: keep the key in the OS keychain (the Secret Service on Linux, the
+    /// login keychain on macOS, the Credential Manager on Windows) instead of a file in local
+    /// state. `CRDTDIR_KEYCHAIN=1` does the same.
+    #[arg(long, requires = "encrypt")]
+    keychain: bool,
+}
+
+impl Args {
+    /// The key goes to the OS keychain.
+    pub(crate) fn keychain(&self) -> bool {
+        self.keychain
+    }
 }
 
 pub(crate) fn run(folder: &Path, opts: Options, args: &Args) -> Result<Store, Failure> {

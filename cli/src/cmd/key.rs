@@ -38,8 +38,25 @@ Examples:
         /// Join with a passphrase a device added (`key passphrase`) instead of the key.
         #[arg(long)]
         passphrase: bool,
+        /// Keep the key in the OS keychain instead of a file in local state (the keys this
+        /// device had move there too). `CRDTDIR_KEYCHAIN=1` does the same.
+        #[arg(long)]
+        keychain: bool,
         #[command(flatten)]
         source: PassphraseSource,
+    },
+    /// Move this device's key to the OS keychain, or back to a file in local state: the new
+    /// place holds it (read back and compared) before the old place lets it go.
+    #[command(after_help = "\
+Examples:
+  crdtdir key move keychain         # the Secret Service on Linux (GNOME Keyring, KeePassXC…),
+                                    # the login keychain on macOS, the Credential Manager on Windows
+  crdtdir key move file             # back to owner-only files in local state
+  crdtdir status                    # says where this device keeps the key")]
+    Move {
+        /// Where the key goes.
+        #[arg(value_enum)]
+        to: Place,
     },
     /// Wrap the key with a passphrase, in a file of its own in the folder (keys/): another
     /// device then joins with `key import --passphrase`. Asks on a terminal; otherwise reads
@@ -92,6 +109,22 @@ Examples:
     },
 }
 
+/// Where `key move` puts the key.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Place {
+    /// The OS keychain.
+    Keychain,
+    /// An owner-only file in this device's local state.
+    File,
+}
+
+impl Args {
+    /// The command keeps the key it is given in the OS keychain (`key import --keychain`).
+    pub(crate) fn keychain(&self) -> bool {
+        matches!(self, Args::Import { keychain: true, .. })
+    }
+}
+
 /// Where a passphrase comes from besides a terminal or stdin (as restic's
 /// `--password-file` and `--password-command`).
 #[derive(clap::Args)]
@@ -113,12 +146,10 @@ pub(crate) struct PassphraseSource {
 pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
     match args {
         Args::Export { words, qr } => {
-            let Some(key) = store.key() else {
-                if store.is_encrypted() {
-                    return Err(crdtdir::Error::Locked.into());
-                }
+            if !store.is_encrypted() {
                 return Err(bad_input("this store is not encrypted: it has no key"));
-            };
+            }
+            let key = store.current_key()?;
             if *qr {
                 return write_out(&format!("{}\n", qr_code(&key.to_text())?));
             }
@@ -145,6 +176,14 @@ pub(crate) fn run(store: &Store, args: &Args) -> Result<(), Failure> {
             let passphrase = read_passphrase(source, false)?;
             store.import_passphrase(&passphrase)?;
             print_json(&serde_json::json!({"store": store.id(), "key": "imported"}))
+        }
+        Args::Move { to } => {
+            let place = match to {
+                Place::Keychain => crdtdir::KeyPlace::Keychain,
+                Place::File => crdtdir::KeyPlace::File,
+            };
+            store.move_key(place)?;
+            print_json(&serde_json::json!({"store": store.id(), "key": place}))
         }
         Args::List => {
             let lines: Vec<String> = store

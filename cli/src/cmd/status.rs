@@ -54,10 +54,22 @@ fn status_text(s: &crdtdir::Status) -> String {
             s.documents - 1
         );
     }
-    if s.locked {
+    let keychain = s.key == Some(crdtdir::KeyPlace::Keychain);
+    if s.locked && keychain {
+        let why = s.read_only.as_deref().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "encrypted, and this device keeps the key in the OS keychain, which did not give it ({why}): unlock the keychain, or run `crdtdir key import` (counts below are op files; names and contents are sealed)"
+        );
+    } else if s.locked {
         let _ = writeln!(
             out,
             "encrypted, and this device has no key: run `crdtdir key import` (counts below are op files; names and contents are sealed)"
+        );
+    } else if s.encrypted && keychain {
+        let _ = writeln!(
+            out,
+            "encrypted end to end (this device has the key, in the OS keychain)"
         );
     } else if s.encrypted {
         let _ = writeln!(out, "encrypted end to end (this device has the key)");
