@@ -765,6 +765,62 @@ fn a_watcher_elsewhere_lists_only_when_the_folder_changed() {
     assert!(counts().0 > idle_listed, "b's write was not listed");
 }
 
+/// An append on a folder elsewhere lists what it must and no more: the feature markers once
+/// (its checks share one listing), and no beat folder while the tidy step's last look is
+/// recent. A feature marker another device adds still stops its writes, as soon as the
+/// shared listing is older than a moment.
+#[test]
+fn an_append_elsewhere_lists_each_folder_it_needs_once() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    let memory = Memory::new();
+    let counting = Arc::new(counted::Counted::new(memory.clone()));
+    let a = Store::init_in(
+        counting.clone(),
+        options("a"),
+        Some(&serde_json::json!({"n": []})),
+    )
+    .unwrap();
+    for d in ["b", "c", "d"] {
+        let other = Store::open_in(Arc::new(memory.clone()), options(d)).unwrap();
+        other
+            .apply_patch(&[PatchOp::insert("/n/-", serde_json::json!(d))])
+            .unwrap();
+    }
+    let append = |i: i64| {
+        a.apply_patch(&[PatchOp::insert("/n/-", serde_json::json!(i))])
+            .unwrap()
+    };
+    append(0);
+    append(1);
+    counting.take();
+    counting.take_listed();
+    append(2);
+    let listed = counting.take_listed();
+    assert_eq!(listed.get("features"), Some(&1), "{listed:?}");
+    assert_eq!(listed.get("devices"), None, "{listed:?}");
+    let beat_folders = listed.keys().filter(|d| d.starts_with("devices/")).count();
+    assert!(beat_folders <= 1, "only its own beat folder: {listed:?}");
+    assert!(counting.of("LIST") <= 14, "{listed:?}");
+
+    memory
+        .create("features/a-later-feature", b"later\n", "d")
+        .unwrap();
+    let fresh = Store::open_in(Arc::new(memory.clone()), options("e")).unwrap();
+    let refused = fresh.apply_patch(&[PatchOp::set("/x", serde_json::json!(1))]);
+    assert!(
+        matches!(refused, Err(crdtdir::Error::NeedsNewer { .. })),
+        "{refused:?}"
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let refused = a.apply_patch(&[PatchOp::set("/x", serde_json::json!(1))]);
+    assert!(
+        matches!(refused, Err(crdtdir::Error::NeedsNewer { .. })),
+        "{refused:?}"
+    );
+}
+
 /// A device on a folder elsewhere beats as it does on a disk: a second beat with nothing
 /// new soon after the first is skipped (it finds its own recent beat by listing the folder).
 #[test]

@@ -41,6 +41,11 @@ impl<F> Counted<F> {
         self.counts.lock().unwrap().get(what).copied().unwrap_or(0)
     }
 
+    /// The listings so far by folder, counting from zero again.
+    pub fn take_listed(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.listed.lock().unwrap())
+    }
+
     /// The listings of folder `dir` so far.
     pub fn listings_of(&self, dir: &str) -> u64 {
         self.listed.lock().unwrap().get(dir).copied().unwrap_or(0)

@@ -90,6 +90,16 @@ pub(crate) fn read_tidied(dir: &Path) -> Option<[u8; 32]> {
         .ok()
 }
 
+/// True when the tidy step's note was written less than `secs` seconds ago (a clock that
+/// went back counts as long ago).
+pub(crate) fn tidied_within(dir: &Path, secs: u64) -> bool {
+    std::fs::metadata(dir.join(crate::local::names::TIDIED))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() < secs)
+}
+
 /// Not durably: a lost note only makes the next tidy step run.
 pub(crate) fn write_tidied(dir: &Path, digest: &[u8; 32]) -> std::io::Result<()> {
     fs::replace_unsynced(&dir.join(crate::local::names::TIDIED), digest)

@@ -44,6 +44,13 @@ use crate::patch::{self, PatchError};
 use crate::render;
 use crate::report::{ChangeInfo, MergeReport, Problem};
 
+/// How long a listing of the feature markers answers the checks of a store off the local
+/// disk ([`Store::check_writable`]): one write checks several times.
+const FEATURES_FRESH: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// When the feature markers were listed, and the ones this build does not know.
+pub(crate) type FeaturesSeen = (std::time::Instant, Vec<String>);
+
 /// Environment variable that makes every store opened read-only when set to `1`.
 pub const READ_ONLY_ENV: &str = "CRDTDIR_READ_ONLY";
 
@@ -237,6 +244,10 @@ pub(crate) struct Shared {
     pub(crate) checkpoint_every: u64,
     /// The highest seq this device's current actor has in a pack, once looked up.
     pub(crate) packed_through: Mutex<Option<(String, u64)>>,
+    /// The feature markers this build does not know, as the folder last listed them and
+    /// when: off the local disk, a write's several checks within [`FEATURES_FRESH`] share
+    /// one listing. Shared by the handles of every document of the store.
+    pub(crate) features_seen: Arc<Mutex<Option<FeaturesSeen>>>,
     /// Whole-value writes match list records by this field; `None`: by whole value only.
     pub(crate) list_key: Option<String>,
     /// New keys go to the OS keychain ([`Options::keychain`]).
@@ -426,14 +437,52 @@ impl Store {
 
     /// Lists the folder for this handle's document.
     pub(crate) fn scan(&self) -> crate::folder::scan::Scan {
-        match self.inner.doc_name.as_deref() {
+        let scan = match self.inner.doc_name.as_deref() {
             None => crate::folder::scan::scan(&*self.inner.folder, None),
             Some(doc) => {
                 let index = self.inner.state.for_doc(None).path();
                 let index = index.join(crate::local::names::DOCS_PACKS);
                 crate::folder::scan::scan_doc(&*self.inner.folder, doc, &index)
             }
+        };
+        let features_read = !scan
+            .problems
+            .iter()
+            .any(|p| p.path == crate::format::marker::FEATURES_DIR);
+        if features_read {
+            self.features_seen(scan.unknown_features.clone());
         }
+        scan
+    }
+
+    /// The feature markers in the folder this build does not know. Off the local disk, the
+    /// answer of a listing younger than [`FEATURES_FRESH`] (a scan's, or an earlier check's)
+    /// stands: a marker that appears meanwhile is as if the sync tool delivered it a moment
+    /// later.
+    fn unknown_features(&self) -> Result<Vec<String>> {
+        if !self.is_local() {
+            let seen = self
+                .inner
+                .features_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((at, unknown)) = seen.as_ref() {
+                if at.elapsed() < FEATURES_FRESH {
+                    return Ok(unknown.clone());
+                }
+            }
+        }
+        let (unknown, _) = crate::folder::read_features(&*self.inner.folder)?;
+        self.features_seen(unknown.clone());
+        Ok(unknown)
+    }
+
+    fn features_seen(&self, unknown: Vec<String>) {
+        *self
+            .inner
+            .features_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), unknown));
     }
 
     /// True for an encrypted store ([`crate::Options::encrypt`]).
@@ -849,7 +898,7 @@ impl Store {
                 ),
             });
         }
-        let (unknown, _) = crate::folder::read_features(&*self.inner.folder)?;
+        let unknown = self.unknown_features()?;
         if let Some(feature) = unknown.first() {
             return Err(Error::NeedsNewer {
                 reason: format!("it uses the feature {feature:?}"),

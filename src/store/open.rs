@@ -444,6 +444,7 @@ impl Store {
                 },
                 keychain: options.is_keychain(),
                 packed_through: Mutex::new(None),
+                features_seen: Default::default(),
             }),
         }
     }
@@ -484,6 +485,7 @@ impl Store {
                 repack_fan: inner.repack_fan,
                 list_key: inner.list_key.clone(),
                 keychain: inner.keychain,
+                features_seen: Arc::clone(&inner.features_seen),
                 packed_through: Mutex::new(None),
             }),
         }

@@ -21,6 +21,10 @@ use automerge::ChangeHash;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// Off the local disk, the tidy step that is not forced looks at the beat folders at most
+/// this often (seconds).
+const TIDY_ELSEWHERE_SECS: u64 = 30;
+
 impl Store {
     /// Publishes this device's heartbeat (its name, actors, a counter that only increases,
     /// its clock and the heads of its merged view) as a new immutable file, then deletes its
@@ -308,13 +312,25 @@ impl Store {
     /// once a minute while the device is active). A command that merged nothing new loads the
     /// document for it only when other devices' beats changed. So reads (`status`,
     /// `presence`, `compact_plan`) only read.
+    ///
+    /// Off the local disk the beat folders' digest costs a listing per device: unless
+    /// `force`, it is taken at most every [`TIDY_ELSEWHERE_SECS`] (local copies then go a
+    /// little later, never sooner).
     fn tidy(&self, force: bool) {
         let local = self.inner.state.path();
+        let elsewhere = !self.is_local();
+        if elsewhere && !force && beats::tidied_within(&local, TIDY_ELSEWHERE_SECS) {
+            return;
+        }
         let beats_now = crate::folder::beats_digest(&*self.inner.folder);
         let in_memory = self.inner.memory.peek();
         let changed = beats::read_tidied(&local) != Some(beats_now);
         let due = changed || (force && in_memory.is_some());
         if !due {
+            if elsewhere {
+                // The digest was taken now: the next one waits its turn.
+                let _ = beats::write_tidied(&local, &beats_now);
+            }
             return;
         }
         let state = match in_memory {
