@@ -92,6 +92,10 @@ impl Store {
     /// (there is nothing to move) and on a store that is not encrypted; a keychain that
     /// does not answer is [`Error::Keychain`], and the keys stay where they were.
     pub fn move_key(&self, place: KeyPlace) -> Result<()> {
+        // Under the writer lock, with the keys as they are now: a rotation in another
+        // process of this device neither runs meanwhile nor is undone by the move.
+        let _lock = self.inner.state.lock()?;
+        self.refresh_keyring();
         let ring = self.keyring_or_error()?;
         if self.key_place() == Some(place) {
             return Ok(());
