@@ -821,6 +821,52 @@ fn an_append_elsewhere_lists_each_folder_it_needs_once() {
     );
 }
 
+/// Listing the documents of a store elsewhere sizes their loose op files from the listing,
+/// and learns which features the store has from its listing of `features/`: no request per
+/// file or per document.
+#[test]
+fn listing_documents_elsewhere_asks_nothing_per_op_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = |n: &str| Options::new().state_dir(dir.path().join(n)).device(n);
+    let memory = Memory::new();
+    let laptop = crdtdir::Repo::from(
+        Store::init_in(Arc::new(memory.clone()), options("laptop"), None).unwrap(),
+    );
+    for title in ["groceries", "todo", "books"] {
+        let id = laptop
+            .create(Some(&serde_json::json!({"title": title, "items": []})))
+            .unwrap();
+        for i in 0..5 {
+            laptop
+                .find(&id)
+                .unwrap()
+                .apply_patch(&[PatchOp::insert("/items/-", serde_json::json!(i))])
+                .unwrap();
+        }
+    }
+    let loose = memory
+        .paths()
+        .iter()
+        .filter(|p| p.starts_with("ops/") && p.ends_with(".op"))
+        .count();
+    assert!(loose >= 18, "{loose} op files");
+    let counting = Arc::new(counted::Counted::new(memory.clone()));
+    let phone = crdtdir::Repo::from(Store::open_in(counting.clone(), options("phone")).unwrap());
+    counting.take_stated();
+    let listed = phone.docs().unwrap();
+    assert_eq!(listed.len(), 4, "{listed:?}");
+    assert!(
+        listed.iter().filter(|d| !d.root).all(|d| d.bytes > 0),
+        "{listed:?}"
+    );
+    // At most the marker: no op file, and no feature marker the listing of features/ showed.
+    let stated = counting.take_stated();
+    assert!(
+        stated.keys().all(|p| p == "crdtdir.store"),
+        "{stated:?} to list {loose} op files"
+    );
+}
+
 /// A device on a folder elsewhere beats as it does on a disk: a second beat with nothing
 /// new soon after the first is skipped (it finds its own recent beat by listing the folder).
 #[test]

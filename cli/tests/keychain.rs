@@ -205,25 +205,36 @@ impl<'k> Dev<'k> {
         serde_json::from_str(&self.ok(store, args)).unwrap()
     }
 
-    /// `key import` with the key text on stdin.
-    fn import(&self, store: &Path, key: &str, extra: &[&str]) -> Output {
+    /// `args` with `input` on stdin; with `crash_at`, the process aborts at that step.
+    fn run_with(
+        &self,
+        store: &Path,
+        args: &[&str],
+        input: Option<&str>,
+        crash_at: Option<&str>,
+    ) -> Output {
         use std::io::Write;
-        let mut args = vec!["key", "import"];
-        args.extend(extra);
-        let mut child = self
-            .cmd(store, &args)
+        let mut c = self.cmd(store, args);
+        if let Some(step) = crash_at {
+            c.env("CRDTDIR_CRASH_AT", step);
+        }
+        let mut child = c
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(key.as_bytes())
-            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.unwrap_or("").as_bytes()).unwrap();
+        drop(stdin);
         child.wait_with_output().unwrap()
+    }
+
+    /// `key import` with the key text on stdin.
+    fn import(&self, store: &Path, key: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["key", "import"];
+        args.extend(extra);
+        self.run_with(store, &args, Some(key), None)
     }
 
     /// The state dir of the one store it holds.
@@ -492,20 +503,10 @@ fn a_crash_while_keeping_keys_in_the_keychain_loses_no_key() {
     };
     let dir = tempfile::tempdir().unwrap();
     let crash = |dev: &Dev, store: &Path, args: &[&str], input: Option<&str>| {
-        use std::io::Write;
-        let mut c = dev.cmd(store, args);
-        c.env("CRDTDIR_CRASH_AT", "keys-kept-older")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(input) = input {
-            stdin.write_all(input.as_bytes()).unwrap();
-        }
-        drop(stdin);
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "{args:?} crashed");
+        use std::os::unix::process::ExitStatusExt;
+        let out = dev.run_with(store, args, input, Some("keys-kept-older"));
+        // SIGABRT: it reached the step and aborted there.
+        assert_eq!(out.status.signal(), Some(6), "{args:?}: {out:?}");
     };
 
     // init: the key was kept, the marker never written; init again makes the store.

@@ -16,6 +16,7 @@ pub struct Counted<F> {
     inner: F,
     counts: Mutex<BTreeMap<&'static str, u64>>,
     listed: Mutex<BTreeMap<String, u64>>,
+    stated: Mutex<BTreeMap<String, u64>>,
 }
 
 impl<F> Counted<F> {
@@ -24,6 +25,7 @@ impl<F> Counted<F> {
             inner,
             counts: Mutex::new(BTreeMap::new()),
             listed: Mutex::new(BTreeMap::new()),
+            stated: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -44,6 +46,11 @@ impl<F> Counted<F> {
     /// The listings so far by folder, counting from zero again.
     pub fn take_listed(&self) -> BTreeMap<String, u64> {
         std::mem::take(&mut self.listed.lock().unwrap())
+    }
+
+    /// The stats so far by path, counting from zero again.
+    pub fn take_stated(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.stated.lock().unwrap())
     }
 
     /// The listings of folder `dir` so far.
@@ -76,6 +83,12 @@ impl<F: Folder> Folder for Counted<F> {
     }
     fn stat(&self, path: &str) -> io::Result<Option<Entry>> {
         self.count("HEAD");
+        *self
+            .stated
+            .lock()
+            .unwrap()
+            .entry(path.to_string())
+            .or_default() += 1;
         self.inner.stat(path)
     }
     fn create(&self, path: &str, bytes: &[u8], owner: &str) -> io::Result<Created> {

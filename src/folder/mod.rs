@@ -115,17 +115,25 @@ fn feature_of(name: &str) -> Option<&str> {
     is_name(base).then_some(base)
 }
 
-/// Reads the feature markers: the names this build does not know, and the entries of the
-/// features folder that are not feature markers at all (sync-tool clutter). A sync tool's
-/// copy of a marker marks its feature ([`feature_of`]).
-pub(crate) fn read_features(
-    store: &dyn crate::folders::Folder,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let mut unknown = Vec::new();
-    let mut clutter = Vec::new();
+/// The feature markers of a store, as [`read_features`] finds them.
+#[derive(Debug, Default)]
+pub(crate) struct Features {
+    /// Every feature a marker names, known or not, sorted.
+    pub(crate) present: Vec<String>,
+    /// The features this build does not know, sorted.
+    pub(crate) unknown: Vec<String>,
+    /// Entries of the features folder that are not feature markers at all (sync-tool
+    /// clutter).
+    pub(crate) clutter: Vec<String>,
+}
+
+/// Reads the feature markers. A sync tool's copy of a marker marks its feature
+/// ([`feature_of`]).
+pub(crate) fn read_features(store: &dyn crate::folders::Folder) -> Result<Features> {
+    let mut out = Features::default();
     let entries = match store.list(FEATURES_DIR) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((unknown, clutter)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => {
             let dir = Path::new(&store.describe()).join(FEATURES_DIR);
             return Err(Error::io(&dir)(e));
@@ -133,15 +141,20 @@ pub(crate) fn read_features(
     };
     for crate::folders::Entry { name, .. } in entries {
         match feature_of(&name) {
-            Some(feature) if marker::KNOWN_FEATURES.contains(&feature) => {}
-            Some(feature) => unknown.push(feature.to_string()),
-            None => clutter.push(name),
+            Some(feature) => {
+                out.present.push(feature.to_string());
+                if !marker::KNOWN_FEATURES.contains(&feature) {
+                    out.unknown.push(feature.to_string());
+                }
+            }
+            None => out.clutter.push(name),
         }
     }
-    unknown.sort();
-    unknown.dedup();
-    clutter.sort();
-    Ok((unknown, clutter))
+    for list in [&mut out.present, &mut out.unknown, &mut out.clutter] {
+        list.sort();
+        list.dedup();
+    }
+    Ok(out)
 }
 
 /// Whether the store in `folder` has feature marker `features/<feature>`.

@@ -46,6 +46,9 @@ pub(crate) struct OpEntry {
     /// Other packs that hold it too (while a fold of packs is in progress): a reader tries
     /// them when the first does not read.
     pub(crate) also_packed: Vec<Packed>,
+    /// The loose file's length, when the listing gave it (a bucket's does, a local
+    /// folder's does not).
+    pub(crate) len: Option<u64>,
 }
 
 impl OpEntry {
@@ -100,6 +103,7 @@ impl OpEntry {
             loose: true,
             packed: None,
             also_packed: Vec::new(),
+            len: None,
         })
     }
 
@@ -132,6 +136,9 @@ pub(crate) struct Scan {
     pub(crate) problems: Vec<Problem>,
     /// Feature markers this build does not know.
     pub(crate) unknown_features: Vec<String>,
+    /// Every feature marker the listing found, known or not; `None` when `features/` did
+    /// not list.
+    pub(crate) features: Option<Vec<String>>,
     /// Snapshot files (`snapshots/<hash>.sqlite`) and compaction records
     /// (`snapshots/<hash>.record`), by path, sorted.
     pub(crate) snapshots: Vec<String>,
@@ -142,6 +149,15 @@ pub(crate) struct Scan {
 }
 
 impl Scan {
+    /// Whether the store has feature marker `features/<feature>`: from this listing, or
+    /// asked of `folder` when `features/` did not list.
+    pub(crate) fn has_feature(&self, folder: &dyn Folder, feature: &str) -> bool {
+        match &self.features {
+            Some(present) => present.iter().any(|f| f == feature),
+            None => super::has_feature(folder, feature),
+        }
+    }
+
     /// The snapshots and compaction records, each with its [`fingerprint`]: a merge made
     /// with one of them half-delivered is redone when the sync tool completes it in place.
     pub(crate) fn snapshot_fingerprints(&self, folder: &dyn Folder) -> Vec<String> {
@@ -183,8 +199,13 @@ fn scan_with(store: &dyn Folder, doc: Option<&str>, index: Option<&Path>) -> Sca
     let mut out = Scan::default();
     scan_root(store, &mut out);
     match super::read_features(store) {
-        Ok((unknown, clutter)) => {
+        Ok(super::Features {
+            present,
+            unknown,
+            clutter,
+        }) => {
             out.unknown_features = unknown;
+            out.features = Some(present);
             for name in clutter {
                 out.problems
                     .push(quirks::problem(format!("{FEATURES_DIR}/{name}"), &name));
@@ -298,7 +319,10 @@ fn scan_actor(store: &dyn Folder, dir_rel: &str, doc: Option<&str>, out: &mut Sc
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => return out.problems.push(Problem::unreadable(dir_rel, &e)),
     };
-    for Entry { name, kind, .. } in entries {
+    for Entry {
+        name, kind, len, ..
+    } in entries
+    {
         // Listing for one document: the others' op files (most of the folder) go at a glance.
         if doc.is_some_and(|d| !name.starts_with(d)) && name.ends_with(names::OP_EXT) {
             continue;
@@ -335,6 +359,7 @@ fn scan_actor(store: &dyn Folder, dir_rel: &str, doc: Option<&str>, out: &mut Sc
                 loose: true,
                 packed: None,
                 also_packed: Vec::new(),
+                len,
             }),
             None => out.problems.push(quirks::problem(rel, &name)),
         }
@@ -388,6 +413,7 @@ fn scan_packs(store: &dyn Folder, doc: Option<&str>, index: Option<&Path>, out: 
                         row: row.clone(),
                     }),
                     also_packed: Vec::new(),
+                    len: None,
                 };
                 packed.push((entry, index.rows.len()));
             }
@@ -550,6 +576,7 @@ pub(crate) fn docs_pack_entries(
                     row,
                 }),
                 also_packed: Vec::new(),
+                len: None,
             };
             (entry, count)
         })

@@ -99,7 +99,7 @@ pub(crate) fn gaps(store: &super::Source<'_>, scan: &Scan, state: &MergedState) 
     // arrived. (Elsewhere they are only files still on their way: the usual sync lag.)
     let compacted = !scan.snapshots.is_empty()
         || !scan.records.is_empty()
-        || crate::folder::has_feature(&*store.folder, crate::format::snapshot::FEATURE);
+        || scan.has_feature(&*store.folder, crate::format::snapshot::FEATURE);
     // Heartbeats name the root document's heads only: a document's reader has no such rule
     // (docs/FORMAT.md §18).
     if compacted && out.is_empty() && store.doc.is_none() {

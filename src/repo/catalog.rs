@@ -72,14 +72,17 @@ fn entry_of(
 ) -> Result<Entry> {
     let view = doc.read_listed(scan)?;
     let folder = &*doc.inner.folder;
-    let loose_len = |rel: &str| -> Option<u64> { folder.stat(rel).ok().flatten()?.len };
+    // The listing's length where it gave one (off the local disk a stat is a request).
+    let loose_len = |e: &crate::folder::scan::OpEntry| -> Option<u64> {
+        e.len.or_else(|| folder.stat(&e.rel).ok().flatten()?.len)
+    };
     let bytes = scan
         .ops
         .iter()
         .map(|e| match (&e.packed, e.loose) {
             (Some(p), false) => u64::from(p.row.len),
-            (Some(p), true) => loose_len(&e.rel).unwrap_or(u64::from(p.row.len)),
-            (None, _) => loose_len(&e.rel).unwrap_or(0),
+            (Some(p), true) => loose_len(e).unwrap_or(u64::from(p.row.len)),
+            (None, _) => loose_len(e).unwrap_or(0),
         })
         .sum();
     let automerge = view.doc();

@@ -472,7 +472,7 @@ impl Store {
                 }
             }
         }
-        let (unknown, _) = crate::folder::read_features(&*self.inner.folder)?;
+        let unknown = crate::folder::read_features(&*self.inner.folder)?.unknown;
         self.features_seen(unknown.clone());
         Ok(unknown)
     }
@@ -659,7 +659,7 @@ impl Store {
     ) -> Option<(Arc<MergedState>, MergeReport)> {
         let uncompacted = scan.snapshots.is_empty()
             && scan.records.is_empty()
-            && !crate::folder::has_feature(&*self.inner.folder, crate::format::snapshot::FEATURE);
+            && !scan.has_feature(&*self.inner.folder, crate::format::snapshot::FEATURE);
         if !uncompacted {
             return None;
         }
