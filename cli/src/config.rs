@@ -1,5 +1,5 @@
-//! The config file: the store, device name, document and state dir a user would otherwise
-//! export in every shell. `CRDTDIR_CONFIG` names it; otherwise `config.toml` in the OS config
+//! The config file: the store, device name, document, state dir and key place a user would
+//! otherwise export in every shell. `CRDTDIR_CONFIG` names it; otherwise `config.toml` in the OS config
 //! folder (`~/.config/crdtdir/config.toml` on Linux), if there is one. A command-line flag
 //! or an environment variable wins over it.
 //!
@@ -8,6 +8,7 @@
 //! device = "laptop"            # as --device / CRDTDIR_DEVICE
 //! doc = "3c08…"                # as --doc / CRDTDIR_DOC
 //! state_dir = "~/.crdtdir"     # as --state-dir / CRDTDIR_STATE_DIR
+//! keychain = true              # as CRDTDIR_KEYCHAIN=1: keys go to the OS keychain
 //! ```
 //!
 //! A path starting with `~/` is in the home folder; a relative path is relative to the
@@ -28,6 +29,7 @@ pub(crate) struct Config {
     pub(crate) device: Option<String>,
     pub(crate) doc: Option<String>,
     pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) keychain: Option<bool>,
 }
 
 /// The config file's path: `CRDTDIR_CONFIG` (set and empty: none), else the OS config
@@ -90,7 +92,7 @@ fn bad(path: &Path, why: &str) -> Failure {
         code: "config",
         message: format!("config file {}: {}", path.display(), why.trim()),
         hint: Some(format!(
-            "a config file sets store, device, doc and state_dir (TOML); fix it, or run with {CONFIG_ENV}= (empty) to read none"
+            "a config file sets store, device, doc, state_dir and keychain (TOML); fix it, or run with {CONFIG_ENV}= (empty) to read none"
         )),
     }
 }

@@ -72,6 +72,9 @@ struct Cli {
     /// CRDTDIR_LOG takes a filter instead (e.g. CRDTDIR_LOG=crdtdir=debug).
     #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// The config file's `keychain = true`: keys this device is given go to the OS keychain.
+    #[arg(skip)]
+    keychain: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -202,6 +205,10 @@ fn main() -> ExitCode {
     cli.device = cli.device.or(config.device);
     cli.doc = cli.doc.or(config.doc);
     cli.state_dir = cli.state_dir.or(config.state_dir);
+    // CRDTDIR_KEYCHAIN, set to anything, wins over the file.
+    if std::env::var_os(crdtdir::KEYCHAIN_ENV).is_none() {
+        cli.keychain = config.keychain.unwrap_or(false);
+    }
     init_logging(cli.verbose);
     // Automerge can panic on a forged change; the library catches that and reports it, so
     // the default panic message would be noise. A panic that escapes is reported below.
@@ -268,7 +275,8 @@ fn options(cli: &Cli) -> Options {
         Command::Key(args) => args.keychain(),
         _ => false,
     };
-    o.read_only(cli.read_only).keychain(keychain)
+    o.read_only(cli.read_only)
+        .keychain(keychain || cli.keychain)
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {

@@ -543,3 +543,30 @@ fn a_crash_while_keeping_keys_in_the_keychain_loses_no_key() {
     assert!(tablet.import(&store, &key, &[]).status.success());
     assert_eq!(get(&tablet, &store)["a"], 1);
 }
+
+/// `keychain = true` in the config file keeps the keys a device is given in the keychain,
+/// as `CRDTDIR_KEYCHAIN=1` does; the environment variable, set to anything, wins over it.
+#[test]
+fn the_config_file_can_choose_the_keychain() {
+    let Some(keychain) = Keychain::start(true) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "keychain = true\n").unwrap();
+    let with_config = |dev: &Dev, store: &Path, args: &[&str], env: Option<&str>| {
+        let mut c = dev.cmd(store, args);
+        c.env("CRDTDIR_CONFIG", &config);
+        if let Some(value) = env {
+            c.env("CRDTDIR_KEYCHAIN", value);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {out:?}");
+    };
+    let [laptop, phone] = ["laptop", "phone"].map(|n| Dev::new(&keychain, dir.path(), n));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    with_config(&laptop, &a, &["init", "--encrypt"], None);
+    assert_eq!(laptop.key_place(&a), "keychain");
+    with_config(&phone, &b, &["init", "--encrypt"], Some("0"));
+    assert_eq!(phone.key_place(&b), "file");
+}

@@ -158,7 +158,7 @@ pub(crate) fn environment() -> Vec<EnvVar> {
         ),
         var(
             crate::config::CONFIG_ENV,
-            "The config file: TOML setting store, device, doc and state_dir (paths may start              with ~/; relative ones are in the file's folder), which a flag or environment              variable overrides; set and empty, no config file is read.",
+            "The config file: TOML setting store, device, doc, state_dir and keychain (paths may start              with ~/; relative ones are in the file's folder), which a flag or environment              variable overrides; set and empty, no config file is read.",
             "config.toml in the OS config folder (on Linux ~/.config/crdtdir/config.toml),              if there is one",
         ),
         var(
