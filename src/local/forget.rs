@@ -84,9 +84,10 @@ fn describe(state: &StateDir, id: &str) -> LocalStore {
 
 /// Deletes this device's local state of the store `id` (or the one store whose id starts
 /// with it): its cache and view, its writer record, its outbox and retention copies, and an
-/// encrypted store's key (in the OS keychain too, when it is kept there). What it describes is gone from this device for good, so the caller
-/// asks first. Refused while the folder this device used still holds the store
-/// ([`Refusal::InUse`]); [`Error::UnknownStore`] when no store's state matches.
+/// encrypted store's key (its item in the OS keychain too, when it is kept there). What it
+/// describes is gone from this device for good, so the caller asks first. Refused while the
+/// folder this device used still holds the store ([`Refusal::InUse`]);
+/// [`Error::UnknownStore`] when no store's state matches.
 pub fn forget_local(options: &crate::Options, id: &str) -> Result<LocalStore> {
     let state = StateDir::resolve(options.state_dir.as_deref())?;
     let found = find(&state, id)?;
