@@ -25,7 +25,7 @@ impl Store {
         let device = session.device.clone().unwrap_or_default();
         // Own op files the folder lost come back as they were.
         let record = session.record.clone();
-        let republished = self.republish(record.as_ref())?;
+        let republished = self.republish(record.as_ref(), None)?;
         let scan = self.scan();
         let (state, _, _) = self.merged(&scan, false);
         let mut doc = state.doc.clone();

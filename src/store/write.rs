@@ -388,7 +388,9 @@ impl Store {
         let mut notices = Vec::new();
         // Own op files the folder lost come back first, under their own names: the record
         // can then prove its last seq, and changes built on them stop waiting.
-        if let Some((merged, scan)) = self.republish_lost(record.as_ref(), state, &mut notices)? {
+        let republished =
+            self.republish_lost(record.as_ref(), state, listed_scan.as_ref(), &mut notices)?;
+        if let Some((merged, scan)) = republished {
             (state, listed_scan) = (merged, Some(scan));
         } else {
             state = self
@@ -482,10 +484,11 @@ impl Store {
         &self,
         record: Option<&WriterRecord>,
         state: MergedState,
+        listed: Option<&scan::Scan>,
         notices: &mut Vec<Notice>,
     ) -> Result<Option<(MergedState, scan::Scan)>> {
         self.inner.memory.put(Arc::new(state));
-        let republished = self.republish(record)?;
+        let republished = self.republish(record, listed)?;
         if republished.is_empty() {
             return Ok(None);
         }
@@ -810,27 +813,43 @@ impl Store {
     /// Publishes again, with the same bytes and name, every op file of this device's outbox
     /// that the folder lost and no valid snapshot in the folder folds in. An entry beyond the
     /// record's seq was never acknowledged (a crash came before the record) and is dropped.
+    /// `scan`: a listing of the folder just made, which answers for the actor folders.
     /// Returns the paths published.
-    pub(crate) fn republish(&self, record: Option<&WriterRecord>) -> Result<Vec<String>> {
+    pub(crate) fn republish(
+        &self,
+        record: Option<&WriterRecord>,
+        scan: Option<&scan::Scan>,
+    ) -> Result<Vec<String>> {
         let mut missing = Vec::new();
         // Off the local disk a request per kept file adds up: one listing of each actor
-        // folder first, and a stat (read-after-write, unlike a listing) only for what the
-        // listing lacks.
+        // folder first (the scan's, when there is one), and a stat (read-after-write, unlike
+        // a listing) only for what the listing lacks.
+        let loose: Option<HashSet<&str>> = scan.filter(|_| !self.is_local()).map(|scan| {
+            scan.ops
+                .iter()
+                .filter(|o| o.loose)
+                .map(|o| o.rel.as_str())
+                .collect()
+        });
         let mut listed: std::collections::HashMap<String, HashSet<String>> = Default::default();
         for kept in self.outbox().entries() {
             if record.is_some_and(|r| r.actor == kept.actor && kept.seq > r.seq) {
                 kept.release();
                 continue;
             }
-            let in_listing = !self.is_local()
-                && listed
-                    .entry(kept.actor.clone())
-                    .or_insert_with(|| {
-                        let dir = crate::folder::layout::actor_ops_rel(&kept.actor);
-                        let entries = self.inner.folder.list(&dir).unwrap_or_default();
-                        entries.into_iter().map(|e| e.name).collect()
-                    })
-                    .contains(&kept.name);
+            let in_scan = loose
+                .as_ref()
+                .is_some_and(|l| l.contains(kept.rel().as_str()));
+            let in_listing = in_scan
+                || (loose.is_none() && !self.is_local())
+                    && listed
+                        .entry(kept.actor.clone())
+                        .or_insert_with(|| {
+                            let dir = crate::folder::layout::actor_ops_rel(&kept.actor);
+                            let entries = self.inner.folder.list(&dir).unwrap_or_default();
+                            entries.into_iter().map(|e| e.name).collect()
+                        })
+                        .contains(&kept.name);
             if !in_listing && !self.has_file(&kept.rel()) {
                 missing.push(kept);
             }
