@@ -59,18 +59,18 @@ impl<F> Counted<F> {
     }
 }
 
+/// One more request about `path` in `by_path`.
+fn tally(by_path: &Mutex<BTreeMap<String, u64>>, path: &str) {
+    *by_path.lock().unwrap().entry(path.to_string()).or_default() += 1;
+}
+
 impl<F: Folder> Folder for Counted<F> {
     fn describe(&self) -> String {
         self.inner.describe()
     }
     fn list(&self, dir: &str) -> io::Result<Vec<Entry>> {
         self.count("LIST");
-        *self
-            .listed
-            .lock()
-            .unwrap()
-            .entry(dir.to_string())
-            .or_default() += 1;
+        tally(&self.listed, dir);
         self.inner.list(dir)
     }
     fn read(&self, path: &str) -> io::Result<Vec<u8>> {
@@ -83,12 +83,7 @@ impl<F: Folder> Folder for Counted<F> {
     }
     fn stat(&self, path: &str) -> io::Result<Option<Entry>> {
         self.count("HEAD");
-        *self
-            .stated
-            .lock()
-            .unwrap()
-            .entry(path.to_string())
-            .or_default() += 1;
+        tally(&self.stated, path);
         self.inner.stat(path)
     }
     fn create(&self, path: &str, bytes: &[u8], owner: &str) -> io::Result<Created> {

@@ -46,12 +46,18 @@ struct Pointer {
     check: String,
 }
 
-/// The keys as lines of text: the current key first.
-fn lines(key: &StoreKey, older: &[StoreKey]) -> String {
-    std::iter::once(key)
-        .chain(older)
+/// Keys as lines of text, one key per line.
+fn lines<'k>(keys: impl IntoIterator<Item = &'k StoreKey>) -> String {
+    keys.into_iter()
         .map(|k| format!("{}\n", k.to_text()))
         .collect()
+}
+
+/// Deletes the keychain item `account`; a keychain that does not answer is logged.
+fn delete_item(account: &str) {
+    if let Err(e) = keychain::delete(account) {
+        tracing::warn!(account, error = %e, "the keys' item in the OS keychain was not deleted (delete it by hand)");
+    }
 }
 
 impl StateDir {
@@ -131,26 +137,15 @@ impl StateDir {
         }
     }
 
-    /// What changes whenever the kept keys of `store_id` change, read without asking the
-    /// keychain: the key file's text, or the check the `keychain` file names.
-    pub(crate) fn keys_stamp(&self, store_id: &str) -> Option<String> {
+    /// Whether the keys kept for `store_id` have `key` as their current one, read without
+    /// asking the keychain (the key file, or the check the `keychain` file names): false
+    /// after another process of the device rotated or imported one. `None`: none kept.
+    pub(crate) fn keeps_as_current(&self, store_id: &str, key: &StoreKey) -> Option<bool> {
         if let Some(pointer) = self.pointer(store_id) {
-            return Some(format!("keychain {}", pointer.check));
+            return Some(pointer.check == key.check(store_id));
         }
-        std::fs::read_to_string(self.store_dir(store_id).join(names::KEY)).ok()
-    }
-
-    /// The stamp [`StateDir::keys_stamp`] gives once `key` is kept at `place`.
-    pub(crate) fn stamp_of(
-        &self,
-        store_id: &str,
-        key: &StoreKey,
-        place: KeyPlace,
-    ) -> Option<String> {
-        Some(match place {
-            KeyPlace::File => format!("{}\n", key.to_text()),
-            KeyPlace::Keychain => format!("keychain {}", key.check(store_id)),
-        })
+        let text = std::fs::read_to_string(self.store_dir(store_id).join(names::KEY)).ok()?;
+        Some(StoreKey::parse(&text).is_ok_and(|kept| &kept == key))
     }
 
     /// Keeps the keys of `store_id` at `place`: `key` the one it seals with, `older` the
@@ -170,19 +165,15 @@ impl StateDir {
         match place {
             KeyPlace::File => {
                 let old = dir.join(names::OLD_KEYS);
-                let text: String = older.iter().map(|k| format!("{}\n", k.to_text())).collect();
-                fs::replace_local(&old, text.as_bytes()).map_err(Error::io(&old))?;
+                fs::replace_local(&old, lines(older).as_bytes()).map_err(Error::io(&old))?;
                 crate::fault::at("keys-kept-older").map_err(Error::io(&old))?;
                 let path = dir.join(names::KEY);
-                fs::replace_local(&path, format!("{}\n", key.to_text()).as_bytes())
-                    .map_err(Error::io(&path))?;
+                fs::replace_local(&path, lines([key]).as_bytes()).map_err(Error::io(&path))?;
                 if let Some(pointer) = self.pointer(store_id) {
                     fs::remove(&pointer_path)
                         .and_then(|()| fs::sync_dir(&dir))
                         .map_err(Error::io(&pointer_path))?;
-                    if let Err(e) = keychain::delete(&pointer.account) {
-                        tracing::warn!(account = %pointer.account, error = %e, "the keys' item in the OS keychain was not deleted (the keys are in local state now; delete it by hand)");
-                    }
+                    delete_item(&pointer.account);
                 }
             }
             KeyPlace::Keychain => {
@@ -190,7 +181,7 @@ impl StateDir {
                     .pointer(store_id)
                     .map_or_else(|| self.account(store_id), |p| p.account);
                 let label = format!("crdtdir: the key of store {store_id}");
-                keychain::set(&account, &label, &lines(key, older))
+                keychain::set(&account, &label, &lines(std::iter::once(key).chain(older)))
                     .map_err(|reason| Error::Keychain { reason })?;
                 crate::fault::at("keys-kept-older").map_err(Error::io(&pointer_path))?;
                 let text = format!("{account}\n{}\n", key.check(store_id));
@@ -210,9 +201,7 @@ impl StateDir {
     /// the device forgets the store). A keychain that does not answer is logged.
     pub(crate) fn forget_keychain_item(&self, store_id: &str) {
         if let Some(pointer) = self.pointer(store_id) {
-            if let Err(e) = keychain::delete(&pointer.account) {
-                tracing::warn!(account = %pointer.account, error = %e, "the keys' item in the OS keychain was not deleted (delete it by hand)");
-            }
+            delete_item(&pointer.account);
         }
     }
 }

@@ -71,10 +71,7 @@ impl Store {
     /// [`Error::Locked`] (it was never given the key), [`Error::Keychain`] (it keeps it in
     /// the OS keychain, which did not give it), [`Refusal::NotEncrypted`].
     pub fn current_key(&self) -> Result<StoreKey> {
-        if !self.is_encrypted() {
-            return Err(Error::Refused(Refusal::NotEncrypted));
-        }
-        self.key().ok_or_else(|| self.locked())
+        Ok(self.keyring_or_error()?.current().clone())
     }
 
     /// Where this device keeps the keys of this store; `None`: it keeps none (a store that
@@ -132,8 +129,11 @@ impl Store {
         KeyPlace::File
     }
 
+    /// This device's keys of the store, or why it has none at hand ([`Store::current_key`]).
     fn keyring_or_error(&self) -> Result<Arc<Keyring>> {
-        self.current_key()?;
+        if !self.is_encrypted() {
+            return Err(Error::Refused(Refusal::NotEncrypted));
+        }
         self.keyring().ok_or_else(|| self.locked())
     }
 
@@ -162,13 +162,8 @@ impl Store {
         let have = self.keyring();
         if have.as_ref().is_some_and(|ring| ring.has(key)) {
             // Asked for the keychain: the keys it has move there.
-            if let Some(ring) = have.filter(|_| self.inner.keychain) {
-                if self.key_place() != Some(KeyPlace::Keychain) {
-                    let older = ring.older();
-                    self.inner
-                        .state
-                        .keep_keys(ring.current(), &older, KeyPlace::Keychain)?;
-                }
+            if self.inner.keychain {
+                self.move_key(KeyPlace::Keychain)?;
             }
             return Ok(());
         }
@@ -308,15 +303,9 @@ impl Store {
         }
         let state = self.inner.state.dir();
         let store_id = &self.inner.marker.store_id;
-        let stamp = state.keys_stamp(store_id);
-        let ring = self.keyring();
-        let stale = match (&stamp, &ring) {
-            (Some(stamp), Some(r)) => {
-                let place = state.key_place(store_id).unwrap_or(KeyPlace::File);
-                state.stamp_of(store_id, r.current(), place).as_ref() != Some(stamp)
-            }
-            (Some(_), None) => true,
-            _ => false,
+        let stale = match self.keyring() {
+            Some(ring) => state.keeps_as_current(store_id, ring.current()) == Some(false),
+            None => state.key_place(store_id).is_some(),
         };
         if stale {
             if let Some(ring) = load_keyring(

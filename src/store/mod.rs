@@ -445,11 +445,7 @@ impl Store {
                 crate::folder::scan::scan_doc(&*self.inner.folder, doc, &index)
             }
         };
-        let features_read = !scan
-            .problems
-            .iter()
-            .any(|p| p.path == crate::format::marker::FEATURES_DIR);
-        if features_read {
+        if scan.features.is_some() && !self.is_local() {
             self.features_seen(scan.unknown_features.clone());
         }
         scan
@@ -473,7 +469,9 @@ impl Store {
             }
         }
         let unknown = crate::folder::read_features(&*self.inner.folder)?.unknown;
-        self.features_seen(unknown.clone());
+        if !self.is_local() {
+            self.features_seen(unknown.clone());
+        }
         Ok(unknown)
     }
 
